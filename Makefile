@@ -1,0 +1,41 @@
+# langrun: `make run` starts the service on the embedded default, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 127.0.0.1
+SECRET_FILE := var/secret_key
+
+.PHONY: run test lint venv dev-venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+
+dev-venv: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+
+$(SECRET_FILE):
+	mkdir -p var
+	$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $(SECRET_FILE)
+	chmod 600 $(SECRET_FILE)
+
+run: venv $(SECRET_FILE)
+	export SECRET_KEY="$${SECRET_KEY:-$$(cat $(SECRET_FILE))}"; \
+	$(BIN)/python manage.py migrate --noinput -v0 && \
+	$(BIN)/python manage.py collectstatic --noinput -v0 && \
+	$(BIN)/python manage.py bootstrap --base-url "http://$(HOST):$(PORT)" && \
+	exec $(BIN)/python manage.py serve --host "$(HOST)" --port "$(PORT)"
+
+test: dev-venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: dev-venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -1,0 +1,31 @@
+"""langrun's flow engine: plain Python, no Django.
+
+A flow is a graph of components. `parse_graph` validates a flow's native JSON
+against the component registry; `run_graph` executes a parsed graph.
+"""
+
+from flows.engine.errors import GraphValidationError, NodeError, ValidationIssue
+from flows.engine.graph import Edge, Graph, Node, parse_graph
+from flows.engine.registry import Component, Input, Output, registry
+from flows.engine.runner import NodeResult, RunContext, RunResult, run_graph
+
+# Importing the package registers the built-in components.
+from flows.engine import components  # noqa: F401, E402  isort: skip
+
+__all__ = [
+    "Component",
+    "Edge",
+    "Graph",
+    "GraphValidationError",
+    "Input",
+    "Node",
+    "NodeError",
+    "NodeResult",
+    "Output",
+    "RunContext",
+    "RunResult",
+    "ValidationIssue",
+    "parse_graph",
+    "registry",
+    "run_graph",
+]

@@ -1,0 +1,3 @@
+"""Built-in components. Importing this package registers them."""
+
+from flows.engine.components import core  # noqa: F401

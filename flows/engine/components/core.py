@@ -1,0 +1,115 @@
+"""The core components: a webhook's payload in, text formatting, named outputs."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+from flows.engine.errors import NodeError
+from flows.engine.registry import Component, Input, Output, register
+
+
+@register
+class Webhook(Component):
+    """The request's payload, as parsed by the webhook endpoint.
+
+    JSON bodies arrive as their value, form bodies as an object, other text as `{"payload": text}`.
+    """
+
+    name = "Webhook"
+    description = "Starts a flow with the payload of the webhook request."
+    outputs = (Output("data", "any", "The parsed request payload."),)
+
+    def run(self) -> dict[str, Any]:
+        return {"data": self.context.payload}
+
+
+# `{name}`, `{customer.name}`, `{items.0}`; format specs are short and widths bounded.
+_FIELD = re.compile(r"^[^.\[\]]+(\.[^.\[\]]+)*$")
+_MAX_SPEC = 16
+_MAX_WIDTH = 1000
+
+
+class _SafeFormatter(string.Formatter):
+    """str.format without attribute access, indexing syntax or unbounded padding."""
+
+    def get_field(self, field_name: str, args, kwargs):
+        if not _FIELD.match(field_name):
+            raise NodeError(f"Template field {{{field_name}}} is not allowed: use names like {{name}} or {{customer.name}}.")
+        value: Any = kwargs
+        walked = []
+        for part in field_name.split("."):
+            walked.append(part)
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                available = ", ".join(sorted(map(str, value))) if isinstance(value, dict) else "none"
+                raise NodeError(f"Template key {'.'.join(walked)!r} is missing from the input (available keys: {available}).")
+        return value, field_name
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        width = re.match(r"^.?[<>=^]?[+\- ]?#?0?(\d*)", format_spec)
+        if len(format_spec) > _MAX_SPEC or (width and width.group(1) and int(width.group(1)) > _MAX_WIDTH):
+            raise NodeError(f"Template format spec {format_spec!r} is too long.")
+        try:
+            return super().format_field(value, format_spec)
+        except (ValueError, TypeError) as exc:
+            raise NodeError(f"Template format spec {format_spec!r} does not fit value {value!r}: {exc}") from exc
+
+    def check_unused_args(self, used_args, args, kwargs) -> None:
+        return None
+
+
+_formatter = _SafeFormatter()
+
+
+@register
+class Template(Component):
+    """Renders text from an object, e.g. `Hello {name}!`.
+
+    Fields name keys of the input object (dots walk into nested objects and lists); nothing else is evaluated.
+    """
+
+    name = "Template"
+    description = "Formats text with {field} placeholders filled from the input object."
+    inputs = (
+        Input("data", "any", description="The object whose keys fill the placeholders."),
+        Input("template", "str", description="Text with {field} placeholders.", connectable=False),
+    )
+    outputs = (Output("text", "str", "The rendered text."),)
+
+    def run(self, *, data: Any, template: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise NodeError(f"Template needs an object as input, got {_json_type(data)}.")
+        try:
+            return {"text": _formatter.vformat(template, (), data)}
+        except (ValueError, IndexError) as exc:
+            raise NodeError(f"Template is malformed: {exc}") from exc
+
+
+@register
+class Output(Component):
+    """Makes what reaches it part of the run's `outputs`, under its `name` (or its node id).
+
+    Its own output carries the value on, so a flow can also chain from it.
+    """
+
+    name = "Output"
+    description = "Records its input as one of the run's named outputs."
+    inputs = (
+        Input("value", "any", description="The value to record."),
+        Input("name", "str", required=False, description="Key in the run's outputs (default: the node id).", connectable=False),
+    )
+    outputs = (Output("value", "any", "The recorded value."),)
+
+    def run(self, *, value: Any, name: str | None = None) -> dict[str, Any]:
+        self.context.outputs[name or self.node_id] = value
+        return {"value": value}
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")

@@ -1,0 +1,214 @@
+"""The native flow format: parsing and validation against the component registry.
+
+A flow's `data` is `{"nodes": [{"id", "type", "params"?}], "edges": [{"source",
+"target", "source_output"?, "target_input"?}]}`. `parse_graph` checks all of it
+and reports every problem with its location, or returns a `Graph` ready to run.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.engine.errors import GraphValidationError, ValidationIssue
+from flows.engine.registry import Registry, registry as default_registry, type_accepts
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    source_output: str
+    target_input: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A validated graph: nodes by id (in declaration order), edges, and a topological order."""
+
+    nodes: dict[str, Node]
+    edges: tuple[Edge, ...]
+    order: tuple[str, ...]
+
+    def incoming(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.target == node_id]
+
+    def nodes_of_type(self, type_name: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.type == type_name]
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
+    """Validate `data` in the native format and return the graph; raise GraphValidationError otherwise."""
+    issues: list[ValidationIssue] = []
+
+    def issue(loc: tuple, msg: str, type_: str) -> None:
+        issues.append(ValidationIssue(loc=loc, msg=msg, type=type_))
+
+    if not isinstance(data, dict):
+        raise GraphValidationError([ValidationIssue((), "A flow's data must be an object with 'nodes' and 'edges'.", "object_type")])
+    unknown_keys = sorted(set(data) - {"nodes", "edges"})
+    for key in unknown_keys:
+        issue((key,), f"Unknown key {key!r}; a flow's data has only 'nodes' and 'edges'.", "extra_forbidden")
+    raw_nodes = data.get("nodes")
+    raw_edges = data.get("edges", [])
+    if not isinstance(raw_nodes, list):
+        issue(("nodes",), "'nodes' must be a list of nodes.", "list_type")
+        raw_nodes = []
+    if not isinstance(raw_edges, list):
+        issue(("edges",), "'edges' must be a list of edges.", "list_type")
+        raw_edges = []
+
+    nodes: dict[str, Node] = {}
+    node_index: dict[str, int] = {}
+    for i, raw in enumerate(raw_nodes):
+        node = _parse_node(raw, i, registry, issue)
+        if node is None:
+            continue
+        if node.id in nodes:
+            issue(("nodes", i, "id"), f"Duplicate node id {node.id!r} (first used by node {node_index[node.id]}).", "duplicate_id")
+            continue
+        nodes[node.id] = node
+        node_index[node.id] = i
+
+    edges: list[Edge] = []
+    edge_index: dict[Edge, int] = {}
+    fed: dict[tuple[str, str], int] = {}
+    for j, raw in enumerate(raw_edges):
+        edge = _parse_edge(raw, j, nodes, registry, issue)
+        if edge is None:
+            continue
+        key = (edge.target, edge.target_input)
+        if key in fed:
+            issue(("edges", j, "target_input"), f"Input {edge.target_input!r} of node {edge.target!r} is already fed by edge {fed[key]}.", "duplicate_edge")
+            continue
+        fed[key] = j
+        edges.append(edge)
+        edge_index[edge] = j
+
+    for node_id, node in nodes.items():
+        component = registry.get(node.type)
+        i = node_index[node_id]
+        for inp in component.inputs:
+            if inp.required and inp.default is None and inp.name not in node.params and (node_id, inp.name) not in fed:
+                issue(("nodes", i, "params", inp.name), f"Node {node_id!r} ({node.type}) needs input {inp.name!r}: connect an edge to it or set it in params.", "missing")
+
+    order: tuple[str, ...] = ()
+    if not issues:
+        sorter = graphlib.TopologicalSorter({node_id: set() for node_id in nodes})
+        for edge in edges:
+            sorter.add(edge.target, edge.source)
+        try:
+            order = tuple(sorter.static_order())
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            first = next(e for e in edges if e.source == cycle[1] and e.target == cycle[0]) if len(cycle) > 1 else None
+            loc = ("edges", edge_index[first]) if first else ("edges",)
+            issue(loc, f"The graph has a cycle: {' -> '.join(reversed(cycle))}.", "cycle")
+
+    if issues:
+        raise GraphValidationError(issues)
+    return Graph(nodes=nodes, edges=tuple(edges), order=order)
+
+
+def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
+    if not isinstance(raw, dict):
+        issue(("nodes", i), "A node must be an object with 'id', 'type' and optional 'params'.", "object_type")
+        return None
+    ok = True
+    for key in sorted(set(raw) - {"id", "type", "params"}):
+        issue(("nodes", i, key), f"Unknown key {key!r}; a node has 'id', 'type' and 'params'.", "extra_forbidden")
+        ok = False
+    node_id, type_name, params = raw.get("id"), raw.get("type"), raw.get("params", {})
+    if not _name(node_id):
+        issue(("nodes", i, "id"), "A node needs a non-empty string 'id'.", "missing" if node_id is None else "string_type")
+        ok = False
+    if not _name(type_name):
+        issue(("nodes", i, "type"), "A node needs a component 'type'.", "missing" if type_name is None else "string_type")
+        return None
+    component = registry.get(type_name)
+    if component is None:
+        issue(("nodes", i, "type"), f"Unknown component type {type_name!r}. Known types: {', '.join(registry.names())}.", "unknown_component")
+        return None
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        issue(("nodes", i, "params"), "'params' must be an object.", "object_type")
+        return None
+    for name, value in params.items():
+        inp = component.input(name)
+        loc = ("nodes", i, "params", name)
+        if inp is None:
+            known = ", ".join(x.name for x in component.inputs) or "none"
+            issue(loc, f"{type_name} has no parameter {name!r} (its inputs: {known}).", "extra_forbidden")
+            ok = False
+        elif not type_accepts(inp.type, value):
+            issue(loc, f"{type_name}.{name} must be of type {inp.type}, got {type(value).__name__}.", f"{inp.type}_type")
+            ok = False
+        elif inp.choices is not None and value not in inp.choices:
+            issue(loc, f"{type_name}.{name} must be one of {', '.join(map(repr, inp.choices))}.", "enum")
+            ok = False
+    if not ok:
+        return None
+    return Node(id=node_id, type=type_name, params=dict(params))
+
+
+def _parse_edge(raw: Any, j: int, nodes: dict[str, Node], registry: Registry, issue) -> Edge | None:
+    if not isinstance(raw, dict):
+        issue(("edges", j), "An edge must be an object with 'source' and 'target'.", "object_type")
+        return None
+    for key in sorted(set(raw) - {"source", "target", "source_output", "target_input"}):
+        issue(("edges", j, key), f"Unknown key {key!r}; an edge has 'source', 'target', 'source_output' and 'target_input'.", "extra_forbidden")
+        return None
+    ends = {}
+    for end in ("source", "target"):
+        value = raw.get(end)
+        if not _name(value):
+            issue(("edges", j, end), f"An edge needs a '{end}' node id.", "missing" if value is None else "string_type")
+        elif value not in nodes:
+            issue(("edges", j, end), f"Edge {end} {value!r} is not a node of this flow.", "unknown_node")
+        else:
+            ends[end] = nodes[value]
+    if len(ends) != 2:
+        return None
+    source_cls, target_cls = registry.get(ends["source"].type), registry.get(ends["target"].type)
+
+    source_output = raw.get("source_output")
+    if source_output is None:
+        if not source_cls.outputs:
+            issue(("edges", j, "source"), f"Node {ends['source'].id!r} ({source_cls.name}) has no outputs.", "unknown_output")
+            return None
+        source_output = source_cls.outputs[0].name
+    output = source_cls.output(source_output) if isinstance(source_output, str) else None
+    if output is None:
+        known = ", ".join(o.name for o in source_cls.outputs) or "none"
+        issue(("edges", j, "source_output"), f"{source_cls.name} has no output {source_output!r} (its outputs: {known}).", "unknown_output")
+        return None
+
+    connectable = [i for i in target_cls.inputs if i.connectable]
+    target_input = raw.get("target_input")
+    if target_input is None:
+        if not connectable:
+            issue(("edges", j, "target"), f"Node {ends['target'].id!r} ({target_cls.name}) has no inputs.", "unknown_input")
+            return None
+        target_input = connectable[0].name
+    inp = target_cls.input(target_input) if isinstance(target_input, str) else None
+    if inp is None or not inp.connectable:
+        known = ", ".join(i.name for i in connectable) or "none"
+        issue(("edges", j, "target_input"), f"{target_cls.name} has no connectable input {target_input!r} (its inputs: {known}).", "unknown_input")
+        return None
+    if "any" not in (inp.type, output.type) and inp.type != output.type:
+        issue(("edges", j), f"{source_cls.name}.{output.name} gives {output.type}, but {target_cls.name}.{inp.name} accepts {inp.type}.", "type_mismatch")
+        return None
+    return Edge(source=ends["source"].id, target=ends["target"].id, source_output=source_output, target_input=target_input)

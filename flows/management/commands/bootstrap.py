@@ -1,0 +1,56 @@
+import json
+import secrets
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from flows.services import flow_create
+from langrun.models import User
+from langrun.services import api_key_create
+
+DEMO_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "greet", "type": "Template", "params": {"template": "Hello {name}!"}},
+        {"id": "out", "type": "Output", "params": {"name": "greeting"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "greet", "target_input": "data"},
+        {"source": "greet", "target": "out", "target_input": "value"},
+    ],
+}
+
+
+class Command(BaseCommand):
+    help = "On an empty database: create an admin user, a demo flow and an API key, and print how to call it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args, base_url: str, **options):
+        base_url = base_url.rstrip("/")
+        if User.objects.exists():
+            self.stdout.write(f"langrun is set up. Admin: {base_url}/admin/  (new API key: python manage.py create_api_key <username>)")
+            return
+        password = secrets.token_urlsafe(12)
+        with transaction.atomic():
+            admin = User.objects.create_superuser("admin", email="", password=password)
+            flow_create(user=admin, name="Demo: greeting", endpoint_name="demo", data=DEMO_FLOW, description="Webhook -> Template -> Output")
+            key = api_key_create(user=admin, name="demo").key
+        body = json.dumps({"name": "Ada"})
+        self.stdout.write(
+            "\n".join(
+                [
+                    "",
+                    "First start: created an admin user, a demo flow and an API key (shown only now).",
+                    f"  Admin:    {base_url}/admin/   user: admin   password: {password}",
+                    f"  API key:  {key}",
+                    "",
+                    "Call the demo flow's webhook:",
+                    f"  curl -X POST '{base_url}/api/v1/webhook/demo' -H 'x-api-key: {key}' -H 'Content-Type: application/json' -d '{body}'",
+                    "Then open the status_url from the answer:",
+                    f"  curl -H 'x-api-key: {key}' '{base_url}/api/v1/runs/<run_id>'",
+                    "",
+                ]
+            )
+        )

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LangrunConfig(AppConfig):
+    name = "langrun"
+    verbose_name = "Identity"

@@ -1,0 +1,66 @@
+"""One error shape for the whole API, FastAPI's: `{"detail": "..."}`, or for 422
+`{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+# DRF's error codes, renamed where FastAPI has a name of its own.
+_TYPES = {"required": "missing", "null": "missing", "invalid": "value_error", "unique": "unique"}
+
+
+class RequestValidationError(exceptions.APIException):
+    """A request that is well-formed HTTP but whose content is invalid: 422 with located errors."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "Validation error"
+    default_code = "validation_error"
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        self.errors = errors
+        super().__init__(self.default_detail)
+
+    @classmethod
+    def single(cls, loc: list, msg: str, type_: str) -> RequestValidationError:
+        return cls([{"loc": list(loc), "msg": msg, "type": type_}])
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state of the resource."
+    default_code = "conflict"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body is too large."
+    default_code = "payload_too_large"
+
+
+def flatten_errors(detail: Any, loc: list) -> list[dict[str, Any]]:
+    """Turn DRF's nested error detail into FastAPI's flat list of located errors."""
+    if isinstance(detail, dict):
+        return [e for key, value in detail.items() for e in flatten_errors(value, [*loc, key] if key != "non_field_errors" else loc)]
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            return [e for item in detail for e in flatten_errors(item, loc)]
+        return [e for i, item in enumerate(detail) if item for e in flatten_errors(item, [*loc, i])]
+    code = getattr(detail, "code", None) or "value_error"
+    return [{"loc": loc, "msg": str(detail), "type": _TYPES.get(code, code)}]
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, RequestValidationError):
+        return Response({"detail": exc.errors}, status=exc.status_code)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response({"detail": flatten_errors(exc.detail, ["body"])}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    if isinstance(exc, exceptions.ParseError):
+        return Response({"detail": [{"loc": ["body"], "msg": str(exc.detail), "type": "json_invalid"}]}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    response = exception_handler(exc, context)
+    if response is not None and not (isinstance(response.data, dict) and "detail" in response.data):
+        response.data = {"detail": response.data}
+    return response

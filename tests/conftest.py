@@ -1,0 +1,77 @@
+import itertools
+
+import pytest
+from rest_framework.test import APIClient
+
+from flows.services import flow_create
+from langrun.models import User
+from langrun.services import api_key_create
+
+GREETING_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "greet", "type": "Template", "params": {"template": "Hello {name}!"}},
+        {"id": "out", "type": "Output", "params": {"name": "greeting"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "greet", "target_input": "data"},
+        {"source": "greet", "target": "out", "target_input": "value"},
+    ],
+}
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _purge_test_queue():
+    """The test run's broker queue (named after the test process) is emptied at the end."""
+    yield
+    try:
+        from django_q.brokers import get_broker
+
+        get_broker().purge_queue()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str | None = None, **fields) -> User:
+        return User.objects.create_user(username=username or f"user{next(_names)}", password="pw-for-tests-1", **fields)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def api_key(user):
+    return api_key_create(user=user, name="test").key
+
+
+@pytest.fixture
+def make_flow(db):
+    def make(user, *, data=None, endpoint_name=None, name="Greeting") -> object:
+        return flow_create(user=user, name=name, endpoint_name=endpoint_name, data=data or GREETING_FLOW)
+
+    return make
+
+
+@pytest.fixture
+def flow(make_flow, user):
+    return make_flow(user, endpoint_name="greet")
+
+
+@pytest.fixture
+def client():
+    return APIClient()
+
+
+@pytest.fixture
+def key_client(api_key):
+    c = APIClient()
+    c.credentials(HTTP_X_API_KEY=api_key)
+    return c

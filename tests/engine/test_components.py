@@ -1,0 +1,45 @@
+import pytest
+
+from flows.engine import NodeError, RunContext
+from flows.engine.components.core import Output, Template, Webhook
+
+
+def template(data, text):
+    return Template(node_id="t", context=RunContext()).run(data=data, template=text)["text"]
+
+
+def test_webhook_outputs_payload():
+    assert Webhook(node_id="w", context=RunContext(payload={"a": 1})).run() == {"data": {"a": 1}}
+
+
+def test_template_renders_nested_keys_and_format_specs():
+    assert template({"name": "Ada", "order": {"total": 3.5, "items": ["x", "y"]}}, "{name}: {order.total:.2f} {order.items.1}") == "Ada: 3.50 y"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{missing}", "'missing' is missing"),
+        ("{name.__class__}", "'name.__class__' is missing"),
+        ("{name[0]}", "not allowed"),
+        ("{0}", "'0' is missing"),
+        ("{name:>99999999}", "too long"),
+        ("{name", "malformed"),
+        ("{name:d}", "does not fit"),
+    ],
+)
+def test_template_refuses_unsafe_or_broken_fields(text, message):
+    with pytest.raises(NodeError, match=message):
+        template({"name": "Ada"}, text)
+
+
+def test_template_needs_an_object():
+    with pytest.raises(NodeError, match="needs an object"):
+        template(["a"], "{x}")
+
+
+def test_output_records_under_name_or_node_id():
+    context = RunContext()
+    Output(node_id="o1", context=context).run(value=1, name="total")
+    Output(node_id="o2", context=context).run(value=2)
+    assert context.outputs == {"total": 1, "o2": 2}

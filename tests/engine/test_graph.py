@@ -1,0 +1,96 @@
+import copy
+
+import pytest
+
+from flows.engine import GraphValidationError, parse_graph
+from tests.conftest import GREETING_FLOW
+
+
+def issues(data):
+    with pytest.raises(GraphValidationError) as exc:
+        parse_graph(data)
+    return [(i.loc, i.type) for i in exc.value.issues]
+
+
+def test_valid_graph_has_topological_order():
+    graph = parse_graph(GREETING_FLOW)
+    assert graph.order == ("hook", "greet", "out")
+    assert [e.source_output for e in graph.edges] == ["data", "text"]
+
+
+def test_default_ports_are_the_first_declared():
+    data = {"nodes": [{"id": "a", "type": "Webhook"}, {"id": "b", "type": "Output"}], "edges": [{"source": "a", "target": "b"}]}
+    edge = parse_graph(data).edges[0]
+    assert (edge.source_output, edge.target_input) == ("data", "value")
+
+
+@pytest.mark.parametrize("data", [None, [], "x", {"nodes": "x"}])
+def test_data_must_be_an_object_with_lists(data):
+    assert issues(data)
+
+
+def test_unknown_component_type_is_located():
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][1]["type"] = "Nope"
+    assert (("nodes", 1, "type"), "unknown_component") in issues(data)
+
+
+def test_duplicate_node_id():
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"].append({"id": "hook", "type": "Webhook"})
+    assert (("nodes", 3, "id"), "duplicate_id") in issues(data)
+
+
+def test_edges_to_unknown_nodes_and_ports():
+    data = copy.deepcopy(GREETING_FLOW)
+    data["edges"] += [
+        {"source": "ghost", "target": "out"},
+        {"source": "hook", "target": "greet", "source_output": "nope", "target_input": "data"},
+        {"source": "hook", "target": "out", "target_input": "nope"},
+    ]
+    found = issues(data)
+    assert (("edges", 2, "source"), "unknown_node") in found
+    assert (("edges", 3, "source_output"), "unknown_output") in found
+    assert (("edges", 4, "target_input"), "unknown_input") in found
+
+
+def test_second_edge_into_one_input_is_refused():
+    data = copy.deepcopy(GREETING_FLOW)
+    data["edges"].append({"source": "hook", "target": "out", "target_input": "value"})
+    assert (("edges", 2, "target_input"), "duplicate_edge") in issues(data)
+
+
+def test_cycle_is_refused():
+    data = {
+        "nodes": [
+            {"id": "a", "type": "Template", "params": {"template": "x"}},
+            {"id": "b", "type": "Template", "params": {"template": "y"}},
+        ],
+        "edges": [{"source": "a", "target": "b", "target_input": "data"}, {"source": "b", "target": "a", "target_input": "data"}],
+    }
+    found = issues(data)
+    assert len(found) == 1 and found[0][1] == "cycle" and found[0][0][0] == "edges"
+
+
+def test_required_input_neither_connected_nor_set():
+    data = {"nodes": [{"id": "t", "type": "Template", "params": {"template": "x"}}], "edges": []}
+    assert (("nodes", 0, "params", "data"), "missing") in issues(data)
+
+
+def test_param_type_and_unknown_param():
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][1]["params"] = {"template": 42, "colour": "red"}
+    found = issues(data)
+    assert (("nodes", 1, "params", "template"), "str_type") in found
+    assert (("nodes", 1, "params", "colour"), "extra_forbidden") in found
+
+
+def test_non_connectable_input_cannot_take_an_edge():
+    data = copy.deepcopy(GREETING_FLOW)
+    data["edges"][0]["target_input"] = "template"
+    assert (("edges", 0, "target_input"), "unknown_input") in issues(data)
+
+
+def test_every_problem_is_reported_at_once():
+    data = {"nodes": [{"id": "a", "type": "X"}, {"id": "b", "type": "Y"}, {"type": "Webhook"}], "edges": []}
+    assert len(issues(data)) == 3

@@ -1,0 +1,59 @@
+import pytest
+
+from flows.engine import Component, Input, Output, registry
+from flows.engine.registry import Registry
+
+
+def test_builtin_components_are_registered():
+    assert {"Webhook", "Template", "Output"} <= set(registry.names())
+
+
+def test_catalogue_describes_ports():
+    template = next(c for c in registry.catalogue() if c["name"] == "Template")
+    assert [i["name"] for i in template["inputs"]] == ["data", "template"]
+    assert template["outputs"] == [{"name": "text", "type": "str", "description": "The rendered text."}]
+
+
+def test_registry_refuses_component_without_run():
+    class NoRun(Component):
+        """Has no run()."""
+
+        name = "NoRun"
+
+    with pytest.raises(TypeError, match="does not implement run"):
+        Registry().register(NoRun)
+
+
+def test_registry_refuses_duplicate_names_and_bad_types():
+    local = Registry()
+
+    class A(Component):
+        """A."""
+
+        name = "Same"
+
+        def run(self):
+            return {}
+
+    class B(A):
+        """B."""
+
+        inputs = (Input("x", "float"),)
+        outputs = (Output("y"), Output("y"))
+
+    local.register(A)
+    with pytest.raises(TypeError) as exc:
+        local.register(B)
+    message = str(exc.value)
+    assert "taken" in message and "unknown type 'float'" in message and "duplicate output names" in message
+
+
+def test_registry_refuses_undocumented_component():
+    class Quiet(Component):
+        name = "Quiet"
+
+        def run(self):
+            return {}
+
+    with pytest.raises(TypeError, match="no docstring"):
+        Registry().register(Quiet)
