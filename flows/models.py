@@ -19,7 +19,7 @@ class Flow(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flows")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
-    endpoint_name = models.CharField(
+    endpoint_name = models.CharField(  # noqa: DJ001 - NULL means "no endpoint name"; unique only when set
         max_length=100,
         null=True,
         blank=True,

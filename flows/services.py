@@ -76,9 +76,7 @@ def _flow_save(flow: Flow) -> Flow:
 # --- Runs --------------------------------------------------------------------
 
 
-def flow_run_create(
-    *, flow: Flow, user, trigger: str, payload: Any, body: str = "", content_type: str = ""
-) -> FlowRun:
+def flow_run_create(*, flow: Flow, user, trigger: str, payload: Any, body: str = "", content_type: str = "") -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
     When this returns, the run is committed (or the surrounding transaction
@@ -129,8 +127,6 @@ def flow_run_claim(*, run_id) -> bool:
         status=FlowRun.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
     )
     return claimed == 1
-
-
 
 
 def flow_run_execute(*, run_id) -> FlowRun | None:

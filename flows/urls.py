@@ -3,7 +3,16 @@ from rest_framework.routers import SimpleRouter
 
 from flows import views
 
-router = SimpleRouter(trailing_slash="/?")
+
+class OptionalSlashRouter(SimpleRouter):
+    """`/flows/` and `/flows/{id}` as Langflow spells them, with or without the trailing slash."""
+
+    def __init__(self):
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
 router.register("flows", views.FlowViewSet, basename="flow")
 
 urlpatterns = [

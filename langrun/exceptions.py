@@ -59,7 +59,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, exceptions.ValidationError):
         return Response({"detail": flatten_errors(exc.detail, ["body"])}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
     if isinstance(exc, exceptions.ParseError):
-        return Response({"detail": [{"loc": ["body"], "msg": str(exc.detail), "type": "json_invalid"}]}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        return Response(
+            {"detail": [{"loc": ["body"], "msg": str(exc.detail), "type": "json_invalid"}]}, status=status.HTTP_422_UNPROCESSABLE_ENTITY
+        )
     response = exception_handler(exc, context)
     if response is not None and not (isinstance(response.data, dict) and "detail" in response.data):
         response.data = {"detail": response.data}

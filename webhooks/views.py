@@ -55,5 +55,7 @@ class WebhookView(APIView):
             content_type=content_type,
         )
         status_url = request.build_absolute_uri(reverse("flowrun-detail", kwargs={"pk": run.id}))
-        body = WebhookAcceptedSerializer({"message": ACCEPTED_MESSAGE, "status": "in progress", "run_id": run.id, "status_url": status_url}).data
+        body = WebhookAcceptedSerializer(
+            {"message": ACCEPTED_MESSAGE, "status": "in progress", "run_id": run.id, "status_url": status_url}
+        ).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": status_url})

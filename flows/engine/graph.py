@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.engine.errors import GraphValidationError, ValidationIssue
-from flows.engine.registry import Registry, registry as default_registry, type_accepts
+from flows.engine.registry import Registry, type_accepts
+from flows.engine.registry import registry as default_registry
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,11 @@ def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
             continue
         key = (edge.target, edge.target_input)
         if key in fed:
-            issue(("edges", j, "target_input"), f"Input {edge.target_input!r} of node {edge.target!r} is already fed by edge {fed[key]}.", "duplicate_edge")
+            issue(
+                ("edges", j, "target_input"),
+                f"Input {edge.target_input!r} of node {edge.target!r} is already fed by edge {fed[key]}.",
+                "duplicate_edge",
+            )
             continue
         fed[key] = j
         edges.append(edge)
@@ -102,7 +107,11 @@ def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
         i = node_index[node_id]
         for inp in component.inputs:
             if inp.required and inp.default is None and inp.name not in node.params and (node_id, inp.name) not in fed:
-                issue(("nodes", i, "params", inp.name), f"Node {node_id!r} ({node.type}) needs input {inp.name!r}: connect an edge to it or set it in params.", "missing")
+                issue(
+                    ("nodes", i, "params", inp.name),
+                    f"Node {node_id!r} ({node.type}) needs input {inp.name!r}: connect an edge to it or set it in params.",
+                    "missing",
+                )
 
     order: tuple[str, ...] = ()
     if not issues:
@@ -139,7 +148,9 @@ def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
         return None
     component = registry.get(type_name)
     if component is None:
-        issue(("nodes", i, "type"), f"Unknown component type {type_name!r}. Known types: {', '.join(registry.names())}.", "unknown_component")
+        issue(
+            ("nodes", i, "type"), f"Unknown component type {type_name!r}. Known types: {', '.join(registry.names())}.", "unknown_component"
+        )
         return None
     if params is None:
         params = {}
@@ -169,7 +180,11 @@ def _parse_edge(raw: Any, j: int, nodes: dict[str, Node], registry: Registry, is
         issue(("edges", j), "An edge must be an object with 'source' and 'target'.", "object_type")
         return None
     for key in sorted(set(raw) - {"source", "target", "source_output", "target_input"}):
-        issue(("edges", j, key), f"Unknown key {key!r}; an edge has 'source', 'target', 'source_output' and 'target_input'.", "extra_forbidden")
+        issue(
+            ("edges", j, key),
+            f"Unknown key {key!r}; an edge has 'source', 'target', 'source_output' and 'target_input'.",
+            "extra_forbidden",
+        )
         return None
     ends = {}
     for end in ("source", "target"):
@@ -206,9 +221,17 @@ def _parse_edge(raw: Any, j: int, nodes: dict[str, Node], registry: Registry, is
     inp = target_cls.input(target_input) if isinstance(target_input, str) else None
     if inp is None or not inp.connectable:
         known = ", ".join(i.name for i in connectable) or "none"
-        issue(("edges", j, "target_input"), f"{target_cls.name} has no connectable input {target_input!r} (its inputs: {known}).", "unknown_input")
+        issue(
+            ("edges", j, "target_input"),
+            f"{target_cls.name} has no connectable input {target_input!r} (its inputs: {known}).",
+            "unknown_input",
+        )
         return None
     if "any" not in (inp.type, output.type) and inp.type != output.type:
-        issue(("edges", j), f"{source_cls.name}.{output.name} gives {output.type}, but {target_cls.name}.{inp.name} accepts {inp.type}.", "type_mismatch")
+        issue(
+            ("edges", j),
+            f"{source_cls.name}.{output.name} gives {output.type}, but {target_cls.name}.{inp.name} accepts {inp.type}.",
+            "type_mismatch",
+        )
         return None
     return Edge(source=ends["source"].id, target=ends["target"].id, source_output=source_output, target_input=target_input)

@@ -8,7 +8,8 @@ from typing import Any
 
 from flows.engine.errors import NodeError
 from flows.engine.graph import Graph
-from flows.engine.registry import Registry, registry as default_registry
+from flows.engine.registry import Registry
+from flows.engine.registry import registry as default_registry
 
 SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
 

@@ -13,7 +13,10 @@ def test_webhook_outputs_payload():
 
 
 def test_template_renders_nested_keys_and_format_specs():
-    assert template({"name": "Ada", "order": {"total": 3.5, "items": ["x", "y"]}}, "{name}: {order.total:.2f} {order.items.1}") == "Ada: 3.50 y"
+    assert (
+        template({"name": "Ada", "order": {"total": 3.5, "items": ["x", "y"]}}, "{name}: {order.total:.2f} {order.items.1}")
+        == "Ada: 3.50 y"
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,11 @@ def test_success_records_every_node_and_named_output():
     result = run({"name": "Ada"})
     assert result.status == "succeeded"
     assert result.outputs == {"greeting": "Hello Ada!"}
-    assert [(n.node_id, n.status, n.order) for n in result.nodes] == [("hook", "succeeded", 0), ("greet", "succeeded", 1), ("out", "succeeded", 2)]
+    assert [(n.node_id, n.status, n.order) for n in result.nodes] == [
+        ("hook", "succeeded", 0),
+        ("greet", "succeeded", 1),
+        ("out", "succeeded", 2),
+    ]
     assert result.nodes[1].output == {"text": "Hello Ada!"}
     assert all(n.duration_ms >= 0 for n in result.nodes)
 

@@ -35,7 +35,9 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         with transaction.atomic():
             admin = User.objects.create_superuser("admin", email="", password=password)
-            flow_create(user=admin, name="Demo: greeting", endpoint_name="demo", data=DEMO_FLOW, description="Webhook -> Template -> Output")
+            flow_create(
+                user=admin, name="Demo: greeting", endpoint_name="demo", data=DEMO_FLOW, description="Webhook -> Template -> Output"
+            )
             key = api_key_create(user=admin, name="demo").key
         body = json.dumps({"name": "Ada"})
         self.stdout.write(

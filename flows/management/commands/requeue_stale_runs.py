@@ -11,7 +11,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--older-than", type=int, default=settings.LANGRUN_REQUEUE_AFTER, help="Seconds since the last enqueue (default: LANGRUN_REQUEUE_AFTER)."
+            "--older-than",
+            type=int,
+            default=settings.LANGRUN_REQUEUE_AFTER,
+            help="Seconds since the last enqueue (default: LANGRUN_REQUEUE_AFTER).",
         )
 
     def handle(self, *args, older_than: int, **options):

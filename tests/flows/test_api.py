@@ -1,0 +1,143 @@
+import copy
+
+import pytest
+
+from flows import services
+from flows.models import Flow, FlowRun
+from langrun.services import api_key_create
+from tests.conftest import GREETING_FLOW
+
+
+def create(client, **fields):
+    body = {"name": "Greeting", "data": GREETING_FLOW, **fields}
+    return client.post("/api/v1/flows/", body, format="json")
+
+
+def test_create_list_retrieve_update_delete(key_client, user):
+    created = create(key_client, endpoint_name="greet", description="says hello")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["user_id"] == str(user.pk) and body["webhook"] is True
+    assert body["webhook_url"] == "http://testserver/api/v1/webhook/greet"
+    flow_id = body["id"]
+
+    listed = key_client.get("/api/v1/flows/").json()
+    assert listed["count"] == 1 and listed["results"][0]["id"] == flow_id
+    assert key_client.get(f"/api/v1/flows/{flow_id}").json()["name"] == "Greeting"
+
+    patched = key_client.patch(f"/api/v1/flows/{flow_id}", {"name": "Hello"}, format="json")
+    assert patched.status_code == 200 and patched.json()["name"] == "Hello"
+    assert key_client.delete(f"/api/v1/flows/{flow_id}").status_code == 204
+    assert not Flow.objects.exists()
+
+
+def test_invalid_graph_is_422_located_at_the_node(key_client):
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][2]["type"] = "Nope"
+    response = create(key_client, data=data)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "data", "nodes", 2, "type"]
+    assert response.json()["detail"][0]["type"] == "unknown_component"
+    assert not Flow.objects.exists()
+
+
+def test_invalid_graph_on_update_is_422_and_keeps_the_old_graph(key_client, flow):
+    response = key_client.patch(
+        f"/api/v1/flows/{flow.id}", {"data": {"nodes": [], "edges": [{"source": "a", "target": "b"}]}}, format="json"
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "data", "edges", 0, "source"]
+    flow.refresh_from_db()
+    assert flow.data == GREETING_FLOW
+
+
+def test_missing_fields_and_bad_endpoint_name_are_422(key_client):
+    response = key_client.post("/api/v1/flows/", {"endpoint_name": "no spaces!"}, format="json")
+    assert response.status_code == 422
+    locs = {tuple(e["loc"]): e["type"] for e in response.json()["detail"]}
+    assert locs[("body", "name")] == "missing" and locs[("body", "data")] == "missing"
+    assert ("body", "endpoint_name") in locs
+
+
+def test_endpoint_name_clash_is_422_not_500(key_client, flow):
+    response = create(key_client, endpoint_name=flow.endpoint_name)
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"loc": ["body", "endpoint_name"], "msg": "You already have a flow with endpoint name greet.", "type": "unique"}
+    ]
+
+
+def test_malformed_json_body_is_422(key_client):
+    response = key_client.generic("POST", "/api/v1/flows/", b"{nope", content_type="application/json")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_flows_require_authentication(client, flow):
+    response = client.get("/api/v1/flows/")
+    assert response.status_code == 403 and "detail" in response.json()
+    assert client.get("/api/v1/flows/", HTTP_X_API_KEY="sk-bogus-key-value").json() == {"detail": "Invalid API key"}
+
+
+def test_other_users_flows_are_404(client, flow, make_user):
+    bob = make_user("bob")
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=bob).key)
+    assert client.get("/api/v1/flows/").json()["count"] == 0
+    assert client.get(f"/api/v1/flows/{flow.id}").status_code == 404
+    assert client.patch(f"/api/v1/flows/{flow.id}", {"name": "x"}, format="json").status_code == 404
+    assert client.delete(f"/api/v1/flows/{flow.id}").status_code == 404
+    assert Flow.objects.filter(pk=flow.pk, name="Greeting").exists()
+
+
+def test_session_authentication_works(client, flow, user):
+    client.force_login(user)
+    assert client.get("/api/v1/flows/").json()["count"] == 1
+
+
+def test_run_status_and_task_status(key_client, flow, user):
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    queued = key_client.get(f"/api/v1/runs/{run.id}").json()
+    assert queued["status"] == "queued" and queued["nodes"] == [] and queued["started_at"] is None
+    assert key_client.get(f"/api/v1/task/{run.id}").json() == {"status": "queued", "result": None}
+
+    services.flow_run_execute(run_id=run.id)
+    body = key_client.get(f"/api/v1/runs/{run.id}").json()
+    assert set(body) == {
+        "id",
+        "flow_id",
+        "status",
+        "trigger",
+        "attempts",
+        "outputs",
+        "error",
+        "received_at",
+        "started_at",
+        "finished_at",
+        "nodes",
+    }
+    assert body["status"] == "succeeded" and body["outputs"] == {"greeting": "Hello Ada!"} and body["flow_id"] == str(flow.id)
+    assert [n["id"] for n in body["nodes"]] == ["hook", "greet", "out"]
+    assert set(body["nodes"][0]) == {"id", "type", "status", "output", "error", "duration_ms"}
+    assert key_client.get(f"/api/v1/task/{run.id}").json() == {"status": "succeeded", "result": {"greeting": "Hello Ada!"}}
+
+
+def test_failed_run_task_status_carries_the_error(key_client, flow, user):
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    services.flow_run_execute(run_id=run.id)
+    result = key_client.get(f"/api/v1/task/{run.id}").json()
+    assert result["status"] == "failed" and "'name' is missing" in result["result"]["error"]
+
+
+@pytest.mark.parametrize("run_id", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
+def test_unknown_runs_and_tasks_are_404(key_client, run_id):
+    assert key_client.get(f"/api/v1/runs/{run_id}").status_code == 404
+    response = key_client.get(f"/api/v1/task/{run_id}")
+    assert response.status_code == 404 and response.json() == {"detail": "Task not found"}
+
+
+def test_other_users_runs_are_404(client, flow, user, make_user):
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=make_user("bob")).key)
+    assert client.get(f"/api/v1/runs/{run.id}").status_code == 404
+    assert client.get(f"/api/v1/task/{run.id}").status_code == 404
+    assert FlowRun.objects.count() == 1

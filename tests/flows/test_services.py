@@ -1,0 +1,98 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_q.models import Schedule
+
+from flows import services
+from flows.models import FlowRun, NodeResult
+
+
+@pytest.fixture
+def queued_run(flow, user):
+    return services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"}, body='{"name": "Ada"}')
+
+
+def test_execute_records_outputs_and_node_results(queued_run):
+    run = services.flow_run_execute(run_id=queued_run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded" and run.attempts == 1
+    assert run.outputs == {"greeting": "Hello Ada!"}
+    assert run.started_at <= run.finished_at
+    rows = list(run.node_results.values_list("node_id", "component_type", "status", "order"))
+    assert rows == [("hook", "Webhook", "succeeded", 0), ("greet", "Template", "succeeded", 1), ("out", "Output", "succeeded", 2)]
+
+
+def test_failed_node_fails_run_with_node_and_message(flow, user):
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"other": 1})
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "failed" and "'greet'" in run.error and "'name' is missing" in run.error
+    assert dict(run.node_results.values_list("node_id", "status")) == {"hook": "succeeded", "greet": "failed", "out": "skipped"}
+
+
+def test_claim_is_once_only(queued_run):
+    assert services.flow_run_claim(run_id=queued_run.id) is True
+    assert services.flow_run_claim(run_id=queued_run.id) is False
+
+
+def test_duplicate_delivery_does_nothing(queued_run):
+    services.flow_run_execute(run_id=queued_run.id)
+    assert services.flow_run_execute(run_id=queued_run.id) is None
+    queued_run.refresh_from_db()
+    assert queued_run.attempts == 1 and NodeResult.objects.filter(run=queued_run).count() == 3
+
+
+def test_invalid_stored_graph_fails_the_run(flow, user):
+    type(flow).objects.filter(pk=flow.pk).update(data={"nodes": [{"id": "x", "type": "Gone"}]})
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "failed" and "Unknown component type 'Gone'" in run.error
+
+
+def test_create_enqueues_on_commit_in_the_configured_broker(flow, user, django_capture_on_commit_callbacks):
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+    broker.purge_queue()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    assert broker.queue_size() == 0  # nothing is enqueued before the commit
+    for callback in callbacks:
+        callback()
+    assert broker.queue_size() == 1
+    assert FlowRun.objects.get(pk=run.id).status == "queued"
+    broker.purge_queue()
+
+
+def test_sweep_requeues_only_stale_queued_runs(flow, user, monkeypatch):
+    enqueued = []
+    monkeypatch.setattr(services, "flow_run_enqueue", lambda *, run_id: enqueued.append(run_id) or True)
+    old = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    fresh = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    done = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    FlowRun.objects.filter(pk__in=[old.pk, done.pk]).update(enqueued_at=timezone.now() - timedelta(minutes=5))
+    FlowRun.objects.filter(pk=done.pk).update(status="succeeded")
+    assert services.flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 1
+    assert enqueued == [old.pk]
+    # Its enqueue time moved on, so the next sweep leaves it alone for another threshold.
+    assert services.flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 0
+    assert fresh.pk not in enqueued
+
+
+def test_sweep_schedule_is_installed_by_migrate(db):
+    schedule = Schedule.objects.get(name=services.SWEEP_SCHEDULE_NAME)
+    assert schedule.func == "flows.tasks.sweep" and schedule.schedule_type == Schedule.MINUTES and schedule.repeats == -1
+
+
+def test_task_entry_point_runs_the_service(queued_run):
+    from flows.tasks import execute_run
+
+    assert execute_run(str(queued_run.id)) == "succeeded"
+    assert execute_run(str(queued_run.id)) is None
+
+
+def test_endpoint_name_taken_is_refused(flow, user):
+    with pytest.raises(services.EndpointNameTaken):
+        services.flow_create(user=user, name="again", endpoint_name=flow.endpoint_name, data=flow.data)

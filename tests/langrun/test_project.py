@@ -1,0 +1,89 @@
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str, **env):
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL"}}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True)
+
+
+def test_missing_secret_key_stops_startup_when_debug_is_off():
+    result = run_python("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'langrun.settings'; django.setup()")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_settings_switch_to_postgres_and_redis_from_the_environment():
+    code = "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'langrun.settings'; from django.conf import settings as s; d = s.DATABASES['default']; print(d['ENGINE'], d['NAME'], d['CONN_MAX_AGE'], s.Q_CLUSTER.get('redis'), s.Q_CLUSTER.get('orm'))"
+    result = run_python(code, SECRET_KEY="k", DATABASE_URL="postgres://u@db.example:5432/langrun", REDIS_URL="redis://cache:6379/1")
+    assert result.stdout.split() == ["django.db.backends.postgresql", "langrun", "600", "redis://cache:6379/1", "None"], result.stderr
+    embedded = run_python(
+        code.replace("d['NAME']", "d['OPTIONS']['transaction_mode']"), SECRET_KEY="k", LANGRUN_DATA_DIR="/tmp/langrun-settings-test"
+    )
+    assert embedded.stdout.split() == ["django.db.backends.sqlite3", "IMMEDIATE", "600", "None", "default"], embedded.stderr
+
+
+def test_system_checks_pass(db):
+    call_command("check", "--fail-level", "WARNING")
+
+
+def test_migrations_are_up_to_date(db):
+    out = StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+
+
+def test_cluster_retry_must_exceed_timeout(settings):
+    from flows.checks import check_cluster_retry
+
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "retry": 10, "timeout": 10}
+    assert [e.id for e in check_cluster_retry()] == ["flows.E001"]
+
+
+def test_health_endpoints(client, db):
+    assert client.get("/health").json() == {"status": "ok"}
+    body = client.get("/health_check").json()
+    assert body == {"status": "ok", "db": "ok", "queue": "ok"}
+    version = client.get("/api/v1/version").json()
+    assert version["package"] == "langrun" and version["version"]
+
+
+def test_health_check_reports_a_broken_broker(client, db):
+    from django_q.conf import Conf
+
+    old = (Conf.REDIS, Conf.ORM)
+    Conf.REDIS, Conf.ORM = "redis://127.0.0.1:1/0", None
+    try:
+        response = client.get("/health_check")
+    finally:
+        Conf.REDIS, Conf.ORM = old
+    assert response.status_code == 503 and response.json()["queue"] == "error" and response.json()["db"] == "ok"
+
+
+@pytest.mark.parametrize("path", ["/api/nothing", "/api/v1/flows/x/y/z"])
+def test_unknown_api_routes_are_json_404(client, path, settings):
+    response = client.get(path)
+    assert response.status_code == 404 and response.json() == {"detail": "Not Found"}
+
+
+def test_bootstrap_creates_demo_once(db):
+    from flows.models import Flow
+    from langrun.services import api_key_authenticate
+
+    out = StringIO()
+    call_command("bootstrap", "--base-url", "http://localhost:9000", stdout=out)
+    text = out.getvalue()
+    key = text.split("API key:")[1].split()[0]
+    assert api_key_authenticate(key=key).user.is_superuser
+    assert "curl -X POST 'http://localhost:9000/api/v1/webhook/demo'" in text and key in text
+    assert Flow.objects.get().endpoint_name == "demo"
+    again = StringIO()
+    call_command("bootstrap", stdout=again)
+    assert "set up" in again.getvalue() and Flow.objects.count() == 1
