@@ -53,8 +53,9 @@ class FlowRun(models.Model):
 
     Written in the same transaction that accepts the request, before the
     `202` is sent, so the payload is never lost; the task queue only rings
-    the doorbell. Status moves `queued → running → succeeded | failed`, and
-    terminal states never change.
+    the doorbell. Status moves `queued → running → succeeded | failed` (or
+    `queued → cancelled`), and terminal states never change; a replay is a
+    new run pointing at the old one.
     """
 
     class Status(models.TextChoices):
@@ -62,6 +63,7 @@ class FlowRun(models.Model):
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     class Trigger(models.TextChoices):
         WEBHOOK = "webhook"
@@ -85,7 +87,11 @@ class FlowRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED)
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays", help_text="The run this one replays."
+    )
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     class Meta:
         ordering = ["-received_at"]

@@ -29,6 +29,10 @@ class EndpointNameTaken(Exception):
     """The owner already has a flow with this endpoint name."""
 
 
+class RunNotCancellable(Exception):
+    """Only a run that is still `queued` can be cancelled."""
+
+
 # --- Flows -------------------------------------------------------------------
 
 
@@ -76,7 +80,16 @@ def _flow_save(flow: Flow) -> Flow:
 # --- Runs --------------------------------------------------------------------
 
 
-def flow_run_create(*, flow: Flow, user, trigger: str, payload: Any, body: str = "", content_type: str = "") -> FlowRun:
+def flow_run_create(
+    *,
+    flow: Flow,
+    user,
+    trigger: str,
+    payload: Any,
+    body: str = "",
+    content_type: str = "",
+    replay_of: FlowRun | None = None,
+) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
     When this returns, the run is committed (or the surrounding transaction
@@ -91,8 +104,34 @@ def flow_run_create(*, flow: Flow, user, trigger: str, payload: Any, body: str =
             body=body,
             content_type=content_type[:255],
             enqueued_at=timezone.now(),
+            replay_of=replay_of,
         )
         transaction.on_commit(lambda: flow_run_enqueue(run_id=run.id))
+    return run
+
+
+def flow_run_replay(*, run: FlowRun, user) -> FlowRun:
+    """A new run of the same flow with the same request, linked to the original."""
+    return flow_run_create(
+        flow=run.flow,
+        user=user,
+        trigger=FlowRun.Trigger.REPLAY,
+        payload=run.payload,
+        body=run.body,
+        content_type=run.content_type,
+        replay_of=run,
+    )
+
+
+def flow_run_cancel(*, run: FlowRun) -> FlowRun:
+    """Stop a run that no worker has claimed yet; raises RunNotCancellable otherwise."""
+    now = timezone.now()
+    cancelled = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.QUEUED).update(
+        status=FlowRun.Status.CANCELLED, finished_at=now, error="Cancelled before it started."
+    )
+    run.refresh_from_db()
+    if not cancelled:
+        raise RunNotCancellable(f"Run {run.id} is {run.status}; only a queued run can be cancelled.")
     return run
 
 

@@ -14,7 +14,14 @@ os.environ.setdefault("LANGRUN_CLUSTER_NAME", f"langrun-test-{os.getpid()}")
 from langrun.settings import *  # noqa: E402, F403
 from langrun.settings import DATABASES  # noqa: E402
 
+# One test database per test process, so that test runs side by side (and CI) never share one.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"langrun-test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_langrun_{os.getpid()}"}
+
+# whitenoise warns when the collected static folder is missing; tests do not collect.
+STATIC_ROOT = os.path.join(tempfile.gettempdir(), "langrun-test-static")
+os.makedirs(STATIC_ROOT, exist_ok=True)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

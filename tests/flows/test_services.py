@@ -96,3 +96,25 @@ def test_task_entry_point_runs_the_service(queued_run):
 def test_endpoint_name_taken_is_refused(flow, user):
     with pytest.raises(services.EndpointNameTaken):
         services.flow_create(user=user, name="again", endpoint_name=flow.endpoint_name, data=flow.data)
+
+
+def test_replay_creates_a_linked_run_with_the_same_request(queued_run, user):
+    services.flow_run_execute(run_id=queued_run.id)
+    replay = services.flow_run_replay(run=queued_run, user=user)
+    assert replay.pk != queued_run.pk and replay.replay_of == queued_run
+    assert (replay.trigger, replay.status, replay.payload, replay.body) == ("replay", "queued", queued_run.payload, queued_run.body)
+    services.flow_run_execute(run_id=replay.id)
+    replay.refresh_from_db()
+    assert replay.status == "succeeded" and replay.outputs == {"greeting": "Hello Ada!"}
+
+
+def test_cancel_only_while_queued(queued_run, flow, user):
+    cancelled = services.flow_run_cancel(run=queued_run)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    assert services.flow_run_execute(run_id=queued_run.id) is None  # a cancelled run is never executed
+    done = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "x"})
+    services.flow_run_execute(run_id=done.id)
+    with pytest.raises(services.RunNotCancellable, match="succeeded"):
+        services.flow_run_cancel(run=done)
+    done.refresh_from_db()
+    assert done.status == "succeeded"
