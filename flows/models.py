@@ -79,6 +79,7 @@ class FlowRun(models.Model):
     body = models.TextField(blank=True, help_text="The request body as received.")
     content_type = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(null=True, blank=True, help_text="The body as parsed for the Webhook node.")
+    tweaks = models.JSONField(null=True, blank=True, help_text="Per-node parameter overrides for this run only.")
     outputs = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)

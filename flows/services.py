@@ -89,12 +89,16 @@ def flow_run_create(
     body: str = "",
     content_type: str = "",
     replay_of: FlowRun | None = None,
+    tweaks: dict | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
     When this returns, the run is committed (or the surrounding transaction
-    will commit it); a failure to enqueue is left to the sweep.
+    will commit it); a failure to enqueue is left to the sweep. `tweaks` are
+    checked against the flow's graph first (GraphValidationError).
     """
+    if tweaks:
+        engine.parse_graph(engine.apply_tweaks(flow.data, tweaks))
     with transaction.atomic():
         run = FlowRun.objects.create(
             flow=flow,
@@ -105,6 +109,7 @@ def flow_run_create(
             content_type=content_type[:255],
             enqueued_at=timezone.now(),
             replay_of=replay_of,
+            tweaks=tweaks or None,
         )
         transaction.on_commit(lambda: flow_run_enqueue(run_id=run.id))
     return run
@@ -120,6 +125,7 @@ def flow_run_replay(*, run: FlowRun, user) -> FlowRun:
         body=run.body,
         content_type=run.content_type,
         replay_of=run,
+        tweaks=run.tweaks,
     )
 
 
@@ -179,7 +185,7 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
         return None
     run = FlowRun.objects.select_related("flow").get(pk=run_id)
     try:
-        graph = engine.parse_graph(run.flow.data)
+        graph = engine.parse_graph(engine.apply_tweaks(run.flow.data, run.tweaks))
     except engine.GraphValidationError as exc:
         return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
     result = engine.run_graph(graph, payload=run.payload)

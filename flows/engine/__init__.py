@@ -4,8 +4,8 @@ A flow is a graph of components. `parse_graph` validates a flow's native JSON
 against the component registry; `run_graph` executes a parsed graph.
 """
 
-from flows.engine.errors import GraphValidationError, NodeError, ValidationIssue
-from flows.engine.graph import Edge, Graph, Node, parse_graph
+from flows.engine.errors import GraphValidationError, NodeError, RetryableNodeError, ValidationIssue
+from flows.engine.graph import Edge, Graph, Node, apply_tweaks, parse_graph
 from flows.engine.registry import Component, Input, Output, registry
 from flows.engine.runner import NodeResult, RunContext, RunResult, run_graph
 
@@ -22,9 +22,11 @@ __all__ = [
     "NodeError",
     "NodeResult",
     "Output",
+    "RetryableNodeError",
     "RunContext",
     "RunResult",
     "ValidationIssue",
+    "apply_tweaks",
     "parse_graph",
     "registry",
     "run_graph",

@@ -32,3 +32,7 @@ class GraphValidationError(EngineError):
 
 class NodeError(EngineError):
     """Raised by a component when its node cannot produce a result; the message is shown to the user."""
+
+
+class RetryableNodeError(NodeError):
+    """A failure that may pass on another attempt (a timeout, a refused connection, a 5xx answer)."""

@@ -235,3 +235,32 @@ def _parse_edge(raw: Any, j: int, nodes: dict[str, Node], registry: Registry, is
         )
         return None
     return Edge(source=ends["source"].id, target=ends["target"].id, source_output=source_output, target_input=target_input)
+
+
+def apply_tweaks(data: Any, tweaks: Any) -> Any:
+    """A copy of `data` with per-node parameter overrides `{node_id: {param: value}}` (Langflow's tweaks).
+
+    Unknown node ids and malformed tweaks raise GraphValidationError located
+    under `("tweaks", ...)`; the parameters themselves are checked when the
+    result is parsed, like saved ones.
+    """
+    if not tweaks:
+        return data
+    if not isinstance(tweaks, dict):
+        raise GraphValidationError([ValidationIssue(("tweaks",), "Tweaks must be an object {node_id: {param: value}}.", "object_type")])
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    ids = {n.get("id") for n in nodes if isinstance(n, dict)} if isinstance(nodes, list) else set()
+    issues = []
+    for node_id, params in tweaks.items():
+        if node_id not in ids:
+            issues.append(ValidationIssue(("tweaks", node_id), f"Tweak for unknown node {node_id!r}.", "unknown_node"))
+        elif not isinstance(params, dict):
+            issues.append(ValidationIssue(("tweaks", node_id), "A node's tweaks must be an object {param: value}.", "object_type"))
+    if issues:
+        raise GraphValidationError(issues)
+    tweaked = dict(data)
+    tweaked["nodes"] = [
+        {**n, "params": {**(n.get("params") or {}), **tweaks[n["id"]]}} if isinstance(n, dict) and n.get("id") in tweaks else n
+        for n in nodes
+    ]
+    return tweaked

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.engine.errors import NodeError
+from flows.engine.errors import NodeError, RetryableNodeError
 from flows.engine.graph import Graph
 from flows.engine.registry import Registry
 from flows.engine.registry import registry as default_registry
@@ -39,6 +39,7 @@ class RunResult:
     outputs: dict[str, Any]
     nodes: list[NodeResult]
     error: str = ""
+    retryable: bool = False  # the failure came from a RetryableNodeError
 
 
 def run_graph(graph: Graph, *, payload: Any, registry: Registry = default_registry) -> RunResult:
@@ -47,6 +48,7 @@ def run_graph(graph: Graph, *, payload: Any, registry: Registry = default_regist
     produced: dict[str, dict[str, Any]] = {}
     results: list[NodeResult] = []
     failure = ""
+    retryable = False
 
     for order, node_id in enumerate(graph.order):
         node = graph.nodes[node_id]
@@ -66,6 +68,7 @@ def run_graph(graph: Graph, *, payload: Any, registry: Registry = default_regist
                 raise NodeError(f"{node.type} produced undeclared outputs: {', '.join(sorted(unknown))}")
         except NodeError as exc:
             result.status, result.error = FAILED, str(exc)
+            retryable = isinstance(exc, RetryableNodeError)
         except Exception as exc:  # a component bug must fail its run, not the worker
             result.status, result.error = FAILED, f"{type(exc).__name__}: {exc}"
         else:
@@ -75,7 +78,7 @@ def run_graph(graph: Graph, *, payload: Any, registry: Registry = default_regist
         if result.status == FAILED:
             failure = f"Node {node_id!r} ({node.type}) failed: {result.error}"
 
-    return RunResult(status=FAILED if failure else SUCCEEDED, outputs=context.outputs, nodes=results, error=failure)
+    return RunResult(status=FAILED if failure else SUCCEEDED, outputs=context.outputs, nodes=results, error=failure, retryable=retryable)
 
 
 def _gather_inputs(graph: Graph, node_id: str, component_cls, produced) -> tuple[dict[str, Any], bool]:

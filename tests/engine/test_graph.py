@@ -94,3 +94,20 @@ def test_non_connectable_input_cannot_take_an_edge():
 def test_every_problem_is_reported_at_once():
     data = {"nodes": [{"id": "a", "type": "X"}, {"id": "b", "type": "Y"}, {"type": "Webhook"}], "edges": []}
     assert len(issues(data)) == 3
+
+
+def test_tweaks_override_params_without_touching_the_original():
+    from flows.engine import apply_tweaks
+
+    tweaked = apply_tweaks(GREETING_FLOW, {"greet": {"template": "Hi {name}"}})
+    assert parse_graph(tweaked).nodes["greet"].params == {"template": "Hi {name}"}
+    assert GREETING_FLOW["nodes"][1]["params"] == {"template": "Hello {name}!"}
+
+
+def test_tweaks_to_unknown_nodes_or_bad_params_are_refused():
+    from flows.engine import apply_tweaks
+
+    with pytest.raises(GraphValidationError) as exc:
+        apply_tweaks(GREETING_FLOW, {"ghost": {"x": 1}, "greet": "nope"})
+    assert [(i.loc, i.type) for i in exc.value.issues] == [(("tweaks", "ghost"), "unknown_node"), (("tweaks", "greet"), "object_type")]
+    assert (("nodes", 1, "params", "template"), "str_type") in issues(apply_tweaks(GREETING_FLOW, {"greet": {"template": 5}}))

@@ -25,6 +25,7 @@ def test_failing_node_fails_run_and_skips_downstream():
     assert "greet" in result.error and "'name' is missing" in result.error
     assert [n.status for n in result.nodes] == ["succeeded", "failed", "skipped"]
     assert result.outputs == {}
+    assert result.retryable is False
 
 
 def test_unnamed_output_uses_node_id():
@@ -42,3 +43,15 @@ def test_unexpected_component_exception_is_a_node_failure(monkeypatch):
     result = run({"name": "Ada"})
     assert result.status == "failed"
     assert result.nodes[1].error == "RuntimeError: kaput"
+
+
+def test_retryable_node_errors_mark_the_run_retryable(monkeypatch):
+    from flows.engine import RetryableNodeError
+    from flows.engine.components.core import Template
+
+    def flaky(self, **values):
+        raise RetryableNodeError("upstream timed out")
+
+    monkeypatch.setattr(Template, "run", flaky)
+    result = run({"name": "Ada"})
+    assert result.status == "failed" and result.retryable is True

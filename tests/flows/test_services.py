@@ -118,3 +118,17 @@ def test_cancel_only_while_queued(queued_run, flow, user):
         services.flow_run_cancel(run=done)
     done.refresh_from_db()
     assert done.status == "succeeded"
+
+
+def test_tweaks_are_checked_stored_and_applied(flow, user):
+    from flows.engine import GraphValidationError
+
+    with pytest.raises(GraphValidationError):
+        services.flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"ghost": {}})
+    assert not FlowRun.objects.exists()
+    run = services.flow_run_create(
+        flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": "Bye {name}"}}
+    )
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.tweaks == {"greet": {"template": "Bye {name}"}} and run.outputs == {"greeting": "Bye Ada"}
