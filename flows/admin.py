@@ -1,34 +1,568 @@
-from django.contrib import admin
+"""The admin for flows and runs: diagrams, webhook URLs, "Run now", run details, replay and cancel.
 
-from flows.models import Flow, FlowRun, NodeResult
+Every change goes through flows.services, like the webhook and the API.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from flows import diagram, engine, services
+from flows.models import Flow, FlowRun
+from langrun.admin import OwnedModelAdmin
+
+LATEST_RUNS = 10
+PREVIEW_CHARS = 200
+API_KEY_PLACEHOLDER = "<YOUR_API_KEY>"
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def webhook_path(flow: Flow) -> str:
+    return reverse("webhook", args=[flow.endpoint_name or flow.id])
+
+
+def status_badge(status: str) -> str:
+    return format_html('<span class="lr-badge lr-badge-{}">{}</span>', status, status)
+
+
+def format_duration(ms: float | None) -> str:
+    if ms is None:
+        return "–"
+    if ms < 1:
+        return "<1 ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def pretty_json(value: Any) -> str:
+    return format_html('<pre class="lr-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def preview(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def describe_issue(issue: engine.ValidationIssue, data: Any) -> str:
+    """An engine validation issue with the node (or edge) it concerns named, for a person reading the form."""
+    loc = list(issue.loc)
+    where = ".".join(map(str, loc)) or "data"
+    if len(loc) >= 2 and loc[0] in ("nodes", "edges") and isinstance(loc[1], int):
+        items = data.get(loc[0]) if isinstance(data, dict) else None
+        item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+        item = item if isinstance(item, dict) else {}
+        if loc[0] == "nodes":
+            node_id = item.get("id")
+            subject = f"Node {node_id!r}" if isinstance(node_id, str) and node_id else f"Node #{loc[1]}"
+        else:
+            subject = f"Edge #{loc[1]} ({item.get('source', '?')} → {item.get('target', '?')})"
+        rest = ".".join(map(str, loc[2:]))
+        where = f"{subject}, {rest}" if rest else subject
+    return f"{where}: {issue.msg}"
+
+
+class CopyableText:
+    """Markup for a value with a copy button (flows/admin.js)."""
+
+    @staticmethod
+    def input(element_id: str, value: str) -> str:
+        return format_html(
+            '<div class="lr-copy"><input id="{}" type="text" readonly value="{}" size="60">'
+            '<button type="button" class="button" data-lr-copy="{}">Copy</button></div>',
+            element_id,
+            value,
+            element_id,
+        )
+
+    @staticmethod
+    def block(element_id: str, value: str) -> str:
+        return format_html(
+            '<div class="lr-copy"><pre id="{}">{}</pre><button type="button" class="button" data-lr-copy="{}">Copy</button></div>',
+            element_id,
+            value,
+            element_id,
+        )
+
+
+class AdminMedia:
+    css = {"all": ["flows/admin.css"]}
+    js = ["flows/admin.js"]
+
+
+# --- flows -------------------------------------------------------------------
+
+
+class PrettyJSONField(forms.JSONField):
+    def prepare_value(self, value):
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+class FlowAdminForm(forms.ModelForm):
+    data = PrettyJSONField(
+        label="Graph (JSON)",
+        widget=forms.Textarea(attrs={"rows": 22, "class": "lr-json-editor", "spellcheck": "false"}),
+        help_text='{"nodes": [{"id", "type", "params"}], "edges": [{"source", "target", "source_output", "target_input"}]}',
+    )
+    request_user = None  # set by FlowAdmin.get_form
+
+    class Meta:
+        model = Flow
+        fields = ["user", "name", "description", "endpoint_name", "data"]
+
+    def owner(self):
+        if "user" in self.fields:
+            return self.cleaned_data.get("user")
+        if self.instance.user_id:
+            return self.instance.user
+        return self.request_user
+
+    def clean_data(self):
+        data = self.cleaned_data["data"]
+        try:
+            services.flow_graph_validate(data=data)
+        except engine.GraphValidationError as exc:
+            raise forms.ValidationError([describe_issue(issue, data) for issue in exc.issues]) from exc
+        return data
+
+    def validate_unique(self):
+        # Endpoint names are unique per owner: the service's rule, checked here to show it on the field.
+        owner = self.owner()
+        endpoint_name = self.cleaned_data.get("endpoint_name") or None
+        if owner is not None and services.flow_endpoint_name_taken(
+            user=owner, endpoint_name=endpoint_name, exclude=self.instance if self.instance.pk else None
+        ):
+            self.add_error("endpoint_name", f"You already have a flow with the endpoint name {endpoint_name!r}.")
+
+
+class LastStatusFilter(admin.SimpleListFilter):
+    title = "last run status"
+    parameter_name = "last_status"
+    NEVER = "never"
+
+    def lookups(self, request, model_admin):
+        return [*FlowRun.Status.choices, (self.NEVER, "never run")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == self.NEVER:
+            return queryset.filter(last_status__isnull=True)
+        if value in FlowRun.Status.values:
+            return queryset.filter(last_status=value)
+        return queryset
 
 
 @admin.register(Flow)
-class FlowAdmin(admin.ModelAdmin):
-    list_display = ["name", "endpoint_name", "user", "updated_at"]
+class FlowAdmin(OwnedModelAdmin):
+    form = FlowAdminForm
     search_fields = ["name", "endpoint_name"]
-    list_filter = ["user"]
-    readonly_fields = ["id", "created_at", "updated_at"]
+    list_per_page = 50
+    change_form_template = "admin/flows/flow/change_form.html"
+    Media = AdminMedia
+
+    # Lists: one query for the page, whatever the number of runs (annotations, not per-row queries).
+    def get_queryset(self, request):
+        runs = FlowRun.objects.filter(flow=OuterRef("pk"))
+        latest = runs.order_by("-received_at")
+        count = runs.order_by().values("flow").annotate(n=Count("*")).values("n")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("user")
+            .annotate(
+                run_count=Coalesce(Subquery(count, output_field=IntegerField()), Value(0)),
+                last_status=Subquery(latest.values("status")[:1]),
+                last_received_at=Subquery(latest.values("received_at")[:1]),
+            )
+        )
+
+    def get_list_display(self, request):
+        def webhook_url(flow):
+            url = request.build_absolute_uri(webhook_path(flow))
+            return format_html("<code>{}</code>", url)
+
+        webhook_url.short_description = "webhook URL"
+        return ["name", "endpoint_name", "user", webhook_url, "runs", "last_run_status", "last_run_at"]
+
+    def get_list_filter(self, request):
+        return ["user", LastStatusFilter] if request.user.is_superuser else [LastStatusFilter]
+
+    @admin.display(description="runs", ordering="run_count")
+    def runs(self, flow):
+        url = reverse("admin:flows_flowrun_changelist") + f"?flow={flow.pk}"
+        return format_html('<a href="{}">{}</a>', url, flow.run_count)
+
+    @admin.display(description="last run", ordering="last_status")
+    def last_run_status(self, flow):
+        return status_badge(flow.last_status) if flow.last_status else "–"
+
+    @admin.display(description="last run at", ordering="last_received_at")
+    def last_run_at(self, flow):
+        return flow.last_received_at or "–"
+
+    # Change page.
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"request_user": request.user})
+
+    def get_fieldsets(self, request, obj=None):
+        main = ["name", "user", "endpoint_name", "description"] if request.user.is_superuser else ["name", "endpoint_name", "description"]
+        if obj is None:
+            return [(None, {"fields": main}), ("Graph", {"fields": ["data"]})]
+        return [
+            (None, {"fields": main}),
+            ("Webhook", {"fields": ["webhook_url", "curl_example"]}),
+            ("Graph", {"fields": ["diagram", "data"]}),
+            ("Latest runs", {"fields": ["latest_runs"]}),
+            ("Details", {"fields": ["id", "created_at", "updated_at"], "classes": ["collapse"]}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["webhook_url", "curl_example", "diagram", "latest_runs", "id", "created_at", "updated_at"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = type(request.user).objects.filter(pk=request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        obj.absolute_webhook_url = request.build_absolute_uri(webhook_path(obj))
+        return obj
+
+    @admin.display(description="webhook URL")
+    def webhook_url(self, flow):
+        return CopyableText.input("lr-webhook-url", flow.absolute_webhook_url)
+
+    @admin.display(description="curl")
+    def curl_example(self, flow):
+        command = (
+            f"curl -X POST '{flow.absolute_webhook_url}' \\\n"
+            f"  -H 'x-api-key: {API_KEY_PLACEHOLDER}' \\\n"
+            "  -H 'Content-Type: application/json' \\\n"
+            """  -d '{"key": "value"}'"""
+        )
+        help_text = format_html(
+            '<div class="help">Replace {} with one of your <a href="{}">API keys</a>.</div>',
+            API_KEY_PLACEHOLDER,
+            reverse("admin:langrun_apikey_changelist"),
+        )
+        return CopyableText.block("lr-curl", command) + help_text
+
+    @admin.display(description="diagram")
+    def diagram(self, flow):
+        try:
+            graph = engine.parse_graph(flow.data)
+        except engine.GraphValidationError as exc:
+            return format_html('<p class="errornote">The saved graph is invalid: {}</p>', str(exc))
+        return format_html('<div class="lr-diagram-wrap">{}</div>', mark_safe(diagram.render_svg(graph)))  # noqa: S308 - escaped by render_svg
+
+    @admin.display(description="latest runs")
+    def latest_runs(self, flow):
+        runs = list(flow.runs.order_by("-received_at")[:LATEST_RUNS])
+        if not runs:
+            return "No runs yet."
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:flows_flowrun_change", args=[run.pk]),
+                    str(run.pk)[:8],
+                    status_badge(run.status),
+                    run.trigger,
+                    run.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    format_duration(run.duration_ms),
+                )
+                for run in runs
+            ),
+        )
+        all_url = reverse("admin:flows_flowrun_changelist") + f"?flow={flow.pk}"
+        return format_html(
+            '<table class="lr-table lr-latest-runs"><thead><tr><th>run</th><th>status</th><th>trigger</th><th>received</th>'
+            '<th>duration</th></tr></thead><tbody>{}</tbody></table><p><a href="{}">All runs of this flow</a></p>',
+            rows,
+            all_url,
+        )
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in ("name", "description", "endpoint_name", "data") if name in form.cleaned_data}
+        if change:
+            if "user" in form.cleaned_data:
+                fields["user"] = form.cleaned_data["user"]
+            services.flow_update(flow=obj, **fields)
+        else:
+            created = services.flow_create(user=form.cleaned_data.get("user") or request.user, **fields)
+            obj.__dict__.update(created.__dict__)
+
+    # "Run now": a test payload through the same service as the webhook.
+    def get_urls(self):
+        run_now = self.admin_site.admin_view(self.run_now_view)
+        return [path("<path:object_id>/run/", run_now, name="flows_flow_run"), *super().get_urls()]
+
+    def run_now_view(self, request, object_id):
+        flow = self.get_object(request, object_id)
+        if not self.has_change_permission(request, flow):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = RunNowForm(request.POST)
+            if form.is_valid():
+                run = services.flow_run_create(
+                    flow=flow,
+                    user=flow.user,
+                    trigger=FlowRun.Trigger.ADMIN,
+                    payload=form.cleaned_data["payload"],
+                    body=form.data["payload"],
+                    content_type="application/json",
+                )
+                run_url = reverse("admin:flows_flowrun_change", args=[run.pk])
+                self.message_user(
+                    request, format_html('Run <a href="{}">{}</a> started. <a href="{}">Open the run</a>.', run_url, run.pk, run_url)
+                )
+                return HttpResponseRedirect(reverse("admin:flows_flow_change", args=[flow.pk]))
+        else:
+            last = flow.runs.order_by("-received_at").values_list("payload", flat=True).first()
+            form = RunNowForm(initial={"payload": last if last is not None else {}})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": flow,
+            "title": f"Run {flow.name}",
+            "form": form,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/flows/flow/run_now.html", context)
 
 
-class NodeResultInline(admin.TabularInline):
-    model = NodeResult
-    extra = 0
-    can_delete = False
-    readonly_fields = ["order", "node_id", "component_type", "status", "duration_ms", "output", "error"]
-    fields = readonly_fields
+class RunNowForm(forms.Form):
+    payload = PrettyJSONField(
+        label="Test payload (JSON)",
+        widget=forms.Textarea(attrs={"rows": 12, "class": "lr-json-editor", "spellcheck": "false"}),
+        required=False,
+        help_text="What the flow's Webhook node gives, as if this JSON were POSTed to the webhook URL.",
+    )
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    def clean_payload(self):
+        # Not `required`: forms.JSONField would refuse `{}` and `null`, which are payloads like any other.
+        if not self.data.get("payload", "").strip():
+            raise forms.ValidationError("Enter a JSON payload, e.g. {}.")
+        return self.cleaned_data["payload"]
+
+
+# --- runs --------------------------------------------------------------------
+
+
+class FlowFilter(admin.SimpleListFilter):
+    """Flows by name, scoped to the user's own (RelatedFieldListFilter would list everyone's)."""
+
+    title = "flow"
+    parameter_name = "flow"
+
+    def lookups(self, request, model_admin):
+        flows = Flow.objects.order_by("name")
+        if not request.user.is_superuser:
+            flows = flows.filter(user=request.user)
+        return [(str(pk), name) for pk, name in flows.values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(flow_id=self.value())
+        return queryset
 
 
 @admin.register(FlowRun)
-class FlowRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "flow", "trigger", "status", "received_at", "attempts"]
-    list_filter = ["status", "trigger"]
+class FlowRunAdmin(OwnedModelAdmin):
+    owner_field = "flow__user"
+    list_display = ["short_id", "flow", "trigger", "status_badge", "received_at", "duration", "attempts"]
+    list_display_links = ["short_id"]
+    list_filter = ["status", FlowFilter, "trigger", "received_at"]
     list_select_related = ["flow"]
-    readonly_fields = [f.name for f in FlowRun._meta.fields]
-    inlines = [NodeResultInline]
+    ordering = ["-received_at"]
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ["replay_selected", "cancel_queued"]
+    change_form_template = "admin/flows/flowrun/change_form.html"
+    Media = AdminMedia
+    fieldsets = [
+        (None, {"fields": ["id", "flow_link", "status_badge", "trigger", "attempts", "replay_of_link"]}),
+        ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at", "duration"]}),
+        ("Request", {"fields": ["payload_display", "tweaks_display", "content_type", "body_display"]}),
+        ("Result", {"fields": ["outputs_display", "error", "run_diagram", "node_table"]}),
+    ]
+    readonly_fields = [
+        "id",
+        "flow_link",
+        "status_badge",
+        "trigger",
+        "attempts",
+        "replay_of_link",
+        "received_at",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "payload_display",
+        "tweaks_display",
+        "content_type",
+        "body_display",
+        "outputs_display",
+        "error",
+        "run_diagram",
+        "node_table",
+    ]
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the ledger is read-only; replay and cancel go through services
+
+    @admin.display(description="run", ordering="received_at")
+    def short_id(self, run):
+        return str(run.pk)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run):
+        return status_badge(run.status)
+
+    @admin.display(description="duration")
+    def duration(self, run):
+        return format_duration(run.duration_ms)
+
+    @admin.display(description="flow")
+    def flow_link(self, run):
+        return format_html('<a href="{}">{}</a>', reverse("admin:flows_flow_change", args=[run.flow_id]), run.flow.name)
+
+    @admin.display(description="replay of")
+    def replay_of_link(self, run):
+        if run.replay_of_id is None:
+            return "–"
+        return format_html('<a href="{}">{}</a>', reverse("admin:flows_flowrun_change", args=[run.replay_of_id]), run.replay_of_id)
+
+    @admin.display(description="payload")
+    def payload_display(self, run):
+        if run.payload is None:
+            return format_html('<pre class="lr-json">{}</pre>', run.body) if run.body else "–"
+        return pretty_json(run.payload)
+
+    @admin.display(description="raw body")
+    def body_display(self, run):
+        return format_html('<pre class="lr-json">{}</pre>', run.body) if run.body else "–"
+
+    @admin.display(description="tweaks")
+    def tweaks_display(self, run):
+        return pretty_json(run.tweaks) if run.tweaks else "–"
+
+    @admin.display(description="outputs")
+    def outputs_display(self, run):
+        return pretty_json(run.outputs) if run.outputs is not None else "–"
+
+    @admin.display(description="diagram")
+    def run_diagram(self, run):
+        try:
+            graph = engine.parse_graph(engine.apply_tweaks(run.flow.data, run.tweaks))
+        except engine.GraphValidationError:
+            return "–"
+        statuses = dict(run.node_results.values_list("node_id", "status"))
+        return format_html('<div class="lr-diagram-wrap">{}</div>', mark_safe(diagram.render_svg(graph, statuses=statuses)))  # noqa: S308
+
+    @admin.display(description="nodes")
+    def node_table(self, run):
+        results = list(run.node_results.order_by("order"))
+        if not results:
+            return "No node results yet."
+        rows = format_html_join(
+            "",
+            '<tr class="lr-node-row" data-node-id="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            '<td class="lr-preview">{}</td><td>{}</td></tr>',
+            (
+                (
+                    r.node_id,
+                    r.node_id,
+                    r.component_type,
+                    status_badge(r.status),
+                    format_duration(r.duration_ms) if r.status != "skipped" else "–",
+                    preview(r.output) if r.output is not None else "",
+                    r.error,
+                )
+                for r in results
+            ),
+        )
+        return format_html(
+            '<table class="lr-table lr-node-results"><thead><tr><th>node</th><th>component</th><th>status</th><th>duration</th>'
+            "<th>output</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    # Actions and buttons: the same services as the API.
+    @admin.action(description="Replay selected runs")
+    def replay_selected(self, request, queryset):
+        new_runs = [services.flow_run_replay(run=run, user=run.user) for run in queryset.select_related("flow")]
+        links = format_html_join(
+            ", ", '<a href="{}">{}</a>', ((reverse("admin:flows_flowrun_change", args=[r.pk]), str(r.pk)[:8]) for r in new_runs)
+        )
+        self.message_user(request, format_html("Queued {} replay(s): {}", len(new_runs), links), messages.SUCCESS)
+
+    @admin.action(description="Cancel selected queued runs")
+    def cancel_queued(self, request, queryset):
+        cancelled = skipped = 0
+        for run in queryset:
+            try:
+                services.flow_run_cancel(run=run)
+                cancelled += 1
+            except services.RunNotCancellable:
+                skipped += 1
+        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} run(s) were not queued any more and were left as they are.", messages.WARNING)
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/replay/", self.admin_site.admin_view(self.replay_view), name="flows_flowrun_replay"),
+            path("<path:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="flows_flowrun_cancel"),
+            *super().get_urls(),
+        ]
+
+    def replay_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self.get_object(request, object_id)
+        new = services.flow_run_replay(run=run, user=run.user)
+        self.message_user(request, format_html("Replay of run {} queued.", str(run.pk)[:8]), messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[new.pk]))
+
+    def cancel_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self.get_object(request, object_id)
+        try:
+            services.flow_run_cancel(run=run)
+            self.message_user(request, "Run cancelled.", messages.SUCCESS)
+        except services.RunNotCancellable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[run.pk]))
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        obj = context.get("original")
+        if obj is not None:
+            context["lr_refresh"] = obj.status not in FlowRun.TERMINAL
+            context["lr_cancellable"] = obj.status == FlowRun.Status.QUEUED
+        return super().render_change_form(request, context, *args, **kwargs)

@@ -1,7 +1,59 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import Http404
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
 from langrun.models import ApiKey, User
+from langrun.services import api_key_create, api_key_revoke
+
+
+class OwnedModelAdmin(admin.ModelAdmin):
+    """Admin for objects that belong to a user: superusers see all of them, other staff only their own.
+
+    Any active staff user may manage their own objects (no model permissions needed); another user's object is a 404.
+    """
+
+    owner_field = "user"  # lookup path from the model to its owner
+
+    def owns(self, request, obj) -> bool:
+        if request.user.is_superuser:
+            return True
+        *path, last = self.owner_field.split("__")
+        for part in path:
+            obj = getattr(obj, part)
+        return getattr(obj, f"{last}_id") == request.user.pk
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{self.owner_field: request.user})
+
+    def get_object(self, request, object_id, from_field=None):
+        # Django redirects to the index for a missing object; another user's object must be indistinguishable from none.
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404("No such object.")
+        return obj
+
+    def _staff(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_module_permission(self, request):
+        return self._staff(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._staff(request) and (obj is None or self.owns(request, obj))
+
+    def has_add_permission(self, request):
+        return self._staff(request)
+
+    def has_change_permission(self, request, obj=None):
+        return self._staff(request) and (obj is None or self.owns(request, obj))
+
+    def has_delete_permission(self, request, obj=None):
+        return self._staff(request) and (obj is None or self.owns(request, obj))
 
 
 @admin.register(User)
@@ -10,13 +62,86 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "user", "is_active", "created_at", "last_used_at", "use_count"]
+class ApiKeyAdmin(OwnedModelAdmin):
+    list_display = ["name", "masked", "user", "is_active", "created_at", "last_used_at", "use_count"]
     list_filter = ["is_active"]
-    search_fields = ["name", "prefix", "user__username"]
-    readonly_fields = ["prefix", "created_at", "last_used_at", "use_count"]
-    fields = ["user", "name", "is_active", *readonly_fields]
+    search_fields = ["name", "prefix"]
+    list_select_related = ["user"]
+    actions = ["revoke"]
 
-    def has_add_permission(self, request):
-        # Keys are created with `manage.py create_api_key` or the API, which show the secret once.
-        return False
+    @admin.display(description="key")
+    def masked(self, obj: ApiKey) -> str:
+        return obj.masked
+
+    def get_list_filter(self, request):
+        return ["is_active", "user"] if request.user.is_superuser else ["is_active"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["user", "name"] if request.user.is_superuser else ["name"]
+        return ["user", "name", "is_active", "masked", "created_at", "last_used_at", "use_count"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["user", "masked", "created_at", "last_used_at", "use_count"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save()
+            return
+        owner = form.cleaned_data.get("user") or request.user
+        new = api_key_create(user=owner, name=form.cleaned_data.get("name", ""))
+        obj.__dict__.update(new.api_key.__dict__)
+        obj.new_secret = new.key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # The only time the secret exists in clear: render it now, never store it (not even in a message cookie).
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key created",
+            "api_key": obj,
+            "secret": obj.new_secret,
+        }
+        response = TemplateResponse(request, "admin/langrun/apikey/created.html", context)
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke(self, request, queryset):
+        count = 0
+        for key in queryset.filter(is_active=True):
+            api_key_revoke(api_key=key)
+            count += 1
+        self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
+
+
+class SuperuserOnlyAdminMixin:
+    """django-q2's task and schedule pages: for superusers only, whatever permissions a staff user holds."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request, *args):
+        return request.user.is_active and request.user.is_superuser and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+def _restrict_django_q_admin(site: admin.AdminSite) -> None:
+    for model, model_admin in list(site._registry.items()):
+        if model._meta.app_label == "django_q" and not isinstance(model_admin, SuperuserOnlyAdminMixin):
+            cls = type(model_admin)
+            site.unregister(model)
+            site.register(model, type(f"SuperuserOnly{cls.__name__}", (SuperuserOnlyAdminMixin, cls), {}))
+
+
+_restrict_django_q_admin(admin.site)

@@ -46,3 +46,10 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
         return None
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now(), use_count=F("use_count") + 1)
     return api_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Deactivate a key for good; it stops authenticating at once."""
+    ApiKey.objects.filter(pk=api_key.pk).update(is_active=False)
+    api_key.is_active = False
+    return api_key

@@ -1,0 +1,559 @@
+"""The flows and runs admin, through Django's test client: pages, forms, actions and owner scoping."""
+
+import json
+import re
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from flows import diagram, engine
+from flows.admin import describe_issue
+from flows.models import Flow, FlowRun
+from flows.services import flow_run_create, flow_run_execute
+from tests.conftest import GREETING_FLOW
+
+BROKEN_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "greet", "type": "Template", "params": {"template": 5}},
+        {"id": "out", "type": "Nope"},
+    ],
+    "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
+}
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def other(make_user):
+    return make_user("other", is_staff=True)
+
+
+@pytest.fixture
+def superuser(make_user):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+def login(user) -> Client:
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+def run_of(flow, payload=None, *, execute=True, trigger="webhook"):
+    run = flow_run_create(flow=flow, user=flow.user, trigger=trigger, payload={"name": "Ada"} if payload is None else payload)
+    if execute:
+        flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    return run
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+# --- flows list --------------------------------------------------------------
+
+
+def test_flow_list_shows_webhook_url_run_count_and_last_status(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    run_of(flow)
+    run_of(flow, payload={"nobody": 1})  # the template misses {name}: failed, and the latest
+    response = login(staff).get(reverse("admin:flows_flow_changelist"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "http://testserver/api/v1/webhook/greet" in html
+    row = re.search(r"<tr>.*?Greeting.*?</tr>", html, re.S).group(0)
+    assert f'?flow={flow.pk}">2</a>' in row
+    assert "lr-badge-failed" in row
+
+
+def test_flow_list_has_no_per_row_queries(staff, make_flow):
+    def count_queries():
+        c = login(staff)
+        with CaptureQueriesContext(connection) as ctx:
+            assert c.get(reverse("admin:flows_flow_changelist")).status_code == 200
+        return len(ctx)
+
+    run_of(make_flow(staff, name="first"))
+    one = count_queries()
+    for i in range(5):
+        run_of(make_flow(staff, name=f"more {i}"))
+    assert count_queries() == one
+
+
+def test_flow_list_search_and_last_status_filter(staff, make_flow):
+    ok = make_flow(staff, name="Works", endpoint_name="works")
+    broken = make_flow(staff, name="Breaks", endpoint_name="breaks")
+    make_flow(staff, name="Idle", endpoint_name="idle")
+    run_of(ok)
+    run_of(broken, payload={"x": 1})
+    c = login(staff)
+    url = reverse("admin:flows_flow_changelist")
+
+    def names(query):
+        response = c.get(url, query)
+        assert response.status_code == 200
+        return sorted(f.name for f in response.context["cl"].result_list)
+
+    assert names({"q": "break"}) == ["Breaks"]
+    assert names({"q": "works"}) == ["Works"]
+    assert names({"last_status": "failed"}) == ["Breaks"]
+    assert names({"last_status": "succeeded"}) == ["Works"]
+    assert names({"last_status": "never"}) == ["Idle"]
+
+
+def test_staff_see_only_their_flows_and_no_owner_filter(staff, other, superuser, make_flow):
+    make_flow(staff, name="Mine")
+    make_flow(other, name="Theirs")
+    response = login(staff).get(reverse("admin:flows_flow_changelist"))
+    assert [f.name for f in response.context["cl"].result_list] == ["Mine"]
+    assert [type(f).__name__ for f in response.context["cl"].filter_specs] == ["LastStatusFilter"]
+
+    response = login(superuser).get(reverse("admin:flows_flow_changelist"))
+    assert sorted(f.name for f in response.context["cl"].result_list) == ["Mine", "Theirs"]
+    assert "RelatedFieldListFilter" in [type(f).__name__ for f in response.context["cl"].filter_specs]
+
+
+def test_staff_filtering_by_owner_cannot_reach_other_flows(staff, other, make_flow):
+    make_flow(other, name="Theirs")
+    response = login(staff).get(reverse("admin:flows_flow_changelist"), {"user__id__exact": str(other.pk)})
+    # The owner filter is not offered to staff: the parameter is refused, never widening the scope.
+    assert response.status_code in (200, 302)
+    if response.status_code == 200:
+        assert list(response.context["cl"].result_list) == []
+
+
+# --- flow change page -------------------------------------------------------
+
+
+def test_flow_page_shows_diagram_webhook_curl_and_latest_runs(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    run = run_of(flow)
+    response = login(staff).get(reverse("admin:flows_flow_change", args=[flow.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    svg = re.search(r"<svg class=\"lr-diagram\".*?</svg>", html, re.S).group(0)
+    for node_id, type_name in [("hook", "Webhook"), ("greet", "Template"), ("out", "Output")]:
+        assert f'data-node-id="{node_id}"' in svg
+        assert f">{type_name}</text>" in svg
+    assert svg.count('class="lr-edge"') == 2
+    assert 'value="http://testserver/api/v1/webhook/greet"' in html
+    assert 'data-lr-copy="lr-webhook-url"' in html
+    assert "curl -X POST &#x27;http://testserver/api/v1/webhook/greet&#x27;" in html
+    assert "x-api-key: &lt;YOUR_API_KEY&gt;" in html
+    assert reverse("admin:flows_flowrun_change", args=[run.pk]) in html
+    assert "lr-badge-succeeded" in html
+    assert reverse("admin:flows_flow_run", args=[flow.pk]) in html  # the "Run now" button
+    assert "flows/admin.css" in html and "flows/admin.js" in html
+    assert "cdn" not in html.lower()
+
+
+def test_flow_page_of_flow_without_endpoint_name_uses_its_id(staff, make_flow):
+    flow = make_flow(staff)
+    html = login(staff).get(reverse("admin:flows_flow_change", args=[flow.pk])).content.decode()
+    assert f"http://testserver/api/v1/webhook/{flow.pk}" in html
+
+
+def test_flow_page_with_invalid_stored_graph_explains_instead_of_failing(staff, make_flow):
+    flow = make_flow(staff)
+    Flow.objects.filter(pk=flow.pk).update(data={"nodes": [{"id": "x", "type": "Nope"}]})
+    response = login(staff).get(reverse("admin:flows_flow_change", args=[flow.pk]))
+    assert response.status_code == 200
+    assert "The saved graph is invalid" in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["change", "delete", "history", "run"])
+def test_other_users_flow_pages_are_404(staff, other, make_flow, name):
+    flow = make_flow(other)
+    url = reverse(f"admin:flows_flow_{name}", args=[flow.pk])
+    assert login(staff).get(url).status_code == 404
+    assert login(staff).post(url, {"payload": "{}", "post": "yes"}).status_code == 404
+    assert Flow.objects.filter(pk=flow.pk).exists()
+    assert not FlowRun.objects.exists()
+
+
+def test_unknown_flow_id_is_404(staff):
+    assert login(staff).get(reverse("admin:flows_flow_change", args=["not-a-uuid"])).status_code == 404
+
+
+def test_superuser_sees_any_flow(superuser, other, make_flow):
+    flow = make_flow(other)
+    assert login(superuser).get(reverse("admin:flows_flow_change", args=[flow.pk])).status_code == 200
+
+
+def test_non_staff_cannot_use_the_admin(make_user, make_flow):
+    plain = make_user("plain")
+    flow = make_flow(plain)
+    response = login(plain).get(reverse("admin:flows_flow_change", args=[flow.pk]))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+# --- saving flows through the services ----------------------------------------
+
+
+def flow_form(**fields):
+    return {"name": "Pasted", "endpoint_name": "pasted", "description": "", "data": json.dumps(GREETING_FLOW), **fields}
+
+
+def test_staff_creates_flow_by_pasting_json_and_owns_it(staff, other):
+    response = login(staff).post(reverse("admin:flows_flow_add"), flow_form(user=str(other.pk)))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    flow = Flow.objects.get(name="Pasted")
+    assert flow.user == staff  # a posted owner is ignored: staff have no owner field
+    assert flow.data == GREETING_FLOW
+    assert response["Location"] == reverse("admin:flows_flow_changelist")
+
+
+def test_superuser_creates_flow_for_another_user(superuser, other):
+    response = login(superuser).post(reverse("admin:flows_flow_add"), flow_form(user=str(other.pk)))
+    assert response.status_code == 302
+    assert Flow.objects.get(name="Pasted").user == other
+
+
+def test_staff_form_has_no_owner_field(staff, superuser):
+    assert "user" not in login(staff).get(reverse("admin:flows_flow_add")).context["adminform"].form.fields
+    assert "user" in login(superuser).get(reverse("admin:flows_flow_add")).context["adminform"].form.fields
+
+
+def test_invalid_graph_errors_name_the_node_next_to_the_field(staff):
+    response = login(staff).post(reverse("admin:flows_flow_add"), flow_form(data=json.dumps(BROKEN_FLOW)))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["data"]
+    assert any(e.startswith("Node 'greet', params.template: Template.template must be of type str") for e in errors), errors
+    assert any(e.startswith("Node 'out', type: Unknown component type 'Nope'") for e in errors), errors
+    html = response.content.decode()
+    assert "Node &#x27;greet&#x27;, params.template" in html
+    assert not Flow.objects.exists()
+
+
+def test_json_syntax_error_is_a_field_error(staff):
+    response = login(staff).post(reverse("admin:flows_flow_add"), flow_form(data='{"nodes": ['))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["data"] == ["Enter a valid JSON."]
+    assert not Flow.objects.exists()
+
+
+def test_endpoint_name_taken_is_a_field_error(staff, other, make_flow):
+    make_flow(staff, endpoint_name="pasted")
+    make_flow(other, endpoint_name="free-for-staff")
+    c = login(staff)
+    response = c.post(reverse("admin:flows_flow_add"), flow_form())
+    assert response.status_code == 200
+    assert "already have a flow with the endpoint name" in response.context["adminform"].form.errors["endpoint_name"][0]
+    # Another user's name does not count.
+    assert c.post(reverse("admin:flows_flow_add"), flow_form(name="Ok", endpoint_name="free-for-staff")).status_code == 302
+
+
+def test_superuser_endpoint_name_clash_checked_for_the_chosen_owner(superuser, other, make_flow):
+    make_flow(other, endpoint_name="pasted")
+    c = login(superuser)
+    response = c.post(reverse("admin:flows_flow_add"), flow_form(user=str(other.pk)))
+    assert "endpoint_name" in response.context["adminform"].form.errors
+    assert c.post(reverse("admin:flows_flow_add"), flow_form(user=str(superuser.pk))).status_code == 302
+
+
+def test_editing_a_flow_validates_and_saves_through_the_service(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    c = login(staff)
+    url = reverse("admin:flows_flow_change", args=[flow.pk])
+    form = c.get(url).context["adminform"].form
+    assert json.loads(form["data"].value()) == GREETING_FLOW
+    assert "\n  " in form["data"].value()  # pretty-printed in the editor
+
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", data=json.dumps(BROKEN_FLOW)))
+    assert response.status_code == 200
+    flow.refresh_from_db()
+    assert flow.data == GREETING_FLOW
+
+    changed = {
+        **GREETING_FLOW,
+        "nodes": [
+            *GREETING_FLOW["nodes"][:1],
+            {"id": "greet", "type": "Template", "params": {"template": "Hi {name}"}},
+            GREETING_FLOW["nodes"][2],
+        ],
+    }
+    response = c.post(url, flow_form(name="Renamed", endpoint_name="", data=json.dumps(changed)))
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert (flow.name, flow.endpoint_name, flow.data) == ("Renamed", None, changed)
+
+
+# --- run now ----------------------------------------------------------------------
+
+
+def test_run_now_form_prefills_last_payload(staff, make_flow):
+    flow = make_flow(staff)
+    c = login(staff)
+    response = c.get(reverse("admin:flows_flow_run", args=[flow.pk]))
+    assert response.status_code == 200
+    assert json.loads(response.context["form"]["payload"].value()) == {}
+    run_of(flow, payload={"name": "Grace"}, execute=False)
+    response = c.get(reverse("admin:flows_flow_run", args=[flow.pk]))
+    assert json.loads(response.context["form"]["payload"].value()) == {"name": "Grace"}
+
+
+def test_run_now_creates_an_admin_run_and_links_to_it(staff, make_flow, django_capture_on_commit_callbacks):
+    flow = make_flow(staff)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = login(staff).post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": '{"name": "Ada"}'}, follow=True)
+    assert len(callbacks) == 1  # enqueued after commit, like a webhook run
+    run = FlowRun.objects.get()
+    assert (run.flow, run.user, run.trigger, run.status, run.payload) == (flow, staff, "admin", "queued", {"name": "Ada"})
+    assert run.body == '{"name": "Ada"}'
+    assert response.redirect_chain[-1][0] == reverse("admin:flows_flow_change", args=[flow.pk])
+    assert any(reverse("admin:flows_flowrun_change", args=[run.pk]) in m for m in messages_of(response))
+
+
+def test_superuser_run_now_runs_as_the_flow_owner(superuser, other, make_flow):
+    flow = make_flow(other)
+    login(superuser).post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": "[1, 2]"})
+    run = FlowRun.objects.get()
+    assert (run.user, run.payload) == (other, [1, 2])
+
+
+@pytest.mark.parametrize("payload", ["", "{nope", "   "])
+def test_run_now_with_bad_json_shows_error_and_creates_nothing(staff, make_flow, payload):
+    flow = make_flow(staff)
+    response = login(staff).post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": payload})
+    assert response.status_code == 200
+    assert response.context["form"].errors["payload"]
+    assert not FlowRun.objects.exists()
+
+
+def test_run_now_accepts_empty_object_and_null(staff, make_flow):
+    flow = make_flow(staff)
+    c = login(staff)
+    assert c.post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": "{}"}).status_code == 302
+    assert c.post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": "null"}).status_code == 302
+    assert sorted(map(json.dumps, FlowRun.objects.values_list("payload", flat=True))) == ["null", "{}"]
+
+
+# --- runs list ------------------------------------------------------------------
+
+
+def test_run_list_columns_newest_first(staff, make_flow):
+    flow = make_flow(staff)
+    first = run_of(flow)
+    second = run_of(flow, payload={"x": 1})
+    response = login(staff).get(reverse("admin:flows_flowrun_changelist"))
+    assert response.status_code == 200
+    assert [r.pk for r in response.context["cl"].result_list] == [second.pk, first.pk]
+    html = response.content.decode()
+    assert '<span class="lr-badge lr-badge-failed">failed</span>' in html
+    assert '<span class="lr-badge lr-badge-succeeded">succeeded</span>' in html
+    assert str(first.pk)[:8] in html
+    assert " ms<" in html or "&lt;1 ms" in html
+
+
+def test_run_list_has_no_per_row_queries_and_skips_the_full_count(staff, make_flow):
+    flow = make_flow(staff)
+
+    def count_queries():
+        c = login(staff)
+        with CaptureQueriesContext(connection) as ctx:
+            response = c.get(reverse("admin:flows_flowrun_changelist"), {"status": "succeeded"})
+        assert response.status_code == 200
+        return len(ctx), ctx.captured_queries
+
+    run_of(flow)
+    one, _ = count_queries()
+    for _ in range(6):
+        run_of(make_flow(staff, name="another"))
+    many, queries = count_queries()
+    assert many == one
+    # With a filter applied, Django would count the whole table a second time unless show_full_result_count is off.
+    assert sum("COUNT(" in q["sql"].upper() for q in queries) == 1
+
+
+def test_run_list_filters(staff, make_flow):
+    a = make_flow(staff, name="A")
+    b = make_flow(staff, name="B")
+    ok = run_of(a)
+    failed = run_of(b, payload={"x": 1})
+    queued = run_of(a, execute=False, trigger="admin")
+    c = login(staff)
+
+    def ids(query):
+        response = c.get(reverse("admin:flows_flowrun_changelist"), query)
+        assert response.status_code == 200
+        return {r.pk for r in response.context["cl"].result_list}
+
+    assert ids({"status": "failed"}) == {failed.pk}
+    assert ids({"flow": str(a.pk)}) == {ok.pk, queued.pk}
+    assert ids({"trigger": "admin"}) == {queued.pk}
+    assert ids({"received_at__gte": "2000-01-01 00:00:00+00:00", "received_at__lt": "2999-01-01 00:00:00+00:00"}) == {
+        ok.pk,
+        failed.pk,
+        queued.pk,
+    }
+    assert ids({"received_at__gte": "2999-01-01 00:00:00+00:00"}) == set()
+
+
+def test_staff_see_only_runs_of_their_flows_and_their_flows_in_the_filter(staff, other, make_flow):
+    mine = run_of(make_flow(staff, name="Mine"))
+    run_of(make_flow(other, name="Theirs"))
+    response = login(staff).get(reverse("admin:flows_flowrun_changelist"))
+    assert [r.pk for r in response.context["cl"].result_list] == [mine.pk]
+    flow_filter = next(f for f in response.context["cl"].filter_specs if getattr(f, "parameter_name", None) == "flow")
+    assert [name for _, name in flow_filter.lookup_choices] == ["Mine"]
+
+
+# --- run detail -----------------------------------------------------------------
+
+
+def test_run_page_shows_payload_outputs_and_node_table_in_order(staff, make_flow):
+    run = run_of(make_flow(staff))
+    response = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "&quot;name&quot;: &quot;Ada&quot;" in html  # pretty-printed payload
+    assert "&quot;greeting&quot;: &quot;Hello Ada!&quot;" in html
+    rows = re.findall(r'<tr class="lr-node-row" data-node-id="([^"]+)">(.*?)</tr>', html, re.S)
+    assert [node for node, _ in rows] == ["hook", "greet", "out"]
+    assert all("lr-badge-succeeded" in row for _, row in rows)
+    assert "Template" in rows[1][1] and "Hello Ada!" in rows[1][1]
+    assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in html  # the diagram coloured by the run
+    assert '<meta http-equiv="refresh"' not in html  # finished: no auto-refresh
+    assert 'name="_save"' not in html  # the ledger is read-only
+
+
+def test_run_page_shows_the_failing_node_and_skipped_ones(staff, make_flow):
+    run = run_of(make_flow(staff), payload={"x": 1})
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    rows = dict(re.findall(r'<tr class="lr-node-row" data-node-id="([^"]+)">(.*?)</tr>', html, re.S))
+    assert "lr-badge-failed" in rows["greet"] and "Template key" in rows["greet"]
+    assert "lr-badge-skipped" in rows["out"]
+    assert "Template key &#x27;name&#x27; is missing" in html
+
+
+def test_run_page_of_raw_text_body_and_queued_run(staff, make_flow):
+    flow = make_flow(staff)
+    run = flow_run_create(flow=flow, user=staff, trigger="webhook", payload=None, body="plain <text>", content_type="text/plain")
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert "plain &lt;text&gt;" in html
+    assert '<meta http-equiv="refresh" content="2">' in html  # still queued: the page refreshes itself
+    assert reverse("admin:flows_flowrun_cancel", args=[run.pk]) in html
+    assert "No node results yet." in html
+
+
+@pytest.mark.parametrize("name", ["change", "delete", "replay", "cancel"])
+def test_other_users_run_pages_are_404(staff, other, make_flow, name):
+    run = run_of(make_flow(other), execute=False)
+    url = reverse(f"admin:flows_flowrun_{name}", args=[run.pk])
+    c = login(staff)
+    assert c.get(url).status_code in (404, 405)
+    assert c.post(url, {"post": "yes"}).status_code == 404
+    run.refresh_from_db()
+    assert run.status == "queued"
+    assert FlowRun.objects.count() == 1
+
+
+def test_runs_cannot_be_added(superuser):
+    assert login(superuser).get(reverse("admin:flows_flowrun_add")).status_code == 403
+
+
+# --- run actions and buttons ------------------------------------------------------
+
+
+def action(c, ids, name):
+    return c.post(reverse("admin:flows_flowrun_changelist"), {"action": name, "_selected_action": [str(i) for i in ids]}, follow=True)
+
+
+def test_replay_selected_runs(staff, make_flow):
+    flow = make_flow(staff)
+    a, b = run_of(flow), run_of(flow, payload={"x": 1})
+    response = action(login(staff), [a.pk, b.pk], "replay_selected")
+    replays = FlowRun.objects.filter(trigger="replay")
+    assert sorted(r.replay_of_id for r in replays) == sorted([a.pk, b.pk])
+    assert {r.status for r in replays} == {"queued"}
+    assert {r.payload == FlowRun.objects.get(pk=r.replay_of_id).payload for r in replays} == {True}
+    assert any("Queued 2 replay(s)" in m for m in messages_of(response))
+
+
+def test_cancel_queued_runs_leaves_others(staff, make_flow):
+    flow = make_flow(staff)
+    queued = run_of(flow, execute=False)
+    done = run_of(flow)
+    response = action(login(staff), [queued.pk, done.pk], "cancel_queued")
+    queued.refresh_from_db()
+    done.refresh_from_db()
+    assert (queued.status, done.status) == ("cancelled", "succeeded")
+    msgs = messages_of(response)
+    assert "Cancelled 1 run(s)." in msgs
+    assert any("1 run(s) were not queued" in m for m in msgs)
+
+
+def test_actions_ignore_other_users_runs(staff, other, make_flow):
+    theirs = run_of(make_flow(other), execute=False)
+    c = login(staff)
+    action(c, [theirs.pk], "cancel_queued")
+    action(c, [theirs.pk], "replay_selected")
+    theirs.refresh_from_db()
+    assert theirs.status == "queued"
+    assert FlowRun.objects.count() == 1
+
+
+def test_replay_and_cancel_buttons(staff, make_flow):
+    flow = make_flow(staff)
+    run = run_of(flow, execute=False)
+    c = login(staff)
+    assert c.get(reverse("admin:flows_flowrun_replay", args=[run.pk])).status_code == 405
+    response = c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk]), follow=True)
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert "Run cancelled." in messages_of(response)
+    response = c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk]), follow=True)
+    assert any("only a queued run can be cancelled" in m for m in messages_of(response))
+
+    response = c.post(reverse("admin:flows_flowrun_replay", args=[run.pk]))
+    replay = FlowRun.objects.get(replay_of=run)
+    assert response["Location"] == reverse("admin:flows_flowrun_change", args=[replay.pk])
+
+
+# --- the diagram and error wording -------------------------------------------------
+
+
+def test_diagram_layers_follow_dependencies():
+    data = {
+        "nodes": [
+            {"id": "out", "type": "Output", "params": {"name": "o"}},
+            {"id": "t2", "type": "Template", "params": {"template": "b"}},
+            {"id": "hook", "type": "Webhook"},
+            {"id": "t1", "type": "Template", "params": {"template": "a"}},
+        ],
+        "edges": [
+            {"source": "hook", "target": "t1", "target_input": "data"},
+            {"source": "hook", "target": "t2", "target_input": "data"},
+            {"source": "t1", "target": "out", "target_input": "value"},
+        ],
+    }
+    boxes = diagram.layout(engine.parse_graph(data))
+    assert boxes["hook"].x < boxes["t1"].x == boxes["t2"].x < boxes["out"].x
+    assert boxes["t1"].y != boxes["t2"].y
+    svg = diagram.render_svg(engine.parse_graph(data), statuses={"t1": "failed"})
+    assert svg.count('<path class="lr-edge"') == 3
+    assert 'class="lr-node lr-node-failed" data-node-id="t1"' in svg
+
+
+def test_diagram_escapes_node_ids():
+    data = {"nodes": [{"id": "<script>x</script>", "type": "Webhook"}], "edges": []}
+    svg = diagram.render_svg(engine.parse_graph(data))
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+def test_describe_issue_names_nodes_and_edges():
+    data = {"nodes": [{"id": "a", "type": "Webhook"}, "junk"], "edges": [{"source": "a", "target": "zz"}]}
+    with pytest.raises(engine.GraphValidationError) as exc:
+        engine.parse_graph(data)
+    described = [describe_issue(i, data) for i in exc.value.issues]
+    assert "Node #1: A node must be an object with 'id', 'type' and optional 'params'." in described
+    assert "Edge #0 (a → zz), target: Edge target 'zz' is not a node of this flow." in described
+    assert describe_issue(engine.ValidationIssue((), "bad", "x"), None) == "data: bad"
