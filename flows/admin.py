@@ -16,6 +16,8 @@ from django.db.models.functions import Coalesce
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -198,7 +200,7 @@ class FlowAdmin(OwnedModelAdmin):
             return format_html("<code>{}</code>", url)
 
         webhook_url.short_description = "webhook URL"
-        return ["name", "endpoint_name", "user", webhook_url, "runs", "last_run_status", "last_run_at"]
+        return ["name", "endpoint_name", "owner", webhook_url, "runs", "last_run"]
 
     def get_list_filter(self, request):
         return ["user", LastStatusFilter] if request.user.is_superuser else [LastStatusFilter]
@@ -208,13 +210,16 @@ class FlowAdmin(OwnedModelAdmin):
         url = reverse("admin:flows_flowrun_changelist") + f"?flow={flow.pk}"
         return format_html('<a href="{}">{}</a>', url, flow.run_count)
 
-    @admin.display(description="last run", ordering="last_status")
-    def last_run_status(self, flow):
-        return status_badge(flow.last_status) if flow.last_status else "–"
+    @admin.display(description="owner", ordering="user__username")
+    def owner(self, flow):
+        return flow.user
 
-    @admin.display(description="last run at", ordering="last_received_at")
-    def last_run_at(self, flow):
-        return flow.last_received_at or "–"
+    @admin.display(description="last run", ordering="last_received_at")
+    def last_run(self, flow):
+        if not flow.last_status:
+            return "never run"
+        when = date_format(timezone.localtime(flow.last_received_at), "SHORT_DATETIME_FORMAT")
+        return format_html('{}<p class="lr-hint">{}</p>', status_badge(flow.last_status), when)
 
     # Change page.
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -261,7 +266,7 @@ class FlowAdmin(OwnedModelAdmin):
             """  -d '{"key": "value"}'"""
         )
         help_text = format_html(
-            '<div class="help">Replace {} with one of your <a href="{}">API keys</a>.</div>',
+            '<p class="lr-hint">Replace {} with one of your <a href="{}">API keys</a>.</p>',
             API_KEY_PLACEHOLDER,
             reverse("admin:langrun_apikey_changelist"),
         )
@@ -401,11 +406,12 @@ class FlowRunAdmin(OwnedModelAdmin):
     actions = ["replay_selected", "cancel_queued"]
     change_form_template = "admin/flows/flowrun/change_form.html"
     Media = AdminMedia
+    # What happened first (where a run failed), then what was asked, then when.
     fieldsets = [
-        (None, {"fields": ["id", "flow_link", "status_badge", "trigger", "attempts", "replay_of_link"]}),
-        ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at", "duration"]}),
+        (None, {"fields": ["id", "flow_link", "status_badge", "trigger", "attempts", "duration", "replay_of_link"]}),
+        ("Result", {"fields": ["error", "outputs_display", "node_table", "run_diagram"]}),
         ("Request", {"fields": ["payload_display", "tweaks_display", "content_type", "body_display"]}),
-        ("Result", {"fields": ["outputs_display", "error", "run_diagram", "node_table"]}),
+        ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at"]}),
     ]
     readonly_fields = [
         "id",
@@ -563,6 +569,7 @@ class FlowRunAdmin(OwnedModelAdmin):
     def render_change_form(self, request, context, *args, **kwargs):
         obj = context.get("original")
         if obj is not None:
+            context["subtitle"] = f"Run {str(obj.pk)[:8]} of {obj.flow.name}"
             context["lr_refresh"] = obj.status not in FlowRun.TERMINAL
             context["lr_cancellable"] = obj.status == FlowRun.Status.QUEUED
         return super().render_change_form(request, context, *args, **kwargs)

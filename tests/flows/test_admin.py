@@ -557,3 +557,11 @@ def test_describe_issue_names_nodes_and_edges():
     assert "Node #1: A node must be an object with 'id', 'type' and optional 'params'." in described
     assert "Edge #0 (a → zz), target: Edge target 'zz' is not a node of this flow." in described
     assert describe_issue(engine.ValidationIssue((), "bad", "x"), None) == "data: bad"
+
+
+@pytest.mark.parametrize("model", ["flow", "flowrun"])
+def test_filter_counts_can_be_shown(staff, make_flow, model):
+    run_of(make_flow(staff))
+    response = login(staff).get(reverse(f"admin:flows_{model}_changelist"), {"_facets": "True"})
+    assert response.status_code == 200
+    assert "Succeeded (1)" in response.content.decode()

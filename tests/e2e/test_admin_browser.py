@@ -1,0 +1,165 @@
+"""The admin in a real browser: headless Chromium against gunicorn (DEBUG off, collected static files) and a qcluster.
+
+A person logs in, pastes a flow, sees its diagram, runs it with a test payload and
+opens the run. Screenshots of both pages, light and dark, go to test-artifacts/.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+from langrun.models import User
+from tests.conftest import GREETING_FLOW
+from tests.e2e.conftest import ROOT, Service
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "a-browser-test-pass-1"
+
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    if os.environ.get("CI"):
+        pytest.fail("Chromium and chromedriver must be installed in CI (.ci/run installs them).", pytrace=False)
+    pytest.skip(
+        "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)", allow_module_level=True
+    )
+
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service as ChromeService  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def live(transactional_db, tmp_path):
+    """gunicorn serving the static files collected to a fresh STATIC_ROOT, with DEBUG off, plus a qcluster."""
+    svc = Service(tmp_path)
+    svc.env["DEBUG"] = "false"
+    svc.env["STATIC_ROOT"] = str(tmp_path / "static")
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=svc.env, check=True)
+    svc.start_web()
+    svc.start_cluster()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def screenshot(driver, name: str) -> None:
+    """The whole page, in the light and the dark admin theme."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    for theme in ("light", "dark"):
+        driver.execute_script("localStorage.setItem('theme', arguments[0]); document.documentElement.dataset.theme = arguments[0];", theme)
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(max(height, 800), 4000))
+        driver.save_screenshot(str(ARTIFACTS / f"{name}-{theme}.png"))
+    driver.set_window_size(1400, 1000)
+
+
+def wait(driver, condition, timeout: float = 30):
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=[NoSuchElementException, StaleElementReferenceException]
+    ).until(condition)
+
+
+def set_text(driver, element, text: str) -> None:
+    # Like a paste: typing a whole graph key by key would be slow.
+    element.clear()
+    driver.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));", element, text)
+
+
+def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
+    # The server runs the product's password hashers, not the tests' fast MD5 one.
+    hasher = PBKDF2PasswordHasher()
+    User.objects.create(username="ada", is_staff=True, password=hasher.encode(PASSWORD, hasher.salt()))
+    b = browser
+
+    # Static files are served by whitenoise under gunicorn with DEBUG off.
+    css = requests.get(f"{live.url}/static/admin/css/base.css", timeout=10)
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert requests.get(f"{live.url}/static/flows/admin.css", timeout=10).status_code == 200
+
+    b.get(f"{live.url}/admin/login/")
+    b.find_element(By.ID, "id_username").send_keys("ada")
+    b.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    b.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait(b, lambda d: d.find_element(By.ID, "user-tools"))
+    header_bg = b.execute_script("return getComputedStyle(document.getElementById('header')).backgroundColor")
+    assert header_bg not in ("", "rgba(0, 0, 0, 0)", "transparent"), "the admin is unstyled"
+
+    # Create a flow by pasting its JSON.
+    b.get(f"{live.url}/admin/flows/flow/add/")
+    b.find_element(By.ID, "id_name").send_keys("Greeting")
+    b.find_element(By.ID, "id_endpoint_name").send_keys("greet")
+    set_text(b, b.find_element(By.ID, "id_data"), json.dumps(GREETING_FLOW, indent=2))
+    b.find_element(By.NAME, "_continue").click()
+
+    # The diagram: three boxes with id and type, two arrows.
+    svg = wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "svg.lr-diagram"))
+    nodes = svg.find_elements(By.CSS_SELECTOR, "g.lr-node")
+    assert [n.get_attribute("data-node-id") for n in nodes] == ["hook", "greet", "out"]
+    assert "Template" in svg.get_attribute("innerHTML")
+    assert len(svg.find_elements(By.CSS_SELECTOR, "path.lr-edge")) == 2
+    xs = [float(n.find_element(By.TAG_NAME, "rect").get_attribute("x")) for n in nodes]
+    assert xs == sorted(xs) and len(set(xs)) == 3  # left to right, one layer each
+    assert b.find_element(By.ID, "lr-webhook-url").get_attribute("value") == f"{live.url}/api/v1/webhook/greet"
+    assert "<YOUR_API_KEY>" in b.find_element(By.ID, "lr-curl").text
+    screenshot(b, "admin-flow")
+
+    # Run it with a test payload.
+    b.find_element(By.CSS_SELECTOR, "a.lr-run-now").click()
+    set_text(b, wait(b, lambda d: d.find_element(By.ID, "id_payload")), '{"name": "Ada"}')
+    b.find_element(By.CSS_SELECTOR, "#run-now-form input[type=submit]").click()
+    wait(b, lambda d: d.find_element(By.LINK_TEXT, "Open the run")).click()
+
+    # The run page refreshes itself until the worker has finished.
+    def finished(d):
+        rows = d.find_elements(By.CSS_SELECTOR, "tr.lr-node-row")
+        return rows if len(rows) == 3 else False
+
+    rows = wait(b, finished, timeout=60)
+    statuses = {r.get_attribute("data-node-id"): r.find_element(By.CSS_SELECTOR, ".lr-badge").text for r in rows}
+    assert statuses == {"hook": "succeeded", "greet": "succeeded", "out": "succeeded"}, live.log("cluster")
+    assert "Hello Ada!" in b.find_element(By.CSS_SELECTOR, ".field-outputs_display").text
+    assert b.find_element(By.CSS_SELECTOR, ".field-status_badge .lr-badge").text == "succeeded"
+    screenshot(b, "admin-run")
+
+    # The lists: the flow's last run and the run's badge.
+    b.get(f"{live.url}/admin/flows/flowrun/")
+    assert b.find_element(By.CSS_SELECTOR, "#result_list .lr-badge-succeeded").text == "succeeded"
+    screenshot(b, "admin-runs")
+    b.get(f"{live.url}/admin/flows/flow/")
+    assert b.find_element(By.CSS_SELECTOR, "#result_list .lr-badge-succeeded").text == "succeeded"
+    screenshot(b, "admin-flows")
+
+    # Nothing in the pages came from another host.
+    resources = b.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(r.startswith(live.url) for r in resources), resources

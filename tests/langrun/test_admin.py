@@ -1,0 +1,145 @@
+"""The identity admin: API keys shown once, revoking, users, and django-q2's pages for superusers only."""
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from langrun.models import ApiKey, User
+from langrun.services import api_key_authenticate, api_key_create
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def other(make_user):
+    return make_user("other", is_staff=True)
+
+
+@pytest.fixture
+def superuser(make_user):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+def login(user) -> Client:
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+def shown_key(response) -> str:
+    return re.search(r'id="lr-new-key"[^>]*value="(sk-[^"]+)"', response.content.decode()).group(1)
+
+
+def test_creating_a_key_shows_it_once_and_stores_only_its_hash(staff):
+    c = login(staff)
+    response = c.post(reverse("admin:langrun_apikey_add"), {"name": "ci"})
+    assert response.status_code == 200
+    key = shown_key(response)
+    assert "no-store" in response["Cache-Control"]
+    api_key = ApiKey.objects.get()
+    assert (api_key.user, api_key.name) == (staff, "ci")
+    assert key.startswith(api_key.prefix) and key not in (api_key.hashed_key, api_key.prefix)
+    assert api_key_authenticate(key=key).pk == api_key.pk
+
+    # Afterwards only the prefix: not on the key's page, not in the list, not in a message for the next page.
+    for url in (reverse("admin:langrun_apikey_change", args=[api_key.pk]), reverse("admin:langrun_apikey_changelist")):
+        html = c.get(url).content.decode()
+        assert key not in html
+        assert api_key.prefix in html
+
+
+def test_staff_create_keys_only_for_themselves(staff, other):
+    c = login(staff)
+    assert "user" not in c.get(reverse("admin:langrun_apikey_add")).context["adminform"].form.fields
+    c.post(reverse("admin:langrun_apikey_add"), {"name": "sneaky", "user": str(other.pk)})
+    assert ApiKey.objects.get().user == staff
+
+
+def test_superuser_creates_a_key_for_another_user(superuser, other):
+    response = login(superuser).post(reverse("admin:langrun_apikey_add"), {"name": "theirs", "user": str(other.pk)})
+    key = shown_key(response)
+    assert api_key_authenticate(key=key).user == other
+
+
+def test_key_name_and_activity_can_be_changed_but_not_the_secret(staff):
+    api_key = api_key_create(user=staff, name="old").api_key
+    c = login(staff)
+    url = reverse("admin:langrun_apikey_change", args=[api_key.pk])
+    form = c.get(url).context["adminform"].form
+    assert set(form.fields) == {"name", "is_active"}
+    assert c.post(url, {"name": "new", "hashed_key": "x" * 64, "prefix": "sk-hijack"}).status_code == 302
+    refreshed = ApiKey.objects.get(pk=api_key.pk)
+    assert (refreshed.name, refreshed.is_active, refreshed.hashed_key, refreshed.prefix) == (
+        "new",
+        False,
+        api_key.hashed_key,
+        api_key.prefix,
+    )
+
+
+def test_revoke_action_deactivates_keys(staff):
+    new = api_key_create(user=staff, name="ci")
+    response = login(staff).post(
+        reverse("admin:langrun_apikey_changelist"), {"action": "revoke", "_selected_action": [str(new.api_key.pk)]}, follow=True
+    )
+    assert "Revoked 1 API key(s)." in [str(m) for m in response.context["messages"]]
+    assert ApiKey.objects.get().is_active is False
+    assert api_key_authenticate(key=new.key) is None
+
+
+def test_staff_see_and_revoke_only_their_keys(staff, other):
+    mine = api_key_create(user=staff, name="mine").api_key
+    theirs = api_key_create(user=other, name="theirs").api_key
+    c = login(staff)
+    response = c.get(reverse("admin:langrun_apikey_changelist"))
+    assert [k.pk for k in response.context["cl"].result_list] == [mine.pk]
+    assert c.get(reverse("admin:langrun_apikey_change", args=[theirs.pk])).status_code == 404
+    assert c.post(reverse("admin:langrun_apikey_delete", args=[theirs.pk]), {"post": "yes"}).status_code == 404
+    c.post(reverse("admin:langrun_apikey_changelist"), {"action": "revoke", "_selected_action": [str(theirs.pk)]})
+    assert ApiKey.objects.get(pk=theirs.pk).is_active is True
+
+
+def test_superuser_sees_every_key(superuser, staff, other):
+    api_key_create(user=staff)
+    api_key_create(user=other)
+    response = login(superuser).get(reverse("admin:langrun_apikey_changelist"))
+    assert len(response.context["cl"].result_list) == 2
+
+
+def test_users_are_managed_like_djangos(superuser):
+    c = login(superuser)
+    response = c.post(
+        reverse("admin:langrun_user_add"),
+        {"username": "newbie", "password1": "a-long-pass-phrase-9", "password2": "a-long-pass-phrase-9", "usable_password": "true"},
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    user = User.objects.get(username="newbie")
+    assert user.password != "a-long-pass-phrase-9" and user.check_password("a-long-pass-phrase-9")
+    assert c.get(reverse("admin:langrun_user_change", args=[user.pk])).status_code == 200
+
+
+def test_staff_without_user_permissions_cannot_manage_users(staff):
+    assert login(staff).get(reverse("admin:langrun_user_changelist")).status_code == 403
+
+
+@pytest.mark.parametrize("model", ["schedule", "success", "failure"])
+def test_django_q_pages_for_superusers_only(superuser, staff, model):
+    url = reverse(f"admin:django_q_{model}_changelist")
+    assert login(superuser).get(url).status_code == 200
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="django_q"))
+    assert login(staff).get(url).status_code == 403
+
+
+def test_admin_index_lists_what_each_user_may_see(superuser, staff):
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="django_q"))
+    staff_html = login(staff).get(reverse("admin:index")).content.decode()
+    assert "Flows" in staff_html and "API keys" in staff_html
+    assert "Background tasks" not in staff_html
+    root_html = login(superuser).get(reverse("admin:index")).content.decode()
+    assert "Background tasks" in root_html and "Users" in root_html
