@@ -78,6 +78,11 @@ def describe_issue(issue: engine.ValidationIssue, data: Any) -> str:
     return f"{where}: {issue.msg}"
 
 
+def _is_changelist(request, model_admin) -> bool:
+    match = request.resolver_match
+    return match is not None and match.url_name == f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_changelist"
+
+
 class CopyableText:
     """Markup for a value with a copy button (flows/admin.js)."""
 
@@ -183,15 +188,13 @@ class FlowAdmin(OwnedModelAdmin):
         runs = FlowRun.objects.filter(flow=OuterRef("pk"))
         latest = runs.order_by("-received_at")
         count = runs.order_by().values("flow").annotate(n=Count("*")).values("n")
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("user")
-            .annotate(
-                run_count=Coalesce(Subquery(count, output_field=IntegerField()), Value(0)),
-                last_status=Subquery(latest.values("status")[:1]),
-                last_received_at=Subquery(latest.values("received_at")[:1]),
-            )
+        qs = super().get_queryset(request).select_related("user")
+        if _is_changelist(request, self):
+            qs = qs.defer("data", "description")
+        return qs.annotate(
+            run_count=Coalesce(Subquery(count, output_field=IntegerField()), Value(0)),
+            last_status=Subquery(latest.values("status")[:1]),
+            last_received_at=Subquery(latest.values("received_at")[:1]),
         )
 
     def get_list_display(self, request):
@@ -434,6 +437,13 @@ class FlowRunAdmin(OwnedModelAdmin):
         "run_diagram",
         "node_table",
     ]
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if _is_changelist(request, self):
+            # Bodies may be up to LANGRUN_MAX_BODY_BYTES each; a page of 50 must not load them.
+            qs = qs.defer("body", "payload", "tweaks", "outputs", "error")
+        return qs
 
     def has_add_permission(self, request):
         return False

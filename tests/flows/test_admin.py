@@ -565,3 +565,11 @@ def test_filter_counts_can_be_shown(staff, make_flow, model):
     response = login(staff).get(reverse(f"admin:flows_{model}_changelist"), {"_facets": "True"})
     assert response.status_code == 200
     assert "Succeeded (1)" in response.content.decode()
+
+
+def test_run_list_does_not_load_request_bodies(staff, make_flow):
+    run_of(make_flow(staff), payload={"big": "x" * 5000})
+    with CaptureQueriesContext(connection) as ctx:
+        login(staff).get(reverse("admin:flows_flowrun_changelist"))
+    page_query = next(q["sql"] for q in ctx.captured_queries if 'FROM "flows_flowrun"' in q["sql"] and "COUNT" not in q["sql"])
+    assert '"flows_flowrun"."body"' not in page_query and '"flows_flowrun"."payload"' not in page_query
