@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from flows import diagram, engine, services
-from flows.models import Flow, FlowRun
+from flows.models import Flow, FlowRun, NodeResult
 from langrun.admin import OwnedModelAdmin
 
 LATEST_RUNS = 10
@@ -320,6 +320,15 @@ class FlowAdmin(OwnedModelAdmin):
         else:
             created = services.flow_create(user=form.cleaned_data.get("user") or request.user, **fields)
             obj.__dict__.update(created.__dict__)
+
+    def get_deleted_objects(self, objs, request):
+        # Django would list every run and node result on the confirmation page: far too many for a busy flow.
+        flows = list(objs)
+        runs = FlowRun.objects.filter(flow__in=flows)
+        nodes = NodeResult.objects.filter(run__flow__in=flows)
+        summary = [format_html("{} (with its runs and their node results)", flow) for flow in flows]
+        counts = {"flows": len(flows), "flow runs": runs.count(), "node results": nodes.count()}
+        return summary, counts, set(), []
 
     # "Run now": a test payload through the same service as the webhook.
     def get_urls(self):

@@ -137,6 +137,7 @@ def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
     # Run it with a test payload.
     b.find_element(By.CSS_SELECTOR, "a.lr-run-now").click()
     set_text(b, wait(b, lambda d: d.find_element(By.ID, "id_payload")), '{"name": "Ada"}')
+    screenshot(b, "admin-run-now")
     b.find_element(By.CSS_SELECTOR, "#run-now-form input[type=submit]").click()
     wait(b, lambda d: d.find_element(By.LINK_TEXT, "Open the run")).click()
 
@@ -159,6 +160,17 @@ def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
     b.get(f"{live.url}/admin/flows/flow/")
     assert b.find_element(By.CSS_SELECTOR, "#result_list .lr-badge-succeeded").text == "succeeded"
     screenshot(b, "admin-flows")
+
+    # A new API key is shown once, and calls the webhook URL the flow page gave.
+    b.get(f"{live.url}/admin/langrun/apikey/add/")
+    b.find_element(By.ID, "id_name").send_keys("browser")
+    b.find_element(By.NAME, "_save").click()
+    key = wait(b, lambda d: d.find_element(By.ID, "lr-new-key")).get_attribute("value")
+    screenshot(b, "admin-apikey-created")
+    response = requests.post(f"{live.url}/api/v1/webhook/greet", json={"name": "Grace"}, headers={"x-api-key": key}, timeout=10)
+    assert response.status_code == 202, response.text
+    b.get(f"{live.url}/admin/langrun/apikey/")
+    assert key not in b.page_source
 
     # Nothing in the pages came from another host.
     resources = b.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
