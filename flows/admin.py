@@ -83,27 +83,24 @@ def _is_changelist(request, model_admin) -> bool:
     return match is not None and match.url_name == f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_changelist"
 
 
-class CopyableText:
-    """Markup for a value with a copy button (flows/admin.js)."""
+def copyable_input(element_id: str, value: str) -> str:
+    """A one-line value with a copy button (flows/admin.js)."""
+    return format_html(
+        '<div class="lr-copy"><input id="{}" type="text" readonly value="{}" size="60">'
+        '<button type="button" class="button" data-lr-copy="{}">Copy</button></div>',
+        element_id,
+        value,
+        element_id,
+    )
 
-    @staticmethod
-    def input(element_id: str, value: str) -> str:
-        return format_html(
-            '<div class="lr-copy"><input id="{}" type="text" readonly value="{}" size="60">'
-            '<button type="button" class="button" data-lr-copy="{}">Copy</button></div>',
-            element_id,
-            value,
-            element_id,
-        )
 
-    @staticmethod
-    def block(element_id: str, value: str) -> str:
-        return format_html(
-            '<div class="lr-copy"><pre id="{}">{}</pre><button type="button" class="button" data-lr-copy="{}">Copy</button></div>',
-            element_id,
-            value,
-            element_id,
-        )
+def copyable_block(element_id: str, value: str) -> str:
+    return format_html(
+        '<div class="lr-copy"><pre id="{}">{}</pre><button type="button" class="button" data-lr-copy="{}">Copy</button></div>',
+        element_id,
+        value,
+        element_id,
+    )
 
 
 class AdminMedia:
@@ -258,7 +255,7 @@ class FlowAdmin(OwnedModelAdmin):
 
     @admin.display(description="webhook URL")
     def webhook_url(self, flow):
-        return CopyableText.input("lr-webhook-url", flow.absolute_webhook_url)
+        return copyable_input("lr-webhook-url", flow.absolute_webhook_url)
 
     @admin.display(description="curl")
     def curl_example(self, flow):
@@ -273,7 +270,7 @@ class FlowAdmin(OwnedModelAdmin):
             API_KEY_PLACEHOLDER,
             reverse("admin:langrun_apikey_changelist"),
         )
-        return CopyableText.block("lr-curl", command) + help_text
+        return copyable_block("lr-curl", command) + help_text
 
     @admin.display(description="diagram")
     def diagram(self, flow):
