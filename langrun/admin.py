@@ -24,6 +24,9 @@ class OwnedModelAdmin(admin.ModelAdmin):
             obj = getattr(obj, part)
         return getattr(obj, f"{last}_id") == request.user.pk
 
+    def get_changeform_initial_data(self, request):
+        return {self.owner_field: request.user.pk, **super().get_changeform_initial_data(request)}
+
     def get_queryset(self, request):
         qs = super().get_queryset(request)
         if request.user.is_superuser:

@@ -594,3 +594,8 @@ def test_delete_selected_flows_action_is_scoped(staff, other, make_flow):
         {"action": "delete_selected", "_selected_action": [str(mine.pk), str(theirs.pk)], "post": "yes"},
     )
     assert list(Flow.objects.values_list("name", flat=True)) == ["Theirs"]
+
+
+def test_superuser_add_form_defaults_the_owner_to_themselves(superuser):
+    form = login(superuser).get(reverse("admin:flows_flow_add")).context["adminform"].form
+    assert str(form["user"].value()) == str(superuser.pk)
