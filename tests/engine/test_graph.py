@@ -73,16 +73,17 @@ def test_cycle_is_refused():
 
 
 def test_required_input_neither_connected_nor_set():
-    data = {"nodes": [{"id": "t", "type": "Template", "params": {"template": "x"}}], "edges": []}
+    data = {"nodes": [{"id": "x", "type": "Extract", "params": {"query": "a"}}], "edges": []}
     assert (("nodes", 0, "params", "data"), "missing") in issues(data)
 
 
 def test_param_type_and_unknown_param():
     data = copy.deepcopy(GREETING_FLOW)
-    data["nodes"][1]["params"] = {"template": 42, "colour": "red"}
+    data["nodes"][1]["params"] = {"template": 42}
+    data["nodes"][2]["params"] = {"colour": "red"}
     found = issues(data)
     assert (("nodes", 1, "params", "template"), "str_type") in found
-    assert (("nodes", 1, "params", "colour"), "extra_forbidden") in found
+    assert (("nodes", 2, "params", "colour"), "extra_forbidden") in found
 
 
 def test_non_connectable_input_cannot_take_an_edge():
