@@ -150,7 +150,9 @@ class Condition(Component):
     @staticmethod
     def _holds(subject: Any, operator: str, value: Any, case_sensitive: bool) -> bool:
         if operator == "is_empty":
-            return subject is None or (isinstance(subject, str | list | dict) and len(subject.strip() if isinstance(subject, str) else subject) == 0)
+            return subject is None or (
+                isinstance(subject, str | list | dict) and len(subject.strip() if isinstance(subject, str) else subject) == 0
+            )
         if operator == "is_not_empty":
             return not Condition._holds(subject, "is_empty", value, case_sensitive)
         if operator in ("gt", "lt", "ge", "le"):

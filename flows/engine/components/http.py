@@ -20,6 +20,7 @@ import httpx
 from flows.engine.components.core import _SafeFormatter
 from flows.engine.components.data import as_text
 from flows.engine.errors import NodeError, RetryableNodeError
+from flows.engine.graph import is_variable_ref
 from flows.engine.registry import Component, Input, Output, register
 
 MAX_RESPONSE_BYTES = 5 * 1024 * 1024
@@ -213,7 +214,7 @@ class HTTPRequest(Component):
             problems.append(("expected_status", "A status code is between 100 and 599.", "less_than_equal"))
         for name in ("headers", "query"):
             value = params.get(name)
-            if isinstance(value, dict) and not all(isinstance(v, str | int | float) for v in value.values()):
+            if isinstance(value, dict) and not all(isinstance(v, str | int | float) or is_variable_ref(v) for v in value.values()):
                 problems.append((name, f"The values of {name} must be text or numbers.", "string_type"))
         return problems
 
