@@ -307,9 +307,7 @@ def variable_value(*, variable: Variable) -> str:
     try:
         return _fernet().decrypt(variable.value.encode()).decode()
     except InvalidToken as exc:
-        raise VariableUndecryptable(
-            f"Variable {variable.name!r} cannot be decrypted with the current key; set its value again."
-        ) from exc
+        raise VariableUndecryptable(f"Variable {variable.name!r} cannot be decrypted with the current key; set its value again.") from exc
 
 
 def variable_create(*, user, name: str, value: str, kind: str = Variable.Kind.CREDENTIAL) -> Variable:

@@ -274,7 +274,9 @@ def langflow_to_native(document: dict[str, Any]) -> dict[str, Any]:
         if spec is None or reason:
             why = f": {reason}" if reason else " has no langrun equivalent"
             issues.append(
-                ValidationIssue(("data", "nodes", i), f"Unsupported component {type_name!r} (node {node_id}){why}.", "unsupported_component")
+                ValidationIssue(
+                    ("data", "nodes", i), f"Unsupported component {type_name!r} (node {node_id}){why}.", "unsupported_component"
+                )
             )
             continue
         node = node_data.get("node") or {}
@@ -298,11 +300,15 @@ def langflow_to_native(document: dict[str, Any]) -> dict[str, Any]:
         native_input = {**specs[target].inputs, **extra_inputs.get(target, {})}.get(field_name)
         if native_output is None:
             issues.append(
-                ValidationIssue(("data", "edges", j), f"Output {output!r} of node {source} has no langrun equivalent.", "unsupported_handle")
+                ValidationIssue(
+                    ("data", "edges", j), f"Output {output!r} of node {source} has no langrun equivalent.", "unsupported_handle"
+                )
             )
         if native_input is None:
             issues.append(
-                ValidationIssue(("data", "edges", j), f"Input {field_name!r} of node {target} has no langrun equivalent.", "unsupported_handle")
+                ValidationIssue(
+                    ("data", "edges", j), f"Input {field_name!r} of node {target} has no langrun equivalent.", "unsupported_handle"
+                )
             )
         if native_output and native_input:
             edges.append({"source": source, "source_output": native_output, "target": target, "target_input": native_input})
