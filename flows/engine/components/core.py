@@ -6,8 +6,6 @@ import re
 import string
 from typing import Any
 
-import jsonschema
-
 from flows.engine.errors import NodeError
 from flows.engine.registry import Component, Input, Output, register
 
@@ -39,6 +37,8 @@ class Webhook(Component):
         schema = params.get("schema")
         if schema is None:
             return []
+        import jsonschema  # only flows with a schema pay for importing it
+
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
@@ -57,6 +57,8 @@ class Webhook(Component):
 
 def payload_schema_violations(schema: dict, payload: Any) -> list[tuple[list, str, str]]:
     """Every way `payload` breaks `schema`, as `(path in the payload, message, failing keyword)`, in path order."""
+    import jsonschema
+
     validator = jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
     errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
     return [(list(e.absolute_path), e.message, str(e.validator)) for e in errors]
