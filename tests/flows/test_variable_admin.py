@@ -19,6 +19,8 @@ def test_admin_never_shows_a_credential_and_encrypts_what_it_saves(make_user):
     page = browser.get(f"/admin/flows/variable/{variable.pk}/change/")
     assert page.status_code == 200 and SECRET not in page.content.decode() and variable.value not in page.content.decode()
     # Saving without a new value keeps the value; changing the kind converts it.
-    browser.post(f"/admin/flows/variable/{variable.pk}/change/", {"user": admin_user.pk, "name": "TOKEN", "kind": "generic", "new_value": ""})
+    browser.post(
+        f"/admin/flows/variable/{variable.pk}/change/", {"user": admin_user.pk, "name": "TOKEN", "kind": "generic", "new_value": ""}
+    )
     variable.refresh_from_db()
     assert variable.kind == "generic" and variable.value == SECRET
