@@ -3,6 +3,8 @@ import uuid
 from contextlib import contextmanager
 
 from django.db.models import Prefetch
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -99,6 +101,7 @@ class ComponentListView(generics.GenericAPIView):
     serializer_class = ComponentSerializer
     pagination_class = None
 
+    @extend_schema(responses=ComponentSerializer(many=True))
     def get(self, request):
         from flows.engine import registry
 
@@ -141,6 +144,13 @@ class FlowUploadView(generics.GenericAPIView):
     serializer_class = FlowSerializer
     parser_classes = [JSONParser, MultiPartParser]
 
+    @extend_schema(
+        request={
+            "application/json": OpenApiTypes.OBJECT,
+            "multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}},
+        },
+        responses={201: FlowSerializer(many=True)},
+    )
     def post(self, request):
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
         if upload is not None:

@@ -95,3 +95,12 @@ def test_catalogue_inputs_drive_validation_through_the_api(key_client):
     response = key_client.post("/api/v1/flows/", {"name": "c", "data": data}, format="json")
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "data", "nodes", 1, "params", "operator"]
+
+
+def test_system_checks_for_engine_settings(settings):
+    from flows.checks import check_engine_settings
+
+    assert check_engine_settings() == []
+    settings.LANGRUN_VARIABLES_KEY = "not-a-key"
+    settings.LANGRUN_FLOW_TIMEOUT = settings.LANGRUN_RUN_TIMEOUT
+    assert sorted(p.id for p in check_engine_settings()) == ["flows.E003", "flows.W001"]
