@@ -1,6 +1,6 @@
 """The native flow format: parsing and validation against the component registry.
 
-A flow's `data` is `{"nodes": [{"id", "type", "params"?}], "edges": [{"source",
+A flow's `data` is `{"nodes": [{"id", "type", "params"?, "aliases"?}], "edges": [{"source",
 "target", "source_output"?, "target_input"?}]}`. `parse_graph` checks all of it
 and reports every problem with its location, or returns a `Graph` ready to run.
 """
@@ -175,8 +175,8 @@ def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
         issue(("nodes", i), "A node must be an object with 'id', 'type' and optional 'params'.", "object_type")
         return None
     ok = True
-    for key in sorted(set(raw) - {"id", "type", "params"}):
-        issue(("nodes", i, key), f"Unknown key {key!r}; a node has 'id', 'type' and 'params'.", "extra_forbidden")
+    for key in sorted(set(raw) - {"id", "type", "params", "aliases"}):
+        issue(("nodes", i, key), f"Unknown key {key!r}; a node has 'id', 'type', 'params' and 'aliases'.", "extra_forbidden")
         ok = False
     node_id, type_name, params = raw.get("id"), raw.get("type"), raw.get("params", {})
     if not _name(node_id):
@@ -191,6 +191,15 @@ def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
             ("nodes", i, "type"), f"Unknown component type {type_name!r}. Known types: {', '.join(registry.names())}.", "unknown_component"
         )
         return None
+    aliases = raw.get("aliases") or {}
+    if not isinstance(aliases, dict):
+        issue(("nodes", i, "aliases"), "'aliases' must be an object {other name: param}.", "object_type")
+        ok = False
+    else:
+        for alias, target in aliases.items():
+            if not isinstance(target, str) or component.input(target) is None:
+                issue(("nodes", i, "aliases", alias), f"Alias {alias!r} must name a parameter of {type_name}.", "unknown_input")
+                ok = False
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -320,7 +329,20 @@ def apply_tweaks(data: Any, tweaks: Any) -> Any:
         raise GraphValidationError(issues)
     tweaked = dict(data)
     tweaked["nodes"] = [
-        {**n, "params": {**(n.get("params") or {}), **tweaks[n["id"]]}} if isinstance(n, dict) and n.get("id") in tweaks else n
+        {**n, "params": {**(n.get("params") or {}), **_unalias(tweaks[n["id"]], n.get("aliases"))}}
+        if isinstance(n, dict) and n.get("id") in tweaks
+        else n
         for n in nodes
     ]
     return tweaked
+
+
+def _unalias(params: dict[str, Any], aliases: Any) -> dict[str, Any]:
+    """Tweaks may use a node's `aliases` (e.g. the Langflow field names an imported node came from)."""
+    if not isinstance(aliases, dict):
+        return params
+    renamed = {}
+    for name, value in params.items():
+        target = aliases.get(name)
+        renamed[target if isinstance(target, str) else name] = value
+    return renamed

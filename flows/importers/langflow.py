@@ -30,6 +30,8 @@ class _Spec:
     params: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = lambda template, node: {}
     # A reason the node cannot be converted as configured, or None.
     refuse: Callable[[dict[str, Any]], str | None] = lambda template: None
+    # Langflow field name -> native param, kept on the node so that Langflow-style tweaks apply.
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def _value(template: dict[str, Any], name: str) -> Any:
@@ -177,6 +179,7 @@ _TEXT_IN = _Spec(
     inputs={"input_value": "text"},
     outputs={"message": "text", "text": "text"},
     params=lambda t, n: {"text": _value(t, "input_value")} if isinstance(_value(t, "input_value"), str) else {},
+    aliases={"input_value": "text"},
 )
 _TEXT_OUT = _Spec("Output", inputs={"input_value": "value"}, outputs={"message": "value", "text": "value"})
 _PROMPT = _Spec("Template", outputs={"prompt": "text"}, params=_prompt_params)
@@ -186,6 +189,12 @@ _MODEL = _Spec(
     outputs={"text_output": "text", "model_output": "response"},
     params=_model_params,
     refuse=_model_refuse,
+    aliases={
+        "input_value": "prompt",
+        "model_name": "model",
+        "openai_api_base": "base_url",
+        "system_message": "system_prompt",
+    },
 )
 
 SPECS: dict[str, _Spec] = {
@@ -202,6 +211,7 @@ SPECS: dict[str, _Spec] = {
         outputs={"parsed_text": "text"},
         params=lambda t, n: {"template": _value(t, "pattern") or ""},
         refuse=_parser_refuse,
+        aliases={"pattern": "template"},
     ),
     "ParseData": _Spec(
         "Template",
@@ -215,8 +225,15 @@ SPECS: dict[str, _Spec] = {
         outputs={"true_result": "true", "false_result": "false"},
         params=_router_params,
         refuse=_router_refuse,
+        aliases={"match_text": "value"},
     ),
-    "APIRequest": _Spec("HTTPRequest", outputs={"data": "body"}, params=_api_params, refuse=_api_refuse),
+    "APIRequest": _Spec(
+        "HTTPRequest",
+        outputs={"data": "body"},
+        params=_api_params,
+        refuse=_api_refuse,
+        aliases={"url_input": "url", "query_params": "query"},
+    ),
     "OpenAIModel": _MODEL,
     "LanguageModelComponent": _MODEL,
 }
@@ -281,7 +298,14 @@ def langflow_to_native(document: dict[str, Any]) -> dict[str, Any]:
             continue
         node = node_data.get("node") or {}
         params = {k: v for k, v in spec.params(template, node).items() if v is not None}
-        nodes.append({"id": node_id, "type": spec.native, **({"params": params} if params else {})})
+        nodes.append(
+            {
+                "id": node_id,
+                "type": spec.native,
+                **({"params": params} if params else {}),
+                **({"aliases": dict(spec.aliases)} if spec.aliases else {}),
+            }
+        )
         specs[node_id] = spec
         if spec is _PROMPT:
             extra_inputs[node_id] = _prompt_inputs(node_data)

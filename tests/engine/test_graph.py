@@ -112,3 +112,15 @@ def test_tweaks_to_unknown_nodes_or_bad_params_are_refused():
         apply_tweaks(GREETING_FLOW, {"ghost": {"x": 1}, "greet": "nope"})
     assert [(i.loc, i.type) for i in exc.value.issues] == [(("tweaks", "ghost"), "unknown_node"), (("tweaks", "greet"), "object_type")]
     assert (("nodes", 1, "params", "template"), "str_type") in issues(apply_tweaks(GREETING_FLOW, {"greet": {"template": 5}}))
+
+
+def test_aliases_rename_tweaked_params_and_must_name_params():
+    from flows.engine import apply_tweaks
+
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][1]["aliases"] = {"pattern": "template"}
+    tweaked = apply_tweaks(data, {"greet": {"pattern": "Hi {name}"}})
+    assert tweaked["nodes"][1]["params"] == {"template": "Hi {name}"}
+    assert parse_graph(tweaked).nodes["greet"].params == {"template": "Hi {name}"}
+    data["nodes"][2]["aliases"] = {"x": "nope"}
+    assert (("nodes", 2, "aliases", "x"), "unknown_input") in issues(data)

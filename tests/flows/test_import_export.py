@@ -26,7 +26,12 @@ def test_webhook_parser_chat_output_converts_keeping_node_ids():
     assert native["data"] == {
         "nodes": [
             {"id": "Webhook-ab12c", "type": "Webhook"},
-            {"id": "ParserComponent-x9y8z", "type": "Template", "params": {"template": "Order {id} for {customer}"}},
+            {
+                "id": "ParserComponent-x9y8z",
+                "type": "Template",
+                "params": {"template": "Order {id} for {customer}"},
+                "aliases": {"pattern": "template"},
+            },
             {"id": "ChatOutput-q1w2e", "type": "Output"},
         ],
         "edges": [
@@ -105,11 +110,11 @@ def test_if_else_branches(user, status, chosen, skipped):
     assert run.node_results.get(node_id=skipped).status == "skipped"
 
 
-def test_a_langflow_tweak_keyed_by_node_id_applies(user):
+@pytest.mark.parametrize("field", ["pattern", "template"])
+def test_a_langflow_tweak_keyed_by_node_id_applies(user, field):
+    """Langflow's field name (`pattern`) and the native param name (`template`) both work."""
     [flow] = services.flow_import(user=user, document=fixture("webhook_parser_chat_output.json"))
-    run = services.flow_run_create(
-        flow=flow, user=user, trigger="api", payload=PAYLOAD, tweaks={"ParserComponent-x9y8z": {"template": "#{id}"}}
-    )
+    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload=PAYLOAD, tweaks={"ParserComponent-x9y8z": {field: "#{id}"}})
     services.flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.outputs == {"ChatOutput-q1w2e": "#42"}
@@ -138,7 +143,7 @@ def test_model_and_api_request_mapping_and_missing_variable(user):
     variable_create(user=user, name="OPENAI_API_KEY", value="sk-test-secret")
     [flow] = services.flow_import(user=user, document=doc)
     nodes = {n["id"]: n for n in flow.data["nodes"]}
-    assert nodes["ChatInput-c1h2t"] == {"id": "ChatInput-c1h2t", "type": "Text", "params": {"text": "Hello there"}}
+    assert nodes["ChatInput-c1h2t"]["params"] == {"text": "Hello there"}
     assert nodes["OpenAIModel-o9p8q"]["params"] == {
         "model": "gpt-4o-mini",
         "api_key": {"variable": "OPENAI_API_KEY"},
