@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from flows import diagram, engine, services
-from flows.models import Flow, FlowRun, NodeResult
+from flows.models import Flow, FlowRun, NodeResult, Variable
 from langrun.admin import OwnedModelAdmin
 
 LATEST_RUNS = 10
@@ -589,3 +589,59 @@ class FlowRunAdmin(OwnedModelAdmin):
             context["lr_refresh"] = obj.status not in FlowRun.TERMINAL
             context["lr_cancellable"] = obj.status == FlowRun.Status.QUEUED
         return super().render_change_form(request, context, *args, **kwargs)
+
+
+class VariableAdminForm(forms.ModelForm):
+    """The stored value is never put in the form: a new value replaces it, an empty field keeps it."""
+
+    new_value = forms.CharField(
+        label="Value",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Credentials are encrypted and never shown again; leave empty to keep the current value.",
+    )
+
+    request_user = None  # set by VariableAdmin.get_form
+
+    class Meta:
+        model = Variable
+        fields = ["user", "name", "kind"]
+
+    def clean(self):
+        cleaned = super().clean()
+        owner = cleaned.get("user") or (self.request_user if self.instance._state.adding else self.instance.user)
+        name = cleaned.get("name")
+        if owner and name and Variable.objects.filter(user=owner, name=name).exclude(pk=self.instance.pk).exists():
+            self.add_error("name", f"{owner} already has a variable named {name}.")
+        return cleaned
+
+
+@admin.register(Variable)
+class VariableAdmin(OwnedModelAdmin):
+    """Per-user variables; values are write-only here, and saving goes through the variable services."""
+
+    form = VariableAdminForm
+    list_display = ["name", "kind", "user", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["name"]
+    list_select_related = ["user"]
+
+    def get_fields(self, request, obj=None):
+        owner = ["user"] if request.user.is_superuser else []
+        return [*owner, "name", "kind", "new_value"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.request_user = request.user
+        return form
+
+    def save_model(self, request, obj, form, change):
+        value = form.cleaned_data.get("new_value")
+        if change:
+            original = Variable.objects.get(pk=obj.pk)
+            services.variable_update(variable=original, name=obj.name, kind=obj.kind, value=value or None)
+        else:
+            owner = form.cleaned_data.get("user") or request.user
+            created = services.variable_create(user=owner, name=obj.name, kind=obj.kind, value=value or "")
+            obj.pk = created.pk

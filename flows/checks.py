@@ -25,3 +25,30 @@ def check_components(app_configs=None, **kwargs):
     if "Webhook" not in registry:
         return [checks.Error("No Webhook component is registered.", id="flows.E002")]
     return []
+
+
+@checks.register()
+def check_engine_settings(app_configs=None, **kwargs):
+    problems = []
+    if settings.LANGRUN_VARIABLES_KEY:
+        from cryptography.fernet import Fernet
+
+        try:
+            Fernet(settings.LANGRUN_VARIABLES_KEY)
+        except ValueError:
+            problems.append(
+                checks.Error(
+                    "LANGRUN_VARIABLES_KEY is not a Fernet key.",
+                    hint="Generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
+                    id="flows.E003",
+                )
+            )
+    if settings.LANGRUN_FLOW_TIMEOUT >= settings.LANGRUN_RUN_TIMEOUT:
+        problems.append(
+            checks.Warning(
+                "LANGRUN_FLOW_TIMEOUT is not below LANGRUN_RUN_TIMEOUT.",
+                hint="The worker would kill a long run before the flow's time limit could fail it cleanly.",
+                id="flows.W001",
+            )
+        )
+    return problems

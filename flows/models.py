@@ -26,6 +26,9 @@ class Flow(models.Model):
         validators=[RegexValidator(ENDPOINT_NAME_RE, "Use only letters, digits, '-' and '_'.")],
     )
     data = models.JSONField(default=dict)
+    timeout = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds a run may take; empty for the LANGRUN_FLOW_TIMEOUT default."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -129,6 +132,7 @@ class NodeResult(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True, help_text="Where the error came from; shown to staff only.")
     duration_ms = models.FloatField(default=0)
     order = models.PositiveIntegerField()
 
@@ -138,3 +142,38 @@ class NodeResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id} ({self.status})"
+
+
+VARIABLE_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Variable(models.Model):
+    """A named value of one user that flow params refer to as `{"variable": "NAME"}`.
+
+    A `generic` variable is stored as it is; a `credential` is encrypted with
+    Fernet (key LANGRUN_VARIABLES_KEY, or derived from SECRET_KEY) and is never
+    shown again after saving: the API and the admin mask it, and run records
+    mask its value wherever it would appear. Names are unique per owner.
+    """
+
+    class Kind(models.TextChoices):
+        GENERIC = "generic"
+        CREDENTIAL = "credential"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="variables")
+    name = models.CharField(
+        max_length=100,
+        validators=[RegexValidator(VARIABLE_NAME_RE, "Use letters, digits and '_', not starting with a digit.")],
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CREDENTIAL)
+    value = models.TextField(blank=True, help_text="The value; for a credential, its Fernet token.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="variable_name_unique_per_user")]
+
+    def __str__(self) -> str:
+        return self.name

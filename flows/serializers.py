@@ -1,6 +1,7 @@
+from django.conf import settings
 from rest_framework import serializers
 
-from flows.models import Flow, FlowRun, NodeResult
+from flows.models import Flow, FlowRun, NodeResult, Variable
 
 
 class FlowSerializer(serializers.ModelSerializer):
@@ -8,10 +9,29 @@ class FlowSerializer(serializers.ModelSerializer):
     webhook = serializers.BooleanField(source="has_webhook", read_only=True, help_text="True when the flow has a Webhook node.")
     webhook_url = serializers.SerializerMethodField()
     data = serializers.JSONField(help_text="The graph in langrun's native format: {'nodes': [...], 'edges': [...]}.")
+    timeout = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=settings.LANGRUN_RUN_TIMEOUT,
+        help_text="Seconds a run may take (default LANGRUN_FLOW_TIMEOUT).",
+    )
 
     class Meta:
         model = Flow
-        fields = ["id", "name", "description", "data", "endpoint_name", "user_id", "created_at", "updated_at", "webhook", "webhook_url"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "data",
+            "endpoint_name",
+            "timeout",
+            "user_id",
+            "created_at",
+            "updated_at",
+            "webhook",
+            "webhook_url",
+        ]
         read_only_fields = ["id", "created_at", "updated_at"]
         # Uniqueness per owner is checked by the service, which knows the owner.
         validators = []
@@ -28,7 +48,14 @@ class NodeResultSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = NodeResult
-        fields = ["id", "type", "status", "output", "error", "duration_ms"]
+        fields = ["id", "type", "status", "output", "error", "duration_ms", "traceback"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if not (request is not None and getattr(request.user, "is_staff", False)):
+            data.pop("traceback", None)  # where the code failed is for staff only
+        return data
 
 
 class FlowRunSerializer(serializers.ModelSerializer):
@@ -46,3 +73,42 @@ class TaskStatusSerializer(serializers.Serializer):
 
     status = serializers.CharField()
     result = serializers.JSONField(allow_null=True)
+
+
+CREDENTIAL_MASK = "********"
+
+
+class VariableSerializer(serializers.ModelSerializer):
+    """A variable; a credential's value is write-only (always shown masked)."""
+
+    value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=65536)
+
+    class Meta:
+        model = Variable
+        fields = ["id", "name", "kind", "value", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        validators = []  # uniqueness per owner is checked by the service
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if instance.kind == Variable.Kind.CREDENTIAL:
+            data["value"] = CREDENTIAL_MASK
+        return data
+
+
+class FlowExportSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    endpoint_name = serializers.CharField(allow_null=True)
+    timeout = serializers.IntegerField(allow_null=True)
+    data = serializers.JSONField()
+
+
+class ComponentSerializer(serializers.Serializer):
+    """A component type: its name, what it does, and its declared inputs and outputs."""
+
+    name = serializers.CharField()
+    description = serializers.CharField()
+    inputs = serializers.ListField(child=serializers.DictField())
+    outputs = serializers.ListField(child=serializers.DictField())
+    extra_inputs = serializers.DictField(allow_null=True)

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
 from flows import views
@@ -14,9 +14,13 @@ class OptionalSlashRouter(SimpleRouter):
 
 router = OptionalSlashRouter()
 router.register("flows", views.FlowViewSet, basename="flow")
+router.register("variables", views.VariableViewSet, basename="variable")
 
 urlpatterns = [
     path("runs/<str:pk>", views.FlowRunDetailView.as_view(), name="flowrun-detail"),
     path("task/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),
+    re_path(r"^components/?$", views.ComponentListView.as_view(), name="component-list"),
+    re_path(r"^flows/upload/?$", views.FlowUploadView.as_view(), name="flow-upload"),
+    re_path(r"^flows/(?P<pk>[^/]+)/export/?$", views.FlowExportView.as_view(), name="flow-export"),
     *router.urls,
 ]

@@ -143,6 +143,14 @@ LANGRUN_MAX_BODY_BYTES = env.int("LANGRUN_MAX_BODY_BYTES", default=1024 * 1024)
 LANGRUN_REQUEUE_AFTER = env.int("LANGRUN_REQUEUE_AFTER", default=60)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
 
+# --- Flow engine -------------------------------------------------------------
+# Seconds a flow's run may take before it fails (a flow can set its own `timeout`).
+LANGRUN_FLOW_TIMEOUT = env.int("LANGRUN_FLOW_TIMEOUT", default=120)
+# Hosts (names or CIDRs) HTTPRequest and LanguageModel may reach although they are not public addresses.
+LANGRUN_HTTP_ALLOWED_HOSTS = env.list("LANGRUN_HTTP_ALLOWED_HOSTS", default=[])
+# Fernet key encrypting credential variables; derived from SECRET_KEY when unset.
+LANGRUN_VARIABLES_KEY = env.str("LANGRUN_VARIABLES_KEY", default="")
+
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -176,3 +176,21 @@ def _form_payload(text: str) -> dict[str, Any]:
         else:
             payload[key] = value
     return payload
+
+
+def webhook_payload_check_schema(*, flow: Flow, payload: Any) -> None:
+    """422 with one entry per violation when the payload breaks the JSON Schema of a Webhook node of the flow.
+
+    `loc` is `["body", <path in the payload>...]`, `msg` the validator's message and
+    `type` the failing keyword (`required`, `type`, `minimum` ...).
+    """
+    from flows.engine.components.core import payload_schema_violations
+
+    nodes = (flow.data or {}).get("nodes") or []
+    for node in nodes:
+        schema = (node.get("params") or {}).get("schema") if isinstance(node, dict) and node.get("type") == "Webhook" else None
+        if not isinstance(schema, dict):
+            continue
+        violations = payload_schema_violations(schema, payload)
+        if violations:
+            raise RequestValidationError([{"loc": ["body", *path], "msg": msg, "type": keyword} for path, msg, keyword in violations])

@@ -46,6 +46,7 @@ class WebhookView(APIView):
         services.webhook_body_check_size(content_length=request.META.get("CONTENT_LENGTH"))
         content_type = request.content_type or ""
         text, payload = services.webhook_payload_decode(body=request.body, content_type=content_type)
+        services.webhook_payload_check_schema(flow=flow, payload=payload)
         run = flow_run_create(
             flow=flow,
             user=caller or flow.user,

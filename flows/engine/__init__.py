@@ -5,7 +5,7 @@ against the component registry; `run_graph` executes a parsed graph.
 """
 
 from flows.engine.errors import GraphValidationError, NodeError, RetryableNodeError, ValidationIssue
-from flows.engine.graph import Edge, Graph, Node, apply_tweaks, parse_graph
+from flows.engine.graph import Edge, Graph, Node, apply_tweaks, is_variable_ref, parse_graph, resolve_variables, variable_references
 from flows.engine.registry import Component, Input, Output, registry
 from flows.engine.runner import NodeResult, RunContext, RunResult, run_graph
 
@@ -27,7 +27,10 @@ __all__ = [
     "RunResult",
     "ValidationIssue",
     "apply_tweaks",
+    "is_variable_ref",
     "parse_graph",
     "registry",
+    "resolve_variables",
     "run_graph",
+    "variable_references",
 ]

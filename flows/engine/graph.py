@@ -1,6 +1,6 @@
 """The native flow format: parsing and validation against the component registry.
 
-A flow's `data` is `{"nodes": [{"id", "type", "params"?}], "edges": [{"source",
+A flow's `data` is `{"nodes": [{"id", "type", "params"?, "aliases"?}], "edges": [{"source",
 "target", "source_output"?, "target_input"?}]}`. `parse_graph` checks all of it
 and reports every problem with its location, or returns a `Graph` ready to run.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.engine.errors import GraphValidationError, ValidationIssue
-from flows.engine.registry import Registry, type_accepts
+from flows.engine.registry import Registry, type_accepts, types_compatible
 from flows.engine.registry import registry as default_registry
 
 
@@ -48,6 +48,45 @@ class Graph:
 
 def _name(value: Any) -> bool:
     return isinstance(value, str) and value != ""
+
+
+def is_variable_ref(value: Any) -> bool:
+    """`{"variable": "NAME"}`: a parameter value taken from the owner's variables when the flow runs."""
+    return isinstance(value, dict) and len(value) == 1 and _name(value.get("variable"))
+
+
+def variable_references(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every variable a flow's params refer to, as `(loc, name)`, anywhere inside a param's value."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+
+    def walk(value: Any, loc: tuple) -> None:
+        if is_variable_ref(value):
+            found.append((loc, value["variable"]))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*loc, key))
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                walk(item, (*loc, k))
+
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    for i, node in enumerate(nodes if isinstance(nodes, list) else []):
+        params = node.get("params") if isinstance(node, dict) else None
+        if isinstance(params, dict):
+            for name, value in params.items():
+                walk(value, ("nodes", i, "params", name))
+    return found
+
+
+def resolve_variables(value: Any, variables: dict[str, Any]) -> Any:
+    """`value` with every variable reference replaced by its value; an unknown name raises KeyError."""
+    if is_variable_ref(value):
+        return variables[value["variable"]]
+    if isinstance(value, dict):
+        return {k: resolve_variables(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_variables(v, variables) for v in value]
+    return value
 
 
 def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
@@ -91,7 +130,7 @@ def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
         if edge is None:
             continue
         key = (edge.target, edge.target_input)
-        if key in fed:
+        if key in fed and not registry.get(nodes[edge.target].type).input(edge.target_input).multiple:
             issue(
                 ("edges", j, "target_input"),
                 f"Input {edge.target_input!r} of node {edge.target!r} is already fed by edge {fed[key]}.",
@@ -136,8 +175,8 @@ def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
         issue(("nodes", i), "A node must be an object with 'id', 'type' and optional 'params'.", "object_type")
         return None
     ok = True
-    for key in sorted(set(raw) - {"id", "type", "params"}):
-        issue(("nodes", i, key), f"Unknown key {key!r}; a node has 'id', 'type' and 'params'.", "extra_forbidden")
+    for key in sorted(set(raw) - {"id", "type", "params", "aliases"}):
+        issue(("nodes", i, key), f"Unknown key {key!r}; a node has 'id', 'type', 'params' and 'aliases'.", "extra_forbidden")
         ok = False
     node_id, type_name, params = raw.get("id"), raw.get("type"), raw.get("params", {})
     if not _name(node_id):
@@ -152,6 +191,15 @@ def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
             ("nodes", i, "type"), f"Unknown component type {type_name!r}. Known types: {', '.join(registry.names())}.", "unknown_component"
         )
         return None
+    aliases = raw.get("aliases") or {}
+    if not isinstance(aliases, dict):
+        issue(("nodes", i, "aliases"), "'aliases' must be an object {other name: param}.", "object_type")
+        ok = False
+    else:
+        for alias, target in aliases.items():
+            if not isinstance(target, str) or component.input(target) is None:
+                issue(("nodes", i, "aliases", alias), f"Alias {alias!r} must name a parameter of {type_name}.", "unknown_input")
+                ok = False
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -164,12 +212,28 @@ def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
             known = ", ".join(x.name for x in component.inputs) or "none"
             issue(loc, f"{type_name} has no parameter {name!r} (its inputs: {known}).", "extra_forbidden")
             ok = False
-        elif not type_accepts(inp.type, value):
-            issue(loc, f"{type_name}.{name} must be of type {inp.type}, got {type(value).__name__}.", f"{inp.type}_type")
+        elif is_variable_ref(value):
+            if inp.type not in ("str", "any") or inp.multiple:
+                issue(loc, f"{type_name}.{name} is of type {inp.type} and cannot take a variable (variables hold text).", "variable_type")
+                ok = False
+        elif inp.multiple and not isinstance(value, list):
+            issue(loc, f"{type_name}.{name} takes a list of {inp.type} values.", "list_type")
+            ok = False
+        elif inp.multiple and not all(type_accepts(inp.type, v) for v in value):
+            issue(loc, f"Every item of {type_name}.{name} must be of type {inp.type}.", f"{inp.type}_type")
+            ok = False
+        elif not inp.multiple and not type_accepts(inp.type, value):
+            issue(loc, f"{type_name}.{name} must be of type {inp.type}, got {_type_name(value)}.", f"{inp.type}_type")
             ok = False
         elif inp.choices is not None and value not in inp.choices:
             issue(loc, f"{type_name}.{name} must be one of {', '.join(map(repr, inp.choices))}.", "enum")
             ok = False
+    if not ok:
+        return None
+    literal = {k: v for k, v in params.items() if not is_variable_ref(v)}
+    for name, msg, type_ in component.check_params(literal):
+        issue(("nodes", i, "params", name), msg, type_)
+        ok = False
     if not ok:
         return None
     return Node(id=node_id, type=type_name, params=dict(params))
@@ -227,7 +291,7 @@ def _parse_edge(raw: Any, j: int, nodes: dict[str, Node], registry: Registry, is
             "unknown_input",
         )
         return None
-    if "any" not in (inp.type, output.type) and inp.type != output.type:
+    if not types_compatible(output.type, inp.type):
         issue(
             ("edges", j),
             f"{source_cls.name}.{output.name} gives {output.type}, but {target_cls.name}.{inp.name} accepts {inp.type}.",
@@ -235,6 +299,11 @@ def _parse_edge(raw: Any, j: int, nodes: dict[str, Node], registry: Registry, is
         )
         return None
     return Edge(source=ends["source"].id, target=ends["target"].id, source_output=source_output, target_input=target_input)
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "str", bool: "bool", type(None): "null", int: "int", float: "number"}
+    return names.get(type(value), type(value).__name__)
 
 
 def apply_tweaks(data: Any, tweaks: Any) -> Any:
@@ -260,7 +329,20 @@ def apply_tweaks(data: Any, tweaks: Any) -> Any:
         raise GraphValidationError(issues)
     tweaked = dict(data)
     tweaked["nodes"] = [
-        {**n, "params": {**(n.get("params") or {}), **tweaks[n["id"]]}} if isinstance(n, dict) and n.get("id") in tweaks else n
+        {**n, "params": {**(n.get("params") or {}), **_unalias(tweaks[n["id"]], n.get("aliases"))}}
+        if isinstance(n, dict) and n.get("id") in tweaks
+        else n
         for n in nodes
     ]
     return tweaked
+
+
+def _unalias(params: dict[str, Any], aliases: Any) -> dict[str, Any]:
+    """Tweaks may use a node's `aliases` (e.g. the Langflow field names an imported node came from)."""
+    if not isinstance(aliases, dict):
+        return params
+    renamed = {}
+    for name, value in params.items():
+        target = aliases.get(name)
+        renamed[target if isinstance(target, str) else name] = value
+    return renamed

@@ -21,6 +21,11 @@ VALUE_TYPES = {
 }
 
 
+def types_compatible(output_type: str, input_type: str) -> bool:
+    """True when an output of `output_type` may feed an input of `input_type` (an int is a number)."""
+    return "any" in (output_type, input_type) or output_type == input_type or (output_type, input_type) == ("int", "number")
+
+
 def type_accepts(declared: str, value: Any) -> bool:
     """True when `value` fits the declared value type (bool is not an int here)."""
     allowed = VALUE_TYPES[declared]
@@ -42,6 +47,8 @@ class Input:
     choices: tuple[Any, ...] | None = None
     description: str = ""
     connectable: bool = True
+    # Accepts several edges; the component receives a list of their values in edge order.
+    multiple: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -52,6 +59,7 @@ class Input:
             "choices": list(self.choices) if self.choices is not None else None,
             "description": self.description,
             "connectable": self.connectable,
+            "multiple": self.multiple,
         }
 
 
@@ -79,6 +87,17 @@ class Component:
     description: ClassVar[str] = ""
     inputs: ClassVar[tuple[Input, ...]] = ()
     outputs: ClassVar[tuple[Output, ...]] = ()
+    # When set, inputs with other names (identifiers, e.g. a template's `{text}`) are accepted,
+    # from params or edges, as declared by this Input; `run()` receives them as keyword arguments.
+    extra_inputs: ClassVar[Input | None] = None
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """Component-specific checks of literal params at save time: `(param, msg, type)` per problem.
+
+        Variable references (`{"variable": NAME}`) are not literal and are left out of `params`.
+        """
+        return []
 
     def __init__(self, *, node_id: str, context: Any):
         self.node_id = node_id
@@ -89,7 +108,10 @@ class Component:
 
     @classmethod
     def input(cls, name: str) -> Input | None:
-        return next((i for i in cls.inputs if i.name == name), None)
+        found = next((i for i in cls.inputs if i.name == name), None)
+        if found is None and cls.extra_inputs is not None and isinstance(name, str) and name.isidentifier():
+            return Input(name, cls.extra_inputs.type, required=False, description=cls.extra_inputs.description)
+        return found
 
     @classmethod
     def output(cls, name: str) -> Output | None:
@@ -102,6 +124,7 @@ class Component:
             "description": cls.description,
             "inputs": [i.describe() for i in cls.inputs],
             "outputs": [o.describe() for o in cls.outputs],
+            "extra_inputs": cls.extra_inputs.describe() if cls.extra_inputs is not None else None,
         }
 
 

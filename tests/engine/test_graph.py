@@ -73,16 +73,17 @@ def test_cycle_is_refused():
 
 
 def test_required_input_neither_connected_nor_set():
-    data = {"nodes": [{"id": "t", "type": "Template", "params": {"template": "x"}}], "edges": []}
+    data = {"nodes": [{"id": "x", "type": "Extract", "params": {"query": "a"}}], "edges": []}
     assert (("nodes", 0, "params", "data"), "missing") in issues(data)
 
 
 def test_param_type_and_unknown_param():
     data = copy.deepcopy(GREETING_FLOW)
-    data["nodes"][1]["params"] = {"template": 42, "colour": "red"}
+    data["nodes"][1]["params"] = {"template": 42}
+    data["nodes"][2]["params"] = {"colour": "red"}
     found = issues(data)
     assert (("nodes", 1, "params", "template"), "str_type") in found
-    assert (("nodes", 1, "params", "colour"), "extra_forbidden") in found
+    assert (("nodes", 2, "params", "colour"), "extra_forbidden") in found
 
 
 def test_non_connectable_input_cannot_take_an_edge():
@@ -111,3 +112,15 @@ def test_tweaks_to_unknown_nodes_or_bad_params_are_refused():
         apply_tweaks(GREETING_FLOW, {"ghost": {"x": 1}, "greet": "nope"})
     assert [(i.loc, i.type) for i in exc.value.issues] == [(("tweaks", "ghost"), "unknown_node"), (("tweaks", "greet"), "object_type")]
     assert (("nodes", 1, "params", "template"), "str_type") in issues(apply_tweaks(GREETING_FLOW, {"greet": {"template": 5}}))
+
+
+def test_aliases_rename_tweaked_params_and_must_name_params():
+    from flows.engine import apply_tweaks
+
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][1]["aliases"] = {"pattern": "template"}
+    tweaked = apply_tweaks(data, {"greet": {"pattern": "Hi {name}"}})
+    assert tweaked["nodes"][1]["params"] == {"template": "Hi {name}"}
+    assert parse_graph(tweaked).nodes["greet"].params == {"template": "Hi {name}"}
+    data["nodes"][2]["aliases"] = {"x": "nope"}
+    assert (("nodes", 2, "aliases", "x"), "unknown_input") in issues(data)

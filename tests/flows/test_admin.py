@@ -599,3 +599,44 @@ def test_delete_selected_flows_action_is_scoped(staff, other, make_flow):
 def test_superuser_add_form_defaults_the_owner_to_themselves(superuser):
     form = login(superuser).get(reverse("admin:flows_flow_add")).context["adminform"].form
     assert str(form["user"].value()) == str(superuser.pk)
+
+
+# --- variables (write-only values, owner-scoped) ---------------------------------------------
+
+
+def test_variable_admin_never_shows_a_value_and_refuses_duplicates(admin_client_for_tests_variables):
+    client, user = admin_client_for_tests_variables
+    from flows.models import Variable
+    from flows.services import variable_value
+
+    response = client.post("/admin/flows/variable/add/", {"name": "OPENAI_API_KEY", "kind": "credential", "new_value": "sk-secret-value"})
+    assert response.status_code == 302, response.content
+    variable = Variable.objects.get(user=user, name="OPENAI_API_KEY")
+    assert variable_value(variable=variable) == "sk-secret-value"
+    page = client.get(f"/admin/flows/variable/{variable.pk}/change/")
+    assert page.status_code == 200 and b"sk-secret-value" not in page.content
+    duplicate = client.post("/admin/flows/variable/add/", {"name": "OPENAI_API_KEY", "kind": "credential", "new_value": "x"})
+    assert duplicate.status_code == 200 and b"already has a variable named OPENAI_API_KEY" in duplicate.content
+    # an empty value keeps the stored one
+    client.post(f"/admin/flows/variable/{variable.pk}/change/", {"name": "OPENAI_API_KEY", "kind": "credential", "new_value": ""})
+    variable.refresh_from_db()
+    assert variable_value(variable=variable) == "sk-secret-value"
+
+
+def test_variable_admin_hides_other_users_variables(admin_client_for_tests_variables, make_user):
+    client, _ = admin_client_for_tests_variables
+    from flows.services import variable_create
+
+    theirs = variable_create(user=make_user("mallory"), name="THEIRS", value="v")
+    assert client.get(f"/admin/flows/variable/{theirs.pk}/change/").status_code == 404
+    assert b"THEIRS" not in client.get("/admin/flows/variable/").content
+
+
+@pytest.fixture
+def admin_client_for_tests_variables(make_user):
+    from django.test import Client
+
+    staff = make_user("staffer", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    return client, staff

@@ -15,14 +15,53 @@ class Webhook(Component):
     """The request's payload, as parsed by the webhook endpoint.
 
     JSON bodies arrive as their value, form bodies as an object, other text as `{"payload": text}`.
+    With a `schema` (JSON Schema), the webhook endpoint refuses a payload that does not match it
+    (422, one entry per violation) before accepting the run; the node checks it again when it runs.
     """
 
     name = "Webhook"
     description = "Starts a flow with the payload of the webhook request."
+    inputs = (
+        Input(
+            "schema",
+            "object",
+            required=False,
+            description="JSON Schema the payload must match; the webhook answers 422 otherwise.",
+            connectable=False,
+        ),
+    )
     outputs = (Output("data", "any", "The parsed request payload."),)
 
-    def run(self) -> dict[str, Any]:
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        schema = params.get("schema")
+        if schema is None:
+            return []
+        import jsonschema  # only flows with a schema pay for importing it
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            return [("schema", f"Not a valid JSON Schema: {exc.message}", "json_schema")]
+        return []
+
+    def run(self, *, schema: dict | None = None) -> dict[str, Any]:
+        if schema:
+            problems = payload_schema_violations(schema, self.context.payload)
+            if problems:
+                path, msg, _ = problems[0]
+                where = "/".join(map(str, path)) or "(the payload)"
+                raise NodeError(f"The payload does not match the Webhook's schema at {where}: {msg}")
         return {"data": self.context.payload}
+
+
+def payload_schema_violations(schema: dict, payload: Any) -> list[tuple[list, str, str]]:
+    """Every way `payload` breaks `schema`, as `(path in the payload, message, failing keyword)`, in path order."""
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    return [(list(e.absolute_path), e.message, str(e.validator)) for e in errors]
 
 
 # `{name}`, `{customer.name}`, `{items.0}`; format specs are short and widths bounded.
@@ -68,24 +107,38 @@ _formatter = _SafeFormatter()
 
 @register
 class Template(Component):
-    """Renders text from an object, e.g. `Hello {name}!`.
+    """Renders text from an object and named inputs, e.g. `Hello {name}!` or `Summarise: {text}`.
 
-    Fields name keys of the input object (dots walk into nested objects and lists); nothing else is evaluated.
+    Fields name keys of the `data` object or other named inputs (edges or params with any
+    identifier as name; they win over `data`'s keys); dots walk into nested objects and lists.
+    Nothing else is evaluated.
     """
 
     name = "Template"
-    description = "Formats text with {field} placeholders filled from the input object."
+    description = "Formats text with {field} placeholders filled from the input object and named inputs."
     inputs = (
-        Input("data", "any", description="The object whose keys fill the placeholders."),
+        Input("data", "any", required=False, description="An object whose keys fill the placeholders."),
         Input("template", "str", description="Text with {field} placeholders.", connectable=False),
     )
     outputs = (Output("text", "str", "The rendered text."),)
+    extra_inputs = Input("*", "any", required=False, description="A named value for the placeholder of the same name.")
 
-    def run(self, *, data: Any, template: str) -> dict[str, Any]:
-        if not isinstance(data, dict):
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        template = params.get("template")
+        if isinstance(template, str):
+            try:
+                list(_formatter.parse(template))
+            except ValueError as exc:
+                return [("template", f"Template is malformed: {exc}", "template")]
+        return []
+
+    def run(self, *, template: str, data: Any = None, **named: Any) -> dict[str, Any]:
+        if data is not None and not isinstance(data, dict):
             raise NodeError(f"Template needs an object as input, got {_json_type(data)}.")
+        values = {**(data or {}), **named}
         try:
-            return {"text": _formatter.vformat(template, (), data)}
+            return {"text": _formatter.vformat(template, (), values)}
         except (ValueError, IndexError) as exc:
             raise NodeError(f"Template is malformed: {exc}") from exc
 

@@ -1,0 +1,227 @@
+"""Components that reshape data: constant text, JMESPath extraction, routing, building objects, joining text."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+
+from flows.engine.errors import NodeError
+from flows.engine.registry import Component, Input, Output, register
+
+MAX_REGEX = 500
+
+
+def _compile_jmespath(query: str):
+    try:
+        return jmespath.compile(query)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ValueError(str(exc).replace("\n", " ")) from exc
+
+
+def _search(query: str, data: Any) -> Any:
+    try:
+        return _compile_jmespath(query).search(data)
+    except (ValueError, jmespath.exceptions.JMESPathError) as exc:
+        raise NodeError(f"JMESPath query {query!r} failed: {exc}") from exc
+
+
+def _check_query(params: dict[str, Any], name: str) -> list[tuple[str, str, str]]:
+    query = params.get(name)
+    if isinstance(query, str) and query:
+        try:
+            _compile_jmespath(query)
+        except ValueError as exc:
+            return [(name, f"Not a valid JMESPath expression: {exc}", "jmespath")]
+    return []
+
+
+def as_text(value: Any) -> str:
+    """Text as is; anything else as compact JSON (so numbers, lists and objects read naturally)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@register
+class Text(Component):
+    """A fixed piece of text, or text passed through from an edge.
+
+    Imported Langflow Chat Input / Text Input nodes become this component.
+    """
+
+    name = "Text"
+    description = "Gives a fixed text (or the text reaching it)."
+    inputs = (Input("text", "str", required=False, default="", description="The text."),)
+    outputs = (Output("text", "str", "The text."),)
+
+    def run(self, *, text: str = "") -> dict[str, Any]:
+        return {"text": as_text(text if text is not None else "")}
+
+
+@register
+class Extract(Component):
+    """Picks a value out of its input with a JMESPath query, e.g. `customer.name` or `items[?qty > `1`].sku`.
+
+    A query that matches nothing gives null; an invalid query is refused when the flow is saved.
+    """
+
+    name = "Extract"
+    description = "Selects part of the input with a JMESPath query."
+    inputs = (
+        Input("data", "any", description="The value to query."),
+        Input("query", "str", description="A JMESPath expression, e.g. customer.name.", connectable=False),
+    )
+    outputs = (Output("value", "any", "What the query selected (null when nothing matched)."),)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        return _check_query(params, "query")
+
+    def run(self, *, data: Any, query: str) -> dict[str, Any]:
+        return {"value": _search(query, data)}
+
+
+OPERATORS = ("equals", "not_equals", "contains", "starts_with", "ends_with", "matches", "gt", "lt", "ge", "le", "is_empty", "is_not_empty")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+@register
+class Condition(Component):
+    """If-Else router: compares its input (or a JMESPath `path` into it) with `value`.
+
+    The input is passed on through exactly one of the outputs `true` and `false`; nodes fed only
+    by the other one are skipped. Text comparisons honour `case_sensitive`; `gt`/`lt`/`ge`/`le`
+    compare numbers (numeric text counts as a number).
+    """
+
+    name = "Condition"
+    description = "Routes its input to the `true` or `false` output by comparing it with a value."
+    inputs = (
+        Input("data", "any", description="The value to test; passed on through the chosen output."),
+        Input("path", "str", required=False, description="JMESPath into the input selecting what to compare.", connectable=False),
+        Input("operator", "str", default="equals", choices=OPERATORS, description="How to compare.", connectable=False),
+        Input("value", "any", required=False, description="What to compare with (not used by is_empty/is_not_empty).", connectable=False),
+        Input("case_sensitive", "bool", default=True, description="Whether text comparisons respect case.", connectable=False),
+    )
+    outputs = (
+        Output("true", "any", "The input, when the comparison holds."),
+        Output("false", "any", "The input, when it does not."),
+    )
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        problems = _check_query(params, "path")
+        if params.get("operator") == "matches":
+            pattern = params.get("value")
+            if not isinstance(pattern, str):
+                problems.append(("value", "The matches operator needs a regular expression as value.", "regex"))
+            elif len(pattern) > MAX_REGEX:
+                problems.append(("value", f"The regular expression is longer than {MAX_REGEX} characters.", "regex"))
+            else:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    problems.append(("value", f"Not a valid regular expression: {exc}", "regex"))
+        return problems
+
+    def run(
+        self, *, data: Any, operator: str = "equals", path: str | None = None, value: Any = None, case_sensitive: bool = True
+    ) -> dict[str, Any]:
+        subject = _search(path, data) if path else data
+        branch = "true" if self._holds(subject, operator, value, case_sensitive) else "false"
+        return {branch: data}
+
+    @staticmethod
+    def _holds(subject: Any, operator: str, value: Any, case_sensitive: bool) -> bool:
+        if operator == "is_empty":
+            return subject is None or (
+                isinstance(subject, str | list | dict) and len(subject.strip() if isinstance(subject, str) else subject) == 0
+            )
+        if operator == "is_not_empty":
+            return not Condition._holds(subject, "is_empty", value, case_sensitive)
+        if operator in ("gt", "lt", "ge", "le"):
+            a, b = _number(subject), _number(value)
+            if a is None or b is None:
+                raise NodeError(f"Condition {operator} compares numbers, got {as_text(subject)[:100]!r} and {as_text(value)[:100]!r}.")
+            return {"gt": a > b, "lt": a < b, "ge": a >= b, "le": a <= b}[operator]
+        if operator in ("equals", "not_equals"):
+            if isinstance(subject, str) or isinstance(value, str):
+                same = _fold(as_text(subject), case_sensitive) == _fold(as_text(value), case_sensitive)
+            else:
+                same = subject == value
+            return same if operator == "equals" else not same
+        if operator == "contains" and isinstance(subject, list):
+            return any(_fold(as_text(item), case_sensitive) == _fold(as_text(value), case_sensitive) for item in subject)
+        text, other = _fold(as_text(subject), case_sensitive), as_text(value)
+        if operator == "matches":
+            flags = 0 if case_sensitive else re.IGNORECASE
+            try:
+                return re.search(other, as_text(subject), flags) is not None
+            except re.error as exc:
+                raise NodeError(f"Not a valid regular expression {other!r}: {exc}") from exc
+        other = _fold(other, case_sensitive)
+        if operator == "contains":
+            return other in text
+        if operator == "starts_with":
+            return text.startswith(other)
+        if operator == "ends_with":
+            return text.endswith(other)
+        raise NodeError(f"Unknown operator {operator!r}.")
+
+
+def _fold(text: str, case_sensitive: bool) -> str:
+    return text if case_sensitive else text.casefold()
+
+
+@register
+class JSONBuild(Component):
+    """Builds an object from its named inputs (edges or params of any identifier name), e.g. a request body.
+
+    `base` gives fixed keys; named inputs override them.
+    """
+
+    name = "JSONBuild"
+    description = "Builds an object from named inputs."
+    inputs = (Input("base", "object", required=False, description="Fixed keys of the object.", connectable=False),)
+    outputs = (Output("data", "object", "The object."),)
+    extra_inputs = Input("*", "any", required=False, description="A key of the object, with its value.")
+
+    def run(self, *, base: dict | None = None, **named: Any) -> dict[str, Any]:
+        return {"data": {**(base or {}), **named}}
+
+
+@register
+class TextJoin(Component):
+    """Joins texts with a separator; takes several edges into `texts`, in edge order.
+
+    Values that are not text are written as JSON; nulls (from an unchosen branch) are left out.
+    """
+
+    name = "TextJoin"
+    description = "Joins several texts with a separator."
+    inputs = (
+        Input("texts", "any", multiple=True, description="The texts to join (one edge each, in edge order)."),
+        Input("separator", "str", default="\n", description="Put between the texts.", connectable=False),
+    )
+    outputs = (Output("text", "str", "The joined text."),)
+
+    def run(self, *, texts: list[Any], separator: str = "\n") -> dict[str, Any]:
+        if not isinstance(texts, list):
+            raise NodeError(f"TextJoin needs a list of texts, got {as_text(texts)[:100]!r}.")
+        return {"text": separator.join(as_text(t) for t in texts if t is not None)}

@@ -1,0 +1,358 @@
+"""Components that call other services: any HTTP API, and OpenAI-compatible chat completions.
+
+Outbound requests go through `guarded_client`, which refuses to connect to loopback,
+private, link-local (cloud metadata) and other non-public addresses, checked on the
+address actually connected to (after DNS resolution, and again for every redirect),
+unless the host is in the run's allow-list (`RunContext.http_allowed_hosts`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from typing import Any
+from urllib.parse import quote
+
+import httpcore
+import httpx
+
+from flows.engine.components.core import _SafeFormatter
+from flows.engine.components.data import as_text
+from flows.engine.errors import NodeError, RetryableNodeError
+from flows.engine.graph import is_variable_ref
+from flows.engine.registry import Component, Input, Output, register
+
+MAX_RESPONSE_BYTES = 5 * 1024 * 1024
+MAX_REDIRECTS = 5
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class BlockedAddressError(Exception):
+    """The request would reach an address a flow may not reach (loopback, private network, metadata service)."""
+
+
+def _parse_allow_list(entries: tuple[str, ...] | list[str]) -> tuple[set[str], list]:
+    names, networks = set(), []
+    for entry in entries:
+        entry = entry.strip().lower().rstrip(".")
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+        except ValueError:
+            names.add(entry)
+    return names, networks
+
+
+def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -> str:
+    """The address to connect to for `host`, after checking every address it resolves to.
+
+    Raises BlockedAddressError when one of them is not a public address and neither the
+    host name nor a CIDR covering the address is in `allowed_hosts`.
+    """
+    names, networks = _parse_allow_list(allowed_hosts)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise httpcore.ConnectError(f"Cannot resolve host {host!r}: {exc}") from exc
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+    if not addresses:
+        raise httpcore.ConnectError(f"Host {host!r} has no address.")
+    if host.lower().rstrip(".").strip("[]") not in names:
+        for ip in addresses:
+            if _forbidden(ip) and not any(ip in net for net in networks if net.version == ip.version):
+                raise BlockedAddressError(
+                    f"Refusing to connect to {host} ({ip}): it is not a public address. "
+                    "Add the host to LANGRUN_HTTP_ALLOWED_HOSTS to allow it."
+                )
+    return str(addresses[0])
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects only to vetted addresses; TLS still verifies the original host name."""
+
+    def __init__(self, allowed_hosts: tuple[str, ...]):
+        self._inner = httpcore.SyncBackend()
+        self._allowed = allowed_hosts
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        address = vet_host(host, port, self._allowed)
+        return self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # pragma: no cover - never configured
+        raise BlockedAddressError("Unix sockets are not reachable from flows.")
+
+    def sleep(self, seconds: float) -> None:  # pragma: no cover - used by httpcore retries only
+        self._inner.sleep(seconds)
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, allowed_hosts: tuple[str, ...]):
+        super().__init__(trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(allowed_hosts)
+        )
+
+
+def guarded_client(*, allowed_hosts: tuple[str, ...], timeout: float) -> httpx.Client:
+    """An httpx client that follows redirects and refuses non-public addresses (see module docstring)."""
+    return httpx.Client(
+        transport=_GuardedTransport(tuple(allowed_hosts)),
+        trust_env=False,  # an environment proxy would connect on our behalf, unchecked
+        follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
+        timeout=timeout,
+    )
+
+
+def _send(client: httpx.Client, request: httpx.Request, what: str) -> tuple[httpx.Response, bytes]:
+    """Send and read at most MAX_RESPONSE_BYTES, mapping transport failures to node errors."""
+    try:
+        response = client.send(request, stream=True)
+        try:
+            content = b""
+            for chunk in response.iter_bytes():
+                content += chunk
+                if len(content) > MAX_RESPONSE_BYTES:
+                    raise NodeError(f"{what}: the response is larger than {MAX_RESPONSE_BYTES} bytes.")
+        finally:
+            response.close()
+    except BlockedAddressError as exc:
+        raise NodeError(f"{what}: {exc}") from exc
+    except httpx.TimeoutException as exc:
+        raise RetryableNodeError(f"{what}: timed out ({type(exc).__name__}).") from exc
+    except httpx.TooManyRedirects as exc:
+        raise NodeError(f"{what}: more than {MAX_REDIRECTS} redirects.") from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise NodeError(f"{what}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise RetryableNodeError(f"{what}: connection failed: {exc}") from exc
+    return response, content
+
+
+def _decode(response: httpx.Response, content: bytes) -> Any:
+    text = content.decode(response.encoding or "utf-8", errors="replace")
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+class _UrlFormatter(_SafeFormatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return quote(super().format_field(value, format_spec), safe="")
+
+
+_url_formatter = _UrlFormatter()
+_text_formatter = _SafeFormatter()
+
+
+def _fill(value: Any, values: dict) -> Any:
+    if isinstance(value, str):
+        return _text_formatter.vformat(value, (), values)
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, values) for v in value]
+    return value
+
+
+def _timeout(own: float, context: Any) -> float:
+    remaining = context.remaining() if hasattr(context, "remaining") else None
+    return own if remaining is None else min(own, remaining)
+
+
+@register
+class HTTPRequest(Component):
+    """Calls an HTTP API. `{field}` placeholders in the URL (URL-encoded) and in text of the body are filled from `data`.
+
+    An object or list body is sent as JSON, text as text. Non-public addresses are refused
+    unless allowed (LANGRUN_HTTP_ALLOWED_HOSTS). Timeouts, connection failures, 429 and 5xx
+    answers are retryable failures; another status than `expected_status` (any 2xx/3xx when
+    unset) fails the node.
+    """
+
+    name = "HTTPRequest"
+    description = "Sends an HTTP request and gives the status, headers and (JSON-parsed) body of the answer."
+    inputs = (
+        Input("data", "any", required=False, description="Values for the URL's and body's {field} placeholders."),
+        Input("method", "str", default="GET", choices=METHODS, description="HTTP method.", connectable=False),
+        Input("url", "str", description="http(s) URL; may hold {field} placeholders.", connectable=False),
+        Input("headers", "object", required=False, description="Request headers.", connectable=False),
+        Input("query", "object", required=False, description="Query parameters.", connectable=False),
+        Input("body", "any", required=False, description="Object/list (sent as JSON) or text.", connectable=False),
+        Input("timeout", "number", default=10, description="Seconds to wait for the answer.", connectable=False),
+        Input("expected_status", "int", required=False, description="The only acceptable status code.", connectable=False),
+    )
+    outputs = (
+        Output("status", "int", "The answer's status code."),
+        Output("headers", "object", "The answer's headers (lower-case names)."),
+        Output("body", "any", "The answer's body: parsed JSON, or text."),
+    )
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        problems = []
+        url = params.get("url")
+        if isinstance(url, str) and not url.lower().startswith(("http://", "https://", "{")):
+            problems.append(("url", "The URL must start with http:// or https://.", "url_scheme"))
+        timeout = params.get("timeout")
+        if isinstance(timeout, int | float) and not 0 < timeout <= 600:
+            problems.append(("timeout", "The timeout must be between 0 and 600 seconds.", "less_than_equal"))
+        status = params.get("expected_status")
+        if isinstance(status, int) and not 100 <= status <= 599:
+            problems.append(("expected_status", "A status code is between 100 and 599.", "less_than_equal"))
+        for name in ("headers", "query"):
+            value = params.get(name)
+            if isinstance(value, dict) and not all(isinstance(v, str | int | float) or is_variable_ref(v) for v in value.values()):
+                problems.append((name, f"The values of {name} must be text or numbers.", "string_type"))
+        return problems
+
+    def run(
+        self,
+        *,
+        url: str,
+        method: str = "GET",
+        data: Any = None,
+        headers: dict | None = None,
+        query: dict | None = None,
+        body: Any = None,
+        timeout: float = 10,
+        expected_status: int | None = None,
+    ) -> dict[str, Any]:
+        values = data if isinstance(data, dict) else {}
+        try:
+            url = _url_formatter.vformat(url, (), values)
+            if data is not None and body is not None:
+                body = _fill(body, values)
+        except (ValueError, IndexError) as exc:
+            raise NodeError(f"URL or body template is malformed: {exc}") from exc
+        if not url.lower().startswith(("http://", "https://")):
+            raise NodeError(f"The URL must start with http:// or https://, got {url[:100]!r}.")
+        kwargs: dict[str, Any] = {"headers": {k: str(v) for k, v in (headers or {}).items()}, "params": query or None}
+        if isinstance(body, dict | list):
+            kwargs["json"] = body
+        elif body is not None:
+            kwargs["content"] = as_text(body).encode()
+        what = f"{method} {url.split('?', 1)[0]}"
+        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=_timeout(timeout, self.context)) as client:
+            try:
+                request = client.build_request(method, url, **kwargs)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+                raise NodeError(f"{what}: {exc}") from exc
+            response, content = _send(client, request, what)
+        status = response.status_code
+        result = {
+            "status": status,
+            "headers": {k.lower(): v for k, v in response.headers.items()},
+            "body": _decode(response, content),
+        }
+        if expected_status is not None and status == expected_status:
+            return result
+        snippet = as_text(result["body"])[:200]
+        if status == 429 or status >= 500:
+            raise RetryableNodeError(f"{what} answered {status}: {snippet}")
+        if expected_status is not None:
+            raise NodeError(f"{what} answered {status}, expected {expected_status}: {snippet}")
+        if status >= 400:
+            raise NodeError(f"{what} answered {status}: {snippet}")
+        return result
+
+
+@register
+class LanguageModel(Component):
+    """Asks any OpenAI-compatible chat completions API (`{base_url}/chat/completions`) to answer `prompt`.
+
+    `api_key` is best given as a variable reference (`{"variable": "OPENAI_API_KEY"}`): its value is
+    masked in run records. Rate limits (429), 5xx answers, timeouts and connection failures are
+    retryable; other errors fail the node with the API's message.
+    """
+
+    name = "LanguageModel"
+    description = "Calls an OpenAI-compatible chat completions API."
+    inputs = (
+        Input("prompt", "any", description="The user message (text; anything else is sent as JSON)."),
+        Input("base_url", "str", default="https://api.openai.com/v1", description="The API's base URL.", connectable=False),
+        Input("model", "str", description="Model name, e.g. gpt-4o-mini.", connectable=False),
+        Input("api_key", "str", required=False, description="API key; use a credential variable.", connectable=False),
+        Input("system_prompt", "str", required=False, description="System message.", connectable=False),
+        Input("temperature", "number", required=False, description="Sampling temperature (0 to 2).", connectable=False),
+        Input("max_tokens", "int", required=False, description="Most tokens to generate.", connectable=False),
+        Input("timeout", "number", default=60, description="Seconds to wait for the answer.", connectable=False),
+    )
+    outputs = (
+        Output("text", "str", "The answer's text."),
+        Output("response", "object", "The API's whole JSON response."),
+    )
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        problems = []
+        base_url = params.get("base_url")
+        if isinstance(base_url, str) and not base_url.lower().startswith(("http://", "https://")):
+            problems.append(("base_url", "The base URL must start with http:// or https://.", "url_scheme"))
+        temperature = params.get("temperature")
+        if isinstance(temperature, int | float) and not 0 <= temperature <= 2:
+            problems.append(("temperature", "The temperature must be between 0 and 2.", "less_than_equal"))
+        max_tokens = params.get("max_tokens")
+        if isinstance(max_tokens, int) and max_tokens < 1:
+            problems.append(("max_tokens", "max_tokens must be at least 1.", "greater_than_equal"))
+        timeout = params.get("timeout")
+        if isinstance(timeout, int | float) and not 0 < timeout <= 600:
+            problems.append(("timeout", "The timeout must be between 0 and 600 seconds.", "less_than_equal"))
+        return problems
+
+    def run(
+        self,
+        *,
+        prompt: Any,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        api_key: str | None = None,
+        system_prompt: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": as_text(prompt)})
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if temperature is not None:
+            body["temperature"] = temperature
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        url = base_url.rstrip("/") + "/chat/completions"
+        what = f"Language model at {base_url.rstrip('/')}"
+        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=_timeout(timeout, self.context)) as client:
+            try:
+                request = client.build_request("POST", url, json=body, headers=headers)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+                raise NodeError(f"{what}: {exc}") from exc
+            response, content = _send(client, request, what)
+        answer = _decode(response, content)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableNodeError(f"{what} answered {response.status_code}: {_api_error(answer)}")
+        if response.status_code >= 400:
+            raise NodeError(f"{what} answered {response.status_code}: {_api_error(answer)}")
+        try:
+            text = answer["choices"][0]["message"]["content"]
+        except (TypeError, KeyError, IndexError) as exc:
+            raise NodeError(f"{what} gave an answer without choices[0].message.content: {as_text(answer)[:200]}") from exc
+        return {"text": text if isinstance(text, str) else as_text(text), "response": answer}
+
+
+def _api_error(answer: Any) -> str:
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict) and answer["error"].get("message"):
+        return str(answer["error"]["message"])[:300]
+    return as_text(answer)[:300]

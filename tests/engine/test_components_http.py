@@ -1,0 +1,244 @@
+"""HTTPRequest and LanguageModel against small HTTP servers started on 127.0.0.1."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from flows.engine import NodeError, RetryableNodeError, RunContext, registry
+from flows.engine.components.http import BlockedAddressError, vet_host
+
+LOCAL = ("127.0.0.1",)
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Answers by path; records every request it gets."""
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.requests.append(
+            {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+        )
+        route = self.path.split("?", 1)[0]
+        if route == "/slow":
+            self.server.release.wait(5)
+        if route == "/redirect-to-metadata":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.end_headers()
+            return
+        if route == "/redirect-local":
+            self.send_response(302)
+            self.send_header("Location", "/json")
+            self.end_headers()
+            return
+        if route.startswith("/status/"):
+            code = int(route.rsplit("/", 1)[1])
+            payload, ctype = json.dumps({"error": {"message": f"status {code}"}}).encode(), "application/json"
+        elif route == "/text":
+            code, payload, ctype = 200, b"plain text", "text/plain; charset=utf-8"
+        elif route == "/v1/chat/completions":
+            request = json.loads(body)
+            if self.headers.get("Authorization") != "Bearer sk-test-secret":
+                code, payload = 401, json.dumps({"error": {"message": "Incorrect API key provided"}}).encode()
+            else:
+                content = f"echo: {request['messages'][-1]['content']}"
+                answer = {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "model": request["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                }
+                code, payload = 200, json.dumps(answer).encode()
+            ctype = "application/json"
+        else:
+            code, payload, ctype = 200, json.dumps({"ok": True, "path": self.path}).encode(), "application/json"
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Trace", "abc")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that gave up (the timeout test) is expected
+
+
+@pytest.fixture
+def server():
+    httpd = QuietServer(("127.0.0.1", 0), Recorder)
+    httpd.requests = []
+    httpd.release = threading.Event()
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def http(allowed=LOCAL, **values):
+    return registry.get("HTTPRequest")(node_id="h", context=RunContext(http_allowed_hosts=allowed)).run(**values)
+
+
+def llm(allowed=LOCAL, **values):
+    return registry.get("LanguageModel")(node_id="m", context=RunContext(http_allowed_hosts=allowed)).run(**values)
+
+
+# --- HTTPRequest ---------------------------------------------------------------
+
+
+def test_get_with_templated_url_query_and_headers(server):
+    result = http(
+        url=server.url + "/orders/{id}",
+        data={"id": "a b/1"},
+        query={"page": 2},
+        headers={"X-Token": "t"},
+    )
+    assert result["status"] == 200
+    assert result["body"] == {"ok": True, "path": "/orders/a%20b%2F1?page=2"}
+    assert result["headers"]["x-trace"] == "abc"
+    assert server.requests[0]["headers"]["x-token"] == "t"
+
+
+def test_post_json_body_templated_from_data(server):
+    http(method="POST", url=server.url + "/hook", data={"name": "Ada"}, body={"text": "Hi {name}", "n": 1})
+    sent = server.requests[0]
+    assert sent["method"] == "POST" and json.loads(sent["body"]) == {"text": "Hi Ada", "n": 1}
+    assert sent["headers"]["content-type"] == "application/json"
+
+
+def test_text_body_and_text_answer(server):
+    result = http(method="PUT", url=server.url + "/text", body="raw words")
+    assert result["body"] == "plain text"
+    assert server.requests[0]["body"] == b"raw words"
+
+
+def test_redirects_within_allowed_hosts_are_followed(server):
+    assert http(url=server.url + "/redirect-local")["body"]["path"] == "/json"
+
+
+def test_4xx_fails_and_expected_status_accepts_it(server):
+    with pytest.raises(NodeError, match="answered 404") as exc:
+        http(url=server.url + "/status/404")
+    assert not isinstance(exc.value, RetryableNodeError)
+    assert http(url=server.url + "/status/404", expected_status=404)["status"] == 404
+    with pytest.raises(NodeError, match="expected 201"):
+        http(url=server.url + "/json", expected_status=201)
+
+
+@pytest.mark.parametrize("code", [500, 503, 429])
+def test_5xx_and_429_are_retryable(server, code):
+    with pytest.raises(RetryableNodeError, match=f"answered {code}"):
+        http(url=server.url + f"/status/{code}")
+
+
+def test_timeout_is_retryable(server):
+    with pytest.raises(RetryableNodeError, match="timed out"):
+        http(url=server.url + "/slow", timeout=0.2)
+
+
+def test_connection_refused_is_retryable(server):
+    port = server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    with pytest.raises(RetryableNodeError, match="connection failed"):
+        http(url=f"http://127.0.0.1:{port}/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/",
+        "http://localhost:9/",
+        "http://[::1]:9/",
+        "http://10.1.2.3/",
+        "http://192.168.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:9/",
+        "http://0.0.0.0:9/",
+        "http://100.64.0.1/",
+    ],
+)
+def test_non_public_addresses_are_refused_without_allow_list(url):
+    with pytest.raises(NodeError, match="not a public address"):
+        http(allowed=(), url=url, timeout=1)
+
+
+def test_redirect_to_metadata_is_refused_even_from_an_allowed_host(server):
+    with pytest.raises(NodeError, match="169.254.169.254"):
+        http(url=server.url + "/redirect-to-metadata")
+    assert len(server.requests) == 1
+
+
+def test_allow_list_by_cidr_and_by_name(server):
+    port = server.server_address[1]
+    assert http(allowed=("127.0.0.0/8",), url=server.url + "/json")["status"] == 200
+    assert http(allowed=("localhost",), url=f"http://localhost:{port}/json")["status"] == 200
+
+
+def test_vet_host_checks_every_resolved_address():
+    assert vet_host("127.0.0.1", 80, ["127.0.0.1"]) == "127.0.0.1"
+    with pytest.raises(BlockedAddressError):
+        vet_host("localhost", 80, ["10.0.0.0/8"])
+
+
+def test_bad_urls_fail_at_save_and_at_run():
+    from flows.engine import GraphValidationError, parse_graph
+
+    with pytest.raises(GraphValidationError) as exc:
+        parse_graph({"nodes": [{"id": "h", "type": "HTTPRequest", "params": {"url": "file:///etc/passwd", "timeout": 0}}], "edges": []})
+    assert {i.type for i in exc.value.issues} == {"url_scheme", "less_than_equal"}
+    with pytest.raises(NodeError, match="http:// or https://"):
+        http(url="{target}", data={"target": "ftp://x"})
+
+
+# --- LanguageModel -----------------------------------------------------------------
+
+
+def test_language_model_calls_chat_completions(server):
+    result = llm(
+        prompt="Summarise: hi",
+        base_url=server.url + "/v1",
+        model="tiny",
+        api_key="sk-test-secret",
+        system_prompt="Be brief.",
+        temperature=0.1,
+        max_tokens=20,
+    )
+    assert result["text"] == "echo: Summarise: hi"
+    assert result["response"]["model"] == "tiny"
+    sent = json.loads(server.requests[0]["body"])
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Summarise: hi"}]
+    assert sent["temperature"] == 0.1 and sent["max_tokens"] == 20
+
+
+def test_language_model_api_error_is_reported(server):
+    with pytest.raises(NodeError, match="Incorrect API key") as exc:
+        llm(prompt="x", base_url=server.url + "/v1", model="tiny", api_key="wrong")
+    assert not isinstance(exc.value, RetryableNodeError)
+
+
+def test_language_model_rate_limit_is_retryable_and_odd_answers_fail(server):
+    with pytest.raises(RetryableNodeError, match="429"):
+        llm(prompt="x", base_url=server.url + "/status/429", model="tiny")
+    with pytest.raises(NodeError, match="without choices"):
+        llm(prompt="x", base_url=server.url + "/other", model="tiny")
+
+
+def test_language_model_is_refused_on_local_addresses_unless_allowed(server):
+    with pytest.raises(NodeError, match="not a public address"):
+        llm(allowed=(), prompt="x", base_url=server.url + "/v1", model="tiny", api_key="sk-test-secret")
+    assert server.requests == []

@@ -1,0 +1,229 @@
+"""Langflow import (API upload and management command) and native export."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from flows import services
+from flows.importers import ImportProblem, langflow_to_native
+from flows.models import Flow, FlowRun
+from flows.services import variable_create
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PAYLOAD = {"id": 42, "customer": "Ada", "status": "paid"}
+
+
+def fixture(name):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_webhook_parser_chat_output_converts_keeping_node_ids():
+    native = langflow_to_native(fixture("webhook_parser_chat_output.json"))
+    assert native["name"] == "Order notice" and native["endpoint_name"] == "order-notice"
+    assert native["data"] == {
+        "nodes": [
+            {"id": "Webhook-ab12c", "type": "Webhook"},
+            {
+                "id": "ParserComponent-x9y8z",
+                "type": "Template",
+                "params": {"template": "Order {id} for {customer}"},
+                "aliases": {"pattern": "template"},
+            },
+            {"id": "ChatOutput-q1w2e", "type": "Output"},
+        ],
+        "edges": [
+            {"source": "Webhook-ab12c", "source_output": "data", "target": "ParserComponent-x9y8z", "target_input": "data"},
+            {"source": "ParserComponent-x9y8z", "source_output": "text", "target": "ChatOutput-q1w2e", "target_input": "value"},
+        ],
+    }
+
+
+def test_edges_from_the_encoded_handle_strings_alone():
+    doc = fixture("webhook_parser_chat_output.json")
+    for edge in doc["data"]["edges"]:
+        del edge["data"]
+    assert len(langflow_to_native(doc)["data"]["edges"]) == 2
+
+
+def test_upload_then_webhook_gives_what_langflow_gives(key_client, user):
+    """The done-check: Webhook -> Parser(`Order {id} for {customer}`) -> Chat Output, run from its webhook."""
+    response = key_client.post("/api/v1/flows/upload/", fixture("webhook_parser_chat_output.json"), format="json")
+    assert response.status_code == 201, response.json()
+    [created] = response.json()
+    assert created["endpoint_name"] == "order-notice" and created["webhook"] is True
+    hook = key_client.post("/api/v1/webhook/order-notice", PAYLOAD, format="json")
+    assert hook.status_code == 202
+    run = FlowRun.objects.get(pk=hook.json()["run_id"])
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert run.outputs == {"ChatOutput-q1w2e": "Order 42 for Ada"}
+
+
+def test_upload_as_multipart_file_and_endpoint_name_clash_gets_a_suffix(key_client):
+    raw = (FIXTURES / "webhook_parser_chat_output.json").read_bytes()
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    first = key_client.post("/api/v1/flows/upload/", {"file": SimpleUploadedFile("flow.json", raw, "application/json")}, format="multipart")
+    second = key_client.post(
+        "/api/v1/flows/upload/", {"file": SimpleUploadedFile("flow.json", raw, "application/json")}, format="multipart"
+    )
+    assert first.status_code == second.status_code == 201
+    assert [first.json()[0]["endpoint_name"], second.json()[0]["endpoint_name"]] == ["order-notice", "order-notice-1"]
+
+
+def test_upload_of_a_file_that_is_not_json_is_422(key_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = key_client.post(
+        "/api/v1/flows/upload/", {"file": SimpleUploadedFile("f.json", b"{nope", "application/json")}, format="multipart"
+    )
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "file"]
+
+
+def test_prompt_with_variables(user):
+    [flow] = services.flow_import(user=user, document=fixture("prompt_with_variables.json"))
+    prompt = next(n for n in flow.data["nodes"] if n["id"] == "Prompt-Lk3m9")
+    assert prompt == {
+        "id": "Prompt-Lk3m9",
+        "type": "Template",
+        "params": {"template": "Summarise for {audience}: {text}", "audience": "finance"},
+    }
+    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload=PAYLOAD)
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.outputs == {"ChatOutput-Zx81p": "Summarise for finance: Order 42 for Ada"}
+
+
+@pytest.mark.parametrize(
+    ("status", "chosen", "skipped"), [("paid", "ChatOutput-Tru3e", "ChatOutput-Fa1se"), ("open", "ChatOutput-Fa1se", "ChatOutput-Tru3e")]
+)
+def test_if_else_branches(user, status, chosen, skipped):
+    [flow] = services.flow_import(user=user, document=fixture("if_else_branches.json"))
+    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={**PAYLOAD, "status": status})
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded" and run.outputs == {chosen: status}
+    assert run.node_results.get(node_id=skipped).status == "skipped"
+
+
+@pytest.mark.parametrize("field", ["pattern", "template"])
+def test_a_langflow_tweak_keyed_by_node_id_applies(user, field):
+    """Langflow's field name (`pattern`) and the native param name (`template`) both work."""
+    [flow] = services.flow_import(user=user, document=fixture("webhook_parser_chat_output.json"))
+    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload=PAYLOAD, tweaks={"ParserComponent-x9y8z": {field: "#{id}"}})
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.outputs == {"ChatOutput-q1w2e": "#42"}
+
+
+def test_every_unsupported_node_is_listed_and_nothing_is_saved(key_client):
+    response = key_client.post("/api/v1/flows/upload/", fixture("unsupported_component.json"), format="json")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [(d["loc"], d["type"]) for d in detail] == [
+        (["body", "data", "nodes", 2], "unsupported_component"),
+        (["body", "data", "nodes", 3], "unsupported_component"),
+        (["body", "data", "nodes", 4], "unsupported_component"),
+    ]
+    assert "'Agent' (node Agent-k8J2m)" in detail[0]["msg"]
+    assert "'CustomComponent' (node CustomComponent-9hT1x)" in detail[1]["msg"]
+    assert "Stringify" in detail[2]["msg"]
+    assert Flow.objects.count() == 0
+
+
+def test_model_and_api_request_mapping_and_missing_variable(user):
+    doc = fixture("chat_model_and_api.json")
+    with pytest.raises(services.engine.GraphValidationError) as exc:
+        services.flow_import(user=user, document=doc)
+    assert [(i.loc, i.type) for i in exc.value.issues] == [(("data", "nodes", 2, "params", "api_key"), "variable_missing")]
+    variable_create(user=user, name="OPENAI_API_KEY", value="sk-test-secret")
+    [flow] = services.flow_import(user=user, document=doc)
+    nodes = {n["id"]: n for n in flow.data["nodes"]}
+    assert nodes["ChatInput-c1h2t"]["params"] == {"text": "Hello there"}
+    assert nodes["OpenAIModel-o9p8q"]["params"] == {
+        "model": "gpt-4o-mini",
+        "api_key": {"variable": "OPENAI_API_KEY"},
+        "system_prompt": "Be brief.",
+        "temperature": 0.1,
+    }
+    assert nodes["APIRequest-r5t6y"]["params"] == {
+        "url": "https://api.example.com/orders",
+        "method": "POST",
+        "headers": {"X-Source": "langflow"},
+        "body": {"kind": "order"},
+        "timeout": 5,
+    }
+
+
+def test_unmapped_handles_and_malformed_documents_are_reported():
+    doc = fixture("webhook_parser_chat_output.json")
+    doc["data"]["edges"][0]["data"]["targetHandle"]["fieldName"] = "sep"
+    with pytest.raises(ImportProblem) as exc:
+        langflow_to_native(doc)
+    assert [(i.loc, i.type) for i in exc.value.issues] == [(("data", "edges", 0), "unsupported_handle")]
+    with pytest.raises(ImportProblem):
+        langflow_to_native({"name": "x", "data": {"edges": []}})
+
+
+def test_router_with_case_messages_or_unknown_operator_is_unsupported():
+    doc = fixture("if_else_branches.json")
+    router = doc["data"]["nodes"][2]["data"]["node"]["template"]
+    router["true_case_message"]["value"] = "yes!"
+    with pytest.raises(ImportProblem, match="case messages"):
+        langflow_to_native(doc)
+    router["true_case_message"]["value"] = ""
+    router["operator"]["value"] = "is one of"
+    with pytest.raises(ImportProblem, match="operator"):
+        langflow_to_native(doc)
+
+
+def test_export_is_native_and_imports_back(key_client, user, make_user, make_flow):
+    [flow] = services.flow_import(user=user, document=fixture("if_else_branches.json"))
+    response = key_client.get(f"/api/v1/flows/{flow.id}/export")
+    assert response.status_code == 200
+    exported = response.json()
+    assert exported == {"name": "Paid router", "description": "", "endpoint_name": "paid-router", "timeout": None, "data": flow.data}
+    again = key_client.post("/api/v1/flows/upload/", exported, format="json")
+    assert again.status_code == 201 and again.json()[0]["endpoint_name"] == "paid-router-1"
+    assert again.json()[0]["data"] == flow.data
+    other = make_flow(make_user("bob"))
+    assert key_client.get(f"/api/v1/flows/{other.id}/export").status_code == 404
+    assert key_client.get("/api/v1/flows/not-a-uuid/export").status_code == 404
+
+
+def test_invalid_native_upload_is_located(key_client):
+    response = key_client.post(
+        "/api/v1/flows/upload/", {"name": "x", "data": {"nodes": [{"id": "a", "type": "Nope"}], "edges": []}}, format="json"
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "data", "nodes", 0, "type"]
+    several = key_client.post("/api/v1/flows/upload/", {"flows": [{"name": "ok", "data": {"nodes": [], "edges": []}}, "x"]}, format="json")
+    assert several.status_code == 422 and several.json()["detail"][0]["loc"] == ["body", "flows", 1]
+    assert Flow.objects.count() == 0
+
+
+def test_upload_needs_authentication(client):
+    assert client.post("/api/v1/flows/upload/", fixture("webhook_parser_chat_output.json"), format="json").status_code == 403
+
+
+def test_import_flow_command(user, capsys):
+    call_command("import_flow", str(FIXTURES / "webhook_parser_chat_output.json"), "--user", "alice")
+    assert "Imported flow 'Order notice'" in capsys.readouterr().out
+    assert Flow.objects.filter(user=user, endpoint_name="order-notice").exists()
+    with pytest.raises(CommandError, match="Agent-k8J2m"):
+        call_command("import_flow", str(FIXTURES / "unsupported_component.json"), "--user", "alice")
+    with pytest.raises(CommandError, match="No user"):
+        call_command("import_flow", str(FIXTURES / "if_else_branches.json"), "--user", "nobody")
+    with pytest.raises(CommandError, match="Cannot read"):
+        call_command("import_flow", "/nonexistent.json", "--user", "alice")
+
+
+def test_importer_does_not_modify_its_input():
+    doc = fixture("prompt_with_variables.json")
+    before = copy.deepcopy(doc)
+    langflow_to_native(doc)
+    assert doc == before

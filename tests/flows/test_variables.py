@@ -1,0 +1,130 @@
+"""Variables: the API, encryption at rest, references checked at save and run time, masking in run records."""
+
+import json
+
+import pytest
+
+from flows import services
+from flows.models import FlowRun, Variable
+from tests.engine.test_components_http import server  # noqa: F401 - the local OpenAI-compatible server fixture
+
+SECRET = "sk-test-secret"
+
+
+def test_create_list_and_mask_credentials(key_client, user):
+    created = key_client.post("/api/v1/variables/", {"name": "OPENAI_API_KEY", "value": SECRET}, format="json")
+    assert created.status_code == 201
+    assert created.json()["value"] == "********" and created.json()["kind"] == "credential"
+    generic = key_client.post("/api/v1/variables/", {"name": "REGION", "value": "eu", "kind": "generic"}, format="json")
+    assert generic.json()["value"] == "eu"
+    listed = key_client.get("/api/v1/variables/").json()["results"]
+    assert [(v["name"], v["value"]) for v in listed] == [("OPENAI_API_KEY", "********"), ("REGION", "eu")]
+    assert SECRET not in json.dumps(key_client.get(f"/api/v1/variables/{created.json()['id']}").json())
+    stored = Variable.objects.get(name="OPENAI_API_KEY")
+    assert SECRET not in stored.value and services.variable_value(variable=stored) == SECRET
+
+
+def test_update_rename_and_kind_change(key_client, user):
+    var = services.variable_create(user=user, name="TOKEN", value="abc", kind="generic")
+    response = key_client.patch(f"/api/v1/variables/{var.id}", {"kind": "credential"}, format="json")
+    assert response.status_code == 200 and response.json()["value"] == "********"
+    var.refresh_from_db()
+    assert var.value != "abc" and services.variable_value(variable=var) == "abc"
+    key_client.patch(f"/api/v1/variables/{var.id}", {"value": "def", "name": "TOKEN2"}, format="json")
+    var.refresh_from_db()
+    assert var.name == "TOKEN2" and services.variable_value(variable=var) == "def"
+
+
+def test_bad_names_duplicates_and_other_users(key_client, user, make_user):
+    assert key_client.post("/api/v1/variables/", {"name": "1bad name", "value": "x"}, format="json").status_code == 422
+    key_client.post("/api/v1/variables/", {"name": "A", "value": "x"}, format="json")
+    dup = key_client.post("/api/v1/variables/", {"name": "A", "value": "y"}, format="json")
+    assert dup.status_code == 422 and dup.json()["detail"][0]["loc"] == ["body", "name"]
+    theirs = services.variable_create(user=make_user("bob"), name="A", value="bob's")
+    assert key_client.get(f"/api/v1/variables/{theirs.id}").status_code == 404
+    assert key_client.delete(f"/api/v1/variables/{theirs.id}").status_code == 404
+    assert Variable.objects.filter(pk=theirs.pk).exists()
+
+
+def test_variables_need_authentication(client):
+    assert client.get("/api/v1/variables/").status_code == 403
+
+
+def test_changed_key_is_a_clear_error(user, settings):
+    var = services.variable_create(user=user, name="K", value="v")
+    settings.LANGRUN_VARIABLES_KEY = "A" * 43 + "="
+    with pytest.raises(services.VariableUndecryptable, match="'K'"):
+        services.variable_value(variable=var)
+
+
+MODEL_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "prompt", "type": "Template", "params": {"template": "Summarise: {text}"}},
+        {"id": "model", "type": "LanguageModel", "params": {"model": "tiny", "api_key": {"variable": "OPENAI_API_KEY"}}},
+        {"id": "out", "type": "Output", "params": {"name": "answer"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "prompt", "target_input": "data"},
+        {"source": "prompt", "target": "model", "target_input": "prompt"},
+        {"source": "model", "target": "out"},
+    ],
+}
+
+
+def test_missing_variable_is_a_validation_error_naming_it(key_client):
+    response = key_client.post("/api/v1/flows/", {"name": "m", "data": MODEL_FLOW}, format="json")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "data", "nodes", 2, "params", "api_key"] and "'OPENAI_API_KEY'" in error["msg"]
+    assert error["type"] == "variable_missing"
+
+
+def _model_flow(user, base_url):
+    data = json.loads(json.dumps(MODEL_FLOW))
+    data["nodes"][2]["params"]["base_url"] = base_url
+    return services.flow_create(user=user, name="model", data=data)
+
+
+def test_language_model_flow_runs_with_the_credential_and_never_records_it(user, server, settings):  # noqa: F811
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    services.variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    flow = _model_flow(user, server.url + "/v1")
+    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={"text": f"my key is {SECRET}"})
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.outputs == {"answer": "echo: Summarise: my key is ********"}
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    records = json.dumps(list(run.node_results.values("output", "error", "traceback"))) + json.dumps(run.outputs) + run.error
+    assert SECRET not in records
+
+
+def test_run_fails_naming_a_variable_deleted_after_save(user, server, settings):  # noqa: F811
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    var = services.variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    flow = _model_flow(user, server.url + "/v1")
+    var.delete()
+    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "failed" and "'OPENAI_API_KEY'" in run.error
+    assert server.requests == []
+
+
+def test_local_model_server_is_refused_without_the_allow_list(user, server):  # noqa: F811
+    services.variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    flow = _model_flow(user, server.url + "/v1")
+    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
+    services.flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "failed" and "not a public address" in run.error
+    assert server.requests == []
+
+
+def test_tweaks_may_not_refer_to_missing_variables(user, make_flow):
+    flow = make_flow(user)
+    with pytest.raises(services.engine.GraphValidationError) as exc:
+        services.flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"greet": {"template": {"variable": "NOPE"}}})
+    assert exc.value.issues[0].type == "variable_missing"
+    assert FlowRun.objects.count() == 0

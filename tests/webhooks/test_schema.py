@@ -1,0 +1,80 @@
+"""A Webhook node's JSON Schema is enforced by the endpoint before a run is accepted."""
+
+import pytest
+
+from flows.models import FlowRun
+
+SCHEMA = {
+    "type": "object",
+    "required": ["id", "customer"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "customer": {"type": "object", "required": ["email"], "properties": {"email": {"type": "string", "format": "email"}}},
+        "items": {"type": "array", "items": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture
+def schema_flow(make_flow, user):
+    data = {
+        "nodes": [
+            {"id": "hook", "type": "Webhook", "params": {"schema": SCHEMA}},
+            {"id": "text", "type": "Template", "params": {"template": "Order {id} for {customer.email}"}},
+            {"id": "out", "type": "Output", "params": {"name": "text"}},
+        ],
+        "edges": [{"source": "hook", "target": "text", "target_input": "data"}, {"source": "text", "target": "out"}],
+    }
+    return make_flow(user, data=data, endpoint_name="orders")
+
+
+def test_valid_payload_is_accepted(key_client, schema_flow):
+    response = key_client.post("/api/v1/webhook/orders", {"id": 1, "customer": {"email": "ada@example.com"}}, format="json")
+    assert response.status_code == 202
+    assert FlowRun.objects.count() == 1
+
+
+def test_every_violation_is_listed_with_its_path_and_keyword(key_client, schema_flow):
+    body = {"id": 0, "customer": {}, "items": ["a", 2], "extra": True}
+    response = key_client.post("/api/v1/webhook/orders", body, format="json")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [(d["loc"], d["type"]) for d in detail] == [
+        (["body"], "additionalProperties"),
+        (["body", "customer"], "required"),
+        (["body", "id"], "minimum"),
+        (["body", "items", 1], "type"),
+    ]
+    assert detail[1]["msg"] == "'email' is a required property"
+    assert FlowRun.objects.count() == 0
+
+
+def test_text_payload_against_an_object_schema_is_422(key_client, schema_flow):
+    response = key_client.post("/api/v1/webhook/orders", "plain words", content_type="text/plain")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert all(d["loc"] == ["body"] for d in detail)
+    assert sorted(d["type"] for d in detail) == ["additionalProperties", "required", "required"]
+    assert FlowRun.objects.count() == 0
+
+
+def test_format_is_checked(key_client, schema_flow):
+    response = key_client.post("/api/v1/webhook/orders", {"id": 1, "customer": {"email": "not-an-email"}}, format="json")
+    assert response.status_code == 422 and response.json()["detail"][0] == {
+        "loc": ["body", "customer", "email"],
+        "msg": "'not-an-email' is not a 'email'",
+        "type": "format",
+    }
+
+
+def test_invalid_schema_is_refused_when_the_flow_is_saved(key_client):
+    data = {"nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": {"type": 12}}}], "edges": []}
+    response = key_client.post("/api/v1/flows/", {"name": "x", "data": data}, format="json")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "data", "nodes", 0, "params", "schema"]
+    assert response.json()["detail"][0]["type"] == "json_schema"
+
+
+def test_flows_without_schema_accept_anything(key_client, flow):
+    assert key_client.post("/api/v1/webhook/greet", [1, 2], format="json").status_code == 202
