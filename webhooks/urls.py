@@ -1,8 +1,9 @@
 from django.urls import path
 
-from webhooks.views import WebhookView
+from webhooks.views import FlowSigningSecretView, WebhookView
 
 urlpatterns = [
     path("webhook/<str:flow_id_or_name>", WebhookView.as_view(), name="webhook"),
     path("webhook/<str:flow_id_or_name>/", WebhookView.as_view()),
+    path("flows/<uuid:pk>/signing-secret", FlowSigningSecretView.as_view(), name="flow-signing-secret"),
 ]
