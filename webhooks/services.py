@@ -26,7 +26,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import exceptions, status
 
-from flows.models import Flow
+from flows.models import ENDPOINT_NAME_RE, Flow
 from langrun.authentication import INVALID_API_KEY
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
@@ -39,6 +39,7 @@ FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 1000
 
 logger = logging.getLogger(__name__)
+ENDPOINT_NAME = re.compile(ENDPOINT_NAME_RE)
 
 
 class EmptyBody(exceptions.APIException):
@@ -91,6 +92,8 @@ def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.U
         if caller is not None and flow.user_id != caller.pk:
             raise exceptions.PermissionDenied(ACCESS_DENIED)
         return flow
+    if not ENDPOINT_NAME.fullmatch(identifier):  # no flow has such a name; and NUL cannot even be queried on PostgreSQL
+        raise not_found
     owner = caller.pk if caller is not None else user_id
     candidates = list(flows.filter(endpoint_name=identifier, **({"user_id": owner} if owner else {}))[:2])
     if not candidates:
