@@ -8,13 +8,27 @@ class FlowSerializer(serializers.ModelSerializer):
     webhook = serializers.BooleanField(source="has_webhook", read_only=True, help_text="True when the flow has a Webhook node.")
     webhook_url = serializers.SerializerMethodField()
     data = serializers.JSONField(help_text="The graph in langrun's native format: {'nodes': [...], 'edges': [...]}.")
+    max_attempts = serializers.IntegerField(
+        required=False, min_value=1, max_value=20, help_text="Attempts a run may take when it fails with a retryable error (default 1)."
+    )
+    max_concurrent_runs = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Runs of this flow executing at once; more wait in the queue (null: no limit).",
+    )
+    signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
 
     class Meta:
         model = Flow
         fields = ["id", "name", "description", "data", "endpoint_name", "user_id", "created_at", "updated_at", "webhook", "webhook_url"]
+        fields += ["max_attempts", "max_concurrent_runs", "signed"]
         read_only_fields = ["id", "created_at", "updated_at"]
         # Uniqueness per owner is checked by the service, which knows the owner.
         validators = []
+
+    def get_signed(self, flow: Flow) -> bool:
+        return bool(flow.signing_secret)
 
     def get_webhook_url(self, flow: Flow) -> str:
         path = f"/api/v1/webhook/{flow.endpoint_name or flow.id}"

@@ -51,9 +51,26 @@ def flow_endpoint_name_taken(*, user, endpoint_name: str | None, exclude: Flow |
     return qs.exists()
 
 
-def flow_create(*, user, name: str, data: dict, description: str = "", endpoint_name: str | None = None) -> Flow:
+def flow_create(
+    *,
+    user,
+    name: str,
+    data: dict,
+    description: str = "",
+    endpoint_name: str | None = None,
+    max_attempts: int = 1,
+    max_concurrent_runs: int | None = None,
+) -> Flow:
     flow_graph_validate(data=data)
-    flow = Flow(user=user, name=name, description=description, endpoint_name=endpoint_name or None, data=data)
+    flow = Flow(
+        user=user,
+        name=name,
+        description=description,
+        endpoint_name=endpoint_name or None,
+        data=data,
+        max_attempts=max_attempts,
+        max_concurrent_runs=max_concurrent_runs,
+    )
     return _flow_save(flow)
 
 

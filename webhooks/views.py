@@ -7,7 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from flows.models import Flow, FlowRun
+from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import flow_run_create
 from langrun.authentication import api_key_from_request
 from webhooks import services
@@ -102,3 +102,19 @@ class FlowSigningSecretView(APIView):
     def delete(self, request, pk):
         services.webhook_signing_secret_remove(flow=self._flow(request, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RunAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunAttempt
+        fields = ["number", "outcome", "error", "started_at", "finished_at"]
+
+
+class RunAttemptsView(APIView):
+    """Every attempt at one of your runs, oldest first (retries and recoveries). Another user's run is a 404."""
+
+    serializer_class = RunAttemptSerializer
+
+    def get(self, request, pk):
+        run = get_object_or_404(FlowRun.objects.filter(flow__user=request.user), pk=pk)
+        return Response(RunAttemptSerializer(run.attempt_log.all(), many=True).data)

@@ -299,3 +299,33 @@ def test_sweep_does_all_its_jobs(flow, user, enqueued, capsys):
     assert services.flow_runs_sweep() == {"recovered": 0, "retried": 0, "requeued": 0, "keys_released": 0}
     call_command("sweep_runs")
     assert "recovered: 0" in capsys.readouterr().out
+
+
+# --- the API's view of it ---------------------------------------------------------
+
+
+def test_flow_api_sets_attempts_and_concurrency(key_client):
+    from tests.conftest import GREETING_FLOW
+
+    body = {"name": "R", "data": GREETING_FLOW, "max_attempts": 3, "max_concurrent_runs": 2}
+    created = key_client.post("/api/v1/flows/", body, format="json")
+    assert created.status_code == 201, created.content
+    assert (created.json()["max_attempts"], created.json()["max_concurrent_runs"], created.json()["signed"]) == (3, 2, False)
+    flow_id = created.json()["id"]
+    patched = key_client.patch(f"/api/v1/flows/{flow_id}", {"max_concurrent_runs": None}, format="json")
+    assert patched.status_code == 200 and patched.json()["max_concurrent_runs"] is None
+    bad = key_client.post("/api/v1/flows/", {**body, "max_attempts": 0}, format="json")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "max_attempts"]
+    assert key_client.post("/api/v1/flows/", {"name": "D", "data": GREETING_FLOW}, format="json").json()["max_attempts"] == 1
+
+
+def test_run_detail_shows_every_attempt(key_client, flow, user, enqueued):
+    flow.max_attempts = 2
+    flow.save()
+    run = new_run(flow, user)
+    services.flow_run_claim(run_id=run.id)
+    services.flow_runs_recover_interrupted(lease=timedelta(0))
+    flow_run_execute(run_id=run.id)
+    log = key_client.get(f"/api/v1/runs/{run.id}/attempts").json()
+    assert [(a["number"], a["outcome"]) for a in log] == [(1, "interrupted"), (2, "succeeded")]
+    assert "interrupted" in log[0]["error"] and log[1]["finished_at"]

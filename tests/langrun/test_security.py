@@ -40,6 +40,7 @@ def test_runs_and_tasks_of_another_user_are_404(key_client, victim):
     _, run = victim
     assert key_client.get(f"/api/v1/runs/{run.id}").status_code == 404
     assert key_client.get(f"/api/v1/task/{run.id}").status_code == 404
+    assert key_client.get(f"/api/v1/runs/{run.id}/attempts").status_code == 404
 
 
 def test_webhook_of_another_users_flow_by_name_is_404_and_by_id_is_refused(key_client, victim):

@@ -268,3 +268,12 @@ def test_secrets_never_reach_logs_or_run_records(key_client, api_key, flow, capl
     for text in (caplog.text, record, bad.content.decode(), wrong_key.content.decode()):
         assert api_key not in text and api_key[3:] not in text
         assert secret not in text and secret.removeprefix("whsec_") not in text
+
+
+def test_admin_pages_never_show_the_signing_secret(admin_client, flow, secret):
+    services.webhook_signing_secret_rotate(flow=flow)  # a previous secret too
+    flow.refresh_from_db()
+    for url in (f"/admin/flows/flow/{flow.id}/change/", "/admin/flows/flow/"):
+        page = admin_client.get(url)
+        assert page.status_code == 200
+        assert flow.signing_secret not in page.content.decode() and secret not in page.content.decode()
