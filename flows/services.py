@@ -299,7 +299,8 @@ def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: l
             status=run.status, outputs=run.outputs, error=run.error, finished_at=run.finished_at
         )
         if finished:
-            NodeResult.objects.filter(run=run).delete()
+            if run.attempts > 1:  # earlier attempts write no node results, but a run's results are its last attempt's
+                NodeResult.objects.filter(run=run).delete()
             NodeResult.objects.bulk_create(
                 NodeResult(
                     run=run,
@@ -346,6 +347,7 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
     now = timezone.now()
     stale = list(
         FlowRun.objects.filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
         .order_by("enqueued_at")
         .values_list("pk", flat=True)[:limit]
     )

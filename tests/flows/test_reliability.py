@@ -83,6 +83,7 @@ def test_retryable_failure_is_retried_after_backoff_until_it_succeeds(user, tmp_
     # Not before its time, whoever rings.
     assert flow_run_execute(run_id=run.id) is None
     assert services.flow_runs_enqueue_due_retries() == 0
+    assert services.flow_runs_requeue_stale(older_than=timedelta(0)) == 0
 
     make_due(run)
     enqueued.clear()
