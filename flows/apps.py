@@ -11,3 +11,11 @@ class FlowsConfig(AppConfig):
         from flows.services import sweep_schedule_ensure
 
         post_migrate.connect(sweep_schedule_ensure, sender=self)
+
+        # Extra component modules (LANGRUN_COMPONENT_MODULES); the test suite registers its fault-injection components so.
+        from importlib import import_module
+
+        from django.conf import settings
+
+        for module in getattr(settings, "LANGRUN_COMPONENT_MODULES", []):
+            import_module(module)

@@ -32,6 +32,19 @@ class Flow(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Reliability: how often a run may be attempted, and how many may run at once.
+    max_attempts = models.PositiveSmallIntegerField(
+        default=1, help_text="Attempts a run may take; failures marked retryable are tried again with backoff."
+    )
+    max_concurrent_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs of this flow executing at once; more wait in the queue. Empty: no limit."
+    )
+    # Webhook signing: when `signing_secret` is set, webhook requests must be signed with it
+    # (or, until `signing_secret_previous_expires_at`, with the previous secret).
+    signing_secret = models.CharField(max_length=100, blank=True, editable=False)
+    signing_secret_previous = models.CharField(max_length=100, blank=True, editable=False)
+    signing_secret_previous_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     class Meta:
         ordering = ["-updated_at"]
         constraints = [
@@ -86,6 +99,10 @@ class FlowRun(models.Model):
     outputs = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    idempotency_key = models.CharField(  # noqa: DJ001 - NULL means "no key"; unique per flow only when set
+        max_length=255, null=True, blank=True, help_text="The sender's Idempotency-Key or webhook-id, while it is retained."
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="A retried run waits until then.")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -102,6 +119,13 @@ class FlowRun(models.Model):
         indexes = [
             models.Index(fields=["status", "enqueued_at"]),
             models.Index(fields=["flow", "-received_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flow", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="flow_run_idempotency_key_unique_per_flow",
+            )
         ]
 
     def __str__(self) -> str:
@@ -177,3 +201,33 @@ class Variable(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RunAttempt(models.Model):
+    """One attempt at executing a run: when it started and ended, and how.
+
+    A run is attempted again when an attempt fails with a retryable error or is
+    interrupted (its worker died), up to its flow's `max_attempts`. The run's
+    node results describe its last attempt; this table keeps every attempt.
+    """
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        RETRY = "retry"
+        INTERRUPTED = "interrupted"
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="run_attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} ({self.outcome})"

@@ -17,6 +17,17 @@ class FlowSerializer(serializers.ModelSerializer):
         help_text="Seconds a run may take (default LANGRUN_FLOW_TIMEOUT).",
     )
 
+    max_attempts = serializers.IntegerField(
+        required=False, min_value=1, max_value=20, help_text="Attempts a run may take when it fails with a retryable error (default 1)."
+    )
+    max_concurrent_runs = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Runs of this flow executing at once; more wait in the queue (null: no limit).",
+    )
+    signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
+
     class Meta:
         model = Flow
         fields = [
@@ -31,10 +42,16 @@ class FlowSerializer(serializers.ModelSerializer):
             "updated_at",
             "webhook",
             "webhook_url",
+            "max_attempts",
+            "max_concurrent_runs",
+            "signed",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
         # Uniqueness per owner is checked by the service, which knows the owner.
         validators = []
+
+    def get_signed(self, flow: Flow) -> bool:
+        return bool(flow.signing_secret)
 
     def get_webhook_url(self, flow: Flow) -> str:
         path = f"/api/v1/webhook/{flow.endpoint_name or flow.id}"

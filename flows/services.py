@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from flows import engine
-from flows.models import Flow, FlowRun, NodeResult, Variable
+from flows.models import Flow, FlowRun, NodeResult, RunAttempt, Variable
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,27 @@ def flow_endpoint_name_taken(*, user, endpoint_name: str | None, exclude: Flow |
 
 
 def flow_create(
-    *, user, name: str, data: dict, description: str = "", endpoint_name: str | None = None, timeout: int | None = None
+    *,
+    user,
+    name: str,
+    data: dict,
+    description: str = "",
+    endpoint_name: str | None = None,
+    timeout: int | None = None,
+    max_attempts: int = 1,
+    max_concurrent_runs: int | None = None,
 ) -> Flow:
     flow_graph_validate(data=data, user=user)
-    flow = Flow(user=user, name=name, description=description, endpoint_name=endpoint_name or None, data=data, timeout=timeout)
+    flow = Flow(
+        user=user,
+        name=name,
+        description=description,
+        endpoint_name=endpoint_name or None,
+        data=data,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        max_concurrent_runs=max_concurrent_runs,
+    )
     return _flow_save(flow)
 
 
@@ -98,30 +116,56 @@ def flow_run_create(
     content_type: str = "",
     replay_of: FlowRun | None = None,
     tweaks: dict | None = None,
+    idempotency_key: str | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
     When this returns, the run is committed (or the surrounding transaction
     will commit it); a failure to enqueue is left to the sweep. `tweaks` are
     checked against the flow's graph first (GraphValidationError).
+
+    With an `idempotency_key`, a key this flow already saw within
+    LANGRUN_IDEMPOTENCY_RETENTION returns that original run instead, with
+    `run.deduplicated = True`; the database's unique constraint decides
+    between concurrent requests, so exactly one of them creates the run.
     """
     if tweaks:
         tweaked = engine.apply_tweaks(flow.data, tweaks)
         engine.parse_graph(tweaked)
         variables_check_exist(user=flow.user, data=tweaked)
+    fields = {
+        "flow": flow,
+        "user": user,
+        "trigger": trigger,
+        "payload": payload,
+        "body": body,
+        "content_type": content_type[:255],
+        "replay_of": replay_of,
+        "tweaks": tweaks or None,
+        "idempotency_key": idempotency_key or None,
+    }
+    if not idempotency_key:
+        return _flow_run_insert(fields)
+    for _ in range(3):
+        try:
+            return _flow_run_insert(fields)
+        except IntegrityError:
+            original = FlowRun.objects.filter(flow=flow, idempotency_key=idempotency_key).first()
+            if original is None:  # its key expired between our insert and this read
+                continue
+            if original.received_at >= timezone.now() - timedelta(seconds=settings.LANGRUN_IDEMPOTENCY_RETENTION):
+                original.deduplicated = True
+                return original
+            # Past the retention window the key is free again.
+            FlowRun.objects.filter(pk=original.pk, idempotency_key=idempotency_key).update(idempotency_key=None)
+    raise RuntimeError(f"Could not record a run for idempotency key {idempotency_key!r}")
+
+
+def _flow_run_insert(fields: dict[str, Any]) -> FlowRun:
     with transaction.atomic():
-        run = FlowRun.objects.create(
-            flow=flow,
-            user=user,
-            trigger=trigger,
-            payload=payload,
-            body=body,
-            content_type=content_type[:255],
-            enqueued_at=timezone.now(),
-            replay_of=replay_of,
-            tweaks=tweaks or None,
-        )
+        run = FlowRun.objects.create(enqueued_at=timezone.now(), **fields)
         transaction.on_commit(lambda: flow_run_enqueue(run_id=run.id))
+    run.deduplicated = False
     return run
 
 
@@ -177,21 +221,44 @@ def flow_run_enqueue(*, run_id) -> bool:
 
 
 def flow_run_claim(*, run_id) -> bool:
-    """Move a run from `queued` to `running` in one conditional update; False if someone else has it."""
-    claimed = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).update(
-        status=FlowRun.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+    """Move a run from `queued` to `running` in one conditional update; False if someone else has it.
+
+    A run waiting for a retry's backoff is not claimed before its time, nor a
+    run whose flow already has `max_concurrent_runs` running (it stays queued:
+    a finishing run of that flow, or the sweep, rings again). Each claim opens
+    a RunAttempt; `attempts` doubles as the fencing token of the claim.
+    """
+    now = timezone.now()
+    claimable = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
-    return claimed == 1
+    flow_id, limit = FlowRun.objects.filter(pk=run_id).values_list("flow_id", "flow__max_concurrent_runs").first() or (None, None)
+    if flow_id is None:
+        return False
+    with transaction.atomic():
+        if limit:
+            # Claims of this flow's runs take turns (a row lock; SQLite's write lock already serializes them).
+            list(Flow.objects.select_for_update().filter(pk=flow_id).values_list("pk"))
+            if FlowRun.objects.filter(flow_id=flow_id, status=FlowRun.Status.RUNNING).count() >= limit:
+                logger.info("Run %s waits: its flow already has %d running", run_id, limit)
+                return False
+        claimed = claimable.update(status=FlowRun.Status.RUNNING, started_at=now, attempts=F("attempts") + 1, next_attempt_at=None)
+        if claimed != 1:
+            return False
+        number = FlowRun.objects.filter(pk=run_id).values_list("attempts", flat=True).get()
+        RunAttempt.objects.create(run_id=run_id, number=number, started_at=now)
+    return True
 
 
 def flow_run_execute(*, run_id) -> FlowRun | None:
     """Claim a queued run and execute its flow, recording every node's result.
 
     Returns None (and does nothing) when the run is not `queued`: a duplicate
-    delivery, or a run another worker already has.
+    delivery, or a run another worker already has. A failure marked retryable
+    sends the run back to the queue while the flow allows more attempts.
     """
     if not flow_run_claim(run_id=run_id):
-        logger.info("Run %s is not queued any more; nothing to do", run_id)
+        logger.info("Run %s is not claimable now; nothing to do", run_id)
         return None
     run = FlowRun.objects.select_related("flow").get(pk=run_id)
     try:
@@ -203,7 +270,31 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
     except engine.GraphValidationError as exc:
         return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow cannot run: {exc}", nodes=[])
     result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)
+    if result.status == FlowRun.Status.FAILED and result.retryable and run.attempts < run.flow.max_attempts:
+        return _flow_run_retry_later(run, error=result.error)
     return _flow_run_finish(run, status=result.status, outputs=result.outputs, error=result.error, nodes=result.nodes)
+
+
+def flow_run_backoff(*, attempt: int) -> timedelta:
+    """Wait before attempt `attempt + 1`: exponential, capped, with jitter (half fixed, half random)."""
+    ceiling = min(settings.LANGRUN_RETRY_BACKOFF_MAX, settings.LANGRUN_RETRY_BACKOFF * 2 ** max(attempt - 1, 0))
+    return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - jitter, not a secret
+
+
+def _flow_run_retry_later(run: FlowRun, *, error: str) -> FlowRun:
+    now = timezone.now()
+    run.next_attempt_at = now + flow_run_backoff(attempt=run.attempts)
+    with transaction.atomic():
+        requeued = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING, attempts=run.attempts).update(
+            status=FlowRun.Status.QUEUED, error=error, next_attempt_at=run.next_attempt_at, enqueued_at=now
+        )
+        if requeued:
+            RunAttempt.objects.filter(run=run, number=run.attempts).update(outcome=RunAttempt.Outcome.RETRY, error=error, finished_at=now)
+    if requeued:
+        run.status, run.error = FlowRun.Status.QUEUED, error
+        logger.info("Run %s attempt %d failed (retryable); next attempt after %s", run.id, run.attempts, run.next_attempt_at)
+        _flow_release_waiting(run.flow)
+    return run
 
 
 def _jsonable(value: Any) -> Any:
@@ -216,24 +307,47 @@ def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: l
     run.error = error
     run.finished_at = timezone.now()
     with transaction.atomic():
-        NodeResult.objects.bulk_create(
-            NodeResult(
-                run=run,
-                node_id=n.node_id,
-                component_type=n.type,
-                status=n.status,
-                output=_jsonable(n.output),
-                error=n.error,
-                traceback=n.traceback,
-                duration_ms=n.duration_ms,
-                order=n.order,
-            )
-            for n in nodes
-        )
-        FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING).update(
+        # Only the holder of the current claim may finish the run: a worker whose attempt was
+        # declared interrupted (and maybe claimed again since) writes nothing.
+        finished = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING, attempts=run.attempts).update(
             status=run.status, outputs=run.outputs, error=run.error, finished_at=run.finished_at
         )
+        if finished:
+            if run.attempts > 1:  # earlier attempts write no node results, but a run's results are its last attempt's
+                NodeResult.objects.filter(run=run).delete()
+            NodeResult.objects.bulk_create(
+                NodeResult(
+                    run=run,
+                    node_id=n.node_id,
+                    component_type=n.type,
+                    status=n.status,
+                    output=_jsonable(n.output),
+                    error=n.error,
+                    traceback=n.traceback,
+                    duration_ms=n.duration_ms,
+                    order=n.order,
+                )
+                for n in nodes
+            )
+            RunAttempt.objects.filter(run=run, number=run.attempts).update(outcome=status, error=error, finished_at=run.finished_at)
+    if not finished:
+        logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
+        run.refresh_from_db()
+        return run
+    _flow_release_waiting(run.flow)
     return run
+
+
+def _flow_release_waiting(flow: Flow) -> None:
+    """A slot of a concurrency-limited flow came free: ring for the runs waiting for it."""
+    if not flow.max_concurrent_runs:
+        return
+    now = timezone.now()
+    waiting = FlowRun.objects.filter(flow=flow, status=FlowRun.Status.QUEUED).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    for run_id in waiting.order_by("received_at").values_list("pk", flat=True)[: flow.max_concurrent_runs]:
+        flow_run_enqueue(run_id=run_id)
 
 
 def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int = 1000) -> int:
@@ -248,6 +362,7 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
     now = timezone.now()
     stale = list(
         FlowRun.objects.filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
         .order_by("enqueued_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -258,6 +373,75 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
         flow_run_enqueue(run_id=run_id)
     logger.info("Re-enqueued %d queued runs", len(stale))
     return len(stale)
+
+
+def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int = 1000) -> int:
+    """Runs `running` for longer than the lease lost their worker: queue them again, or fail them.
+
+    The lease defaults to LANGRUN_RUN_TIMEOUT + LANGRUN_LEASE_MARGIN: django-q2
+    stops a task at the timeout, so a run still `running` after that has nobody
+    working on it. Each update is conditional on the claim seen (`attempts`), so
+    a worker that finishes at the same moment wins or loses cleanly.
+    """
+    if lease is None:
+        lease = timedelta(seconds=settings.LANGRUN_RUN_TIMEOUT + settings.LANGRUN_LEASE_MARGIN)
+    now = timezone.now()
+    stuck = list(
+        FlowRun.objects.filter(status=FlowRun.Status.RUNNING, started_at__lt=now - lease)
+        .values_list("pk", "attempts", "flow__max_attempts")
+        .order_by("started_at")[:limit]
+    )
+    recovered = 0
+    for run_id, attempts, max_attempts in stuck:
+        interrupted = f"Attempt {attempts} was interrupted: its worker stopped, or it ran longer than {settings.LANGRUN_RUN_TIMEOUT} s."
+        current = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.RUNNING, attempts=attempts)
+        with transaction.atomic():
+            if attempts < max_attempts:
+                changed = current.update(status=FlowRun.Status.QUEUED, error=interrupted, enqueued_at=now)
+                if changed:
+                    transaction.on_commit(lambda run_id=run_id: flow_run_enqueue(run_id=run_id))
+            else:
+                error = f"{interrupted} No attempts left ({attempts} of {max_attempts})."
+                changed = current.update(status=FlowRun.Status.FAILED, error=error, finished_at=now)
+            if changed:
+                RunAttempt.objects.filter(run_id=run_id, number=attempts).update(
+                    outcome=RunAttempt.Outcome.INTERRUPTED, error=interrupted, finished_at=now
+                )
+        recovered += changed
+    if recovered:
+        logger.warning("Recovered %d interrupted runs", recovered)
+    return recovered
+
+
+def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
+    """Ring for the runs whose retry backoff has passed (each once: `enqueued_at` moves past `next_attempt_at`)."""
+    now = timezone.now()
+    due = list(
+        FlowRun.objects.filter(status=FlowRun.Status.QUEUED, next_attempt_at__lte=now, enqueued_at__lt=F("next_attempt_at"))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for run_id in due:
+        if FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).update(enqueued_at=now):
+            flow_run_enqueue(run_id=run_id)
+    return len(due)
+
+
+def flow_runs_release_idempotency_keys(*, older_than: timedelta | None = None) -> int:
+    """Forget the idempotency keys of runs older than the retention window, so the keys may be used again."""
+    if older_than is None:
+        older_than = timedelta(seconds=settings.LANGRUN_IDEMPOTENCY_RETENTION)
+    return FlowRun.objects.filter(idempotency_key__isnull=False, received_at__lt=timezone.now() - older_than).update(idempotency_key=None)
+
+
+def flow_runs_sweep() -> dict[str, int]:
+    """Everything the periodic sweep does: recover interrupted runs, ring for retries and lost doorbells, expire keys."""
+    return {
+        "recovered": flow_runs_recover_interrupted(),
+        "retried": flow_runs_enqueue_due_retries(),
+        "requeued": flow_runs_requeue_stale(),
+        "keys_released": flow_runs_release_idempotency_keys(),
+    }
 
 
 def sweep_schedule_ensure(sender=None, using: str = "default", **kwargs: Any) -> None:

@@ -1,6 +1,6 @@
 """django-q2 task entry points. They take ids, and call services."""
 
-from flows.services import flow_run_execute, flow_runs_requeue_stale
+from flows.services import flow_run_execute, flow_runs_sweep
 
 
 def execute_run(run_id: str) -> str | None:
@@ -8,5 +8,5 @@ def execute_run(run_id: str) -> str | None:
     return run.status if run else None
 
 
-def sweep() -> int:
-    return flow_runs_requeue_stale()
+def sweep() -> dict[str, int]:
+    return flow_runs_sweep()

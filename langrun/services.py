@@ -39,7 +39,7 @@ def api_key_create(*, user: User, name: str = "") -> NewApiKey:
 
 def api_key_authenticate(*, key: str) -> ApiKey | None:
     """The active key matching `key` (with its user), or None; records its use."""
-    if not key.startswith(KEY_PREFIX) or len(key) <= _PREFIX_LENGTH or len(key) > 200:
+    if not key.startswith(KEY_PREFIX) or len(key) <= _PREFIX_LENGTH or len(key) > 200 or not (key.isascii() and key.isprintable()):
         return None
     api_key = ApiKey.objects.select_related("user").filter(prefix=key[:_PREFIX_LENGTH], is_active=True).first()
     if api_key is None or not api_key.user.is_active or not hmac.compare_digest(api_key.hashed_key, _hash(key)):

@@ -151,6 +151,32 @@ LANGRUN_HTTP_ALLOWED_HOSTS = env.list("LANGRUN_HTTP_ALLOWED_HOSTS", default=[])
 # Fernet key encrypting credential variables; derived from SECRET_KEY when unset.
 LANGRUN_VARIABLES_KEY = env.str("LANGRUN_VARIABLES_KEY", default="")
 
+# Python modules imported at start-up to register additional components (trusted code, set by the operator).
+LANGRUN_COMPONENT_MODULES = env.list("LANGRUN_COMPONENT_MODULES", default=[])
+
+# --- Reliability ---------------------------------------------------------------
+# A `running` run whose attempt started more than LANGRUN_RUN_TIMEOUT + this many seconds ago lost its
+# worker (django-q2 stops a task at the timeout): the sweep queues it again, or fails it when no attempt is left.
+LANGRUN_LEASE_MARGIN = env.int("LANGRUN_LEASE_MARGIN", default=60)
+# Retryable failures wait base * 2^(attempt-1) seconds (capped, with full jitter) before the next attempt.
+LANGRUN_RETRY_BACKOFF = env.float("LANGRUN_RETRY_BACKOFF", default=10.0)
+LANGRUN_RETRY_BACKOFF_MAX = env.float("LANGRUN_RETRY_BACKOFF_MAX", default=600.0)
+# How long a sender's Idempotency-Key / webhook-id keeps answering with the original run.
+LANGRUN_IDEMPOTENCY_RETENTION = env.int("LANGRUN_IDEMPOTENCY_RETENTION", default=24 * 3600)
+# After a signing secret is rotated, the previous one is still accepted for this long.
+LANGRUN_SIGNING_SECRET_GRACE = env.int("LANGRUN_SIGNING_SECRET_GRACE", default=24 * 3600)
+# Webhook requests per minute, per flow and per API key (0: no limit); counted in the shared cache.
+LANGRUN_RATE_LIMIT_FLOW = env.int("LANGRUN_RATE_LIMIT_FLOW", default=0)
+LANGRUN_RATE_LIMIT_KEY = env.int("LANGRUN_RATE_LIMIT_KEY", default=0)
+
+# The cache holds the rate-limit counters, so every process must share it: Redis in production,
+# a database table (created by `migrate`) on the embedded default.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("CACHE_URL", default=REDIS_URL)}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "langrun_cache"}}
+CACHES["default"]["KEY_PREFIX"] = env.str("LANGRUN_CLUSTER_NAME", default="langrun")
+
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -184,3 +210,10 @@ LOGGING = {
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("LANGRUN_BEHIND_TLS_PROXY", default=False) else None
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Health checks come from inside the network over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^health_check$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True

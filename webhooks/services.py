@@ -1,23 +1,35 @@
 """The webhook's rules: who is calling, which flow they mean, and what the body says.
 
 Each function raises an API exception carrying its status and Langflow's message;
-nothing here writes to the database.
+nothing here writes runs (the signing-secret functions save the flow, the rate limit counts in the cache).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import logging
+import math
+import re
+import secrets
+import time
 import uuid
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
+import standardwebhooks
 from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
 from rest_framework import exceptions, status
 
-from flows.models import Flow
+from flows.models import ENDPOINT_NAME_RE, Flow
 from langrun.authentication import INVALID_API_KEY
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
-from langrun.models import User
+from langrun.models import ApiKey, User
 from langrun.services import api_key_authenticate
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
@@ -25,6 +37,9 @@ ACCESS_DENIED = "Access denied: You can only execute webhooks for flows you own"
 EMPTY_BODY = "Request body is empty. You should provide a JSON payload containing the flow ID."
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 1000
+
+logger = logging.getLogger(__name__)
+ENDPOINT_NAME = re.compile(ENDPOINT_NAME_RE)
 
 
 class EmptyBody(exceptions.APIException):
@@ -77,6 +92,8 @@ def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.U
         if caller is not None and flow.user_id != caller.pk:
             raise exceptions.PermissionDenied(ACCESS_DENIED)
         return flow
+    if not ENDPOINT_NAME.fullmatch(identifier):  # no flow has such a name; and NUL cannot even be queried on PostgreSQL
+        raise not_found
     owner = caller.pk if caller is not None else user_id
     candidates = list(flows.filter(endpoint_name=identifier, **({"user_id": owner} if owner else {}))[:2])
     if not candidates:
@@ -194,3 +211,165 @@ def webhook_payload_check_schema(*, flow: Flow, payload: Any) -> None:
         violations = payload_schema_violations(schema, payload)
         if violations:
             raise RequestValidationError([{"loc": ["body", *path], "msg": msg, "type": keyword} for path, msg, keyword in violations])
+
+
+# --- Reliability and security ------------------------------------------------------
+
+SIGNING_SECRET_PREFIX = "whsec_"
+SIGNATURE_REQUIRED = "This flow requires signed webhook requests (webhook-signature or X-Hub-Signature-256)."
+SIGNATURE_INVALID = "Invalid webhook signature."
+IDEMPOTENCY_HEADERS = ("HTTP_IDEMPOTENCY_KEY", "HTTP_WEBHOOK_ID")
+MAX_IDEMPOTENCY_KEY = 255
+_SIGNATURE_ENTRY = re.compile(r"^v1,[A-Za-z0-9+/=]{1,200}$")
+
+
+class InvalidSignature(exceptions.APIException):
+    """401: the flow has a signing secret and the request is not signed with it."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_detail = SIGNATURE_INVALID
+    default_code = "invalid_signature"
+
+
+def webhook_body_read(*, stream, content_length: str | None) -> bytes:
+    """The raw body, never reading more than LANGRUN_MAX_BODY_BYTES + 1 bytes whatever Content-Length claims."""
+    webhook_body_check_size(content_length=content_length)
+    limit = settings.LANGRUN_MAX_BODY_BYTES
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+    return b"".join(chunks)
+
+
+def webhook_api_key(*, key: str | None) -> ApiKey | None:
+    """The active API key a request carries; PermissionDenied for a key that is not one. None when there is no key."""
+    if not key:
+        return None
+    api_key = api_key_authenticate(key=key)
+    if api_key is None:
+        raise exceptions.PermissionDenied(INVALID_API_KEY)
+    return api_key
+
+
+def webhook_is_signed(*, headers) -> bool:
+    return bool(headers.get("HTTP_WEBHOOK_SIGNATURE") or headers.get("HTTP_X_HUB_SIGNATURE_256"))
+
+
+def webhook_signature_verify(*, flow: Flow, body: bytes, headers) -> None:
+    """Check a signed request against the flow's signing secrets (current, and previous during its grace period).
+
+    Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`; 5 minutes of tolerance; several
+    space-separated signatures) is checked by the `standardwebhooks` library; GitHub's `X-Hub-Signature-256:
+    sha256=<hex>` is an HMAC-SHA256 of the body keyed with the secret as written. Comparisons are constant-time.
+    Raises InvalidSignature (401); does nothing for a flow without a secret.
+    """
+    secrets_ = webhook_signing_secrets(flow=flow)
+    if not secrets_:
+        return
+    if not webhook_is_signed(headers=headers):
+        raise InvalidSignature(SIGNATURE_REQUIRED)
+    standard = headers.get("HTTP_WEBHOOK_SIGNATURE")
+    if standard:
+        entries = [e for e in standard.split(" ") if _SIGNATURE_ENTRY.match(e)]
+        swh_headers = {
+            "webhook-id": headers.get("HTTP_WEBHOOK_ID", ""),
+            "webhook-timestamp": headers.get("HTTP_WEBHOOK_TIMESTAMP", ""),
+            "webhook-signature": " ".join(entries),
+        }
+        for secret in secrets_:
+            try:
+                standardwebhooks.Webhook(secret).verify(body, swh_headers, json_parse=False)
+            except Exception:  # noqa: S112 - every failure (bad header, encoding, timestamp, mismatch) is "not this secret"
+                continue
+            return
+        raise InvalidSignature()
+    github = headers.get("HTTP_X_HUB_SIGNATURE_256", "")
+    given = github[len("sha256=") :].strip().lower() if github.startswith("sha256=") else ""
+    for secret in secrets_:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected.encode(), given.encode("ascii", "replace")):
+            return
+    raise InvalidSignature()
+
+
+def webhook_signing_secrets(*, flow: Flow) -> list[str]:
+    secrets_ = [flow.signing_secret] if flow.signing_secret else []
+    expires = flow.signing_secret_previous_expires_at
+    if flow.signing_secret_previous and expires and expires > timezone.now():
+        secrets_.append(flow.signing_secret_previous)
+    return secrets_
+
+
+def webhook_signing_secret_rotate(*, flow: Flow, grace_seconds: int | None = None) -> str:
+    """Give the flow a new signing secret and return it (the only time it is shown).
+
+    The previous secret, if any, is still accepted for `grace_seconds`
+    (LANGRUN_SIGNING_SECRET_GRACE by default; 0 revokes it at once).
+    """
+    if grace_seconds is None:
+        grace_seconds = settings.LANGRUN_SIGNING_SECRET_GRACE
+    secret = SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+    now = timezone.now()
+    if flow.signing_secret and grace_seconds > 0:
+        flow.signing_secret_previous = flow.signing_secret
+        flow.signing_secret_previous_expires_at = now + timedelta(seconds=grace_seconds)
+    else:
+        flow.signing_secret_previous, flow.signing_secret_previous_expires_at = "", None
+    flow.signing_secret = secret
+    flow.save(update_fields=["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "updated_at"])
+    return secret
+
+
+def webhook_signing_secret_remove(*, flow: Flow) -> None:
+    """Stop requiring signatures for the flow (and forget both secrets)."""
+    flow.signing_secret, flow.signing_secret_previous, flow.signing_secret_previous_expires_at = "", "", None
+    flow.save(update_fields=["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "updated_at"])
+
+
+def webhook_idempotency_key(*, headers) -> str | None:
+    """The sender's deduplication key: `Idempotency-Key`, else Standard Webhooks' `webhook-id`."""
+    for header in IDEMPOTENCY_HEADERS:
+        value = headers.get(header)
+        if value is None:
+            continue
+        if not value or len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable() or not value.isascii():
+            name = header[5:].replace("_", "-").title()
+            raise RequestValidationError.single(
+                ["header", name], f"{name} must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters.", "string_pattern_mismatch"
+            )
+        return value
+    return None
+
+
+def webhook_rate_limit_check(*, flow: Flow, api_key: ApiKey | None) -> None:
+    """Count the request against the per-flow and per-key limits (per minute, in the shared cache); 429 past one.
+
+    Counting is best effort: when the cache is unreachable the request passes (and the failure is logged), so a
+    cache outage never turns into refused webhooks.
+    """
+    limits = [("flow", flow.pk, settings.LANGRUN_RATE_LIMIT_FLOW)]
+    if api_key is not None:
+        limits.append(("key", api_key.pk, settings.LANGRUN_RATE_LIMIT_KEY))
+    now = time.time()
+    window = int(now // 60)
+    for scope, ident, limit in limits:
+        if limit <= 0:
+            continue
+        key = f"ratelimit:{scope}:{ident}:{window}"
+        try:
+            cache.add(key, 0, timeout=120)
+            count = cache.incr(key)
+        except Exception:
+            logger.warning("Rate-limit counter unavailable; letting the request through", exc_info=True)
+            return
+        if count > limit:
+            raise exceptions.Throttled(
+                wait=max(1, math.ceil((window + 1) * 60 - now)),
+                detail=f"Rate limit exceeded: at most {limit} webhook requests per minute for this {scope}.",
+            )

@@ -1,11 +1,13 @@
+from django.conf import settings
 from django.urls import reverse
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
+from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from flows.models import FlowRun
+from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import flow_run_create
 from langrun.authentication import api_key_from_request
 from webhooks import services
@@ -40,12 +42,24 @@ class WebhookView(APIView):
     parser_classes = [AnyBodyParser]
 
     def post(self, request, flow_id_or_name: str):
+        meta = request.META
         user_id = services.webhook_user_id_parse(raw=request.query_params.get("user_id"))
-        caller = services.webhook_caller(key=api_key_from_request(request))
+        services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
+        api_key = services.webhook_api_key(key=api_key_from_request(request)) if settings.LANGRUN_WEBHOOK_AUTH else None
+        signed = services.webhook_is_signed(headers=meta)
+        if settings.LANGRUN_WEBHOOK_AUTH and api_key is None and not signed:
+            raise exceptions.PermissionDenied(services.MISSING_API_KEY)
+        caller = api_key.user if api_key is not None else None
         flow = services.webhook_flow_lookup(identifier=flow_id_or_name, caller=caller, user_id=user_id)
-        services.webhook_body_check_size(content_length=request.META.get("CONTENT_LENGTH"))
+        if settings.LANGRUN_WEBHOOK_AUTH and api_key is None and not flow.signing_secret:
+            # A signature stands in for the API key only on a flow that has a signing secret.
+            raise exceptions.PermissionDenied(services.MISSING_API_KEY)
+        body = services.webhook_body_read(stream=request._request, content_length=meta.get("CONTENT_LENGTH"))
+        services.webhook_signature_verify(flow=flow, body=body, headers=meta)
+        idempotency_key = services.webhook_idempotency_key(headers=meta)
+        services.webhook_rate_limit_check(flow=flow, api_key=api_key)
         content_type = request.content_type or ""
-        text, payload = services.webhook_payload_decode(body=request.body, content_type=content_type)
+        text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
         services.webhook_payload_check_schema(flow=flow, payload=payload)
         run = flow_run_create(
             flow=flow,
@@ -54,9 +68,54 @@ class WebhookView(APIView):
             payload=payload,
             body=text,
             content_type=content_type,
+            idempotency_key=idempotency_key,
         )
         status_url = request.build_absolute_uri(reverse("flowrun-detail", kwargs={"pk": run.id}))
         body = WebhookAcceptedSerializer(
             {"message": ACCEPTED_MESSAGE, "status": "in progress", "run_id": run.id, "status_url": status_url}
         ).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": status_url})
+        headers = {"Location": status_url}
+        if run.deduplicated:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+class SigningSecretSerializer(serializers.Serializer):
+    signing_secret = serializers.CharField(help_text="Shown only in this response. Standard Webhooks secret (whsec_...).")
+    previous_secret_valid_until = serializers.DateTimeField(allow_null=True)
+
+
+class FlowSigningSecretView(APIView):
+    """POST: create or rotate the flow's webhook signing secret (the old one stays valid for the grace period).
+    DELETE: stop requiring signatures. Another user's flow is a 404."""
+
+    serializer_class = SigningSecretSerializer
+
+    def _flow(self, request, pk) -> Flow:
+        return get_object_or_404(Flow.objects.filter(user=request.user), pk=pk)
+
+    def post(self, request, pk):
+        flow = self._flow(request, pk)
+        secret = services.webhook_signing_secret_rotate(flow=flow)
+        data = {"signing_secret": secret, "previous_secret_valid_until": flow.signing_secret_previous_expires_at}
+        return Response(SigningSecretSerializer(data).data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+    def delete(self, request, pk):
+        services.webhook_signing_secret_remove(flow=self._flow(request, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RunAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunAttempt
+        fields = ["number", "outcome", "error", "started_at", "finished_at"]
+
+
+class RunAttemptsView(APIView):
+    """Every attempt at one of your runs, oldest first (retries and recoveries). Another user's run is a 404."""
+
+    serializer_class = RunAttemptSerializer
+
+    def get(self, request, pk):
+        run = get_object_or_404(FlowRun.objects.filter(flow__user=request.user), pk=pk)
+        return Response(RunAttemptSerializer(run.attempt_log.all(), many=True).data)

@@ -1,6 +1,7 @@
 """Real processes for end-to-end tests: gunicorn and a django-q2 cluster on the test database."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,12 +46,16 @@ class Service:
             "LANGRUN_CLUSTER_NAME": settings.Q_CLUSTER["name"],
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LANGRUN_ORM_POLL": "0.05",
+            "LANGRUN_COMPONENT_MODULES": "tests.components",
         }
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own, so a test can signal the whole process tree (qcluster's workers too).
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs[name] = proc
         return proc
 
@@ -61,7 +66,7 @@ class Service:
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
-            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a worker still booting
+            except requests.RequestException:  # not listening yet, or workers still loading Django
                 time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not start:\n{self.log('web')}")
 
@@ -79,7 +84,8 @@ class Service:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
 
 
 @pytest.fixture
