@@ -11,3 +11,8 @@ class FlowsConfig(AppConfig):
         from flows.services import sweep_schedule_ensure
 
         post_migrate.connect(sweep_schedule_ensure, sender=self)
+
+        from flows import admin_versions, retention
+
+        admin_versions.register()  # kept apart from flows/admin.py
+        post_migrate.connect(retention.prune_schedule_ensure, sender=self)

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from flows.models import Flow, FlowRun, NodeResult
+from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 
 
 class FlowSerializer(serializers.ModelSerializer):
@@ -46,3 +46,21 @@ class TaskStatusSerializer(serializers.Serializer):
 
     status = serializers.CharField()
     result = serializers.JSONField(allow_null=True)
+
+
+class FlowVersionSerializer(serializers.ModelSerializer):
+    """One version of a flow's graph; the list leaves `data` out."""
+
+    flow_id = serializers.UUIDField(read_only=True)
+    author = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = FlowVersion
+        fields = ["number", "flow_id", "author", "message", "created_at", "data"]
+        read_only_fields = fields
+
+
+class FlowVersionListSerializer(FlowVersionSerializer):
+    class Meta(FlowVersionSerializer.Meta):
+        fields = ["number", "flow_id", "author", "message", "created_at"]
+        read_only_fields = fields

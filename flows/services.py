@@ -16,7 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from flows import engine
-from flows.models import Flow, FlowRun, NodeResult
+from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ class EndpointNameTaken(Exception):
 
 class RunNotCancellable(Exception):
     """Only a run that is still `queued` can be cancelled."""
+
+
+class RunPayloadPruned(Exception):
+    """Retention deleted this run's payload, so it cannot be replayed."""
 
 
 # --- Flows -------------------------------------------------------------------
@@ -50,20 +54,28 @@ def flow_endpoint_name_taken(*, user, endpoint_name: str | None, exclude: Flow |
     return qs.exists()
 
 
-def flow_create(*, user, name: str, data: dict, description: str = "", endpoint_name: str | None = None) -> Flow:
+def flow_create(
+    *, user, name: str, data: dict, description: str = "", endpoint_name: str | None = None, author=None, message: str = ""
+) -> Flow:
     flow_graph_validate(data=data)
     flow = Flow(user=user, name=name, description=description, endpoint_name=endpoint_name or None, data=data)
-    return _flow_save(flow)
+    _flow_save(flow)
+    flow_version_record(flow=flow, author=author or user, message=message)
+    return flow
 
 
-def flow_update(*, flow: Flow, **fields: Any) -> Flow:
+def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) -> Flow:
+    """Change a flow's fields; a changed graph also records a new FlowVersion."""
     if "data" in fields:
         flow_graph_validate(data=fields["data"])
     if "endpoint_name" in fields:
         fields["endpoint_name"] = fields["endpoint_name"] or None
     for name, value in fields.items():
         setattr(flow, name, value)
-    return _flow_save(flow)
+    _flow_save(flow)
+    if "data" in fields:
+        flow_version_record(flow=flow, author=author, message=message)
+    return flow
 
 
 def _flow_save(flow: Flow) -> Flow:
@@ -90,15 +102,19 @@ def flow_run_create(
     content_type: str = "",
     replay_of: FlowRun | None = None,
     tweaks: dict | None = None,
+    version: FlowVersion | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
     When this returns, the run is committed (or the surrounding transaction
     will commit it); a failure to enqueue is left to the sweep. `tweaks` are
-    checked against the flow's graph first (GraphValidationError).
+    checked against the flow's graph first (GraphValidationError). The run
+    records `version` (default: the flow's current version) and executes it.
     """
+    if version is None:
+        version = flow_version_record(flow=flow)
     if tweaks:
-        engine.parse_graph(engine.apply_tweaks(flow.data, tweaks))
+        engine.parse_graph(engine.apply_tweaks(version.data, tweaks))
     with transaction.atomic():
         run = FlowRun.objects.create(
             flow=flow,
@@ -110,13 +126,23 @@ def flow_run_create(
             enqueued_at=timezone.now(),
             replay_of=replay_of,
             tweaks=tweaks or None,
+            version=version,
         )
         transaction.on_commit(lambda: flow_run_enqueue(run_id=run.id))
+    logger.info("Run accepted (trigger %s, version %s)", trigger, version.number, extra={"run_id": run.id, "flow_id": flow.id})
     return run
 
 
-def flow_run_replay(*, run: FlowRun, user) -> FlowRun:
-    """A new run of the same flow with the same request, linked to the original."""
+def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:
+    """A new run of the same flow with the same request, linked to the original.
+
+    It executes the version the original ran, or the flow's current graph
+    with `current_version=True`. A run whose payload retention cleared cannot be replayed.
+    """
+    if run.payload_pruned_at is not None:
+        raise RunPayloadPruned(
+            f"Run {run.id}'s payload was deleted by retention on {run.payload_pruned_at:%Y-%m-%d}; it cannot be replayed."
+        )
     return flow_run_create(
         flow=run.flow,
         user=user,
@@ -126,6 +152,7 @@ def flow_run_replay(*, run: FlowRun, user) -> FlowRun:
         content_type=run.content_type,
         replay_of=run,
         tweaks=run.tweaks,
+        version=None if current_version else run.version,
     )
 
 
@@ -183,9 +210,9 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
     if not flow_run_claim(run_id=run_id):
         logger.info("Run %s is not queued any more; nothing to do", run_id)
         return None
-    run = FlowRun.objects.select_related("flow").get(pk=run_id)
+    run = FlowRun.objects.select_related("flow", "version").get(pk=run_id)
     try:
-        graph = engine.parse_graph(engine.apply_tweaks(run.flow.data, run.tweaks))
+        graph = engine.parse_graph(engine.apply_tweaks(flow_run_graph_data(run=run), run.tweaks))
     except engine.GraphValidationError as exc:
         return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
     result = engine.run_graph(graph, payload=run.payload)
@@ -253,3 +280,43 @@ def sweep_schedule_ensure(sender=None, using: str = "default", **kwargs: Any) ->
         name=SWEEP_SCHEDULE_NAME,
         defaults={"func": SWEEP_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
     )
+
+
+# --- Flow versions -------------------------------------------------------------
+
+
+def flow_version_record(*, flow: Flow, author=None, message: str = "") -> FlowVersion:
+    """The flow's current version: the latest one when its graph equals `flow.data`, else a new one.
+
+    Numbering is serialised per flow by locking the flow's row (SQLite's
+    IMMEDIATE transactions serialise writers anyway).
+    """
+    latest = flow.versions.order_by("-number").first()
+    if latest is not None and latest.data == flow.data:
+        return latest
+    with transaction.atomic():
+        Flow.objects.select_for_update().filter(pk=flow.pk).first()
+        latest = flow.versions.order_by("-number").first()
+        if latest is not None and latest.data == flow.data:
+            return latest
+        version = FlowVersion.objects.create(
+            flow=flow, number=(latest.number + 1) if latest else 1, data=flow.data, author=author, message=message[:500]
+        )
+    logger.info("Flow version %d recorded", version.number, extra={"flow_id": flow.id})
+    return version
+
+
+def flow_version_restore(*, flow: Flow, number: int, author=None) -> FlowVersion:
+    """Make version `number`'s graph the flow's graph again, as a new version (FlowVersion.DoesNotExist if none).
+
+    The graph is validated again (components may have changed since), raising GraphValidationError.
+    Restoring the graph the flow already has records nothing and returns the current version.
+    """
+    old = flow.versions.get(number=number)
+    flow_update(flow=flow, data=old.data, author=author, message=f"Restored version {number}")
+    return flow_version_record(flow=flow)
+
+
+def flow_run_graph_data(*, run: FlowRun) -> dict:
+    """The graph a run executes: its version's, or (for a run recorded before versions) the flow's."""
+    return run.version.data if run.version_id else run.flow.data

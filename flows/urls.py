@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from flows import views
+from flows import version_views, views
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -18,5 +18,8 @@ router.register("flows", views.FlowViewSet, basename="flow")
 urlpatterns = [
     path("runs/<str:pk>", views.FlowRunDetailView.as_view(), name="flowrun-detail"),
     path("task/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),
+    path("flows/<uuid:flow_id>/versions/", version_views.FlowVersionListView.as_view(), name="flowversion-list"),
+    path("flows/<uuid:flow_id>/versions/<int:number>", version_views.FlowVersionDetailView.as_view(), name="flowversion-detail"),
+    path("flows/<uuid:flow_id>/versions/<int:number>/restore", version_views.FlowVersionRestoreView.as_view(), name="flowversion-restore"),
     *router.urls,
 ]

@@ -43,7 +43,7 @@ class FlowViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         with flow_errors_as_422():
-            serializer.instance = services.flow_update(flow=serializer.instance, **serializer.validated_data)
+            serializer.instance = services.flow_update(flow=serializer.instance, author=self.request.user, **serializer.validated_data)
 
 
 def _runs_of(user):
