@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from flows.metrics import metric_counters_add_many, runs_metric_samples
@@ -81,16 +82,19 @@ def runs_prune(
     batch = batch or s.LANGRUN_PRUNE_BATCH
     result = PruneResult(dry_run=dry_run)
 
+    doomed = Q(pk__in=[])
     if cutoff := _cutoff(succeeded_days):
-        qs = FlowRun.objects.filter(status=FlowRun.Status.SUCCEEDED, finished_at__lt=cutoff)
-        result.succeeded_runs = _delete_in_batches(qs, batch=batch, dry_run=dry_run)
+        expired = Q(status=FlowRun.Status.SUCCEEDED, finished_at__lt=cutoff)
+        result.succeeded_runs = _delete_in_batches(FlowRun.objects.filter(expired), batch=batch, dry_run=dry_run)
+        doomed |= expired
     if cutoff := _cutoff(failed_days):
-        qs = FlowRun.objects.filter(status__in=[FlowRun.Status.FAILED, FlowRun.Status.CANCELLED], finished_at__lt=cutoff)
-        result.failed_runs = _delete_in_batches(qs, batch=batch, dry_run=dry_run)
+        expired = Q(status__in=[FlowRun.Status.FAILED, FlowRun.Status.CANCELLED], finished_at__lt=cutoff)
+        result.failed_runs = _delete_in_batches(FlowRun.objects.filter(expired), batch=batch, dry_run=dry_run)
+        doomed |= expired
     if cutoff := _cutoff(payload_days):
         qs = FlowRun.objects.filter(status__in=FlowRun.TERMINAL, finished_at__lt=cutoff, payload_pruned_at__isnull=True)
         if dry_run:
-            result.payloads_cleared = qs.count()
+            result.payloads_cleared = qs.exclude(doomed).count()
         else:
             now = timezone.now()
             while ids := list(qs.values_list("pk", flat=True)[:batch]):

@@ -320,3 +320,45 @@ def flow_version_restore(*, flow: Flow, number: int, author=None) -> FlowVersion
 def flow_run_graph_data(*, run: FlowRun) -> dict:
     """The graph a run executes: its version's, or (for a run recorded before versions) the flow's."""
     return run.version.data if run.version_id else run.flow.data
+
+
+def flow_runs_requeue(
+    *,
+    status: str = FlowRun.Status.QUEUED,
+    flow: Flow | None = None,
+    older_than: timedelta = timedelta(0),
+    limit: int = 1000,
+    dry_run: bool = False,
+) -> list[FlowRun]:
+    """An operator's requeue (`manage.py requeue_runs`); returns the runs it acted on (or would, with `dry_run`).
+
+    - `queued`: enqueue again (as the sweep does) those last enqueued more than `older_than` ago.
+    - `running`: put back to `queued` and enqueue those started more than `older_than` ago, for runs
+      whose worker died; a run that is really still running could then run twice, so pick the age with care.
+    - `failed`: replay those finished more than `older_than` ago as new linked runs (terminal runs never
+      change); runs whose payload retention cleared are left out.
+    """
+    age_field = {FlowRun.Status.QUEUED: "enqueued_at", FlowRun.Status.RUNNING: "started_at", FlowRun.Status.FAILED: "finished_at"}
+    if status not in age_field:
+        raise ValueError(f"Runs that are {status!r} cannot be requeued; choose one of {', '.join(age_field)}.")
+    now = timezone.now()
+    qs = FlowRun.objects.filter(status=status, **{f"{age_field[status]}__lte": now - older_than}).select_related("flow", "version", "user")
+    if flow is not None:
+        qs = qs.filter(flow=flow)
+    if status == FlowRun.Status.FAILED:
+        qs = qs.filter(payload_pruned_at__isnull=True)
+    runs = list(qs.order_by(age_field[status])[:limit])
+    if dry_run or not runs:
+        return runs
+    if status == FlowRun.Status.FAILED:
+        replays = [flow_run_replay(run=run, user=run.user) for run in runs]
+        logger.info("Replayed %d failed runs", len(replays))
+        return replays
+    acted = []
+    for run in runs:
+        moved = FlowRun.objects.filter(pk=run.pk, status=status).update(status=FlowRun.Status.QUEUED, enqueued_at=now)
+        if moved:
+            flow_run_enqueue(run_id=run.id)
+            acted.append(run)
+    logger.info("Requeued %d %s runs", len(acted), status)
+    return acted
