@@ -61,7 +61,7 @@ class Service:
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine may answer late while gunicorn boots
                 time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not start:\n{self.log('web')}")
 
