@@ -24,6 +24,12 @@ def version_diff(old: FlowVersion | None, new: FlowVersion) -> str:
     return "\n".join(difflib.unified_diff(lines(old), lines(new), f"v{old.number}" if old else "(nothing)", f"v{new.number}", lineterm=""))
 
 
+def _line_class(line: str) -> str:
+    if line.startswith(("+++", "---")):
+        return "file"
+    return {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "")
+
+
 class FlowVersionAdmin(admin.ModelAdmin):
     list_display = ["flow", "number", "author", "created_at", "message", "diff_link"]
     list_filter = ["flow"]
@@ -81,7 +87,7 @@ class FlowVersionAdmin(admin.ModelAdmin):
             "versions": versions,
             "a": a,
             "b": b,
-            "diff": version_diff(a, b) if b else "",
+            "diff_lines": [(_line_class(line), line) for line in (version_diff(a, b) if b else "").splitlines()],
         }
         return TemplateResponse(request, "admin/flows/flowversion/compare.html", context)
 
