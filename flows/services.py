@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from flows import engine
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
+from langrun.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +129,14 @@ def flow_run_create(
             tweaks=tweaks or None,
             version=version,
         )
-        transaction.on_commit(lambda: flow_run_enqueue(run_id=run.id))
+        transaction.on_commit(lambda: _flow_run_enqueue_logged(run))
     logger.info("Run accepted (trigger %s, version %s)", trigger, version.number, extra={"run_id": run.id, "flow_id": flow.id})
     return run
+
+
+def _flow_run_enqueue_logged(run: FlowRun) -> None:
+    with log_context(run_id=run.id, flow_id=run.flow_id):
+        flow_run_enqueue(run_id=run.id)
 
 
 def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:
