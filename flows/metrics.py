@@ -111,26 +111,32 @@ def runs_metric_samples(runs: QuerySet) -> Samples:
     return samples
 
 
+def _counter_add(*, name: str, key: str, amount: float, set_value: bool = False) -> None:
+    update = {"value": amount} if set_value else {"value": F("value") + amount}
+    if not MetricCounter.objects.filter(name=name, labels=key).update(**update):
+        try:
+            with transaction.atomic():
+                MetricCounter.objects.create(name=name, labels=key, value=amount)
+        except IntegrityError:  # another process created it first
+            MetricCounter.objects.filter(name=name, labels=key).update(**update)
+
+
 def metric_counter_add(*, name: str, labels: dict[str, str] | None = None, amount: float = 1, set_value: bool = False) -> None:
     """Add to (or set) a database-kept counter shared by every process; never raises (metrics must not break a request)."""
-    key = _labels_key(labels or {})
-    update = {"value": amount} if set_value else {"value": F("value") + amount}
     try:
-        if not MetricCounter.objects.filter(name=name, labels=key).update(**update):
-            try:
-                with transaction.atomic():
-                    MetricCounter.objects.create(name=name, labels=key, value=amount)
-            except IntegrityError:  # another process created it first
-                MetricCounter.objects.filter(name=name, labels=key).update(**update)
+        _counter_add(name=name, key=_labels_key(labels or {}), amount=amount, set_value=set_value)
     except Exception:
         logger.exception("Could not update metric %s", name)
 
 
 def metric_counters_add_many(samples: Samples) -> None:
-    """Fold many samples into the database counters (retention keeps what it deletes this way)."""
+    """Fold many samples into the database counters (retention keeps what it deletes this way).
+
+    Raises on a database error, so that the caller's transaction (which deletes the runs) is rolled back too.
+    """
     for (name, key), value in samples.items():
         if value:
-            metric_counter_add(name=name, labels=json.loads(key) if key else {}, amount=value)
+            _counter_add(name=name, key=key, amount=value)
 
 
 class LedgerCollector:

@@ -2,9 +2,12 @@
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from io import StringIO
 
 import pytest
 import requests
+from django.conf import settings
+from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.models import FlowRun
@@ -25,6 +28,12 @@ def ops_service(transactional_db, tmp_path):
     svc.start_web()
     yield svc
     svc.stop()
+
+
+def _command(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
 
 
 def scrape(service) -> dict:
@@ -71,6 +80,11 @@ def test_scrape_after_a_burst_matches_the_runs_in_the_database(ops_service):
         assert m[("langrun_run_duration_seconds_count", ())] == 54
         assert m[("langrun_node_duration_seconds_count", (("component", "Webhook"),))] == 54
         assert m[("langrun_queue_depth", ())] == 0
+
+    status = json.loads(_command("langrun_status", "--json"))
+    assert status["queue_depth"] == 0 and status["last_hour"]["succeeded"] == db["succeeded"]
+    if settings.REDIS_URL:  # with Redis, django-q2 publishes the running cluster's stats there
+        assert len(status["clusters"]) == 1 and status["clusters"][0]["workers"] >= 1, status
 
     # The worker's log: JSON lines, and the line about each run carries its ids and not its payload.
     lines = [json.loads(line) for line in service.log("cluster").splitlines() if line.startswith("{")]

@@ -42,7 +42,7 @@ class Command(BaseCommand):
                 {
                     "cluster_id": str(s.cluster_id),
                     "host": s.host,
-                    "status": s.status,
+                    "status": str(s.status),
                     "workers": len(s.workers),
                     "uptime_s": int(s.uptime()),
                 }
