@@ -34,10 +34,29 @@ class NodeResultSerializer(serializers.ModelSerializer):
 class FlowRunSerializer(serializers.ModelSerializer):
     flow_id = serializers.UUIDField(read_only=True)
     nodes = NodeResultSerializer(source="node_results", many=True, read_only=True)
+    version = serializers.IntegerField(
+        source="version.number",
+        read_only=True,
+        allow_null=True,
+        help_text="The flow version this run executes (see /flows/{id}/versions/).",
+    )
 
     class Meta:
         model = FlowRun
-        fields = ["id", "flow_id", "status", "trigger", "attempts", "outputs", "error", "received_at", "started_at", "finished_at", "nodes"]
+        fields = [
+            "id",
+            "flow_id",
+            "version",
+            "status",
+            "trigger",
+            "attempts",
+            "outputs",
+            "error",
+            "received_at",
+            "started_at",
+            "finished_at",
+            "nodes",
+        ]
         read_only_fields = fields
 
 

@@ -48,7 +48,7 @@ class FlowViewSet(viewsets.ModelViewSet):
 
 def _runs_of(user):
     results = Prefetch("node_results", queryset=NodeResult.objects.order_by("order"))
-    return FlowRun.objects.filter(flow__user=user).prefetch_related(results)
+    return FlowRun.objects.filter(flow__user=user).select_related("version").prefetch_related(results)
 
 
 class FlowRunDetailView(generics.RetrieveAPIView):

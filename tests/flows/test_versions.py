@@ -122,3 +122,11 @@ def test_restore_of_a_graph_no_longer_valid_is_422(key_client, flow):
     assert response.json()["detail"][0]["type"] == "unknown_component"
     flow.refresh_from_db()
     assert flow.data == GREETING_FLOW
+
+
+def test_run_detail_names_its_version(key_client, flow, user):
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    services.flow_update(flow=flow, data=_with_template("Bye {name}!"))
+    assert key_client.get(f"/api/v1/runs/{run.id}").json()["version"] == 1
+    FlowRun.objects.filter(pk=run.pk).update(version=None)
+    assert key_client.get(f"/api/v1/runs/{run.id}").json()["version"] is None
