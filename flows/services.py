@@ -60,8 +60,9 @@ def flow_create(
 ) -> Flow:
     flow_graph_validate(data=data)
     flow = Flow(user=user, name=name, description=description, endpoint_name=endpoint_name or None, data=data)
-    _flow_save(flow)
-    flow_version_record(flow=flow, author=author or user, message=message)
+    with transaction.atomic():  # the flow and its first version, or neither
+        _flow_save(flow)
+        flow_version_record(flow=flow, author=author or user, message=message)
     return flow
 
 
@@ -73,9 +74,10 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
         fields["endpoint_name"] = fields["endpoint_name"] or None
     for name, value in fields.items():
         setattr(flow, name, value)
-    _flow_save(flow)
-    if "data" in fields:
-        flow_version_record(flow=flow, author=author, message=message)
+    with transaction.atomic():
+        _flow_save(flow)
+        if "data" in fields:
+            flow_version_record(flow=flow, author=author, message=message)
     return flow
 
 

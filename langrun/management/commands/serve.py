@@ -20,20 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
         python = sys.executable
-        web = [
-            python,
-            "-m",
-            "gunicorn",
-            "langrun.wsgi",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            str(web_workers),
-            "--access-logfile",
-            "-",
-            "--access-logformat",
-            ACCESS_LOG_FORMAT,
-        ]
+        web = [python, "-m", "gunicorn", "langrun.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers), "--access-logfile", "-"]
+        web += ["--access-logformat", ACCESS_LOG_FORMAT]
         cluster = [python, "manage.py", "qcluster"]
         procs = [subprocess.Popen(web), subprocess.Popen(cluster)]
         self.stdout.write(f"langrun is listening on http://{host}:{port}/ (admin: /admin/, API docs: /api/docs/)")
