@@ -111,6 +111,17 @@ class FlowRun(models.Model):
     replay_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays", help_text="The run this one replays."
     )
+    version = models.ForeignKey(
+        "FlowVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The version of the flow's graph this run was accepted against, and executes.",
+    )
+    payload_pruned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention cleared the raw body and payload of this run."
+    )
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
@@ -231,3 +242,47 @@ class RunAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} ({self.outcome})"
+
+
+class FlowVersion(models.Model):
+    """One immutable snapshot of a flow's graph, numbered 1, 2, 3 … per flow.
+
+    A version is written whenever a save changes the graph (an unchanged save
+    writes none), by the services only. Runs point at the version they were
+    accepted against and execute its `data`, so an edit made while a run waits
+    in the queue does not change what it runs, and a replay can run it again.
+    """
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    data = models.JSONField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["flow", "-number"]
+        constraints = [models.UniqueConstraint(fields=["flow", "number"], name="flow_version_number_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.flow} v{self.number}"
+
+
+class MetricCounter(models.Model):
+    """A named, labelled number kept in the database so every process adds to the same one.
+
+    Holds what the run ledger cannot tell at scrape time: rejected webhook
+    calls by status code, runs the sweep re-enqueued, the last sweep's time,
+    and the contributions of runs that retention deleted (so the counters
+    derived from the ledger never go down).
+    """
+
+    name = models.CharField(max_length=100)
+    labels = models.CharField(max_length=300, blank=True, help_text='The labels as JSON with sorted keys, e.g. {"code": "403"}.')
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "labels"], name="metric_counter_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name}{{{self.labels}}} {self.value}"

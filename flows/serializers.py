@@ -1,7 +1,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from flows.models import Flow, FlowRun, NodeResult, Variable
+from flows.models import Flow, FlowRun, FlowVersion, NodeResult, Variable
 
 
 class FlowSerializer(serializers.ModelSerializer):
@@ -78,10 +78,29 @@ class NodeResultSerializer(serializers.ModelSerializer):
 class FlowRunSerializer(serializers.ModelSerializer):
     flow_id = serializers.UUIDField(read_only=True)
     nodes = NodeResultSerializer(source="node_results", many=True, read_only=True)
+    version = serializers.IntegerField(
+        source="version.number",
+        read_only=True,
+        allow_null=True,
+        help_text="The flow version this run executes (see /flows/{id}/versions/).",
+    )
 
     class Meta:
         model = FlowRun
-        fields = ["id", "flow_id", "status", "trigger", "attempts", "outputs", "error", "received_at", "started_at", "finished_at", "nodes"]
+        fields = [
+            "id",
+            "flow_id",
+            "version",
+            "status",
+            "trigger",
+            "attempts",
+            "outputs",
+            "error",
+            "received_at",
+            "started_at",
+            "finished_at",
+            "nodes",
+        ]
         read_only_fields = fields
 
 
@@ -129,3 +148,21 @@ class ComponentSerializer(serializers.Serializer):
     inputs = serializers.ListField(child=serializers.DictField())
     outputs = serializers.ListField(child=serializers.DictField())
     extra_inputs = serializers.DictField(allow_null=True)
+
+
+class FlowVersionSerializer(serializers.ModelSerializer):
+    """One version of a flow's graph; the list leaves `data` out."""
+
+    flow_id = serializers.UUIDField(read_only=True)
+    author = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = FlowVersion
+        fields = ["number", "flow_id", "author", "message", "created_at", "data"]
+        read_only_fields = fields
+
+
+class FlowVersionListSerializer(FlowVersionSerializer):
+    class Meta(FlowVersionSerializer.Meta):
+        fields = ["number", "flow_id", "author", "message", "created_at"]
+        read_only_fields = fields

@@ -17,7 +17,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from flows import engine
-from flows.models import Flow, FlowRun, NodeResult, RunAttempt, Variable
+from flows.models import Flow, FlowRun, FlowVersion, NodeResult, RunAttempt, Variable
+from langrun.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ class EndpointNameTaken(Exception):
 
 class RunNotCancellable(Exception):
     """Only a run that is still `queued` can be cancelled."""
+
+
+class RunPayloadPruned(Exception):
+    """Retention deleted this run's payload, so it cannot be replayed."""
 
 
 # --- Flows -------------------------------------------------------------------
@@ -67,6 +72,8 @@ def flow_create(
     timeout: int | None = None,
     max_attempts: int = 1,
     max_concurrent_runs: int | None = None,
+    author=None,
+    message: str = "",
 ) -> Flow:
     flow_graph_validate(data=data, user=user)
     flow = Flow(
@@ -79,17 +86,25 @@ def flow_create(
         max_attempts=max_attempts,
         max_concurrent_runs=max_concurrent_runs,
     )
-    return _flow_save(flow)
+    with transaction.atomic():  # the flow and its first version, or neither
+        _flow_save(flow)
+        flow_version_record(flow=flow, author=author or user, message=message)
+    return flow
 
 
-def flow_update(*, flow: Flow, **fields: Any) -> Flow:
+def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) -> Flow:
+    """Change a flow's fields; a changed graph also records a new FlowVersion."""
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=flow.user)
     if "endpoint_name" in fields:
         fields["endpoint_name"] = fields["endpoint_name"] or None
     for name, value in fields.items():
         setattr(flow, name, value)
-    return _flow_save(flow)
+    with transaction.atomic():
+        _flow_save(flow)
+        if "data" in fields:
+            flow_version_record(flow=flow, author=author, message=message)
+    return flow
 
 
 def _flow_save(flow: Flow) -> Flow:
@@ -117,20 +132,24 @@ def flow_run_create(
     replay_of: FlowRun | None = None,
     tweaks: dict | None = None,
     idempotency_key: str | None = None,
+    version: FlowVersion | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
     When this returns, the run is committed (or the surrounding transaction
     will commit it); a failure to enqueue is left to the sweep. `tweaks` are
-    checked against the flow's graph first (GraphValidationError).
+    checked against the flow's graph first (GraphValidationError). The run
+    records `version` (default: the flow's current version) and executes it.
 
     With an `idempotency_key`, a key this flow already saw within
     LANGRUN_IDEMPOTENCY_RETENTION returns that original run instead, with
     `run.deduplicated = True`; the database's unique constraint decides
     between concurrent requests, so exactly one of them creates the run.
     """
+    if version is None:
+        version = flow_version_record(flow=flow)
     if tweaks:
-        tweaked = engine.apply_tweaks(flow.data, tweaks)
+        tweaked = engine.apply_tweaks(version.data, tweaks)
         engine.parse_graph(tweaked)
         variables_check_exist(user=flow.user, data=tweaked)
     fields = {
@@ -143,6 +162,7 @@ def flow_run_create(
         "replay_of": replay_of,
         "tweaks": tweaks or None,
         "idempotency_key": idempotency_key or None,
+        "version": version,
     }
     if not idempotency_key:
         return _flow_run_insert(fields)
@@ -164,13 +184,27 @@ def flow_run_create(
 def _flow_run_insert(fields: dict[str, Any]) -> FlowRun:
     with transaction.atomic():
         run = FlowRun.objects.create(enqueued_at=timezone.now(), **fields)
-        transaction.on_commit(lambda: flow_run_enqueue(run_id=run.id))
+        transaction.on_commit(lambda: _flow_run_enqueue_logged(run))
+    logger.info("Run accepted (trigger %s, version %s)", run.trigger, run.version.number, extra={"run_id": run.id, "flow_id": run.flow_id})
     run.deduplicated = False
     return run
 
 
-def flow_run_replay(*, run: FlowRun, user) -> FlowRun:
-    """A new run of the same flow with the same request, linked to the original."""
+def _flow_run_enqueue_logged(run: FlowRun) -> None:
+    with log_context(run_id=run.id, flow_id=run.flow_id):
+        flow_run_enqueue(run_id=run.id)
+
+
+def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:
+    """A new run of the same flow with the same request, linked to the original.
+
+    It executes the version the original ran, or the flow's current graph
+    with `current_version=True`. A run whose payload retention cleared cannot be replayed.
+    """
+    if run.payload_pruned_at is not None:
+        raise RunPayloadPruned(
+            f"Run {run.id}'s payload was deleted by retention on {run.payload_pruned_at:%Y-%m-%d}; it cannot be replayed."
+        )
     return flow_run_create(
         flow=run.flow,
         user=user,
@@ -180,6 +214,7 @@ def flow_run_replay(*, run: FlowRun, user) -> FlowRun:
         content_type=run.content_type,
         replay_of=run,
         tweaks=run.tweaks,
+        version=None if current_version else run.version,
     )
 
 
@@ -260,13 +295,14 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
     if not flow_run_claim(run_id=run_id):
         logger.info("Run %s is not claimable now; nothing to do", run_id)
         return None
-    run = FlowRun.objects.select_related("flow").get(pk=run_id)
+    run = FlowRun.objects.select_related("flow", "version").get(pk=run_id)
+    data = flow_run_graph_data(run=run)
     try:
-        graph = engine.parse_graph(engine.apply_tweaks(run.flow.data, run.tweaks))
+        graph = engine.parse_graph(engine.apply_tweaks(data, run.tweaks))
     except engine.GraphValidationError as exc:
         return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
     try:
-        context = flow_run_context(flow=run.flow, payload=run.payload, data=engine.apply_tweaks(run.flow.data, run.tweaks))
+        context = flow_run_context(flow=run.flow, payload=run.payload, data=engine.apply_tweaks(data, run.tweaks))
     except engine.GraphValidationError as exc:
         return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow cannot run: {exc}", nodes=[])
     result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)
@@ -638,3 +674,85 @@ def flow_export(*, flow: Flow) -> dict[str, Any]:
         "timeout": flow.timeout,
         "data": flow.data,
     }
+
+
+# --- Flow versions -------------------------------------------------------------
+
+
+def flow_version_record(*, flow: Flow, author=None, message: str = "") -> FlowVersion:
+    """The flow's current version: the latest one when its graph equals `flow.data`, else a new one.
+
+    Numbering is serialised per flow by locking the flow's row (SQLite's
+    IMMEDIATE transactions serialise writers anyway).
+    """
+    latest = flow.versions.order_by("-number").first()
+    if latest is not None and latest.data == flow.data:
+        return latest
+    with transaction.atomic():
+        Flow.objects.select_for_update().filter(pk=flow.pk).first()
+        latest = flow.versions.order_by("-number").first()
+        if latest is not None and latest.data == flow.data:
+            return latest
+        version = FlowVersion.objects.create(
+            flow=flow, number=(latest.number + 1) if latest else 1, data=flow.data, author=author, message=message[:500]
+        )
+    logger.info("Flow version %d recorded", version.number, extra={"flow_id": flow.id})
+    return version
+
+
+def flow_version_restore(*, flow: Flow, number: int, author=None) -> FlowVersion:
+    """Make version `number`'s graph the flow's graph again, as a new version (FlowVersion.DoesNotExist if none).
+
+    The graph is validated again (components may have changed since), raising GraphValidationError.
+    Restoring the graph the flow already has records nothing and returns the current version.
+    """
+    old = flow.versions.get(number=number)
+    flow_update(flow=flow, data=old.data, author=author, message=f"Restored version {number}")
+    return flow_version_record(flow=flow)
+
+
+def flow_run_graph_data(*, run: FlowRun) -> dict:
+    """The graph a run executes: its version's, or (for a run recorded before versions) the flow's."""
+    return run.version.data if run.version_id else run.flow.data
+
+
+def flow_runs_requeue(
+    *,
+    status: str = FlowRun.Status.QUEUED,
+    flow: Flow | None = None,
+    older_than: timedelta = timedelta(0),
+    limit: int = 1000,
+    dry_run: bool = False,
+) -> list[FlowRun]:
+    """An operator's requeue (`manage.py requeue_runs`); returns the runs it acted on (or would, with `dry_run`).
+
+    - `queued`: enqueue again (as the sweep does) those last enqueued more than `older_than` ago.
+    - `running`: put back to `queued` and enqueue those started more than `older_than` ago, for runs
+      whose worker died; a run that is really still running could then run twice, so pick the age with care.
+    - `failed`: replay those finished more than `older_than` ago as new linked runs (terminal runs never
+      change); runs whose payload retention cleared are left out.
+    """
+    age_field = {FlowRun.Status.QUEUED: "enqueued_at", FlowRun.Status.RUNNING: "started_at", FlowRun.Status.FAILED: "finished_at"}
+    if status not in age_field:
+        raise ValueError(f"Runs that are {status!r} cannot be requeued; choose one of {', '.join(age_field)}.")
+    now = timezone.now()
+    qs = FlowRun.objects.filter(status=status, **{f"{age_field[status]}__lte": now - older_than}).select_related("flow", "version", "user")
+    if flow is not None:
+        qs = qs.filter(flow=flow)
+    if status == FlowRun.Status.FAILED:
+        qs = qs.filter(payload_pruned_at__isnull=True)
+    runs = list(qs.order_by(age_field[status])[:limit])
+    if dry_run or not runs:
+        return runs
+    if status == FlowRun.Status.FAILED:
+        replays = [flow_run_replay(run=run, user=run.user) for run in runs]
+        logger.info("Replayed %d failed runs", len(replays))
+        return replays
+    acted = []
+    for run in runs:
+        moved = FlowRun.objects.filter(pk=run.pk, status=status).update(status=FlowRun.Status.QUEUED, enqueued_at=now)
+        if moved:
+            flow_run_enqueue(run_id=run.id)
+            acted.append(run)
+    logger.info("Requeued %d %s runs", len(acted), status)
+    return acted

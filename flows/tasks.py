@@ -1,12 +1,40 @@
 """django-q2 task entry points. They take ids, and call services."""
 
+import logging
+import time
+
+from django.utils import timezone
+
+from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
+from flows.models import FlowRun
 from flows.services import flow_run_execute, flow_runs_sweep
+from langrun.logs import log_context
+
+logger = logging.getLogger(__name__)
 
 
 def execute_run(run_id: str) -> str | None:
-    run = flow_run_execute(run_id=run_id)
-    return run.status if run else None
+    flow_id = FlowRun.objects.filter(pk=run_id).values_list("flow_id", flat=True).first()
+    with log_context(run_id=run_id, flow_id=flow_id):
+        started = time.monotonic()
+        run = flow_run_execute(run_id=run_id)
+        if run is not None:
+            logger.info(
+                "Run %s in %.3f s (version %s)", run.status, time.monotonic() - started, run.version.number if run.version_id else "-"
+            )
+        return run.status if run else None
 
 
 def sweep() -> dict[str, int]:
-    return flow_runs_sweep()
+    counts = flow_runs_sweep()
+    recovered = counts["recovered"] + counts["retried"] + counts["requeued"]
+    if recovered:
+        metric_counter_add(name=f"{RECOVERED}_total", amount=recovered)
+    metric_counter_add(name=SWEEP_LAST_RUN, amount=timezone.now().timestamp(), set_value=True)
+    return counts
+
+
+def prune() -> dict:
+    from flows.retention import runs_prune
+
+    return runs_prune().as_dict()

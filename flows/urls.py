@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from flows import views
+from flows import version_views, views
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -22,5 +22,8 @@ urlpatterns = [
     re_path(r"^components/?$", views.ComponentListView.as_view(), name="component-list"),
     re_path(r"^flows/upload/?$", views.FlowUploadView.as_view(), name="flow-upload"),
     re_path(r"^flows/(?P<pk>[^/]+)/export/?$", views.FlowExportView.as_view(), name="flow-export"),
+    path("flows/<uuid:flow_id>/versions/", version_views.FlowVersionListView.as_view(), name="flowversion-list"),
+    path("flows/<uuid:flow_id>/versions/<int:number>", version_views.FlowVersionDetailView.as_view(), name="flowversion-detail"),
+    path("flows/<uuid:flow_id>/versions/<int:number>/restore", version_views.FlowVersionRestoreView.as_view(), name="flowversion-restore"),
     *router.urls,
 ]

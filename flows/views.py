@@ -54,12 +54,12 @@ class FlowViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         with flow_errors_as_422():
-            serializer.instance = services.flow_update(flow=serializer.instance, **serializer.validated_data)
+            serializer.instance = services.flow_update(flow=serializer.instance, author=self.request.user, **serializer.validated_data)
 
 
 def _runs_of(user):
     results = Prefetch("node_results", queryset=NodeResult.objects.order_by("order"))
-    return FlowRun.objects.filter(flow__user=user).prefetch_related(results)
+    return FlowRun.objects.filter(flow__user=user).select_related("version").prefetch_related(results)
 
 
 class FlowRunDetailView(generics.RetrieveAPIView):

@@ -51,6 +51,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "flows.metrics.WebhookMetricsMiddleware",
 ]
 
 ROOT_URLCONF = "langrun.urls"
@@ -177,6 +178,17 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "langrun_cache"}}
 CACHES["default"]["KEY_PREFIX"] = env.str("LANGRUN_CLUSTER_NAME", default="langrun")
 
+# --- Operating: metrics and retention -------------------------------------------
+# GET /metrics: "off" (404), "open", or any other value is the bearer token a scraper must send.
+LANGRUN_METRICS = env.str("LANGRUN_METRICS", default="off").strip() or "off"
+# Days to keep runs by outcome (cancelled runs count as failed), and their raw body and payload; 0 keeps forever.
+LANGRUN_KEEP_SUCCEEDED_DAYS = env.int("LANGRUN_KEEP_SUCCEEDED_DAYS", default=30)
+LANGRUN_KEEP_FAILED_DAYS = env.int("LANGRUN_KEEP_FAILED_DAYS", default=90)
+LANGRUN_KEEP_PAYLOAD_DAYS = env.int("LANGRUN_KEEP_PAYLOAD_DAYS", default=30)
+# django-q2's own records (failed tasks, stale broker rows) are kept this many days.
+LANGRUN_KEEP_TASKS_DAYS = env.int("LANGRUN_KEEP_TASKS_DAYS", default=7)
+LANGRUN_PRUNE_BATCH = env.int("LANGRUN_PRUNE_BATCH", default=1000)
+
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -198,11 +210,23 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ----------------------------------------------------------------
+# LOG_FORMAT=json writes one JSON object per line; lines about a run carry run_id and flow_id.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
+    "filters": {"run_context": {"()": "langrun.logs.RunContextFilter"}},
+    "formatters": {
+        "text": {"()": "langrun.logs.TextFormatter"},
+        "json": {"()": "langrun.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["run_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 

@@ -143,8 +143,10 @@ def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
 
     # The run page refreshes itself until the worker has finished.
     def finished(d):
+        # The page's queries are not one snapshot: wait for the run itself to be terminal, not just its node rows.
+        badge = d.find_elements(By.CSS_SELECTOR, ".field-status_badge .lr-badge")
         rows = d.find_elements(By.CSS_SELECTOR, "tr.lr-node-row")
-        return rows if len(rows) == 3 else False
+        return rows if len(rows) == 3 and badge and badge[0].text in ("succeeded", "failed") else False
 
     rows = wait(b, finished, timeout=60)
     statuses = {r.get_attribute("data-node-id"): r.find_element(By.CSS_SELECTOR, ".lr-badge").text for r in rows}

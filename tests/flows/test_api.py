@@ -105,6 +105,7 @@ def test_run_status_and_task_status(key_client, flow, user):
     assert set(body) == {
         "id",
         "flow_id",
+        "version",
         "status",
         "trigger",
         "attempts",

@@ -6,6 +6,9 @@ import time
 
 from django.core.management.base import BaseCommand
 
+# gunicorn's default line has the full request line and the referer: both may carry `?x-api-key=…`. Path only.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
 
 class Command(BaseCommand):
     help = "Run the web server (gunicorn) and a django-q2 cluster together in the foreground; Ctrl-C stops both."
@@ -18,6 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
         python = sys.executable
         web = [python, "-m", "gunicorn", "langrun.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers), "--access-logfile", "-"]
+        web += ["--access-logformat", ACCESS_LOG_FORMAT]
         cluster = [python, "manage.py", "qcluster"]
         procs = [subprocess.Popen(web), subprocess.Popen(cluster)]
         self.stdout.write(f"langrun is listening on http://{host}:{port}/ (admin: /admin/, API docs: /api/docs/)")

@@ -1,0 +1,114 @@
+"""Operator commands: langrun_status, requeue_runs, prune_runs (and their --help)."""
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from flows import services, tasks
+from flows.models import FlowRun
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_command(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("command", "phrase"),
+    [("langrun_status", "queue depth"), ("requeue_runs", "--older-than"), ("prune_runs", "--dry-run"), ("requeue_stale_runs", "sweep")],
+)
+def test_help_text(command, phrase):
+    result = subprocess.run(
+        [sys.executable, "manage.py", command, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert phrase in result.stdout
+
+
+def _queued(flow, user, **updates):
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    if updates:
+        FlowRun.objects.filter(pk=run.pk).update(**updates)
+    return run
+
+
+def test_status_shows_depth_last_hour_oldest_and_heartbeat(flow, user):
+    old = _queued(flow, user)
+    FlowRun.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(minutes=30))
+    _queued(flow, user)
+    done = _queued(flow, user)
+    services.flow_run_execute(run_id=done.id)
+    _queued(flow, user, status="failed", received_at=timezone.now() - timedelta(hours=2))
+
+    status = json.loads(run_command("langrun_status", "--json"))
+    assert status["queue_depth"] == 2 and status["running"] == 0
+    assert status["last_hour"] == {"queued": 2, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0}
+    assert status["oldest_queued"]["run_id"] == str(old.id) and 1790 < status["oldest_queued"]["age_s"] < 1900
+    assert status["last_sweep_age_s"] is None
+
+    text = run_command("langrun_status")
+    assert "Queue depth: 2 queued, 0 running" in text
+    assert f"Oldest queued run: {old.id}" in text and "30 min ago" in text
+    assert "no sweep has run yet" in text
+    tasks.sweep()
+    assert "Cluster heartbeat: last sweep 0 s ago" in run_command("langrun_status")
+
+
+def test_requeue_queued_by_flow_and_age(flow, make_flow, user):
+    other = make_flow(user, endpoint_name="other")
+    long_ago = timezone.now() - timedelta(hours=1)
+    old = _queued(flow, user, enqueued_at=long_ago)
+    _queued(flow, user)  # just enqueued
+    _queued(other, user, enqueued_at=long_ago)
+    out = run_command("requeue_runs", "--flow", "greet", "--older-than", "600")
+    assert str(old.id) in out and "enqueued again 1 queued run(s)" in out
+    old.refresh_from_db()
+    assert old.enqueued_at > long_ago and old.status == "queued"
+
+
+def test_requeue_running_puts_dead_runs_back_and_they_run(flow, user):
+    stuck = _queued(flow, user, status="running", started_at=timezone.now() - timedelta(hours=1))
+    fresh = _queued(flow, user, status="running", started_at=timezone.now())
+    assert "Would have requeued 1 running run(s)" in run_command("requeue_runs", "--status", "running", "--dry-run")
+    assert FlowRun.objects.get(pk=stuck.pk).status == "running"
+    run_command("requeue_runs", "--status", "running")
+    assert FlowRun.objects.get(pk=fresh.pk).status == "running"
+    assert FlowRun.objects.get(pk=stuck.pk).status == "queued"
+    services.flow_run_execute(run_id=stuck.id)
+    stuck.refresh_from_db()
+    assert (stuck.status, stuck.attempts) == ("succeeded", 1)
+
+
+def test_requeue_failed_replays_them(flow, user):
+    failed = _queued(flow, user)
+    FlowRun.objects.filter(pk=failed.pk).update(status="failed", finished_at=timezone.now())
+    out = run_command("requeue_runs", "--status", "failed")
+    assert "replayed 1 failed run(s)" in out
+    [replay] = FlowRun.objects.filter(replay_of=failed)
+    assert (replay.status, replay.trigger, replay.payload) == ("queued", "replay", {"name": "Ada"})
+    assert FlowRun.objects.get(pk=failed.pk).status == "failed"
+
+
+def test_requeue_unknown_flow_is_an_error(db):
+    with pytest.raises(CommandError, match="No flow 'nope'"):
+        run_command("requeue_runs", "--flow", "nope")
+
+
+def test_requeue_refuses_other_statuses(db):
+    with pytest.raises(ValueError, match="cannot be requeued"):
+        services.flow_runs_requeue(status="succeeded")

@@ -1,0 +1,100 @@
+"""Structured logs: JSON lines or text, run_id and flow_id on every line about a run, no payloads or secrets."""
+
+import io
+import json
+import logging
+
+import pytest
+
+from flows import services, tasks
+from langrun.logs import JsonFormatter, RunContextFilter, TextFormatter, log_context
+
+SECRET = "card-4242-4242-4242-4242"
+
+
+@pytest.fixture
+def log_lines():
+    """Root logs through langrun's filter and the given formatter, as the LOGGING setting wires them."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RunContextFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+    def lines(formatter) -> list[str]:
+        handler.setFormatter(formatter)
+        return stream
+
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+def test_json_lines_about_a_run_carry_its_ids_and_never_its_payload(log_lines, flow, user):
+    stream = log_lines(JsonFormatter())
+    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": SECRET}, body=json.dumps({"name": SECRET}))
+    tasks.execute_run(str(run.id))
+    run.refresh_from_db()
+    assert run.status == "succeeded" and SECRET in run.outputs["greeting"]
+
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    about_run = [e for e in entries if e["logger"].startswith("flows") and "version 1 recorded" not in e["message"]]
+    assert {e["message"].split(" (")[0].split(" in ")[0] for e in about_run} >= {"Run accepted", "Run succeeded"}
+    for e in about_run:
+        assert (e["run_id"], e["flow_id"]) == (str(run.id), str(flow.id)), e
+        assert {"time", "level", "logger", "message"} <= set(e)
+    assert SECRET not in stream.getvalue()
+
+
+def test_context_ids_and_redacted_extras(log_lines):
+    stream = log_lines(JsonFormatter())
+    log = logging.getLogger("langrun.test")
+    with log_context(run_id="r-1", flow_id="f-1"):
+        log.warning("inside", extra={"api_key": "sk-123", "attempt": 2})
+    log.warning("outside")
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (inside["run_id"], inside["flow_id"], inside["attempt"], inside["api_key"]) == ("r-1", "f-1", 2, "[redacted]")
+    assert "run_id" not in outside and "flow_id" not in outside
+
+
+def test_request_extra_is_logged_without_its_query_string(log_lines, rf):
+    stream = log_lines(JsonFormatter())
+    request = rf.post("/api/v1/webhook/demo?x-api-key=sk-secret")
+    logging.getLogger("django.request").warning("Forbidden: %s", request.path, extra={"status_code": 403, "request": request})
+    entry = json.loads(stream.getvalue())
+    assert entry["request"] == "POST /api/v1/webhook/demo" and "sk-secret" not in stream.getvalue()
+
+
+def test_text_format_appends_the_ids(log_lines):
+    stream = log_lines(TextFormatter())
+    with log_context(run_id="r-2", flow_id="f-2"):
+        logging.getLogger("flows.x").info("hello")
+    assert stream.getvalue().rstrip().endswith("INFO flows.x hello run_id=r-2 flow_id=f-2")
+
+
+def test_settings_choose_the_formatter(monkeypatch):
+    import importlib
+
+    import langrun.settings
+
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    try:
+        s = importlib.reload(langrun.settings)
+        assert s.LOGGING["handlers"]["console"]["formatter"] == "json"
+        assert s.LOGGING["root"]["level"] == "WARNING"
+    finally:
+        monkeypatch.delenv("LOG_FORMAT")
+        monkeypatch.delenv("LOG_LEVEL")
+        importlib.reload(langrun.settings)
+
+
+def test_serve_access_log_leaves_out_query_strings_and_referers():
+    from langrun.management.commands.serve import ACCESS_LOG_FORMAT
+
+    assert "%(U)s" in ACCESS_LOG_FORMAT
+    for field in ("%(r)s", "%(q)s", "%(f)s", "%({"):
+        assert field not in ACCESS_LOG_FORMAT
