@@ -102,7 +102,9 @@ def describe_import_issue(issue: engine.ValidationIssue, document: Any) -> str:
         name = doc.get("name") if isinstance(doc, dict) else None
         subject = f"Flow {loc[1] + 1}" + (f" ({name!r})" if isinstance(name, str) and name else "")
         loc = loc[2:]
-    if loc and loc[0] == "data" and isinstance(doc, dict):
+    if issue.type == "unsupported_component":
+        text = issue.msg  # already names the node by id and type
+    elif loc and loc[0] == "data" and isinstance(doc, dict):
         text = describe_issue(engine.ValidationIssue(tuple(loc[1:]), issue.msg, issue.type), _graph_of_import_issues(doc))
     else:
         text = f"{'.'.join(map(str, loc))}: {issue.msg}" if loc else issue.msg

@@ -163,7 +163,12 @@ def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
 
     # Import a Langflow export from the flows list: the new flow's page draws the converted graph.
     b.find_element(By.CSS_SELECTOR, "a.lr-import").click()
-    wait(b, lambda d: d.find_element(By.ID, "id_file")).send_keys(str(ROOT / "tests/flows/fixtures/if_else_branches.json"))
+    wait(b, lambda d: d.find_element(By.ID, "id_file")).send_keys(str(ROOT / "tests/flows/fixtures/unsupported_component.json"))
+    b.find_element(By.CSS_SELECTOR, "#import-form input[type=submit]").click()
+    problems = wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "ul.lr-import-problems li"))
+    assert len(problems) == 3 and "Agent-k8J2m" in problems[0].text
+    screenshot(b, "admin-import-problems")
+    b.find_element(By.ID, "id_file").send_keys(str(ROOT / "tests/flows/fixtures/if_else_branches.json"))
     b.find_element(By.CSS_SELECTOR, "#import-form input[type=submit]").click()
     svg = wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "svg.lr-diagram"))
     assert "Imported 1 flow(s)" in b.find_element(By.CSS_SELECTOR, ".messagelist").text

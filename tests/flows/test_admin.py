@@ -426,6 +426,8 @@ def test_run_page_shows_payload_outputs_and_node_table_in_order(staff, make_flow
     assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in html  # the diagram coloured by the run
     assert '<meta http-equiv="refresh"' not in html  # finished: no auto-refresh
     assert 'name="_save"' not in html  # the ledger is read-only
+    crumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', html, re.S).group(1)
+    assert f"Run {str(run.pk)[:8]} of Greeting" in crumbs and str(run.flow_id) not in crumbs
 
 
 def test_run_page_shows_the_failing_node_and_skipped_ones(staff, make_flow):
@@ -725,9 +727,9 @@ def test_import_lists_every_unsupported_node_and_saves_nothing(staff):
     assert response.status_code == 200
     problems = response.context["form"].non_field_errors()
     assert len(problems) == 3, problems
-    assert problems[0].startswith("Node 'Agent-k8J2m': Unsupported component 'Agent' (node Agent-k8J2m)")
-    assert problems[1].startswith("Node 'CustomComponent-9hT1x': Unsupported component 'CustomComponent'")
-    assert problems[2].startswith("Node 'ParserComponent-Str1n': Unsupported component 'ParserComponent'") and "Stringify" in problems[2]
+    assert problems[0] == "Unsupported component 'Agent' (node Agent-k8J2m) has no langrun equivalent."
+    assert problems[1].startswith("Unsupported component 'CustomComponent' (node CustomComponent-9hT1x)")
+    assert problems[2].startswith("Unsupported component 'ParserComponent' (node ParserComponent-Str1n)") and "Stringify" in problems[2]
     html = response.content.decode()
     assert "Nothing was imported (3 problems)" in html and "Agent-k8J2m" in html
     assert not Flow.objects.exists()
@@ -747,7 +749,7 @@ def test_import_of_several_flows_names_the_flow_of_each_problem(staff):
     content = json.dumps({"flows": [*flows, "nope"]}).encode()
     response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("two.json", content)})
     problems = response.context["form"].non_field_errors()
-    assert problems[0].startswith("Flow 2 ('Has unsupported parts'): Node 'Agent-k8J2m': Unsupported component 'Agent'")
+    assert problems[0].startswith("Flow 2 ('Has unsupported parts'): Unsupported component 'Agent' (node Agent-k8J2m)")
     assert problems[-1] == "Flow 3: A flow must be an object with 'name' and 'data'."
     assert not Flow.objects.exists()
 
