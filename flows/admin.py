@@ -10,6 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -28,6 +29,7 @@ from langrun.admin import OwnedModelAdmin
 LATEST_RUNS = 10
 PREVIEW_CHARS = 200
 API_KEY_PLACEHOLDER = "<YOUR_API_KEY>"
+IMPORT_MAX_BYTES = 10 * 1024 * 1024
 
 
 # --- helpers -----------------------------------------------------------------
@@ -78,6 +80,37 @@ def describe_issue(issue: engine.ValidationIssue, data: Any) -> str:
     return f"{where}: {issue.msg}"
 
 
+def _graph_of_import_issues(doc: Any) -> Any:
+    """The graph an import issue's `data.…` location points into: the Langflow export's own `data` when it could
+    not be converted, else the converted native graph (whose node list may differ, e.g. without canvas notes)."""
+    from flows.importers import ImportProblem, is_langflow_flow, langflow_to_native
+
+    if is_langflow_flow(doc):
+        try:
+            return langflow_to_native(doc)["data"]
+        except ImportProblem:
+            pass
+    return doc.get("data")
+
+
+def describe_import_issue(issue: engine.ValidationIssue, document: Any) -> str:
+    """An issue raised by services.flow_import, with the flow and the node or edge it concerns named."""
+    loc, doc, subject = list(issue.loc), document, ""
+    if len(loc) >= 2 and loc[0] == "flows" and isinstance(loc[1], int) and isinstance(document, dict):
+        flows = document.get("flows") or []
+        doc = flows[loc[1]] if loc[1] < len(flows) else None
+        name = doc.get("name") if isinstance(doc, dict) else None
+        subject = f"Flow {loc[1] + 1}" + (f" ({name!r})" if isinstance(name, str) and name else "")
+        loc = loc[2:]
+    if issue.type == "unsupported_component":
+        text = issue.msg  # already names the node by id and type
+    elif loc and loc[0] == "data" and isinstance(doc, dict):
+        text = describe_issue(engine.ValidationIssue(tuple(loc[1:]), issue.msg, issue.type), _graph_of_import_issues(doc))
+    else:
+        text = f"{'.'.join(map(str, loc))}: {issue.msg}" if loc else issue.msg
+    return f"{subject}: {text}" if subject else text
+
+
 def _is_changelist(request, model_admin) -> bool:
     match = request.resolver_match
     return match is not None and match.url_name == f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_changelist"
@@ -108,6 +141,29 @@ class AdminMedia:
     js = ["flows/admin.js"]
 
 
+class SaveRefusalsAsFormErrors:
+    """A service refusing a save the form had accepted (a concurrent save took the name, …) re-renders the form.
+
+    Subclasses list the exceptions in `save_refusals`; the form gets the refusal as `save_refused` and shows it.
+    """
+
+    save_refusals: tuple[type[Exception], ...] = ()
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except self.save_refusals as exc:
+            if request.method != "POST" or getattr(request, "lr_save_refused", None) is not None:
+                raise
+            # Django's transaction for the save has been rolled back: validate the same POST again, refusal included.
+            request.lr_save_refused = exc
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"request_user": request.user, "save_refused": getattr(request, "lr_save_refused", None)})
+
+
 # --- flows -------------------------------------------------------------------
 
 
@@ -124,7 +180,8 @@ class FlowAdminForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 22, "class": "lr-json-editor", "spellcheck": "false"}),
         help_text='{"nodes": [{"id", "type", "params"}], "edges": [{"source", "target", "source_output", "target_input"}]}',
     )
-    request_user = None  # set by FlowAdmin.get_form
+    request_user = None  # set by SaveRefusalsAsFormErrors.get_form
+    save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
 
     class Meta:
         model = Flow
@@ -139,8 +196,11 @@ class FlowAdminForm(forms.ModelForm):
 
     def clean_data(self):
         data = self.cleaned_data["data"]
+        refused = self.save_refused if isinstance(self.save_refused, engine.GraphValidationError) else None
         try:
-            services.flow_graph_validate(data=data)
+            services.flow_graph_validate(data=data, user=self.owner())  # with the owner: its variables must exist
+            if refused is not None:
+                raise refused
         except engine.GraphValidationError as exc:
             raise forms.ValidationError([describe_issue(issue, data) for issue in exc.issues]) from exc
         return data
@@ -149,7 +209,9 @@ class FlowAdminForm(forms.ModelForm):
         # Endpoint names are unique per owner: the service's rule, checked here to show it on the field.
         owner = self.owner()
         endpoint_name = self.cleaned_data.get("endpoint_name") or None
-        if owner is not None and services.flow_endpoint_name_taken(
+        if isinstance(self.save_refused, services.EndpointNameTaken):
+            self.add_error("endpoint_name", f"The endpoint name {endpoint_name!r} was taken by another flow while saving this one.")
+        elif owner is not None and services.flow_endpoint_name_taken(
             user=owner, endpoint_name=endpoint_name, exclude=self.instance if self.instance.pk else None
         ):
             self.add_error("endpoint_name", f"You already have a flow with the endpoint name {endpoint_name!r}.")
@@ -173,11 +235,13 @@ class LastStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Flow)
-class FlowAdmin(OwnedModelAdmin):
+class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     form = FlowAdminForm
+    save_refusals = (services.EndpointNameTaken, engine.GraphValidationError)
     search_fields = ["name", "endpoint_name"]
     list_per_page = 50
     change_form_template = "admin/flows/flow/change_form.html"
+    change_list_template = "admin/flows/flow/change_list.html"
     Media = AdminMedia
 
     # Lists: one query for the page, whatever the number of runs (annotations, not per-row queries).
@@ -222,10 +286,6 @@ class FlowAdmin(OwnedModelAdmin):
         return format_html('{}<p class="lr-hint">{}</p>', status_badge(flow.last_status), when)
 
     # Change page.
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change=change, **kwargs)
-        return type(form.__name__, (form,), {"request_user": request.user})
-
     def get_fieldsets(self, request, obj=None):
         main = ["name", "user", "endpoint_name", "description"] if request.user.is_superuser else ["name", "endpoint_name", "description"]
         if obj is None:
@@ -330,7 +390,57 @@ class FlowAdmin(OwnedModelAdmin):
     # "Run now": a test payload through the same service as the webhook.
     def get_urls(self):
         run_now = self.admin_site.admin_view(self.run_now_view)
-        return [path("<path:object_id>/run/", run_now, name="flows_flow_run"), *super().get_urls()]
+        import_flows = self.admin_site.admin_view(self.import_view)
+        return [
+            path("import/", import_flows, name="flows_flow_import"),
+            path("<path:object_id>/run/", run_now, name="flows_flow_run"),
+            *super().get_urls(),
+        ]
+
+    # "Import Langflow flow": the same service as the API's upload endpoint.
+    def import_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = FlowImportForm(request.POST, request.FILES, request_user=request.user)
+            if form.is_valid():
+                document = form.cleaned_data["file"]
+                try:
+                    flows = services.flow_import(user=form.cleaned_data.get("user") or request.user, document=document)
+                except engine.GraphValidationError as exc:
+                    form.add_error(None, [describe_import_issue(issue, document) for issue in exc.issues])
+                except services.EndpointNameTaken as exc:
+                    form.add_error(None, f"The endpoint name {exc} was taken by another flow during the import; import the file again.")
+                else:
+                    return self._imported(request, flows)
+        else:
+            form = FlowImportForm(request_user=request.user)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Import Langflow flow",
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/flows/flow/import.html", context)
+
+    def _imported(self, request, flows: list[Flow]):
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a> ({})',
+            (
+                (
+                    reverse("admin:flows_flow_change", args=[f.pk]),
+                    f.name,
+                    f"endpoint {f.endpoint_name}" if f.endpoint_name else "no endpoint name",
+                )
+                for f in flows
+            ),
+        )
+        self.message_user(request, format_html("Imported {} flow(s): {}.", len(flows), links), messages.SUCCESS)
+        if len(flows) == 1:
+            return HttpResponseRedirect(reverse("admin:flows_flow_change", args=[flows[0].pk]))
+        return HttpResponseRedirect(reverse("admin:flows_flow_changelist"))
 
     def run_now_view(self, request, object_id):
         flow = self.get_object(request, object_id)
@@ -364,6 +474,34 @@ class FlowAdmin(OwnedModelAdmin):
             "media": self.media,
         }
         return TemplateResponse(request, "admin/flows/flow/run_now.html", context)
+
+
+class FlowImportForm(forms.Form):
+    file = forms.FileField(
+        label="Langflow export",
+        help_text='The JSON file from "Export" in Langflow (one flow, or {"flows": [...]}), or a langrun export.',
+    )
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.none(), label="Owner")
+
+    def __init__(self, *args, request_user, **kwargs):
+        super().__init__(*args, **kwargs)
+        if request_user.is_superuser:
+            self.fields["user"].queryset = get_user_model().objects.order_by("username")
+            self.fields["user"].initial = request_user.pk
+        else:
+            del self.fields["user"]  # staff import for themselves; a posted owner is ignored
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > IMPORT_MAX_BYTES:
+            raise forms.ValidationError(f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB.")
+        try:
+            document = json.loads(upload.read().decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise forms.ValidationError(f"The file is not JSON: {exc}") from exc
+        if not isinstance(document, dict) or not document:
+            raise forms.ValidationError('The file is JSON but not a flow export: expected an object (one flow, or {"flows": [...]}).')
+        return document
 
 
 class RunNowForm(forms.Form):
@@ -602,7 +740,8 @@ class VariableAdminForm(forms.ModelForm):
         help_text="Credentials are encrypted and never shown again; leave empty to keep the current value.",
     )
 
-    request_user = None  # set by VariableAdmin.get_form
+    request_user = None  # set by SaveRefusalsAsFormErrors.get_form
+    save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
 
     class Meta:
         model = Variable
@@ -612,34 +751,38 @@ class VariableAdminForm(forms.ModelForm):
         cleaned = super().clean()
         owner = cleaned.get("user") or (self.request_user if self.instance._state.adding else self.instance.user)
         name = cleaned.get("name")
-        if owner and name and Variable.objects.filter(user=owner, name=name).exclude(pk=self.instance.pk).exists():
+        taken = isinstance(self.save_refused, services.VariableNameTaken)
+        if owner and name and (taken or Variable.objects.filter(user=owner, name=name).exclude(pk=self.instance.pk).exists()):
             self.add_error("name", f"{owner} already has a variable named {name}.")
+        if isinstance(self.save_refused, services.VariableUndecryptable):
+            self.add_error("new_value", str(self.save_refused))
         return cleaned
 
 
 @admin.register(Variable)
-class VariableAdmin(OwnedModelAdmin):
+class VariableAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     """Per-user variables; values are write-only here, and saving goes through the variable services."""
 
     form = VariableAdminForm
+    # A concurrent save took the name, or changing the kind needs a credential the current key cannot decrypt.
+    save_refusals = (services.VariableNameTaken, services.VariableUndecryptable)
     list_display = ["name", "kind", "user", "updated_at"]
-    list_filter = ["kind"]
     search_fields = ["name"]
     list_select_related = ["user"]
+
+    def get_list_filter(self, request):
+        return ["kind", "user"] if request.user.is_superuser else ["kind"]
 
     def get_fields(self, request, obj=None):
         owner = ["user"] if request.user.is_superuser else []
         return [*owner, "name", "kind", "new_value"]
 
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-        form.request_user = request.user
-        return form
-
     def save_model(self, request, obj, form, change):
         value = form.cleaned_data.get("new_value")
         if change:
             original = Variable.objects.get(pk=obj.pk)
+            if "user" in form.cleaned_data:  # a superuser may hand the variable to another user
+                original.user = form.cleaned_data["user"]
             services.variable_update(variable=original, name=obj.name, kind=obj.kind, value=value or None)
         else:
             owner = form.cleaned_data.get("user") or request.user

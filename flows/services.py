@@ -95,7 +95,7 @@ def flow_create(
 def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) -> Flow:
     """Change a flow's fields; a changed graph also records a new FlowVersion."""
     if "data" in fields:
-        flow_graph_validate(data=fields["data"], user=flow.user)
+        flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
     if "endpoint_name" in fields:
         fields["endpoint_name"] = fields["endpoint_name"] or None
     for name, value in fields.items():

@@ -1,7 +1,7 @@
 """The admin in a real browser: headless Chromium against gunicorn (DEBUG off, collected static files) and a qcluster.
 
 A person logs in, pastes a flow, sees its diagram, runs it with a test payload and
-opens the run. Screenshots of both pages, light and dark, go to test-artifacts/.
+opens the run, then imports a Langflow export. Screenshots of both pages, light and dark, go to test-artifacts/.
 """
 
 import json
@@ -162,6 +162,22 @@ def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
     b.get(f"{live.url}/admin/flows/flow/")
     assert b.find_element(By.CSS_SELECTOR, "#result_list .lr-badge-succeeded").text == "succeeded"
     screenshot(b, "admin-flows")
+
+    # Import a Langflow export from the flows list: the new flow's page draws the converted graph.
+    b.find_element(By.CSS_SELECTOR, "a.lr-import").click()
+    wait(b, lambda d: d.find_element(By.ID, "id_file")).send_keys(str(ROOT / "tests/flows/fixtures/unsupported_component.json"))
+    b.find_element(By.CSS_SELECTOR, "#import-form input[type=submit]").click()
+    problems = wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "ul.lr-import-problems li"))
+    assert len(problems) == 3 and "Agent-k8J2m" in problems[0].text
+    screenshot(b, "admin-import-problems")
+    b.find_element(By.ID, "id_file").send_keys(str(ROOT / "tests/flows/fixtures/if_else_branches.json"))
+    b.find_element(By.CSS_SELECTOR, "#import-form input[type=submit]").click()
+    svg = wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "svg.lr-diagram"))
+    assert "Imported 1 flow(s)" in b.find_element(By.CSS_SELECTOR, ".messagelist").text
+    drawn = {n.get_attribute("data-node-id") for n in svg.find_elements(By.CSS_SELECTOR, "g.lr-node")}
+    assert drawn == {"Webhook-Rt5y6", "ParserComponent-St4tu", "ConditionalRouter-Fg4h5", "ChatOutput-Tru3e", "ChatOutput-Fa1se"}
+    assert "Condition" in svg.get_attribute("innerHTML")
+    screenshot(b, "admin-flow-imported")
 
     # A new API key is shown once, and calls the webhook URL the flow page gave.
     b.get(f"{live.url}/admin/langrun/apikey/add/")

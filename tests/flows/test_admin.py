@@ -2,14 +2,18 @@
 
 import json
 import re
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.db.models.signals import pre_save
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from flows import diagram, engine
+from flows import diagram, engine, services
 from flows.admin import describe_issue
 from flows.models import Flow, FlowRun
 from flows.services import flow_run_create, flow_run_execute
@@ -422,6 +426,8 @@ def test_run_page_shows_payload_outputs_and_node_table_in_order(staff, make_flow
     assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in html  # the diagram coloured by the run
     assert '<meta http-equiv="refresh"' not in html  # finished: no auto-refresh
     assert 'name="_save"' not in html  # the ledger is read-only
+    crumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', html, re.S).group(1)
+    assert f"Run {str(run.pk)[:8]} of Greeting" in crumbs and str(run.flow_id) not in crumbs
 
 
 def test_run_page_shows_the_failing_node_and_skipped_ones(staff, make_flow):
@@ -548,6 +554,36 @@ def test_diagram_escapes_node_ids():
     assert "<script>" not in svg and "&lt;script&gt;" in svg
 
 
+def test_diagram_fits_long_node_ids_and_labels_branches():
+    data = {
+        "nodes": [
+            {"id": "Webhook-Rt5y6", "type": "Webhook"},
+            {"id": "ConditionalRouter-Fg4h5", "type": "Condition", "params": {"value": "paid"}},
+            {"id": "ChatOutput-Tru3e", "type": "Output"},
+            {"id": "ChatOutput-Fa1se", "type": "Output"},
+        ],
+        "edges": [
+            {"source": "Webhook-Rt5y6", "target": "ConditionalRouter-Fg4h5", "target_input": "data"},
+            {"source": "ConditionalRouter-Fg4h5", "source_output": "true", "target": "ChatOutput-Tru3e", "target_input": "value"},
+            {"source": "ConditionalRouter-Fg4h5", "source_output": "false", "target": "ChatOutput-Fa1se", "target_input": "value"},
+        ],
+    }
+    graph = engine.parse_graph(data)
+    boxes = diagram.layout(graph)
+    assert {b.width for b in boxes.values()} == {diagram.node_width(graph)} and diagram.node_width(graph) > diagram.NODE_WIDTH
+    assert boxes["Webhook-Rt5y6"].x + boxes["Webhook-Rt5y6"].width < boxes["ConditionalRouter-Fg4h5"].x
+    svg = diagram.render_svg(graph)
+    assert ">ConditionalRouter-Fg4h5</text>" in svg  # whole, not cut
+    labels = re.findall(r'<text class="lr-edge-label"[^>]*>([^<]*)</text>', svg)
+    assert sorted(labels) == ["false", "true"]  # the webhook's single output is not labelled
+    # An id too long for the widest box is cut in the middle, keeping the end that tells nodes apart.
+    long_id = "LanguageModelComponent-" + "x" * 40 + "-AbCdE"
+    svg = diagram.render_svg(engine.parse_graph({"nodes": [{"id": long_id, "type": "Webhook"}], "edges": []}))
+    shown = re.search(r'<text class="lr-node-id"[^>]*>([^<]*)</text>', svg).group(1)
+    assert shown.startswith("LanguageModelComponent-") and shown.endswith("…-AbCdE") and len(shown) < len(long_id)
+    assert f'width="{diagram.NODE_MAX_WIDTH}"' in svg
+
+
 def test_describe_issue_names_nodes_and_edges():
     data = {"nodes": [{"id": "a", "type": "Webhook"}, "junk"], "edges": [{"source": "a", "target": "zz"}]}
     with pytest.raises(engine.GraphValidationError) as exc:
@@ -640,3 +676,199 @@ def admin_client_for_tests_variables(make_user):
     client = Client()
     client.force_login(staff)
     return client, staff
+
+
+# --- importing a Langflow export --------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def upload(name: str, content: bytes | None = None) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, (FIXTURES / name).read_bytes() if content is None else content, "application/json")
+
+
+def test_flow_list_links_to_the_import_page(staff):
+    html = login(staff).get(reverse("admin:flows_flow_changelist")).content.decode()
+    assert f'href="{reverse("admin:flows_flow_import")}"' in html and "Import Langflow flow" in html
+
+
+def test_import_page_form(staff, superuser):
+    page = login(staff).get(reverse("admin:flows_flow_import"))
+    assert page.status_code == 200 and list(page.context["form"].fields) == ["file"]
+    assert 'enctype="multipart/form-data"' in page.content.decode()
+    form = login(superuser).get(reverse("admin:flows_flow_import")).context["form"]
+    assert list(form.fields) == ["file", "user"] and form["user"].value() == superuser.pk
+
+
+def test_import_creates_the_flow_and_opens_it(staff):
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("webhook_parser_chat_output.json")}, follow=True)
+    flow = Flow.objects.get()
+    assert (flow.user, flow.name, flow.endpoint_name) == (staff, "Order notice", "order-notice")
+    assert [n["id"] for n in flow.data["nodes"]] == ["Webhook-ab12c", "ParserComponent-x9y8z", "ChatOutput-q1w2e"]
+    assert response.redirect_chain[-1][0] == reverse("admin:flows_flow_change", args=[flow.pk])
+    assert any("Imported 1 flow(s)" in m and "endpoint order-notice" in m for m in messages_of(response))
+    html = response.content.decode()
+    assert 'data-node-id="ParserComponent-x9y8z"' in html  # the diagram of the imported graph
+    # The same file again: a free endpoint name, as Langflow does.
+    login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("webhook_parser_chat_output.json")})
+    assert sorted(Flow.objects.values_list("endpoint_name", flat=True)) == ["order-notice", "order-notice-1"]
+
+
+def test_import_of_several_flows_goes_to_the_list(staff):
+    flows = [json.loads((FIXTURES / name).read_text()) for name in ("webhook_parser_chat_output.json", "if_else_branches.json")]
+    content = json.dumps({"flows": flows}).encode()
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("two.json", content)})
+    assert response.status_code == 302 and response["Location"] == reverse("admin:flows_flow_changelist")
+    assert sorted(Flow.objects.values_list("name", flat=True)) == ["Order notice", "Paid router"]
+
+
+def test_import_lists_every_unsupported_node_and_saves_nothing(staff):
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("unsupported_component.json")})
+    assert response.status_code == 200
+    problems = response.context["form"].non_field_errors()
+    assert len(problems) == 3, problems
+    assert problems[0] == "Unsupported component 'Agent' (node Agent-k8J2m) has no langrun equivalent."
+    assert problems[1].startswith("Unsupported component 'CustomComponent' (node CustomComponent-9hT1x)")
+    assert problems[2].startswith("Unsupported component 'ParserComponent' (node ParserComponent-Str1n)") and "Stringify" in problems[2]
+    html = response.content.decode()
+    assert "Nothing was imported (3 problems)" in html and "Agent-k8J2m" in html
+    assert not Flow.objects.exists()
+
+
+def test_import_names_the_converted_node_of_a_graph_problem(staff):
+    """A missing variable is found in the converted graph: the problem names the Langflow node it came from."""
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("chat_model_and_api.json")})
+    assert response.context["form"].non_field_errors() == [
+        "Node 'OpenAIModel-o9p8q', params.api_key: Variable 'OPENAI_API_KEY' does not exist; create it under /api/v1/variables/."
+    ]
+    assert not Flow.objects.exists()
+
+
+def test_import_of_several_flows_names_the_flow_of_each_problem(staff):
+    flows = [json.loads((FIXTURES / name).read_text()) for name in ("webhook_parser_chat_output.json", "unsupported_component.json")]
+    content = json.dumps({"flows": [*flows, "nope"]}).encode()
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("two.json", content)})
+    problems = response.context["form"].non_field_errors()
+    assert problems[0].startswith("Flow 2 ('Has unsupported parts'): Unsupported component 'Agent' (node Agent-k8J2m)")
+    assert problems[-1] == "Flow 3: A flow must be an object with 'name' and 'data'."
+    assert not Flow.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00garbage", "The file is not JSON"),
+        (b"{nope", "The file is not JSON"),
+        (b"[1, 2]", "not a flow export"),
+        (b"{}", "not a flow export"),
+        (b"", "The submitted file is empty."),
+    ],
+)
+def test_import_of_a_garbage_file_is_a_form_error(staff, content, message):
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("garbage.json", content)})
+    assert response.status_code == 200
+    [error] = response.context["form"].errors["file"]
+    assert message in error
+    assert not Flow.objects.exists()
+
+
+def test_import_of_json_without_a_graph_lists_the_problem(staff):
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("x.json", b'{"name": "No graph"}')})
+    assert response.status_code == 200 and response.context["form"].non_field_errors()
+    assert not Flow.objects.exists()
+
+
+def test_import_without_a_file_is_a_form_error(staff):
+    response = login(staff).post(reverse("admin:flows_flow_import"), {})
+    assert response.status_code == 200 and response.context["form"].errors["file"]
+
+
+def test_staff_import_only_for_themselves(staff, other):
+    response = login(staff).post(
+        reverse("admin:flows_flow_import"), {"file": upload("webhook_parser_chat_output.json"), "user": str(other.pk)}
+    )
+    assert response.status_code == 302
+    assert Flow.objects.get().user == staff
+
+
+def test_superuser_imports_for_the_chosen_owner(superuser, other, make_flow):
+    make_flow(other, endpoint_name="order-notice")
+    c = login(superuser)
+    response = c.post(reverse("admin:flows_flow_import"), {"file": upload("webhook_parser_chat_output.json"), "user": str(other.pk)})
+    assert response.status_code == 302
+    imported = Flow.objects.get(name="Order notice")
+    assert (imported.user, imported.endpoint_name) == (other, "order-notice-1")  # free among the owner's names
+    response = c.post(reverse("admin:flows_flow_import"), {"file": upload("webhook_parser_chat_output.json"), "user": "999999"})
+    assert response.status_code == 200 and response.context["form"].errors["user"]
+
+
+def test_import_page_needs_staff(make_user):
+    c = login(make_user("plain"))
+    assert c.get(reverse("admin:flows_flow_import")).status_code == 302  # to the login page
+    assert c.post(reverse("admin:flows_flow_import"), {"file": upload("webhook_parser_chat_output.json")}).status_code == 302
+    assert not Flow.objects.exists()
+
+
+# --- the service refusing a save the form accepted --------------------------------------------
+
+
+@contextmanager
+def name_taken_at_save(owner, endpoint_name):
+    """Another flow takes `endpoint_name` right before the next flow is written: after every check, at the insert."""
+
+    def take(sender, instance, **kwargs):
+        if instance.name != "Racer":
+            Flow.objects.create(user=owner, name="Racer", endpoint_name=endpoint_name, data=GREETING_FLOW)
+
+    pre_save.connect(take, sender=Flow, dispatch_uid="name_taken_at_save")
+    try:
+        yield
+    finally:
+        pre_save.disconnect(sender=Flow, dispatch_uid="name_taken_at_save")
+
+
+def test_service_turns_the_unique_constraint_into_endpoint_name_taken(staff):
+    with name_taken_at_save(staff, "pasted"), pytest.raises(services.EndpointNameTaken):
+        services.flow_create(user=staff, name="Pasted", endpoint_name="pasted", data=GREETING_FLOW)
+
+
+def test_endpoint_name_taken_at_save_is_a_form_error_on_add(staff):
+    with name_taken_at_save(staff, "pasted"):
+        response = login(staff).post(reverse("admin:flows_flow_add"), flow_form())
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["endpoint_name"] == [
+        "The endpoint name 'pasted' was taken by another flow while saving this one."
+    ]
+    assert not Flow.objects.exists()  # the whole save was rolled back
+
+
+def test_endpoint_name_taken_at_save_is_a_form_error_on_change(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    with name_taken_at_save(staff, "renamed"):
+        response = login(staff).post(
+            reverse("admin:flows_flow_change", args=[flow.pk]), flow_form(name="Greeting", endpoint_name="renamed")
+        )
+    assert response.status_code == 200 and "endpoint_name" in response.context["adminform"].form.errors
+    flow.refresh_from_db()
+    assert flow.endpoint_name == "greet" and Flow.objects.count() == 1
+
+
+def test_endpoint_name_taken_during_an_import_is_a_form_error(staff):
+    with name_taken_at_save(staff, "order-notice"):
+        response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("webhook_parser_chat_output.json")})
+    assert response.status_code == 200
+    assert "was taken by another flow during the import" in response.context["form"].non_field_errors()[0]
+    assert not Flow.objects.exists()
+
+
+def test_missing_variable_is_a_graph_field_error(staff, superuser, other):
+    data = {
+        "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "t", "type": "Text", "params": {"text": {"variable": "TOKEN"}}}],
+        "edges": [],
+    }
+    services.variable_create(user=staff, name="TOKEN", value="v")
+    response = login(superuser).post(reverse("admin:flows_flow_add"), flow_form(user=str(other.pk), data=json.dumps(data)))
+    assert response.status_code == 200
+    [error] = response.context["adminform"].form.errors["data"]
+    assert error.startswith("Node 't', params.text: Variable 'TOKEN' does not exist")
+    assert login(superuser).post(reverse("admin:flows_flow_add"), flow_form(user=str(staff.pk), data=json.dumps(data))).status_code == 302

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from flows import services
+from flows import engine, services
 from flows.models import FlowRun, NodeResult
 
 
@@ -135,3 +135,18 @@ def test_tweaks_are_checked_stored_and_applied(flow, user):
     services.flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.tweaks == {"greet": {"template": "Bye {name}"}} and run.outputs == {"greeting": "Bye Ada"}
+
+
+def test_update_checks_variables_against_the_new_owner(user, make_user, make_flow):
+    other = make_user("heir")
+    data = {
+        "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "t", "type": "Text", "params": {"text": {"variable": "TOKEN"}}}],
+        "edges": [],
+    }
+    services.variable_create(user=other, name="TOKEN", value="v")
+    flow = make_flow(user)
+    with pytest.raises(engine.GraphValidationError):
+        services.flow_update(flow=flow, data=data)  # the owner has no TOKEN
+    services.flow_update(flow=flow, user=other, data=data)  # the new owner has
+    flow.refresh_from_db()
+    assert (flow.user, flow.data) == (other, data)

@@ -24,3 +24,67 @@ def test_admin_never_shows_a_credential_and_encrypts_what_it_saves(make_user):
     )
     variable.refresh_from_db()
     assert variable.kind == "generic" and variable.value == SECRET
+
+
+def test_superuser_chooses_the_owner_and_names_are_unique_per_owner(make_user):
+    root = make_user("root2", is_staff=True, is_superuser=True)
+    ada, bob = make_user("ada"), make_user("bob")
+    browser = Client()
+    browser.force_login(root)
+    form = browser.get("/admin/flows/variable/add/").context["adminform"].form
+    assert str(form["user"].value()) == str(root.pk)  # defaults to themselves
+    add = {"user": ada.pk, "name": "TOKEN", "kind": "credential", "new_value": SECRET}
+    assert browser.post("/admin/flows/variable/add/", add).status_code == 302
+    variable = Variable.objects.get(name="TOKEN")
+    assert variable.user == ada and services.variable_value(variable=variable) == SECRET
+    # The same name for the same owner is refused; for another owner it is fine.
+    duplicate = browser.post("/admin/flows/variable/add/", add)
+    assert duplicate.status_code == 200 and duplicate.context["adminform"].form.errors["name"] == [
+        "ada already has a variable named TOKEN."
+    ]
+    assert browser.post("/admin/flows/variable/add/", {**add, "user": bob.pk}).status_code == 302
+    # Handing a variable to another user checks the name among theirs, then moves it, value kept.
+    theirs = Variable.objects.get(user=bob, name="TOKEN")
+    change = {"user": ada.pk, "name": "TOKEN", "kind": "credential", "new_value": ""}
+    assert browser.post(f"/admin/flows/variable/{theirs.pk}/change/", change).status_code == 200
+    response = browser.post(f"/admin/flows/variable/{theirs.pk}/change/", {**change, "name": "TOKEN_2"})
+    assert response.status_code == 302
+    theirs.refresh_from_db()
+    assert (theirs.user, theirs.name, services.variable_value(variable=theirs)) == (ada, "TOKEN_2", SECRET)
+    # Superusers can filter by owner; the list shows every owner's variables.
+    listing = browser.get(f"/admin/flows/variable/?user__id__exact={bob.pk}")
+    assert listing.status_code == 200 and list(listing.context["cl"].result_list) == []
+
+
+def test_staff_cannot_choose_the_owner(make_user):
+    staff, other = make_user("staffer2", is_staff=True), make_user("other2")
+    browser = Client()
+    browser.force_login(staff)
+    assert "user" not in browser.get("/admin/flows/variable/add/").context["adminform"].form.fields
+    browser.post("/admin/flows/variable/add/", {"user": other.pk, "name": "MINE", "kind": "generic", "new_value": "v"})
+    assert Variable.objects.get(name="MINE").user == staff
+    # Filtering by another owner does not reach their variables.
+    services.variable_create(user=other, name="THEIRS", value="x")
+    assert b"THEIRS" not in browser.get(f"/admin/flows/variable/?user__id__exact={other.pk}").content
+
+
+def test_undecryptable_credential_is_a_form_error_not_a_500(make_user, settings):
+    from cryptography.fernet import Fernet
+
+    staff = make_user("keyed", is_staff=True)
+    settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()
+    variable = services.variable_create(user=staff, name="OLD", value=SECRET)
+    settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()  # the key changed since
+    browser = Client()
+    browser.force_login(staff)
+    # Turning it into a generic variable needs its plain value, which the new key cannot give.
+    response = browser.post(f"/admin/flows/variable/{variable.pk}/change/", {"name": "OLD", "kind": "generic", "new_value": ""})
+    assert response.status_code == 200
+    assert "cannot be decrypted with the current key" in response.context["adminform"].form.errors["new_value"][0]
+    variable.refresh_from_db()
+    assert variable.kind == "credential"
+    # A new value fixes it.
+    response = browser.post(f"/admin/flows/variable/{variable.pk}/change/", {"name": "OLD", "kind": "generic", "new_value": "plain"})
+    assert response.status_code == 302
+    variable.refresh_from_db()
+    assert (variable.kind, variable.value) == ("generic", "plain")
