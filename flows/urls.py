@@ -14,9 +14,11 @@ class OptionalSlashRouter(SimpleRouter):
 
 router = OptionalSlashRouter()
 router.register("flows", views.FlowViewSet, basename="flow")
+router.register("runs", views.FlowRunViewSet, basename="flowrun")
 
 urlpatterns = [
-    path("runs/<str:pk>", views.FlowRunDetailView.as_view(), name="flowrun-detail"),
     path("task/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),
+    path("run/<str:flow_id_or_name>", views.SimplifiedRunView.as_view(), name="run-flow"),
+    path("monitor/builds", views.MonitorBuildsView.as_view(), name="monitor-builds"),
     *router.urls,
 ]

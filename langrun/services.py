@@ -46,3 +46,8 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
         return None
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now(), use_count=F("use_count") + 1)
     return api_key
+
+
+def api_key_delete(*, api_key: ApiKey) -> None:
+    """Delete a key: requests carrying it are refused from now on."""
+    api_key.delete()

@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows.models import FlowRun
+from flows.serializers import FlowRunSerializer
 from flows.services import flow_run_create
 from langrun.authentication import api_key_from_request
 from webhooks import services
@@ -41,6 +42,7 @@ class WebhookView(APIView):
 
     def post(self, request, flow_id_or_name: str):
         user_id = services.webhook_user_id_parse(raw=request.query_params.get("user_id"))
+        wait = services.webhook_wait_parse(raw=request.query_params.get("wait"))
         caller = services.webhook_caller(key=api_key_from_request(request))
         flow = services.webhook_flow_lookup(identifier=flow_id_or_name, caller=caller, user_id=user_id)
         services.webhook_body_check_size(content_length=request.META.get("CONTENT_LENGTH"))
@@ -55,6 +57,9 @@ class WebhookView(APIView):
             content_type=content_type,
         )
         status_url = request.build_absolute_uri(reverse("flowrun-detail", kwargs={"pk": run.id}))
+        finished = services.webhook_run_wait(run=run, seconds=wait)
+        if finished is not None:
+            return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})
         body = WebhookAcceptedSerializer(
             {"message": ACCEPTED_MESSAGE, "status": "in progress", "run_id": run.id, "status_url": status_url}
         ).data
