@@ -1,7 +1,9 @@
+from django.db import models
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from flows.models import Flow, FlowRun, NodeResult
+from langrun.serializers import StrictCharField
 
 FLOW_EXAMPLE = {
     "id": "6f1c1c55-3f4e-4c09-9a51-0f8c3b1e2d10",
@@ -55,6 +57,11 @@ class GraphField(serializers.JSONField):
 
 @extend_schema_serializer(examples=[OpenApiExample("A greeting flow", value=FLOW_EXAMPLE, response_only=True)])
 class FlowSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+    }
     user_id = serializers.UUIDField(read_only=True)
     webhook = serializers.BooleanField(source="has_webhook", read_only=True, help_text="True when the flow has a Webhook node.")
     webhook_url = serializers.SerializerMethodField()
@@ -157,7 +164,7 @@ class TaskStatusSerializer(serializers.Serializer):
 
 
 class SimplifiedRunRequestSerializer(serializers.Serializer):
-    input_value = serializers.CharField(
+    input_value = StrictCharField(
         required=False,
         allow_null=True,
         allow_blank=True,
@@ -171,7 +178,7 @@ class SimplifiedRunRequestSerializer(serializers.Serializer):
         default="chat",
         help_text="chat, text and any report the flow's Output nodes; debug reports every node.",
     )
-    output_component = serializers.CharField(
+    output_component = StrictCharField(
         required=False, allow_blank=True, default="", help_text="Report only this node (by id); overrides output_type."
     )
     tweaks = serializers.DictField(
@@ -181,7 +188,7 @@ class SimplifiedRunRequestSerializer(serializers.Serializer):
         default=None,
         help_text="Per-node parameter overrides for this run only: {node_id: {param: value}}.",
     )
-    session_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None, max_length=200)
+    session_id = StrictCharField(required=False, allow_null=True, allow_blank=True, default=None, max_length=200)
 
 
 class OutputValueSerializer(serializers.Serializer):
@@ -235,7 +242,7 @@ class RunOutputsSerializer(serializers.Serializer):
 class RunResponseSerializer(serializers.Serializer):
     """Langflow's RunResponse, plus the run's id, status and error."""
 
-    session_id = serializers.CharField()
+    session_id = StrictCharField()
     outputs = RunOutputsSerializer(many=True)
     run_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=FlowRun.Status.choices)

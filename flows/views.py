@@ -8,7 +8,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.filters import OrderingFilter
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -28,7 +27,8 @@ from flows.serializers import (
     VertexBuildsSerializer,
 )
 from langrun.exceptions import Conflict, RequestValidationError
-from langrun.filters import FilterBackend
+from langrun.filters import FilterBackend, OrderingFilter
+from langrun.parsers import JSONParser
 from langrun.schema import error, validation_error
 
 
@@ -222,6 +222,7 @@ class SimplifiedRunView(APIView):
     """
 
     serializer_class = SimplifiedRunRequestSerializer
+    parser_classes = [JSONParser]  # as Langflow's: tweaks are nested objects, which forms cannot carry
 
     @extend_schema(
         summary="Run a flow and wait for its results",
@@ -280,7 +281,11 @@ class MonitorBuildsView(APIView):
     @extend_schema(
         summary="Vertex builds of a flow",
         parameters=[MonitorBuildsQuerySerializer],
-        responses={200: VertexBuildsSerializer, 422: validation_error("flow_id is missing or not a UUID.")},
+        responses={
+            200: VertexBuildsSerializer,
+            404: error("The flow is not one of yours."),
+            422: validation_error("flow_id is missing or not a UUID."),
+        },
     )
     def get(self, request):
         query = MonitorBuildsQuerySerializer(data=request.query_params)

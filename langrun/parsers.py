@@ -41,3 +41,15 @@ class JSONParser(parsers.JSONParser):
             raise ParseError("JSON is nested too deeply.") from exc
         json_storable_check(data)
         return data
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    """DRF's multipart parser; a non-empty body in which no part could be found is a 422, not an empty form."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        result = super().parse(stream, media_type, parser_context)
+        request = (parser_context or {}).get("request")
+        length = int((request.META.get("CONTENT_LENGTH") if request is not None else 0) or 0)
+        if length > 0 and not result.data and not result.files:
+            raise ParseError("Multipart body without any part.")
+        return result

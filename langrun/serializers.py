@@ -3,6 +3,15 @@ from rest_framework import serializers
 from langrun.models import ApiKey, User
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that takes only strings: DRF's would turn a JSON number into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ApiKeySerializer(serializers.ModelSerializer):
     """A key as listed: never the secret, only its first characters."""
 
@@ -15,7 +24,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
 
 class ApiKeyCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, allow_blank=True, default="")
+    name = StrictCharField(max_length=100, allow_blank=True, default="")
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
@@ -25,6 +34,8 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
 
 class UserSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(read_only=True, help_text="Empty when not set.")
+
     class Meta:
         model = User
         fields = [

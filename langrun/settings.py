@@ -156,14 +156,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "langrun.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "langrun.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "langrun.schema.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [
         "langrun.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "langrun.parsers.MultiPartParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["langrun.filters.FilterBackend"],
     "UNAUTHENTICATED_USER": None,
@@ -185,6 +185,7 @@ SPECTACULAR_SETTINGS = {
     # Separate request and response components, so read-only fields are never asked for in a request.
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["langrun.schema.optional_slash_paths"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "webhooks.schema.webhook_body_required"],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "flows.models.FlowRun.Status",
         "RunTriggerEnum": "flows.models.FlowRun.Trigger",

@@ -4,6 +4,7 @@ import logging
 
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import page_not_found
 from django.views.defaults import server_error as django_server_error
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -12,7 +13,9 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from langrun import __version__
+from langrun.exceptions import Conflict
 from langrun.models import ApiKey, User
+from langrun.schema import error
 from langrun.serializers import ApiKeyCreatedSerializer, ApiKeyCreateSerializer, ApiKeySerializer, UserSerializer
 from langrun.services import api_key_create, api_key_delete
 
@@ -49,6 +52,7 @@ def version(request):
     return JsonResponse({"version": __version__, "main_version": __version__.rsplit(".", 1)[0], "package": "langrun"})
 
 
+@csrf_exempt  # also the catch-all route for unknown /api/ paths, where a POST must get a 404, not a CSRF page
 def not_found(request, exception=None):
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not Found"}, status=404)
@@ -82,7 +86,14 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destr
         data = {**ApiKeySerializer(new.api_key).data, "api_key": new.key}
         return Response(ApiKeyCreatedSerializer(data).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses={204: None, 409: error("This request is authenticated with the key it deletes.")})
+    def destroy(self, request, *args, **kwargs):
+        return super().destroy(request, *args, **kwargs)
+
     def perform_destroy(self, instance):
+        # A script deleting the key it runs with would lock itself out mid-way; use another key or a session.
+        if isinstance(self.request.auth, ApiKey) and self.request.auth.pk == instance.pk:
+            raise Conflict("This request is authenticated with this key; delete it with another key or from a session.")
         api_key_delete(api_key=instance)
 
 

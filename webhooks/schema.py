@@ -30,18 +30,23 @@ class WebhookViewSchema(OpenApiViewExtension):
                     "the answer; 202 means it runs in the background. With `?wait=<seconds>` the answer waits up to "
                     "that long (capped by LANGRUN_WEBHOOK_MAX_WAIT) and is a 200 with the run's status when it finished."
                 ),
+                # An empty body is a 400, so every documented body has some content. Forms are one of the
+                # "any" content types (an empty form encodes to an empty body, which no schema here can exclude).
                 request={
                     "application/json": OpenApiTypes.ANY,
-                    "application/x-www-form-urlencoded": OpenApiTypes.OBJECT,
-                    "text/plain": OpenApiTypes.STR,
-                    "*/*": OpenApiTypes.BINARY,
+                    "text/plain": {"type": "string", "minLength": 1},
+                    "*/*": {"type": "string", "format": "binary", "minLength": 1},
                 },
                 parameters=[
                     OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH, description="A flow's id or endpoint name."),
                     OpenApiParameter(
                         "user_id", OpenApiTypes.UUID, description="The flow owner's id, when authentication is off and names clash."
                     ),
-                    OpenApiParameter("wait", OpenApiTypes.NUMBER, description="Seconds to wait for the run to finish (0 or more, capped)."),
+                    OpenApiParameter(
+                        "wait",
+                        {"type": "number", "minimum": 0},
+                        description="Seconds to wait for the run to finish (0 or more, capped by LANGRUN_WEBHOOK_MAX_WAIT).",
+                    ),
                 ],
                 responses={
                     200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
@@ -63,3 +68,11 @@ class WebhookViewSchema(OpenApiViewExtension):
                 return super().post(request, flow_id_or_name)
 
         return Fixed
+
+
+def webhook_body_required(result, generator, request, public):
+    """Postprocessing hook: the webhook's body is required (an empty one is a 400)."""
+    for path, operations in result.get("paths", {}).items():
+        if path.startswith("/api/v1/webhook/") and "requestBody" in operations.get("post", {}):
+            operations["post"]["requestBody"]["required"] = True
+    return result
