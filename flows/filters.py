@@ -1,8 +1,30 @@
 """Query-string filters for the flow and run lists."""
 
+from datetime import UTC
+
 import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from flows.models import Flow, FlowRun
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """ISO 8601, turned into UTC here: a database may refuse unusual offsets (PostgreSQL stops at ±15:59),
+    and near year 1 or 9999 the conversion itself overflows, which is the caller's error, not a 500."""
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise forms.ValidationError("Date and time out of range once converted to UTC.", code="invalid") from exc
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
 
 
 class FlowFilter(django_filters.FilterSet):
@@ -24,8 +46,8 @@ class FlowRunFilter(django_filters.FilterSet):
     flow = django_filters.UUIDFilter(field_name="flow_id", help_text="Only runs of this flow.")
     status = django_filters.ChoiceFilter(choices=FlowRun.Status.choices)
     trigger = django_filters.ChoiceFilter(choices=FlowRun.Trigger.choices)
-    received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
-    received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
+    received_after = UtcDateTimeFilter(field_name="received_at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
+    received_before = UtcDateTimeFilter(field_name="received_at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
 
     class Meta:
         model = FlowRun

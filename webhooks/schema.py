@@ -30,12 +30,11 @@ class WebhookViewSchema(OpenApiViewExtension):
                     "the answer; 202 means it runs in the background. With `?wait=<seconds>` the answer waits up to "
                     "that long (capped by LANGRUN_WEBHOOK_MAX_WAIT) and is a 200 with the run's status when it finished."
                 ),
-                # An empty body is a 400, so every documented body has some content. Forms are one of the
-                # "any" content types (an empty form encodes to an empty body, which no schema here can exclude).
+                # An empty body is a 400. Forms are one of the "any" content types (*/*).
                 request={
                     "application/json": OpenApiTypes.ANY,
                     "text/plain": {"type": "string", "minLength": 1},
-                    "*/*": {"type": "string", "format": "binary", "minLength": 1},
+                    "*/*": {"type": "string", "format": "binary"},
                 },
                 parameters=[
                     OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH, description="A flow's id or endpoint name."),

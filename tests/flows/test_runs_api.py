@@ -123,3 +123,14 @@ def test_methods_not_allowed_carry_allow(key_client, flow):
     response = key_client.delete(f"/api/v1/runs/{run.id}")
     assert response.status_code == 405 and "GET" in response["Allow"] and isinstance(response.json()["detail"], str)
     assert key_client.get(f"/api/v1/runs/{run.id}/cancel").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0334-12-27T13:34:09+18:46", "0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00", "2026-02-30T00:00:00Z"],
+)
+def test_odd_dates_are_a_422_or_an_answer_never_a_500(key_client, flow, value):
+    response = key_client.get("/api/v1/runs/", {"received_before": value})
+    assert response.status_code in (200, 422), response.content
+    if response.status_code == 422:
+        assert response.json()["detail"][0]["loc"] == ["query", "received_before"]

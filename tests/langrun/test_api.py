@@ -144,4 +144,7 @@ def test_browsable_api_after_login(user, flow):
         assert response["Content-Type"].startswith("text/html"), path
         assert b"Django REST framework" in response.content
     form = c.get("/api/v1/flows/", HTTP_ACCEPT="text/html").content.decode()
-    assert 'name="endpoint_name"' in form or "_content" in form
+    assert 'name="endpoint_name"' in form and 'name="data"' in form  # the HTML form for create
+    assert 'name="name"' in c.get("/api/v1/api_key/", HTTP_ACCEPT="text/html").content.decode()
+    for raw in ["/api/v1/webhook/greet", f"/api/v1/run/{flow.id}", f"/api/v1/flows/{flow.id}"]:
+        assert 'name="_content"' in c.get(raw, HTTP_ACCEPT="text/html").content.decode(), raw  # the raw-body form
