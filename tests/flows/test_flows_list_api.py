@@ -71,3 +71,11 @@ def test_json_with_nul_or_lone_surrogate_is_422_not_500(key_client):
         response = key_client.post("/api/v1/flows/", raw, content_type="application/json")
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body"]
     assert not Flow.objects.exists()
+
+
+def test_too_deep_json_and_partless_multipart_are_422(key_client):
+    deep = key_client.post("/api/v1/flows/", "[" * 100_000, content_type="application/json")
+    assert deep.status_code == 422 and deep.json()["detail"][0]["loc"] == ["body"]
+    junk = key_client.post("/api/v1/flows/", b"[]", content_type="multipart/form-data; boundary=xyz")
+    assert junk.status_code == 422 and junk.json()["detail"][0]["loc"] == ["body"]
+    assert not Flow.objects.exists()
