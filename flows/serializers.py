@@ -1,14 +1,72 @@
 from django.conf import settings
+from django.db import models
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult, Variable
+from langrun.serializers import StrictCharField
+
+FLOW_EXAMPLE = {
+    "id": "6f1c1c55-3f4e-4c09-9a51-0f8c3b1e2d10",
+    "name": "Greeting",
+    "description": "Says hello",
+    "data": {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "greet", "type": "Template", "params": {"template": "Hello {name}!"}},
+            {"id": "out", "type": "Output", "params": {"name": "greeting"}},
+        ],
+        "edges": [
+            {"source": "hook", "target": "greet", "target_input": "data"},
+            {"source": "greet", "target": "out", "target_input": "value"},
+        ],
+    },
+    "endpoint_name": "greet",
+    "user_id": "0b7e7f7c-1d2e-4f5a-9b8c-7d6e5f4a3b2c",
+    "created_at": "2026-11-28T12:00:00Z",
+    "updated_at": "2026-11-28T12:00:00Z",
+    "webhook": True,
+    "webhook_url": "http://127.0.0.1:8000/api/v1/webhook/greet",
+    "latest_run_status": "succeeded",
+    "latest_run_at": "2026-11-28T12:05:00Z",
+}
+
+RUN_EXAMPLE = {
+    "id": "3f0c9d2e-8a7b-4c6d-9e5f-1a2b3c4d5e6f",
+    "flow_id": "6f1c1c55-3f4e-4c09-9a51-0f8c3b1e2d10",
+    "status": "succeeded",
+    "trigger": "webhook",
+    "attempts": 1,
+    "outputs": {"greeting": "Hello Ada!"},
+    "error": "",
+    "received_at": "2026-11-28T12:05:00Z",
+    "started_at": "2026-11-28T12:05:00.100000Z",
+    "finished_at": "2026-11-28T12:05:00.104000Z",
+    "replay_of": None,
+    "nodes": [
+        {"id": "hook", "type": "Webhook", "status": "succeeded", "output": {"data": {"name": "Ada"}}, "error": "", "duration_ms": 0.04},
+        {"id": "greet", "type": "Template", "status": "succeeded", "output": {"text": "Hello Ada!"}, "error": "", "duration_ms": 0.05},
+        {"id": "out", "type": "Output", "status": "succeeded", "output": {"value": "Hello Ada!"}, "error": "", "duration_ms": 0.01},
+    ],
+}
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True, "example": FLOW_EXAMPLE["data"]})
+class GraphField(serializers.JSONField):
+    pass
+
+
+@extend_schema_serializer(examples=[OpenApiExample("A greeting flow", value=FLOW_EXAMPLE, response_only=True)])
 class FlowSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+    }
     user_id = serializers.UUIDField(read_only=True)
     webhook = serializers.BooleanField(source="has_webhook", read_only=True, help_text="True when the flow has a Webhook node.")
     webhook_url = serializers.SerializerMethodField()
-    data = serializers.JSONField(help_text="The graph in langrun's native format: {'nodes': [...], 'edges': [...]}.")
+    data = GraphField(help_text="The graph in langrun's native format: {'nodes': [...], 'edges': [...]}.")
     timeout = serializers.IntegerField(
         required=False,
         allow_null=True,
@@ -28,6 +86,9 @@ class FlowSerializer(serializers.ModelSerializer):
     )
     signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
 
+    latest_run_status = serializers.SerializerMethodField(help_text="Status of the flow's most recent run; null when it never ran.")
+    latest_run_at = serializers.SerializerMethodField(help_text="When the most recent run was received; null when it never ran.")
+
     class Meta:
         model = Flow
         fields = [
@@ -45,6 +106,8 @@ class FlowSerializer(serializers.ModelSerializer):
             "max_attempts",
             "max_concurrent_runs",
             "signed",
+            "latest_run_status",
+            "latest_run_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
         # Uniqueness per owner is checked by the service, which knows the owner.
@@ -57,6 +120,22 @@ class FlowSerializer(serializers.ModelSerializer):
         path = f"/api/v1/webhook/{flow.endpoint_name or flow.id}"
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+    def _latest(self, flow: Flow) -> tuple:
+        # Lists annotate these (one query for the page); a single flow just asks.
+        if hasattr(flow, "latest_run_status"):
+            return flow.latest_run_status, flow.latest_run_at
+        latest = flow.runs.order_by("-received_at").values_list("status", "received_at").first()
+        return latest or (None, None)
+
+    @extend_schema_field(serializers.ChoiceField(choices=FlowRun.Status.choices, allow_null=True))
+    def get_latest_run_status(self, flow: Flow) -> str | None:
+        return self._latest(flow)[0]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_latest_run_at(self, flow: Flow):
+        value = self._latest(flow)[1]
+        return serializers.DateTimeField().to_representation(value) if value else None
 
 
 class NodeResultSerializer(serializers.ModelSerializer):
@@ -75,15 +154,17 @@ class NodeResultSerializer(serializers.ModelSerializer):
         return data
 
 
-class FlowRunSerializer(serializers.ModelSerializer):
+class FlowRunListSerializer(serializers.ModelSerializer):
+    """A run without its per-node results (lists stay one query)."""
+
     flow_id = serializers.UUIDField(read_only=True)
-    nodes = NodeResultSerializer(source="node_results", many=True, read_only=True)
     version = serializers.IntegerField(
         source="version.number",
         read_only=True,
         allow_null=True,
         help_text="The flow version this run executes (see /flows/{id}/versions/).",
     )
+    replay_of = serializers.UUIDField(source="replay_of_id", read_only=True, allow_null=True, help_text="The run this one replays.")
 
     class Meta:
         model = FlowRun
@@ -99,8 +180,17 @@ class FlowRunSerializer(serializers.ModelSerializer):
             "received_at",
             "started_at",
             "finished_at",
-            "nodes",
+            "replay_of",
         ]
+        read_only_fields = fields
+
+
+@extend_schema_serializer(examples=[OpenApiExample("A finished run", value=RUN_EXAMPLE, response_only=True)])
+class FlowRunSerializer(FlowRunListSerializer):
+    nodes = NodeResultSerializer(source="node_results", many=True, read_only=True)
+
+    class Meta(FlowRunListSerializer.Meta):
+        fields = [*FlowRunListSerializer.Meta.fields, "nodes"]
         read_only_fields = fields
 
 
@@ -166,3 +256,121 @@ class FlowVersionListSerializer(FlowVersionSerializer):
     class Meta(FlowVersionSerializer.Meta):
         fields = ["number", "flow_id", "author", "message", "created_at"]
         read_only_fields = fields
+
+
+# --- Simplified Run Flow (Langflow's POST /api/v1/run/{flow}) -------------------------------------------
+
+
+class SimplifiedRunRequestSerializer(serializers.Serializer):
+    input_value = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        help_text="Becomes the Webhook node's payload: its JSON value when it parses as JSON, else {'payload': text}; "
+        "absent or null gives {}.",
+    )
+    input_type = serializers.ChoiceField(choices=["chat", "text", "any"], default="chat")
+    output_type = serializers.ChoiceField(
+        choices=["chat", "text", "any", "debug"],
+        default="chat",
+        help_text="chat, text and any report the flow's Output nodes; debug reports every node.",
+    )
+    output_component = StrictCharField(
+        required=False, allow_blank=True, default="", help_text="Report only this node (by id); overrides output_type."
+    )
+    tweaks = serializers.DictField(
+        child=serializers.DictField(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Per-node parameter overrides for this run only: {node_id: {param: value}}.",
+    )
+    session_id = StrictCharField(required=False, allow_null=True, allow_blank=True, default=None, max_length=200)
+
+
+class OutputValueSerializer(serializers.Serializer):
+    message = serializers.JSONField(allow_null=True)
+    type = serializers.CharField()
+
+
+class ResultDataSerializer(serializers.Serializer):
+    results = serializers.JSONField(allow_null=True, help_text="The node's outputs, by output name.")
+    outputs = serializers.DictField(child=OutputValueSerializer())
+    component_id = serializers.CharField()
+    component_display_name = serializers.CharField()
+    status = serializers.ChoiceField(choices=NodeResult.Status.choices)
+    error = serializers.CharField(allow_blank=True)
+
+
+class RunOutputsSerializer(serializers.Serializer):
+    inputs = serializers.DictField()
+    outputs = ResultDataSerializer(many=True)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A finished synchronous run",
+            response_only=True,
+            value={
+                "session_id": "my-session",
+                "outputs": [
+                    {
+                        "inputs": {"input_value": '{"name": "Ada"}'},
+                        "outputs": [
+                            {
+                                "results": {"value": "Hello Ada!"},
+                                "outputs": {"value": {"message": "Hello Ada!", "type": "text"}},
+                                "component_id": "out",
+                                "component_display_name": "Output",
+                                "status": "succeeded",
+                                "error": "",
+                            }
+                        ],
+                    }
+                ],
+                "run_id": RUN_EXAMPLE["id"],
+                "status": "succeeded",
+                "error": "",
+            },
+        )
+    ]
+)
+class RunResponseSerializer(serializers.Serializer):
+    """Langflow's RunResponse, plus the run's id, status and error."""
+
+    session_id = StrictCharField()
+    outputs = RunOutputsSerializer(many=True)
+    run_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=FlowRun.Status.choices)
+    error = serializers.CharField(allow_blank=True)
+
+
+class RunAcceptedSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    status = serializers.CharField()
+    run_id = serializers.UUIDField()
+    status_url = serializers.URLField()
+
+
+# --- Monitor (Langflow's vertex builds) -------------------------------------------------------------------
+
+
+class VertexBuildSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The node id.")
+    valid = serializers.BooleanField(help_text="True when the node succeeded.")
+    timestamp = serializers.DateTimeField()
+    flow_id = serializers.UUIDField()
+    params = serializers.CharField(allow_null=True, help_text="The node's parameters for that run, as JSON text.")
+    data = serializers.DictField(help_text="results, outputs, status, message (the error) and duration_ms.")
+    artifacts = serializers.DictField()
+    build_id = serializers.UUIDField(help_text="The run's id.")
+
+
+class VertexBuildsSerializer(serializers.Serializer):
+    vertex_builds = serializers.DictField(child=VertexBuildSerializer(many=True))
+
+
+class MonitorBuildsQuerySerializer(serializers.Serializer):
+    flow_id = serializers.UUIDField()

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -386,6 +388,78 @@ def _flow_release_waiting(flow: Flow) -> None:
         flow_run_enqueue(run_id=run_id)
 
 
+def flow_run_wait(*, run_id, timeout: float) -> FlowRun:
+    """The run once it is terminal, or as it is after `timeout` seconds (polls the ledger)."""
+    deadline = time.monotonic() + max(timeout, 0)
+    delay = 0.02
+    while True:
+        run = FlowRun.objects.get(pk=run_id)
+        remaining = deadline - time.monotonic()
+        if run.status in FlowRun.TERMINAL or remaining <= 0:
+            return run
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.25)
+
+
+def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
+    """Execute a committed, queued run in this process; return it when terminal or after `timeout` seconds.
+
+    The run executes in a thread, so the caller can stop waiting without
+    interrupting it: a run still going at the deadline finishes in that thread.
+    If a worker claimed the run first (it was also enqueued), this just waits.
+    """
+    started = time.monotonic()
+    thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
+    thread.start()
+    thread.join(max(timeout, 0))
+    return flow_run_wait(run_id=run.id, timeout=timeout - (time.monotonic() - started))
+
+
+def _flow_run_execute_thread(*, run_id) -> None:
+    try:
+        flow_run_execute(run_id=run_id)
+    except Exception:
+        logger.exception("Run %s failed to execute in the request thread", run_id)
+    finally:
+        connection.close()  # the thread's own connection; Django only closes the request thread's
+
+
+def flow_run_input_payload(*, input_value: str | None) -> Any:
+    """The Webhook node's payload for a run started with Langflow's `input_value`.
+
+    Treated like a webhook body: JSON text gives its value, other text
+    `{"payload": text}`; no input gives `{}`.
+    """
+    if input_value is None or input_value == "":
+        return {}
+    try:
+        payload = json.loads(input_value, parse_constant=_reject_json_constant)
+        _check_storable(payload)
+    except (ValueError, RecursionError):
+        return {"payload": input_value}
+    return payload
+
+
+def _reject_json_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _check_storable(value: Any) -> None:
+    """ValueError for NUL or unpaired surrogates, which JSON escapes can carry but no database stores."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("NUL")
+            item.encode("utf-8")  # UnicodeEncodeError is a ValueError
+
+
 def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int = 1000) -> int:
     """Enqueue again the queued runs whose last enqueue is older than `older_than`.
 
@@ -756,3 +830,50 @@ def flow_runs_requeue(
             acted.append(run)
     logger.info("Requeued %d %s runs", len(acted), status)
     return acted
+
+
+# --- Monitoring --------------------------------------------------------------
+
+VERTEX_BUILDS_RUNS = 100
+
+
+def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[str, list[dict[str, Any]]]:
+    """Langflow's vertex builds for a flow, from the node results of its latest `runs` finished runs.
+
+    `{node_id: [build, ...]}`, oldest build first per node; nodes that were
+    skipped are left out (they were never built).
+    """
+    run_ids = list(
+        FlowRun.objects.filter(flow=flow, finished_at__isnull=False).order_by("-received_at").values_list("pk", flat=True)[:runs]
+    )
+    results = (
+        NodeResult.objects.filter(run_id__in=run_ids)
+        .exclude(status=NodeResult.Status.SKIPPED)
+        .select_related("run")
+        .order_by("run__received_at", "order")
+    )
+    params_by_node = {n.get("id"): n.get("params") for n in (flow.data or {}).get("nodes", []) if isinstance(n, dict)}
+    builds: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        tweaks = ((result.run.tweaks or {}).get(result.node_id)) or {}
+        params = {**(params_by_node.get(result.node_id) or {}), **tweaks}
+        builds.setdefault(result.node_id, []).append(
+            {
+                "id": result.node_id,
+                "valid": result.status == NodeResult.Status.SUCCEEDED,
+                "timestamp": result.run.finished_at,
+                "flow_id": flow.id,
+                "params": json.dumps(params) if params else None,
+                "data": {
+                    "results": result.output,
+                    "outputs": result.output,
+                    "status": result.status,
+                    "message": result.error,
+                    "duration_ms": result.duration_ms,
+                    "component_type": result.component_type,
+                },
+                "artifacts": {},
+                "build_id": result.run_id,
+            }
+        )
+    return builds

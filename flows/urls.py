@@ -15,9 +15,9 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("flows", views.FlowViewSet, basename="flow")
 router.register("variables", views.VariableViewSet, basename="variable")
+router.register("runs", views.FlowRunViewSet, basename="flowrun")
 
 urlpatterns = [
-    path("runs/<str:pk>", views.FlowRunDetailView.as_view(), name="flowrun-detail"),
     path("task/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),
     re_path(r"^components/?$", views.ComponentListView.as_view(), name="component-list"),
     re_path(r"^flows/upload/?$", views.FlowUploadView.as_view(), name="flow-upload"),
@@ -25,5 +25,7 @@ urlpatterns = [
     path("flows/<uuid:flow_id>/versions/", version_views.FlowVersionListView.as_view(), name="flowversion-list"),
     path("flows/<uuid:flow_id>/versions/<int:number>", version_views.FlowVersionDetailView.as_view(), name="flowversion-detail"),
     path("flows/<uuid:flow_id>/versions/<int:number>/restore", version_views.FlowVersionRestoreView.as_view(), name="flowversion-restore"),
+    path("run/<str:flow_id_or_name>", views.SimplifiedRunView.as_view(), name="run-flow"),
+    path("monitor/builds", views.MonitorBuildsView.as_view(), name="monitor-builds"),
     *router.urls,
 ]

@@ -2,26 +2,40 @@ import json
 import uuid
 from contextlib import contextmanager
 
-from django.db.models import Prefetch
+from django.conf import settings
+from django.db.models import OuterRef, Prefetch, Subquery
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from flows import services
 from flows.engine import GraphValidationError
+from flows.filters import FlowFilter, FlowRunFilter
 from flows.models import Flow, FlowRun, NodeResult, Variable
 from flows.serializers import (
     ComponentSerializer,
     FlowExportSerializer,
+    FlowRunListSerializer,
     FlowRunSerializer,
     FlowSerializer,
+    MonitorBuildsQuerySerializer,
+    RunAcceptedSerializer,
+    RunResponseSerializer,
+    SimplifiedRunRequestSerializer,
     TaskStatusSerializer,
     VariableSerializer,
+    VertexBuildsSerializer,
 )
-from langrun.exceptions import RequestValidationError
+from langrun.exceptions import Conflict, RequestValidationError
+from langrun.filters import FilterBackend, OrderingFilter
+from langrun.parsers import JSONParser
+from langrun.schema import error, validation_error
 
 
 @contextmanager
@@ -39,14 +53,23 @@ def flow_errors_as_422():
         ) from exc
 
 
+def _latest_runs(field: str):
+    return Subquery(FlowRun.objects.filter(flow=OuterRef("pk")).order_by("-received_at").values(field)[:1])
+
+
 class FlowViewSet(viewsets.ModelViewSet):
     """Your flows. Another user's flow is a 404."""
 
     serializer_class = FlowSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    filter_backends = [FilterBackend, OrderingFilter]
+    filterset_class = FlowFilter
+    ordering_fields = ["name", "updated_at", "created_at"]
 
     def get_queryset(self):
-        return Flow.objects.filter(user=self.request.user)
+        return Flow.objects.filter(user=self.request.user).annotate(
+            latest_run_status=_latest_runs("status"), latest_run_at=_latest_runs("received_at")
+        )
 
     def perform_create(self, serializer):
         with flow_errors_as_422():
@@ -58,17 +81,60 @@ class FlowViewSet(viewsets.ModelViewSet):
 
 
 def _runs_of(user):
-    results = Prefetch("node_results", queryset=NodeResult.objects.order_by("order"))
-    return FlowRun.objects.filter(flow__user=user).select_related("version").prefetch_related(results)
+    return FlowRun.objects.filter(flow__user=user).select_related("version")
 
 
-class FlowRunDetailView(generics.RetrieveAPIView):
-    """A run's status, outputs, error and per-node results. Another user's run is a 404."""
+def _with_nodes(queryset):
+    return queryset.prefetch_related(Prefetch("node_results", queryset=NodeResult.objects.order_by("order")))
 
-    serializer_class = FlowRunSerializer
+
+def _status_url(request, run: FlowRun) -> str:
+    return request.build_absolute_uri(reverse("flowrun-detail", kwargs={"pk": run.id}))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List runs", description="Your flows' runs, newest first."),
+    retrieve=extend_schema(summary="A run with its node results"),
+)
+class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Runs of your flows: status, outputs, error and per-node results. Another user's run is a 404."""
+
+    filterset_class = FlowRunFilter
+    queryset = FlowRun.objects.none()  # for the schema; get_queryset scopes to the owner
 
     def get_queryset(self):
-        return _runs_of(self.request.user)
+        runs = _runs_of(self.request.user).order_by("-received_at")
+        return runs if self.action == "list" else _with_nodes(runs)
+
+    def get_serializer_class(self):
+        return FlowRunListSerializer if self.action == "list" else FlowRunSerializer
+
+    @extend_schema(
+        summary="Replay a run",
+        description="A new run of the same flow with the same payload and tweaks (trigger `replay`), linked to this one.",
+        request=None,
+        responses={201: FlowRunSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request, pk=None):
+        original = self.get_object()
+        run = services.flow_run_replay(run=original, user=request.user)
+        run = _with_nodes(FlowRun.objects.filter(pk=run.pk)).get()
+        return Response(FlowRunSerializer(run).data, status=status.HTTP_201_CREATED, headers={"Location": _status_url(request, run)})
+
+    @extend_schema(
+        summary="Cancel a queued run",
+        request=None,
+        responses={200: FlowRunSerializer, 409: error("The run is not queued any more (a worker has it, or it ended).")},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        try:
+            run = services.flow_run_cancel(run=run)
+        except services.RunNotCancellable as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(FlowRunSerializer(_with_nodes(FlowRun.objects.filter(pk=run.pk)).get()).data)
 
 
 class TaskStatusView(generics.GenericAPIView):
@@ -182,3 +248,154 @@ class FlowExportView(generics.GenericAPIView):
         if flow is None:
             raise NotFound("Flow not found")
         return Response(FlowExportSerializer(services.flow_export(flow=flow)).data)
+
+
+def _flow_of(user, identifier: str) -> Flow:
+    """The caller's flow by id, or else by endpoint name."""
+    try:
+        flow = Flow.objects.filter(user=user, pk=uuid.UUID(identifier)).first()
+    except ValueError:
+        flow = None
+    if flow is None:
+        flow = Flow.objects.filter(user=user, endpoint_name=identifier).first()
+    if flow is None:
+        raise NotFound(f"Flow identifier {identifier} not found")
+    return flow
+
+
+def _tweak_errors(exc: GraphValidationError, data: dict) -> RequestValidationError:
+    """Locate tweak problems under ["body", "tweaks", node_id, ...], including bad tweaked params."""
+    nodes = data.get("nodes") or []
+    errors = []
+    for issue in exc.issues:
+        loc = list(issue.loc)
+        if loc[:1] == ["tweaks"]:
+            loc = loc[1:]
+        elif loc[:1] == ["nodes"] and len(loc) >= 2 and isinstance(loc[1], int) and loc[1] < len(nodes):
+            node_id = nodes[loc[1]].get("id") if isinstance(nodes[loc[1]], dict) else loc[1]
+            rest = loc[2:]
+            loc = [node_id, *(rest[1:] if rest[:1] == ["params"] else rest)]
+        errors.append({"loc": ["body", "tweaks", *loc], "msg": issue.msg, "type": issue.type})
+    return RequestValidationError(errors)
+
+
+def _run_response(run: FlowRun, *, inputs: dict, output_type: str, output_component: str, session_id: str) -> dict:
+    """Langflow's RunResponse for a finished run: the reported nodes' results."""
+    output_nodes = {n.get("id") for n in (run.flow.data or {}).get("nodes", []) if isinstance(n, dict) and n.get("type") == "Output"}
+    reported = []
+    for node in run.node_results.order_by("order"):
+        if output_component:
+            if node.node_id != output_component:
+                continue
+        elif output_type != "debug" and node.node_id not in output_nodes:
+            continue
+        outputs = node.output if isinstance(node.output, dict) else {}
+        reported.append(
+            {
+                "results": node.output,
+                "outputs": {
+                    name: {"message": value, "type": "text" if isinstance(value, str) else "object"} for name, value in outputs.items()
+                },
+                "component_id": node.node_id,
+                "component_display_name": node.component_type,
+                "status": node.status,
+                "error": node.error,
+            }
+        )
+    return {
+        "session_id": session_id,
+        "outputs": [{"inputs": inputs, "outputs": reported}],
+        "run_id": run.id,
+        "status": run.status,
+        "error": run.error,
+    }
+
+
+class SimplifiedRunView(APIView):
+    """Run a flow and answer with its results (Langflow's Simplified Run Flow).
+
+    The run is recorded with trigger `api` and executes in this request. When it
+    takes longer than `LANGRUN_SYNC_RUN_TIMEOUT` seconds, the answer is a 202 with
+    the run's id and status URL, and the run goes on to finish on its own.
+    """
+
+    serializer_class = SimplifiedRunRequestSerializer
+    parser_classes = [JSONParser]  # as Langflow's: tweaks are nested objects, which forms cannot carry
+
+    @extend_schema(
+        summary="Run a flow and wait for its results",
+        request=SimplifiedRunRequestSerializer,
+        responses={
+            200: RunResponseSerializer,
+            202: OpenApiResponse(RunAcceptedSerializer, description="Still running at the timeout; follow status_url."),
+            404: error("No flow of yours with this id or endpoint name."),
+        },
+        parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH, description="A flow's id or endpoint name.")],
+    )
+    def post(self, request, flow_id_or_name: str):
+        body = SimplifiedRunRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        params = body.validated_data
+        flow = _flow_of(request.user, flow_id_or_name)
+        node_ids = {n.get("id") for n in (flow.data or {}).get("nodes", []) if isinstance(n, dict)}
+        if params["output_component"] and params["output_component"] not in node_ids:
+            raise RequestValidationError.single(
+                ["body", "output_component"], f"The flow has no node {params['output_component']!r}.", "unknown_node"
+            )
+        try:
+            run = services.flow_run_create(
+                flow=flow,
+                user=request.user,
+                trigger=FlowRun.Trigger.API,
+                payload=services.flow_run_input_payload(input_value=params["input_value"]),
+                body=params["input_value"] or "",
+                content_type="text/plain",
+                tweaks=params["tweaks"],
+            )
+        except GraphValidationError as exc:
+            raise _tweak_errors(exc, flow.data) from exc
+        run = services.flow_run_execute_sync(run=run, timeout=settings.LANGRUN_SYNC_RUN_TIMEOUT)
+        if run.status not in FlowRun.TERMINAL:
+            status_url = _status_url(request, run)
+            accepted = {"message": "The run is still in progress", "status": "in progress", "run_id": run.id, "status_url": status_url}
+            return Response(RunAcceptedSerializer(accepted).data, status=status.HTTP_202_ACCEPTED, headers={"Location": status_url})
+        run.flow = flow
+        return Response(
+            RunResponseSerializer(
+                _run_response(
+                    run,
+                    inputs={"input_value": params["input_value"]},
+                    output_type=params["output_type"],
+                    output_component=params["output_component"],
+                    session_id=params["session_id"] or str(run.id),
+                )
+            ).data
+        )
+
+
+class MonitorBuildsView(APIView):
+    """Langflow's vertex builds for one of your flows, from the node results of its latest 100 finished runs."""
+
+    @extend_schema(
+        summary="Vertex builds of a flow",
+        parameters=[MonitorBuildsQuerySerializer],
+        responses={
+            200: VertexBuildsSerializer,
+            404: error("The flow is not one of yours."),
+            422: validation_error("flow_id is missing or not a UUID."),
+        },
+    )
+    def get(self, request):
+        query = MonitorBuildsQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            raise RequestValidationError(
+                [
+                    {"loc": ["query", name], "msg": str(message), "type": "missing" if message.code == "required" else "uuid_parsing"}
+                    for name, messages in query.errors.items()
+                    for message in messages
+                ]
+            )
+        flow = Flow.objects.filter(user=request.user, pk=query.validated_data["flow_id"]).first()
+        if flow is None:
+            raise NotFound("Flow not found")
+        return Response(VertexBuildsSerializer({"vertex_builds": services.flow_vertex_builds(flow=flow)}).data)

@@ -53,3 +53,8 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     ApiKey.objects.filter(pk=api_key.pk).update(is_active=False)
     api_key.is_active = False
     return api_key
+
+
+def api_key_delete(*, api_key: ApiKey) -> None:
+    """Delete a key: requests carrying it are refused from now on."""
+    api_key.delete()

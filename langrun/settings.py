@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "django_q",
     "langrun",
     "flows",
@@ -50,6 +52,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "langrun.middleware.ApiQueryGuardMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "flows.metrics.WebhookMetricsMiddleware",
 ]
@@ -143,6 +146,11 @@ LANGRUN_MAX_BODY_BYTES = env.int("LANGRUN_MAX_BODY_BYTES", default=1024 * 1024)
 # Queued runs whose last enqueue is older than this are enqueued again by the sweep.
 LANGRUN_REQUEUE_AFTER = env.int("LANGRUN_REQUEUE_AFTER", default=60)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
+# How long `POST /api/v1/run/{flow}` may block before answering 202 with the run id (the run goes on).
+# Both waits hold a web worker: keep them below gunicorn's worker timeout (30 s by default).
+LANGRUN_SYNC_RUN_TIMEOUT = env.float("LANGRUN_SYNC_RUN_TIMEOUT", default=20.0)
+# The most a webhook caller may ask to wait with `?wait=<seconds>`.
+LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
 
 # --- Flow engine -------------------------------------------------------------
 # Seconds a flow's run may take before it fails (a flow can set its own `timeout`).
@@ -196,17 +204,41 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "langrun.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "langrun.exceptions.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "langrun.schema.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": [
+        "langrun.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "langrun.parsers.MultiPartParser",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["langrun.filters.FilterBackend"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "langrun API",
-    "DESCRIPTION": "Store flows and run them from their webhook URL.",
+    "DESCRIPTION": (
+        "Store flows and run them from their webhook URL (Langflow's Webhook Run Flow API, plus run ids, "
+        "a run ledger and synchronous runs).\n\nAuthenticate with an API key in the `x-api-key` header "
+        "(or query parameter), or log in at `/api-auth/login/` for a session. Every error has a `detail`: "
+        "a string, or for 422 a list of `{loc, msg, type}`."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc are served from this server (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Separate request and response components, so read-only fields are never asked for in a request.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["langrun.schema.optional_slash_paths"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "webhooks.schema.webhook_body_required"],
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "flows.models.FlowRun.Status",
+        "RunTriggerEnum": "flows.models.FlowRun.Trigger",
+        "NodeStatusEnum": "flows.models.NodeResult.Status",
+    },
 }
 
 # --- Logging ----------------------------------------------------------------

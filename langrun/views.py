@@ -1,12 +1,23 @@
-"""Health, version, and the JSON 404 for API paths."""
+"""Health, version, JSON errors for API paths, API keys and users."""
 
 import logging
 
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import page_not_found
+from django.views.defaults import server_error as django_server_error
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from langrun import __version__
+from langrun.exceptions import Conflict
+from langrun.models import ApiKey, User
+from langrun.schema import error
+from langrun.serializers import ApiKeyCreatedSerializer, ApiKeyCreateSerializer, ApiKeySerializer, UserSerializer
+from langrun.services import api_key_create, api_key_delete
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +52,72 @@ def version(request):
     return JsonResponse({"version": __version__, "main_version": __version__.rsplit(".", 1)[0], "package": "langrun"})
 
 
+@csrf_exempt  # also the catch-all route for unknown /api/ paths, where a POST must get a 404, not a CSRF page
 def not_found(request, exception=None):
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not Found"}, status=404)
     return page_not_found(request, exception)
+
+
+def server_error(request):
+    """A 500 under /api/ is JSON like every other API error (the error itself is logged by Django)."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Internal Server Error"}, status=500)
+    return django_server_error(request)
+
+
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Your API keys. The secret is shown once, in the answer to the POST that creates it."""
+
+    serializer_class = ApiKeySerializer
+    queryset = ApiKey.objects.none()  # for the schema; get_queryset scopes to the owner
+
+    def get_queryset(self):
+        return ApiKey.objects.filter(user=self.request.user)
+
+    def get_serializer_class(self):
+        return ApiKeyCreateSerializer if self.action == "create" else ApiKeySerializer
+
+    @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
+    def create(self, request):
+        body = ApiKeyCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        new = api_key_create(user=request.user, **body.validated_data)
+        data = {**ApiKeySerializer(new.api_key).data, "api_key": new.key}
+        return Response(ApiKeyCreatedSerializer(data).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None, 409: error("This request is authenticated with the key it deletes.")})
+    def destroy(self, request, *args, **kwargs):
+        return super().destroy(request, *args, **kwargs)
+
+    def perform_destroy(self, instance):
+        # A script deleting the key it runs with would lock itself out mid-way; use another key or a session.
+        if isinstance(self.request.auth, ApiKey) and self.request.auth.pk == instance.pk:
+            raise Conflict("This request is authenticated with this key; delete it with another key or from a session.")
+        api_key_delete(api_key=instance)
+
+
+class IsStaff(permissions.BasePermission):
+    message = "Only staff can list users."
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_staff)
+
+
+@extend_schema_view(list=extend_schema(summary="All users (staff only)"))
+class UserViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Users of this langrun. Listing them is for staff; anyone can ask who they are."""
+
+    serializer_class = UserSerializer
+    queryset = User.objects.order_by("username")
+    permission_classes = [permissions.IsAuthenticated, IsStaff]
+
+    def get_permissions(self):
+        if self.action == "whoami":
+            return [permissions.IsAuthenticated()]
+        return super().get_permissions()
+
+    @extend_schema(summary="The user this request is authenticated as")
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def whoami(self, request):
+        return Response(UserSerializer(request.user).data)

@@ -23,10 +23,12 @@ from urllib.parse import parse_qsl
 import standardwebhooks
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Prefetch
 from django.utils import timezone
 from rest_framework import exceptions, status
 
-from flows.models import ENDPOINT_NAME_RE, Flow
+from flows.models import ENDPOINT_NAME_RE, Flow, FlowRun, NodeResult
+from flows.services import flow_run_wait
 from langrun.authentication import INVALID_API_KEY
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
@@ -373,3 +375,28 @@ def webhook_rate_limit_check(*, flow: Flow, api_key: ApiKey | None) -> None:
                 wait=max(1, math.ceil((window + 1) * 60 - now)),
                 detail=f"Rate limit exceeded: at most {limit} webhook requests per minute for this {scope}.",
             )
+
+
+def webhook_wait_parse(*, raw: str | None) -> float:
+    """Seconds the caller asked to wait for the run (`?wait=`), capped by LANGRUN_WEBHOOK_MAX_WAIT; 0 when absent."""
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise RequestValidationError.single(
+            ["query", "wait"], f"Input should be a number of seconds, 0 or more, got {raw[:100]!r}.", "float_parsing"
+        )
+    return min(seconds, settings.LANGRUN_WEBHOOK_MAX_WAIT)
+
+
+def webhook_run_wait(*, run: FlowRun, seconds: float) -> FlowRun | None:
+    """The run with its node results once it has finished, waiting up to `seconds`; None if it is still going."""
+    if seconds <= 0:
+        return None
+    run = flow_run_wait(run_id=run.id, timeout=seconds)
+    if run.status not in FlowRun.TERMINAL:
+        return None
+    return FlowRun.objects.prefetch_related(Prefetch("node_results", queryset=NodeResult.objects.order_by("order"))).get(pk=run.pk)

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows.models import Flow, FlowRun, RunAttempt
+from flows.serializers import FlowRunSerializer
 from flows.services import flow_run_create
 from langrun.authentication import api_key_from_request
 from webhooks import services
@@ -44,6 +45,7 @@ class WebhookView(APIView):
     def post(self, request, flow_id_or_name: str):
         meta = request.META
         user_id = services.webhook_user_id_parse(raw=request.query_params.get("user_id"))
+        wait = services.webhook_wait_parse(raw=request.query_params.get("wait"))
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
         api_key = services.webhook_api_key(key=api_key_from_request(request)) if settings.LANGRUN_WEBHOOK_AUTH else None
         signed = services.webhook_is_signed(headers=meta)
@@ -71,6 +73,9 @@ class WebhookView(APIView):
             idempotency_key=idempotency_key,
         )
         status_url = request.build_absolute_uri(reverse("flowrun-detail", kwargs={"pk": run.id}))
+        finished = services.webhook_run_wait(run=run, seconds=wait)
+        if finished is not None:
+            return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})
         body = WebhookAcceptedSerializer(
             {"message": ACCEPTED_MESSAGE, "status": "in progress", "run_id": run.id, "status_url": status_url}
         ).data

@@ -64,7 +64,7 @@ class Service:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/health", timeout=5).status_code == 200:
                     return
             except requests.RequestException:  # not listening yet, or workers still loading Django
                 time.sleep(0.1)

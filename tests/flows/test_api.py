@@ -114,6 +114,7 @@ def test_run_status_and_task_status(key_client, flow, user):
         "received_at",
         "started_at",
         "finished_at",
+        "replay_of",
         "nodes",
     }
     assert body["status"] == "succeeded" and body["outputs"] == {"greeting": "Hello Ada!"} and body["flow_id"] == str(flow.id)

@@ -1,0 +1,32 @@
+"""Request guards that apply to the whole API before any view runs."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+
+NUL_MESSAGE = "Cannot contain a NUL character."
+
+
+class ApiQueryGuardMiddleware:
+    """Refuse `/api/` requests whose path or query parameters hold a NUL character: a located 422.
+
+    No database stores NUL in text, so such a value reaching a filter or a
+    lookup by name would otherwise be a 500 on PostgreSQL.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/api/"):
+            loc = None
+            if "\x00" in request.path:
+                loc = ["path"]
+            else:
+                for name, values in request.GET.lists():
+                    if "\x00" in name or any("\x00" in v for v in values):
+                        loc = ["query", name.replace("\x00", "\\u0000")]
+                        break
+            if loc is not None:
+                return JsonResponse({"detail": [{"loc": loc, "msg": NUL_MESSAGE, "type": "string_nul"}]}, status=422)
+        return self.get_response(request)

@@ -1,0 +1,45 @@
+"""limit/offset pagination that refuses malformed values instead of quietly ignoring them."""
+
+from __future__ import annotations
+
+from rest_framework.pagination import LimitOffsetPagination
+
+from langrun.exceptions import RequestValidationError
+
+
+class Pagination(LimitOffsetPagination):
+    """DRF's limit/offset pagination; a malformed, repeated or out-of-range `limit`/`offset` is a 422."""
+
+    max_limit = 1000
+
+    def _param(self, request, name: str, minimum: int, maximum: int | None) -> int | None:
+        values = request.query_params.getlist(name)
+        if not values:
+            return None
+        loc = ["query", name]
+        if len(values) > 1:
+            raise RequestValidationError.single(loc, f"Give {name} once.", "too_long")
+        try:
+            value = int(values[0])
+        except ValueError as exc:
+            raise RequestValidationError.single(loc, f"Input should be a valid integer, got {values[0][:50]!r}.", "int_parsing") from exc
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f"{minimum} or more"
+            raise RequestValidationError.single(loc, f"Input should be {bound}.", "out_of_range")
+        return value
+
+    def get_limit(self, request):
+        limit = self._param(request, self.limit_query_param, 1, self.max_limit)
+        return self.default_limit if limit is None else limit
+
+    def get_offset(self, request):
+        return self._param(request, self.offset_query_param, 0, None) or 0
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.limit_query_param:
+                parameter["schema"].update({"minimum": 1, "maximum": self.max_limit, "default": self.default_limit})
+            elif parameter["name"] == self.offset_query_param:
+                parameter["schema"].update({"minimum": 0, "default": 0})
+        return parameters

@@ -1,0 +1,40 @@
+"""The API against real processes: webhook ?wait= with a real worker, and a synchronous run under gunicorn."""
+
+import pytest
+import requests
+
+from flows.models import FlowRun
+from flows.services import flow_create
+from langrun.models import User
+from langrun.services import api_key_create
+from tests.conftest import GREETING_FLOW
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def setup_flow(transactional_db):
+    user = User.objects.create_user("e2e-api")
+    flow = flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+    return flow, api_key_create(user=user).key
+
+
+def test_webhook_wait_answers_200_with_the_finished_run(service, setup_flow):
+    flow, key = setup_flow
+    service.start_cluster()
+    response = requests.post(f"{service.url}/api/v1/webhook/greet?wait=20", json={"name": "Ada"}, headers={"x-api-key": key}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "succeeded" and body["outputs"] == {"greeting": "Hello Ada!"}
+    assert [n["id"] for n in body["nodes"]] == ["hook", "greet", "out"]
+    assert response.headers["Location"].endswith(f"/api/v1/runs/{body['id']}")
+
+
+def test_synchronous_run_under_gunicorn(service, setup_flow):
+    flow, key = setup_flow
+    response = requests.post(
+        f"{service.url}/api/v1/run/greet", json={"input_value": '{"name": "Ada"}'}, headers={"x-api-key": key}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["outputs"][0]["results"] == {"value": "Hello Ada!"}
+    assert FlowRun.objects.get().trigger == "api"

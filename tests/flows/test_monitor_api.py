@@ -1,0 +1,48 @@
+"""GET /api/v1/monitor/builds: Langflow's vertex builds from recorded node results."""
+
+from rest_framework.test import APIClient
+
+from flows import services
+from langrun.services import api_key_create
+
+
+def test_vertex_builds_of_a_flow(key_client, flow):
+    first = services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    services.flow_run_execute(run_id=first.id)
+    second = services.flow_run_create(
+        flow=flow, user=flow.user, trigger="api", payload={"nobody": 1}, tweaks={"greet": {"template": "Yo {name}"}}
+    )
+    services.flow_run_execute(run_id=second.id)
+    services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={})  # still queued: not built yet
+
+    response = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}")
+    assert response.status_code == 200
+    builds = response.json()["vertex_builds"]
+    assert set(builds) == {"hook", "greet", "out"}
+    assert [b["build_id"] for b in builds["out"]] == [str(first.id)]  # skipped in the failed run: never built there
+    hook = builds["hook"]
+    assert [b["build_id"] for b in hook] == [str(first.id), str(second.id)]
+    assert hook[0]["valid"] is True and hook[0]["flow_id"] == str(flow.id) and hook[0]["id"] == "hook"
+    assert hook[0]["data"]["results"] == {"data": {"name": "Ada"}} and hook[0]["artifacts"] == {}
+    greet_failed = builds["greet"][1]
+    assert greet_failed["valid"] is False and "name" in greet_failed["data"]["message"]
+    assert '"Yo {name}"' in greet_failed["params"]
+
+
+def test_a_flow_never_run_has_no_builds(key_client, flow):
+    assert key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json() == {"vertex_builds": {}}
+
+
+def test_flow_id_missing_or_malformed_is_422(key_client, flow):
+    missing = key_client.get("/api/v1/monitor/builds")
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["query", "flow_id"] and missing.json()["detail"][0]["type"] == "missing"
+    bad = key_client.get("/api/v1/monitor/builds?flow_id=nope")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "flow_id"]
+
+
+def test_owner_scoped(flow, make_user, client):
+    other = APIClient()
+    other.credentials(HTTP_X_API_KEY=api_key_create(user=make_user()).key)
+    assert other.get(f"/api/v1/monitor/builds?flow_id={flow.id}").status_code == 404
+    assert client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").status_code == 403

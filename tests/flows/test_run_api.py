@@ -1,0 +1,145 @@
+"""POST /api/v1/run/{flow_id_or_name}: Langflow's Simplified Run Flow, executed in the request."""
+
+import threading
+
+import pytest
+from rest_framework.test import APIClient
+
+from flows.engine import Component, Input, Output, registry
+from flows.engine.registry import register
+from flows.models import FlowRun
+from langrun.services import api_key_create
+
+
+@pytest.fixture
+def run_client(transactional_db, user, api_key):
+    # The run executes in a thread with its own connection: it must see committed rows.
+    c = APIClient()
+    c.credentials(HTTP_X_API_KEY=api_key)
+    return c
+
+
+def test_runs_the_flow_and_answers_in_langflow_shape(run_client, flow):
+    response = run_client.post(
+        "/api/v1/run/greet", {"input_value": '{"name": "Ada"}', "output_type": "chat", "session_id": "s1"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["session_id"] == "s1" and body["status"] == "succeeded" and body["error"] == ""
+    (block,) = body["outputs"]
+    assert block["inputs"] == {"input_value": '{"name": "Ada"}'}
+    (out,) = block["outputs"]
+    assert out["component_id"] == "out" and out["component_display_name"] == "Output"
+    assert out["results"] == {"value": "Hello Ada!"}
+    assert out["outputs"] == {"value": {"message": "Hello Ada!", "type": "text"}}
+    run = FlowRun.objects.get(pk=body["run_id"])
+    assert run.trigger == "api" and run.status == "succeeded" and run.payload == {"name": "Ada"}
+    assert run.outputs == {"greeting": "Hello Ada!"}
+
+
+def test_by_flow_id_with_tweaks_recorded_on_the_run(run_client, flow):
+    tweaks = {"greet": {"template": "Hi {name}"}}
+    response = run_client.post(f"/api/v1/run/{flow.id}", {"input_value": '{"name": "Bo"}', "tweaks": tweaks}, format="json")
+    assert response.status_code == 200
+    assert response.json()["outputs"][0]["outputs"][0]["results"] == {"value": "Hi Bo"}
+    assert FlowRun.objects.get().tweaks == tweaks
+
+
+def test_debug_reports_every_node_and_output_component_one(run_client, flow):
+    debug = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "A"}', "output_type": "debug"}, format="json").json()
+    assert [o["component_id"] for o in debug["outputs"][0]["outputs"]] == ["hook", "greet", "out"]
+    one = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "A"}', "output_component": "greet"}, format="json").json()
+    assert [o["component_id"] for o in one["outputs"][0]["outputs"]] == ["greet"]
+    assert one["outputs"][0]["outputs"][0]["results"] == {"text": "Hello A!"}
+
+
+def test_input_value_that_is_not_json_is_wrapped_and_absent_is_empty(run_client, make_flow, user):
+    data = {
+        "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "out", "type": "Output", "params": {"name": "got"}}],
+        "edges": [{"source": "hook", "target": "out"}],
+    }
+    make_flow(user, data=data, endpoint_name="echo")
+    assert run_client.post("/api/v1/run/echo", {"input_value": "hello"}, format="json").json()["status"] == "succeeded"
+    assert FlowRun.objects.get().outputs == {"got": {"payload": "hello"}}
+    run_client.post("/api/v1/run/echo", {}, format="json")
+    assert FlowRun.objects.order_by("-received_at").first().outputs == {"got": {}}
+
+
+def test_a_failing_flow_is_200_with_status_failed(run_client, flow):
+    body = run_client.post("/api/v1/run/greet", {"input_value": '{"other": 1}'}, format="json").json()
+    assert body["status"] == "failed" and "greet" in body["error"]
+    assert body["outputs"][0]["outputs"][0]["status"] == "skipped"
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "type_"),
+    [
+        ({"input_type": "voice"}, ["body", "input_type"], "invalid_choice"),
+        ({"output_type": "json"}, ["body", "output_type"], "invalid_choice"),
+        ({"tweaks": {"nope": {"x": 1}}}, ["body", "tweaks", "nope"], "unknown_node"),
+        ({"tweaks": {"greet": "x"}}, ["body", "tweaks", "greet"], "not_a_dict"),
+        ({"tweaks": {"greet": {"template": 5}}}, ["body", "tweaks", "greet", "template"], None),
+        ({"output_component": "ghost"}, ["body", "output_component"], "unknown_node"),
+        ({"input_value": 5}, ["body", "input_value"], "value_error"),
+        ({"session_id": ["x"]}, ["body", "session_id"], "value_error"),
+    ],
+)
+def test_bad_requests_are_422_and_store_nothing(run_client, flow, body, loc, type_):
+    response = run_client.post("/api/v1/run/greet", body, format="json")
+    assert response.status_code == 422, response.content
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == loc
+    if type_:
+        assert detail[0]["type"] == type_
+    assert not FlowRun.objects.exists()
+
+
+def test_auth_and_isolation(run_client, flow, make_user, make_flow):
+    assert APIClient().post("/api/v1/run/greet", {}, format="json").status_code == 403
+    other = make_user()
+    theirs = make_flow(other, endpoint_name="theirs")
+    assert run_client.post(f"/api/v1/run/{theirs.id}", {}, format="json").status_code == 404
+    assert run_client.post("/api/v1/run/theirs", {}, format="json").json() == {"detail": "Flow identifier theirs not found"}
+    # Their flow with the same endpoint name as mine: each key runs its owner's.
+    make_flow(other, endpoint_name="greet")
+    other_client = APIClient()
+    other_client.credentials(HTTP_X_API_KEY=api_key_create(user=other).key)
+    other_client.post("/api/v1/run/greet", {"input_value": '{"name": "Z"}'}, format="json")
+    assert FlowRun.objects.get().flow.user == other
+
+
+def test_timeout_answers_202_and_the_run_finishes_on_its_own(run_client, make_flow, user, settings):
+    settings.LANGRUN_SYNC_RUN_TIMEOUT = 0.2
+    release = threading.Event()
+
+    @register
+    class Gate(Component):
+        """Blocks until the test releases it."""
+
+        name = "TestGate"
+        inputs = (Input("value", "any"),)
+        outputs = (Output("value", "any"),)
+
+        def run(self, value):
+            release.wait(10)
+            return {"value": value}
+
+    try:
+        data = {
+            "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "gate", "type": "TestGate"}, {"id": "out", "type": "Output"}],
+            "edges": [{"source": "hook", "target": "gate"}, {"source": "gate", "target": "out"}],
+        }
+        make_flow(user, data=data, endpoint_name="slow")
+        response = run_client.post("/api/v1/run/slow", {"input_value": "1"}, format="json")
+        assert response.status_code == 202
+        body = response.json()
+        assert body["status"] == "in progress" and response["Location"] == body["status_url"]
+        assert body["status_url"].endswith(f"/api/v1/runs/{body['run_id']}")
+        assert FlowRun.objects.get(pk=body["run_id"]).status == "running"
+        release.set()
+        from flows.services import flow_run_wait
+
+        assert flow_run_wait(run_id=body["run_id"], timeout=10).status == "succeeded"
+    finally:
+        release.set()
+        registry._components.pop("TestGate", None)
