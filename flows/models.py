@@ -83,6 +83,7 @@ class FlowRun(models.Model):
     outputs = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=100, blank=True, help_text="The worker process (host:pid) that last claimed the run.")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

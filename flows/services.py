@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from datetime import timedelta
 from typing import Any
 
@@ -166,10 +168,15 @@ def flow_run_enqueue(*, run_id) -> bool:
     return True
 
 
+def _worker_name() -> str:
+    """host:pid of this process, recorded on the runs it claims (which machine and process did the work)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
+
+
 def flow_run_claim(*, run_id) -> bool:
     """Move a run from `queued` to `running` in one conditional update; False if someone else has it."""
     claimed = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).update(
-        status=FlowRun.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+        status=FlowRun.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, worker=_worker_name()
     )
     return claimed == 1
 
