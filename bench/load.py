@@ -32,7 +32,7 @@ async def _load(url: str, n: int, c: int, key: str | None) -> dict:
                 async with session.post(url, data=body) as response:
                     text = await response.read()
                     status = response.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 results.append([0, time.perf_counter() - started, None, type(exc).__name__])
                 continue
             latency = time.perf_counter() - started

@@ -10,3 +10,6 @@ class BaselineRow(models.Model):
 
     received_at = models.DateTimeField(auto_now_add=True)
     body = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"baseline row {self.pk}"
