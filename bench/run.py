@@ -109,6 +109,19 @@ def pss_mb(root_pids: list[int]) -> float:
     return total_kb / 1024
 
 
+def cpu_s(root_pids: list[int]) -> float:
+    """CPU time (user + system) used so far by the process trees: a cost that holds on a busy machine."""
+    ticks = 0
+    for pid in process_tree(root_pids):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class MemorySampler(threading.Thread):
     def __init__(self, root_pids: list[int], interval: float = 0.25):
         super().__init__(daemon=True)
@@ -232,6 +245,12 @@ class Bench:
     def root_pids(self) -> list[int]:
         return [p.pid for p in self.procs.values()]
 
+    def web_pids(self) -> list[int]:
+        return [self.procs["web"].pid]
+
+    def cluster_pids(self) -> list[int]:
+        return [p.pid for name, p in self.procs.items() if name.startswith("cluster")]
+
     # measuring
 
     def wait_first_202(self, key: str, deadline_s: float = 60) -> str:
@@ -299,17 +318,29 @@ def run(args: argparse.Namespace) -> dict:
         bench.start_service()
         first_run = bench.wait_first_202(key)
         startup_s = time.monotonic() - started
-        bench.wait_terminal([first_run])
+        if args.clusters:
+            bench.wait_terminal([first_run])
         time.sleep(1.0)  # let every process settle after its first request
         mem_idle = pss_mb(bench.root_pids())
 
         sampler = MemorySampler(bench.root_pids())
         sampler.start()
+        cpu = [cpu_s(bench.web_pids())]
         baseline = bench.load(f"{bench.url}/bench/baseline", None, "baseline")
+        cpu.append(cpu_s(bench.web_pids()))
+        cluster_cpu = cpu_s(bench.cluster_pids())
         hook = bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, "webhook")
-        bench.wait_terminal([])
+        cpu.append(cpu_s(bench.web_pids()))
+        if args.clusters:  # CLUSTERS=0 measures accepting alone; the runs stay queued
+            bench.wait_terminal([])
+        cluster_cpu = cpu_s(bench.cluster_pids()) - cluster_cpu
         mem_peak = sampler.stop()
         report = summarise(args, bench, baseline, hook, flow_shape)
+        report.update(
+            web_cpu_ms_per_baseline_request=round((cpu[1] - cpu[0]) * 1000 / args.n, 2),
+            web_cpu_ms_per_webhook=round((cpu[2] - cpu[1]) * 1000 / args.n, 2),
+            cluster_cpu_ms_per_run=round(cluster_cpu * 1000 / args.n, 2) if args.clusters else None,
+        )
         report.update(mem_idle_mb=round(mem_idle, 1), mem_peak_mb=round(mem_peak, 1), startup_s=round(startup_s, 2))
         return report
     finally:
@@ -390,6 +421,7 @@ TABLE = [
     ("runs completed/s", "completed_rps"),
     ("succeeded / failed / lost", None),
     ("memory idle / peak, MB PSS", None),
+    ("CPU ms: baseline req / webhook / run", None),
     ("start-up to first 202, s", "startup_s"),
 ]
 
@@ -401,6 +433,9 @@ def print_table(r: dict) -> None:
         "latency p50 / p95 / p99 / max, ms": f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']}",
         "succeeded / failed / lost": f"{r['succeeded']} / {r['failed']} / {r['lost']}",
         "memory idle / peak, MB PSS": f"{r['mem_idle_mb']} / {r['mem_peak_mb']}",
+        "CPU ms: baseline req / webhook / run": (
+            f"{r['web_cpu_ms_per_baseline_request']} / {r['web_cpu_ms_per_webhook']} / {r['cluster_cpu_ms_per_run']}"
+        ),
     }
     width = max(len(label) for label, _ in TABLE)
     for label, key in TABLE:

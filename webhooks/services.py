@@ -12,13 +12,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
+from django.db.models import F
 from rest_framework import exceptions, status
 
 from flows.models import Flow
 from langrun.authentication import INVALID_API_KEY
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import User
-from langrun.services import api_key_authenticate
+from langrun.services import api_key_authenticate, api_key_matches, api_key_prefix, api_key_record_use
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
 ACCESS_DENIED = "Access denied: You can only execute webhooks for flows you own"
@@ -56,6 +57,39 @@ def webhook_caller(*, key: str | None) -> User | None:
     return api_key.user
 
 
+def webhook_caller_and_flow(*, key: str | None, identifier: str, user_id: uuid.UUID | None) -> tuple[User | None, Flow]:
+    """The user a webhook runs as and the flow it names, with the errors of webhook_caller and webhook_flow_lookup.
+
+    The usual call (an active key of the flow's owner) costs one query for key,
+    owner and flow together; anything else takes the step-by-step path, which
+    finds the precise error.
+    """
+    if settings.LANGRUN_WEBHOOK_AUTH and key and user_id is None:
+        flow = _flow_of_key(key=key, identifier=identifier)
+        if flow is not None:
+            return flow.user, flow
+    caller = webhook_caller(key=key)
+    return caller, webhook_flow_lookup(identifier=identifier, caller=caller, user_id=user_id)
+
+
+def _flow_of_key(*, key: str, identifier: str) -> Flow | None:
+    prefix = api_key_prefix(key)
+    if prefix is None:
+        return None
+    flows = Flow.objects.select_related("user").order_by()
+    flows = flows.filter(user__is_active=True, user__api_keys__prefix=prefix, user__api_keys__is_active=True)
+    try:
+        flows = flows.filter(pk=uuid.UUID(identifier))
+    except ValueError:
+        flows = flows.filter(endpoint_name=identifier)
+    found = flows.annotate(key_id=F("user__api_keys__id"), key_hash=F("user__api_keys__hashed_key"))[:1]
+    if not found or not api_key_matches(hashed_key=found[0].key_hash, key=key):
+        return None
+    flow = found[0]
+    api_key_record_use(api_key_id=flow.key_id)
+    return flow
+
+
 def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.UUID | None) -> Flow:
     """The flow named by a UUID (its id) or anything else (its endpoint name), scoped to the caller.
 
@@ -69,7 +103,8 @@ def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.U
         flow_id = uuid.UUID(identifier)
     except ValueError:
         flow_id = None
-    flows = Flow.objects.select_related("user")
+    # No default ordering (at most two rows are wanted); the owner is loaded only when the caller is unknown.
+    flows = Flow.objects.order_by() if caller is not None else Flow.objects.select_related("user").order_by()
     if flow_id is not None:
         flow = flows.filter(pk=flow_id).first()
         if flow is None or (user_id is not None and flow.user_id != user_id):

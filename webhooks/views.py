@@ -41,8 +41,7 @@ class WebhookView(APIView):
 
     def post(self, request, flow_id_or_name: str):
         user_id = services.webhook_user_id_parse(raw=request.query_params.get("user_id"))
-        caller = services.webhook_caller(key=api_key_from_request(request))
-        flow = services.webhook_flow_lookup(identifier=flow_id_or_name, caller=caller, user_id=user_id)
+        caller, flow = services.webhook_caller_and_flow(key=api_key_from_request(request), identifier=flow_id_or_name, user_id=user_id)
         services.webhook_body_check_size(content_length=request.META.get("CONTENT_LENGTH"))
         content_type = request.content_type or ""
         text, payload = services.webhook_payload_decode(body=request.body, content_type=content_type)
