@@ -342,6 +342,8 @@ def run(args: argparse.Namespace) -> dict:
             cluster_cpu_ms_per_run=round(cluster_cpu * 1000 / args.n, 2) if args.clusters else None,
         )
         report.update(mem_idle_mb=round(mem_idle, 1), mem_peak_mb=round(mem_peak, 1), startup_s=round(startup_s, 2))
+        if args.clusters and args.drain:
+            report.update(drain(bench, key))
         return report
     finally:
         bench.stop_service()
@@ -352,6 +354,34 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"logs kept in {bench.tmp}", file=sys.stderr)
             else:
                 subprocess.run(["rm", "-rf", str(bench.tmp)], check=False)
+
+
+def drain(bench: Bench, key: str) -> dict:
+    """How fast the clusters alone work through a backlog: accept N runs while they are paused, then resume them.
+
+    While runs are accepted at the same time, completion can never outrun acceptance; this shows what
+    the clusters themselves manage (and how that grows with CLUSTERS).
+    """
+    from django.db.models import Max
+
+    from flows.models import FlowRun
+
+    pids = process_tree(bench.cluster_pids())
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        backlog = bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, "backlog")
+    finally:
+        resumed = time.time()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    ids = [r[2] for r in backlog["results"] if r[0] == 202 and r[2]]
+    bench.wait_terminal([])
+    runs = FlowRun.objects.filter(pk__in=ids)
+    done = runs.filter(status__in=[FlowRun.Status.SUCCEEDED, FlowRun.Status.FAILED]).count()
+    last = runs.aggregate(last=Max("finished_at"))["last"]
+    seconds = last.timestamp() - resumed if last else 0
+    return {"drain_rps": round(done / seconds, 1) if seconds > 0 else 0.0, "drain_lost": len(ids) - done}
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -423,6 +453,7 @@ TABLE = [
     ("memory idle / peak, MB PSS", None),
     ("CPU ms: baseline req / webhook / run", None),
     ("start-up to first 202, s", "startup_s"),
+    ("backlog drained by the clusters, runs/s", "drain_rps"),
 ]
 
 
@@ -439,7 +470,7 @@ def print_table(r: dict) -> None:
     }
     width = max(len(label) for label, _ in TABLE)
     for label, key in TABLE:
-        print(f"{label:<{width}}  {derived[label] if key is None else r[key]}")
+        print(f"{label:<{width}}  {derived[label] if key is None else r.get(key, '-')}")
 
 
 def _free_port() -> int:
@@ -467,6 +498,7 @@ def main() -> None:
     parser.add_argument("--stall-timeout", type=float, default=90, help="give up waiting when no run ends for this long")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--no-drain", dest="drain", action="store_false", help="skip the backlog phase (N more webhooks)")
     args = parser.parse_args()
     if not args.web_workers:
         args.web_workers = (os.cpu_count() or 1) + 1
