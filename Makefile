@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 SECRET_FILE := var/secret_key
 
-.PHONY: run test lint venv dev-venv clean
+.PHONY: run test lint bench venv dev-venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ run: venv $(SECRET_FILE)
 
 test: dev-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmark (bench/run.py): a fresh database of its own, the service as deployed, N webhooks at concurrency C.
+PROFILE ?= production
+N ?= 5000
+C ?= 32
+CLUSTERS ?= 1
+bench: dev-venv
+	$(BIN)/python -m bench.run --profile "$(PROFILE)" --n "$(N)" --c "$(C)" --clusters "$(CLUSTERS)" $(BENCH_ARGS)
 
 lint: dev-venv
 	$(BIN)/ruff check .

@@ -31,6 +31,8 @@ class Flow(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The version equal to `data` (kept by the services), so accepting a run needs no version query.
+    current_version = models.ForeignKey("FlowVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False)
 
     # Reliability: how often a run may be attempted, and how many may run at once.
     max_attempts = models.PositiveSmallIntegerField(
@@ -103,6 +105,7 @@ class FlowRun(models.Model):
         max_length=255, null=True, blank=True, help_text="The sender's Idempotency-Key or webhook-id, while it is retained."
     )
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="A retried run waits until then.")
+    worker = models.CharField(max_length=100, blank=True, help_text="The worker process (host:pid) that last claimed the run.")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

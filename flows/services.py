@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -149,7 +151,7 @@ def flow_run_create(
     between concurrent requests, so exactly one of them creates the run.
     """
     if version is None:
-        version = flow_version_record(flow=flow)
+        version = flow_version_current(flow=flow)
     if tweaks:
         tweaked = engine.apply_tweaks(version.data, tweaks)
         engine.parse_graph(tweaked)
@@ -184,9 +186,17 @@ def flow_run_create(
 
 
 def _flow_run_insert(fields: dict[str, Any]) -> FlowRun:
-    with transaction.atomic():
+    # One INSERT is atomic by itself: outside a transaction it commits at once and
+    # on_commit rings the doorbell right after; inside a caller's transaction both
+    # wait for its commit. (An atomic block here cost a BEGIN and a COMMIT per webhook.)
+    # With an idempotency key the insert may hit the unique constraint, so it gets a
+    # savepoint that keeps a caller's transaction usable.
+    if fields.get("idempotency_key"):
+        with transaction.atomic():
+            run = FlowRun.objects.create(enqueued_at=timezone.now(), **fields)
+    else:
         run = FlowRun.objects.create(enqueued_at=timezone.now(), **fields)
-        transaction.on_commit(lambda: _flow_run_enqueue_logged(run))
+    transaction.on_commit(lambda: _flow_run_enqueue_logged(run))
     logger.info("Run accepted (trigger %s, version %s)", run.trigger, run.version.number, extra={"run_id": run.id, "flow_id": run.flow_id})
     run.deduplicated = False
     return run
@@ -194,7 +204,7 @@ def _flow_run_insert(fields: dict[str, Any]) -> FlowRun:
 
 def _flow_run_enqueue_logged(run: FlowRun) -> None:
     with log_context(run_id=run.id, flow_id=run.flow_id):
-        flow_run_enqueue(run_id=run.id)
+        flow_run_enqueue(run_id=run.id, flow_id=run.flow_id)
 
 
 def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:
@@ -245,16 +255,25 @@ def _get_broker():
     return _broker
 
 
-def flow_run_enqueue(*, run_id) -> bool:
-    """Ring the doorbell for a run. Never raises: a run that could not be enqueued stays `queued` for the sweep."""
+def flow_run_enqueue(*, run_id, flow_id=None) -> bool:
+    """Ring the doorbell for a run. Never raises: a run that could not be enqueued stays `queued` for the sweep.
+
+    `flow_id`, when known, travels with the task so the worker can label its logs without a query.
+    """
     from django_q.tasks import async_task
 
+    args = (str(run_id), str(flow_id)) if flow_id else (str(run_id),)
     try:
-        async_task(EXECUTE_TASK, str(run_id), broker=_get_broker(), task_name=f"run-{run_id}")
+        async_task(EXECUTE_TASK, *args, broker=_get_broker(), task_name=f"run-{run_id}")
     except Exception:
         logger.exception("Could not enqueue run %s; the sweep will enqueue it again", run_id)
         return False
     return True
+
+
+def _worker_name() -> str:
+    """host:pid of this process, recorded on the runs it claims (which machine and process did the work)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
 
 
 def flow_run_claim(*, run_id) -> bool:
@@ -266,12 +285,14 @@ def flow_run_claim(*, run_id) -> bool:
     a RunAttempt; `attempts` doubles as the fencing token of the claim.
     """
     now = timezone.now()
-    claimable = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).filter(
+    row = FlowRun.objects.filter(pk=run_id).values_list("flow_id", "flow__max_concurrent_runs", "attempts").first()
+    if row is None:
+        return False
+    flow_id, limit, attempts = row
+    # Conditional on the attempts count read above too, so the attempt number this claim opens is exact.
+    claimable = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED, attempts=attempts).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
-    flow_id, limit = FlowRun.objects.filter(pk=run_id).values_list("flow_id", "flow__max_concurrent_runs").first() or (None, None)
-    if flow_id is None:
-        return False
     with transaction.atomic():
         if limit:
             # Claims of this flow's runs take turns (a row lock; SQLite's write lock already serializes them).
@@ -279,11 +300,12 @@ def flow_run_claim(*, run_id) -> bool:
             if FlowRun.objects.filter(flow_id=flow_id, status=FlowRun.Status.RUNNING).count() >= limit:
                 logger.info("Run %s waits: its flow already has %d running", run_id, limit)
                 return False
-        claimed = claimable.update(status=FlowRun.Status.RUNNING, started_at=now, attempts=F("attempts") + 1, next_attempt_at=None)
+        claimed = claimable.update(
+            status=FlowRun.Status.RUNNING, started_at=now, attempts=attempts + 1, next_attempt_at=None, worker=_worker_name()
+        )
         if claimed != 1:
             return False
-        number = FlowRun.objects.filter(pk=run_id).values_list("attempts", flat=True).get()
-        RunAttempt.objects.create(run_id=run_id, number=number, started_at=now)
+        RunAttempt.objects.create(run_id=run_id, number=attempts + 1, started_at=now)
     return True
 
 
@@ -753,6 +775,14 @@ def flow_export(*, flow: Flow) -> dict[str, Any]:
 # --- Flow versions -------------------------------------------------------------
 
 
+def flow_version_current(*, flow: Flow) -> FlowVersion:
+    """The version equal to the flow's graph: its `current_version` (no query when the lookup joined it), else recorded."""
+    current = flow.current_version if flow.current_version_id else None
+    if current is not None and current.data == flow.data:
+        return current
+    return flow_version_record(flow=flow)
+
+
 def flow_version_record(*, flow: Flow, author=None, message: str = "") -> FlowVersion:
     """The flow's current version: the latest one when its graph equals `flow.data`, else a new one.
 
@@ -761,16 +791,25 @@ def flow_version_record(*, flow: Flow, author=None, message: str = "") -> FlowVe
     """
     latest = flow.versions.order_by("-number").first()
     if latest is not None and latest.data == flow.data:
-        return latest
+        return _flow_version_point(flow, latest)
     with transaction.atomic():
         Flow.objects.select_for_update().filter(pk=flow.pk).first()
         latest = flow.versions.order_by("-number").first()
         if latest is not None and latest.data == flow.data:
-            return latest
+            return _flow_version_point(flow, latest)
         version = FlowVersion.objects.create(
             flow=flow, number=(latest.number + 1) if latest else 1, data=flow.data, author=author, message=message[:500]
         )
+        Flow.objects.filter(pk=flow.pk).update(current_version=version)
+        flow.current_version = version
     logger.info("Flow version %d recorded", version.number, extra={"flow_id": flow.id})
+    return version
+
+
+def _flow_version_point(flow: Flow, version: FlowVersion) -> FlowVersion:
+    if flow.current_version_id != version.pk:
+        Flow.objects.filter(pk=flow.pk).update(current_version=version)
+        flow.current_version = version
     return version
 
 

@@ -13,8 +13,9 @@ from langrun.logs import log_context
 logger = logging.getLogger(__name__)
 
 
-def execute_run(run_id: str) -> str | None:
-    flow_id = FlowRun.objects.filter(pk=run_id).values_list("flow_id", flat=True).first()
+def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
+    if flow_id is None:  # enqueued by the sweep or an operator command
+        flow_id = FlowRun.objects.filter(pk=run_id).values_list("flow_id", flat=True).first()
     with log_context(run_id=run_id, flow_id=flow_id):
         started = time.monotonic()
         run = flow_run_execute(run_id=run_id)

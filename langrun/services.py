@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
 from langrun.models import ApiKey, User
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "sk-"
 _PREFIX_LENGTH = len(KEY_PREFIX) + 8
@@ -37,14 +44,28 @@ def api_key_create(*, user: User, name: str = "") -> NewApiKey:
     return NewApiKey(api_key=api_key, key=key)
 
 
-def api_key_authenticate(*, key: str) -> ApiKey | None:
-    """The active key matching `key` (with its user), or None; records its use."""
+def api_key_prefix(key: str) -> str | None:
+    """The stored prefix that finds `key`'s row, or None when `key` cannot be a key at all."""
     if not key.startswith(KEY_PREFIX) or len(key) <= _PREFIX_LENGTH or len(key) > 200 or not (key.isascii() and key.isprintable()):
         return None
-    api_key = ApiKey.objects.select_related("user").filter(prefix=key[:_PREFIX_LENGTH], is_active=True).first()
-    if api_key is None or not api_key.user.is_active or not hmac.compare_digest(api_key.hashed_key, _hash(key)):
+    return key[:_PREFIX_LENGTH]
+
+
+def api_key_matches(*, hashed_key: str, key: str) -> bool:
+    return hmac.compare_digest(hashed_key, _hash(key))
+
+
+def api_key_authenticate(*, key: str) -> ApiKey | None:
+    """The active key matching `key` (with its user), or None; records its use."""
+    prefix = api_key_prefix(key)
+    if prefix is None:
         return None
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now(), use_count=F("use_count") + 1)
+    # order_by(): the prefix is unique, so the model's default ordering would only cost compile time.
+    found = ApiKey.objects.select_related("user").filter(prefix=prefix, is_active=True).order_by()[:1]
+    api_key = found[0] if found else None
+    if api_key is None or not api_key.user.is_active or not api_key_matches(hashed_key=api_key.hashed_key, key=key):
+        return None
+    api_key_record_use(api_key_id=api_key.pk)
     return api_key
 
 
@@ -58,3 +79,49 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 def api_key_delete(*, api_key: ApiKey) -> None:
     """Delete a key: requests carrying it are refused from now on."""
     api_key.delete()
+
+
+# A key's use is written at most once per LANGRUN_API_KEY_USAGE_INTERVAL seconds per
+# process: every webhook call writing the same row made concurrent requests queue for
+# its row lock (and cost a commit each). Uses in between are counted in memory and
+# added with the next write, or when the process exits.
+_usage_lock = threading.Lock()
+_pending_uses: dict = {}
+_last_written: dict = {}
+
+
+def api_key_record_use(*, api_key_id) -> None:
+    """Count one use of a key (written at once, or with the next write; see above)."""
+    now = time.monotonic()
+    interval = settings.LANGRUN_API_KEY_USAGE_INTERVAL
+    with _usage_lock:
+        uses = _pending_uses.pop(api_key_id, 0) + 1
+        last = _last_written.get(api_key_id)
+        if interval > 0 and last is not None and now - last < interval:
+            _pending_uses[api_key_id] = uses
+            return
+        _last_written[api_key_id] = now
+    ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now(), use_count=F("use_count") + uses)
+
+
+def api_key_usage_flush() -> int:
+    """Write the uses counted in memory but not yet stored; returns how many keys were written."""
+    with _usage_lock:
+        pending = dict(_pending_uses)
+        _pending_uses.clear()
+        now = time.monotonic()
+        for api_key_id in pending:
+            _last_written[api_key_id] = now
+    for api_key_id, uses in pending.items():
+        ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now(), use_count=F("use_count") + uses)
+    return len(pending)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if not _pending_uses:
+        return
+    try:
+        api_key_usage_flush()
+    except Exception:  # the database may be gone already; a few uses go uncounted
+        logger.warning("Could not record the last API key uses at exit", exc_info=True)

@@ -142,6 +142,8 @@ else:
 
 # --- langrun ----------------------------------------------------------------
 LANGRUN_WEBHOOK_AUTH = env.bool("LANGRUN_WEBHOOK_AUTH", default=True)
+# A key's last_used_at/use_count are written at most once per this many seconds per process (0: every use).
+LANGRUN_API_KEY_USAGE_INTERVAL = env.float("LANGRUN_API_KEY_USAGE_INTERVAL", default=10)
 LANGRUN_MAX_BODY_BYTES = env.int("LANGRUN_MAX_BODY_BYTES", default=1024 * 1024)
 # Queued runs whose last enqueue is older than this are enqueued again by the sweep.
 LANGRUN_REQUEUE_AFTER = env.int("LANGRUN_REQUEUE_AFTER", default=60)
@@ -260,6 +262,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # django-q2 logs a line per enqueue and two per task at INFO; the run ledger records every run anyway.
+    "loggers": {"django-q": {"level": env.str("LANGRUN_QUEUE_LOG_LEVEL", default="WARNING")}},
 }
 
 # --- Security (production) ----------------------------------------------------

@@ -25,3 +25,6 @@ STATIC_ROOT = os.path.join(tempfile.gettempdir(), "langrun-test-static")
 os.makedirs(STATIC_ROOT, exist_ok=True)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Every API key use is written at once, so tests see it (tests of the throttle set their own interval).
+LANGRUN_API_KEY_USAGE_INTERVAL = 0

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 import standardwebhooks
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Prefetch
+from django.db.models import F, Prefetch
 from django.utils import timezone
 from rest_framework import exceptions, status
 
@@ -32,7 +32,7 @@ from flows.services import flow_run_wait
 from langrun.authentication import INVALID_API_KEY
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
-from langrun.services import api_key_authenticate
+from langrun.services import api_key_authenticate, api_key_matches, api_key_prefix, api_key_record_use
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
 ACCESS_DENIED = "Access denied: You can only execute webhooks for flows you own"
@@ -73,6 +73,52 @@ def webhook_caller(*, key: str | None) -> User | None:
     return api_key.user
 
 
+def webhook_caller_and_flow(
+    *, key: str | None, identifier: str, user_id: uuid.UUID | None, signed: bool
+) -> tuple[uuid.UUID | None, User | None, Flow]:
+    """Who calls (the API key's id and its user) and which flow they mean, with the webhook's auth rules.
+
+    With authentication on, a request needs an API key, or a signature on a flow
+    that has a signing secret (checked later, on the body). The usual call (an
+    active key of the flow's owner) costs one query for key, owner and flow
+    together; anything else takes the step-by-step path, which finds the precise error.
+    """
+    auth = settings.LANGRUN_WEBHOOK_AUTH
+    if auth and key and user_id is None:
+        flow = _flow_of_key(key=key, identifier=identifier)
+        if flow is not None:
+            return flow.key_id, flow.user, flow
+    api_key = webhook_api_key(key=key) if auth else None
+    if auth and api_key is None and not signed:
+        raise exceptions.PermissionDenied(MISSING_API_KEY)
+    caller = api_key.user if api_key is not None else None
+    flow = webhook_flow_lookup(identifier=identifier, caller=caller, user_id=user_id)
+    if auth and api_key is None and not flow.signing_secret:
+        # A signature stands in for the API key only on a flow that has a signing secret.
+        raise exceptions.PermissionDenied(MISSING_API_KEY)
+    return (api_key.pk if api_key is not None else None), caller, flow
+
+
+def _flow_of_key(*, key: str, identifier: str) -> Flow | None:
+    prefix = api_key_prefix(key)
+    if prefix is None:
+        return None
+    flows = Flow.objects.select_related("user", "current_version").order_by()
+    flows = flows.filter(user__is_active=True, user__api_keys__prefix=prefix, user__api_keys__is_active=True)
+    try:
+        flows = flows.filter(pk=uuid.UUID(identifier))
+    except ValueError:
+        if not ENDPOINT_NAME.fullmatch(identifier):
+            return None
+        flows = flows.filter(endpoint_name=identifier)
+    found = flows.annotate(key_id=F("user__api_keys__id"), key_hash=F("user__api_keys__hashed_key"))[:1]
+    if not found or not api_key_matches(hashed_key=found[0].key_hash, key=key):
+        return None
+    flow = found[0]
+    api_key_record_use(api_key_id=flow.key_id)
+    return flow
+
+
 def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.UUID | None) -> Flow:
     """The flow named by a UUID (its id) or anything else (its endpoint name), scoped to the caller.
 
@@ -86,7 +132,9 @@ def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.U
         flow_id = uuid.UUID(identifier)
     except ValueError:
         flow_id = None
-    flows = Flow.objects.select_related("user")
+    # No default ordering (at most two rows are wanted); the owner is loaded only when the caller is unknown.
+    joined = ("current_version",) if caller is not None else ("user", "current_version")
+    flows = Flow.objects.select_related(*joined).order_by()
     if flow_id is not None:
         flow = flows.filter(pk=flow_id).first()
         if flow is None or (user_id is not None and flow.user_id != user_id):
@@ -349,15 +397,15 @@ def webhook_idempotency_key(*, headers) -> str | None:
     return None
 
 
-def webhook_rate_limit_check(*, flow: Flow, api_key: ApiKey | None) -> None:
+def webhook_rate_limit_check(*, flow: Flow, api_key_id: uuid.UUID | None) -> None:
     """Count the request against the per-flow and per-key limits (per minute, in the shared cache); 429 past one.
 
     Counting is best effort: when the cache is unreachable the request passes (and the failure is logged), so a
     cache outage never turns into refused webhooks.
     """
     limits = [("flow", flow.pk, settings.LANGRUN_RATE_LIMIT_FLOW)]
-    if api_key is not None:
-        limits.append(("key", api_key.pk, settings.LANGRUN_RATE_LIMIT_KEY))
+    if api_key_id is not None:
+        limits.append(("key", api_key_id, settings.LANGRUN_RATE_LIMIT_KEY))
     now = time.time()
     window = int(now // 60)
     for scope, ident, limit in limits:

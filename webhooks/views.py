@@ -1,6 +1,5 @@
-from django.conf import settings
 from django.urls import reverse
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
@@ -47,19 +46,16 @@ class WebhookView(APIView):
         user_id = services.webhook_user_id_parse(raw=request.query_params.get("user_id"))
         wait = services.webhook_wait_parse(raw=request.query_params.get("wait"))
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
-        api_key = services.webhook_api_key(key=api_key_from_request(request)) if settings.LANGRUN_WEBHOOK_AUTH else None
-        signed = services.webhook_is_signed(headers=meta)
-        if settings.LANGRUN_WEBHOOK_AUTH and api_key is None and not signed:
-            raise exceptions.PermissionDenied(services.MISSING_API_KEY)
-        caller = api_key.user if api_key is not None else None
-        flow = services.webhook_flow_lookup(identifier=flow_id_or_name, caller=caller, user_id=user_id)
-        if settings.LANGRUN_WEBHOOK_AUTH and api_key is None and not flow.signing_secret:
-            # A signature stands in for the API key only on a flow that has a signing secret.
-            raise exceptions.PermissionDenied(services.MISSING_API_KEY)
+        api_key_id, caller, flow = services.webhook_caller_and_flow(
+            key=api_key_from_request(request),
+            identifier=flow_id_or_name,
+            user_id=user_id,
+            signed=services.webhook_is_signed(headers=meta),
+        )
         body = services.webhook_body_read(stream=request._request, content_length=meta.get("CONTENT_LENGTH"))
         services.webhook_signature_verify(flow=flow, body=body, headers=meta)
         idempotency_key = services.webhook_idempotency_key(headers=meta)
-        services.webhook_rate_limit_check(flow=flow, api_key=api_key)
+        services.webhook_rate_limit_check(flow=flow, api_key_id=api_key_id)
         content_type = request.content_type or ""
         text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
         services.webhook_payload_check_schema(flow=flow, payload=payload)

@@ -1,0 +1,1 @@
+"""The benchmark: `make bench` (see bench/run.py). Not part of the product: nothing in langrun imports it."""

@@ -1,0 +1,515 @@
+"""The benchmark: `make bench [PROFILE=embedded|production] [N=5000] [C=32] [CLUSTERS=1]`.
+
+One run: a fresh database of its own (a temporary SQLite file, or a dedicated
+PostgreSQL database that is dropped at the end), a unique django-q2 cluster name,
+the service started as it is deployed (gunicorn plus CLUSTERS `qcluster`
+processes), a user, an API key and a 4-node flow. A separate process sends N
+requests at concurrency C, first to the baseline view (insert one row, answer
+202) and then to the flow's webhook; the ledger then tells when every run ended.
+Prints a table and writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+ENDPOINT = "bench-orders"
+
+EXTRACT_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "order", "type": "Extract", "params": {"query": "order"}},
+        {"id": "notice", "type": "Template", "params": {"template": "Order {id} for {customer.name}: {total:.2f}"}},
+        {"id": "out", "type": "Output", "params": {"name": "notice"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "order", "target_input": "data"},
+        {"source": "order", "target": "notice", "target_input": "data"},
+        {"source": "notice", "target": "out", "target_input": "value"},
+    ],
+}
+# Until the Extract component exists: the same length, and a template doing Extract's walk.
+FALLBACK_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "notice", "type": "Template", "params": {"template": "Order {order.id} for {order.customer.name}: {order.total:.2f}"}},
+        {"id": "out", "type": "Output", "params": {"name": "notice"}},
+        {"id": "copy", "type": "Output", "params": {"name": "copy"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "notice", "target_input": "data"},
+        {"source": "notice", "target": "out", "target_input": "value"},
+        {"source": "out", "target": "copy", "target_input": "value"},
+    ],
+}
+
+
+# --- Processes and memory ------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def process_tree(root_pids: list[int]) -> list[int]:
+    tree = _children()
+    seen: list[int] = []
+    todo = list(root_pids)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(tree.get(pid, []))
+    return seen
+
+
+def pss_mb(root_pids: list[int]) -> float:
+    """Summed proportional set size of the process trees: shared pages count once overall."""
+    total_kb = 0
+    for pid in process_tree(root_pids):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total_kb += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+def cpu_s(root_pids: list[int]) -> float:
+    """CPU time (user + system) used so far by the process trees: a cost that holds on a busy machine."""
+    ticks = 0
+    for pid in process_tree(root_pids):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class MemorySampler(threading.Thread):
+    def __init__(self, root_pids: list[int], interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.root_pids, self.interval, self.peak = root_pids, interval, 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, pss_mb(self.root_pids))
+            self._done.wait(self.interval)
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.peak
+
+
+# --- The run -------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="langrun-bench-"))
+        self.port = args.port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.pg_admin_url: str | None = None
+        self.db_name = f"langrun_bench_{os.getpid()}"
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        env.update(
+            DJANGO_SETTINGS_MODULE="bench.settings",
+            SECRET_KEY=secrets.token_urlsafe(40),
+            LANGRUN_CLUSTER_NAME=f"langrun-bench-{os.getpid()}",
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            LANGRUN_DATA_DIR=str(self.tmp),
+            DEBUG="false",
+        )
+        if args.profile == "production":
+            server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_PG
+            parts = urlsplit(server)
+            self.pg_admin_url = urlunsplit(parts._replace(path="/postgres"))
+            env["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + self.db_name))
+            env["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
+        if args.workers:
+            env["LANGRUN_WORKERS"] = str(args.workers)
+        self.env = env
+
+    # set-up and tear-down
+
+    def create_database(self) -> None:
+        if self.pg_admin_url:
+            import psycopg
+
+            with psycopg.connect(_libpq(self.pg_admin_url), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}"')
+                conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        os.environ.update(self.env)
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
+
+    def create_flow(self) -> tuple[str, str]:
+        from flows.engine import registry
+        from flows.services import flow_create
+        from langrun.models import User
+        from langrun.services import api_key_create
+
+        user = User.objects.create_user("bench")
+        has_extract = "Extract" in registry
+        data = EXTRACT_FLOW if has_extract else FALLBACK_FLOW
+        flow_create(user=user, name="Benchmark orders", endpoint_name=ENDPOINT, data=data)
+        self.flow_shape = " -> ".join(n["type"] for n in data["nodes"])
+        return api_key_create(user=user, name="bench").key, self.flow_shape
+
+    def drop_database(self) -> None:
+        from django.db import connections
+
+        try:
+            from django_q.brokers import get_broker
+
+            get_broker().purge_queue()
+        except Exception:
+            pass
+        connections.close_all()
+        if self.pg_admin_url:
+            import psycopg
+
+            with psycopg.connect(_libpq(self.pg_admin_url), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def start_service(self) -> None:
+        self.start(
+            "web",
+            ["-m", "gunicorn", "langrun.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.args.web_workers)],
+        )
+        for i in range(self.args.clusters):
+            self.start(f"cluster{i + 1}", ["manage.py", "qcluster"])
+
+    def stop_service(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def root_pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def web_pids(self) -> list[int]:
+        return [self.procs["web"].pid]
+
+    def cluster_pids(self) -> list[int]:
+        return [p.pid for name, p in self.procs.items() if name.startswith("cluster")]
+
+    # measuring
+
+    def wait_first_202(self, key: str, deadline_s: float = 60) -> str:
+        deadline = time.monotonic() + deadline_s
+        body = json.dumps({"order": {"id": -1, "customer": {"name": "first"}, "total": 0}})
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise SystemExit(f"{name} exited during start-up:\n{self.log(name)}")
+            try:
+                r = requests.post(
+                    f"{self.url}/api/v1/webhook/{ENDPOINT}",
+                    data=body,
+                    headers={"x-api-key": key, "Content-Type": "application/json"},
+                    timeout=5,
+                )
+                if r.status_code == 202:
+                    return r.json()["run_id"]
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.02)
+        raise SystemExit(f"no 202 within {deadline_s} s:\n{self.log('web')}")
+
+    def load(self, url: str, key: str | None, label: str) -> dict:
+        out = self.tmp / f"load-{label}.json"
+        argv = [sys.executable, "-m", "bench.load", url, str(out), "--n", str(self.args.n), "--c", str(self.args.c)]
+        if key:
+            argv += ["--key", key]
+        subprocess.run(argv, cwd=ROOT, check=True)
+        return json.loads(out.read_text())
+
+    def wait_terminal(self, run_ids: list[str]) -> None:
+        from flows.models import FlowRun
+
+        stall_limit = self.args.stall_timeout
+        remaining, last_remaining, last_progress = None, None, time.monotonic()
+        while True:
+            remaining = FlowRun.objects.filter(status__in=[FlowRun.Status.QUEUED, FlowRun.Status.RUNNING]).count()
+            if remaining == 0:
+                return
+            if remaining != last_remaining:
+                last_remaining, last_progress = remaining, time.monotonic()
+            elif time.monotonic() - last_progress > stall_limit:
+                print(f"warning: {remaining} runs made no progress for {stall_limit} s; counting them as lost", file=sys.stderr)
+                return
+            time.sleep(0.25)
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.tmp / f"{name}.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+def run(args: argparse.Namespace) -> dict:
+    bench = Bench(args)
+    try:
+        bench.create_database()
+        key, flow_shape = bench.create_flow()
+        from django.db import connections
+
+        connections.close_all()
+
+        started = time.monotonic()
+        bench.start_service()
+        first_run = bench.wait_first_202(key)
+        startup_s = time.monotonic() - started
+        if args.clusters:
+            bench.wait_terminal([first_run])
+        time.sleep(1.0)  # let every process settle after its first request
+        mem_idle = pss_mb(bench.root_pids())
+
+        sampler = MemorySampler(bench.root_pids())
+        sampler.start()
+        cpu = [cpu_s(bench.web_pids())]
+        baseline = bench.load(f"{bench.url}/bench/baseline", None, "baseline")
+        cpu.append(cpu_s(bench.web_pids()))
+        cluster_cpu = cpu_s(bench.cluster_pids())
+        hook = bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, "webhook")
+        cpu.append(cpu_s(bench.web_pids()))
+        if args.clusters:  # CLUSTERS=0 measures accepting alone; the runs stay queued
+            bench.wait_terminal([])
+        cluster_cpu = cpu_s(bench.cluster_pids()) - cluster_cpu
+        mem_peak = sampler.stop()
+        report = summarise(args, bench, baseline, hook, flow_shape)
+        report.update(
+            web_cpu_ms_per_baseline_request=round((cpu[1] - cpu[0]) * 1000 / args.n, 2),
+            web_cpu_ms_per_webhook=round((cpu[2] - cpu[1]) * 1000 / args.n, 2),
+            cluster_cpu_ms_per_run=round(cluster_cpu * 1000 / args.n, 2) if args.clusters else None,
+        )
+        report.update(mem_idle_mb=round(mem_idle, 1), mem_peak_mb=round(mem_peak, 1), startup_s=round(startup_s, 2))
+        if args.clusters and args.drain:
+            report.update(drain(bench, key))
+        return report
+    finally:
+        bench.stop_service()
+        try:
+            bench.drop_database()
+        finally:
+            if args.keep_logs:
+                print(f"logs kept in {bench.tmp}", file=sys.stderr)
+            else:
+                subprocess.run(["rm", "-rf", str(bench.tmp)], check=False)
+
+
+def drain(bench: Bench, key: str) -> dict:
+    """How fast the clusters alone work through a backlog: accept N runs while they are paused, then resume them.
+
+    While runs are accepted at the same time, completion can never outrun acceptance; this shows what
+    the clusters themselves manage (and how that grows with CLUSTERS).
+    """
+    from django.db.models import Max
+
+    from flows.models import FlowRun
+
+    pids = process_tree(bench.cluster_pids())
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        backlog = bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, "backlog")
+    finally:
+        resumed = time.time()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    ids = [r[2] for r in backlog["results"] if r[0] == 202 and r[2]]
+    bench.wait_terminal([])
+    runs = FlowRun.objects.filter(pk__in=ids)
+    done = runs.filter(status__in=[FlowRun.Status.SUCCEEDED, FlowRun.Status.FAILED]).count()
+    last = runs.aggregate(last=Max("finished_at"))["last"]
+    seconds = last.timestamp() - resumed if last else 0
+    return {"drain_rps": round(done / seconds, 1) if seconds > 0 else 0.0, "drain_lost": len(ids) - done}
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -> dict:
+    from django.db.models import Count, Max, Min
+
+    from flows.models import FlowRun
+
+    ok = [r for r in hook["results"] if r[0] == 202]
+    latencies = sorted(r[1] * 1000 for r in hook["results"])
+    accepted_ids = [r[2] for r in ok if r[2]]
+    runs = FlowRun.objects.filter(pk__in=accepted_ids)
+    by_status = dict(runs.values_list("status").annotate(n=Count("pk")))
+    succeeded = by_status.get(FlowRun.Status.SUCCEEDED, 0)
+    failed = by_status.get(FlowRun.Status.FAILED, 0)
+    span = runs.aggregate(first=Min("received_at"), last=Max("finished_at"))
+    completed = succeeded + failed
+    completed_s = (span["last"] - span["first"]).total_seconds() if span["first"] and span["last"] else 0.0
+    workers = dict(runs.exclude(worker="").values_list("worker").annotate(n=Count("pk")))
+    attempts_over_1 = runs.filter(attempts__gt=1).count()
+    baseline_ok = sum(1 for r in baseline["results"] if r[0] == 202)
+    return {
+        "profile": args.profile,
+        "n": args.n,
+        "c": args.c,
+        "clusters": args.clusters,
+        "web_workers": args.web_workers,
+        "cluster_workers": int(bench.env.get("LANGRUN_WORKERS", "2")),
+        "flow": flow_shape,
+        "accepted_rps": round(len(ok) / hook["elapsed_s"], 1),
+        "baseline_rps": round(baseline_ok / baseline["elapsed_s"], 1),
+        "baseline_non_202": len(baseline["results"]) - baseline_ok,
+        "p50_ms": round(_percentile(latencies, 0.50), 1),
+        "p95_ms": round(_percentile(latencies, 0.95), 1),
+        "p99_ms": round(_percentile(latencies, 0.99), 1),
+        "max_ms": round(latencies[-1], 1) if latencies else None,
+        "mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
+        "non_202": len(hook["results"]) - len(ok),
+        "completed_rps": round(completed / completed_s, 1) if completed_s else 0.0,
+        "succeeded": succeeded,
+        "failed": failed,
+        "lost": len(ok) - succeeded - failed,
+        "attempts_over_1": attempts_over_1,
+        "runs_per_worker_process": sorted(workers.values(), reverse=True),
+        "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+# --- Output --------------------------------------------------------------------
+
+TABLE = [
+    ("profile", "profile"),
+    ("flow", "flow"),
+    ("n / c / clusters", None),
+    ("baseline (insert + 202), req/s", "baseline_rps"),
+    ("webhook accepted, req/s", "accepted_rps"),
+    ("accepted / baseline", None),
+    ("latency p50 / p95 / p99 / max, ms", None),
+    ("non-202", "non_202"),
+    ("runs completed/s", "completed_rps"),
+    ("succeeded / failed / lost", None),
+    ("memory idle / peak, MB PSS", None),
+    ("CPU ms: baseline req / webhook / run", None),
+    ("start-up to first 202, s", "startup_s"),
+    ("backlog drained by the clusters, runs/s", "drain_rps"),
+]
+
+
+def print_table(r: dict) -> None:
+    derived = {
+        "n / c / clusters": f"{r['n']} / {r['c']} / {r['clusters']}",
+        "accepted / baseline": f"{r['accepted_rps'] / r['baseline_rps']:.2f}" if r["baseline_rps"] else "-",
+        "latency p50 / p95 / p99 / max, ms": f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']}",
+        "succeeded / failed / lost": f"{r['succeeded']} / {r['failed']} / {r['lost']}",
+        "memory idle / peak, MB PSS": f"{r['mem_idle_mb']} / {r['mem_peak_mb']}",
+        "CPU ms: baseline req / webhook / run": (
+            f"{r['web_cpu_ms_per_baseline_request']} / {r['web_cpu_ms_per_webhook']} / {r['cluster_cpu_ms_per_run']}"
+        ),
+    }
+    width = max(len(label) for label, _ in TABLE)
+    for label, key in TABLE:
+        print(f"{label:<{width}}  {derived[label] if key is None else r.get(key, '-')}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _libpq(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=["embedded", "production"], default="production")
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--c", type=int, default=32)
+    parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
+    parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: cores + 1)")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stall-timeout", type=float, default=90, help="give up waiting when no run ends for this long")
+    parser.add_argument("--out", default=str(RESULTS / "latest.json"))
+    parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--no-drain", dest="drain", action="store_false", help="skip the backlog phase (N more webhooks)")
+    args = parser.parse_args()
+    if not args.web_workers:
+        args.web_workers = (os.cpu_count() or 1) + 1
+    sys.path.insert(0, str(ROOT))
+    report = run(args)
+    print_table(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

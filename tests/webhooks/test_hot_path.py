@@ -1,0 +1,59 @@
+"""The webhook's accept path stays lean: what it costs in statements, and that the short cut changes no answer."""
+
+import pytest
+
+from flows.models import FlowRun
+from langrun.models import ApiKey
+from langrun.services import api_key_create, api_key_usage_flush
+from tests.webhooks.test_webhook import post
+
+
+@pytest.fixture
+def throttled_key_use(settings):
+    settings.LANGRUN_API_KEY_USAGE_INTERVAL = 3600
+    yield
+    api_key_usage_flush()  # leave no counted use behind for the exit hook
+
+
+@pytest.mark.parametrize("by", ["name", "id"])
+def test_accepting_costs_one_lookup_and_one_insert(client, flow, user, by, throttled_key_use, django_assert_num_queries):
+    key = api_key_create(user=user).key
+    target = flow.endpoint_name if by == "name" else flow.id
+    assert post(client, target, HTTP_X_API_KEY=key).status_code == 202  # writes the key's first use
+    with django_assert_num_queries(2) as captured:  # key + owner + flow in one SELECT, then the run's INSERT
+        assert post(client, target, HTTP_X_API_KEY=key).status_code == 202
+    assert captured.captured_queries[0]["sql"].startswith("SELECT")
+    assert captured.captured_queries[1]["sql"].startswith("INSERT")
+    assert FlowRun.objects.count() == 2
+
+
+def test_each_accepted_webhook_counts_one_key_use(client, flow, user):
+    new = api_key_create(user=user)
+    for _ in range(3):
+        assert post(client, flow.endpoint_name, HTTP_X_API_KEY=new.key).status_code == 202
+    assert ApiKey.objects.get(pk=new.api_key.pk).use_count == 3
+
+
+def test_inactive_owner_is_refused_like_an_invalid_key(client, flow, user):
+    key = api_key_create(user=user).key
+    user.is_active = False
+    user.save()
+    response = post(client, flow.endpoint_name, HTTP_X_API_KEY=key)
+    assert (response.status_code, response.json()) == (403, {"detail": "Invalid API key"})
+    assert not FlowRun.objects.exists()
+
+
+def test_right_prefix_wrong_secret_is_refused(client, flow, api_key):
+    wrong = api_key[:-4] + ("AAAA" if not api_key.endswith("AAAA") else "BBBB")
+    response = post(client, flow.endpoint_name, HTTP_X_API_KEY=wrong)
+    assert (response.status_code, response.json()) == (403, {"detail": "Invalid API key"})
+    assert post(client, flow.id, HTTP_X_API_KEY=wrong).status_code == 403
+    assert not FlowRun.objects.exists()
+
+
+def test_key_of_a_revoked_key_owner_with_another_active_key_is_refused(client, flow, user):
+    revoked = api_key_create(user=user)
+    ApiKey.objects.filter(pk=revoked.api_key.pk).update(is_active=False)
+    api_key_create(user=user)  # the owner still has an active key: the join must not match through it
+    assert post(client, flow.endpoint_name, HTTP_X_API_KEY=revoked.key).status_code == 403
+    assert not FlowRun.objects.exists()
