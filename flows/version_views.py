@@ -9,6 +9,7 @@ from flows import services
 from flows.models import Flow, FlowVersion
 from flows.serializers import FlowVersionListSerializer, FlowVersionSerializer
 from flows.views import flow_errors_as_422
+from langrun.schema import error, validation_error
 
 
 class _FlowVersionsMixin:
@@ -16,6 +17,8 @@ class _FlowVersionsMixin:
         return get_object_or_404(Flow, pk=self.kwargs["flow_id"], user=self.request.user)
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no flow_id
+            return FlowVersion.objects.none()
         return FlowVersion.objects.filter(flow=self.get_flow()).select_related("author").order_by("-number")
 
 
@@ -40,7 +43,15 @@ class FlowVersionRestoreView(_FlowVersionsMixin, generics.GenericAPIView):
 
     serializer_class = FlowVersionSerializer
 
-    @extend_schema(request=None, responses=FlowVersionSerializer)
+    @extend_schema(
+        summary="Restore a version",
+        request=None,
+        responses={
+            200: FlowVersionSerializer,
+            404: error("No flow of yours with this id, or it has no such version."),
+            422: validation_error("The version's graph is no longer valid here (e.g. a component it uses is gone)."),
+        },
+    )
     def post(self, request, flow_id, number: int):
         flow = self.get_flow()
         get_object_or_404(FlowVersion, flow=flow, number=number)

@@ -10,7 +10,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -34,7 +33,7 @@ from flows.serializers import (
 )
 from langrun.exceptions import Conflict, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
-from langrun.parsers import JSONParser
+from langrun.parsers import JSONParser, MultiPartParser
 from langrun.schema import error, validation_error
 
 
@@ -166,8 +165,9 @@ class ComponentListView(generics.GenericAPIView):
 
     serializer_class = ComponentSerializer
     pagination_class = None
+    filter_backends = []
 
-    @extend_schema(responses=ComponentSerializer(many=True))
+    @extend_schema(summary="The component catalogue", responses=ComponentSerializer(many=True))
     def get(self, request):
         from flows.engine import registry
 
@@ -209,13 +209,19 @@ class FlowUploadView(generics.GenericAPIView):
 
     serializer_class = FlowSerializer
     parser_classes = [JSONParser, MultiPartParser]
+    pagination_class = None
+    filter_backends = []
 
     @extend_schema(
+        summary="Import flows from an export",
         request={
             "application/json": OpenApiTypes.OBJECT,
             "multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}},
         },
-        responses={201: FlowSerializer(many=True)},
+        responses={
+            201: OpenApiResponse(FlowSerializer(many=True), description="The flows created, in the export's order."),
+            422: validation_error("Not a flow export, a file that is not JSON, or nodes without a native equivalent (each listed)."),
+        },
     )
     def post(self, request):
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
@@ -239,7 +245,13 @@ class FlowExportView(generics.GenericAPIView):
     """The flow in langrun's native JSON (what the upload endpoint takes back)."""
 
     serializer_class = FlowExportSerializer
+    filter_backends = []
 
+    @extend_schema(
+        summary="Export a flow",
+        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="The flow's id.")],
+        responses={200: FlowExportSerializer, 404: error("No flow of yours with this id.")},
+    )
     def get(self, request, pk: str):
         try:
             flow = Flow.objects.filter(user=request.user, pk=uuid.UUID(pk)).first()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -54,6 +56,12 @@ def flatten_errors(detail: Any, loc: list) -> list[dict[str, Any]]:
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    # Django's upload limits (DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES, and the field and file counts)
+    # would otherwise be an HTML 400 page.
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        exc = PayloadTooLarge(f"Request has too many form fields or files: {exc}")
     if isinstance(exc, RequestValidationError):
         return Response({"detail": exc.errors}, status=exc.status_code)
     if isinstance(exc, exceptions.ValidationError):

@@ -46,14 +46,16 @@ def validation_error(description: str = "Invalid input: every problem with its l
 FORBIDDEN = error("No valid API key or session, or not allowed for this user.")
 NOT_FOUND = error("No such object among yours.")
 UNSUPPORTED_MEDIA = error("The request's Content-Type is not one this operation parses.")
+TOO_LARGE = error("The body is larger than LANGRUN_MAX_BODY_BYTES, or has too many form fields or files.")
 
 
 class AutoSchema(openapi.AutoSchema):
     """drf-spectacular's AutoSchema, adding the error responses every operation can give.
 
-    403 (authentication), 404 (path parameters), 415 (request bodies) and 422 (any
-    input, including a NUL character in a parameter) use the shared error schemas;
-    an operation's own `@extend_schema(responses=...)` entries win.
+    403 (authentication), 404 (path parameters), 413 and 415 (request bodies; no 415
+    where any content type is parsed) and 422 (any input, including a NUL character in
+    a parameter) use the shared error schemas; an operation's own
+    `@extend_schema(responses=...)` entries win.
     """
 
     def _get_response_bodies(self, direction="response"):
@@ -64,7 +66,9 @@ class AutoSchema(openapi.AutoSchema):
         if "{" in self.path:
             defaults["404"] = NOT_FOUND
         if self.method in ("POST", "PUT", "PATCH") and self._get_request_body():
-            defaults["415"] = UNSUPPORTED_MEDIA
+            defaults["413"] = TOO_LARGE
+            if not any(parser.media_type == "*/*" for parser in self.view.get_parsers()):
+                defaults["415"] = UNSUPPORTED_MEDIA
         for code, response in defaults.items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(response, code, direction=direction)
@@ -86,11 +90,16 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 def optional_slash_paths(endpoints, **kwargs):
-    """Routes match with or without a trailing slash; document collections as `/flows/` and the rest as `/flows/{id}`."""
+    """Routes match with or without a trailing slash; document collections as `/flows/` and the rest as `/flows/{id}`.
+
+    A collection is a viewset's list/create route, or a view on a path without parameters
+    (`/components/`, `/flows/upload/`); a viewset's other actions are not (`/users/whoami`).
+    """
     result = []
     for path, path_regex, method, callback in endpoints:
-        actions = set(getattr(callback, "actions", {}).values())
-        if path.endswith("/") and path_regex.endswith("/?$") and not actions & {"list", "create"}:
+        actions = set((getattr(callback, "actions", None) or {}).values())
+        collection = bool(actions & {"list", "create"}) if actions else "{" not in path
+        if path.endswith("/") and path_regex.endswith("/?$") and not collection:
             path = path[:-1]
         result.append((path, path_regex, method, callback))
     return result

@@ -1,11 +1,12 @@
-"""The webhook's OpenAPI description: it takes any body, answers 202 (or 200 with `?wait=`), and its own errors."""
+"""The OpenAPI description of the webhooks app: the webhook (any body; 202, or 200 with `?wait=`; its own errors and
+optional headers), the signing-secret endpoints and a run's attempts. Kept here, out of the views' hot path."""
 
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 
 from flows.serializers import RUN_EXAMPLE, FlowRunSerializer
-from langrun.schema import error, validation_error
+from langrun.schema import ErrorSerializer, error, validation_error
 
 ACCEPTED_EXAMPLE = {
     "message": "Task started in the background",
@@ -13,6 +14,63 @@ ACCEPTED_EXAMPLE = {
     "run_id": RUN_EXAMPLE["id"],
     "status_url": f"http://127.0.0.1:8000/api/v1/runs/{RUN_EXAMPLE['id']}",
 }
+
+
+_HEADER_VALUE = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}
+HEADERS = [
+    OpenApiParameter(
+        "Idempotency-Key",
+        _HEADER_VALUE,
+        OpenApiParameter.HEADER,
+        description=(
+            "Deduplicates retries: a second request with the same key for the same flow gets the first run's 202 "
+            "(with `Idempotent-Replayed: true`) and starts nothing. 1 to 255 printable ASCII characters."
+        ),
+    ),
+    OpenApiParameter(
+        "webhook-id",
+        str,
+        OpenApiParameter.HEADER,
+        description=(
+            "Standard Webhooks message id: signed along with the body, and the idempotency key when there is no "
+            "Idempotency-Key (then it must be 1 to 255 printable ASCII characters)."
+        ),
+    ),
+    OpenApiParameter(
+        "webhook-timestamp", str, OpenApiParameter.HEADER, description="Standard Webhooks: Unix seconds, within 5 minutes of now."
+    ),
+    OpenApiParameter(
+        "webhook-signature",
+        str,
+        OpenApiParameter.HEADER,
+        description=(
+            "Standard Webhooks signature(s) `v1,<base64>` (space-separated) with the flow's signing secret. Required, "
+            "this or X-Hub-Signature-256, once the flow has a signing secret; it stands in for the API key."
+        ),
+    ),
+    OpenApiParameter(
+        "X-Hub-Signature-256",
+        str,
+        OpenApiParameter.HEADER,
+        description="GitHub-style `sha256=<hex HMAC-SHA256 of the body>`, keyed with the flow's signing secret as written.",
+    ),
+]
+LOCATION = OpenApiParameter(
+    "Location", str, OpenApiParameter.HEADER, required=True, response=[200, 202], description="The run's status URL."
+)
+REPLAYED = OpenApiParameter(
+    "Idempotent-Replayed",
+    str,
+    OpenApiParameter.HEADER,
+    response=[202],
+    description="`true` when an earlier request had this idempotency key.",
+)
+NO_STORE = OpenApiParameter(
+    "Cache-Control", str, OpenApiParameter.HEADER, required=True, response=[201], description="`no-store`: the secret must not be cached."
+)
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After", int, OpenApiParameter.HEADER, required=True, response=[429], description="Seconds until the next minute's allowance."
+)
 
 
 class WebhookViewSchema(OpenApiViewExtension):
@@ -46,6 +104,10 @@ class WebhookViewSchema(OpenApiViewExtension):
                         {"type": "number", "minimum": 0},
                         description="Seconds to wait for the run to finish (0 or more, capped by LANGRUN_WEBHOOK_MAX_WAIT).",
                     ),
+                    *HEADERS,
+                    LOCATION,
+                    REPLAYED,
+                    RETRY_AFTER,
                 ],
                 responses={
                     200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
@@ -55,11 +117,19 @@ class WebhookViewSchema(OpenApiViewExtension):
                         examples=[OpenApiExample("Accepted", value=ACCEPTED_EXAMPLE, status_codes=["202"])],
                     ),
                     400: error("Empty body."),
-                    403: error("API key missing or invalid, or the flow is another user's."),
+                    401: error("The flow has a signing secret and the request is not signed with it (or not signed)."),
+                    403: error("API key missing or invalid (and no signature standing in for it), or the flow is another user's."),
                     404: error("No such flow (names are looked up among the caller's flows)."),
                     409: error("Authentication is off and several users have this endpoint name: add ?user_id=."),
                     413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
-                    422: validation_error("Malformed JSON, non-UTF-8 body, NUL characters, or a malformed query parameter."),
+                    422: validation_error(
+                        "Malformed JSON, non-UTF-8 body, NUL characters, a payload against the Webhook node's schema, "
+                        "or a malformed query parameter or Idempotency-Key."
+                    ),
+                    429: OpenApiResponse(
+                        ErrorSerializer,
+                        description="More than LANGRUN_RATE_LIMIT_FLOW (per flow) or LANGRUN_RATE_LIMIT_KEY (per API key) this minute.",
+                    ),
                 },
                 auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
             )
@@ -75,3 +145,56 @@ def webhook_body_required(result, generator, request, public):
         if path.startswith("/api/v1/webhook/") and "requestBody" in operations.get("post", {}):
             operations["post"]["requestBody"]["required"] = True
     return result
+
+
+class SigningSecretSchema(OpenApiViewExtension):
+    target_class = "webhooks.views.FlowSigningSecretView"
+
+    def view_replacement(self):
+        from webhooks.views import SigningSecretSerializer
+
+        class Fixed(self.target_class):
+            @extend_schema(
+                summary="Create or rotate a flow's signing secret",
+                description=(
+                    "From now on the flow's webhook needs a signature (webhook-signature or X-Hub-Signature-256) made "
+                    "with this secret; a previous secret stays valid for LANGRUN_SIGNING_SECRET_GRACE seconds. "
+                    "No request body. The secret is only ever shown in this answer."
+                ),
+                request=None,
+                parameters=[NO_STORE],
+                responses={
+                    201: OpenApiResponse(SigningSecretSerializer, description="The new secret."),
+                    404: error("No flow of yours with this id."),
+                },
+            )
+            def post(self, request, pk):
+                return super().post(request, pk)
+
+            @extend_schema(
+                summary="Stop requiring webhook signatures",
+                description="Forgets the flow's signing secrets (the current one and any previous one in its grace period).",
+                request=None,
+                responses={204: None, 404: error("No flow of yours with this id.")},
+            )
+            def delete(self, request, pk):
+                return super().delete(request, pk)
+
+        return Fixed
+
+
+class RunAttemptsSchema(OpenApiViewExtension):
+    target_class = "webhooks.views.RunAttemptsView"
+
+    def view_replacement(self):
+        from webhooks.views import RunAttemptSerializer
+
+        class Fixed(self.target_class):
+            @extend_schema(
+                summary="A run's attempts",
+                responses={200: RunAttemptSerializer(many=True), 404: error("No run of yours with this id.")},
+            )
+            def get(self, request, pk):
+                return super().get(request, pk)
+
+        return Fixed

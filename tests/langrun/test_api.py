@@ -84,6 +84,20 @@ def test_unsupported_media_type_is_415_with_detail(key_client):
     assert response.status_code == 415 and isinstance(response.json()["detail"], str)
 
 
+@pytest.mark.parametrize("path", ["/api/v1/flows/", "/api/v1/variables/", "/api/v1/flows/upload/", "/api/v1/run/greet"])
+def test_bodies_over_the_limit_are_413_with_detail(key_client, flow, settings, path):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = key_client.post(path, {"name": "x" * 2000, "input_value": "x" * 2000}, format="json")
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body is larger than 1000 bytes."}
+
+
+def test_too_many_form_fields_is_413_with_detail(key_client, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    response = key_client.post("/api/v1/flows/", "&".join(f"f{i}=1" for i in range(10)), content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413 and "too many form fields" in response.json()["detail"]
+
+
 def test_server_errors_under_api_are_json(db):
     from django.test import RequestFactory
     from django.urls import get_resolver
@@ -118,6 +132,47 @@ def test_schema_documents_security_errors_and_examples(db):
                 assert "403" in operation["responses"], (method, path)
     assert schema["paths"]["/api/v1/runs/{id}"]["get"]["responses"]["200"]["content"]["application/json"]["examples"]
     assert schema["paths"]["/api/v1/flows/{id}"]["get"]["responses"]["200"]["content"]["application/json"]["examples"]
+
+
+def _ref(response):
+    return response["content"]["application/json"]["schema"]
+
+
+def test_schema_documents_the_merged_endpoints(db):
+    paths = APIClient().get("/api/schema/?format=json").json()["paths"]
+    # Collections keep their trailing slash, as the README spells them; /metrics is not part of the API.
+    assert {"/api/v1/components/", "/api/v1/flows/upload/", "/api/v1/variables/", "/api/v1/variables/{id}"} <= set(paths)
+    assert not [p for p in paths if not p.startswith("/api/v1/")]
+
+    webhook = paths["/api/v1/webhook/{flow_id_or_name}"]["post"]
+    responses = webhook["responses"]
+    assert {"200", "202", "400", "401", "403", "404", "409", "413", "422", "429"} == set(responses)
+    assert responses["429"]["headers"]["Retry-After"]["required"] is True
+    assert responses["202"]["headers"]["Location"]["required"] is True and "Idempotent-Replayed" in responses["202"]["headers"]
+    headers = {p["name"]: p for p in webhook["parameters"] if p["in"] == "header"}
+    assert set(headers) == {"Idempotency-Key", "webhook-id", "webhook-timestamp", "webhook-signature", "X-Hub-Signature-256"}
+    assert not any(p.get("required") for p in headers.values())
+    assert headers["Idempotency-Key"]["schema"]["maxLength"] == 255
+    assert {p["name"] for p in webhook["parameters"] if p["in"] == "query"} == {"user_id", "wait"}
+
+    secret = paths["/api/v1/flows/{id}/signing-secret"]
+    assert "requestBody" not in secret["post"] and {"201", "404"} <= set(secret["post"]["responses"])
+    assert "415" not in secret["post"]["responses"] and "200" not in secret["post"]["responses"]
+    assert set(secret["delete"]["responses"]) >= {"204", "404"}
+    assert _ref(paths["/api/v1/runs/{id}/attempts"]["get"]["responses"]["200"])["type"] == "array"
+    assert _ref(paths["/api/v1/components/"]["get"]["responses"]["200"])["type"] == "array"
+
+    upload = paths["/api/v1/flows/upload/"]["post"]
+    assert _ref(upload["responses"]["201"])["type"] == "array" and "parameters" not in upload
+    assert _ref(upload["responses"]["422"])["$ref"].endswith("/ValidationError")
+    assert _ref(paths["/api/v1/flows/{id}/export"]["get"]["responses"]["404"])["$ref"].endswith("/Error")
+    restore = paths["/api/v1/flows/{flow_id}/versions/{number}/restore"]["post"]
+    assert "requestBody" not in restore and {"200", "404", "422"} <= set(restore["responses"])
+    assert {p["name"] for p in paths["/api/v1/flows/{flow_id}/versions/"]["get"]["parameters"]} == {"flow_id", "limit", "offset"}
+    for path in ["/api/v1/variables/", "/api/v1/flows/", "/api/v1/flows/upload/", "/api/v1/run/{flow_id_or_name}"]:
+        post = paths[path]["post"]["responses"]
+        assert {"413", "415", "422"} <= set(post), path
+        assert _ref(post["413"])["$ref"].endswith("/Error")
 
 
 def test_docs_pages_are_served_without_a_cdn(db):
