@@ -508,24 +508,36 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
 
 
 def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int = 1000) -> int:
-    """Runs `running` for longer than the lease lost their worker: queue them again, or fail them.
+    """Runs `running` for longer than their lease lost their worker: queue them again, or fail them.
 
-    The lease defaults to LANGRUN_RUN_TIMEOUT + LANGRUN_LEASE_MARGIN: django-q2
-    stops a task at the timeout, so a run still `running` after that has nobody
-    working on it. Each update is conditional on the claim seen (`attempts`), so
-    a worker that finishes at the same moment wins or loses cleanly.
+    A run's lease is its flow's timeout (or LANGRUN_FLOW_TIMEOUT) plus
+    LANGRUN_LEASE_MARGIN, and never more than LANGRUN_RUN_TIMEOUT plus the
+    margin, where django-q2 stops a task: the engine stops a run at its timeout,
+    so a run still `running` after its lease has nobody working on it. `lease`
+    overrides it for every run. Each update is conditional on the claim seen
+    (`attempts`), so a worker that finishes at the same moment wins or loses cleanly.
     """
-    if lease is None:
-        lease = timedelta(seconds=settings.LANGRUN_RUN_TIMEOUT + settings.LANGRUN_LEASE_MARGIN)
     now = timezone.now()
-    stuck = list(
-        FlowRun.objects.filter(status=FlowRun.Status.RUNNING, started_at__lt=now - lease)
-        .values_list("pk", "attempts", "flow__max_attempts")
+    margin = timedelta(seconds=settings.LANGRUN_LEASE_MARGIN)
+    longest = timedelta(seconds=settings.LANGRUN_RUN_TIMEOUT) + margin
+
+    def lease_of(flow_timeout: int | None) -> timedelta:
+        if lease is not None:
+            return lease
+        return min(timedelta(seconds=flow_timeout or settings.LANGRUN_FLOW_TIMEOUT) + margin, longest)
+
+    shortest = lease if lease is not None else min(margin, longest)
+    candidates = (
+        FlowRun.objects.filter(status=FlowRun.Status.RUNNING, started_at__lt=now - shortest)
+        .values_list("pk", "attempts", "flow__max_attempts", "started_at", "flow__timeout")
         .order_by("started_at")[:limit]
     )
+    stuck = [
+        (pk, attempts, max_attempts) for pk, attempts, max_attempts, started, timeout in candidates if started < now - lease_of(timeout)
+    ]
     recovered = 0
     for run_id, attempts, max_attempts in stuck:
-        interrupted = f"Attempt {attempts} was interrupted: its worker stopped, or it ran longer than {settings.LANGRUN_RUN_TIMEOUT} s."
+        interrupted = f"Attempt {attempts} was interrupted: its worker stopped, or it ran past its timeout."
         current = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.RUNNING, attempts=attempts)
         with transaction.atomic():
             if attempts < max_attempts:

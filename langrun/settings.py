@@ -166,8 +166,8 @@ LANGRUN_VARIABLES_KEY = env.str("LANGRUN_VARIABLES_KEY", default="")
 LANGRUN_COMPONENT_MODULES = env.list("LANGRUN_COMPONENT_MODULES", default=[])
 
 # --- Reliability ---------------------------------------------------------------
-# A `running` run whose attempt started more than LANGRUN_RUN_TIMEOUT + this many seconds ago lost its
-# worker (django-q2 stops a task at the timeout): the sweep queues it again, or fails it when no attempt is left.
+# A `running` run whose attempt started more than its flow's timeout (capped by LANGRUN_RUN_TIMEOUT) + this many
+# seconds ago lost its worker: the sweep queues it again, or fails it when no attempt is left.
 LANGRUN_LEASE_MARGIN = env.int("LANGRUN_LEASE_MARGIN", default=60)
 # Retryable failures wait base * 2^(attempt-1) seconds (capped, with full jitter) before the next attempt.
 LANGRUN_RETRY_BACKOFF = env.float("LANGRUN_RETRY_BACKOFF", default=10.0)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 import tests.components  # noqa: F401 - registers the test components
 from flows import services
-from flows.models import FlowRun, NodeResult, RunAttempt
+from flows.models import Flow, FlowRun, NodeResult, RunAttempt
 from flows.services import flow_create, flow_run_create, flow_run_execute
 
 
@@ -162,19 +162,30 @@ def test_interrupted_run_without_attempts_left_fails_with_a_clear_error(flow, us
     assert services.flow_runs_recover_interrupted(lease=timedelta(0)) == 1
     run.refresh_from_db()
     assert run.status == "failed" and run.finished_at is not None
-    assert run.error == (
-        f"Attempt 1 was interrupted: its worker stopped, or it ran longer than {settings.LANGRUN_RUN_TIMEOUT} s. No attempts left (1 of 1)."
-    )
+    assert run.error == ("Attempt 1 was interrupted: its worker stopped, or it ran past its timeout. No attempts left (1 of 1).")
 
 
-def test_default_lease_is_run_timeout_plus_margin(flow, user, settings):
-    settings.LANGRUN_RUN_TIMEOUT, settings.LANGRUN_LEASE_MARGIN = 100, 20
+def test_default_lease_is_the_flows_timeout_plus_margin_capped_by_the_task_timeout(flow, user, settings):
+    settings.LANGRUN_RUN_TIMEOUT, settings.LANGRUN_FLOW_TIMEOUT, settings.LANGRUN_LEASE_MARGIN = 100, 50, 20
+
+    def stuck_for(seconds: int) -> int:
+        FlowRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
+        return services.flow_runs_recover_interrupted()
+
+    flow.max_attempts = 5
+    flow.save()
     run = new_run(flow, user)
     services.flow_run_claim(run_id=run.id)
-    FlowRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=110))
-    assert services.flow_runs_recover_interrupted() == 0
-    FlowRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=125))
-    assert services.flow_runs_recover_interrupted() == 1
+    assert stuck_for(65) == 0  # default flow timeout 50 + margin 20 = 70
+    assert stuck_for(75) == 1
+    services.flow_run_claim(run_id=run.id)
+    Flow.objects.filter(pk=flow.pk).update(timeout=30)  # the flow's own timeout: 30 + 20
+    assert stuck_for(45) == 0
+    assert stuck_for(55) == 1
+    services.flow_run_claim(run_id=run.id)
+    Flow.objects.filter(pk=flow.pk).update(timeout=1000)  # capped by django-q2's task timeout: 100 + 20
+    assert stuck_for(115) == 0
+    assert stuck_for(125) == 1
 
 
 def test_worker_that_lost_its_claim_writes_nothing(flow, user, enqueued):
