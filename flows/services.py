@@ -23,6 +23,7 @@ from django.utils import timezone
 from flows import engine
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult, RunAttempt, Variable
 from langrun.logs import log_context
+from langrun.parsers import json_unstorable
 
 logger = logging.getLogger(__name__)
 
@@ -456,30 +457,13 @@ def flow_run_input_payload(*, input_value: str | None) -> Any:
         return {}
     try:
         payload = json.loads(input_value, parse_constant=_reject_json_constant)
-        _check_storable(payload)
     except (ValueError, RecursionError):
         return {"payload": input_value}
-    return payload
+    return {"payload": input_value} if json_unstorable(payload) else payload
 
 
 def _reject_json_constant(name: str) -> None:
     raise ValueError(name)
-
-
-def _check_storable(value: Any) -> None:
-    """ValueError for NUL or unpaired surrogates, which JSON escapes can carry but no database stores."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError("NUL")
-            item.encode("utf-8")  # UnicodeEncodeError is a ValueError
 
 
 def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int = 1000) -> int:

@@ -8,11 +8,13 @@ from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
 
-def json_storable_check(value: Any) -> None:
-    """Raise ParseError for NUL characters or unpaired surrogates anywhere in a parsed JSON value.
+def json_unstorable(value: Any) -> tuple[str, str] | None:
+    """Why a parsed JSON value cannot be stored, as `(message, error type)`, or None when it can.
 
-    Both parse as valid JSON escapes (`\\u0000`, `\\ud800`), but PostgreSQL refuses
-    them: without this check they would surface as a 500 on save.
+    NUL characters and unpaired surrogates both parse as valid JSON escapes
+    (`\\u0000`, `\\ud800`), but PostgreSQL refuses them (and no text column
+    holds a lone surrogate): unchecked they would surface as a 500 on save.
+    Iterative, so any depth the JSON parser accepted is fine here.
     """
     stack = [value]
     while stack:
@@ -24,11 +26,19 @@ def json_storable_check(value: Any) -> None:
             stack.extend(item)
         elif isinstance(item, str):
             if "\x00" in item:
-                raise ParseError("JSON contains a \\u0000 character, which cannot be stored.")
+                return "JSON contains a \\u0000 character, which cannot be stored.", "string_nul"
             try:
                 item.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ParseError("JSON contains an unpaired surrogate escape.") from exc
+            except UnicodeEncodeError:
+                return "JSON contains an unpaired surrogate escape.", "string_unicode"
+    return None
+
+
+def json_storable_check(value: Any) -> None:
+    """ParseError (a 422 in this API) when `value` holds what no database column can store."""
+    problem = json_unstorable(value)
+    if problem is not None:
+        raise ParseError(problem[0])
 
 
 class JSONParser(parsers.JSONParser):

@@ -32,6 +32,7 @@ from flows.services import flow_run_wait
 from langrun.authentication import INVALID_API_KEY
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
+from langrun.parsers import json_unstorable
 from langrun.services import api_key_authenticate, api_key_matches, api_key_prefix, api_key_record_use
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
@@ -195,39 +196,14 @@ def webhook_payload_decode(*, body: bytes, content_type: str) -> tuple[str, Any]
         if media_type == FORM_MEDIA_TYPE:
             return text, _form_payload(text)
         return text, {"payload": text}
-    if "\\u" in text:
-        try:
-            _check_strings(payload)
-        except RecursionError as exc:
-            raise RequestValidationError.single(["body"], "JSON is nested too deeply.", "json_invalid") from exc
+    problem = json_unstorable(payload) if "\\u" in text else None
+    if problem is not None:
+        raise RequestValidationError.single(["body"], *problem)
     return text, payload
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"JSON value {name} is not allowed: use a number or null.")
-
-
-def _check_strings(value: Any) -> None:
-    """Escapes can smuggle in what no database stores: NUL and unpaired surrogates."""
-    if isinstance(value, str):
-        strings = [value]
-    elif isinstance(value, dict):
-        strings = list(value)
-        for item in value.values():
-            _check_strings(item)
-    elif isinstance(value, list):
-        strings = []
-        for item in value:
-            _check_strings(item)
-    else:
-        return
-    for s in strings:
-        if "\x00" in s:
-            raise RequestValidationError.single(["body"], "JSON contains a \\u0000 character, which cannot be stored.", "string_nul")
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise RequestValidationError.single(["body"], "JSON contains an unpaired surrogate escape.", "string_unicode") from exc
 
 
 def _form_payload(text: str) -> dict[str, Any]:
