@@ -285,29 +285,38 @@ def flow_run_claim(*, run_id) -> bool:
     a finishing run of that flow, or the sweep, rings again). Each claim opens
     a RunAttempt; `attempts` doubles as the fencing token of the claim.
     """
-    now = timezone.now()
     row = FlowRun.objects.filter(pk=run_id).values_list("flow_id", "flow__max_concurrent_runs", "attempts").first()
     if row is None:
         return False
     flow_id, limit, attempts = row
-    # Conditional on the attempts count read above too, so the attempt number this claim opens is exact.
+    return _flow_run_claim(run_id=run_id, flow_id=flow_id, limit=limit, attempts=attempts) is not None
+
+
+def _flow_run_claim(*, run_id, flow_id, limit: int | None, attempts: int) -> dict[str, Any] | None:
+    """The claim itself, given what was read of the run; returns the fields it set, or None."""
+    now = timezone.now()
+    # Conditional on the attempts count read before too, so the attempt number this claim opens is exact.
     claimable = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED, attempts=attempts).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
+    fields = {
+        "status": FlowRun.Status.RUNNING,
+        "started_at": now,
+        "attempts": attempts + 1,
+        "next_attempt_at": None,
+        "worker": _worker_name(),
+    }
     with transaction.atomic():
         if limit:
             # Claims of this flow's runs take turns (a row lock; SQLite's write lock already serializes them).
             list(Flow.objects.select_for_update().filter(pk=flow_id).values_list("pk"))
             if FlowRun.objects.filter(flow_id=flow_id, status=FlowRun.Status.RUNNING).count() >= limit:
                 logger.info("Run %s waits: its flow already has %d running", run_id, limit)
-                return False
-        claimed = claimable.update(
-            status=FlowRun.Status.RUNNING, started_at=now, attempts=attempts + 1, next_attempt_at=None, worker=_worker_name()
-        )
-        if claimed != 1:
-            return False
+                return None
+        if claimable.update(**fields) != 1:
+            return None
         RunAttempt.objects.create(run_id=run_id, number=attempts + 1, started_at=now)
-    return True
+    return fields
 
 
 def flow_run_execute(*, run_id) -> FlowRun | None:
@@ -317,10 +326,16 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
     delivery, or a run another worker already has. A failure marked retryable
     sends the run back to the queue while the flow allows more attempts.
     """
-    if not flow_run_claim(run_id=run_id):
+    # The run is read once, before the claim (which is conditional on what was read), not again after it.
+    run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
+    claimed = None
+    if run is not None and run.status == FlowRun.Status.QUEUED:
+        claimed = _flow_run_claim(run_id=run.pk, flow_id=run.flow_id, limit=run.flow.max_concurrent_runs, attempts=run.attempts)
+    if claimed is None:
         logger.info("Run %s is not claimable now; nothing to do", run_id)
         return None
-    run = FlowRun.objects.select_related("flow", "version").get(pk=run_id)
+    for name, value in claimed.items():
+        setattr(run, name, value)
     data = flow_run_graph_data(run=run)
     try:
         graph = engine.parse_graph(engine.apply_tweaks(data, run.tweaks))
@@ -673,10 +688,11 @@ def flow_run_context(*, flow: Flow, payload: Any, data: Any) -> engine.RunContex
 
     Raises GraphValidationError when a referenced variable is missing or cannot be decrypted.
     """
-    variables_check_exist(user=flow.user, data=data)
+    # The owner's id is enough (loading `flow.user` cost a query per run).
+    variables_check_exist(user=flow.user_id, data=data)
     names = {name for _, name in engine.variable_references(data)}
     values, secrets = {}, set()
-    for variable in Variable.objects.filter(user=flow.user, name__in=names):
+    for variable in Variable.objects.filter(user=flow.user_id, name__in=names):
         try:
             values[variable.name] = variable_value(variable=variable)
         except VariableUndecryptable as exc:

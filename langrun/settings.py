@@ -105,6 +105,9 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The same backend, with a health check that skips the `SELECT 1` round trip while the socket is quiet.
+    DATABASES["default"]["ENGINE"] = "langrun.db.postgresql"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker processes share the file: WAL lets readers and a writer
     # work together, IMMEDIATE transactions take the write lock up front (no

@@ -24,7 +24,7 @@ def test_missing_secret_key_stops_startup_when_debug_is_off():
 def test_settings_switch_to_postgres_and_redis_from_the_environment():
     code = "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'langrun.settings'; from django.conf import settings as s; d = s.DATABASES['default']; print(d['ENGINE'], d['NAME'], d['CONN_MAX_AGE'], s.Q_CLUSTER.get('redis'), s.Q_CLUSTER.get('orm'))"
     result = run_python(code, SECRET_KEY="k", DATABASE_URL="postgres://u@db.example:5432/langrun", REDIS_URL="redis://cache:6379/1")
-    assert result.stdout.split() == ["django.db.backends.postgresql", "langrun", "600", "redis://cache:6379/1", "None"], result.stderr
+    assert result.stdout.split() == ["langrun.db.postgresql", "langrun", "600", "redis://cache:6379/1", "None"], result.stderr
     embedded = run_python(
         code.replace("d['NAME']", "d['OPTIONS']['transaction_mode']"), SECRET_KEY="k", LANGRUN_DATA_DIR="/tmp/langrun-settings-test"
     )

@@ -1,8 +1,11 @@
 """The webhook's accept path stays lean: what it costs in statements, and that the short cut changes no answer."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from flows.models import FlowRun
+from flows.services import flow_run_create, flow_run_execute
 from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_usage_flush
 from tests.webhooks.test_webhook import post
@@ -57,3 +60,13 @@ def test_key_of_a_revoked_key_owner_with_another_active_key_is_refused(client, f
     api_key_create(user=user)  # the owner still has an active key: the join must not match through it
     assert post(client, flow.endpoint_name, HTTP_X_API_KEY=revoked.key).status_code == 403
     assert not FlowRun.objects.exists()
+
+
+def test_executing_a_run_reads_it_once_and_writes_claim_and_result(flow, user):
+    run = flow_run_create(flow=flow, user=user, trigger=FlowRun.Trigger.WEBHOOK, payload={"name": "Ada"})
+    with CaptureQueriesContext(connection) as captured:
+        assert flow_run_execute(run_id=run.id).status == FlowRun.Status.SUCCEEDED
+    statements = [q["sql"].split()[0] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    # The run with its flow and version; the claim (run, attempt); the result (run, node results, attempt).
+    assert statements == ["SELECT", "UPDATE", "INSERT", "UPDATE", "INSERT", "UPDATE"]
+    assert FlowRun.objects.get(pk=run.id).outputs == {"greeting": "Hello Ada!"}
