@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -29,7 +30,6 @@ from langrun.admin import OwnedModelAdmin
 LATEST_RUNS = 10
 PREVIEW_CHARS = 200
 API_KEY_PLACEHOLDER = "<YOUR_API_KEY>"
-IMPORT_MAX_BYTES = 10 * 1024 * 1024
 
 
 # --- helpers -----------------------------------------------------------------
@@ -493,8 +493,8 @@ class FlowImportForm(forms.Form):
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        if upload.size > IMPORT_MAX_BYTES:
-            raise forms.ValidationError(f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB.")
+        if upload.size > settings.LANGRUN_MAX_IMPORT_BYTES:
+            raise forms.ValidationError(f"The file is larger than {settings.LANGRUN_MAX_IMPORT_BYTES} bytes.")
         try:
             document = json.loads(upload.read().decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError) as exc:

@@ -3,6 +3,8 @@ from rest_framework.routers import SimpleRouter
 
 from flows import version_views, views
 
+UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
 
 class OptionalSlashRouter(SimpleRouter):
     """`/flows/` and `/flows/{id}` as Langflow spells them, with or without the trailing slash."""
@@ -22,7 +24,7 @@ urlpatterns = [
     re_path(r"^components/?$", views.ComponentListView.as_view(), name="component-list"),
     re_path(r"^flows/upload/?$", views.FlowUploadView.as_view(), name="flow-upload"),
     re_path(r"^flows/(?P<pk>[^/]+)/export/?$", views.FlowExportView.as_view(), name="flow-export"),
-    path("flows/<uuid:flow_id>/versions/", version_views.FlowVersionListView.as_view(), name="flowversion-list"),
+    re_path(rf"^flows/(?P<flow_id>{UUID_RE})/versions/?$", version_views.FlowVersionListView.as_view(), name="flowversion-list"),
     path("flows/<uuid:flow_id>/versions/<int:number>", version_views.FlowVersionDetailView.as_view(), name="flowversion-detail"),
     path("flows/<uuid:flow_id>/versions/<int:number>/restore", version_views.FlowVersionRestoreView.as_view(), name="flowversion-restore"),
     path("run/<str:flow_id_or_name>", views.SimplifiedRunView.as_view(), name="run-flow"),

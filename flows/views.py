@@ -31,7 +31,7 @@ from flows.serializers import (
     VariableSerializer,
     VertexBuildsSerializer,
 )
-from langrun.exceptions import Conflict, RequestValidationError
+from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
 from langrun.parsers import JSONParser, MultiPartParser
 from langrun.schema import error, validation_error
@@ -226,6 +226,8 @@ class FlowUploadView(generics.GenericAPIView):
     def post(self, request):
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
         if upload is not None:
+            if upload.size > settings.LANGRUN_MAX_IMPORT_BYTES:  # read whole below, so refused before reading
+                raise PayloadTooLarge(f"The file is larger than {settings.LANGRUN_MAX_IMPORT_BYTES} bytes (LANGRUN_MAX_IMPORT_BYTES).")
             try:
                 document = json.loads(upload.read().decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:

@@ -227,3 +227,26 @@ def test_importer_does_not_modify_its_input():
     before = copy.deepcopy(doc)
     langflow_to_native(doc)
     assert doc == before
+
+
+def test_upload_file_over_the_import_limit_is_413_and_imports_nothing(key_client, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from flows.models import Flow
+
+    raw = fixture_bytes("webhook_parser_chat_output.json")
+    settings.LANGRUN_MAX_IMPORT_BYTES = len(raw) - 1
+    response = key_client.post(
+        "/api/v1/flows/upload/", {"file": SimpleUploadedFile("flow.json", raw, "application/json")}, format="multipart"
+    )
+    assert response.status_code == 413 and "LANGRUN_MAX_IMPORT_BYTES" in response.json()["detail"]
+    assert not Flow.objects.exists()
+    settings.LANGRUN_MAX_IMPORT_BYTES = len(raw)
+    accepted = key_client.post(
+        "/api/v1/flows/upload/", {"file": SimpleUploadedFile("flow.json", raw, "application/json")}, format="multipart"
+    )
+    assert accepted.status_code == 201
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()

@@ -130,3 +130,11 @@ def test_run_detail_names_its_version(key_client, flow, user):
     assert key_client.get(f"/api/v1/runs/{run.id}").json()["version"] == 1
     FlowRun.objects.filter(pk=run.pk).update(version=None)
     assert key_client.get(f"/api/v1/runs/{run.id}").json()["version"] is None
+
+
+def test_versions_list_with_or_without_trailing_slash(key_client, flow):
+    with_slash = key_client.get(f"/api/v1/flows/{flow.id}/versions/")
+    without = key_client.get(f"/api/v1/flows/{flow.id}/versions")
+    assert with_slash.status_code == without.status_code == 200
+    assert with_slash.json() == without.json() and with_slash.json()["count"] == 1
+    assert key_client.get("/api/v1/flows/not-a-uuid/versions").status_code == 404

@@ -168,7 +168,7 @@ def test_schema_documents_the_merged_endpoints(db):
     assert _ref(paths["/api/v1/flows/{id}/export"]["get"]["responses"]["404"])["$ref"].endswith("/Error")
     restore = paths["/api/v1/flows/{flow_id}/versions/{number}/restore"]["post"]
     assert "requestBody" not in restore and {"200", "404", "422"} <= set(restore["responses"])
-    assert {p["name"] for p in paths["/api/v1/flows/{flow_id}/versions/"]["get"]["parameters"]} == {"flow_id", "limit", "offset"}
+    assert {p["name"] for p in paths["/api/v1/flows/{flow_id}/versions"]["get"]["parameters"]} == {"flow_id", "limit", "offset"}
     for path in ["/api/v1/variables/", "/api/v1/flows/", "/api/v1/flows/upload/", "/api/v1/run/{flow_id_or_name}"]:
         post = paths[path]["post"]["responses"]
         assert {"413", "415", "422"} <= set(post), path
