@@ -3,6 +3,7 @@ from django.db import models
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from flows.examples import GREETING_GRAPH
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult, Variable
 from langrun.serializers import StrictCharField
 
@@ -10,17 +11,7 @@ FLOW_EXAMPLE = {
     "id": "6f1c1c55-3f4e-4c09-9a51-0f8c3b1e2d10",
     "name": "Greeting",
     "description": "Says hello",
-    "data": {
-        "nodes": [
-            {"id": "hook", "type": "Webhook"},
-            {"id": "greet", "type": "Template", "params": {"template": "Hello {name}!"}},
-            {"id": "out", "type": "Output", "params": {"name": "greeting"}},
-        ],
-        "edges": [
-            {"source": "hook", "target": "greet", "target_input": "data"},
-            {"source": "greet", "target": "out", "target_input": "value"},
-        ],
-    },
+    "data": GREETING_GRAPH,
     "endpoint_name": "greet",
     "user_id": "0b7e7f7c-1d2e-4f5a-9b8c-7d6e5f4a3b2c",
     "created_at": "2026-11-28T12:00:00Z",

@@ -4,21 +4,10 @@ import secrets
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from flows.examples import GREETING_GRAPH
 from flows.services import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
-
-DEMO_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "greet", "type": "Template", "params": {"template": "Hello {name}!"}},
-        {"id": "out", "type": "Output", "params": {"name": "greeting"}},
-    ],
-    "edges": [
-        {"source": "hook", "target": "greet", "target_input": "data"},
-        {"source": "greet", "target": "out", "target_input": "value"},
-    ],
-}
 
 
 class Command(BaseCommand):
@@ -36,7 +25,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             admin = User.objects.create_superuser("admin", email="", password=password)
             flow_create(
-                user=admin, name="Demo: greeting", endpoint_name="demo", data=DEMO_FLOW, description="Webhook -> Template -> Output"
+                user=admin, name="Demo: greeting", endpoint_name="demo", data=GREETING_GRAPH, description="Webhook -> Template -> Output"
             )
             key = api_key_create(user=admin, name="demo").key
         body = json.dumps({"name": "Ada"})
