@@ -136,16 +136,21 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(FlowRunSerializer(_with_nodes(FlowRun.objects.filter(pk=run.pk)).get()).data)
 
 
+def _by_id(queryset, raw_id: str):
+    """The object of `queryset` (already scoped to its owner) whose UUID is `raw_id`; None when none is, or it is no UUID."""
+    try:
+        return queryset.filter(pk=uuid.UUID(raw_id)).first()
+    except ValueError:
+        return None
+
+
 class TaskStatusView(generics.GenericAPIView):
     """Langflow's Get Task Status for a run: `{"status", "result"}`; the task id is the run id."""
 
     serializer_class = TaskStatusSerializer
 
     def get(self, request, task_id: str):
-        try:
-            run = FlowRun.objects.filter(flow__user=request.user, pk=uuid.UUID(task_id)).first()
-        except ValueError:
-            run = None
+        run = _by_id(FlowRun.objects.filter(flow__user=request.user), task_id)
         if run is None:
             raise NotFound("Task not found")
         if run.status == FlowRun.Status.SUCCEEDED:
@@ -255,10 +260,7 @@ class FlowExportView(generics.GenericAPIView):
         responses={200: FlowExportSerializer, 404: error("No flow of yours with this id.")},
     )
     def get(self, request, pk: str):
-        try:
-            flow = Flow.objects.filter(user=request.user, pk=uuid.UUID(pk)).first()
-        except ValueError:
-            flow = None
+        flow = _by_id(Flow.objects.filter(user=request.user), pk)
         if flow is None:
             raise NotFound("Flow not found")
         return Response(FlowExportSerializer(services.flow_export(flow=flow)).data)
@@ -266,10 +268,7 @@ class FlowExportView(generics.GenericAPIView):
 
 def _flow_of(user, identifier: str) -> Flow:
     """The caller's flow by id, or else by endpoint name."""
-    try:
-        flow = Flow.objects.filter(user=user, pk=uuid.UUID(identifier)).first()
-    except ValueError:
-        flow = None
+    flow = _by_id(Flow.objects.filter(user=user), identifier)
     if flow is None:
         flow = Flow.objects.filter(user=user, endpoint_name=identifier).first()
     if flow is None:

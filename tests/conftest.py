@@ -1,6 +1,7 @@
 import itertools
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from flows.services import flow_create
@@ -74,4 +75,29 @@ def client():
 def key_client(api_key):
     c = APIClient()
     c.credentials(HTTP_X_API_KEY=api_key)
+    return c
+
+
+# --- admin users ----------------------------------------------------------------
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def other(make_user):
+    return make_user("other", is_staff=True)
+
+
+@pytest.fixture
+def superuser(make_user):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+def login(user) -> Client:
+    """A test client logged in as `user` (admin pages use Django's session login)."""
+    c = Client()
+    c.force_login(user)
     return c

@@ -9,7 +9,6 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.db.models.signals import pre_save
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -17,7 +16,7 @@ from flows import diagram, engine, services
 from flows.admin import describe_issue
 from flows.models import Flow, FlowRun
 from flows.services import flow_run_create, flow_run_execute
-from tests.conftest import GREETING_FLOW
+from tests.conftest import GREETING_FLOW, login
 
 BROKEN_FLOW = {
     "nodes": [
@@ -27,27 +26,6 @@ BROKEN_FLOW = {
     ],
     "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
 }
-
-
-@pytest.fixture
-def staff(make_user):
-    return make_user("staff", is_staff=True)
-
-
-@pytest.fixture
-def other(make_user):
-    return make_user("other", is_staff=True)
-
-
-@pytest.fixture
-def superuser(make_user):
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-def login(user) -> Client:
-    c = Client()
-    c.force_login(user)
-    return c
 
 
 def run_of(flow, payload=None, *, execute=True, trigger="webhook"):
@@ -640,8 +618,8 @@ def test_superuser_add_form_defaults_the_owner_to_themselves(superuser):
 # --- variables (write-only values, owner-scoped) ---------------------------------------------
 
 
-def test_variable_admin_never_shows_a_value_and_refuses_duplicates(admin_client_for_tests_variables):
-    client, user = admin_client_for_tests_variables
+def test_variable_admin_never_shows_a_value_and_refuses_duplicates(staff):
+    client, user = login(staff), staff
     from flows.models import Variable
     from flows.services import variable_value
 
@@ -659,23 +637,13 @@ def test_variable_admin_never_shows_a_value_and_refuses_duplicates(admin_client_
     assert variable_value(variable=variable) == "sk-secret-value"
 
 
-def test_variable_admin_hides_other_users_variables(admin_client_for_tests_variables, make_user):
-    client, _ = admin_client_for_tests_variables
+def test_variable_admin_hides_other_users_variables(staff, make_user):
+    client = login(staff)
     from flows.services import variable_create
 
     theirs = variable_create(user=make_user("mallory"), name="THEIRS", value="v")
     assert client.get(f"/admin/flows/variable/{theirs.pk}/change/").status_code == 404
     assert b"THEIRS" not in client.get("/admin/flows/variable/").content
-
-
-@pytest.fixture
-def admin_client_for_tests_variables(make_user):
-    from django.test import Client
-
-    staff = make_user("staffer", is_staff=True)
-    client = Client()
-    client.force_login(staff)
-    return client, staff
 
 
 # --- importing a Langflow export --------------------------------------------------------------

@@ -4,32 +4,11 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.test import Client
 from django.urls import reverse
 
 from langrun.models import ApiKey, User
 from langrun.services import api_key_authenticate, api_key_create
-
-
-@pytest.fixture
-def staff(make_user):
-    return make_user("staff", is_staff=True)
-
-
-@pytest.fixture
-def other(make_user):
-    return make_user("other", is_staff=True)
-
-
-@pytest.fixture
-def superuser(make_user):
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-def login(user) -> Client:
-    c = Client()
-    c.force_login(user)
-    return c
+from tests.conftest import login
 
 
 def shown_key(response) -> str:
