@@ -78,3 +78,20 @@ def test_invalid_schema_is_refused_when_the_flow_is_saved(key_client):
 
 def test_flows_without_schema_accept_anything(key_client, flow):
     assert key_client.post("/api/v1/webhook/greet", [1, 2], format="json").status_code == 202
+
+
+def test_a_new_version_of_the_graph_brings_its_schema_at_once(key_client, schema_flow, user):
+    from flows.services import flow_update
+
+    # The schemas are remembered per version: the first call fills that memory for version 1.
+    assert key_client.post("/api/v1/webhook/orders", {"anything": 1}, format="json").status_code == 422
+    loose = {**schema_flow.data}
+    loose["nodes"] = [{"id": "hook", "type": "Webhook"}, *schema_flow.data["nodes"][1:]]
+    flow_update(flow=schema_flow, data=loose)
+    response = key_client.post("/api/v1/webhook/orders", {"anything": 1}, format="json")
+    assert response.status_code == 202
+    assert FlowRun.objects.get().version.number == 2
+    flow_update(
+        flow=schema_flow, data={**loose, "nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": SCHEMA}}, *loose["nodes"][1:]]}
+    )
+    assert key_client.post("/api/v1/webhook/orders", {"anything": 1}, format="json").status_code == 422
