@@ -1,8 +1,10 @@
 from django.urls import reverse
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,6 +26,17 @@ class AnyBodyParser(BaseParser):
         return stream.read() if stream else b""
 
 
+class AlwaysJSON(BaseContentNegotiation):
+    """The webhook answers JSON whatever the sender's Accept header says (Langflow does too): an integration's
+    `Accept: text/html` gets its 202, not a 406. Skipping the negotiation also saves its cost on every webhook."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class WebhookAcceptedSerializer(serializers.Serializer):
     message = serializers.CharField(default=ACCEPTED_MESSAGE)
     status = serializers.CharField(default="in progress")
@@ -40,6 +53,8 @@ class WebhookView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
     parser_classes = [AnyBodyParser]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = AlwaysJSON
 
     def post(self, request, flow_id_or_name: str):
         meta = request.META

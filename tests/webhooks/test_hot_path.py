@@ -70,3 +70,24 @@ def test_executing_a_run_reads_it_once_and_writes_claim_and_result(flow, user):
     # The run with its flow and version; the claim (run, attempt); the result (run, node results, attempt).
     assert statements == ["SELECT", "UPDATE", "INSERT", "UPDATE", "INSERT", "UPDATE"]
     assert FlowRun.objects.get(pk=run.id).outputs == {"greeting": "Hello Ada!"}
+
+
+def test_the_prepared_insert_writes_every_field_as_the_orm_would(flow, user):
+    from django.forms.models import model_to_dict
+
+    payload = {"order": {"id": 7, "lines": [1.5, None, True]}, "note": "ünïcode"}
+    run = flow_run_create(
+        flow=flow, user=user, trigger=FlowRun.Trigger.WEBHOOK, payload=payload, body='{"x": 1}', content_type="application/json"
+    )
+    stored = FlowRun.objects.get(pk=run.pk)
+    reference = FlowRun(
+        flow=flow, user=user, trigger=FlowRun.Trigger.WEBHOOK, payload=payload, body='{"x": 1}', content_type="application/json"
+    )
+    reference.version = flow.current_version
+    assert run._state.adding is False
+    exclude = ["id", "received_at", "enqueued_at"]
+    assert model_to_dict(stored, exclude=exclude) == model_to_dict(reference, exclude=exclude)
+    assert (stored.status, stored.attempts, stored.worker, stored.error, stored.tweaks) == (FlowRun.Status.QUEUED, 0, "", "", None)
+    assert stored.payload == payload and stored.version_id == flow.current_version_id
+    assert stored.received_at == run.received_at and stored.enqueued_at == run.enqueued_at
+    assert stored.received_at is not None and stored.enqueued_at is not None

@@ -243,3 +243,13 @@ def test_broker_down_still_accepts_and_run_stays_queued(key_client, flow, monkey
     assert response.status_code == 202 and len(callbacks) == 1
     run = FlowRun.objects.get(pk=response.json()["run_id"])
     assert run.status == "queued" and run.enqueued_at is not None
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "image/png;q=0.5", "*/*"])
+def test_any_accept_header_gets_json(client, flow, api_key, accept):
+    response = post(client, flow.endpoint_name, HTTP_X_API_KEY=api_key, HTTP_ACCEPT=accept)
+    assert response.status_code == 202
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["status"] == "in progress"
+    refused = post(client, flow.endpoint_name, HTTP_X_API_KEY="sk-wrong-key-123456", HTTP_ACCEPT=accept)
+    assert (refused.status_code, refused["Content-Type"], refused.json()) == (403, "application/json", {"detail": "Invalid API key"})
