@@ -1,10 +1,10 @@
 from django.urls import reverse
 from rest_framework import serializers, status
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.generics import get_object_or_404
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -26,15 +26,18 @@ class AnyBodyParser(BaseParser):
         return stream.read() if stream else b""
 
 
-class AlwaysJSON(BaseContentNegotiation):
-    """The webhook answers JSON whatever the sender's Accept header says (Langflow does too): an integration's
-    `Accept: text/html` gets its 202, not a 406. Skipping the negotiation also saves its cost on every webhook."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0]
+class WebhookNegotiation(DefaultContentNegotiation):
+    """JSON for every sender, whatever its Accept header says (Langflow answers JSON too), so an integration
+    never gets a 406; the browsable API's page only for a client that asks for HTML (or `?format=`).
+    Senders skip the negotiation and its cost altogether."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
+        if "html" not in request.META.get("HTTP_ACCEPT", "") and self.settings.URL_FORMAT_OVERRIDE not in request.GET:
+            return renderers[0], renderers[0].media_type
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
 
 
 class WebhookAcceptedSerializer(serializers.Serializer):
@@ -53,8 +56,7 @@ class WebhookView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
     parser_classes = [AnyBodyParser]
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = AlwaysJSON
+    content_negotiation_class = WebhookNegotiation
 
     def post(self, request, flow_id_or_name: str):
         meta = request.META

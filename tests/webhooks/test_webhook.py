@@ -245,11 +245,27 @@ def test_broker_down_still_accepts_and_run_stays_queued(key_client, flow, monkey
     assert run.status == "queued" and run.enqueued_at is not None
 
 
-@pytest.mark.parametrize("accept", ["text/html", "application/xml", "image/png;q=0.5", "*/*"])
-def test_any_accept_header_gets_json(client, flow, api_key, accept):
+@pytest.mark.parametrize("accept", ["application/xml", "image/png;q=0.5", "*/*", "application/json", ""])
+def test_any_accept_header_but_html_gets_json(client, flow, api_key, accept):
     response = post(client, flow.endpoint_name, HTTP_X_API_KEY=api_key, HTTP_ACCEPT=accept)
     assert response.status_code == 202
     assert response["Content-Type"] == "application/json"
     assert response.json()["status"] == "in progress"
     refused = post(client, flow.endpoint_name, HTTP_X_API_KEY="sk-wrong-key-123456", HTTP_ACCEPT=accept)
     assert (refused.status_code, refused["Content-Type"], refused.json()) == (403, "application/json", {"detail": "Invalid API key"})
+
+
+def test_a_browser_asking_for_html_gets_the_browsable_api(client, flow, api_key):
+    response = post(client, flow.endpoint_name, HTTP_X_API_KEY=api_key, HTTP_ACCEPT="text/html,application/xhtml+xml")
+    assert response.status_code == 202
+    assert response["Content-Type"].startswith("text/html")
+    assert b"Task started in the background" in response.content
+    as_json = client.generic(
+        "POST",
+        f"/api/v1/webhook/{flow.endpoint_name}?format=json",
+        b'{"name": "Ada"}',
+        content_type="application/json",
+        HTTP_X_API_KEY=api_key,
+        HTTP_ACCEPT="text/html",
+    )
+    assert (as_json.status_code, as_json["Content-Type"]) == (202, "application/json")
