@@ -1,0 +1,34 @@
+"""The benchmark script runs end to end (a small N) and writes the fields issue #7 pins; the figures are not judged here."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+PINNED = [
+    "profile", "n", "c", "clusters", "accepted_rps", "baseline_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "non_202",
+    "completed_rps", "lost", "failed", "mem_idle_mb", "mem_peak_mb", "startup_s",
+]  # fmt: skip
+
+
+def test_the_benchmark_runs_and_writes_its_results(tmp_path):
+    profile = "production" if settings.REDIS_URL else "embedded"
+    out = tmp_path / "latest.json"
+    argv = [sys.executable, "-m", "bench.run", "--profile", profile, "--n", "60", "--c", "4", "--out", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert set(PINNED) <= set(report)
+    assert (report["profile"], report["n"], report["c"], report["clusters"]) == (profile, 60, 4, 1)
+    assert (report["non_202"], report["lost"], report["failed"], report["succeeded"]) == (0, 0, 0, 60)
+    assert report["accepted_rps"] > 0 and report["baseline_rps"] > 0 and report["completed_rps"] > 0
+    assert report["drain_lost"] == 0 and report["drain_rps"] > 0
+    assert 0 < report["mem_idle_mb"] <= report["mem_peak_mb"]
+    assert "accepted / baseline" in done.stdout
