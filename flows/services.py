@@ -208,23 +208,30 @@ def _flow_run_insert(fields: dict[str, Any]) -> FlowRun:
 # The run's INSERT is written once per process. Django's create() prepared the same statement again for
 # every webhook, each field through the generic save path: about 0.3 ms of CPU, as much as the rest of
 # the insert. Fields still convert their values for the database, except text and number fields, which
-# are sent as they are (as Django's own conversion would leave them).
+# are sent as they are (as Django's own conversion would leave them), and empty values (NULL for every
+# field type); `auto_now` fields always take their value from pre_save.
 _AS_IS = frozenset({"CharField", "TextField", "IntegerField", "PositiveIntegerField", "BigIntegerField", "BooleanField"})
 
 
 @functools.cache
-def _flow_run_insert_plan(vendor: str) -> tuple[str, tuple[tuple[Any, bool], ...]]:
+def _flow_run_insert_plan(vendor: str) -> tuple[str, tuple[tuple[Any, bool, bool], ...]]:
     quote = connection.ops.quote_name
     fields = FlowRun._meta.concrete_fields
     sql = "INSERT INTO {} ({}) VALUES ({})".format(
         quote(FlowRun._meta.db_table), ", ".join(quote(f.column) for f in fields), ", ".join(["%s"] * len(fields))
     )
-    return sql, tuple((f, f.get_internal_type() in _AS_IS) for f in fields)
+    plan = tuple(
+        (f, f.get_internal_type() in _AS_IS, bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))) for f in fields
+    )
+    return sql, plan
 
 
 def _flow_run_insert_row(run: FlowRun) -> None:
     sql, plan = _flow_run_insert_plan(connection.vendor)
-    params = [getattr(run, f.attname) if as_is else f.get_db_prep_save(f.pre_save(run, True), connection) for f, as_is in plan]
+    params = []
+    for field, as_is, auto in plan:
+        value = field.pre_save(run, True) if auto else getattr(run, field.attname)
+        params.append(value if as_is or value is None else field.get_db_prep_save(value, connection))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
     run._state.adding = False
