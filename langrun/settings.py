@@ -145,6 +145,9 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Background tasks",
 }
+# Worker processes lower their CPU priority by this much (os.nice) so that, on a machine they share with
+# gunicorn, accepting webhooks comes first; 0 leaves it alone.
+LANGRUN_WORKER_NICE = env.int("LANGRUN_WORKER_NICE", default=0)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
