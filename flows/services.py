@@ -335,7 +335,9 @@ WITH claimed AS (
     INSERT INTO {attempt} (run_id, number, outcome, error, started_at)
     SELECT id, attempts, %(running)s, '', %(now)s FROM claimed
 )
-SELECT c.*, v.number, v.data FROM claimed AS c LEFT JOIN {version} AS v ON v.id = c.version_id
+SELECT c.id, c.flow_id, c.user_id, c.version_id, c.trigger, c.attempts, c.payload, c.tweaks,
+    c.owner_id, c.timeout, c.max_attempts, c.max_concurrent_runs, COALESCE(v.data, c.flow_data), v.number
+FROM claimed AS c LEFT JOIN {version} AS v ON v.id = c.version_id
 """
 
 
@@ -358,38 +360,29 @@ def _flow_run_claim_returning(*, run_id) -> tuple[FlowRun, str, str | None] | No
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-        if row is None:
-            return None
-        columns = [c.name for c in cursor.description]
-    got = dict(zip(columns, row, strict=True))
+    if row is None:
+        return None
+    pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, owner_id, timeout, max_attempts, limit, data, number = row
     # jsonb arrives as text (Django's PostgreSQL backend leaves decoding to the fields).
-    payload = got["payload"]
     run = _instance(
         FlowRun,
-        id=got["id"],
-        flow_id=got["flow_id"],
-        user_id=got["user_id"],
-        version_id=got["version_id"],
-        trigger=got["trigger"],
+        id=pk,
+        flow_id=flow_id,
+        user_id=user_id,
+        version_id=version_id,
+        trigger=trigger,
         status=FlowRun.Status.RUNNING,
-        attempts=got["attempts"],
+        attempts=attempts,
         payload=json.loads(payload) if payload is not None else None,
-        tweaks=json.loads(got["tweaks"]) if got["tweaks"] is not None else None,
+        tweaks=json.loads(tweaks) if tweaks is not None else None,
         started_at=now,
         next_attempt_at=None,
         worker=worker,
     )
-    run.flow = _instance(
-        Flow,
-        id=got["flow_id"],
-        user_id=got["owner_id"],
-        timeout=got["timeout"],
-        max_attempts=got["max_attempts"],
-        max_concurrent_runs=got["max_concurrent_runs"],
-    )
-    if got["version_id"] is not None:
-        run.version = _instance(FlowVersion, id=got["version_id"], flow_id=got["flow_id"], number=got["number"])
-    return run, got["data"] if got["version_id"] is not None else got["flow_data"], got["tweaks"]
+    run.flow = _instance(Flow, id=flow_id, user_id=owner_id, timeout=timeout, max_attempts=max_attempts, max_concurrent_runs=limit)
+    if version_id is not None:
+        run.version = _instance(FlowVersion, id=version_id, flow_id=flow_id, number=number)
+    return run, data, tweaks
 
 
 def _instance(model, **values):
@@ -488,6 +481,8 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+# The node results travel as one JSON array (a JSON null becomes SQL NULL): one parameter for psycopg to
+# quote instead of eight per node. A first attempt has no earlier node results to delete.
 _FINISH_SQL = """
 WITH finished AS (
     UPDATE {run} SET status = %s, outputs = %s::jsonb, error = %s, finished_at = %s
@@ -496,14 +491,15 @@ WITH finished AS (
 ), attempt AS (
     UPDATE {attempt} SET outcome = %s, error = %s, finished_at = %s
     WHERE run_id IN (SELECT id FROM finished) AND number = %s
-){results}
+), results AS (
+    INSERT INTO {result} (run_id, node_id, component_type, status, output, error, traceback, duration_ms, "order")
+    SELECT finished.id, v.node_id, v.component_type, v.status, v.output, v.error, v.traceback, v.duration_ms, v.position
+    FROM finished, jsonb_to_recordset(%s::jsonb) AS v (
+        node_id text, component_type text, status text, output jsonb, error text, traceback text, duration_ms float8, position int
+    )
+)
 SELECT count(*) FROM finished
 """
-_FINISH_RESULTS_SQL = """, results AS (
-    INSERT INTO {result} (run_id, node_id, component_type, status, output, error, traceback, duration_ms, "order")
-    SELECT finished.id, v.node_id, v.component_type, v.status, v.output::jsonb, v.error, v.traceback, v.duration_ms, v.position
-    FROM finished, (VALUES {rows}) AS v (node_id, component_type, status, output, error, traceback, duration_ms, position)
-)"""
 
 
 def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
@@ -549,20 +545,27 @@ def _flow_run_finish_returning(run: FlowRun, *, status: str, outputs, error: str
     """_flow_run_finish of a first attempt in one statement: the run, its node results and its attempt, or nothing.
 
     The same conditions as the general path (only the current claim's holder writes), in one
-    round trip without BEGIN/COMMIT. A first attempt has no earlier node results to delete.
-    Outputs are written as the JSON text `_jsonable` would have produced, without decoding it again.
+    round trip without BEGIN/COMMIT. Outputs are written as the JSON text `_jsonable` would
+    have produced, without decoding it again.
     """
     finished_at = timezone.now()
     outputs_text = _json_text(outputs)
-    params: list[Any] = [status, outputs_text, error, finished_at, run.pk, FlowRun.Status.RUNNING, run.attempts]
-    params += [status, error, finished_at, run.attempts]
-    for n in nodes:
-        params += [n.node_id, n.type, n.status, _json_text(n.output), n.error, n.traceback, float(n.duration_ms), n.order]
-    results = ""
-    if nodes:
-        row = "(" + ", ".join(["%s"] * 8) + ")"
-        results = _FINISH_RESULTS_SQL.format(result=NodeResult._meta.db_table, rows=", ".join([row] * len(nodes)))
-    sql = _FINISH_SQL.format(run=FlowRun._meta.db_table, attempt=RunAttempt._meta.db_table, results=results)
+    results = [
+        {
+            "node_id": n.node_id,
+            "component_type": n.type,
+            "status": n.status,
+            "output": n.output,
+            "error": n.error,
+            "traceback": n.traceback,
+            "duration_ms": n.duration_ms,
+            "position": n.order,
+        }
+        for n in nodes
+    ]
+    params = [status, outputs_text, error, finished_at, run.pk, FlowRun.Status.RUNNING, run.attempts]
+    params += [status, error, finished_at, run.attempts, _json_text(results)]
+    sql = _FINISH_SQL.format(run=FlowRun._meta.db_table, attempt=RunAttempt._meta.db_table, result=NodeResult._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         finished = cursor.fetchone()[0]

@@ -55,6 +55,13 @@ def test_the_returned_run_reads_what_it_did_not_load(flow, user):
     assert done.version.number == 1
     stored = FlowRun.objects.get(pk=run.pk)
     assert (stored.status, stored.outputs, stored.finished_at, stored.worker) == (done.status, done.outputs, done.finished_at, done.worker)
+    outputs = list(NodeResult.objects.filter(run=run).values_list("node_id", "output", "error", "traceback"))
+    assert outputs == [
+        ("hook", {"data": {"name": "Ada"}}, "", ""),
+        ("greet", {"text": "Hello Ada!"}, "", ""),
+        ("out", {"value": "Hello Ada!"}, "", ""),
+    ]
+    assert all(d >= 0 for d in NodeResult.objects.filter(run=run).values_list("duration_ms", flat=True))
     [attempt] = RunAttempt.objects.filter(run=run)
     assert (attempt.number, attempt.outcome, attempt.started_at, attempt.finished_at) == (
         1,
@@ -69,7 +76,8 @@ def test_no_outputs_are_stored_as_null_not_as_json_null(flow, user):
     services.flow_run_execute(run_id=failed.id)
     skipped = NodeResult.objects.get(run=failed, node_id="out")
     assert skipped.status == "skipped" and NodeResult.objects.filter(pk=skipped.pk, output__isnull=True).exists()
-    assert NodeResult.objects.get(run=failed, node_id="greet").error
+    greet = NodeResult.objects.get(run=failed, node_id="greet")
+    assert greet.status == "failed" and "'name' is missing" in greet.error and "Traceback" in greet.traceback
     flow.versions.update(data={"nodes": [{"id": "x", "type": "Gone"}]})
     invalid = run_of(flow, user)
     assert services.flow_run_execute(run_id=invalid.id).outputs is None
