@@ -90,7 +90,9 @@ class FlowRun(models.Model):
         REPLAY = "replay"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="runs")
+    # No index of its own: the (flow, -received_at) index below leads with it. Every claim and finish
+    # changes `status`, an indexed column, so each of them writes an entry into every index of the table.
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="runs", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.WEBHOOK)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
@@ -164,7 +166,8 @@ class NodeResult(models.Model):
         FAILED = "failed"
         SKIPPED = "skipped"
 
-    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="node_results")
+    # No index of its own: the unique (run, node_id) index leads with it.
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="node_results", db_index=False)
     node_id = models.CharField(max_length=200)
     component_type = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=Status.choices)
@@ -232,7 +235,8 @@ class RunAttempt(models.Model):
         RETRY = "retry"
         INTERRUPTED = "interrupted"
 
-    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="attempt_log")
+    # No index of its own: the unique (run, number) index leads with it.
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="attempt_log", db_index=False)
     number = models.PositiveIntegerField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     error = models.TextField(blank=True)

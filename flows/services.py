@@ -354,6 +354,77 @@ def _flow_run_claim(*, run_id, flow_id, limit: int | None, attempts: int) -> dic
     return fields
 
 
+_CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE {run} AS r
+    SET status = %(running)s, started_at = %(now)s, attempts = r.attempts + 1, next_attempt_at = NULL, worker = %(worker)s
+    FROM {flow} AS f
+    WHERE r.id = %(id)s AND f.id = r.flow_id AND r.status = %(queued)s
+        AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)
+        AND COALESCE(f.max_concurrent_runs, 0) = 0
+    RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks,
+        f.user_id AS owner_id, f.timeout, f.max_attempts, f.max_concurrent_runs,
+        CASE WHEN r.version_id IS NULL THEN f.data END AS flow_data
+), attempt AS (
+    INSERT INTO {attempt} (run_id, number, outcome, error, started_at)
+    SELECT id, attempts, %(running)s, '', %(now)s FROM claimed
+)
+SELECT c.id, c.flow_id, c.user_id, c.version_id, c.trigger, c.attempts, c.payload, c.tweaks,
+    c.owner_id, c.timeout, c.max_attempts, c.max_concurrent_runs, COALESCE(v.data, c.flow_data), v.number
+FROM claimed AS c LEFT JOIN {version} AS v ON v.id = c.version_id
+"""
+
+
+def _flow_run_claim_returning(*, run_id) -> tuple[FlowRun, str, str | None] | None:
+    """The worker's claim in one statement: claim the run, open its RunAttempt, and read what executing it needs.
+
+    One round trip without BEGIN/COMMIT instead of a read, a transaction and Django building
+    four queries; a single statement is atomic, and the row lock makes exactly one of two
+    racing workers match `status = queued`, so the `attempts` it returns is this claim's
+    fencing token. Returns None when the run is not claimable here, including every run of
+    a flow with `max_concurrent_runs` (its claim takes turns on the flow's row): the general
+    path then decides. Otherwise the run (other fields deferred), its graph's JSON text and its tweaks' text.
+    """
+    now = timezone.now()
+    worker = _worker_name()
+    sql = _CLAIM_SQL.format(
+        run=FlowRun._meta.db_table, flow=Flow._meta.db_table, attempt=RunAttempt._meta.db_table, version=FlowVersion._meta.db_table
+    )
+    params = {"id": run_id, "now": now, "worker": worker, "queued": FlowRun.Status.QUEUED, "running": FlowRun.Status.RUNNING}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, owner_id, timeout, max_attempts, limit, data, number = row
+    # jsonb arrives as text (Django's PostgreSQL backend leaves decoding to the fields).
+    run = _instance(
+        FlowRun,
+        id=pk,
+        flow_id=flow_id,
+        user_id=user_id,
+        version_id=version_id,
+        trigger=trigger,
+        status=FlowRun.Status.RUNNING,
+        attempts=attempts,
+        payload=json.loads(payload) if payload is not None else None,
+        tweaks=json.loads(tweaks) if tweaks is not None else None,
+        started_at=now,
+        next_attempt_at=None,
+        worker=worker,
+    )
+    run.flow = _instance(Flow, id=flow_id, user_id=owner_id, timeout=timeout, max_attempts=max_attempts, max_concurrent_runs=limit)
+    if version_id is not None:
+        run.version = _instance(FlowVersion, id=version_id, flow_id=flow_id, number=number)
+    return run, data, tweaks
+
+
+def _instance(model, **values):
+    """A model instance as loaded from the database with only these fields; the others are deferred (read when used)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])
+
+
 def flow_run_execute(*, run_id) -> FlowRun | None:
     """Claim a queued run and execute its flow, recording every node's result.
 
@@ -361,29 +432,61 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
     delivery, or a run another worker already has. A failure marked retryable
     sends the run back to the queue while the flow allows more attempts.
     """
-    # The run is read once, before the claim (which is conditional on what was read), not again after it.
-    run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
-    claimed = None
-    if run is not None and run.status == FlowRun.Status.QUEUED:
-        claimed = _flow_run_claim(run_id=run.pk, flow_id=run.flow_id, limit=run.flow.max_concurrent_runs, attempts=run.attempts)
-    if claimed is None:
-        logger.info("Run %s is not claimable now; nothing to do", run_id)
-        return None
-    for name, value in claimed.items():
-        setattr(run, name, value)
-    data = flow_run_graph_data(run=run)
+    claimed = _flow_run_claim_returning(run_id=run_id) if _returning_sql() else None
+    if claimed is not None:
+        run, data_text, tweaks_text = claimed
+        try:
+            graph, refs = _graph_parsed(data_text, tweaks_text)
+        except engine.GraphValidationError as exc:
+            return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
+    else:
+        # The general path: a flow with a concurrency limit, a run not claimable now, or a database
+        # without UPDATE … RETURNING in a CTE. The run is read once, before the claim (which is
+        # conditional on what was read), not again after it.
+        run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
+        fields = None
+        if run is not None and run.status == FlowRun.Status.QUEUED:
+            fields = _flow_run_claim(run_id=run.pk, flow_id=run.flow_id, limit=run.flow.max_concurrent_runs, attempts=run.attempts)
+        if fields is None:
+            logger.info("Run %s is not claimable now; nothing to do", run_id)
+            return None
+        for name, value in fields.items():
+            setattr(run, name, value)
+        try:
+            data = engine.apply_tweaks(flow_run_graph_data(run=run), run.tweaks)
+            graph = engine.parse_graph(data)
+        except engine.GraphValidationError as exc:
+            return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
+        refs = engine.variable_references(data)
     try:
-        graph = engine.parse_graph(engine.apply_tweaks(data, run.tweaks))
-    except engine.GraphValidationError as exc:
-        return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
-    try:
-        context = flow_run_context(flow=run.flow, payload=run.payload, data=engine.apply_tweaks(data, run.tweaks))
+        context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs)
     except engine.GraphValidationError as exc:
         return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow cannot run: {exc}", nodes=[])
     result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)
     if result.status == FlowRun.Status.FAILED and result.retryable and run.attempts < run.flow.max_attempts:
         return _flow_run_retry_later(run, error=result.error)
     return _flow_run_finish(run, status=result.status, outputs=result.outputs, error=result.error, nodes=result.nodes)
+
+
+def _returning_sql() -> bool:
+    """Whether the worker's one-statement claim and finish can be used (data-modifying CTEs: PostgreSQL)."""
+    return connection.vendor == "postgresql"
+
+
+@functools.lru_cache(maxsize=256)
+def _graph_parsed(data_text: str, tweaks_text: str | None) -> tuple[engine.Graph, tuple]:
+    """The parsed graph and its variable references, for a graph's JSON text as the database returns it.
+
+    Versions are immutable and a flow's runs share few of them, so the parse is done once per
+    process and graph; keyed by the text itself, an edited graph can never hit a stale entry.
+    A Graph is not changed by running it (components get copies of container params), so sharing
+    it between runs is safe. Invalid graphs raise, and exceptions are not cached.
+    """
+    data = json.loads(data_text)
+    if tweaks_text is not None:
+        data = engine.apply_tweaks(data, json.loads(tweaks_text))
+    graph = engine.parse_graph(data)
+    return graph, tuple(engine.variable_references(data))
 
 
 def flow_run_backoff(*, attempt: int) -> timedelta:
@@ -412,7 +515,30 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+# The node results travel as one JSON array (a JSON null becomes SQL NULL): one parameter for psycopg to
+# quote instead of eight per node. A first attempt has no earlier node results to delete.
+_FINISH_SQL = """
+WITH finished AS (
+    UPDATE {run} SET status = %s, outputs = %s::jsonb, error = %s, finished_at = %s
+    WHERE id = %s AND status = %s AND attempts = %s
+    RETURNING id
+), attempt AS (
+    UPDATE {attempt} SET outcome = %s, error = %s, finished_at = %s
+    WHERE run_id IN (SELECT id FROM finished) AND number = %s
+), results AS (
+    INSERT INTO {result} (run_id, node_id, component_type, status, output, error, traceback, duration_ms, "order")
+    SELECT finished.id, v.node_id, v.component_type, v.status, v.output, v.error, v.traceback, v.duration_ms, v.position
+    FROM finished, jsonb_to_recordset(%s::jsonb) AS v (
+        node_id text, component_type text, status text, output jsonb, error text, traceback text, duration_ms float8, position int
+    )
+)
+SELECT count(*) FROM finished
+"""
+
+
 def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
+    if run.attempts == 1 and _returning_sql():
+        return _flow_run_finish_returning(run, status=status, outputs=outputs, error=error, nodes=nodes)
     run.status = status
     run.outputs = _jsonable(outputs)
     run.error = error
@@ -447,6 +573,49 @@ def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: l
         return run
     _flow_release_waiting(run.flow)
     return run
+
+
+def _flow_run_finish_returning(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
+    """_flow_run_finish of a first attempt in one statement: the run, its node results and its attempt, or nothing.
+
+    The same conditions as the general path (only the current claim's holder writes), in one
+    round trip without BEGIN/COMMIT. Outputs are written as the JSON text `_jsonable` would
+    have produced, without decoding it again.
+    """
+    finished_at = timezone.now()
+    outputs_text = _json_text(outputs)
+    results = [
+        {
+            "node_id": n.node_id,
+            "component_type": n.type,
+            "status": n.status,
+            "output": n.output,
+            "error": n.error,
+            "traceback": n.traceback,
+            "duration_ms": n.duration_ms,
+            "position": n.order,
+        }
+        for n in nodes
+    ]
+    params = [status, outputs_text, error, finished_at, run.pk, FlowRun.Status.RUNNING, run.attempts]
+    params += [status, error, finished_at, run.attempts, _json_text(results)]
+    sql = _FINISH_SQL.format(run=FlowRun._meta.db_table, attempt=RunAttempt._meta.db_table, result=NodeResult._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        finished = cursor.fetchone()[0]
+    if not finished:
+        logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
+        run.refresh_from_db()
+        return run
+    run.status, run.error, run.finished_at = status, error, finished_at
+    run.outputs = json.loads(outputs_text) if outputs_text is not None else None
+    _flow_release_waiting(run.flow)
+    return run
+
+
+def _json_text(value: Any) -> str | None:
+    """`value` as JSON text for a jsonb column: what JSONField stores of `_jsonable(value)` (None is SQL NULL)."""
+    return None if value is None else json.dumps(value, default=str)
 
 
 def _flow_release_waiting(flow: Flow) -> None:
@@ -724,16 +893,28 @@ def flow_run_context(*, flow: Flow, payload: Any, data: Any) -> engine.RunContex
     Raises GraphValidationError when a referenced variable is missing or cannot be decrypted.
     """
     # The owner's id is enough (loading `flow.user` cost a query per run).
-    variables_check_exist(user=flow.user_id, data=data)
-    names = {name for _, name in engine.variable_references(data)}
+    return _flow_run_context(user_id=flow.user_id, payload=payload, refs=engine.variable_references(data))
+
+
+def _flow_run_context(*, user_id, payload: Any, refs) -> engine.RunContext:
+    """flow_run_context given the graph's variable references `(loc, name)`: one query, and none without references."""
     values, secrets = {}, set()
-    for variable in Variable.objects.filter(user=flow.user_id, name__in=names):
-        try:
-            values[variable.name] = variable_value(variable=variable)
-        except VariableUndecryptable as exc:
-            raise engine.GraphValidationError([engine.ValidationIssue(("variables", variable.name), str(exc), "variable_key")]) from exc
-        if variable.kind == Variable.Kind.CREDENTIAL:
-            secrets.add(values[variable.name])
+    if refs:
+        found = {v.name: v for v in Variable.objects.filter(user=user_id, name__in={name for _, name in refs})}
+        missing = [
+            engine.ValidationIssue(loc, f"Variable {name!r} does not exist; create it under /api/v1/variables/.", "variable_missing")
+            for loc, name in refs
+            if name not in found
+        ]
+        if missing:
+            raise engine.GraphValidationError(missing)
+        for variable in found.values():
+            try:
+                values[variable.name] = variable_value(variable=variable)
+            except VariableUndecryptable as exc:
+                raise engine.GraphValidationError([engine.ValidationIssue(("variables", variable.name), str(exc), "variable_key")]) from exc
+            if variable.kind == Variable.Kind.CREDENTIAL:
+                secrets.add(values[variable.name])
     return engine.RunContext(
         payload=payload,
         variables=values,

@@ -144,12 +144,20 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "catch_up": False,
     "label": "Background tasks",
+    # A worker is replaced after this many tasks (django-q2's default, 500, re-forked each worker and
+    # opened a new database connection every few seconds under load); it bounds slow leaks still.
+    "recycle": env.int("LANGRUN_WORKER_RECYCLE", default=5000),
 }
 # Worker processes lower their CPU priority by this much (os.nice) so that, on a machine they share with
 # gunicorn, accepting webhooks comes first; 0 leaves it alone.
 LANGRUN_WORKER_NICE = env.int("LANGRUN_WORKER_NICE", default=0)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+    # The pusher takes up to `bulk` waiting tasks per round trip to Redis (flows/broker.py), and hands
+    # up to `queue_limit` to the workers: fewer round trips and wake-ups per run while there is a backlog.
+    Q_CLUSTER["broker_class"] = "flows.broker.BulkRedis"
+    Q_CLUSTER["bulk"] = env.int("LANGRUN_QUEUE_BULK", default=10)
+    Q_CLUSTER["queue_limit"] = env.int("LANGRUN_QUEUE_LIMIT", default=16)
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = env.float("LANGRUN_ORM_POLL", default=0.2)

@@ -1,4 +1,4 @@
-"""The versions migration gives every existing flow a version 1 and attaches its runs to it."""
+"""Migrations: the versions backfill gives every existing flow a version 1; run foreign keys keep one index each."""
 
 import pytest
 from django.db import connection
@@ -25,3 +25,14 @@ def test_backfill_creates_version_one_and_links_runs():
     [version] = FlowVersion.objects.filter(flow_id=flow.id)
     assert (version.number, version.data, version.author_id) == (1, flow.data, owner.id)
     assert set(Run.objects.filter(flow_id=flow.id).values_list("version_id", flat=True)) == {version.id}
+
+
+@pytest.mark.parametrize(
+    ("table", "column"), [("flows_flowrun", "flow_id"), ("flows_noderesult", "run_id"), ("flows_runattempt", "run_id")]
+)
+def test_run_foreign_keys_are_served_by_a_composite_index_only(db, table, column):
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    indexes = [c["columns"] for c in constraints.values() if c["index"] or c["unique"]]
+    assert [column] not in indexes  # a second index on the same leading column only costs writes
+    assert any(columns[0] == column and len(columns) > 1 for columns in indexes)

@@ -13,6 +13,9 @@ from flows import services
 from flows.models import Flow, FlowRun, NodeResult, RunAttempt
 from flows.services import flow_create, flow_run_create, flow_run_execute
 
+# Every test here runs on both of the worker's paths (tests/flows/conftest.py).
+pytestmark = pytest.mark.usefixtures("execute_path")
+
 
 def side_effect_flow(path, delay=0):
     return {

@@ -7,6 +7,9 @@ from django_q.models import Schedule
 from flows import engine, services
 from flows.models import FlowRun, NodeResult
 
+# Every test here runs on both of the worker's paths (tests/flows/conftest.py).
+pytestmark = pytest.mark.usefixtures("execute_path")
+
 
 @pytest.fixture
 def queued_run(flow, user):

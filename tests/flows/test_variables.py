@@ -8,6 +8,9 @@ from flows import services
 from flows.models import FlowRun, Variable
 from tests.engine.test_components_http import server  # noqa: F401 - the local OpenAI-compatible server fixture
 
+# Every test here runs on both of the worker's paths (tests/flows/conftest.py).
+pytestmark = pytest.mark.usefixtures("execute_path")
+
 SECRET = "sk-test-secret"
 
 

@@ -8,6 +8,9 @@ from flows import services
 from flows.models import FlowRun, FlowVersion
 from tests.conftest import GREETING_FLOW
 
+# Every test here runs on both of the worker's paths (tests/flows/conftest.py).
+pytestmark = pytest.mark.usefixtures("execute_path")
+
 
 def _with_template(template: str) -> dict:
     data = copy.deepcopy(GREETING_FLOW)

@@ -1,0 +1,51 @@
+"""The Redis broker of the production profile: bulk dequeue, and the fallback for a Redis without LPOP count."""
+
+import uuid
+
+import pytest
+import redis
+from django.conf import settings
+from django_q.brokers import get_broker
+
+from flows.broker import BulkRedis
+
+pytestmark = pytest.mark.skipif(not settings.Q_CLUSTER.get("redis"), reason="the production profile's broker needs Redis")
+
+
+@pytest.fixture
+def broker():
+    broker = BulkRedis(list_key=f"test-bulk-{uuid.uuid4().hex}")
+    yield broker
+    broker.delete_queue()
+
+
+def test_the_production_profile_uses_the_bulk_broker():
+    assert isinstance(get_broker(), BulkRedis)
+    assert settings.Q_CLUSTER["bulk"] > 1
+
+
+def test_dequeue_takes_up_to_bulk_tasks_in_order_then_the_rest(broker):
+    for i in range(13):
+        broker.enqueue(f"task-{i}")
+    first, second = broker.dequeue(), broker.dequeue()
+    bulk = len(first)
+    assert bulk == min(13, settings.Q_CLUSTER["bulk"]) > 1
+    assert [t for _, t in first + second] == [f"task-{i}".encode() for i in range(len(first) + len(second))]
+    assert broker.queue_size() == 13 - len(first) - len(second)
+
+
+def test_an_empty_queue_waits_in_blpop_and_returns_nothing(broker):
+    assert not broker.dequeue()
+
+
+def test_a_redis_without_lpop_count_falls_back_to_one_task_at_a_time(broker, monkeypatch):
+    def old_lpop(*args):
+        raise redis.ResponseError("wrong number of arguments for 'lpop' command")
+
+    monkeypatch.setattr(broker.connection, "lpop", old_lpop)
+    monkeypatch.setattr(BulkRedis, "_bulk_supported", True)
+    broker.enqueue("a")
+    broker.enqueue("b")
+    assert broker.dequeue() == [(None, b"a")]
+    assert BulkRedis._bulk_supported is False
+    assert broker.dequeue() == [(None, b"b")]
