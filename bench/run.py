@@ -118,7 +118,9 @@ def cpu_s(root_pids: list[int]) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])
+        # utime + stime, and cutime + cstime: the CPU of children that already exited (django-q2 replaces
+        # its workers every `recycle` tasks; without these, a replaced worker's CPU would go uncounted).
+        ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
