@@ -12,12 +12,6 @@ class FlowsConfig(AppConfig):
 
         post_migrate.connect(sweep_schedule_ensure, sender=self)
 
-        from django_q.signals import post_spawn
-
-        from flows.tasks import worker_priority_lower
-
-        post_spawn.connect(worker_priority_lower, dispatch_uid="langrun-worker-nice")
-
         # Extra component modules (LANGRUN_COMPONENT_MODULES); the test suite registers its fault-injection components so.
         from importlib import import_module
 

@@ -1,10 +1,8 @@
 """django-q2 task entry points. They take ids, and call services."""
 
 import logging
-import os
 import time
 
-from django.conf import settings
 from django.utils import timezone
 
 from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
@@ -41,13 +39,3 @@ def prune() -> dict:
     from flows.retention import runs_prune
 
     return runs_prune().as_dict()
-
-
-def worker_priority_lower(**kwargs) -> int:
-    """django-q2's post_spawn: a new worker process lowers its CPU priority by LANGRUN_WORKER_NICE.
-
-    Where web and worker processes share a machine, a webhook sender waits for its 202 while a run can wait
-    a moment for the CPU. Only the workers are lowered (the cluster's pusher and monitor keep theirs), and a
-    machine that runs workers alone loses nothing. Returns the process's niceness.
-    """
-    return os.nice(settings.LANGRUN_WORKER_NICE) if settings.LANGRUN_WORKER_NICE > 0 else os.nice(0)

@@ -139,12 +139,11 @@ class SuperuserOnlyAdminMixin:
         return request.user.is_active and request.user.is_superuser and super().has_delete_permission(request, obj)
 
 
-def _restrict_django_q_admin(site: admin.AdminSite) -> None:
+def restrict_django_q_admin(site: admin.AdminSite) -> None:
+    """django-q2's admin pages become superuser-only. Called from LangrunConfig.ready(), once every app's admin is loaded."""
     for model, model_admin in list(site._registry.items()):
         if model._meta.app_label == "django_q" and not isinstance(model_admin, SuperuserOnlyAdminMixin):
             cls = type(model_admin)
             site.unregister(model)
             site.register(model, type(f"SuperuserOnly{cls.__name__}", (SuperuserOnlyAdminMixin, cls), {}))
 
-
-_restrict_django_q_admin(admin.site)

@@ -38,10 +38,10 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_filters",
-    "django_q",
     "langrun",
-    "flows",
+    "flows",  # before django_q: its `qcluster` command (flows/management/commands/qcluster.py) takes precedence
     "webhooks",
+    "django_q",
 ]
 
 MIDDLEWARE = [
@@ -148,8 +148,8 @@ Q_CLUSTER = {
     # opened a new database connection every few seconds under load); it bounds slow leaks still.
     "recycle": env.int("LANGRUN_WORKER_RECYCLE", default=5000),
 }
-# Worker processes lower their CPU priority by this much (os.nice) so that, on a machine they share with
-# gunicorn, accepting webhooks comes first; 0 leaves it alone.
+# `qcluster` lowers its CPU priority (and its workers') by this much (os.nice) so that, on a machine it
+# shares with gunicorn, accepting webhooks comes first; 0 leaves it alone.
 LANGRUN_WORKER_NICE = env.int("LANGRUN_WORKER_NICE", default=0)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
