@@ -146,4 +146,3 @@ def restrict_django_q_admin(site: admin.AdminSite) -> None:
             cls = type(model_admin)
             site.unregister(model)
             site.register(model, type(f"SuperuserOnly{cls.__name__}", (SuperuserOnlyAdminMixin, cls), {}))
-
