@@ -877,6 +877,11 @@ def variables_check_exist(*, user, data: Any) -> None:
     if not refs:
         return
     have = set(Variable.objects.filter(user=user, name__in={name for _, name in refs}).values_list("name", flat=True))
+    _variables_raise_missing(refs=refs, have=have)
+
+
+def _variables_raise_missing(*, refs, have) -> None:
+    """GraphValidationError naming every reference `(loc, name)` whose name is not in `have`."""
     missing = [
         engine.ValidationIssue(loc, f"Variable {name!r} does not exist; create it under /api/v1/variables/.", "variable_missing")
         for loc, name in refs
@@ -901,13 +906,7 @@ def _flow_run_context(*, user_id, payload: Any, refs) -> engine.RunContext:
     values, secrets = {}, set()
     if refs:
         found = {v.name: v for v in Variable.objects.filter(user=user_id, name__in={name for _, name in refs})}
-        missing = [
-            engine.ValidationIssue(loc, f"Variable {name!r} does not exist; create it under /api/v1/variables/.", "variable_missing")
-            for loc, name in refs
-            if name not in found
-        ]
-        if missing:
-            raise engine.GraphValidationError(missing)
+        _variables_raise_missing(refs=refs, have=found)
         for variable in found.values():
             try:
                 values[variable.name] = variable_value(variable=variable)
