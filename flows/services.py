@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from flows import engine
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult, RunAttempt, Variable
+from langrun.db import loaded_instance
 from langrun.logs import log_context
 from langrun.parsers import json_unstorable
 
@@ -398,7 +399,7 @@ def _flow_run_claim_returning(*, run_id) -> tuple[FlowRun, str, str | None] | No
         return None
     pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, owner_id, timeout, max_attempts, limit, data, number = row
     # jsonb arrives as text (Django's PostgreSQL backend leaves decoding to the fields).
-    run = _instance(
+    run = loaded_instance(
         FlowRun,
         id=pk,
         flow_id=flow_id,
@@ -413,16 +414,10 @@ def _flow_run_claim_returning(*, run_id) -> tuple[FlowRun, str, str | None] | No
         next_attempt_at=None,
         worker=worker,
     )
-    run.flow = _instance(Flow, id=flow_id, user_id=owner_id, timeout=timeout, max_attempts=max_attempts, max_concurrent_runs=limit)
+    run.flow = loaded_instance(Flow, id=flow_id, user_id=owner_id, timeout=timeout, max_attempts=max_attempts, max_concurrent_runs=limit)
     if version_id is not None:
-        run.version = _instance(FlowVersion, id=version_id, flow_id=flow_id, number=number)
+        run.version = loaded_instance(FlowVersion, id=version_id, flow_id=flow_id, number=number)
     return run, data, tweaks
-
-
-def _instance(model, **values):
-    """A model instance as loaded from the database with only these fields; the others are deferred (read when used)."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db(connection.alias, names, [values[name] for name in names])
 
 
 def flow_run_execute(*, run_id) -> FlowRun | None:

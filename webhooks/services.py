@@ -33,6 +33,7 @@ from rest_framework import exceptions, status
 from flows.models import ENDPOINT_NAME_RE, Flow, FlowRun, FlowVersion, NodeResult
 from flows.services import flow_run_wait, flow_version_current
 from langrun.authentication import INVALID_API_KEY
+from langrun.db import loaded_instance
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
 from langrun.parsers import json_unstorable
@@ -127,12 +128,6 @@ WHERE k.prefix = %s AND k.is_active AND u.is_active AND f.{column} = %s
 LIMIT 1"""
 
 
-def _loaded(model, db: str, **values):
-    """An instance of `model` as loaded from the database with only `values` (by attname); its other fields are deferred."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db(db, names, [values[name] for name in names])
-
-
 @functools.cache
 def _target_sql(column: str) -> str:
     tables = {"flow": Flow, "user": User, "key": ApiKey, "version": FlowVersion}
@@ -159,13 +154,12 @@ def _webhook_target_of_key(*, key: str, identifier: str) -> WebhookTarget | None
     if not api_key_matches(hashed_key=key_hash, key=key):
         return None
     as_uuid = Flow._meta.pk.to_python  # UUIDs as UUIDs on every database (SQLite returns their hex)
-    db = connection.alias
-    flow = _loaded(
-        Flow, db, id=as_uuid(flow_id), user_id=as_uuid(user_id), current_version_id=version_id,
+    flow = loaded_instance(
+        Flow, id=as_uuid(flow_id), user_id=as_uuid(user_id), current_version_id=version_id,
         signing_secret=secret, signing_secret_previous=previous_secret,
     )  # fmt: skip
-    flow.user = _loaded(User, db, id=flow.user_id, is_active=True)
-    version = _loaded(FlowVersion, db, id=version_id, flow_id=flow.pk, number=version_number)
+    flow.user = loaded_instance(User, id=flow.user_id, is_active=True)
+    version = loaded_instance(FlowVersion, id=version_id, flow_id=flow.pk, number=version_number)
     flow.current_version = version
     api_key_id = as_uuid(api_key_id)
     api_key_record_use(api_key_id=api_key_id)
