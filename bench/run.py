@@ -47,22 +47,6 @@ EXTRACT_FLOW = {
         {"source": "notice", "target": "out", "target_input": "value"},
     ],
 }
-# Until the Extract component exists: the same length, and a template doing Extract's walk.
-FALLBACK_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "notice", "type": "Template", "params": {"template": "Order {order.id} for {order.customer.name}: {order.total:.2f}"}},
-        {"id": "out", "type": "Output", "params": {"name": "notice"}},
-        {"id": "copy", "type": "Output", "params": {"name": "copy"}},
-    ],
-    "edges": [
-        {"source": "hook", "target": "notice", "target_input": "data"},
-        {"source": "notice", "target": "out", "target_input": "value"},
-        {"source": "out", "target": "copy", "target_input": "value"},
-    ],
-}
-
-
 # --- Processes and memory ------------------------------------------------------
 
 
@@ -200,16 +184,13 @@ class Bench:
         call_command("migrate", verbosity=0, interactive=False)
 
     def create_flow(self) -> tuple[str, str]:
-        from flows.engine import registry
         from flows.services import flow_create
         from langrun.models import User
         from langrun.services import api_key_create
 
         user = User.objects.create_user("bench")
-        has_extract = "Extract" in registry
-        data = EXTRACT_FLOW if has_extract else FALLBACK_FLOW
-        flow_create(user=user, name="Benchmark orders", endpoint_name=ENDPOINT, data=data)
-        self.flow_shape = " -> ".join(n["type"] for n in data["nodes"])
+        flow_create(user=user, name="Benchmark orders", endpoint_name=ENDPOINT, data=EXTRACT_FLOW)
+        self.flow_shape = " -> ".join(n["type"] for n in EXTRACT_FLOW["nodes"])
         return api_key_create(user=user, name="bench").key, self.flow_shape
 
     def drop_database(self) -> None:
