@@ -1,24 +1,17 @@
+import copy
 import itertools
 
 import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from flows.examples import GREETING_GRAPH
 from flows.services import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 
-GREETING_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "greet", "type": "Template", "params": {"template": "Hello {name}!"}},
-        {"id": "out", "type": "Output", "params": {"name": "greeting"}},
-    ],
-    "edges": [
-        {"source": "hook", "target": "greet", "target_input": "data"},
-        {"source": "greet", "target": "out", "target_input": "value"},
-    ],
-}
+# The product's demo graph (make run, the API docs' example); a copy, so no test can change the original.
+GREETING_FLOW = copy.deepcopy(GREETING_GRAPH)
 
 _names = itertools.count()
 

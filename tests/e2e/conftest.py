@@ -14,6 +14,11 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from flows.services import flow_create
+from langrun.models import User
+from langrun.services import api_key_create
+from tests.conftest import GREETING_FLOW
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -112,3 +117,11 @@ def wait_for_runs(run_ids, timeout: float = 60.0):
     for s in statuses:
         counts[s] = counts.get(s, 0) + 1
     return counts
+
+
+@pytest.fixture
+def setup_flow(transactional_db):
+    """The greeting flow at endpoint `greet`, committed for the real processes to see, and its owner's API key."""
+    user = User.objects.create_user("e2e")
+    flow = flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+    return flow, api_key_create(user=user).key

@@ -4,19 +4,8 @@ import pytest
 import requests
 
 from flows.models import FlowRun
-from flows.services import flow_create
-from langrun.models import User
-from langrun.services import api_key_create
-from tests.conftest import GREETING_FLOW
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def setup_flow(transactional_db):
-    user = User.objects.create_user("e2e-api")
-    flow = flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
-    return flow, api_key_create(user=user).key
 
 
 def test_webhook_wait_answers_200_with_the_finished_run(service, setup_flow):

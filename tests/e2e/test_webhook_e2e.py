@@ -7,20 +7,9 @@ import pytest
 import requests
 
 from flows.models import FlowRun
-from flows.services import flow_create
-from langrun.models import User
-from langrun.services import api_key_create
-from tests.conftest import GREETING_FLOW
 from tests.e2e.conftest import wait_for_runs
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def setup_flow(transactional_db):
-    user = User.objects.create_user("e2e")
-    flow = flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
-    return flow, api_key_create(user=user).key
 
 
 def test_webhook_then_status_url_shows_succeeded_run(service, setup_flow):
