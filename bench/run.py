@@ -279,7 +279,7 @@ class Bench:
         stall_limit = self.args.stall_timeout
         remaining, last_remaining, last_progress = None, None, time.monotonic()
         while True:
-            remaining = FlowRun.objects.filter(status__in=[FlowRun.Status.QUEUED, FlowRun.Status.RUNNING]).count()
+            remaining = FlowRun.objects.unfinished().count()
             if remaining == 0:
                 return
             if remaining != last_remaining:

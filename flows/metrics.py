@@ -146,7 +146,7 @@ class LedgerCollector:
         samples: Samples = runs_metric_samples(FlowRun.objects.all())
         for counter in MetricCounter.objects.all():
             samples[(counter.name, counter.labels)] += counter.value
-        counts = dict(FlowRun.objects.order_by().filter(status__in=["queued", "running"]).values_list("status").annotate(n=Count("id")))
+        counts = dict(FlowRun.objects.unfinished().order_by().values_list("status").annotate(n=Count("id")))
         samples[("langrun_queue_depth", "")] = counts.get("queued", 0)
         samples[("langrun_runs_running", "")] = counts.get("running", 0)
 

@@ -66,6 +66,12 @@ class Flow(models.Model):
         return any(isinstance(n, dict) and n.get("type") == "Webhook" for n in (self.data or {}).get("nodes", []))
 
 
+class FlowRunQuerySet(models.QuerySet):
+    def unfinished(self) -> "FlowRunQuerySet":
+        """Runs not yet terminal (queued or running: no `finished_at` yet), through the index that holds only them."""
+        return self.filter(finished_at__isnull=True)
+
+
 class FlowRun(models.Model):
     """One accepted request to run a flow: the durable ledger entry.
 
@@ -130,10 +136,17 @@ class FlowRun(models.Model):
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
+    objects = FlowRunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-received_at"]
         indexes = [
-            models.Index(fields=["status", "enqueued_at"]),
+            # Only the runs not yet finished (queued or running, a handful against a ledger of millions), for
+            # the sweep and the queue-depth metric. A full index on `status` was a trap: PostgreSQL estimates
+            # one row for `status = 'queued'` on a fresh table, or when few runs are queued, as it does for the
+            # primary key, and then found a claim's `id = %s AND status = 'queued'` by walking every queued run.
+            # A query can only use this index by saying `finished_at IS NULL` (FlowRun.objects.unfinished()).
+            models.Index(fields=["status", "enqueued_at"], condition=models.Q(finished_at__isnull=True), name="flow_run_unfinished"),
             models.Index(fields=["flow", "-received_at"]),
         ]
         constraints = [

@@ -346,7 +346,7 @@ def _flow_run_claim(*, run_id, flow_id, limit: int | None, attempts: int) -> dic
         if limit:
             # Claims of this flow's runs take turns (a row lock; SQLite's write lock already serializes them).
             list(Flow.objects.select_for_update().filter(pk=flow_id).values_list("pk"))
-            if FlowRun.objects.filter(flow_id=flow_id, status=FlowRun.Status.RUNNING).count() >= limit:
+            if FlowRun.objects.unfinished().filter(flow_id=flow_id, status=FlowRun.Status.RUNNING).count() >= limit:
                 logger.info("Run %s waits: its flow already has %d running", run_id, limit)
                 return None
         if claimable.update(**fields) != 1:
@@ -618,8 +618,10 @@ def _flow_release_waiting(flow: Flow) -> None:
     if not flow.max_concurrent_runs:
         return
     now = timezone.now()
-    waiting = FlowRun.objects.filter(flow=flow, status=FlowRun.Status.QUEUED).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    waiting = (
+        FlowRun.objects.unfinished()
+        .filter(flow=flow, status=FlowRun.Status.QUEUED)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     )
     for run_id in waiting.order_by("received_at").values_list("pk", flat=True)[: flow.max_concurrent_runs]:
         flow_run_enqueue(run_id=run_id)
@@ -691,7 +693,8 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
         older_than = timedelta(seconds=settings.LANGRUN_REQUEUE_AFTER)
     now = timezone.now()
     stale = list(
-        FlowRun.objects.filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
+        FlowRun.objects.unfinished()
+        .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
         .order_by("enqueued_at")
         .values_list("pk", flat=True)[:limit]
@@ -726,7 +729,8 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
 
     shortest = lease if lease is not None else min(margin, longest)
     candidates = (
-        FlowRun.objects.filter(status=FlowRun.Status.RUNNING, started_at__lt=now - shortest)
+        FlowRun.objects.unfinished()
+        .filter(status=FlowRun.Status.RUNNING, started_at__lt=now - shortest)
         .values_list("pk", "attempts", "flow__max_attempts", "started_at", "flow__timeout")
         .order_by("started_at")[:limit]
     )
@@ -759,7 +763,8 @@ def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
     """Ring for the runs whose retry backoff has passed (each once: `enqueued_at` moves past `next_attempt_at`)."""
     now = timezone.now()
     due = list(
-        FlowRun.objects.filter(status=FlowRun.Status.QUEUED, next_attempt_at__lte=now, enqueued_at__lt=F("next_attempt_at"))
+        FlowRun.objects.unfinished()
+        .filter(status=FlowRun.Status.QUEUED, next_attempt_at__lte=now, enqueued_at__lt=F("next_attempt_at"))
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -1076,6 +1081,8 @@ def flow_runs_requeue(
         qs = qs.filter(flow=flow)
     if status == FlowRun.Status.FAILED:
         qs = qs.filter(payload_pruned_at__isnull=True)
+    else:
+        qs = qs.unfinished()
     runs = list(qs.order_by(age_field[status])[:limit])
     if dry_run or not runs:
         return runs

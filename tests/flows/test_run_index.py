@@ -1,0 +1,82 @@
+"""The run ledger's status index holds only unfinished runs, so a run is always found by its primary key."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from flows import services
+from flows.models import FlowRun
+
+SCAN_OF_RUNS = re.compile(r"Scan\b.* on flows_flowrun\b")
+
+
+def run_of(flow, user):
+    return services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+
+
+def plans_of_run_statements(call):
+    """EXPLAIN of every statement `call` sends that reads or writes flows_flowrun, with its real parameters."""
+    plans = []
+
+    def explain(execute, sql, params, many, context):
+        if "flows_flowrun" in sql and not sql.lstrip().upper().startswith(("INSERT", "EXPLAIN")):
+            cursor = context["cursor"]
+            cursor.execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        result = call()
+    return result, plans
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_the_worker_finds_its_run_by_primary_key_behind_a_backlog_the_planner_never_counted(flow, user):
+    # A fresh ledger that was never analyzed, with a backlog: PostgreSQL's planner estimated one row for
+    # `status = 'queued'` and walked the whole backlog through the old status index for every claim and finish.
+    if connection.vendor != "postgresql":
+        pytest.skip("the plans are PostgreSQL's")
+    backlog = [run_of(flow, user) for _ in range(300)]
+    done, plans = plans_of_run_statements(lambda: services.flow_run_execute(run_id=backlog[150].id))
+    assert done.status == "succeeded"
+    assert len(plans) >= 2  # the claim and the finish at least
+    for plan in plans:
+        scans = SCAN_OF_RUNS.findall(plan)
+        assert scans, plan
+        assert all("using flows_flowrun_pkey" in scan for scan in scans), plan
+
+
+def test_the_sweep_reads_the_unfinished_runs_index(flow, user):
+    run_of(flow, user)
+    stale = FlowRun.objects.unfinished().filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=timezone.now())
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a test table is small enough for a sequential scan
+    assert "flow_run_unfinished" in stale.explain()
+
+
+def test_unfinished_runs_are_exactly_the_queued_and_running_ones_through_every_transition(flow, user):
+    def check():
+        unfinished = set(FlowRun.objects.unfinished().values_list("pk", "status"))
+        assert unfinished == set(FlowRun.objects.filter(status__in=["queued", "running"]).values_list("pk", "status"))
+        return {status for _, status in unfinished}
+
+    flow.max_attempts = 2
+    flow.save(update_fields=["max_attempts"])
+    succeeded, cancelled, interrupted, failing = (run_of(flow, user) for _ in range(4))
+    assert check() == {"queued"}
+    services.flow_run_execute(run_id=succeeded.id)
+    services.flow_run_cancel(run=FlowRun.objects.get(pk=cancelled.pk))
+    # A worker that died mid-run: the sweep puts the run back in the queue, and fails it once out of attempts.
+    FlowRun.objects.filter(pk=interrupted.pk).update(status="running", attempts=1, started_at=timezone.now() - timedelta(hours=1))
+    assert check() == {"queued", "running"}
+    assert services.flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
+    assert FlowRun.objects.get(pk=interrupted.pk).status == "queued"
+    FlowRun.objects.filter(pk=failing.pk).update(status="running", attempts=2, started_at=timezone.now() - timedelta(hours=1))
+    assert services.flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
+    statuses = dict(FlowRun.objects.values_list("pk", "status"))
+    assert (statuses[succeeded.pk], statuses[cancelled.pk], statuses[failing.pk]) == ("succeeded", "cancelled", "failed")
+    assert check() == {"queued"}
