@@ -87,3 +87,13 @@ def test_bootstrap_creates_demo_once(db):
     again = StringIO()
     call_command("bootstrap", stdout=again)
     assert "set up" in again.getvalue() and Flow.objects.count() == 1
+
+
+def test_the_wsgi_module_imports_the_task_broker_without_connecting():
+    # gunicorn's master imports langrun.wsgi before forking the workers: the broker's modules load there, and
+    # nothing connects (this Redis address has no server).
+    code = "import sys, langrun.wsgi; print('flows.broker' in sys.modules, 'redis' in sys.modules)"
+    result = run_python(
+        code, SECRET_KEY="k" * 50, DATABASE_URL="postgres://u@127.0.0.1:1/langrun", REDIS_URL="redis://127.0.0.1:1/0", DEBUG="false"
+    )
+    assert result.stdout.split() == ["True", "True"], result.stderr
