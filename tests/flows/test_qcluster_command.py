@@ -49,3 +49,26 @@ def test_the_command_lowers_the_priority_before_starting_the_cluster(settings, m
         return seen[0]  # the niceness django-q2's cluster started with
 
     assert in_a_child(start) == min(19, before + 5)
+
+
+def autogroup_nice() -> int:
+    with open("/proc/self/autogroup") as f:  # "/autogroup-123 nice 0"
+        return int(f.read().split()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux's autogroup is not available here")
+@pytest.mark.parametrize("own_session", [True, False])
+def test_a_cluster_leading_its_own_session_lowers_its_sessions_group_too(settings, own_session):
+    # Under autogroup, a niceness counts only within a session: a cluster started as a service of its own
+    # would otherwise compete with gunicorn's session as an equal. One that shares a session (`serve`,
+    # a shell) must leave the group alone, or it would lower gunicorn too.
+    settings.LANGRUN_WORKER_NICE = 10
+
+    def start() -> int:
+        if own_session:
+            os.setsid()  # a new session starts a new group, at nice 0
+        before = autogroup_nice()
+        cluster_priority_lower()
+        return autogroup_nice() - before
+
+    assert in_a_child(start) == (min(19, os.nice(0) + 10) if own_session else 0)

@@ -17,10 +17,25 @@ class Command(QClusterCommand):
         super().handle(*args, **options)
 
 
+AUTOGROUP = "/proc/self/autogroup"
+
+
 def cluster_priority_lower() -> int:
     """Lower this process's CPU priority (and so its children's) by LANGRUN_WORKER_NICE; returns its niceness.
 
     Where gunicorn and a cluster share a machine, a webhook sender waits for its 202 while a run can wait a
     moment for the CPU. A machine that runs clusters alone loses nothing.
+
+    Linux weighs a niceness only against processes of the same session when it groups sessions
+    (autogroup, on by default): a cluster started as a service of its own (systemd, `setsid`) would compete
+    with gunicorn's session as an equal. When the cluster leads its own session, the session's group gets
+    the same niceness (a container's or a systemd unit's CPU weight is the operator's, not this).
     """
-    return os.nice(max(0, settings.LANGRUN_WORKER_NICE))
+    niceness = os.nice(max(0, settings.LANGRUN_WORKER_NICE))
+    if niceness and os.getsid(0) == os.getpid():
+        try:
+            with open(AUTOGROUP, "w") as f:
+                f.write(str(niceness))
+        except OSError:  # no autogroup (another kernel, another OS), or not allowed: the process's niceness still holds
+            pass
+    return niceness
