@@ -292,14 +292,19 @@ def _get_broker():
 
 
 def broker_preload() -> None:
-    """Import the task broker's modules by building a broker, which connects only when first used.
+    """Import the task broker's modules, without building a broker (the database broker's would connect).
 
     gunicorn's master calls this before forking the web workers (preload_app): they share those pages,
-    and none of them imports the Redis client while answering its first webhook.
+    and none of them imports the Redis client while answering its first webhook. Nothing may connect
+    here: a forked worker must not inherit its master's database connection.
     """
-    from django_q.brokers import get_broker
+    from importlib import import_module
 
-    get_broker()
+    from django_q.brokers import get_broker  # noqa: F401  (the module itself)
+    from django_q.conf import Conf
+
+    if Conf.BROKER_CLASS:
+        import_module(Conf.BROKER_CLASS.rsplit(".", 1)[0])
 
 
 def flow_run_enqueue(*, run_id, flow_id=None) -> bool:
