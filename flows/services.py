@@ -300,9 +300,9 @@ def broker_preload() -> None:
     """
     from importlib import import_module
 
-    from django_q.brokers import get_broker  # noqa: F401  (the module itself)
     from django_q.conf import Conf
 
+    import_module("django_q.brokers")
     if Conf.BROKER_CLASS:
         import_module(Conf.BROKER_CLASS.rsplit(".", 1)[0])
 
