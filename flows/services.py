@@ -467,11 +467,9 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
         for name, value in fields.items():
             setattr(run, name, value)
         try:
-            data = engine.apply_tweaks(flow_run_graph_data(run=run), run.tweaks)
-            graph = engine.parse_graph(data)
+            graph, refs = _graph_of(flow_run_graph_data(run=run), run.tweaks)
         except engine.GraphValidationError as exc:
             return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
-        refs = engine.variable_references(data)
     try:
         context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs)
     except engine.GraphValidationError as exc:
@@ -496,11 +494,13 @@ def _graph_parsed(data_text: str, tweaks_text: str | None) -> tuple[engine.Graph
     A Graph is not changed by running it (components get copies of container params), so sharing
     it between runs is safe. Invalid graphs raise, and exceptions are not cached.
     """
-    data = json.loads(data_text)
-    if tweaks_text is not None:
-        data = engine.apply_tweaks(data, json.loads(tweaks_text))
-    graph = engine.parse_graph(data)
-    return graph, tuple(engine.variable_references(data))
+    return _graph_of(json.loads(data_text), json.loads(tweaks_text) if tweaks_text is not None else None)
+
+
+def _graph_of(data: dict, tweaks: dict | None) -> tuple[engine.Graph, tuple]:
+    """The graph a run executes (its data with the run's tweaks), parsed, and its variable references."""
+    data = engine.apply_tweaks(data, tweaks)
+    return engine.parse_graph(data), tuple(engine.variable_references(data))
 
 
 def flow_run_backoff(*, attempt: int) -> timedelta:
@@ -525,8 +525,15 @@ def _flow_run_retry_later(run: FlowRun, *, error: str) -> FlowRun:
     return run
 
 
+def _json_text(value: Any) -> str | None:
+    """`value` as JSON text for a jsonb column (anything JSON cannot hold as its str); None is SQL NULL."""
+    return None if value is None else json.dumps(value, default=str)
+
+
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    """`value` as it comes back from a JSON column once `_json_text` has written it."""
+    text = _json_text(value)
+    return None if text is None else json.loads(text)
 
 
 # The node results travel as one JSON array (a JSON null becomes SQL NULL): one parameter for psycopg to
@@ -625,11 +632,6 @@ def _flow_run_finish_returning(run: FlowRun, *, status: str, outputs, error: str
     run.outputs = json.loads(outputs_text) if outputs_text is not None else None
     _flow_release_waiting(run.flow)
     return run
-
-
-def _json_text(value: Any) -> str | None:
-    """`value` as JSON text for a jsonb column: what JSONField stores of `_jsonable(value)` (None is SQL NULL)."""
-    return None if value is None else json.dumps(value, default=str)
 
 
 def _flow_release_waiting(flow: Flow) -> None:

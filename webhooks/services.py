@@ -281,30 +281,26 @@ def webhook_payload_check_schema(*, version: FlowVersion, payload: Any) -> None:
             raise RequestValidationError([{"loc": ["body", *path], "msg": msg, "type": keyword} for path, msg, keyword in violations])
 
 
-# (flow id, version id) -> the JSON Schemas of the version's Webhook nodes. A version never changes, so an
-# entry never goes stale (the flow's UUID keeps a version id reused after a rollback from matching);
-# without it every webhook would load and decode the whole graph only to find most flows have none.
-_SCHEMAS: dict[tuple, tuple[dict, ...]] = {}
-_SCHEMAS_MAX = 1024
-
-
 def _webhook_schemas(version: FlowVersion) -> tuple[dict, ...]:
-    cache_key = (version.flow_id, version.pk)
-    schemas = _SCHEMAS.get(cache_key)
-    if schemas is None:
-        nodes = (version.data or {}).get("nodes") or []
-        schemas = tuple(
-            node["params"]["schema"]
-            for node in nodes
-            if isinstance(node, dict)
-            and node.get("type") == "Webhook"
-            and isinstance(node.get("params"), dict)
-            and isinstance(node["params"].get("schema"), dict)
-        )
-        if len(_SCHEMAS) >= _SCHEMAS_MAX:
-            _SCHEMAS.clear()
-        _SCHEMAS[cache_key] = schemas
-    return schemas
+    return _version_schemas(version.flow_id, version.pk)
+
+
+# A version never changes, so its schemas are kept per process (the flow's UUID keeps a version id reused
+# after a rollback from matching): otherwise every webhook would load and decode the whole graph only to
+# find that most flows have none.
+@functools.lru_cache(maxsize=1024)
+def _version_schemas(flow_id, version_id) -> tuple[dict, ...]:
+    """The JSON Schemas of the version's Webhook nodes."""
+    data = FlowVersion.objects.filter(pk=version_id, flow_id=flow_id).values_list("data", flat=True).first() or {}
+    nodes = data.get("nodes") or []
+    return tuple(
+        node["params"]["schema"]
+        for node in nodes
+        if isinstance(node, dict)
+        and node.get("type") == "Webhook"
+        and isinstance(node.get("params"), dict)
+        and isinstance(node["params"].get("schema"), dict)
+    )
 
 
 # --- Reliability and security ------------------------------------------------------
