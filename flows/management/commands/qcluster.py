@@ -4,6 +4,7 @@ It takes precedence over django-q2's own command because `flows` comes before `d
 """
 
 import os
+import time
 
 from django.conf import settings
 from django_q.management.commands.qcluster import Command as QClusterCommand
@@ -33,9 +34,28 @@ def cluster_priority_lower() -> int:
     """
     niceness = os.nice(max(0, settings.LANGRUN_WORKER_NICE))
     if niceness and os.getsid(0) == os.getpid():
-        try:
-            with open(AUTOGROUP, "w") as f:
-                f.write(str(niceness))
-        except OSError:  # no autogroup (another kernel, another OS), or not allowed: the process's niceness still holds
-            pass
+        session_group_lower(niceness)
     return niceness
+
+
+def session_group_lower(niceness: int, patience: float = 2.0) -> bool:
+    """Give this session's scheduling group `niceness`; False where the kernel will not.
+
+    An unprivileged user may set one group's niceness per 0.1 s on the whole machine (the kernel answers
+    EAGAIN in between): clusters started together, as a service manager does, take turns.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fd = os.open(AUTOGROUP, os.O_WRONLY)
+            try:
+                os.write(fd, str(niceness).encode())  # raises on EAGAIN, where a file object would return None
+            finally:
+                os.close(fd)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        except OSError:  # no autogroup (another kernel, another OS), or not allowed: the process's niceness still holds
+            return False
