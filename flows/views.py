@@ -1,10 +1,11 @@
+import functools
 import json
 import uuid
 from contextlib import contextmanager
 
 from django.conf import settings
 from django.db.models import OuterRef, Prefetch, Subquery
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
@@ -87,8 +88,21 @@ def _with_nodes(queryset):
     return queryset.prefetch_related(Prefetch("node_results", queryset=NodeResult.objects.order_by("order")))
 
 
-def _status_url(request, run: FlowRun) -> str:
-    return request.build_absolute_uri(reverse("flowrun-detail", kwargs={"pk": run.id}))
+_RUN_ID_SLOT = "00000000-0000-0000-0000-000000000000"
+
+
+@functools.lru_cache(maxsize=16)
+def _run_path_around_id(script_prefix: str, urlconf: str) -> tuple[str, str]:
+    """The run detail path before and after the run id, reversed once per URL prefix and URL conf."""
+    head, _, tail = reverse("flowrun-detail", kwargs={"pk": _RUN_ID_SLOT}, urlconf=urlconf).partition(_RUN_ID_SLOT)
+    return head, tail
+
+
+def run_status_url(request, run_id) -> str:
+    """The absolute URL of a run (`status_url`, `Location`); every webhook answers with one, so the path
+    is reversed once, not per request."""
+    head, tail = _run_path_around_id(get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    return request.build_absolute_uri(f"{head}{run_id}{tail}")
 
 
 @extend_schema_view(
@@ -119,7 +133,7 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         original = self.get_object()
         run = services.flow_run_replay(run=original, user=request.user)
         run = _with_nodes(FlowRun.objects.filter(pk=run.pk)).get()
-        return Response(FlowRunSerializer(run).data, status=status.HTTP_201_CREATED, headers={"Location": _status_url(request, run)})
+        return Response(FlowRunSerializer(run).data, status=status.HTTP_201_CREATED, headers={"Location": run_status_url(request, run.id)})
 
     @extend_schema(
         summary="Cancel a queued run",
@@ -369,7 +383,7 @@ class SimplifiedRunView(APIView):
             raise _tweak_errors(exc, flow.data) from exc
         run = services.flow_run_execute_sync(run=run, timeout=settings.LANGRUN_SYNC_RUN_TIMEOUT)
         if run.status not in FlowRun.TERMINAL:
-            status_url = _status_url(request, run)
+            status_url = run_status_url(request, run.id)
             accepted = {"message": "The run is still in progress", "status": "in progress", "run_id": run.id, "status_url": status_url}
             return Response(RunAcceptedSerializer(accepted).data, status=status.HTTP_202_ACCEPTED, headers={"Location": status_url})
         run.flow = flow

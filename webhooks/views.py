@@ -1,4 +1,3 @@
-from django.urls import reverse
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.generics import get_object_or_404
@@ -11,6 +10,7 @@ from rest_framework.views import APIView
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
 from flows.services import flow_run_create
+from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
 from webhooks import services
 
@@ -87,7 +87,7 @@ class WebhookView(APIView):
             idempotency_key=idempotency_key,
             version=target.version,
         )
-        status_url = request.build_absolute_uri(reverse("flowrun-detail", kwargs={"pk": run.id}))
+        status_url = run_status_url(request, run.id)
         finished = services.webhook_run_wait(run=run, seconds=wait)
         if finished is not None:
             return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})

@@ -2,6 +2,7 @@ import json
 import uuid
 
 import pytest
+from django.test.utils import override_script_prefix
 
 from flows.models import FlowRun
 from langrun.services import api_key_create
@@ -41,6 +42,16 @@ def test_accepts_by_name_and_by_id(key_client, flow, by, run_commits):
     assert (run.status, run.trigger, run.flow, run.user.username) == ("queued", "webhook", flow, "alice")
     assert run.payload == {"name": "Ada"} and run.body == '{"name": "Ada"}' and run.content_type == "application/json"
     assert len(callbacks) == 1
+
+
+def test_the_status_url_follows_the_prefix_the_service_is_mounted_under(key_client, flow):
+    # Behind a proxy that mounts langrun under a path (SCRIPT_NAME), the links must carry it; the path is
+    # built once per prefix, so one mounted and one unmounted request must not share it.
+    for prefix in ["/langrun", "", "/other/mount", "/langrun"]:
+        with override_script_prefix(f"{prefix}/"):  # what Django's WSGI handler sets from SCRIPT_NAME
+            response = post(key_client, flow.endpoint_name)
+        run_id = response.json()["run_id"]
+        assert response.json()["status_url"] == response["Location"] == f"http://testserver{prefix}/api/v1/runs/{run_id}"
 
 
 def test_key_in_query_parameter(client, flow, api_key):
