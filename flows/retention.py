@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from flows.metrics import metric_counters_add_many, runs_metric_samples
@@ -44,20 +44,50 @@ def _cutoff(days: int):
     return timezone.now() - timedelta(days=days) if days > 0 else None
 
 
-def _delete_in_batches(qs, *, batch: int, dry_run: bool) -> int:
-    if dry_run:
-        return qs.count()
-    deleted = 0
+def _ledger_batches(matching: Q, *, cutoff, batch: int):
+    """The ids of the runs `matching` received before `cutoff`, oldest first, from `batch` runs at a time.
+
+    The walk goes on from where the last batch stopped, in the order of the `received_at` index,
+    with nothing but that range in its WHERE clause (the database tells which runs match, as a
+    column), so a pass reads the ledger up to the cutoff once. Asking again for the first `batch`
+    matching runs read, for every batch, each run that earlier batches left (a failure kept longer
+    than successes, a payload cleared last week); a filter beside the range made PostgreSQL read
+    all that was left up to the cutoff for every batch. A run finishes after it is received; the
+    margin covers a worker's clock that runs behind the web's (a run further off waits for the next pass).
+    """
+    walk = (
+        FlowRun.objects.filter(received_at__lt=cutoff + _CLOCK_MARGIN)
+        .annotate(matches=ExpressionWrapper(matching, output_field=BooleanField()))
+        .order_by("received_at")
+    )
+    last_at, seen_at_last = None, []
     while True:
-        ids = list(qs.order_by("received_at").values_list("pk", flat=True)[:batch])
-        if not ids:
-            return deleted
+        page = walk if last_at is None else walk.filter(received_at__gte=last_at).exclude(pk__in=seen_at_last)
+        rows = list(page.values_list("received_at", "pk", "matches")[:batch])
+        if not rows:
+            return
+        ids = [pk for _, pk, matches in rows if matches]
+        if ids:
+            yield ids
+        if rows[-1][0] != last_at:
+            last_at, seen_at_last = rows[-1][0], []
+        seen_at_last += [pk for received_at, pk, _ in rows if received_at == last_at]  # runs received at the same instant
+
+
+_CLOCK_MARGIN = timedelta(hours=1)
+
+
+def _delete_in_batches(expired: Q, *, cutoff, batch: int, dry_run: bool) -> int:
+    if dry_run:
+        return FlowRun.objects.filter(expired).count()
+    deleted = 0
+    for ids in _ledger_batches(expired, cutoff=cutoff, batch=batch):
         with transaction.atomic():
-            batch_qs = FlowRun.objects.filter(pk__in=ids)
+            batch_qs = FlowRun.objects.filter(expired, pk__in=ids)
             metric_counters_add_many(runs_metric_samples(batch_qs))
             # only("pk"): the deletion collector need not load bodies and payloads to cascade.
-            batch_qs.only("pk").delete()
-        deleted += len(ids)
+            deleted += batch_qs.only("pk").delete()[1].get(FlowRun._meta.label, 0)
+    return deleted
 
 
 def runs_prune(
@@ -86,20 +116,20 @@ def runs_prune(
     doomed = Q(pk__in=[])
     if cutoff := _cutoff(succeeded_days):
         expired = Q(status=FlowRun.Status.SUCCEEDED, finished_at__lt=cutoff)
-        result.succeeded_runs = _delete_in_batches(FlowRun.objects.filter(expired), batch=batch, dry_run=dry_run)
+        result.succeeded_runs = _delete_in_batches(expired, cutoff=cutoff, batch=batch, dry_run=dry_run)
         doomed |= expired
     if cutoff := _cutoff(failed_days):
         expired = Q(status__in=[FlowRun.Status.FAILED, FlowRun.Status.CANCELLED], finished_at__lt=cutoff)
-        result.failed_runs = _delete_in_batches(FlowRun.objects.filter(expired), batch=batch, dry_run=dry_run)
+        result.failed_runs = _delete_in_batches(expired, cutoff=cutoff, batch=batch, dry_run=dry_run)
         doomed |= expired
     if cutoff := _cutoff(payload_days):
-        qs = FlowRun.objects.filter(status__in=FlowRun.TERMINAL, finished_at__lt=cutoff, payload_pruned_at__isnull=True)
+        kept = Q(status__in=FlowRun.TERMINAL, finished_at__lt=cutoff, payload_pruned_at__isnull=True)
         if dry_run:
-            result.payloads_cleared = qs.exclude(doomed).count()
+            result.payloads_cleared = FlowRun.objects.filter(kept).exclude(doomed).count()
         else:
             now = timezone.now()
-            while ids := list(qs.values_list("pk", flat=True)[:batch]):
-                result.payloads_cleared += FlowRun.objects.filter(pk__in=ids).update(body="", payload=None, payload_pruned_at=now)
+            for ids in _ledger_batches(kept, cutoff=cutoff, batch=batch):
+                result.payloads_cleared += FlowRun.objects.filter(kept, pk__in=ids).update(body="", payload=None, payload_pruned_at=now)
     if cutoff := _cutoff(tasks_days):
         result.queue_tasks, result.queue_leftovers = _queue_tables_prune(cutoff=cutoff, dry_run=dry_run)
     logger.info(

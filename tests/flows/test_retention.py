@@ -18,7 +18,7 @@ from flows.retention import PRUNE_SCHEDULE_NAME, runs_prune
 DAY = timedelta(days=1)
 
 
-def _bulk(flow, user, *, status, days_old, n, **fields):
+def _bulk(flow, user, *, status, days_old, n, received_before=timedelta(minutes=5), **fields):
     """n runs: one made by the ORM, copied n - 1 times by the database (100,000 ORM objects would take most of the test)."""
     now = timezone.now()
     finished = now - days_old * DAY if status in FlowRun.TERMINAL else None
@@ -26,6 +26,9 @@ def _bulk(flow, user, *, status, days_old, n, **fields):
     template = FlowRun.objects.create(
         flow=flow, user=user, status=status, body='{"name": "x"}', payload={"name": "x"}, finished_at=finished, version=version, **fields
     )
+    if finished is not None:  # received a moment before it finished, as every run is
+        FlowRun.objects.filter(pk=template.pk).update(received_at=finished - received_before)
+        template.refresh_from_db()
     if n > 1:
         columns = [f.column for f in FlowRun._meta.concrete_fields if f.column != "id"]
         new_id = "gen_random_uuid()" if connection.vendor == "postgresql" else "lower(hex(randomblob(16)))"
@@ -169,3 +172,46 @@ def test_prune_task_runs_the_retention(flow, user):
 
     _bulk(flow, user, status="succeeded", days_old=40, n=2)
     assert tasks.prune()["succeeded_runs"] == 2
+
+
+def test_a_run_finished_by_a_worker_whose_clock_runs_behind_is_pruned_all_the_same(flow, user):
+    # Received at 12:10 by the web's clock, finished at 12:00 by the worker's.
+    _bulk(flow, user, status="succeeded", days_old=40, n=3, received_before=-timedelta(minutes=10))
+    assert runs_prune(succeeded_days=30, failed_days=0, payload_days=0, tasks_days=0, batch=2).succeeded_runs == 3
+    assert not FlowRun.objects.exists()
+
+
+def _ledger_tuples_read() -> int:
+    """Rows of the run ledger this transaction read, by sequential and index scans (PostgreSQL's own count)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables WHERE relname = %s",
+            [FlowRun._meta.db_table],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the rows a scan read are PostgreSQL's statistics")
+def test_each_batch_goes_on_where_the_last_stopped_instead_of_rereading_the_ledger(flow, user):
+    # Old runs retention keeps (failures kept forever, payloads cleared last week) come first in the ledger.
+    # A batch that started again from the beginning would read all of them again: 3,000 rows x 10 batches
+    # per pass. Going on from the last batch's key, a pass reads them once.
+    _bulk(flow, user, status="failed", days_old=60, n=3000, payload_pruned_at=timezone.now() - 7 * DAY)
+    _bulk(flow, user, status="succeeded", days_old=40, n=200)
+    _bulk(flow, user, status="failed", days_old=10, n=200)
+    _bulk(flow, user, status="succeeded", days_old=1, n=500)
+    table = FlowRun._meta.db_table
+    with connection.cursor() as cursor:
+        # Each copy received a millisecond apart, as real runs are (the copies share their template's time).
+        cursor.execute(
+            f"UPDATE {table} AS r SET received_at = r.received_at - make_interval(secs => n.i / 1000.0) "  # noqa: S608 - the model's table
+            f"FROM (SELECT id, row_number() OVER () AS i FROM {table}) AS n WHERE n.id = r.id"
+        )
+        cursor.execute(f"ANALYZE {table}")  # as autovacuum would have, on a ledger this size
+    before = _ledger_tuples_read()
+    result = runs_prune(succeeded_days=30, failed_days=0, payload_days=7, tasks_days=0, batch=20)
+    read = _ledger_tuples_read() - before
+    assert (result.succeeded_runs, result.failed_runs, result.payloads_cleared) == (200, 0, 200)
+    assert FlowRun.objects.count() == 3700
+    # Two passes over the 3,400 rows before their cutoffs, and the 400 runs acted on fetched again by key.
+    assert read < 2 * 3400 + 2 * 400 + 1000, read
