@@ -112,7 +112,8 @@ def test_counters_do_not_go_down_when_retention_deletes_runs(client, open_metric
     for payload in ({"name": "Ada"}, {"name": "Bob"}, {"x": 1}):
         _run(flow, user, payload)
     before = scrape(client)
-    FlowRun.objects.update(started_at=F("started_at") - timedelta(days=400), finished_at=F("finished_at") - timedelta(days=400))
+    ago = timedelta(days=400)
+    FlowRun.objects.update(received_at=F("received_at") - ago, started_at=F("started_at") - ago, finished_at=F("finished_at") - ago)
     result = runs_prune(batch=2)
     assert (result.succeeded_runs, result.failed_runs) == (2, 1)
     assert FlowRun.objects.count() == 0
