@@ -44,6 +44,10 @@ def _cutoff(days: int):
     return timezone.now() - timedelta(days=days) if days > 0 else None
 
 
+# A run finishes after it is received, by the clocks of two machines that may differ a little.
+_CLOCK_MARGIN = timedelta(hours=1)
+
+
 def _ledger_batches(matching: Q, *, cutoff, batch: int):
     """The ids of the runs `matching` received before `cutoff`, oldest first, from `batch` runs at a time.
 
@@ -72,9 +76,6 @@ def _ledger_batches(matching: Q, *, cutoff, batch: int):
         if rows[-1][0] != last_at:
             last_at, seen_at_last = rows[-1][0], []
         seen_at_last += [pk for received_at, pk, _ in rows if received_at == last_at]  # runs received at the same instant
-
-
-_CLOCK_MARGIN = timedelta(hours=1)
 
 
 def _delete_in_batches(expired: Q, *, cutoff, batch: int, dry_run: bool) -> int:
