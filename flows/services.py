@@ -395,6 +395,60 @@ FROM claimed AS c LEFT JOIN {version} AS v ON v.id = c.version_id
 """
 
 
+def _claim_params(*, run_id, now, worker) -> dict[str, Any]:
+    return {"id": run_id, "now": now, "worker": worker, "queued": FlowRun.Status.QUEUED, "running": FlowRun.Status.RUNNING}
+
+
+def _flow_run_claim_row_pg(*, run_id, now, worker) -> tuple | None:
+    sql = _CLAIM_SQL.format(
+        run=FlowRun._meta.db_table, flow=Flow._meta.db_table, attempt=RunAttempt._meta.db_table, version=FlowVersion._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _claim_params(run_id=run_id, now=now, worker=worker))
+        return cursor.fetchone()
+
+
+# SQLite has UPDATE … RETURNING but no data-modifying CTE: the same claim as three statements in one
+# (IMMEDIATE) transaction, hand-written like PostgreSQL's: the ORM spent most of an embedded worker's
+# time compiling its queries.
+_CLAIM_SQLITE = (
+    """UPDATE {run} SET status = %(running)s, started_at = %(now)s, attempts = attempts + 1, next_attempt_at = NULL,
+        worker = %(worker)s
+    WHERE id = %(id)s AND status = %(queued)s AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
+        AND EXISTS (SELECT 1 FROM {flow} AS f WHERE f.id = {run}.flow_id AND COALESCE(f.max_concurrent_runs, 0) = 0)
+    RETURNING id, flow_id, user_id, version_id, trigger, attempts, payload, tweaks""",
+    """INSERT INTO {attempt} (run_id, number, outcome, error, started_at) VALUES (%(id)s, %(attempts)s, %(running)s, '', %(now)s)""",
+    """SELECT f.user_id, f.timeout, f.max_attempts, f.max_concurrent_runs, COALESCE(v.data, f.data), v.number
+    FROM {flow} AS f LEFT JOIN {version} AS v ON v.id = %(version)s WHERE f.id = %(flow)s""",
+)
+
+
+def _flow_run_claim_row_sqlite(*, run_id, now, worker) -> tuple | None:
+    update, attempt, read = (
+        sql.format(
+            run=FlowRun._meta.db_table, flow=Flow._meta.db_table, attempt=RunAttempt._meta.db_table, version=FlowVersion._meta.db_table
+        )
+        for sql in _CLAIM_SQLITE
+    )
+    params = _claim_params(run_id=FlowRun._meta.pk.get_db_prep_value(run_id, connection), now=now, worker=worker)
+    params["now"] = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(update, params)
+        claimed = cursor.fetchall()
+        if not claimed:
+            return None
+        pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks = claimed[0]
+        cursor.execute(attempt, {**params, "attempts": attempts})
+        cursor.execute(read, {"version": version_id, "flow": flow_id})
+        owner_id, timeout, max_attempts, limit, data, number = cursor.fetchone()
+    as_uuid = FlowRun._meta.pk.to_python  # SQLite returns UUIDs as their hex
+    user_pk = FlowRun._meta.get_field("user").target_field.to_python
+    return (
+        as_uuid(pk), as_uuid(flow_id), user_pk(user_id), version_id, trigger, attempts, payload, tweaks,
+        user_pk(owner_id), timeout, max_attempts, limit, data, number,
+    )  # fmt: skip
+
+
 def _flow_run_claim_returning(*, run_id) -> tuple[FlowRun, str, str | None] | None:
     """The worker's claim in one statement: claim the run, open its RunAttempt, and read what executing it needs.
 
@@ -404,16 +458,13 @@ def _flow_run_claim_returning(*, run_id) -> tuple[FlowRun, str, str | None] | No
     fencing token. Returns None when the run is not claimable here, including every run of
     a flow with `max_concurrent_runs` (its claim takes turns on the flow's row): the general
     path then decides. Otherwise the run (other fields deferred), its graph's JSON text and its tweaks' text.
+    On SQLite the same three steps are statements of their own in one IMMEDIATE transaction, whose
+    write lock does what the row lock does here.
     """
     now = timezone.now()
     worker = _worker_name()
-    sql = _CLAIM_SQL.format(
-        run=FlowRun._meta.db_table, flow=Flow._meta.db_table, attempt=RunAttempt._meta.db_table, version=FlowVersion._meta.db_table
-    )
-    params = {"id": run_id, "now": now, "worker": worker, "queued": FlowRun.Status.QUEUED, "running": FlowRun.Status.RUNNING}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    claim = _flow_run_claim_row_pg if connection.vendor == "postgresql" else _flow_run_claim_row_sqlite
+    row = claim(run_id=run_id, now=now, worker=worker)
     if row is None:
         return None
     pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, owner_id, timeout, max_attempts, limit, data, number = row
@@ -455,7 +506,7 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
             return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
     else:
         # The general path: a flow with a concurrency limit, a run not claimable now, or a database
-        # without UPDATE … RETURNING in a CTE. The run is read once, before the claim (which is
+        # without UPDATE … RETURNING (SQLite before 3.35). The run is read once, before the claim (which is
         # conditional on what was read), not again after it.
         run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
         fields = None
@@ -481,8 +532,9 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
 
 
 def _returning_sql() -> bool:
-    """Whether the worker's one-statement claim and finish can be used (data-modifying CTEs: PostgreSQL)."""
-    return connection.vendor == "postgresql"
+    """Whether the worker's hand-written claim and finish can be used: one statement each on PostgreSQL
+    (data-modifying CTEs), one transaction each on SQLite 3.35 or later (UPDATE … RETURNING)."""
+    return connection.vendor == "postgresql" or (connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35))
 
 
 @functools.lru_cache(maxsize=256)
@@ -600,11 +652,24 @@ def _flow_run_finish_returning(run: FlowRun, *, status: str, outputs, error: str
     """_flow_run_finish of a first attempt in one statement: the run, its node results and its attempt, or nothing.
 
     The same conditions as the general path (only the current claim's holder writes), in one
-    round trip without BEGIN/COMMIT. Outputs are written as the JSON text `_jsonable` would
-    have produced, without decoding it again.
+    round trip without BEGIN/COMMIT (on SQLite, one transaction). Outputs are written as the
+    JSON text `_jsonable` would have produced, without decoding it again.
     """
     finished_at = timezone.now()
     outputs_text = _json_text(outputs)
+    finish = _flow_run_finish_rows_pg if connection.vendor == "postgresql" else _flow_run_finish_rows_sqlite
+    finished = finish(run, status=status, outputs_text=outputs_text, error=error, finished_at=finished_at, nodes=nodes)
+    if not finished:
+        logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
+        run.refresh_from_db()
+        return run
+    run.status, run.error, run.finished_at = status, error, finished_at
+    run.outputs = json.loads(outputs_text) if outputs_text is not None else None
+    _flow_release_waiting(run.flow)
+    return run
+
+
+def _flow_run_finish_rows_pg(run: FlowRun, *, status, outputs_text, error, finished_at, nodes) -> bool:
     results = [
         {
             "node_id": n.node_id,
@@ -623,15 +688,35 @@ def _flow_run_finish_returning(run: FlowRun, *, status: str, outputs, error: str
     sql = _FINISH_SQL.format(run=FlowRun._meta.db_table, attempt=RunAttempt._meta.db_table, result=NodeResult._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        finished = cursor.fetchone()[0]
-    if not finished:
-        logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
-        run.refresh_from_db()
-        return run
-    run.status, run.error, run.finished_at = status, error, finished_at
-    run.outputs = json.loads(outputs_text) if outputs_text is not None else None
-    _flow_release_waiting(run.flow)
-    return run
+        return bool(cursor.fetchone()[0])
+
+
+_FINISH_SQLITE = (
+    "UPDATE {run} SET status = %s, outputs = %s, error = %s, finished_at = %s WHERE id = %s AND status = %s AND attempts = %s",
+    "UPDATE {attempt} SET outcome = %s, error = %s, finished_at = %s WHERE run_id = %s AND number = %s",
+    """INSERT INTO {result} (run_id, node_id, component_type, status, output, error, traceback, duration_ms, "order")
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+)
+
+
+def _flow_run_finish_rows_sqlite(run: FlowRun, *, status, outputs_text, error, finished_at, nodes) -> bool:
+    """PostgreSQL's one-statement finish as three statements in one transaction (SQLite has no data-modifying CTE)."""
+    update_run, update_attempt, insert_result = (
+        sql.format(run=FlowRun._meta.db_table, attempt=RunAttempt._meta.db_table, result=NodeResult._meta.db_table)
+        for sql in _FINISH_SQLITE
+    )
+    pk = FlowRun._meta.pk.get_db_prep_value(run.pk, connection)
+    at = connection.ops.adapt_datetimefield_value(finished_at)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(update_run, [status, outputs_text, error, at, pk, FlowRun.Status.RUNNING, run.attempts])
+        if not cursor.rowcount:
+            return False
+        cursor.execute(update_attempt, [status, error, at, pk, run.attempts])
+        cursor.executemany(
+            insert_result,
+            [(pk, n.node_id, n.type, n.status, _json_text(n.output), n.error, n.traceback, n.duration_ms, n.order) for n in nodes],
+        )
+    return True
 
 
 def _flow_release_waiting(flow: Flow) -> None:

@@ -7,12 +7,13 @@ from flows import services
 def execute_path(request, monkeypatch):
     """Runs a test once per way the worker claims and finishes a run.
 
-    `returning`: the one-statement claim and finish (PostgreSQL only); `general`: the ORM
+    `returning`: the hand-written claim and finish (one statement each on PostgreSQL, one transaction
+    each on SQLite 3.35 or later); `general`: the ORM
     transactions every database has, which PostgreSQL also uses for concurrency-limited flows.
     """
     if request.param == "returning":
         if not services._returning_sql():
-            pytest.skip("the one-statement claim and finish need PostgreSQL")
+            pytest.skip("the hand-written claim and finish need PostgreSQL or SQLite 3.35 (UPDATE … RETURNING)")
     else:
         monkeypatch.setattr(services, "_returning_sql", lambda: False)
     return request.param
