@@ -495,7 +495,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
-    parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: 2 x cores, as `serve`)")
+    parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: 3 x cores, as `serve`)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stall-timeout", type=float, default=90, help="give up waiting when no run ends for this long")
@@ -503,9 +503,11 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--no-drain", dest="drain", action="store_false", help="skip the backlog phase (N more webhooks)")
     args = parser.parse_args()
-    if not args.web_workers:
-        args.web_workers = 2 * (os.cpu_count() or 1)
     sys.path.insert(0, str(ROOT))
+    if not args.web_workers:
+        from langrun.management.commands.serve import web_workers_default
+
+        args.web_workers = web_workers_default()
     report = run(args)
     print_table(report)
     out = Path(args.out)

@@ -10,15 +10,19 @@ from django.core.management.base import BaseCommand
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
+def web_workers_default() -> int:
+    """gunicorn sync workers for this machine: three per core. A webhook waits on PostgreSQL and Redis part of
+    its time, and a worker that waits holds its request; measured in the README's "Performance"."""
+    return 3 * (os.cpu_count() or 1)
+
+
 class Command(BaseCommand):
     help = "Run the web server (gunicorn) and a django-q2 cluster together in the foreground; Ctrl-C stops both."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-        # Two per core: a webhook waits on the database and Redis part of the time (measured in the README's "Performance").
-        default_workers = 2 * (os.cpu_count() or 1)
-        parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", default_workers)))
+        parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", web_workers_default())))
 
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
         python = sys.executable
