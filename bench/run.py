@@ -495,7 +495,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
-    parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: 3 x cores, as `serve`)")
+    parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: as `serve`)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stall-timeout", type=float, default=90, help="give up waiting when no run ends for this long")
@@ -507,7 +507,7 @@ def main() -> None:
     if not args.web_workers:
         from langrun.management.commands.serve import web_workers_default
 
-        args.web_workers = web_workers_default()
+        args.web_workers = web_workers_default("sqlite" if args.profile == "embedded" else "postgresql")
     report = run(args)
     print_table(report)
     out = Path(args.out)

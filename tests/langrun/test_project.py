@@ -108,3 +108,15 @@ def test_the_wsgi_module_leaves_the_embedded_database_unopened(tmp_path):
     # A worker forked with its master's SQLite connection would share the file handle: the master must not open one.
     result = run_python(WSGI_IMPORT, SECRET_KEY="k" * 50, LANGRUN_DATA_DIR=str(tmp_path), DEBUG="false")
     assert result.stdout.split() == ["False", "False", "True"], result.stderr
+
+
+def test_serve_starts_three_web_workers_per_core_on_postgresql_and_two_on_sqlite(monkeypatch):
+    from django.db import connection
+
+    from langrun.management.commands.serve import Command
+
+    monkeypatch.delenv("WEB_WORKERS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert Command().create_parser("manage.py", "serve").parse_args([]).web_workers == (10 if connection.vendor == "sqlite" else 15)
+    monkeypatch.setenv("WEB_WORKERS", "7")
+    assert Command().create_parser("manage.py", "serve").parse_args([]).web_workers == 7

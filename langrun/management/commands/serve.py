@@ -5,15 +5,17 @@ import sys
 import time
 
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 # gunicorn's default line has the full request line and the referer: both may carry `?x-api-key=…`. Path only.
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
-def web_workers_default() -> int:
-    """gunicorn sync workers for this machine: three per core. A webhook waits on PostgreSQL and Redis part of
-    its time, and a worker that waits holds its request; measured in the README's "Performance"."""
-    return 3 * (os.cpu_count() or 1)
+def web_workers_default(database_vendor: str) -> int:
+    """gunicorn sync workers for this machine, measured in the README's "Performance": three per core with
+    PostgreSQL (a webhook waits on the database and Redis part of its time, and a waiting worker holds its
+    request), two with SQLite (in the process, nothing to wait for; more workers only queue for its write lock)."""
+    return (2 if database_vendor == "sqlite" else 3) * (os.cpu_count() or 1)
 
 
 class Command(BaseCommand):
@@ -22,7 +24,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-        parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", web_workers_default())))
+        parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", web_workers_default(connection.vendor))))
 
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
         python = sys.executable
