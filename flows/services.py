@@ -395,16 +395,24 @@ FROM claimed AS c LEFT JOIN {version} AS v ON v.id = c.version_id
 """
 
 
+def _worker_sql(template: str) -> str:
+    """One of the worker's hand-written statements, with the ledger's table names filled in."""
+    return template.format(
+        run=FlowRun._meta.db_table,
+        flow=Flow._meta.db_table,
+        attempt=RunAttempt._meta.db_table,
+        version=FlowVersion._meta.db_table,
+        result=NodeResult._meta.db_table,
+    )
+
+
 def _claim_params(*, run_id, now, worker) -> dict[str, Any]:
     return {"id": run_id, "now": now, "worker": worker, "queued": FlowRun.Status.QUEUED, "running": FlowRun.Status.RUNNING}
 
 
 def _flow_run_claim_row_pg(*, run_id, now, worker) -> tuple | None:
-    sql = _CLAIM_SQL.format(
-        run=FlowRun._meta.db_table, flow=Flow._meta.db_table, attempt=RunAttempt._meta.db_table, version=FlowVersion._meta.db_table
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, _claim_params(run_id=run_id, now=now, worker=worker))
+        cursor.execute(_worker_sql(_CLAIM_SQL), _claim_params(run_id=run_id, now=now, worker=worker))
         return cursor.fetchone()
 
 
@@ -424,12 +432,7 @@ _CLAIM_SQLITE = (
 
 
 def _flow_run_claim_row_sqlite(*, run_id, now, worker) -> tuple | None:
-    update, attempt, read = (
-        sql.format(
-            run=FlowRun._meta.db_table, flow=Flow._meta.db_table, attempt=RunAttempt._meta.db_table, version=FlowVersion._meta.db_table
-        )
-        for sql in _CLAIM_SQLITE
-    )
+    update, attempt, read = map(_worker_sql, _CLAIM_SQLITE)
     params = _claim_params(run_id=FlowRun._meta.pk.get_db_prep_value(run_id, connection), now=now, worker=worker)
     params["now"] = connection.ops.adapt_datetimefield_value(now)
     with transaction.atomic(), connection.cursor() as cursor:
@@ -685,9 +688,8 @@ def _flow_run_finish_rows_pg(run: FlowRun, *, status, outputs_text, error, finis
     ]
     params = [status, outputs_text, error, finished_at, run.pk, FlowRun.Status.RUNNING, run.attempts]
     params += [status, error, finished_at, run.attempts, _json_text(results)]
-    sql = _FINISH_SQL.format(run=FlowRun._meta.db_table, attempt=RunAttempt._meta.db_table, result=NodeResult._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_worker_sql(_FINISH_SQL), params)
         return bool(cursor.fetchone()[0])
 
 
@@ -701,10 +703,7 @@ _FINISH_SQLITE = (
 
 def _flow_run_finish_rows_sqlite(run: FlowRun, *, status, outputs_text, error, finished_at, nodes) -> bool:
     """PostgreSQL's one-statement finish as three statements in one transaction (SQLite has no data-modifying CTE)."""
-    update_run, update_attempt, insert_result = (
-        sql.format(run=FlowRun._meta.db_table, attempt=RunAttempt._meta.db_table, result=NodeResult._meta.db_table)
-        for sql in _FINISH_SQLITE
-    )
+    update_run, update_attempt, insert_result = map(_worker_sql, _FINISH_SQLITE)
     pk = FlowRun._meta.pk.get_db_prep_value(run.pk, connection)
     at = connection.ops.adapt_datetimefield_value(finished_at)
     with transaction.atomic(), connection.cursor() as cursor:
