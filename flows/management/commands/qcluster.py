@@ -38,8 +38,8 @@ def cluster_priority_lower() -> int:
     return niceness
 
 
-def session_group_lower(niceness: int, patience: float = 2.0) -> bool:
-    """Give this session's scheduling group `niceness`; False where the kernel will not.
+def session_group_lower(niceness: int, patience: float = 2.0) -> None:
+    """Give this session's scheduling group `niceness`, where the kernel allows it.
 
     An unprivileged user may set one group's niceness per 0.1 s on the whole machine (the kernel answers
     EAGAIN in between): clusters started together, as a service manager does, take turns.
@@ -52,10 +52,10 @@ def session_group_lower(niceness: int, patience: float = 2.0) -> bool:
                 os.write(fd, str(niceness).encode())  # raises on EAGAIN, where a file object would return None
             finally:
                 os.close(fd)
-            return True
+            return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                return False
+                return
             time.sleep(0.1)
         except OSError:  # no autogroup (another kernel, another OS), or not allowed: the process's niceness still holds
-            return False
+            return
