@@ -45,6 +45,10 @@ class RunPayloadPruned(Exception):
     """Retention deleted this run's payload, so it cannot be replayed."""
 
 
+class RunConditionFailed(Exception):
+    """The condition set on recording a run did not hold when its INSERT ran: nothing was written."""
+
+
 # --- Flows -------------------------------------------------------------------
 
 
@@ -139,6 +143,7 @@ def flow_run_create(
     tweaks: dict | None = None,
     idempotency_key: str | None = None,
     version: FlowVersion | None = None,
+    only_if: tuple[str, list] | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
@@ -151,6 +156,10 @@ def flow_run_create(
     LANGRUN_IDEMPOTENCY_RETENTION returns that original run instead, with
     `run.deduplicated = True`; the database's unique constraint decides
     between concurrent requests, so exactly one of them creates the run.
+
+    `only_if` is an SQL condition and its parameters that the INSERT itself checks: when
+    it does not hold, nothing is written and RunConditionFailed is raised (the webhook
+    states so what it assumed of a key and a flow it did not read again).
     """
     if version is None:
         version = flow_version_current(flow=flow)
@@ -171,10 +180,10 @@ def flow_run_create(
         "version": version,
     }
     if not idempotency_key:
-        return _flow_run_insert(fields)
+        return _flow_run_insert(fields, only_if)
     for _ in range(3):
         try:
-            return _flow_run_insert(fields)
+            return _flow_run_insert(fields, only_if)
         except IntegrityError:
             original = FlowRun.objects.filter(flow=flow, idempotency_key=idempotency_key).first()
             if original is None:  # its key expired between our insert and this read
@@ -187,7 +196,7 @@ def flow_run_create(
     raise RuntimeError(f"Could not record a run for idempotency key {idempotency_key!r}")
 
 
-def _flow_run_insert(fields: dict[str, Any]) -> FlowRun:
+def _flow_run_insert(fields: dict[str, Any], only_if: tuple[str, list] | None) -> FlowRun:
     # One INSERT is atomic by itself: outside a transaction it commits at once and
     # on_commit rings the doorbell right after; inside a caller's transaction both
     # wait for its commit. (An atomic block here cost a BEGIN and a COMMIT per webhook.)
@@ -196,9 +205,9 @@ def _flow_run_insert(fields: dict[str, Any]) -> FlowRun:
     run = FlowRun(enqueued_at=timezone.now(), **fields)
     if fields.get("idempotency_key"):
         with transaction.atomic():
-            _flow_run_insert_row(run)
+            _flow_run_insert_row(run, only_if)
     else:
-        _flow_run_insert_row(run)
+        _flow_run_insert_row(run, only_if)
     transaction.on_commit(lambda: _flow_run_enqueue_logged(run))
     logger.info("Run accepted (trigger %s, version %s)", run.trigger, run.version.number, extra={"run_id": run.id, "flow_id": run.flow_id})
     run.deduplicated = False
@@ -214,26 +223,41 @@ _AS_IS = frozenset({"CharField", "TextField", "IntegerField", "PositiveIntegerFi
 
 
 @functools.cache
-def _flow_run_insert_plan(vendor: str) -> tuple[str, tuple[tuple[Any, bool, bool], ...]]:
+def _flow_run_insert_plan(vendor: str) -> tuple[str, str, tuple[tuple[Any, bool, bool], ...]]:
+    """The INSERT, the same INSERT as a SELECT that a condition can follow, and how each field's value is sent."""
     quote = connection.ops.quote_name
     fields = FlowRun._meta.concrete_fields
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
-        quote(FlowRun._meta.db_table), ", ".join(quote(f.column) for f in fields), ", ".join(["%s"] * len(fields))
-    )
+    head = "INSERT INTO {} ({})".format(quote(FlowRun._meta.db_table), ", ".join(quote(f.column) for f in fields))
+    values = "{} VALUES ({})".format(head, ", ".join(["%s"] * len(fields)))
+    # PostgreSQL types the values of a SELECT list by themselves (text, for a string or a NULL), not by the
+    # columns they go to, so each one is cast to its column's type (text for text columns: a cast to
+    # varchar(n) would cut a longer value where the column refuses it); SQLite takes any value in any column.
+    typed = [f"%s::{_insert_cast(f)}" if vendor == "postgresql" else "%s" for f in fields]
+    selected = "{} SELECT {} WHERE ".format(head, ", ".join(typed))
     plan = tuple(
         (f, f.get_internal_type() in _AS_IS, bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))) for f in fields
     )
-    return sql, plan
+    return values, selected, plan
 
 
-def _flow_run_insert_row(run: FlowRun) -> None:
-    sql, plan = _flow_run_insert_plan(connection.vendor)
+def _insert_cast(field) -> str:
+    return "text" if field.get_internal_type() in ("CharField", "TextField") else field.db_type(connection)
+
+
+def _flow_run_insert_row(run: FlowRun, only_if: tuple[str, list] | None) -> None:
+    values, selected, plan = _flow_run_insert_plan(connection.vendor)
     params = []
     for field, as_is, auto in plan:
         value = field.pre_save(run, True) if auto else getattr(run, field.attname)
         params.append(value if as_is or value is None else field.get_db_prep_save(value, connection))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if only_if is None:
+            cursor.execute(values, params)
+        else:
+            condition, condition_params = only_if
+            cursor.execute(selected + condition, [*params, *condition_params])
+            if cursor.rowcount != 1:
+                raise RunConditionFailed(condition)
     run._state.adding = False
     run._state.db = connection.alias
 

@@ -55,6 +55,11 @@ def api_key_matches(*, hashed_key: str, key: str) -> bool:
     return hmac.compare_digest(hashed_key, _hash(key))
 
 
+def api_key_digest(key: str) -> str:
+    """What a key's row stores of it (`hashed_key`): a name for the key that is not the secret."""
+    return _hash(key)
+
+
 def api_key_authenticate(*, key: str) -> ApiKey | None:
     """The active key matching `key` (with its user), or None; records its use."""
     prefix = api_key_prefix(key)

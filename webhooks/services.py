@@ -31,13 +31,13 @@ from django.utils import timezone
 from rest_framework import exceptions, status
 
 from flows.models import ENDPOINT_NAME_RE, Flow, FlowRun, FlowVersion, NodeResult
-from flows.services import flow_run_wait, flow_version_current
+from flows.services import RunConditionFailed, flow_run_create, flow_run_wait, flow_version_current
 from langrun.authentication import INVALID_API_KEY
 from langrun.db import loaded_instance
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
 from langrun.parsers import json_unstorable
-from langrun.services import api_key_authenticate, api_key_matches, api_key_prefix, api_key_record_use
+from langrun.services import api_key_authenticate, api_key_digest, api_key_prefix, api_key_record_use
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
 ACCESS_DENIED = "Access denied: You can only execute webhooks for flows you own"
@@ -80,25 +80,34 @@ def webhook_caller(*, key: str | None) -> User | None:
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """Who calls and what runs: the API key's id and its user (None without authentication), the flow and the version a run executes."""
+    """Who calls and what runs: the API key's id and its user (None without authentication), the flow and the version a run executes.
+
+    `only_if` is set when the process remembered the target instead of reading it now: the condition
+    (SQL and its parameters) under which it still holds, which the run's INSERT checks.
+    """
 
     api_key_id: uuid.UUID | None
     caller: User | None
     flow: Flow
     version: FlowVersion
+    only_if: tuple[str, list] | None = None
 
 
-def webhook_caller_and_flow(*, key: str | None, identifier: str, user_id: uuid.UUID | None, signed: bool) -> WebhookTarget:
+def webhook_caller_and_flow(
+    *, key: str | None, identifier: str, user_id: uuid.UUID | None, signed: bool, fresh: bool = False
+) -> WebhookTarget:
     """Who calls and which flow they mean, with the webhook's auth rules.
 
     With authentication on, a request needs an API key, or a signature on a flow
     that has a signing secret (checked later, on the body). The usual call (an
     active key of the flow's owner) costs one query for key, owner, flow and
-    version together; anything else takes the step-by-step path, which finds the precise error.
+    version together, or none when the process already knows them (then the
+    target carries the condition the run's INSERT checks; `fresh` reads them
+    again); anything else takes the step-by-step path, which finds the precise error.
     """
     auth = settings.LANGRUN_WEBHOOK_AUTH
     if auth and key and user_id is None:
-        target = _webhook_target_of_key(key=key, identifier=identifier)
+        target = _webhook_target_of_key(key=key, identifier=identifier, fresh=fresh)
         if target is not None:
             return target
     api_key = webhook_api_key(key=key) if auth else None
@@ -127,18 +136,41 @@ JOIN {version} v ON v.id = f.current_version_id
 WHERE k.prefix = %s AND k.is_active AND u.is_active AND f.{column} = %s
 LIMIT 1"""
 
+# What a remembered target assumes, checked by the run's INSERT in the same statement: the key is still
+# active, its owner too, and the flow still has that identifier, that owner, version and signing secrets.
+_TARGET_HOLDS_SQL = """EXISTS (SELECT 1 FROM {flow} f
+JOIN {user} u ON u.id = f.user_id
+JOIN {key} k ON k.user_id = u.id
+WHERE f.id = %s AND f.{column} = %s AND f.current_version_id = %s AND f.signing_secret = %s
+    AND f.signing_secret_previous = %s AND k.id = %s AND k.hashed_key = %s AND k.is_active AND u.is_active)"""
+
 
 @functools.cache
-def _target_sql(column: str) -> str:
+def _target_sql(template: str, column: str) -> str:
     tables = {"flow": Flow, "user": User, "key": ApiKey, "version": FlowVersion}
-    return _TARGET_SQL.format(column=column, **{name: connection.ops.quote_name(model._meta.db_table) for name, model in tables.items()})
+    return template.format(column=column, **{name: connection.ops.quote_name(model._meta.db_table) for name, model in tables.items()})
 
 
-def _webhook_target_of_key(*, key: str, identifier: str) -> WebhookTarget | None:
+# The targets this process has found, by the key's digest and the flow identifier, as _TARGET_SQL's row: a
+# webhook whose key and flow the process already knows skips the lookup (a round trip and about a fifth of
+# the webhook's CPU), and its INSERT checks _TARGET_HOLDS_SQL instead. When that no longer holds nothing is
+# written, and the webhook reads the target again. At most _KNOWN_TARGETS_MAX; the oldest go first.
+_KNOWN_TARGETS_MAX = 1024
+_known_targets: dict[tuple[str, str], tuple[tuple, str, Any]] = {}
+
+
+def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) -> WebhookTarget | None:
     """The target when `key` is an active key of an active user who owns the flow; None for anything else."""
     prefix = api_key_prefix(key)
     if prefix is None:
         return None
+    digest = api_key_digest(key)
+    if fresh:
+        _known_targets.pop((digest, identifier), None)
+    elif (known := _known_targets.get((digest, identifier))) is not None:
+        row, column, value = known
+        holds = [row[0], value, row[2], row[3], row[4], row[6], row[7]]
+        return _webhook_target_of_row(row, only_if=(_target_sql(_TARGET_HOLDS_SQL, column), holds))
     try:
         value, column = Flow._meta.pk.get_db_prep_value(uuid.UUID(identifier), connection), "id"
     except ValueError:
@@ -146,13 +178,18 @@ def _webhook_target_of_key(*, key: str, identifier: str) -> WebhookTarget | None
             return None
         value, column = identifier, "endpoint_name"
     with connection.cursor() as cursor:
-        cursor.execute(_target_sql(column), [prefix, value])
+        cursor.execute(_target_sql(_TARGET_SQL, column), [prefix, value])
         row = cursor.fetchone()
-    if row is None:
+    if row is None or not hmac.compare_digest(row[7], digest):
         return None
-    flow_id, user_id, version_id, secret, previous_secret, version_number, api_key_id, key_hash = row
-    if not api_key_matches(hashed_key=key_hash, key=key):
-        return None
+    if len(_known_targets) >= _KNOWN_TARGETS_MAX:
+        del _known_targets[next(iter(_known_targets))]
+    _known_targets[(digest, identifier)] = (row, column, value)
+    return _webhook_target_of_row(row, only_if=None)
+
+
+def _webhook_target_of_row(row: tuple, *, only_if: tuple[str, list] | None) -> WebhookTarget:
+    flow_id, user_id, version_id, secret, previous_secret, version_number, api_key_id, _ = row
     as_uuid = Flow._meta.pk.to_python  # UUIDs as UUIDs on every database (SQLite returns their hex)
     flow = loaded_instance(
         Flow, id=as_uuid(flow_id), user_id=as_uuid(user_id), current_version_id=version_id,
@@ -163,7 +200,59 @@ def _webhook_target_of_key(*, key: str, identifier: str) -> WebhookTarget | None
     flow.current_version = version
     api_key_id = as_uuid(api_key_id)
     api_key_record_use(api_key_id=api_key_id)
-    return WebhookTarget(api_key_id=api_key_id, caller=flow.user, flow=flow, version=version)
+    return WebhookTarget(api_key_id=api_key_id, caller=flow.user, flow=flow, version=version, only_if=only_if)
+
+
+def webhook_run_create(
+    *, target: WebhookTarget, retarget, body: bytes, headers, payload: Any, text: str, content_type: str, idempotency_key: str | None
+) -> FlowRun:
+    """Record the webhook's run: the payload checked against the version's JSON Schemas, then the INSERT.
+
+    A target the process remembered is checked by the INSERT itself. When it no longer holds (a key
+    revoked, a flow's version or signing secret changed ...) nothing was written, and a payload it
+    refuses may be one the current version takes: then `retarget()` reads the key and the flow
+    again (raising as the first lookup would), and the signature and the payload are checked
+    against what it found before the run is recorded.
+    """
+    if target.only_if is not None:
+        try:
+            webhook_payload_check_schema(version=target.version, payload=payload)
+            return _webhook_run_insert(target, payload=payload, text=text, content_type=content_type, idempotency_key=idempotency_key)
+        except (RequestValidationError, RunConditionFailed):
+            pass  # decided on what the process remembered: decided again on what the database holds now
+        target = retarget()
+        webhook_signature_verify(flow=target.flow, body=body, headers=headers)
+    webhook_payload_check_schema(version=target.version, payload=payload)
+    return _webhook_run_insert(target, payload=payload, text=text, content_type=content_type, idempotency_key=idempotency_key)
+
+
+def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, headers) -> WebhookTarget:
+    """webhook_signature_verify; a remembered target's refusal is decided again on the key and flow read now.
+
+    Returns the target the rest of the request uses: the one given, or the one read again.
+    """
+    try:
+        webhook_signature_verify(flow=target.flow, body=body, headers=headers)
+    except InvalidSignature:
+        if target.only_if is None:
+            raise
+        target = retarget()
+        webhook_signature_verify(flow=target.flow, body=body, headers=headers)
+    return target
+
+
+def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key) -> FlowRun:
+    return flow_run_create(
+        flow=target.flow,
+        user=target.caller or target.flow.user,
+        trigger=FlowRun.Trigger.WEBHOOK,
+        payload=payload,
+        body=text,
+        content_type=content_type,
+        idempotency_key=idempotency_key,
+        version=target.version,
+        only_if=target.only_if,
+    )
 
 
 def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.UUID | None) -> Flow:

@@ -1,3 +1,5 @@
+import functools
+
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.generics import get_object_or_404
@@ -9,7 +11,6 @@ from rest_framework.views import APIView
 
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
-from flows.services import flow_run_create
 from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
 from webhooks import services
@@ -63,29 +64,30 @@ class WebhookView(APIView):
         user_id = services.webhook_user_id_parse(raw=request.query_params.get("user_id"))
         wait = services.webhook_wait_parse(raw=request.query_params.get("wait"))
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
-        target = services.webhook_caller_and_flow(
+        lookup = functools.partial(
+            services.webhook_caller_and_flow,
             key=api_key_from_request(request),
             identifier=flow_id_or_name,
             user_id=user_id,
             signed=services.webhook_is_signed(headers=meta),
         )
-        flow = target.flow
+        retarget = functools.partial(lookup, fresh=True)
+        target = lookup()
         body = services.webhook_body_read(stream=request._request, content_length=meta.get("CONTENT_LENGTH"))
-        services.webhook_signature_verify(flow=flow, body=body, headers=meta)
+        target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
         idempotency_key = services.webhook_idempotency_key(headers=meta)
-        services.webhook_rate_limit_check(flow=flow, api_key_id=target.api_key_id)
+        services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)
         content_type = request.content_type or ""
         text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
-        services.webhook_payload_check_schema(version=target.version, payload=payload)
-        run = flow_run_create(
-            flow=flow,
-            user=target.caller or flow.user,
-            trigger=FlowRun.Trigger.WEBHOOK,
+        run = services.webhook_run_create(
+            target=target,
+            retarget=retarget,
+            body=body,
+            headers=meta,
             payload=payload,
-            body=text,
+            text=text,
             content_type=content_type,
             idempotency_key=idempotency_key,
-            version=target.version,
         )
         status_url = run_status_url(request, run.id)
         finished = services.webhook_run_wait(run=run, seconds=wait)

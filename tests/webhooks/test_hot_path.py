@@ -9,6 +9,7 @@ from flows.services import flow_run_create, flow_run_execute
 from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_usage_flush
 from tests.webhooks.test_webhook import post
+from webhooks import services as webhook_services
 
 
 @pytest.fixture
@@ -19,15 +20,21 @@ def throttled_key_use(settings):
 
 
 @pytest.mark.parametrize("by", ["name", "id"])
-def test_accepting_costs_one_lookup_and_one_insert(client, flow, user, by, throttled_key_use, django_assert_num_queries):
+def test_accepting_costs_one_lookup_and_one_insert_then_the_insert_alone(
+    client, flow, user, by, throttled_key_use, django_assert_num_queries
+):
     key = api_key_create(user=user).key
     target = flow.endpoint_name if by == "name" else flow.id
     assert post(client, target, HTTP_X_API_KEY=key).status_code == 202  # writes the key's first use
+    webhook_services._known_targets.clear()
     with django_assert_num_queries(2) as captured:  # key + owner + flow in one SELECT, then the run's INSERT
         assert post(client, target, HTTP_X_API_KEY=key).status_code == 202
     assert captured.captured_queries[0]["sql"].startswith("SELECT")
     assert captured.captured_queries[1]["sql"].startswith("INSERT")
-    assert FlowRun.objects.count() == 2
+    with django_assert_num_queries(1) as captured:  # the process knows key and flow: the INSERT checks they still hold
+        assert post(client, target, HTTP_X_API_KEY=key).status_code == 202
+    assert captured.captured_queries[0]["sql"].startswith("INSERT") and "EXISTS (SELECT 1" in captured.captured_queries[0]["sql"]
+    assert FlowRun.objects.count() == 3
 
 
 def test_each_accepted_webhook_counts_one_key_use(client, flow, user):
@@ -94,3 +101,23 @@ def test_the_prepared_insert_writes_every_field_as_the_orm_would(flow, user):
     assert stored.payload == payload and stored.version_id == flow.current_version_id
     assert stored.received_at == run.received_at and stored.enqueued_at == run.enqueued_at
     assert stored.received_at is not None and stored.enqueued_at is not None
+
+
+def test_the_conditional_insert_writes_the_same_row_or_nothing(flow, user, django_capture_on_commit_callbacks):
+    from django.forms.models import model_to_dict
+
+    from flows.services import RunConditionFailed
+
+    payload = {"order": {"id": 7, "lines": [1.5, None, True]}, "note": "ünïcode", "n": 12345678901234567890}
+    fields = dict(flow=flow, user=user, trigger=FlowRun.Trigger.WEBHOOK, payload=payload, body='{"x": 1}', content_type="text/plain; x=y")
+    with django_capture_on_commit_callbacks() as callbacks:
+        with pytest.raises(RunConditionFailed):
+            flow_run_create(**fields, idempotency_key="k-1", only_if=("1 = %s", [2]))
+    assert not FlowRun.objects.exists() and callbacks == []  # nothing written, nothing enqueued
+    plain = flow_run_create(**fields)
+    checked = flow_run_create(**fields, idempotency_key="k-1", only_if=("1 = %s", [1]))
+    exclude = ["id", "received_at", "enqueued_at", "idempotency_key"]
+    plain, checked = FlowRun.objects.get(pk=plain.pk), FlowRun.objects.get(pk=checked.pk)
+    assert model_to_dict(checked, exclude=exclude) == model_to_dict(plain, exclude=exclude)
+    assert (checked.payload, checked.idempotency_key, checked.replay_of_id, checked.tweaks) == (payload, "k-1", None, None)
+    assert checked.received_at is not None and checked.version_id == flow.current_version_id
