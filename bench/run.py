@@ -330,7 +330,9 @@ def run(args: argparse.Namespace) -> dict:
             bench.wait_terminal([])
         cluster_cpu = cpu_s(bench.cluster_pids()) - cluster_cpu
         machine.append(machine_cpu_s())
-        mem_peak = sampler.stop()
+        # PSS can shrink a little between two samples (pages freed or newly shared), so the idle sample counts
+        # towards the peak too: a short run whose load never outgrew the idle memory reports the idle figure.
+        mem_peak = max(mem_idle, sampler.stop())
         report = summarise(args, bench, baseline, hook, flow_shape)
         report.update(
             web_cpu_ms_per_baseline_request=round((cpu[1] - cpu[0]) * 1000 / args.n, 2),
