@@ -169,7 +169,8 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
         _known_targets.pop((digest, identifier), None)
     elif (known := _known_targets.get((digest, identifier))) is not None:
         row, column, value = known
-        holds = [row[0], value, row[2], row[3], row[4], row[6], row[7]]
+        flow_id, _, version_id, secret, previous_secret, _, api_key_id, key_hash = row
+        holds = [flow_id, value, version_id, secret, previous_secret, api_key_id, key_hash]
         return _webhook_target_of_row(row, only_if=(_target_sql(_TARGET_HOLDS_SQL, column), holds))
     try:
         value, column = Flow._meta.pk.get_db_prep_value(uuid.UUID(identifier), connection), "id"
@@ -183,7 +184,7 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
     if row is None or not hmac.compare_digest(row[7], digest):
         return None
     if len(_known_targets) >= _KNOWN_TARGETS_MAX:
-        del _known_targets[next(iter(_known_targets))]
+        _known_targets.pop(next(iter(_known_targets), None), None)  # two threads may both drop the oldest
     _known_targets[(digest, identifier)] = (row, column, value)
     return _webhook_target_of_row(row, only_if=None)
 
