@@ -37,7 +37,7 @@ from langrun.db import loaded_instance
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
 from langrun.parsers import json_unstorable
-from langrun.services import api_key_authenticate, api_key_digest, api_key_prefix, api_key_record_use
+from langrun.services import api_key_authenticate, api_key_digest, api_key_matches, api_key_prefix, api_key_record_use
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
 ACCESS_DENIED = "Access denied: You can only execute webhooks for flows you own"
@@ -181,7 +181,7 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
     with connection.cursor() as cursor:
         cursor.execute(_target_sql(_TARGET_SQL, column), [prefix, value])
         row = cursor.fetchone()
-    if row is None or not hmac.compare_digest(row[7], digest):
+    if row is None or not api_key_matches(hashed_key=row[7], key=key):
         return None
     if len(_known_targets) >= _KNOWN_TARGETS_MAX:
         _known_targets.pop(next(iter(_known_targets), None), None)  # two threads may both drop the oldest
