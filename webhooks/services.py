@@ -66,18 +66,6 @@ def webhook_user_id_parse(*, raw: str | None) -> uuid.UUID | None:
         ) from exc
 
 
-def webhook_caller(*, key: str | None) -> User | None:
-    """The user a webhook runs as when authentication is on; None when it is off."""
-    if not settings.LANGRUN_WEBHOOK_AUTH:
-        return None
-    if not key:
-        raise exceptions.PermissionDenied(MISSING_API_KEY)
-    api_key = api_key_authenticate(key=key)
-    if api_key is None:
-        raise exceptions.PermissionDenied(INVALID_API_KEY)
-    return api_key.user
-
-
 @dataclass(frozen=True)
 class WebhookTarget:
     """Who calls and what runs: the API key's id and its user (None without authentication), the flow and the version a run executes.
