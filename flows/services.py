@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -264,7 +264,20 @@ def _flow_run_insert_row(run: FlowRun, only_if: tuple[str, list] | None) -> None
 
 def _flow_run_enqueue_logged(run: FlowRun) -> None:
     with log_context(run_id=run.id, flow_id=run.flow_id):
-        flow_run_enqueue(run_id=run.id, flow_id=run.flow_id)
+        quick = run.version_id is not None and flow_version_quick(flow_id=run.flow_id, version_id=run.version_id)
+        flow_run_enqueue(run_id=run.id, flow_id=run.flow_id, quick=quick)
+
+
+# Versions never change, so whether one is quick is worked out once per process and version (the flow's
+# UUID in the key keeps a version id reused after a rollback from matching).
+@functools.lru_cache(maxsize=1024)
+def flow_version_quick(*, flow_id, version_id) -> bool:
+    """Whether every node of the version is a quick component (engine.Component.quick): its runs may be batched."""
+    data = FlowVersion.objects.filter(pk=version_id, flow_id=flow_id).values_list("data", flat=True).first() or {}
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, list) or not all(isinstance(node, dict) for node in nodes):
+        return False
+    return engine.registry.all_quick(node.get("type") for node in nodes)
 
 
 def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:
@@ -331,10 +344,12 @@ def broker_preload() -> None:
         import_module(Conf.BROKER_CLASS.rsplit(".", 1)[0])
 
 
-def flow_run_enqueue(*, run_id, flow_id=None) -> bool:
+def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False) -> bool:
     """Ring the doorbell for a run. Never raises: a run that could not be enqueued stays `queued` for the sweep.
 
     `flow_id`, when known, travels with the task so the worker can label its logs without a query.
+    A `quick` run (its version is made only of quick components) gets a task the Redis broker may
+    hand to a worker together with other quick runs' (flows/broker.py).
     """
     from django_q.tasks import async_task
 
@@ -344,7 +359,8 @@ def flow_run_enqueue(*, run_id, flow_id=None) -> bool:
     try:
         # The function itself, not its dotted path: a worker then finds it with one attribute lookup, where
         # django-q2 resolves a path with pydoc.locate on every task (about 4% of a worker's time per run).
-        async_task(tasks.execute_run, *args, broker=_get_broker(), task_name=f"run-{run_id}")
+        func = tasks.execute_quick_run if quick else tasks.execute_run
+        async_task(func, *args, broker=_get_broker(), task_name=f"run-{run_id}")
     except Exception:
         logger.exception("Could not enqueue run %s; the sweep will enqueue it again", run_id)
         return False
@@ -403,7 +419,7 @@ WITH claimed AS (
     UPDATE {run} AS r
     SET status = %(running)s, started_at = %(now)s, attempts = r.attempts + 1, next_attempt_at = NULL, worker = %(worker)s
     FROM {flow} AS f
-    WHERE r.id = %(id)s AND f.id = r.flow_id AND r.status = %(queued)s
+    WHERE r.id = ANY(%(ids)s::uuid[]) AND f.id = r.flow_id AND r.status = %(queued)s
         AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)
         AND COALESCE(f.max_concurrent_runs, 0) = 0
     RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks,
@@ -434,10 +450,12 @@ def _claim_params(*, run_id, now, worker) -> dict[str, Any]:
     return {"id": run_id, "now": now, "worker": worker, "queued": FlowRun.Status.QUEUED, "running": FlowRun.Status.RUNNING}
 
 
-def _flow_run_claim_row_pg(*, run_id, now, worker) -> tuple | None:
+def _flow_run_claim_rows_pg(*, run_ids, now, worker) -> list[tuple]:
+    # The ids in order, so that two claims sharing runs (a doorbell rung twice) lock them in the same order.
+    params = {**_claim_params(run_id=None, now=now, worker=worker), "ids": sorted(str(run_id) for run_id in run_ids)}
     with connection.cursor() as cursor:
-        cursor.execute(_worker_sql(_CLAIM_SQL), _claim_params(run_id=run_id, now=now, worker=worker))
-        return cursor.fetchone()
+        cursor.execute(_worker_sql(_CLAIM_SQL), params)
+        return cursor.fetchall()
 
 
 # SQLite has UPDATE … RETURNING but no data-modifying CTE: the same claim as three statements in one
@@ -476,24 +494,29 @@ def _flow_run_claim_row_sqlite(*, run_id, now, worker) -> tuple | None:
     )  # fmt: skip
 
 
-def _flow_run_claim_returning(*, run_id) -> tuple[FlowRun, str, str | None] | None:
-    """The worker's claim in one statement: claim the run, open its RunAttempt, and read what executing it needs.
+def _flow_runs_claim_returning(*, run_ids) -> list[tuple[FlowRun, str, str | None]]:
+    """The worker's claim in one statement: claim the runs, open their RunAttempts, and read what executing them needs.
 
     One round trip without BEGIN/COMMIT instead of a read, a transaction and Django building
     four queries; a single statement is atomic, and the row lock makes exactly one of two
     racing workers match `status = queued`, so the `attempts` it returns is this claim's
-    fencing token. Returns None when the run is not claimable here, including every run of
-    a flow with `max_concurrent_runs` (its claim takes turns on the flow's row): the general
-    path then decides. Otherwise the run (other fields deferred), its graph's JSON text and its tweaks' text.
-    On SQLite the same three steps are statements of their own in one IMMEDIATE transaction, whose
+    fencing token. Leaves out the runs not claimable here, including every run of a flow
+    with `max_concurrent_runs` (its claim takes turns on the flow's row): the general path
+    then decides. For each run claimed: the run (other fields deferred), its graph's JSON text
+    and its tweaks' text. On PostgreSQL one statement claims any number of runs; on SQLite the
+    same three steps are statements of their own in one IMMEDIATE transaction per run, whose
     write lock does what the row lock does here.
     """
     now = timezone.now()
     worker = _worker_name()
-    claim = _flow_run_claim_row_pg if connection.vendor == "postgresql" else _flow_run_claim_row_sqlite
-    row = claim(run_id=run_id, now=now, worker=worker)
-    if row is None:
-        return None
+    if connection.vendor == "postgresql":
+        rows = _flow_run_claim_rows_pg(run_ids=run_ids, now=now, worker=worker)
+    else:
+        rows = [row for row in (_flow_run_claim_row_sqlite(run_id=run_id, now=now, worker=worker) for run_id in run_ids) if row]
+    return [_claimed_run(row, now=now, worker=worker) for row in rows]
+
+
+def _claimed_run(row: tuple, *, now, worker) -> tuple[FlowRun, str, str | None]:
     pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, owner_id, timeout, max_attempts, limit, data, number = row
     # jsonb arrives as text (Django's PostgreSQL backend leaves decoding to the fields).
     run = loaded_instance(
@@ -524,13 +547,10 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
     delivery, or a run another worker already has. A failure marked retryable
     sends the run back to the queue while the flow allows more attempts.
     """
-    claimed = _flow_run_claim_returning(run_id=run_id) if _returning_sql() else None
-    if claimed is not None:
-        run, data_text, tweaks_text = claimed
-        try:
-            graph, refs = _graph_parsed(data_text, tweaks_text)
-        except engine.GraphValidationError as exc:
-            return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
+    claimed = _flow_runs_claim_returning(run_ids=[run_id]) if _returning_sql() else None
+    if claimed:
+        [(run, data_text, tweaks_text)] = claimed
+        parse = functools.partial(_graph_parsed, data_text, tweaks_text)
     else:
         # The general path: a flow with a concurrency limit, a run not claimable now, or a database
         # without UPDATE … RETURNING (SQLite before 3.35). The run is read once, before the claim (which is
@@ -544,18 +564,83 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
             return None
         for name, value in fields.items():
             setattr(run, name, value)
+
+        def parse():
+            return _graph_of(flow_run_graph_data(run=run), run.tweaks)
+
+    outcome = _flow_run_outcome(run, parse)
+    if outcome is None:
+        return run
+    return _flow_run_finish(run, **outcome._asdict())
+
+
+def flow_runs_execute(*, run_ids) -> list[FlowRun]:
+    """flow_run_execute for several runs, claimed together and recorded together: two statements in all.
+
+    For the runs of quick flows (made only of components marked `quick`), which the cluster
+    hands to a worker in batches (flows/broker.py). Each run executes, fails or goes back to
+    the queue exactly as it would alone; the one claim and the one finish write what the
+    runs' own claims and finishes would. Runs the claim does not take (already taken, waiting
+    for a retry, of a flow with a concurrency limit) then go through flow_run_execute one by
+    one, and so does the finish of a run that is not its first attempt. A run whose execution
+    raises is left `running` for the sweep, as it would be alone; the others are recorded.
+    Returns the runs executed here.
+    """
+    run_ids = list(dict.fromkeys(str(run_id) for run_id in run_ids))
+    if len(run_ids) == 1 or not _returning_sql():
+        return [run for run in (flow_run_execute(run_id=run_id) for run_id in run_ids) if run is not None]
+    claimed = _flow_runs_claim_returning(run_ids=run_ids)
+    executed, finishing = [], []
+    for run, data_text, tweaks_text in claimed:
         try:
-            graph, refs = _graph_of(flow_run_graph_data(run=run), run.tweaks)
-        except engine.GraphValidationError as exc:
-            return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow's graph is invalid: {exc}", nodes=[])
+            with log_context(run_id=run.id, flow_id=run.flow_id):
+                outcome = _flow_run_outcome(run, functools.partial(_graph_parsed, data_text, tweaks_text))
+        except Exception:
+            logger.exception("Run %s failed to execute; it stays running until the sweep recovers it", run.id)
+            continue
+        if outcome is None:
+            executed.append(run)  # back in the queue for its next attempt
+        elif run.attempts == 1:
+            finishing.append((run, outcome))
+        else:
+            executed.append(_flow_run_finish(run, **outcome._asdict()))
+    executed += _flow_runs_finish_returning(finishing)
+    taken = {str(run.pk) for run, _, _ in claimed}
+    for run_id in run_ids:
+        if run_id not in taken:
+            run = flow_run_execute(run_id=run_id)
+            if run is not None:
+                executed.append(run)
+    return executed
+
+
+class RunOutcome(NamedTuple):
+    """What a run's execution came to, for its finish to record."""
+
+    status: str
+    outputs: Any
+    error: str
+    nodes: list[engine.NodeResult]
+
+
+def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
+    """Execute a claimed run: its outcome, or None when a retryable failure sent it back to the queue.
+
+    `parse()` gives the graph the run executes and its variable references.
+    """
+    try:
+        graph, refs = parse()
+    except engine.GraphValidationError as exc:
+        return RunOutcome(FlowRun.Status.FAILED, None, f"The flow's graph is invalid: {exc}", [])
     try:
         context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs)
     except engine.GraphValidationError as exc:
-        return _flow_run_finish(run, status=FlowRun.Status.FAILED, outputs=None, error=f"The flow cannot run: {exc}", nodes=[])
+        return RunOutcome(FlowRun.Status.FAILED, None, f"The flow cannot run: {exc}", [])
     result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)
     if result.status == FlowRun.Status.FAILED and result.retryable and run.attempts < run.flow.max_attempts:
-        return _flow_run_retry_later(run, error=result.error)
-    return _flow_run_finish(run, status=result.status, outputs=result.outputs, error=result.error, nodes=result.nodes)
+        _flow_run_retry_later(run, error=result.error)
+        return None
+    return RunOutcome(result.status, result.outputs, result.error, result.nodes)
 
 
 def _returning_sql() -> bool:
@@ -615,30 +700,35 @@ def _jsonable(value: Any) -> Any:
     return None if text is None else json.loads(text)
 
 
-# The node results travel as one JSON array (a JSON null becomes SQL NULL): one parameter for psycopg to
-# quote instead of eight per node. A first attempt has no earlier node results to delete.
+# Runs and node results travel as JSON arrays (a JSON null becomes SQL NULL): two parameters for psycopg to
+# quote instead of eight per node, and the same statement (prepared once) for any number of runs. First
+# attempts only: they have no earlier node results to delete.
 _FINISH_SQL = """
 WITH finished AS (
-    UPDATE {run} SET status = %s, outputs = %s::jsonb, error = %s, finished_at = %s
-    WHERE id = %s AND status = %s AND attempts = %s
-    RETURNING id
+    UPDATE {run} AS r SET status = v.status, outputs = v.outputs::jsonb, error = v.error, finished_at = %(now)s
+    FROM jsonb_to_recordset(%(runs)s::jsonb) AS v (id uuid, attempts int, status text, outputs text, error text)
+    WHERE r.id = v.id AND r.status = %(running)s AND r.attempts = v.attempts
+    RETURNING r.id, r.attempts, r.status, r.error
 ), attempt AS (
-    UPDATE {attempt} SET outcome = %s, error = %s, finished_at = %s
-    WHERE run_id IN (SELECT id FROM finished) AND number = %s
+    UPDATE {attempt} AS a SET outcome = f.status, error = f.error, finished_at = %(now)s
+    FROM finished AS f WHERE a.run_id = f.id AND a.number = f.attempts
 ), results AS (
     INSERT INTO {result} (run_id, node_id, component_type, status, output, error, traceback, duration_ms, "order")
-    SELECT finished.id, v.node_id, v.component_type, v.status, v.output, v.error, v.traceback, v.duration_ms, v.position
-    FROM finished, jsonb_to_recordset(%s::jsonb) AS v (
-        node_id text, component_type text, status text, output jsonb, error text, traceback text, duration_ms float8, position int
+    SELECT n.run_id, n.node_id, n.component_type, n.status, n.output, n.error, n.traceback, n.duration_ms, n.position
+    FROM jsonb_to_recordset(%(results)s::jsonb) AS n (
+        run_id uuid, node_id text, component_type text, status text, output jsonb, error text, traceback text,
+        duration_ms float8, position int
     )
+    WHERE n.run_id IN (SELECT id FROM finished)
 )
-SELECT count(*) FROM finished
+SELECT id FROM finished
 """
 
 
 def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
     if run.attempts == 1 and _returning_sql():
-        return _flow_run_finish_returning(run, status=status, outputs=outputs, error=error, nodes=nodes)
+        [run] = _flow_runs_finish_returning([(run, RunOutcome(status, outputs, error, nodes))])
+        return run
     run.status = status
     run.outputs = _jsonable(outputs)
     run.error = error
@@ -675,46 +765,66 @@ def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: l
     return run
 
 
-def _flow_run_finish_returning(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
-    """_flow_run_finish of a first attempt in one statement: the run, its node results and its attempt, or nothing.
+def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list[FlowRun]:
+    """_flow_run_finish of first attempts: for each run, the run, its node results and its attempt, or nothing.
 
-    The same conditions as the general path (only the current claim's holder writes), in one
-    round trip without BEGIN/COMMIT (on SQLite, one transaction). Outputs are written as the
-    JSON text `_jsonable` would have produced, without decoding it again.
+    The same conditions as the general path (only the current claim's holder writes): on
+    PostgreSQL one statement for all the runs, without BEGIN/COMMIT; on SQLite one
+    transaction per run. Outputs are written as the JSON text `_jsonable` would have
+    produced, without decoding it again.
     """
+    if not items:
+        return []
     finished_at = timezone.now()
-    outputs_text = _json_text(outputs)
-    finish = _flow_run_finish_rows_pg if connection.vendor == "postgresql" else _flow_run_finish_rows_sqlite
-    finished = finish(run, status=status, outputs_text=outputs_text, error=error, finished_at=finished_at, nodes=nodes)
-    if not finished:
-        logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
-        run.refresh_from_db()
-        return run
-    run.status, run.error, run.finished_at = status, error, finished_at
-    run.outputs = json.loads(outputs_text) if outputs_text is not None else None
-    _flow_release_waiting(run.flow)
-    return run
-
-
-def _flow_run_finish_rows_pg(run: FlowRun, *, status, outputs_text, error, finished_at, nodes) -> bool:
-    results = [
-        {
-            "node_id": n.node_id,
-            "component_type": n.type,
-            "status": n.status,
-            "output": n.output,
-            "error": n.error,
-            "traceback": n.traceback,
-            "duration_ms": n.duration_ms,
-            "position": n.order,
+    texts = [_json_text(outcome.outputs) for _, outcome in items]
+    if connection.vendor == "postgresql":
+        finished = _flow_runs_finish_rows_pg(items, outputs_texts=texts, finished_at=finished_at)
+    else:
+        finished = {
+            str(run.pk)
+            for (run, outcome), text in zip(items, texts, strict=True)
+            if _flow_run_finish_rows_sqlite(
+                run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
+            )
         }
-        for n in nodes
-    ]
-    params = [status, outputs_text, error, finished_at, run.pk, FlowRun.Status.RUNNING, run.attempts]
-    params += [status, error, finished_at, run.attempts, _json_text(results)]
+    runs = []
+    for (run, outcome), text in zip(items, texts, strict=True):
+        if str(run.pk) in finished:
+            run.status, run.error, run.finished_at = outcome.status, outcome.error, finished_at
+            run.outputs = json.loads(text) if text is not None else None
+            _flow_release_waiting(run.flow)
+        else:
+            logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
+            run.refresh_from_db()
+        runs.append(run)
+    return runs
+
+
+def _flow_runs_finish_rows_pg(items: list[tuple[FlowRun, RunOutcome]], *, outputs_texts: list[str | None], finished_at) -> set[str]:
+    """The ids (as text) of the runs the finish statement recorded."""
+    runs, results = [], []
+    for (run, outcome), text in zip(items, outputs_texts, strict=True):
+        run_id = str(run.pk)
+        runs.append({"id": run_id, "attempts": run.attempts, "status": outcome.status, "outputs": text, "error": outcome.error})
+        results += [
+            {
+                "run_id": run_id,
+                "node_id": n.node_id,
+                "component_type": n.type,
+                "status": n.status,
+                "output": n.output,
+                "error": n.error,
+                "traceback": n.traceback,
+                "duration_ms": n.duration_ms,
+                "position": n.order,
+            }
+            for n in outcome.nodes
+        ]
+    runs.sort(key=lambda row: row["id"])  # rows in the order the claim locks them
+    params = {"now": finished_at, "running": FlowRun.Status.RUNNING, "runs": _json_text(runs), "results": _json_text(results)}
     with connection.cursor() as cursor:
         cursor.execute(_worker_sql(_FINISH_SQL), params)
-        return bool(cursor.fetchone()[0])
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 _FINISH_SQLITE = (

@@ -90,6 +90,10 @@ class Component:
     # When set, inputs with other names (identifiers, e.g. a template's `{text}`) are accepted,
     # from params or edges, as declared by this Input; `run()` receives them as keyword arguments.
     extra_inputs: ClassVar[Input | None] = None
+    # Quick: `run()` only computes on what it is given, in microseconds to milliseconds, and never waits
+    # (no network, no disk, no sleep). The runs of a flow made only of quick components may be executed
+    # one after another in one worker task; a component that can wait would hold up the others.
+    quick: ClassVar[bool] = False
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -171,6 +175,11 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._components
+
+    def all_quick(self, types) -> bool:
+        """Whether every one of these component types is registered and quick (an empty graph is not)."""
+        types = set(types)
+        return bool(types) and all(getattr(self._components.get(t), "quick", False) for t in types)
 
 
 registry = Registry()

@@ -57,3 +57,25 @@ def test_registry_refuses_undocumented_component():
 
     with pytest.raises(TypeError, match="no docstring"):
         Registry().register(Quiet)
+
+
+def test_only_components_that_never_wait_are_quick():
+    builtin = {name: registry.get(name).quick for name in registry.names() if registry.get(name).__module__.startswith("flows.")}
+    assert {name for name, quick in builtin.items() if not quick} == {"HTTPRequest", "LanguageModel"}
+
+    class Custom(Component):
+        """A component of an operator's module: not quick unless it says so."""
+
+        name = "Custom"
+        outputs = (Output("x"),)
+
+        def run(self):
+            return {"x": 1}
+
+    local = Registry()
+    local.register(Custom)
+    local.register(registry.get("Template"))
+    assert local.all_quick(["Template"]) is True
+    assert local.all_quick(["Template", "Custom"]) is False
+    assert local.all_quick(["Template", "Unknown"]) is False
+    assert local.all_quick([]) is False

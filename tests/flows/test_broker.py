@@ -6,7 +6,9 @@ import pytest
 import redis
 from django.conf import settings
 from django_q.brokers import get_broker
+from django_q.signing import SignedPackage
 
+from flows import tasks
 from flows.broker import BulkRedis
 
 pytestmark = pytest.mark.skipif(not settings.Q_CLUSTER.get("redis"), reason="the production profile's broker needs Redis")
@@ -49,3 +51,18 @@ def test_a_redis_without_lpop_count_falls_back_to_one_task_at_a_time(broker, mon
     assert broker.dequeue() == [(None, b"a")]
     assert BulkRedis._bulk_supported is False
     assert broker.dequeue() == [(None, b"b")]
+
+
+def test_dequeue_merges_the_quick_runs_it_takes_together(broker):
+    def package(func, run_id):
+        return SignedPackage.dumps({"id": run_id, "name": run_id, "func": func, "args": (run_id,), "kwargs": {}})
+
+    for run_id in ("q1", "q2"):
+        broker.enqueue(package(tasks.execute_quick_run, run_id))
+    broker.enqueue(package(tasks.execute_run, "slow"))
+    broker.enqueue(package(tasks.execute_quick_run, "q3"))
+    taken = [SignedPackage.loads(p) for _, p in broker.dequeue()]
+    assert [(t["func"], t["args"]) for t in taken] == [
+        (tasks.execute_run, ("slow",)),
+        (tasks.execute_quick_runs, ([("q1",), ("q2",), ("q3",)],)),
+    ]

@@ -20,6 +20,7 @@ class Webhook(Component):
     """
 
     name = "Webhook"
+    quick = True
     description = "Starts a flow with the payload of the webhook request."
     inputs = (
         Input(
@@ -115,6 +116,7 @@ class Template(Component):
     """
 
     name = "Template"
+    quick = True
     description = "Formats text with {field} placeholders filled from the input object and named inputs."
     inputs = (
         Input("data", "any", required=False, description="An object whose keys fill the placeholders."),
@@ -151,6 +153,7 @@ class Output(Component):
     """
 
     name = "Output"
+    quick = True
     description = "Records its input as one of the run's named outputs."
     inputs = (
         Input("value", "any", description="The value to record."),

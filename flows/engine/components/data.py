@@ -54,6 +54,7 @@ class Text(Component):
     """
 
     name = "Text"
+    quick = True
     description = "Gives a fixed text (or the text reaching it)."
     inputs = (Input("text", "str", required=False, default="", description="The text."),)
     outputs = (Output("text", "str", "The text."),)
@@ -70,6 +71,7 @@ class Extract(Component):
     """
 
     name = "Extract"
+    quick = True
     description = "Selects part of the input with a JMESPath query."
     inputs = (
         Input("data", "any", description="The value to query."),
@@ -111,6 +113,7 @@ class Condition(Component):
     """
 
     name = "Condition"
+    quick = True
     description = "Routes its input to the `true` or `false` output by comparing it with a value."
     inputs = (
         Input("data", "any", description="The value to test; passed on through the chosen output."),
@@ -197,6 +200,7 @@ class JSONBuild(Component):
     """
 
     name = "JSONBuild"
+    quick = True
     description = "Builds an object from named inputs."
     inputs = (Input("base", "object", required=False, description="Fixed keys of the object.", connectable=False),)
     outputs = (Output("data", "object", "The object."),)
@@ -214,6 +218,7 @@ class TextJoin(Component):
     """
 
     name = "TextJoin"
+    quick = True
     description = "Joins several texts with a separator."
     inputs = (
         Input("texts", "any", multiple=True, description="The texts to join (one edge each, in edge order)."),

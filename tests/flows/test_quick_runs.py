@@ -1,0 +1,253 @@
+"""Quick runs: which runs the cluster may batch, how their tasks are merged, and what a batch records."""
+
+import logging
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django_q.signing import SignedPackage
+
+import tests.components  # noqa: F401 - registers the test components
+from flows import services, tasks
+from flows.broker import quick_runs_merged
+from flows.models import FlowRun, NodeResult, RunAttempt
+from langrun.logs import RunContextFilter
+from tests.flows.test_reliability import flaky_flow
+
+pytestmark = pytest.mark.usefixtures("execute_path")
+
+HTTP_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "call", "type": "HTTPRequest", "params": {"url": "https://example.com/"}},
+        {"id": "out", "type": "Output", "params": {"name": "answer"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "call", "target_input": "data"},
+        {"source": "call", "target": "out", "target_input": "value"},
+    ],
+}
+
+
+def run_of(flow, user, **payload):
+    return services.flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload or {"name": "Ada"})
+
+
+def stored(run_id):
+    """What the ledger holds of a run, its attempts and its node results (ids and times left out)."""
+    run = FlowRun.objects.get(pk=run_id)
+    attempts = list(RunAttempt.objects.filter(run_id=run_id).order_by("number").values_list("number", "outcome", "error", "finished_at"))
+    nodes = list(
+        NodeResult.objects.filter(run_id=run_id)
+        .order_by("order")
+        .values_list("node_id", "component_type", "status", "output", "error", "traceback", "order")
+    )
+    return (run.status, run.attempts, run.outputs, run.error, run.finished_at is not None, attempts, nodes)
+
+
+# --- Which runs are quick ----------------------------------------------------------
+
+
+def test_a_version_is_quick_when_every_component_is(make_flow, user, flow):
+    http = make_flow(user, data=HTTP_FLOW, name="Caller")
+    services.flow_version_quick.cache_clear()
+    assert services.flow_version_quick(flow_id=flow.id, version_id=flow.current_version_id) is True
+    assert services.flow_version_quick(flow_id=http.id, version_id=http.current_version_id) is False
+    # Another flow's id with this version's id is not this version.
+    assert services.flow_version_quick(flow_id=http.id, version_id=flow.current_version_id) is False
+
+
+def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(monkeypatch, make_flow, user, flow, django_capture_on_commit_callbacks):
+    pushed = []
+
+    class Broker:
+        list_key = "recording"
+
+        def enqueue(self, package):
+            pushed.append(SignedPackage.loads(package))
+            return len(pushed)
+
+    monkeypatch.setattr(services, "_broker", Broker())
+    http = make_flow(user, data=HTTP_FLOW, name="Caller")
+    with django_capture_on_commit_callbacks(execute=True):
+        quick, slow = run_of(flow, user), run_of(http, user)
+    assert [(task["func"], task["args"]) for task in pushed] == [
+        (tasks.execute_quick_run, (str(quick.id), str(flow.id))),
+        (tasks.execute_run, (str(slow.id), str(http.id))),
+    ]
+
+
+# --- Merging in the broker ---------------------------------------------------------
+
+
+def package(func, *args, **extra):
+    return SignedPackage.dumps({"id": f"id-{args[0]}", "name": f"run-{args[0]}", "func": func, "args": args, "kwargs": {}, **extra})
+
+
+def test_the_tasks_of_quick_runs_taken_together_become_one():
+    import datetime
+
+    at = [datetime.datetime(2026, 11, 28, 12, 0, s, tzinfo=datetime.UTC) for s in range(3)]
+    other = package(tasks.execute_run, "r-slow", "f")
+    packages = [
+        package(tasks.execute_quick_run, "r1", "f1", started=at[1], ack_failure=True),
+        other,
+        package(tasks.execute_quick_run, "r2", "f2", started=at[0], ack_failure=True),
+        b"not a signed package",
+        package(tasks.execute_quick_run, "r3", started=at[2], ack_failure=True),
+    ]
+    merged = quick_runs_merged(packages)
+    assert [ack for ack, _ in merged] == [None] * 3  # the slow run's task, the unreadable one, the merged one
+    assert merged[:2] == [(None, other), (None, b"not a signed package")]  # passed on as they came, in order
+    task = SignedPackage.loads(merged[-1][1])
+    assert task["func"] is tasks.execute_quick_runs
+    assert task["args"] == ([("r1", "f1"), ("r2", "f2"), ("r3",)],)
+    assert (task["kwargs"], task["started"], task["ack_failure"], task["name"]) == ({}, at[0], True, "runs-r1+2")
+    assert task["id"] not in {"id-r1", "id-r2", "id-r3"}
+
+
+def test_a_lone_quick_task_passes_as_it_came():
+    lone = package(tasks.execute_quick_run, "r1", "f1")
+    assert quick_runs_merged([lone]) == [(None, lone)]
+
+
+def test_the_merged_task_runs_every_run(flow, user):
+    runs = [run_of(flow, user, name=name) for name in ("Ada", "Bo", "Cy")]
+    [(_, merged)] = quick_runs_merged([package(tasks.execute_quick_run, str(run.id), str(flow.id)) for run in runs])
+    task = SignedPackage.loads(merged)
+    assert task["func"](*task["args"], **task["kwargs"]) == ["succeeded"] * 3
+    assert [FlowRun.objects.get(pk=run.pk).outputs for run in runs] == [{"greeting": f"Hello {n}!"} for n in ("Ada", "Bo", "Cy")]
+
+
+# --- What a batch records ----------------------------------------------------------
+
+
+def test_a_batch_records_what_the_runs_alone_would(flow, user, make_flow):
+    alone = [run_of(flow, user, name=n) for n in ("Ada", "Bo")]
+    for run in alone:
+        services.flow_run_execute(run_id=run.id)
+    batch = [run_of(flow, user, name=n) for n in ("Ada", "Bo")]
+    done = services.flow_runs_execute(run_ids=[run.id for run in batch])
+    assert sorted(run.outputs["greeting"] for run in done) == ["Hello Ada!", "Hello Bo!"]
+    assert all(run.status == "succeeded" and run.finished_at is not None for run in done)
+
+    def same(row):  # finish times differ
+        status, attempts, outputs, error, finished, attempt_rows, nodes = row
+        return (status, attempts, outputs, error, finished, [a[:3] for a in attempt_rows], nodes)
+
+    assert [same(stored(run.id)) for run in batch] == [same(stored(run.id)) for run in alone]
+    for run in batch:
+        run_row = FlowRun.objects.get(pk=run.pk)
+        assert RunAttempt.objects.get(run=run).finished_at == run_row.finished_at
+
+
+def test_a_batch_takes_two_statements_for_all_its_runs(flow, user, execute_path):
+    if execute_path != "returning" or connection.vendor != "postgresql":
+        pytest.skip("one claim and one finish for any number of runs: PostgreSQL's hand-written statements")
+    services.flow_run_execute(run_id=run_of(flow, user).id)  # warm: the flow's graph parsed, statements prepared
+    runs = [run_of(flow, user, name=str(i)) for i in range(5)]
+    with CaptureQueriesContext(connection) as queries:
+        done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["WITH", "WITH"]
+    assert {run.status for run in done} == {"succeeded"} and len(done) == 5
+
+
+def test_runs_the_batch_claim_leaves_go_one_by_one(flow, user, make_flow):
+    limited = make_flow(user, name="Limited")
+    limited.max_concurrent_runs = 1
+    limited.save()
+    finished = run_of(flow, user)
+    services.flow_run_execute(run_id=finished.id)
+    cancelled = run_of(flow, user)
+    services.flow_run_cancel(run=cancelled)
+    fresh, waiting = run_of(flow, user, name="Bo"), run_of(limited, user, name="Cy")
+    ids = [finished.id, fresh.id, cancelled.id, waiting.id, fresh.id]  # a doorbell rung twice too
+    done = services.flow_runs_execute(run_ids=ids)
+    assert sorted(str(run.id) for run in done) == sorted([str(fresh.id), str(waiting.id)])
+    assert FlowRun.objects.get(pk=fresh.pk).outputs == {"greeting": "Hello Bo!"}
+    assert FlowRun.objects.get(pk=waiting.pk).outputs == {"greeting": "Hello Cy!"}
+    assert FlowRun.objects.get(pk=cancelled.pk).status == "cancelled"
+    assert RunAttempt.objects.filter(run_id=fresh.pk).count() == 1
+    assert NodeResult.objects.filter(run_id=fresh.pk).count() == 3
+    assert FlowRun.objects.get(pk=finished.pk).attempts == 1
+
+
+def test_a_run_that_raises_stays_running_and_the_others_are_recorded(flow, user, monkeypatch, caplog):
+    runs = [run_of(flow, user, name=n) for n in ("Ada", "boom", "Cy")]
+    real = services.engine.run_graph
+
+    def run_graph(graph, *, context, **kw):
+        if context.payload == {"name": "boom"}:
+            raise RuntimeError("a bug in the engine")
+        return real(graph, context=context, **kw)
+
+    monkeypatch.setattr(services.engine, "run_graph", run_graph)
+    ids = [run.id for run in runs]
+    if services._returning_sql():
+        with caplog.at_level(logging.ERROR, logger="flows.services"):
+            done = services.flow_runs_execute(run_ids=ids)
+        assert sorted(run.outputs["greeting"] for run in done) == ["Hello Ada!", "Hello Cy!"]
+        assert "a bug in the engine" in caplog.text
+    else:  # one by one, as single runs: the exception reaches the task, after the runs before it
+        with pytest.raises(RuntimeError, match="a bug in the engine"):
+            services.flow_runs_execute(run_ids=ids)
+    assert FlowRun.objects.get(pk=runs[0].pk).status == "succeeded"
+    assert FlowRun.objects.get(pk=runs[1].pk).status == "running"  # the sweep recovers it, as it would alone
+
+
+def test_a_retryable_failure_in_a_batch_goes_back_to_the_queue(tmp_path, make_flow, flow, user):
+    flaky = make_flow(user, data=flaky_flow(tmp_path / "calls", fail_times=1), name="Flaky")
+    flaky.max_attempts = 2
+    flaky.save()
+    first, retried = run_of(flow, user), run_of(flaky, user)
+    done = services.flow_runs_execute(run_ids=[first.id, retried.id])
+    assert {str(run.id): run.status for run in done} == {str(first.id): "succeeded", str(retried.id): "queued"}
+    row = FlowRun.objects.get(pk=retried.pk)
+    assert (row.status, row.attempts, row.next_attempt_at is not None) == ("queued", 1, True)
+    assert list(RunAttempt.objects.filter(run=retried).values_list("outcome", flat=True)) == ["retry"]
+    # Its second attempt, batched with another run, is finished the way later attempts are (no node results left over).
+    FlowRun.objects.filter(pk=retried.pk).update(next_attempt_at=None)
+    other = run_of(flow, user, name="Bo")
+    done = services.flow_runs_execute(run_ids=[retried.id, other.id])
+    assert sorted(run.status for run in done) == ["succeeded", "succeeded"]
+    assert stored(retried.id)[:2] == ("succeeded", 2)
+    assert list(RunAttempt.objects.filter(run=retried).order_by("number").values_list("outcome", flat=True)) == ["retry", "succeeded"]
+    assert NodeResult.objects.filter(run=retried).count() == 3
+
+
+@pytest.mark.parametrize(
+    "meanwhile",
+    [
+        {"status": "failed", "error": "interrupted"},  # the sweep declared the attempt interrupted, with none left
+        {"attempts": 2, "error": "interrupted"},  # ... or queued it again, and another worker claimed it
+    ],
+)
+def test_a_run_whose_claim_was_lost_meanwhile_records_nothing(flow, user, monkeypatch, caplog, meanwhile):
+    kept, lost = run_of(flow, user, name="Ada"), run_of(flow, user, name="Bo")
+    real = services._flow_run_outcome
+
+    def outcome(run, parse):
+        if run.pk == lost.pk:
+            FlowRun.objects.filter(pk=run.pk).update(**meanwhile)
+        return real(run, parse)
+
+    monkeypatch.setattr(services, "_flow_run_outcome", outcome)
+    with caplog.at_level(logging.WARNING, logger="flows.services"):
+        done = services.flow_runs_execute(run_ids=[kept.id, lost.id])
+    by_id = {run.pk: run for run in done}
+    assert by_id[kept.pk].status == "succeeded"
+    assert (by_id[lost.pk].status, by_id[lost.pk].error) == (meanwhile.get("status", "running"), "interrupted")  # as the ledger holds it
+    assert FlowRun.objects.get(pk=lost.pk).finished_at is None
+    assert NodeResult.objects.filter(run=lost).count() == 0
+    assert RunAttempt.objects.get(run=lost).outcome == "running"
+    assert "finished after losing its claim" in caplog.text
+
+
+def test_the_batch_task_logs_each_run(flow, user, caplog):
+    runs = [run_of(flow, user, name=n) for n in ("Ada", "Bo")]
+    caplog.handler.addFilter(RunContextFilter())
+    with caplog.at_level(logging.INFO, logger="flows.tasks"):
+        assert tasks.execute_quick_runs([(str(run.id), str(flow.id)) for run in runs]) == ["succeeded", "succeeded"]
+    lines = [r for r in caplog.records if r.name == "flows.tasks"]
+    assert len(lines) == 2 and all("Run succeeded (version 1), one of 2" in r.getMessage() for r in lines)
+    assert sorted(str(r.run_id) for r in lines) == sorted(str(run.id) for run in runs)
