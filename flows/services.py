@@ -414,24 +414,27 @@ def _flow_run_claim(*, run_id, flow_id, limit: int | None, attempts: int) -> dic
     return fields
 
 
+# The runs are reached through the primary key alone, in every plan PostgreSQL may keep for the statement:
+# once prepared, it is planned without knowing how many ids there are, and on a ledger it never analyzed
+# (a new install) it walked every run of the flow through the (flow, received_at) index when the flow's
+# condition was a join (or EXISTS, which it turns into one), and read the whole ledger for the finish's
+# join with the JSON rows. Scalar subqueries are not turned into joins; a test checks the generic plans.
 _CLAIM_SQL = """
 WITH claimed AS (
     UPDATE {run} AS r
     SET status = %(running)s, started_at = %(now)s, attempts = r.attempts + 1, next_attempt_at = NULL, worker = %(worker)s
-    FROM {flow} AS f
-    WHERE r.id = ANY(%(ids)s::uuid[]) AND f.id = r.flow_id AND r.status = %(queued)s
+    WHERE r.id = ANY(%(ids)s::uuid[]) AND r.status = %(queued)s
         AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)
-        AND COALESCE(f.max_concurrent_runs, 0) = 0
-    RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks,
-        f.user_id AS owner_id, f.timeout, f.max_attempts, f.max_concurrent_runs,
-        CASE WHEN r.version_id IS NULL THEN f.data END AS flow_data
+        AND (SELECT COALESCE(f.max_concurrent_runs, 0) FROM {flow} AS f WHERE f.id = r.flow_id) = 0
+    RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks
 ), attempt AS (
     INSERT INTO {attempt} (run_id, number, outcome, error, started_at)
     SELECT id, attempts, %(running)s, '', %(now)s FROM claimed
 )
 SELECT c.id, c.flow_id, c.user_id, c.version_id, c.trigger, c.attempts, c.payload, c.tweaks,
-    c.owner_id, c.timeout, c.max_attempts, c.max_concurrent_runs, COALESCE(v.data, c.flow_data), v.number
-FROM claimed AS c LEFT JOIN {version} AS v ON v.id = c.version_id
+    f.user_id, f.timeout, f.max_attempts, f.max_concurrent_runs, COALESCE(v.data, CASE WHEN c.version_id IS NULL THEN f.data END),
+    v.number
+FROM claimed AS c JOIN {flow} AS f ON f.id = c.flow_id LEFT JOIN {version} AS v ON v.id = c.version_id
 """
 
 
@@ -702,12 +705,15 @@ def _jsonable(value: Any) -> Any:
 
 # Runs and node results travel as JSON arrays (a JSON null becomes SQL NULL): two parameters for psycopg to
 # quote instead of eight per node, and the same statement (prepared once) for any number of runs. First
-# attempts only: they have no earlier node results to delete.
+# attempts only: they have no earlier node results to delete. Each run's values are looked up in `v` by
+# subqueries (a batch holds at most LANGRUN_QUEUE_BULK runs), so that the ledger is reached by its primary key.
 _FINISH_SQL = """
-WITH finished AS (
-    UPDATE {run} AS r SET status = v.status, outputs = v.outputs::jsonb, error = v.error, finished_at = %(now)s
-    FROM jsonb_to_recordset(%(runs)s::jsonb) AS v (id uuid, attempts int, status text, outputs text, error text)
-    WHERE r.id = v.id AND r.status = %(running)s AND r.attempts = v.attempts
+WITH v AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb) AS v (id uuid, attempts int, status text, outputs text, error text)
+), finished AS (
+    UPDATE {run} AS r
+    SET (status, outputs, error) = (SELECT v.status, v.outputs::jsonb, v.error FROM v WHERE v.id = r.id), finished_at = %(now)s
+    WHERE r.id = ANY(%(ids)s::uuid[]) AND r.status = %(running)s AND r.attempts = (SELECT v.attempts FROM v WHERE v.id = r.id)
     RETURNING r.id, r.attempts, r.status, r.error
 ), attempt AS (
     UPDATE {attempt} AS a SET outcome = f.status, error = f.error, finished_at = %(now)s
@@ -821,7 +827,13 @@ def _flow_runs_finish_rows_pg(items: list[tuple[FlowRun, RunOutcome]], *, output
             for n in outcome.nodes
         ]
     runs.sort(key=lambda row: row["id"])  # rows in the order the claim locks them
-    params = {"now": finished_at, "running": FlowRun.Status.RUNNING, "runs": _json_text(runs), "results": _json_text(results)}
+    params = {
+        "now": finished_at,
+        "running": FlowRun.Status.RUNNING,
+        "ids": [row["id"] for row in runs],  # the primary key's index finds them, whatever the planner makes of the JSON
+        "runs": _json_text(runs),
+        "results": _json_text(results),
+    }
     with connection.cursor() as cursor:
         cursor.execute(_worker_sql(_FINISH_SQL), params)
         return {str(row[0]) for row in cursor.fetchall()}

@@ -6,11 +6,14 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
+from psycopg import sql as sql_text
 
 from flows import services
 from flows.models import FlowRun
 
 SCAN_OF_RUNS = re.compile(r"Scan\b.* on flows_flowrun\b")
+INDEX_OF_RUNS = re.compile(r"Index (?:Only )?Scan using (\S+) on flows_flowrun\b")
+BITMAP_INDEX_OF_RUNS = re.compile(r"Bitmap Index Scan on (flows_flowr\S*)")
 
 
 def run_of(flow, user):
@@ -80,3 +83,49 @@ def test_unfinished_runs_are_exactly_the_queued_and_running_ones_through_every_t
     statuses = dict(FlowRun.objects.values_list("pk", "status"))
     assert (statuses[succeeded.pk], statuses[cancelled.pk], statuses[failing.pk]) == ("succeeded", "cancelled", "failed")
     assert check() == {"queued"}
+
+
+def _generic_plan(sql: str, names: list[str], types: list[str], values: list) -> str:
+    """EXPLAIN of the plan PostgreSQL keeps for a prepared statement once it plans it generically, as it does for
+    statements a connection runs over and over (LANGRUN_DB_PREPARE_THRESHOLD): the arrays' lengths are unknown."""
+    for number, name in enumerate(names, 1):
+        sql = sql.replace(f"%({name})s", f"${number}")
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE langrun_plan_test({', '.join(types)}) AS {sql}")
+        try:
+            # A utility statement takes no bound parameters: the values go in as literals.
+            literals = sql_text.SQL(", ").join(
+                sql_text.SQL("{}::{}").format(sql_text.Literal(value), sql_text.SQL(type_))
+                for value, type_ in zip(values, types, strict=True)
+            )
+            cursor.execute(sql_text.SQL("EXPLAIN EXECUTE langrun_plan_test({})").format(literals).as_string(connection.connection))
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE langrun_plan_test")
+            cursor.execute("RESET plan_cache_mode")
+
+
+def test_the_batch_claim_and_finish_find_runs_by_primary_key_in_their_generic_plans(flow, user):
+    # With the flow's condition joined in, the generic plan of the claim walked every run of the flow through
+    # its (flow, received_at) index on a ledger never analyzed, filtering out all but the batch.
+    if connection.vendor != "postgresql":
+        pytest.skip("the plans are PostgreSQL's")
+    backlog = [str(run_of(flow, user).id) for _ in range(300)]
+    batch = backlog[100:110]
+    claim = _generic_plan(
+        services._worker_sql(services._CLAIM_SQL),
+        ["running", "now", "worker", "ids", "queued"],
+        ["text", "timestamptz", "text", "text[]", "text"],
+        ["running", timezone.now(), "w", batch, "queued"],
+    )
+    finish = _generic_plan(
+        services._worker_sql(services._FINISH_SQL),
+        ["now", "running", "ids", "runs", "results"],
+        ["timestamptz", "text", "text[]", "text", "text"],
+        [timezone.now(), "running", batch, "[]", "[]"],
+    )
+    for plan in (claim, finish):
+        assert "Seq Scan on flows_flowrun" not in plan, plan
+        indexes = INDEX_OF_RUNS.findall(plan) + BITMAP_INDEX_OF_RUNS.findall(plan)
+        assert indexes and set(indexes) == {"flows_flowrun_pkey"}, plan
