@@ -11,12 +11,18 @@ are lost if the cluster dies, like those already in its task queue: their runs s
 Of the tasks taken together, those of quick runs (`execute_quick_run`: flows made only of
 components that never wait) become one `execute_quick_runs` task, which claims, executes
 and records them with two statements in all instead of two per run, and passes through
-the cluster's queues once. Other tasks pass through as they came.
+the cluster's queues once. Other tasks pass through as they came. When a round trip finds
+some tasks waiting but fewer than a batch, the pusher waits LANGRUN_QUEUE_LINGER seconds
+and takes those that arrived meanwhile too: while webhooks stream in, runs go to the
+workers in fuller batches. A task that finds the queue empty is taken at once (BLPOP).
 """
 
 from __future__ import annotations
 
+import time
+
 import redis
+from django.conf import settings
 from django.utils import timezone
 from django_q.brokers.redis_broker import Redis
 from django_q.conf import Conf, logger
@@ -36,6 +42,11 @@ class BulkRedis(Redis):
                 BulkRedis._bulk_supported = False
             else:
                 if tasks:
+                    linger = settings.LANGRUN_QUEUE_LINGER
+                    if linger > 0 and len(tasks) < Conf.BULK:
+                        # Tasks are arriving, fewer than a batch: the ones a moment behind join this batch.
+                        time.sleep(linger)
+                        tasks += self.connection.lpop(self.list_key, Conf.BULK - len(tasks)) or []
                     return quick_runs_merged(tasks)
         return super().dequeue()
 

@@ -162,6 +162,8 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = env.float("LANGRUN_ORM_POLL", default=0.2)
+# Seconds the pusher waits for more tasks when it found some, but fewer than `bulk` (flows/broker.py); 0: never.
+LANGRUN_QUEUE_LINGER = env.float("LANGRUN_QUEUE_LINGER", default=0.01)
 
 # --- langrun ----------------------------------------------------------------
 LANGRUN_WEBHOOK_AUTH = env.bool("LANGRUN_WEBHOOK_AUTH", default=True)

@@ -66,3 +66,27 @@ def test_dequeue_merges_the_quick_runs_it_takes_together(broker):
         (tasks.execute_run, ("slow",)),
         (tasks.execute_quick_runs, ([("q1",), ("q2",), ("q3",)],)),
     ]
+
+
+def test_a_round_trip_that_finds_fewer_than_a_batch_waits_for_the_tasks_a_moment_behind(broker, monkeypatch, settings):
+    settings.LANGRUN_QUEUE_LINGER = 0.01
+    slept = []
+
+    def sleep(seconds):  # two more tasks arrive while the pusher lingers
+        slept.append(seconds)
+        broker.enqueue("late-1")
+        broker.enqueue("late-2")
+
+    monkeypatch.setattr("flows.broker.time.sleep", sleep)
+    broker.enqueue("first")
+    assert [t for _, t in broker.dequeue()] == [b"first", b"late-1", b"late-2"]
+    assert slept == [0.01]
+    # A full batch does not wait; neither does a queue found empty, nor a pusher told not to linger.
+    for i in range(settings.Q_CLUSTER["bulk"]):
+        broker.enqueue(f"task-{i}")
+    assert len(broker.dequeue()) == settings.Q_CLUSTER["bulk"]
+    assert not broker.dequeue()
+    settings.LANGRUN_QUEUE_LINGER = 0
+    broker.enqueue("alone")
+    assert [t for _, t in broker.dequeue()] == [b"alone"]
+    assert slept == [0.01]
