@@ -449,13 +449,12 @@ def _worker_sql(template: str) -> str:
     )
 
 
-def _claim_params(*, run_id, now, worker) -> dict[str, Any]:
-    return {"id": run_id, "now": now, "worker": worker, "queued": FlowRun.Status.QUEUED, "running": FlowRun.Status.RUNNING}
+def _claim_params(*, now, worker) -> dict[str, Any]:
+    return {"now": now, "worker": worker, "queued": FlowRun.Status.QUEUED, "running": FlowRun.Status.RUNNING}
 
 
 def _flow_run_claim_rows_pg(*, run_ids, now, worker) -> list[tuple]:
-    # The ids in order, so that two claims sharing runs (a doorbell rung twice) lock them in the same order.
-    params = {**_claim_params(run_id=None, now=now, worker=worker), "ids": sorted(str(run_id) for run_id in run_ids)}
+    params = {**_claim_params(now=now, worker=worker), "ids": [str(run_id) for run_id in run_ids]}
     with connection.cursor() as cursor:
         cursor.execute(_worker_sql(_CLAIM_SQL), params)
         return cursor.fetchall()
@@ -478,7 +477,7 @@ _CLAIM_SQLITE = (
 
 def _flow_run_claim_row_sqlite(*, run_id, now, worker) -> tuple | None:
     update, attempt, read = map(_worker_sql, _CLAIM_SQLITE)
-    params = _claim_params(run_id=FlowRun._meta.pk.get_db_prep_value(run_id, connection), now=now, worker=worker)
+    params = {**_claim_params(now=now, worker=worker), "id": FlowRun._meta.pk.get_db_prep_value(run_id, connection)}
     params["now"] = connection.ops.adapt_datetimefield_value(now)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(update, params)
@@ -587,7 +586,9 @@ def flow_runs_execute(*, run_ids) -> list[FlowRun]:
     for a retry, of a flow with a concurrency limit) then go through flow_run_execute one by
     one, and so does the finish of a run that is not its first attempt. A run whose execution
     raises is left `running` for the sweep, as it would be alone; the others are recorded.
-    Returns the runs executed here.
+    Returns the runs executed here. Should two batches that share runs (a doorbell rung twice)
+    ever wait on each other's row locks, PostgreSQL fails one statement as a deadlock: nothing
+    of it is written, and the sweep enqueues or recovers its runs as after a lost worker.
     """
     run_ids = list(dict.fromkeys(str(run_id) for run_id in run_ids))
     if len(run_ids) == 1 or not _returning_sql():
@@ -826,7 +827,6 @@ def _flow_runs_finish_rows_pg(items: list[tuple[FlowRun, RunOutcome]], *, output
             }
             for n in outcome.nodes
         ]
-    runs.sort(key=lambda row: row["id"])  # rows in the order the claim locks them
     params = {
         "now": finished_at,
         "running": FlowRun.Status.RUNNING,
