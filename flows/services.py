@@ -263,8 +263,13 @@ def _flow_run_insert_row(run: FlowRun, only_if: tuple[str, list] | None) -> None
 
 
 def _flow_run_enqueue_logged(run: FlowRun) -> None:
+    # Runs after the commit, so it must not raise: the caller is about to answer 202 for a recorded run.
     with log_context(run_id=run.id, flow_id=run.flow_id):
-        quick = run.version_id is not None and flow_version_quick(flow_id=run.flow_id, version_id=run.version_id)
+        try:
+            quick = run.version_id is not None and flow_version_quick(flow_id=run.flow_id, version_id=run.version_id)
+        except Exception:
+            logger.exception("Could not tell whether run %s's flow is quick; it gets a task of its own", run.id)
+            quick = False
         flow_run_enqueue(run_id=run.id, flow_id=run.flow_id, quick=quick)
 
 

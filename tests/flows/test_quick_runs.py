@@ -77,6 +77,20 @@ def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(monkeypatch, m
     ]
 
 
+def test_a_run_whose_flow_cannot_be_told_quick_still_gets_its_task(monkeypatch, flow, user, django_capture_on_commit_callbacks, caplog):
+    pushed = []
+    monkeypatch.setattr(services, "flow_run_enqueue", lambda **kw: pushed.append(kw) or True)
+
+    def broken(**kw):
+        raise services.FlowVersion.DoesNotExist("the database went away")
+
+    monkeypatch.setattr(services, "flow_version_quick", broken)
+    with caplog.at_level(logging.ERROR, logger="flows.services"), django_capture_on_commit_callbacks(execute=True):
+        run = run_of(flow, user)  # no exception reaches the caller of a recorded run
+    assert pushed == [{"run_id": run.id, "flow_id": flow.id, "quick": False}]
+    assert "Could not tell whether run" in caplog.text
+
+
 # --- Merging in the broker ---------------------------------------------------------
 
 
