@@ -273,16 +273,32 @@ def _flow_run_enqueue_logged(run: FlowRun) -> None:
         flow_run_enqueue(run_id=run.id, flow_id=run.flow_id, quick=quick)
 
 
-# Versions never change, so whether one is quick is worked out once per process and version (the flow's
-# UUID in the key keeps a version id reused after a rollback from matching).
+class VersionTraits(NamedTuple):
+    """What the web side needs to know of a version's graph on every webhook."""
+
+    webhook_schemas: tuple[dict, ...]  # the JSON Schemas of its Webhook nodes
+    quick: bool  # every node is a quick component (engine.Component.quick): its runs may be batched
+
+
+# A version never changes, so its traits are read once per process and version (the flow's UUID in the key
+# keeps a version id reused after a rollback from matching): otherwise every webhook would load and decode
+# the whole graph for a few facts about it.
 @functools.lru_cache(maxsize=1024)
-def flow_version_quick(*, flow_id, version_id) -> bool:
-    """Whether every node of the version is a quick component (engine.Component.quick): its runs may be batched."""
-    data = FlowVersion.objects.filter(pk=version_id, flow_id=flow_id).values_list("data", flat=True).first() or {}
+def flow_version_traits(*, flow_id, version_id) -> VersionTraits:
+    data = FlowVersion.objects.filter(pk=version_id, flow_id=flow_id).values_list("data", flat=True).first()
     nodes = data.get("nodes") if isinstance(data, dict) else None
-    if not isinstance(nodes, list) or not all(isinstance(node, dict) for node in nodes):
-        return False
-    return engine.registry.all_quick(node.get("type") for node in nodes)
+    nodes = [node for node in nodes if isinstance(node, dict)] if isinstance(nodes, list) else []
+    schemas = tuple(
+        node["params"]["schema"]
+        for node in nodes
+        if node.get("type") == "Webhook" and isinstance(node.get("params"), dict) and isinstance(node["params"].get("schema"), dict)
+    )
+    return VersionTraits(webhook_schemas=schemas, quick=engine.registry.all_quick(node.get("type") for node in nodes))
+
+
+def flow_version_quick(*, flow_id, version_id) -> bool:
+    """Whether every node of the version is a quick component: its runs may be batched."""
+    return flow_version_traits(flow_id=flow_id, version_id=version_id).quick
 
 
 def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:

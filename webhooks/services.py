@@ -31,7 +31,7 @@ from django.utils import timezone
 from rest_framework import exceptions, status
 
 from flows.models import ENDPOINT_NAME_RE, Flow, FlowRun, FlowVersion, NodeResult
-from flows.services import RunConditionFailed, flow_run_create, flow_run_wait, flow_version_current
+from flows.services import RunConditionFailed, flow_run_create, flow_run_wait, flow_version_current, flow_version_traits
 from langrun.authentication import INVALID_API_KEY
 from langrun.db import loaded_instance
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
@@ -360,25 +360,7 @@ def webhook_payload_check_schema(*, version: FlowVersion, payload: Any) -> None:
 
 
 def _webhook_schemas(version: FlowVersion) -> tuple[dict, ...]:
-    return _version_schemas(version.flow_id, version.pk)
-
-
-# A version never changes, so its schemas are kept per process (the flow's UUID keeps a version id reused
-# after a rollback from matching): otherwise every webhook would load and decode the whole graph only to
-# find that most flows have none.
-@functools.lru_cache(maxsize=1024)
-def _version_schemas(flow_id, version_id) -> tuple[dict, ...]:
-    """The JSON Schemas of the version's Webhook nodes."""
-    data = FlowVersion.objects.filter(pk=version_id, flow_id=flow_id).values_list("data", flat=True).first() or {}
-    nodes = data.get("nodes") or []
-    return tuple(
-        node["params"]["schema"]
-        for node in nodes
-        if isinstance(node, dict)
-        and node.get("type") == "Webhook"
-        and isinstance(node.get("params"), dict)
-        and isinstance(node["params"].get("schema"), dict)
-    )
+    return flow_version_traits(flow_id=version.flow_id, version_id=version.pk).webhook_schemas
 
 
 # --- Reliability and security ------------------------------------------------------

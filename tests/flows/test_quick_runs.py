@@ -50,11 +50,21 @@ def stored(run_id):
 
 def test_a_version_is_quick_when_every_component_is(make_flow, user, flow):
     http = make_flow(user, data=HTTP_FLOW, name="Caller")
-    services.flow_version_quick.cache_clear()
+    services.flow_version_traits.cache_clear()
     assert services.flow_version_quick(flow_id=flow.id, version_id=flow.current_version_id) is True
     assert services.flow_version_quick(flow_id=http.id, version_id=http.current_version_id) is False
     # Another flow's id with this version's id is not this version.
     assert services.flow_version_quick(flow_id=http.id, version_id=flow.current_version_id) is False
+
+
+def test_the_webhooks_schemas_and_the_enqueues_quickness_come_from_one_read(flow, user, django_assert_num_queries):
+    from webhooks.services import webhook_payload_check_schema
+
+    version = flow.current_version
+    services.flow_version_traits.cache_clear()
+    with django_assert_num_queries(1):
+        webhook_payload_check_schema(version=version, payload={"name": "Ada"})
+        assert services.flow_version_quick(flow_id=flow.id, version_id=version.pk) is True
 
 
 def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(monkeypatch, make_flow, user, flow, django_capture_on_commit_callbacks):
