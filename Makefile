@@ -38,8 +38,9 @@ PROFILE ?= production
 N ?= 5000
 C ?= 32
 CLUSTERS ?= 1
+CLIENT ?= auto
 bench: dev-venv
-	$(BIN)/python -m bench.run --profile "$(PROFILE)" --n "$(N)" --c "$(C)" --clusters "$(CLUSTERS)" $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --profile "$(PROFILE)" --n "$(N)" --c "$(C)" --clusters "$(CLUSTERS)" --client "$(CLIENT)" $(BENCH_ARGS)
 
 lint: dev-venv
 	$(BIN)/ruff check .

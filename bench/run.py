@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -270,6 +271,7 @@ class Bench:
     def load(self, url: str, key: str | None, label: str) -> dict:
         out = self.tmp / f"load-{label}.json"
         argv = [sys.executable, "-m", "bench.load", url, str(out), "--n", str(self.args.n), "--c", str(self.args.c)]
+        argv += ["--client", self.args.client]
         if key:
             argv += ["--key", key]
         subprocess.run(argv, cwd=ROOT, check=True)
@@ -392,13 +394,24 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+def _latency_ms(latencies: list[float]) -> dict[str, float | None]:
+    """p50, p95, p99, max and mean of each request's latency (ms, sorted)."""
+    return {
+        "p50": _percentile(latencies, 0.50),
+        "p95": _percentile(latencies, 0.95),
+        "p99": _percentile(latencies, 0.99),
+        "max": latencies[-1] if latencies else None,
+        "mean": statistics.fmean(latencies) if latencies else None,
+    }
+
+
 def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -> dict:
     from django.db.models import Count, Max, Min
 
     from flows.models import FlowRun
 
     ok = [r for r in hook["results"] if r[0] == 202]
-    latencies = sorted(r[1] * 1000 for r in hook["results"])
+    latency = hook.get("latency_ms") or _latency_ms(sorted(r[1] * 1000 for r in hook["results"]))
     accepted_ids = [r[2] for r in ok if r[2]]
     runs = FlowRun.objects.filter(pk__in=accepted_ids)
     by_status = dict(runs.values_list("status").annotate(n=Count("pk")))
@@ -421,11 +434,8 @@ def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -
         "accepted_rps": round(len(ok) / hook["elapsed_s"], 1),
         "baseline_rps": round(baseline_ok / baseline["elapsed_s"], 1),
         "baseline_non_202": len(baseline["results"]) - baseline_ok,
-        "p50_ms": round(_percentile(latencies, 0.50), 1),
-        "p95_ms": round(_percentile(latencies, 0.95), 1),
-        "p99_ms": round(_percentile(latencies, 0.99), 1),
-        "max_ms": round(latencies[-1], 1) if latencies else None,
-        "mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
+        "client": hook.get("client", "aiohttp"),
+        **{f"{name}_ms": round(value, 1) if value is not None else None for name, value in latency.items()},
         "non_202": len(hook["results"]) - len(ok),
         "completed_rps": round(completed / completed_s, 1) if completed_s else 0.0,
         "succeeded": succeeded,
@@ -443,6 +453,7 @@ def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -
 TABLE = [
     ("profile", "profile"),
     ("flow", "flow"),
+    ("load client", "client"),
     ("n / c / clusters", None),
     ("baseline (insert + 202), req/s", "baseline_rps"),
     ("webhook accepted, req/s", "accepted_rps"),
@@ -504,7 +515,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--no-drain", dest="drain", action="store_false", help="skip the backlog phase (N more webhooks)")
+    parser.add_argument(
+        "--client",
+        choices=["auto", "aiohttp", "wrk"],
+        default="auto",
+        help="the load generator (bench/load.py); auto: wrk when it is installed, else aiohttp",
+    )
     args = parser.parse_args()
+    if args.client == "auto":
+        args.client = "wrk" if shutil.which("wrk") else "aiohttp"
     sys.path.insert(0, str(ROOT))
     if not args.web_workers:
         from langrun.management.commands.serve import web_workers_default
