@@ -1,5 +1,7 @@
 """The Redis broker of the production profile: bulk dequeue, and the fallback for a Redis without LPOP count."""
 
+import os
+import socket
 import uuid
 
 import pytest
@@ -90,3 +92,66 @@ def test_a_round_trip_that_finds_fewer_than_a_batch_waits_for_the_tasks_a_moment
     broker.enqueue("alone")
     assert [t for _, t in broker.dequeue()] == [b"alone"]
     assert slept == [0.01]
+
+
+# --- Enqueue on a held connection ----------------------------------------------------
+
+
+def _client_ids(broker) -> set[int]:
+    return {c["id"] for c in broker.connection.client_list()}
+
+
+def test_enqueue_pushes_in_order_on_one_connection_it_keeps(broker):
+    before = _client_ids(broker)
+    for i in range(5):
+        assert broker.enqueue(f"task-{i}") == i + 1  # RPUSH answers the queue's length
+    opened = _client_ids(broker) - before
+    assert len(opened) <= 1  # one connection of its own at most (the pool's may already have been open)
+    assert broker.connection.lrange(broker.list_key, 0, -1) == [f"task-{i}".encode() for i in range(5)]
+
+
+def _kill_held_connection(broker) -> None:
+    """Redis closes the broker's held connection (as a restart or a client timeout would)."""
+    port = broker._held.connection._sock.getsockname()[1]
+    client = next(c for c in broker.connection.client_list() if c["addr"].endswith(f":{port}"))
+    broker.connection.client_kill_filter(_id=client["id"])
+
+
+def test_enqueue_opens_a_new_connection_when_redis_dropped_the_held_one(broker):
+    broker.enqueue("before")
+    held = broker._held.connection
+    _kill_held_connection(broker)
+    assert broker.enqueue("after") == 2
+    assert broker._held.connection is not held
+    assert broker.connection.lrange(broker.list_key, 0, -1) == [b"before", b"after"]
+
+
+def test_an_enqueue_that_fails_twice_raises_for_the_caller_to_leave_the_run_to_the_sweep(broker, monkeypatch):
+    broker.enqueue("held")
+    with socket.socket() as s:  # a port nothing listens on: the new connection cannot connect
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    _kill_held_connection(broker)
+    with monkeypatch.context() as patch:
+        patch.setitem(broker.connection.connection_pool.connection_kwargs, "port", closed_port)
+        with pytest.raises(redis.ConnectionError):
+            broker.enqueue("lost")
+    assert broker._held.connection is None
+    assert broker.connection.lrange(broker.list_key, 0, -1) == [b"held"]
+
+
+def test_a_forked_child_enqueues_on_a_connection_of_its_own(broker):
+    broker.enqueue("parent-1")
+    parents = broker._held.connection
+    pid = os.fork()
+    if pid == 0:  # the child: push, and leave without running anything of the parent's
+        try:
+            broker.enqueue("child")
+            os._exit(0 if broker._held.connection is not parents else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert broker.enqueue("parent-2") == 3  # the parent's connection still works after the child's exit
+    assert broker._held.connection is parents
+    assert broker.connection.lrange(broker.list_key, 0, -1) == [b"parent-1", b"child", b"parent-2"]
