@@ -13,7 +13,8 @@ import random
 import socket
 import threading
 import time
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -220,10 +221,18 @@ def _flow_run_insert(fields: dict[str, Any], only_if: tuple[str, list] | None) -
 # are sent as they are (as Django's own conversion would leave them), and empty values (NULL for every
 # field type); `auto_now` fields always take their value from pre_save.
 _AS_IS = frozenset({"CharField", "TextField", "IntegerField", "PositiveIntegerField", "BigIntegerField", "BooleanField"})
+# On PostgreSQL these fields (or the field a foreign key points to) send a value of this type as it is: Django's
+# conversion returns the same object (a UUID, a number, an aware datetime). Any other value goes through it.
+_NATIVE_ON_POSTGRESQL = {
+    "UUIDField": uuid.UUID,
+    "AutoField": int,
+    "BigAutoField": int,
+    "DateTimeField": datetime,
+}
 
 
 @functools.cache
-def _flow_run_insert_plan(vendor: str) -> tuple[str, str, tuple[tuple[Any, bool, bool], ...]]:
+def _flow_run_insert_plan(vendor: str) -> tuple[str, str, tuple[tuple[Any, bool, bool, type | None], ...]]:
     """The INSERT, the same INSERT as a SELECT that a condition can follow, and how each field's value is sent."""
     quote = connection.ops.quote_name
     fields = FlowRun._meta.concrete_fields
@@ -235,7 +244,15 @@ def _flow_run_insert_plan(vendor: str) -> tuple[str, str, tuple[tuple[Any, bool,
     typed = [f"%s::{_insert_cast(f)}" if vendor == "postgresql" else "%s" for f in fields]
     selected = "{} SELECT {} WHERE ".format(head, ", ".join(typed))
     plan = tuple(
-        (f, f.get_internal_type() in _AS_IS, bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))) for f in fields
+        (
+            f,
+            f.get_internal_type() in _AS_IS,
+            bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)),
+            _NATIVE_ON_POSTGRESQL.get(f.target_field.get_internal_type() if f.is_relation else f.get_internal_type())
+            if vendor == "postgresql"
+            else None,
+        )
+        for f in fields
     )
     return values, selected, plan
 
@@ -247,9 +264,12 @@ def _insert_cast(field) -> str:
 def _flow_run_insert_row(run: FlowRun, only_if: tuple[str, list] | None) -> None:
     values, selected, plan = _flow_run_insert_plan(connection.vendor)
     params = []
-    for field, as_is, auto in plan:
+    for field, as_is, auto, native in plan:
         value = field.pre_save(run, True) if auto else getattr(run, field.attname)
-        params.append(value if as_is or value is None else field.get_db_prep_save(value, connection))
+        if as_is or value is None or (type(value) is native and (native is not datetime or value.tzinfo is not None)):
+            params.append(value)
+        else:
+            params.append(field.get_db_prep_save(value, connection))
     with connection.cursor() as cursor:
         if only_if is None:
             cursor.execute(values, params)
