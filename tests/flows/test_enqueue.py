@@ -26,3 +26,28 @@ def test_the_task_carries_the_function_itself_and_the_run(monkeypatch, flow, use
     assert task["args"] == (str(run.id), str(flow.id))
     assert task["name"] == f"run-{run.id}"
     assert task["func"](*task["args"]) == "succeeded"
+
+
+def test_the_package_is_the_one_django_q2s_async_task_builds(monkeypatch):
+    # The doorbell builds its package itself (flows.services._task_push); a worker must find in it what
+    # async_task would have put there, so nothing changes for the cluster that unpacks it.
+    from django_q.tasks import async_task
+
+    pushed = []
+
+    class Broker:
+        list_key = "recording"
+
+        def enqueue(self, package):
+            pushed.append(SignedPackage.loads(package))
+            return len(pushed)
+
+    monkeypatch.setattr(services, "_broker", Broker())
+    args = ("7f0c5b0e-0000-4000-8000-000000000001", "7f0c5b0e-0000-4000-8000-000000000002")
+    async_task(tasks.execute_quick_run, *args, broker=services._broker, task_name="run-x")
+    services._task_push(tasks.execute_quick_run, args, name="run-x")
+    theirs, ours = pushed
+    assert set(ours) == set(theirs) and "ack_failure" in ours  # the cluster's settings (ack_failures) are carried too
+    assert {k: v for k, v in ours.items() if k not in ("id", "started")} == {k: v for k, v in theirs.items() if k not in ("id", "started")}
+    assert len(ours["id"]) == len(theirs["id"]) == 32 and ours["id"] != theirs["id"]
+    assert type(ours["started"]) is type(theirs["started"]) and ours["started"] >= theirs["started"]
