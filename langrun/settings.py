@@ -157,13 +157,13 @@ if REDIS_URL:
     # The pusher takes up to `bulk` waiting tasks per round trip to Redis (flows/broker.py), and hands
     # up to `queue_limit` to the workers: fewer round trips and wake-ups per run while there is a backlog.
     Q_CLUSTER["broker_class"] = "flows.broker.BulkRedis"
-    Q_CLUSTER["bulk"] = env.int("LANGRUN_QUEUE_BULK", default=10)
+    Q_CLUSTER["bulk"] = env.int("LANGRUN_QUEUE_BULK", default=30)
     Q_CLUSTER["queue_limit"] = env.int("LANGRUN_QUEUE_LIMIT", default=16)
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = env.float("LANGRUN_ORM_POLL", default=0.2)
 # Seconds the pusher waits for more tasks when it found some, but fewer than `bulk` (flows/broker.py); 0: never.
-LANGRUN_QUEUE_LINGER = env.float("LANGRUN_QUEUE_LINGER", default=0.01)
+LANGRUN_QUEUE_LINGER = env.float("LANGRUN_QUEUE_LINGER", default=0.03)
 
 # --- langrun ----------------------------------------------------------------
 LANGRUN_WEBHOOK_AUTH = env.bool("LANGRUN_WEBHOOK_AUTH", default=True)
