@@ -44,10 +44,11 @@ class BulkRedis(Redis):
 
         redis-py's client takes a connection from its pool on every command (a lock, a poll of the
         socket, its metrics) and wraps the command in its retry machinery: together more than a third
-        of an enqueue's CPU, paid on every webhook. Here the connection stays with its thread; a
-        connection that fails (Redis restarted, a timeout) is dropped and the command tried once more
-        on a new one, as the client's own retry would (a push whose answer timed out may so arrive
-        twice: a run's second task finds it claimed and does nothing).
+        of an enqueue's CPU, paid on every webhook. Here the connection stays with its thread. The pool
+        replaced a connection it found stale before using it; here a connection that fails (Redis
+        restarted, a timeout) is dropped and the command tried once more on a new one. A push whose
+        answer timed out may so arrive twice: the run's second task finds it claimed and does nothing.
+        An error reply (a full Redis) is raised as it is, and the connection kept.
         """
         try:
             return self._rpush(task)
@@ -66,10 +67,12 @@ class BulkRedis(Redis):
 
     def _held_connection(self):
         held = self._held
-        # A forked child must not talk on its parent's socket; it leaves that one alone (disconnecting
-        # would shut it down for the parent too) and opens its own.
+        # A forked child must not talk on its parent's socket: it opens its own.
         if getattr(held, "connection", None) is None or held.pid != os.getpid():
-            held.connection, held.pid = self.connection.connection_pool.make_connection(), os.getpid()
+            # Built from the pool's settings but not counted in the pool, which never gets it back: its
+            # max_connections (from REDIS_URL) stays for the connections it hands out.
+            pool = self.connection.connection_pool
+            held.connection, held.pid = pool.connection_class(**pool.connection_kwargs), os.getpid()
         return held.connection
 
     def dequeue(self):

@@ -79,6 +79,7 @@ class WebhookView(APIView):
         except Exception as exc:  # answered as DRF's dispatch answers it (a 500 for anything not an API error)
             self.args, self.kwargs = args, kwargs
             self.request = self.initialize_request(request, *args, **kwargs)
+            self.request.accepted_renderer, self.request.accepted_media_type = self.perform_content_negotiation(self.request, force=True)
             self.headers = self.default_response_headers
             return self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)
 

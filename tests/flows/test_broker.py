@@ -155,3 +155,19 @@ def test_a_forked_child_enqueues_on_a_connection_of_its_own(broker):
     assert broker.enqueue("parent-2") == 3  # the parent's connection still works after the child's exit
     assert broker._held.connection is parents
     assert broker.connection.lrange(broker.list_key, 0, -1) == [b"parent-1", b"child", b"parent-2"]
+
+
+def test_an_error_reply_is_raised_once_and_the_connection_kept(broker):
+    broker.enqueue("first")
+    held = broker._held.connection
+    other = BulkRedis(list_key=f"test-bulk-{uuid.uuid4().hex}")
+    other.connection.set(other.list_key, "not a list")
+    other._held = broker._held  # the same thread's connection, pushing onto a key that is not a list
+    try:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            other.enqueue("refused")
+        assert broker._held.connection is held  # the answer was read whole: the connection goes on
+        assert broker.enqueue("second") == 2
+    finally:
+        other.connection.delete(other.list_key)
+    assert broker.connection.lrange(broker.list_key, 0, -1) == [b"first", b"second"]

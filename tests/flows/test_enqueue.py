@@ -51,3 +51,14 @@ def test_the_package_is_the_one_django_q2s_async_task_builds(monkeypatch):
     assert {k: v for k, v in ours.items() if k not in ("id", "started")} == {k: v for k, v in theirs.items() if k not in ("id", "started")}
     assert len(ours["id"]) == len(theirs["id"]) == 32 and ours["id"] != theirs["id"]
     assert type(ours["started"]) is type(theirs["started"]) and ours["started"] >= theirs["started"]
+
+
+def test_with_synchronous_tasks_the_package_goes_through_async_task(monkeypatch):
+    import django_q.tasks
+    from django_q.conf import Conf
+
+    called = []
+    monkeypatch.setattr(Conf, "SYNC", True)
+    monkeypatch.setattr(django_q.tasks, "async_task", lambda func, *args, **kw: called.append((func, args, kw["task_name"])))
+    services._task_push(tasks.execute_run, ("run-id",), name="run-x")
+    assert called == [(tasks.execute_run, ("run-id",), "run-x")]

@@ -185,3 +185,19 @@ def _schema_flow() -> dict:
         "nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": schema}}, {"id": "out", "type": "Output"}],
         "edges": [{"source": "hook", "target": "out", "target_input": "value"}],
     }
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_on_the_senders_path_is_raised_as_it_is(key_client, flow, monkeypatch, settings, debug):
+    # Not an API error: the server answers 500 and logs it; the exception itself must reach it, not one of
+    # DRF's own about a request it never negotiated (DEBUG makes DRF read the negotiated renderer).
+    settings.DEBUG = debug
+
+    def boom(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(webhook_services, "webhook_payload_decode", boom)
+    for target in [flow.endpoint_name, f"{flow.endpoint_name}?format=json"]:
+        with pytest.raises(RuntimeError, match="boom"):
+            post(key_client, target)
+    assert FlowRun.objects.count() == 0
