@@ -79,15 +79,20 @@ def _load_wrk(url: str, n: int, c: int, key: str | None) -> dict:
             time.sleep(0.005)
         if wrk.poll() is None:
             wrk.send_signal(signal.SIGINT)
-        _, stderr = wrk.communicate(timeout=120)
+        try:
+            _, stderr = wrk.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # never left loading the service
+            wrk.kill()
+            _, stderr = wrk.communicate()
         if not report.exists():
             raise SystemExit(f"wrk wrote no report (exit {wrk.returncode}): {stderr.decode(errors='replace')}")
         data = json.loads(report.read_text())
     results = [[status, None, run_id or None] for status, run_id in data["results"]]
-    results += [[0, None, None, "wrk error"]] * data["errors"]
+    results += [[0, None, None, "wrk error"]] * min(data["errors"], max(0, n - len(results)))
     results += [[0, None, None, "no answer"]] * max(0, n - len(results))  # cut off by the deadline
+    # wrk sends a request per connection ahead of the last answer it records: up to C more reach the service.
     return {"url": url, "n": n, "c": c, "client": "wrk", "started_at": first_wall, "elapsed_s": data["elapsed_s"],
-            "latency_ms": data["latency_ms"], "results": results}  # fmt: skip
+            "sent": data["sent"], "latency_ms": data["latency_ms"], "results": results}  # fmt: skip
 
 
 def main() -> None:

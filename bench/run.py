@@ -411,7 +411,8 @@ def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -
     from flows.models import FlowRun
 
     ok = [r for r in hook["results"] if r[0] == 202]
-    latency = hook.get("latency_ms") or _latency_ms(sorted(r[1] * 1000 for r in hook["results"]))
+    latency = hook["latency_ms"] if "latency_ms" in hook else _latency_ms(sorted(r[1] * 1000 for r in hook["results"] if r[1] is not None))
+    latency = latency or dict.fromkeys(("p50", "p95", "p99", "max", "mean"))  # no answer at all: no latency to report
     accepted_ids = [r[2] for r in ok if r[2]]
     runs = FlowRun.objects.filter(pk__in=accepted_ids)
     by_status = dict(runs.values_list("status").annotate(n=Count("pk")))
