@@ -1,4 +1,5 @@
 import pytest
+from django_q.signing import SignedPackage
 
 from flows import services
 
@@ -17,3 +18,19 @@ def execute_path(request, monkeypatch):
     else:
         monkeypatch.setattr(services, "_returning_sql", lambda: False)
     return request.param
+
+
+@pytest.fixture
+def pushed_tasks(monkeypatch) -> list[dict]:
+    """The tasks the doorbell pushes, unpacked as a worker unpacks them: a broker that records instead of Redis."""
+    pushed = []
+
+    class Broker:
+        list_key = "recording"
+
+        def enqueue(self, package):
+            pushed.append(SignedPackage.loads(package))
+            return len(pushed)
+
+    monkeypatch.setattr(services, "_broker", Broker())
+    return pushed

@@ -1,25 +1,12 @@
 """What the webhook hands django-q2 for a run, as a worker unpacks it."""
 
-from django_q.signing import SignedPackage
-
 from flows import services, tasks
 
 
-def test_the_task_carries_the_function_itself_and_the_run(monkeypatch, flow, user, django_capture_on_commit_callbacks):
-    pushed = []
-
-    class Broker:
-        list_key = "recording"
-
-        def enqueue(self, package):
-            pushed.append(package)
-            return len(pushed)
-
-    monkeypatch.setattr(services, "_broker", Broker())
+def test_the_task_carries_the_function_itself_and_the_run(pushed_tasks, flow, user, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):  # the task is pushed once the run is committed
         run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    [package] = pushed
-    task = SignedPackage.loads(package)
+    [task] = pushed_tasks
     # A worker calls it as it is; a dotted path would cost it a pydoc.locate per task. The greeting flow is
     # made of quick components, so its runs get the task the Redis broker may merge with others.
     assert task["func"] is tasks.execute_quick_run
@@ -28,32 +15,22 @@ def test_the_task_carries_the_function_itself_and_the_run(monkeypatch, flow, use
     assert task["func"](*task["args"]) == "succeeded"
 
 
-def test_the_package_is_the_one_django_q2s_async_task_builds(monkeypatch):
+def test_the_package_is_the_one_django_q2s_async_task_builds(pushed_tasks):
     # The doorbell builds its package itself (flows.services._task_push); a worker must find in it what
     # async_task would have put there, so nothing changes for the cluster that unpacks it.
     from django_q.tasks import async_task
 
-    pushed = []
-
-    class Broker:
-        list_key = "recording"
-
-        def enqueue(self, package):
-            pushed.append(SignedPackage.loads(package))
-            return len(pushed)
-
-    monkeypatch.setattr(services, "_broker", Broker())
     args = ("7f0c5b0e-0000-4000-8000-000000000001", "7f0c5b0e-0000-4000-8000-000000000002")
     async_task(tasks.execute_quick_run, *args, broker=services._broker, task_name="run-x")
     services._task_push(tasks.execute_quick_run, args, name="run-x")
-    theirs, ours = pushed
+    theirs, ours = pushed_tasks
     assert set(ours) == set(theirs) and "ack_failure" in ours  # the cluster's settings (ack_failures) are carried too
     assert {k: v for k, v in ours.items() if k not in ("id", "started")} == {k: v for k, v in theirs.items() if k not in ("id", "started")}
     assert len(ours["id"]) == len(theirs["id"]) == 32 and ours["id"] != theirs["id"]
     assert type(ours["started"]) is type(theirs["started"]) and ours["started"] >= theirs["started"]
 
 
-def test_with_synchronous_tasks_the_package_goes_through_async_task(monkeypatch):
+def test_with_synchronous_tasks_the_package_goes_through_async_task(monkeypatch, pushed_tasks):
     import django_q.tasks
     from django_q.conf import Conf
 
@@ -61,4 +38,4 @@ def test_with_synchronous_tasks_the_package_goes_through_async_task(monkeypatch)
     monkeypatch.setattr(Conf, "SYNC", True)
     monkeypatch.setattr(django_q.tasks, "async_task", lambda func, *args, **kw: called.append((func, args, kw["task_name"])))
     services._task_push(tasks.execute_run, ("run-id",), name="run-x")
-    assert called == [(tasks.execute_run, ("run-id",), "run-x")]
+    assert called == [(tasks.execute_run, ("run-id",), "run-x")] and pushed_tasks == []

@@ -67,21 +67,11 @@ def test_the_webhooks_schemas_and_the_enqueues_quickness_come_from_one_read(flow
         assert services.flow_version_quick(flow_id=flow.id, version_id=version.pk) is True
 
 
-def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(monkeypatch, make_flow, user, flow, django_capture_on_commit_callbacks):
-    pushed = []
-
-    class Broker:
-        list_key = "recording"
-
-        def enqueue(self, package):
-            pushed.append(SignedPackage.loads(package))
-            return len(pushed)
-
-    monkeypatch.setattr(services, "_broker", Broker())
+def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(pushed_tasks, make_flow, user, flow, django_capture_on_commit_callbacks):
     http = make_flow(user, data=HTTP_FLOW, name="Caller")
     with django_capture_on_commit_callbacks(execute=True):
         quick, slow = run_of(flow, user), run_of(http, user)
-    assert [(task["func"], task["args"]) for task in pushed] == [
+    assert [(task["func"], task["args"]) for task in pushed_tasks] == [
         (tasks.execute_quick_run, (str(quick.id), str(flow.id))),
         (tasks.execute_run, (str(slow.id), str(http.id))),
     ]
