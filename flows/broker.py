@@ -39,6 +39,10 @@ class BulkRedis(Redis):
         super().__init__(list_key=list_key)
         self._held = threading.local()
 
+    def __setstate__(self, state):  # a broker handed to a spawned process arrives pickled, without __init__
+        super().__setstate__(state)
+        self._held = threading.local()
+
     def enqueue(self, task):
         """RPUSH the task on a connection this broker keeps for the thread (and the process).
 

@@ -58,7 +58,9 @@ class WebhookView(APIView):
     A sender's POST (JSON wanted, no `?wait=`) takes a path of its own, without DRF's request and
     response objects: about a seventh of a webhook's CPU. Its answer is the same, byte for byte
     but for the ids; an error it meets is answered by DRF's exception handling, as on the DRF path,
-    which everything else takes (the browsable API, `?wait=`, OPTIONS, other methods).
+    which everything else takes (the browsable API, `?wait=`, OPTIONS, other methods). DRF's own
+    checks have nothing to do here: the view has no authentication, permission or throttle classes
+    (the webhook authenticates and rate-limits in webhooks/services.py, on both paths).
     """
 
     authentication_classes = []

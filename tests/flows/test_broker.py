@@ -171,3 +171,12 @@ def test_an_error_reply_is_raised_once_and_the_connection_kept(broker):
     finally:
         other.connection.delete(other.list_key)
     assert broker.connection.lrange(broker.list_key, 0, -1) == [b"first", b"second"]
+
+
+def test_a_broker_handed_over_pickled_still_enqueues(broker):
+    # django-q2 pickles a broker it hands to a process started by spawn (macOS's default): no __init__ there.
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(broker))
+    assert copy.enqueue("from the copy") == 1
+    assert broker.connection.lrange(broker.list_key, 0, -1) == [b"from the copy"]
