@@ -37,3 +37,36 @@ def test_the_benchmark_runs_and_writes_its_results(tmp_path, client):
     assert 0 < report["mem_idle_mb"] <= report["mem_peak_mb"]
     assert "accepted / baseline" in done.stdout
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"] <= report["max_ms"]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
+def test_the_wrk_client_records_every_refusal_as_a_non_202(tmp_path):
+    # A service that answers every request with a 503: wrk's script still stops at N answers, and each
+    # one is recorded with its status, no run id, and the latency percentiles wrk measured.
+    import http.server
+    import threading
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = tmp_path / "load.json"
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        argv = [sys.executable, "-m", "bench.load", url, str(out), "--n", "25", "--c", "3", "--client", "wrk"]
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["client"] == "wrk" and len(report["results"]) == 25
+    assert {(status, run_id) for status, _, run_id in report["results"]} == {(503, None)}
+    assert report["sent"] >= 25 and 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["max"]
