@@ -39,8 +39,10 @@ N ?= 5000
 C ?= 32
 CLUSTERS ?= 1
 CLIENT ?= auto
+ROUNDS ?= 1
 bench: dev-venv
-	$(BIN)/python -m bench.run --profile "$(PROFILE)" --n "$(N)" --c "$(C)" --clusters "$(CLUSTERS)" --client "$(CLIENT)" $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --profile "$(PROFILE)" --n "$(N)" --c "$(C)" --clusters "$(CLUSTERS)" --rounds "$(ROUNDS)" \
+		--client "$(CLIENT)" $(BENCH_ARGS)
 
 lint: dev-venv
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""The benchmark: `make bench [PROFILE=embedded|production] [N=5000] [C=32] [CLUSTERS=1]`.
+"""The benchmark: `make bench [PROFILE=embedded|production] [N=5000] [C=32] [CLUSTERS=1] [ROUNDS=1]`.
 
 One run: a fresh database of its own (a temporary SQLite file, or a dedicated
 PostgreSQL database that is dropped at the end), a unique django-q2 cluster name,
@@ -6,12 +6,14 @@ the service started as it is deployed (gunicorn plus CLUSTERS `qcluster`
 processes), a user, an API key and a 4-node flow. A separate process sends N
 requests at concurrency C, first to the baseline view (insert one row, answer
 202) and then to the flow's webhook; the ledger then tells when every run ended.
+With ROUNDS, the two phases take turns that many times and the figures pool them.
 Prints a table and writes bench/results/latest.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import platform
@@ -320,29 +322,38 @@ def run(args: argparse.Namespace) -> dict:
 
         sampler = MemorySampler(bench.root_pids())
         sampler.start()
-        cpu = [cpu_s(bench.web_pids())]
-        machine = [machine_cpu_s()]
-        baseline = bench.load(f"{bench.url}/bench/baseline", None, "baseline")
-        cpu.append(cpu_s(bench.web_pids()))
-        machine.append(machine_cpu_s())
-        cluster_cpu = cpu_s(bench.cluster_pids())
-        hook = bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, "webhook")
-        cpu.append(cpu_s(bench.web_pids()))
-        if args.clusters:  # CLUSTERS=0 measures accepting alone; the runs stay queued
-            bench.wait_terminal([])
-        cluster_cpu = cpu_s(bench.cluster_pids()) - cluster_cpu
-        machine.append(machine_cpu_s())
+        # Each round measures the baseline and then the webhook, in that order; the figures pool the rounds.
+        # The machine's speed drifts by more than 10% within minutes, and pairs close in time share it.
+        baselines, hooks = [], []
+        web = {"baseline": 0.0, "webhook": 0.0}
+        machine = {"baseline": 0.0, "webhook": 0.0}
+        cluster_cpu = 0.0
+        for i in range(1, args.rounds + 1):
+            web_0, machine_0 = cpu_s(bench.web_pids()), machine_cpu_s()
+            baselines.append(bench.load(f"{bench.url}/bench/baseline", None, f"baseline-{i}"))
+            web_1, machine_1, cluster_1 = cpu_s(bench.web_pids()), machine_cpu_s(), cpu_s(bench.cluster_pids())
+            hooks.append(bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, f"webhook-{i}"))
+            web_2 = cpu_s(bench.web_pids())
+            if args.clusters:  # CLUSTERS=0 measures accepting alone; the runs stay queued
+                bench.wait_terminal([])
+            cluster_cpu += cpu_s(bench.cluster_pids()) - cluster_1
+            machine_2 = machine_cpu_s()
+            web["baseline"] += web_1 - web_0
+            web["webhook"] += web_2 - web_1
+            machine["baseline"] += machine_1 - machine_0
+            machine["webhook"] += machine_2 - machine_1
         # PSS can shrink a little between two samples (pages freed or newly shared), so the idle sample counts
         # towards the peak too: a short run whose load never outgrew the idle memory reports the idle figure.
         mem_peak = max(mem_idle, sampler.stop())
-        report = summarise(args, bench, baseline, hook, flow_shape)
+        report = summarise(args, bench, baselines, hooks, flow_shape)
+        requests_sent = args.n * args.rounds
         report.update(
-            web_cpu_ms_per_baseline_request=round((cpu[1] - cpu[0]) * 1000 / args.n, 2),
-            web_cpu_ms_per_webhook=round((cpu[2] - cpu[1]) * 1000 / args.n, 2),
-            cluster_cpu_ms_per_run=round(cluster_cpu * 1000 / args.n, 2) if args.clusters else None,
+            web_cpu_ms_per_baseline_request=round(web["baseline"] * 1000 / requests_sent, 2),
+            web_cpu_ms_per_webhook=round(web["webhook"] * 1000 / requests_sent, 2),
+            cluster_cpu_ms_per_run=round(cluster_cpu * 1000 / requests_sent, 2) if args.clusters else None,
             # Everything on the machine, the load generator and the databases included: what a request really costs.
-            machine_cpu_ms_per_baseline_request=round((machine[1] - machine[0]) * 1000 / args.n, 2),
-            machine_cpu_ms_per_webhook_and_run=round((machine[2] - machine[1]) * 1000 / args.n, 2),
+            machine_cpu_ms_per_baseline_request=round(machine["baseline"] * 1000 / requests_sent, 2),
+            machine_cpu_ms_per_webhook_and_run=round(machine["webhook"] * 1000 / requests_sent, 2),
         )
         report.update(mem_idle_mb=round(mem_idle, 1), mem_peak_mb=round(mem_peak, 1), startup_s=round(startup_s, 2))
         if args.clusters and args.drain:
@@ -405,22 +416,91 @@ def _latency_ms(latencies: list[float]) -> dict[str, float | None]:
     }
 
 
-def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -> dict:
+def _phase_latency(phase: dict) -> dict[str, float | None]:
+    if "latency_ms" in phase:
+        latency = phase["latency_ms"] and {name: phase["latency_ms"][name] for name in ("p50", "p95", "p99", "max", "mean")}
+    else:
+        latency = _latency_ms(sorted(r[1] * 1000 for r in phase["results"] if r[1] is not None))
+    return latency or dict.fromkeys(("p50", "p95", "p99", "max", "mean"))  # no answer at all: no latency to report
+
+
+def pooled(phases: list[dict]) -> dict:
+    """The rounds of one phase as one: every answer, the time they took together, and their latencies pooled.
+
+    The aiohttp client records each request's latency; wrk reports its histogram's quantiles, which
+    pool into the quantiles of all the rounds' requests (to a thousandth of them).
+    """
+    if len(phases) == 1:
+        return phases[0]
+    out = {
+        "client": phases[0].get("client", "aiohttp"),
+        "elapsed_s": sum(p["elapsed_s"] for p in phases),
+        "results": [r for p in phases for r in p["results"]],
+    }
+    if all("sent" in p for p in phases):
+        out["sent"] = sum(p["sent"] for p in phases)
+    if any("latency_ms" in p for p in phases):
+        out["latency_ms"] = _pooled_quantiles(phases)
+    return out
+
+
+def _pooled_quantiles(phases: list[dict]) -> dict[str, float] | None:
+    tables = [
+        (sum(1 for r in p["results"] if r[0]), p["latency_ms"]) for p in phases if p.get("latency_ms") and p["latency_ms"].get("quantiles")
+    ]
+    tables = [(n, latency) for n, latency in tables if n]
+    if not tables:
+        return None
+    total = sum(n for n, _ in tables)
+
+    def share_at_most(value: float) -> float:
+        return sum(n * bisect.bisect_right(t["quantiles"], value) / len(t["quantiles"]) for n, t in tables) / total
+
+    values = sorted({v for _, t in tables for v in t["quantiles"]})
+
+    def quantile(q: float) -> float:
+        low, high = 0, len(values) - 1  # the smallest value with at least a share q of the requests at or below it
+        while low < high:
+            mid = (low + high) // 2
+            if share_at_most(values[mid]) >= q:
+                high = mid
+            else:
+                low = mid + 1
+        return values[low]
+
+    return {
+        "p50": quantile(0.50),
+        "p95": quantile(0.95),
+        "p99": quantile(0.99),
+        "max": max(t["max"] for _, t in tables),
+        "mean": sum(n * t["mean"] for n, t in tables) / total,
+    }
+
+
+def _rate(phase: dict) -> float:
+    return sum(1 for r in phase["results"] if r[0] == 202) / phase["elapsed_s"] if phase["elapsed_s"] else 0.0
+
+
+def summarise(args, bench: Bench, baselines: list[dict], hooks: list[dict], flow_shape: str) -> dict:
     from django.db.models import Count, Max, Min
 
     from flows.models import FlowRun
 
+    baseline, hook = pooled(baselines), pooled(hooks)
     ok = [r for r in hook["results"] if r[0] == 202]
-    latency = hook["latency_ms"] if "latency_ms" in hook else _latency_ms(sorted(r[1] * 1000 for r in hook["results"] if r[1] is not None))
-    latency = latency or dict.fromkeys(("p50", "p95", "p99", "max", "mean"))  # no answer at all: no latency to report
+    latency, baseline_latency = _phase_latency(hook), _phase_latency(baseline)
     accepted_ids = [r[2] for r in ok if r[2]]
     runs = FlowRun.objects.filter(pk__in=accepted_ids)
     by_status = dict(runs.values_list("status").annotate(n=Count("pk")))
     succeeded = by_status.get(FlowRun.Status.SUCCEEDED, 0)
     failed = by_status.get(FlowRun.Status.FAILED, 0)
-    span = runs.aggregate(first=Min("received_at"), last=Max("finished_at"))
     completed = succeeded + failed
-    completed_s = (span["last"] - span["first"]).total_seconds() if span["first"] and span["last"] else 0.0
+    # Each round's runs complete from its first accept to its last completion; the baseline rounds between do not count.
+    completed_s = 0.0
+    for round_hook in hooks:
+        ids = [r[2] for r in round_hook["results"] if r[0] == 202 and r[2]]
+        span = FlowRun.objects.filter(pk__in=ids).aggregate(first=Min("received_at"), last=Max("finished_at"))
+        completed_s += (span["last"] - span["first"]).total_seconds() if span["first"] and span["last"] else 0.0
     workers = dict(runs.exclude(worker="").values_list("worker").annotate(n=Count("pk")))
     attempts_over_1 = runs.filter(attempts__gt=1).count()
     baseline_ok = sum(1 for r in baseline["results"] if r[0] == 202)
@@ -429,6 +509,7 @@ def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -
         "n": args.n,
         "c": args.c,
         "clusters": args.clusters,
+        "rounds": args.rounds,
         "web_workers": args.web_workers,
         "cluster_workers": int(bench.env.get("LANGRUN_WORKERS", "2")),
         "flow": flow_shape,
@@ -437,7 +518,12 @@ def summarise(args, bench: Bench, baseline: dict, hook: dict, flow_shape: str) -
         "baseline_non_202": len(baseline["results"]) - baseline_ok,
         "client": hook.get("client", "aiohttp"),
         **{f"{name}_ms": round(value, 1) if value is not None else None for name, value in latency.items()},
+        # The same server answering the bare insert: what the machine allows at this concurrency.
+        **{f"baseline_{name}_ms": round(value, 1) if value is not None else None for name, value in baseline_latency.items()},
         "non_202": len(hook["results"]) - len(ok),
+        # Each round's own figures: how much of the spread between runs is the machine's.
+        "round_ratios": [round(_rate(h) / _rate(b), 3) if _rate(b) else None for b, h in zip(baselines, hooks, strict=True)],
+        "round_p99_ms": [None if (p99 := _phase_latency(h)["p99"]) is None else round(p99, 1) for h in hooks],
         "completed_rps": round(completed / completed_s, 1) if completed_s else 0.0,
         "succeeded": succeeded,
         "failed": failed,
@@ -455,11 +541,12 @@ TABLE = [
     ("profile", "profile"),
     ("flow", "flow"),
     ("load client", "client"),
-    ("n / c / clusters", None),
+    ("n / c / clusters / rounds", None),
     ("baseline (insert + 202), req/s", "baseline_rps"),
     ("webhook accepted, req/s", "accepted_rps"),
     ("accepted / baseline", None),
     ("latency p50 / p95 / p99 / max, ms", None),
+    ("baseline latency p50 / p99, ms", None),
     ("non-202", "non_202"),
     ("runs completed/s", "completed_rps"),
     ("succeeded / failed / lost", None),
@@ -473,9 +560,11 @@ TABLE = [
 
 def print_table(r: dict) -> None:
     derived = {
-        "n / c / clusters": f"{r['n']} / {r['c']} / {r['clusters']}",
-        "accepted / baseline": f"{r['accepted_rps'] / r['baseline_rps']:.2f}" if r["baseline_rps"] else "-",
+        "n / c / clusters / rounds": f"{r['n']} / {r['c']} / {r['clusters']} / {r['rounds']}",
+        "accepted / baseline": (f"{r['accepted_rps'] / r['baseline_rps']:.2f}" if r["baseline_rps"] else "-")
+        + (f" (rounds: {', '.join(f'{x:.2f}' for x in r['round_ratios'] if x is not None)})" if r["rounds"] > 1 else ""),
         "latency p50 / p95 / p99 / max, ms": f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']}",
+        "baseline latency p50 / p99, ms": f"{r.get('baseline_p50_ms')} / {r.get('baseline_p99_ms')}",
         "succeeded / failed / lost": f"{r['succeeded']} / {r['failed']} / {r['lost']}",
         "memory idle / peak, MB PSS": f"{r['mem_idle_mb']} / {r['mem_peak_mb']}",
         "machine CPU ms: baseline req / webhook + run": (
@@ -509,6 +598,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
+    parser.add_argument("--rounds", type=int, default=1, help="baseline and webhook phases measured this many times, in turn, and pooled")
     parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: as `serve`)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
     parser.add_argument("--port", type=int, default=0)

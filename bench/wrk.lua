@@ -52,8 +52,14 @@ function done(summary, latency, requests)
   local errors = summary.errors
   local ms = "null"
   if #results > 0 then
-    ms = string.format('{"p50": %.3f, "p95": %.3f, "p99": %.3f, "max": %.3f, "mean": %.3f}',
-      latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3, latency.mean / 1e3)
+    -- The quantiles at every tenth of a percent too: bench.run pools them over several rounds.
+    local quantiles = {}
+    for i = 0, 1000 do
+      quantiles[#quantiles + 1] = string.format("%.3f", latency:percentile(i / 10) / 1e3)
+    end
+    ms = string.format('{"p50": %.3f, "p95": %.3f, "p99": %.3f, "max": %.3f, "mean": %.3f, "quantiles": [%s]}',
+      latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3, latency.mean / 1e3,
+      table.concat(quantiles, ", "))
   end
   local f = io.open(os.getenv("BENCH_REPORT"), "w")
   f:write(string.format('{"elapsed_s": %.6f, "errors": %d, "sent": %d, "latency_ms": %s, "results": [%s]}',

@@ -19,19 +19,22 @@ PINNED = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("client", ["aiohttp", "wrk"])
-def test_the_benchmark_runs_and_writes_its_results(tmp_path, client):
+@pytest.mark.parametrize(("client", "rounds"), [("aiohttp", 1), ("wrk", 2)])
+def test_the_benchmark_runs_and_writes_its_results(tmp_path, client, rounds):
     if client == "wrk" and shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (.ci/run installs it)")
     profile = "production" if settings.REDIS_URL else "embedded"
     out = tmp_path / "latest.json"
     argv = [sys.executable, "-m", "bench.run", "--profile", profile, "--n", "60", "--c", "4", "--out", str(out), "--client", client]
+    argv += ["--rounds", str(rounds)]
     done = subprocess.run(argv, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert set(PINNED) <= set(report)
     assert (report["profile"], report["n"], report["c"], report["clusters"], report["client"]) == (profile, 60, 4, 1, client)
-    assert (report["non_202"], report["lost"], report["failed"], report["succeeded"]) == (0, 0, 0, 60)
+    assert (report["non_202"], report["lost"], report["failed"], report["succeeded"]) == (0, 0, 0, 60 * rounds)
+    assert report["rounds"] == len(report["round_ratios"]) == len(report["round_p99_ms"]) == rounds
+    assert all(ratio > 0 for ratio in report["round_ratios"]) and report["baseline_p99_ms"] > 0
     assert report["accepted_rps"] > 0 and report["baseline_rps"] > 0 and report["completed_rps"] > 0
     assert report["drain_lost"] == 0 and report["drain_rps"] > 0
     assert 0 < report["mem_idle_mb"] <= report["mem_peak_mb"]
