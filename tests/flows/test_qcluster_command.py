@@ -2,6 +2,7 @@
 
 import ast
 import ctypes
+import gc
 import os
 import re
 import traceback
@@ -144,3 +145,16 @@ def test_clusters_started_together_as_a_service_user_each_lower_their_group(sett
     expected = min(19, os.nice(0) + 10)
     assert all(re.fullmatch(rf"/autogroup-\d+ nice {expected}\n", group) for group in seen), seen
     assert len(set(seen)) == 3  # three groups, one for each session
+
+
+def test_the_command_freezes_the_loaded_objects_before_starting_the_cluster(settings, monkeypatch):
+    # The processes the cluster forks then share those objects' pages: the garbage collector never writes to them.
+    settings.LANGRUN_WORKER_NICE = 0  # this process keeps its priority
+    seen = []
+    monkeypatch.setattr(DjangoQCommand, "handle", lambda self, *args, **options: seen.append(gc.get_freeze_count()))
+    assert gc.get_freeze_count() == 0
+    try:
+        Command().handle(run_once=True)
+    finally:
+        gc.unfreeze()
+    assert seen[0] > 0

@@ -120,3 +120,29 @@ def test_serve_starts_three_web_workers_per_core_on_postgresql_and_two_on_sqlite
     assert Command().create_parser("manage.py", "serve").parse_args([]).web_workers == (10 if connection.vendor == "sqlite" else 15)
     monkeypatch.setenv("WEB_WORKERS", "7")
     assert Command().create_parser("manage.py", "serve").parse_args([]).web_workers == 7
+
+
+def test_gunicorn_freezes_the_preloaded_application_before_forking_each_worker():
+    # Workers forked from the master share its pages while nothing writes to them; the garbage collector
+    # writes to every object it examines, and frozen objects are never examined.
+    import gc
+
+    from gunicorn.app.base import Application
+    from gunicorn.config import Config
+
+    class ConfigOnly(Application):
+        def load_config(self):
+            self.cfg = Config()
+            self.load_config_from_file(str(ROOT / "gunicorn.conf.py"))
+
+        def load(self):
+            raise AssertionError("only the configuration is read")
+
+    cfg = ConfigOnly().cfg
+    assert cfg.preload_app is True
+    assert gc.get_freeze_count() == 0
+    try:
+        cfg.pre_fork(None, None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -1,8 +1,10 @@
-"""`qcluster`: django-q2's command, lowering the cluster's CPU priority first when LANGRUN_WORKER_NICE says so.
+"""`qcluster`: django-q2's command, lowering the cluster's CPU priority first when LANGRUN_WORKER_NICE says so,
+and freezing the loaded objects for the processes it forks.
 
 It takes precedence over django-q2's own command because `flows` comes before `django_q` in INSTALLED_APPS.
 """
 
+import gc
 import os
 import time
 
@@ -15,6 +17,11 @@ class Command(QClusterCommand):
 
     def handle(self, *args, **options):
         cluster_priority_lower()
+        # The cluster forks its sentinel, which forks the pusher, the monitor and the workers (again each time it
+        # recycles one): they share the loaded application's pages until they write to them, and the cyclic
+        # garbage collector writes to every object it examines. Frozen objects are never examined (gunicorn's
+        # master does the same before it forks a web worker: gunicorn.conf.py).
+        gc.freeze()
         super().handle(*args, **options)
 
 
