@@ -579,6 +579,13 @@ def print_table(r: dict) -> None:
         print(f"{label:<{width}}  {derived[label] if key is None else r.get(key, '-')}")
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _free_port() -> int:
     import socket
 
@@ -598,7 +605,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
-    parser.add_argument("--rounds", type=int, default=1, help="baseline and webhook phases measured this many times, in turn, and pooled")
+    parser.add_argument(
+        "--rounds", type=_at_least_one, default=1, help="baseline and webhook phases measured this many times, in turn, and pooled"
+    )
     parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: as `serve`)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
     parser.add_argument("--port", type=int, default=0)

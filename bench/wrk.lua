@@ -54,9 +54,10 @@ function done(summary, latency, requests)
   if #results > 0 then
     -- The quantiles at every tenth of a percent too: bench.run pools them over several rounds.
     local quantiles = {}
-    for i = 0, 1000 do
+    for i = 0, 999 do
       quantiles[#quantiles + 1] = string.format("%.3f", latency:percentile(i / 10) / 1e3)
     end
+    quantiles[#quantiles + 1] = string.format("%.3f", latency.max / 1e3) -- wrk's percentile(100) answers 0
     ms = string.format('{"p50": %.3f, "p95": %.3f, "p99": %.3f, "max": %.3f, "mean": %.3f, "quantiles": [%s]}',
       latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3, latency.mean / 1e3,
       table.concat(quantiles, ", "))

@@ -19,7 +19,7 @@ PINNED = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("client", "rounds"), [("aiohttp", 1), ("wrk", 2)])
+@pytest.mark.parametrize(("client", "rounds"), [("aiohttp", 1), ("aiohttp", 2), ("wrk", 2)])
 def test_the_benchmark_runs_and_writes_its_results(tmp_path, client, rounds):
     if client == "wrk" and shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (.ci/run installs it)")
@@ -73,3 +73,5 @@ def test_the_wrk_client_records_every_refusal_as_a_non_202(tmp_path):
     assert report["client"] == "wrk" and len(report["results"]) == 25
     assert {(status, run_id) for status, _, run_id in report["results"]} == {(503, None)}
     assert report["sent"] >= 25 and 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["max"]
+    quantiles = report["latency_ms"]["quantiles"]  # what bench.run pools rounds with: sorted, ending at the maximum
+    assert len(quantiles) == 1001 and quantiles == sorted(quantiles) and quantiles[-1] == report["latency_ms"]["max"]
