@@ -9,6 +9,7 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from flows.models import Flow, FlowRun, RunAttempt
@@ -29,13 +30,19 @@ class AnyBodyParser(BaseParser):
         return stream.read() if stream else b""
 
 
+def wants_browsable_api(request) -> bool:
+    """Whether a client asks for the browsable API's page: HTML in its Accept header, or a `?format=` override.
+    (DRF's request or Django's: the webhook's own path decides before DRF wraps the request.)"""
+    return "html" in request.META.get("HTTP_ACCEPT", "") or api_settings.URL_FORMAT_OVERRIDE in request.GET
+
+
 class WebhookNegotiation(DefaultContentNegotiation):
     """JSON for every sender, whatever its Accept header says (Langflow answers JSON too), so an integration
     never gets a 406; the browsable API's page only for a client that asks for HTML (or `?format=`).
     Senders skip the negotiation and its cost altogether."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        if "html" not in request.META.get("HTTP_ACCEPT", "") and self.settings.URL_FORMAT_OVERRIDE not in request.GET:
+        if not wants_browsable_api(request):
             return renderers[0], renderers[0].media_type
         try:
             return super().select_renderer(request, renderers, format_suffix)
@@ -69,7 +76,7 @@ class WebhookView(APIView):
     content_negotiation_class = WebhookNegotiation
 
     def dispatch(self, request, *args, **kwargs):
-        if request.method != "POST" or "wait" in request.GET or self._wants_browsable_api(request):
+        if request.method != "POST" or "wait" in request.GET or wants_browsable_api(request):
             return super().dispatch(request, *args, **kwargs)
         try:
             run, status_url, _ = self._record(request, kwargs["flow_id_or_name"])
@@ -84,9 +91,6 @@ class WebhookView(APIView):
             self.request.accepted_renderer, self.request.accepted_media_type = self.perform_content_negotiation(self.request, force=True)
             self.headers = self.default_response_headers
             return self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)
-
-    def _wants_browsable_api(self, request) -> bool:
-        return "html" in request.META.get("HTTP_ACCEPT", "") or self.settings.URL_FORMAT_OVERRIDE in request.GET
 
     def post(self, request, flow_id_or_name: str):
         run, status_url, wait = self._record(request._request, flow_id_or_name)
