@@ -54,3 +54,14 @@ def test_aiohttp_rounds_pool_each_request_latency():
     assert "latency_ms" not in both
     latency = _phase_latency(both)
     assert (latency["p50"], latency["p99"], latency["max"]) == (pytest.approx(100), pytest.approx(198), pytest.approx(200))
+
+
+def test_rounds_must_be_one_or_more():
+    import argparse
+
+    from bench.run import _at_least_one
+
+    assert _at_least_one("3") == 3
+    for bad in ("0", "-2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _at_least_one(bad)
