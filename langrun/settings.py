@@ -149,8 +149,9 @@ Q_CLUSTER = {
     "recycle": env.int("LANGRUN_WORKER_RECYCLE", default=5000),
 }
 # `qcluster` lowers its CPU priority (and its workers') by this much (os.nice) so that, on a machine it
-# shares with gunicorn, accepting webhooks comes first and runs take the CPU the web leaves; 0 leaves it
-# alone. Niceness only matters when processes compete for a core: a worker-only host loses nothing.
+# shares with gunicorn, accepting webhooks should come first and runs take the CPU the web leaves (a virtual
+# machine's scheduler may not oblige: README, "Production and scaling out"); 0 leaves it alone. Niceness only
+# matters when processes compete for a core: a worker-only host loses nothing.
 LANGRUN_WORKER_NICE = env.int("LANGRUN_WORKER_NICE", default=19)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
