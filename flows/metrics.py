@@ -188,6 +188,12 @@ class WebhookMetricsMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if response.status_code != 202 and request.path.startswith("/api/v1/webhook/"):
-            metric_counter_add(name=f"{WEBHOOKS}_total", labels={"code": str(response.status_code)})
+        if request.path.startswith("/api/v1/webhook/"):
+            webhook_answer_count(response)
         return response
+
+
+def webhook_answer_count(response) -> None:
+    """Count a webhook call's answer, unless it is a 202 (counted from the ledger)."""
+    if response.status_code != 202:
+        metric_counter_add(name=f"{WEBHOOKS}_total", labels={"code": str(response.status_code)})

@@ -18,15 +18,22 @@ class ApiQueryGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path.startswith("/api/"):
-            loc = None
-            if "\x00" in request.path:
-                loc = ["path"]
-            else:
-                for name, values in request.GET.lists():
-                    if "\x00" in name or any("\x00" in v for v in values):
-                        loc = ["query", name.replace("\x00", "\\u0000")]
-                        break
-            if loc is not None:
-                return JsonResponse({"detail": [{"loc": loc, "msg": NUL_MESSAGE, "type": "string_nul"}]}, status=422)
-        return self.get_response(request)
+        refusal = api_query_refusal(request)
+        return refusal if refusal is not None else self.get_response(request)
+
+
+def api_query_refusal(request) -> JsonResponse | None:
+    """The 422 for an `/api/` request with a NUL character in its path or query parameters; None for any other."""
+    if not request.path.startswith("/api/"):
+        return None
+    loc = None
+    if "\x00" in request.path:
+        loc = ["path"]
+    else:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in v for v in values):
+                loc = ["query", name.replace("\x00", "\\u0000")]
+                break
+    if loc is None:
+        return None
+    return JsonResponse({"detail": [{"loc": loc, "msg": NUL_MESSAGE, "type": "string_nul"}]}, status=422)

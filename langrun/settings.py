@@ -46,15 +46,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Answers a webhook sender's POST itself: the middleware below never see it (webhooks/middleware.py).
+    # Middleware that must see webhooks (an IP allow-list, say) goes above this line.
+    "webhooks.middleware.WebhookSenderMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "langrun.middleware.ApiQueryGuardMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Outside the guard, so that its refusals are counted and framed like any other answer.
     "flows.metrics.WebhookMetricsMiddleware",
+    "langrun.middleware.ApiQueryGuardMiddleware",
 ]
 
 ROOT_URLCONF = "langrun.urls"

@@ -36,6 +36,11 @@ def wants_browsable_api(request) -> bool:
     return "html" in request.META.get("HTTP_ACCEPT", "") or api_settings.URL_FORMAT_OVERRIDE in request.GET
 
 
+def is_senders_request(request) -> bool:
+    """Whether a webhook request takes the sender's path: a POST that asks neither to wait nor for the browsable API."""
+    return request.method == "POST" and "wait" not in request.GET and not wants_browsable_api(request)
+
+
 class WebhookNegotiation(DefaultContentNegotiation):
     """JSON for every sender, whatever its Accept header says (Langflow answers JSON too), so an integration
     never gets a 406; the browsable API's page only for a client that asks for HTML (or `?format=`).
@@ -76,7 +81,7 @@ class WebhookView(APIView):
     content_negotiation_class = WebhookNegotiation
 
     def dispatch(self, request, *args, **kwargs):
-        if request.method != "POST" or "wait" in request.GET or wants_browsable_api(request):
+        if not is_senders_request(request):
             return super().dispatch(request, *args, **kwargs)
         try:
             run, status_url, _ = self._record(request, kwargs["flow_id_or_name"])
