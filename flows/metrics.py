@@ -188,7 +188,7 @@ class WebhookMetricsMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if request.path.startswith("/api/v1/webhook/"):
+        if request.path_info.startswith("/api/v1/webhook/"):
             webhook_answer_count(response)
         return response
 

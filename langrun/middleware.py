@@ -24,10 +24,10 @@ class ApiQueryGuardMiddleware:
 
 def api_query_refusal(request) -> JsonResponse | None:
     """The 422 for an `/api/` request with a NUL character in its path or query parameters; None for any other."""
-    if not request.path.startswith("/api/"):
+    if not request.path_info.startswith("/api/"):
         return None
     loc = None
-    if "\x00" in request.path:
+    if "\x00" in request.path_info:
         loc = ["path"]
     else:
         for name, values in request.GET.lists():

@@ -4,7 +4,9 @@ import re
 
 import pytest
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.exceptions import MiddlewareNotUsed
 from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import set_script_prefix
 from rest_framework.test import APIClient
 
 from flows.models import FlowRun
@@ -58,6 +60,7 @@ CASES = {
     "replayed delivery": ("orders", b'{"id": 1}', {"HTTP_IDEMPOTENCY_KEY": "delivery-1"}),
     "disallowed host": ("orders", b'{"id": 1}', {"HTTP_HOST": "evil.example.com"}),
     "forbidden user agent": ("orders", b'{"id": 1}', {"HTTP_USER_AGENT": "BadBot/1.0"}),
+    "too many query fields": ("orders?" + "&".join(f"f{i}=1" for i in range(1001)), b'{"id": 1}', {}),
 }
 
 
@@ -75,7 +78,7 @@ def test_a_senders_answer_is_the_whole_chains_byte_for_byte(client, api_key, mak
     ids = [r.json()["run_id"] for r in (fast, chain) if r.status_code == 202]
     assert _answer(fast, ids) == _answer(chain, ids)
     assert fast["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware, before this one, still answers
-    if case in ("disallowed host", "forbidden user agent"):  # refused before the view: nothing recorded
+    if case in ("disallowed host", "forbidden user agent", "too many query fields"):  # refused before the view
         assert fast.status_code in (400, 403) and not FlowRun.objects.exists()
     else:
         assert fast["Content-Length"] == str(len(fast.content)) and fast["X-Frame-Options"] == "DENY"
@@ -146,3 +149,18 @@ def test_https_redirects_still_apply(key_client, flow, settings):
 
 def test_it_finds_the_webhook_urls_prefix_from_the_urlconf():
     assert WebhookSenderMiddleware(lambda request: None).prefix == "/api/v1/webhook/"
+    set_script_prefix("/mounted/")  # as a deployment under a path sets it: the prefix is still path_info's
+    try:
+        assert WebhookSenderMiddleware(lambda request: None).prefix == "/api/v1/webhook/"
+    finally:
+        set_script_prefix("/")
+
+
+def test_it_steps_aside_when_every_view_gets_a_transaction(key_client, flow, calls, monkeypatch, settings):
+    monkeypatch.setitem(settings.DATABASES["default"], "ATOMIC_REQUESTS", True)
+    with pytest.raises(MiddlewareNotUsed):
+        WebhookSenderMiddleware(lambda request: None)
+    client = APIClient()  # a new handler loads the middleware again, without this one
+    client.credentials(HTTP_X_API_KEY=key_client._credentials["HTTP_X_API_KEY"])
+    assert post(client, flow.endpoint_name).status_code == 202
+    assert ("SessionMiddleware", f"/api/v1/webhook/{flow.endpoint_name}") in calls
