@@ -39,7 +39,7 @@ N ?= 5000
 C ?= 32
 CLUSTERS ?= 1
 CLIENT ?= auto
-ROUNDS ?= 1
+ROUNDS ?= 3
 bench: dev-venv
 	$(BIN)/python -m bench.run --profile "$(PROFILE)" --n "$(N)" --c "$(C)" --clusters "$(CLUSTERS)" --rounds "$(ROUNDS)" \
 		--client "$(CLIENT)" $(BENCH_ARGS)

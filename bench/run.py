@@ -606,7 +606,7 @@ def main() -> None:
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
     parser.add_argument(
-        "--rounds", type=_at_least_one, default=1, help="baseline and webhook phases measured this many times, in turn, and pooled"
+        "--rounds", type=_at_least_one, default=3, help="baseline and webhook phases measured this many times, in turn, and pooled"
     )
     parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: as `serve`)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
