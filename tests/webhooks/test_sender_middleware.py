@@ -6,7 +6,8 @@ import pytest
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import MiddlewareNotUsed
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import set_script_prefix
+from django.test.utils import override_script_prefix
+from django.urls import get_urlconf, include, path, set_script_prefix, set_urlconf
 from rest_framework.test import APIClient
 
 from flows.models import FlowRun
@@ -17,6 +18,9 @@ from webhooks import services as webhook_services
 from webhooks.middleware import WebhookSenderMiddleware
 
 SENDER = "webhooks.middleware.WebhookSenderMiddleware"
+
+# A URLconf of its own, which a request may carry (test_a_requests_own_urlconf_is_the_one_its_answer_is_built_with).
+urlpatterns = [path("", include("langrun.urls"))]
 
 
 @pytest.fixture
@@ -121,7 +125,7 @@ def test_refused_webhooks_are_counted_once(client, flow, api_key, settings):
     assert ("langrun_webhooks_received_total", (("code", "500"),)) not in m
 
 
-def test_an_unexpected_error_is_the_same_500_and_is_counted(api_key, flow, monkeypatch, settings, whole_chain):
+def test_an_unexpected_error_is_the_same_500_and_is_counted(api_key, flow, monkeypatch, settings, whole_chain, caplog):
     settings.LANGRUN_METRICS = "open"
 
     def boom(**kwargs):
@@ -136,6 +140,9 @@ def test_an_unexpected_error_is_the_same_500_and_is_counted(api_key, flow, monke
     second = post(chain, flow.endpoint_name)
     assert _answer(first) == _answer(second)
     assert first.status_code == 500
+    # Django's handler logs each 500 once, with its exception, on both paths.
+    logged = [r for r in caplog.records if r.name == "django.request" and r.levelname == "ERROR"]
+    assert len(logged) == 2 and all(r.exc_info and r.exc_info[0] is RuntimeError for r in logged)
     assert scrape(APIClient())[("langrun_webhooks_received_total", (("code", "500"),))] == 2
     assert FlowRun.objects.count() == 0
 
@@ -164,3 +171,30 @@ def test_it_steps_aside_when_every_view_gets_a_transaction(key_client, flow, cal
     client.credentials(HTTP_X_API_KEY=key_client._credentials["HTTP_X_API_KEY"])
     assert post(client, flow.endpoint_name).status_code == 202
     assert ("SessionMiddleware", f"/api/v1/webhook/{flow.endpoint_name}") in calls
+
+
+def test_under_a_script_prefix_it_still_answers_guards_and_counts(key_client, flow, settings):
+    # Behind a proxy that mounts langrun under a path, `path` carries the prefix and `path_info` does not.
+    settings.LANGRUN_METRICS = "open"
+    with override_script_prefix("/mounted/"):  # what Django's WSGI handler sets from SCRIPT_NAME
+        accepted = post(key_client, flow.endpoint_name, SCRIPT_NAME="/mounted")
+        refused = post(key_client, f"{flow.endpoint_name}?x=%00", SCRIPT_NAME="/mounted")
+    assert accepted.status_code == 202
+    assert accepted.json()["status_url"].startswith("http://testserver/mounted/api/v1/runs/")
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "x"]
+    assert scrape(APIClient())[("langrun_webhooks_received_total", (("code", "422"),))] == 1
+    assert FlowRun.objects.count() == 1
+
+
+def test_a_requests_own_urlconf_is_the_one_its_answer_is_built_with(api_key, flow, rf):
+    # A middleware before this one may give a request its own URLconf; the handler makes it current before
+    # resolving, and the run's status URL is reversed with it.
+    request = rf.post(f"/api/v1/webhook/{flow.endpoint_name}", b'{"name": "Ada"}', content_type="application/json")
+    request.META["HTTP_X_API_KEY"] = api_key
+    request.urlconf = __name__
+    try:
+        response = WebhookSenderMiddleware(lambda request: pytest.fail("the whole chain was not expected"))(request)
+        assert get_urlconf() == __name__
+    finally:
+        set_urlconf(None)
+    assert response.status_code == 202 and FlowRun.objects.count() == 1
