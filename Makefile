@@ -34,15 +34,18 @@ test: dev-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark (bench/run.py): a fresh database of its own, the service as deployed, N webhooks at concurrency C.
+# SCENARIO=io: a flow that calls a local API answering after DELAY seconds (1,000 webhooks, one round by default).
 PROFILE ?= production
-N ?= 5000
+SCENARIO ?= quick
+DELAY ?= 1
+N ?= $(if $(filter io,$(SCENARIO)),1000,5000)
 C ?= 32
 CLUSTERS ?= 1
 CLIENT ?= auto
-ROUNDS ?= 3
+ROUNDS ?= $(if $(filter io,$(SCENARIO)),1,3)
 bench: dev-venv
-	$(BIN)/python -m bench.run --profile "$(PROFILE)" --n "$(N)" --c "$(C)" --clusters "$(CLUSTERS)" --rounds "$(ROUNDS)" \
-		--client "$(CLIENT)" $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --profile "$(PROFILE)" --scenario "$(SCENARIO)" --delay "$(DELAY)" --n "$(N)" --c "$(C)" \
+		--clusters "$(CLUSTERS)" --rounds "$(ROUNDS)" --client "$(CLIENT)" $(BENCH_ARGS)
 
 lint: dev-venv
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""The benchmark: `make bench [PROFILE=embedded|production] [N=5000] [C=32] [CLUSTERS=1] [ROUNDS=1]`.
+"""The benchmark: `make bench [PROFILE=embedded|production] [SCENARIO=quick|io] [N=5000] [C=32] [CLUSTERS=1] [ROUNDS=3]`.
 
 One run: a fresh database of its own (a temporary SQLite file, or a dedicated
 PostgreSQL database that is dropped at the end), a unique django-q2 cluster name,
@@ -7,6 +7,9 @@ processes), a user, an API key and a 4-node flow. A separate process sends N
 requests at concurrency C, first to the baseline view (insert one row, answer
 202) and then to the flow's webhook; the ledger then tells when every run ended.
 With ROUNDS, the two phases take turns that many times and the figures pool them.
+SCENARIO=io runs a flow that calls a local API answering after DELAY seconds
+(bench/slow_server.py) instead, and also reports when the last run ended, how many
+runs waited on that API at once, and the most database connections the service held.
 Prints a table and writes bench/results/latest.json.
 """
 
@@ -31,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from bench.procs import MemorySampler, cpu_s, machine_cpu_s, process_tree, pss_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -50,92 +55,21 @@ EXTRACT_FLOW = {
         {"source": "notice", "target": "out", "target_input": "value"},
     ],
 }
-# --- Processes and memory ------------------------------------------------------
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
-def process_tree(root_pids: list[int]) -> list[int]:
-    tree = _children()
-    seen: list[int] = []
-    todo = list(root_pids)
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.append(pid)
-        todo.extend(tree.get(pid, []))
-    return seen
-
-
-def pss_mb(root_pids: list[int]) -> float:
-    """Summed proportional set size of the process trees: shared pages count once overall."""
-    total_kb = 0
-    for pid in process_tree(root_pids):
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total_kb += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total_kb / 1024
-
-
-def cpu_s(root_pids: list[int]) -> float:
-    """CPU time (user + system) used so far by the process trees: a cost that holds on a busy machine."""
-    ticks = 0
-    for pid in process_tree(root_pids):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # utime + stime, and cutime + cstime: the CPU of children that already exited (django-q2 replaces
-        # its workers every `recycle` tasks; without these, a replaced worker's CPU would go uncounted).
-        ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu_s() -> float:
-    """CPU time used by the whole machine so far (every process: client, web, clusters, databases, and anything else)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    busy = sum(fields[:3]) + sum(fields[5:8])  # user, nice, system, irq, softirq, steal (not idle, not iowait)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-class MemorySampler(threading.Thread):
-    # Each sample reads smaps_rollup of every process, which walks its page tables in the kernel: at four
-    # samples a second that took 0.12 of this machine's two cores away from the service it measures.
-    def __init__(self, root_pids: list[int], interval: float = 1.0):
-        super().__init__(daemon=True)
-        self.root_pids, self.interval, self.peak = root_pids, interval, 0.0
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, pss_mb(self.root_pids))
-            self._done.wait(self.interval)
-
-    def stop(self) -> float:
-        self._done.set()
-        self.join()
-        return self.peak
+# A flow that waits on the network, as the flows people run from webhooks do (an LLM, an API).
+def io_flow(url: str) -> dict:
+    return {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "call", "type": "HTTPRequest", "params": {"method": "POST", "url": url, "body": {"ping": True}, "timeout": 60}},
+            {"id": "out", "type": "Output", "params": {"name": "answer"}},
+        ],
+        "edges": [
+            {"source": "hook", "target": "call", "target_input": "data"},
+            {"source": "call", "source_output": "body", "target": "out", "target_input": "value"},
+        ],
+    }
 
 
 # --- The run -------------------------------------------------------------------
@@ -169,7 +103,10 @@ class Bench:
             env["DATABASE_URL"] = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
         if args.workers:
             env["LANGRUN_WORKERS"] = str(args.workers)
+        if args.scenario == "io":
+            env["LANGRUN_HTTP_ALLOWED_HOSTS"] = "127.0.0.1"
         self.env = env
+        self.api_url = ""
 
     # set-up and tear-down
 
@@ -194,8 +131,9 @@ class Bench:
         from langrun.services import api_key_create
 
         user = User.objects.create_user("bench")
-        flow_create(user=user, name="Benchmark orders", endpoint_name=ENDPOINT, data=EXTRACT_FLOW)
-        self.flow_shape = " -> ".join(n["type"] for n in EXTRACT_FLOW["nodes"])
+        data = io_flow(self.api_url) if self.args.scenario == "io" else EXTRACT_FLOW
+        flow_create(user=user, name="Benchmark orders", endpoint_name=ENDPOINT, data=data)
+        self.flow_shape = " -> ".join(n["type"] for n in data["nodes"])
         return api_key_create(user=user, name="bench").key, self.flow_shape
 
     def drop_database(self) -> None:
@@ -220,6 +158,21 @@ class Bench:
         self.procs[name] = proc
         return proc
 
+    def start_slow_api(self) -> None:
+        """The local API the io scenario's flow calls, in a process of its own; its port is its first line."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.slow_server", "--delay", str(self.args.delay)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.procs["slow_api"] = proc
+        self.api_url = f"http://127.0.0.1:{int(proc.stdout.readline())}/api"
+
+    def slow_api_stats(self) -> dict:
+        return requests.get(self.api_url.replace("/api", "/stats"), timeout=10).json()
+
     def start_service(self) -> None:
         self.start(
             "web",
@@ -239,7 +192,7 @@ class Bench:
                 proc.kill()
 
     def root_pids(self) -> list[int]:
-        return [p.pid for p in self.procs.values()]
+        return [p.pid for name, p in self.procs.items() if name != "slow_api"]
 
     def web_pids(self) -> list[int]:
         return [self.procs["web"].pid]
@@ -305,6 +258,8 @@ class Bench:
 def run(args: argparse.Namespace) -> dict:
     bench = Bench(args)
     try:
+        if args.scenario == "io":
+            bench.start_slow_api()
         bench.create_database()
         key, flow_shape = bench.create_flow()
         from django.db import connections
@@ -322,6 +277,7 @@ def run(args: argparse.Namespace) -> dict:
 
         sampler = MemorySampler(bench.root_pids())
         sampler.start()
+        connections_sampler = ConnectionSampler(bench.db_name) if bench.pg_admin_url else None
         # Each round measures the baseline and then the webhook, in that order; the figures pool the rounds.
         # The machine's speed drifts by more than 10% within minutes, and pairs close in time share it.
         baselines, hooks = [], []
@@ -346,6 +302,16 @@ def run(args: argparse.Namespace) -> dict:
         # towards the peak too: a short run whose load never outgrew the idle memory reports the idle figure.
         mem_peak = max(mem_idle, sampler.stop())
         report = summarise(args, bench, baselines, hooks, flow_shape)
+        report.update(scenario=args.scenario)
+        if args.scenario == "io":
+            report.update(
+                delay_s=args.delay,
+                all_done_s=max(_all_done_s(hook) for hook in hooks),
+                in_flight_peak=bench.slow_api_stats()["peak"],
+                db_connections_peak=connections_sampler.stop() if connections_sampler else None,
+            )
+        elif connections_sampler:
+            connections_sampler.stop()
         requests_sent = args.n * args.rounds
         report.update(
             web_cpu_ms_per_baseline_request=round(web["baseline"] * 1000 / requests_sent, 2),
@@ -368,6 +334,53 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"logs kept in {bench.tmp}", file=sys.stderr)
             else:
                 subprocess.run(["rm", "-rf", str(bench.tmp)], check=False)
+
+
+class ConnectionSampler(threading.Thread):
+    """The most connections the service held to its PostgreSQL database at once (the benchmark's own left out)."""
+
+    def __init__(self, db_name: str, interval: float = 0.2):
+        super().__init__(daemon=True)
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            self.own = [cursor.fetchone()[0]]
+        self.db_name, self.interval, self.peak = db_name, interval, 0
+        self._done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                self.own.append(cursor.fetchone()[0])
+                while not self._done.is_set():
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND NOT pid = ANY(%s)", [self.db_name, self.own]
+                    )
+                    self.peak = max(self.peak, cursor.fetchone()[0])
+                    self._done.wait(self.interval)
+        finally:
+            connection.close()
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak
+
+
+def _all_done_s(hook: dict) -> float | None:
+    """From the phase's first request to the last of its runs ending."""
+    from django.db.models import Max
+
+    from flows.models import FlowRun
+
+    ids = [r[2] for r in hook["results"] if r[0] == 202 and r[2]]
+    last = FlowRun.objects.filter(pk__in=ids).aggregate(last=Max("finished_at"))["last"]
+    return round(last.timestamp() - hook["started_at"], 2) if last and "started_at" in hook else None
 
 
 def drain(bench: Bench, key: str) -> dict:
@@ -555,6 +568,10 @@ TABLE = [
     ("machine CPU ms: baseline req / webhook + run", None),
     ("start-up to first 202, s", "startup_s"),
     ("backlog drained by the clusters, runs/s", "drain_rps"),
+    ("io: API delay, s", "delay_s"),
+    ("io: first request to last run ended, s", "all_done_s"),
+    ("io: runs waiting on the API at once, peak", "in_flight_peak"),
+    ("io: database connections, peak", "db_connections_peak"),
 ]
 
 
@@ -576,7 +593,8 @@ def print_table(r: dict) -> None:
     }
     width = max(len(label) for label, _ in TABLE)
     for label, key in TABLE:
-        print(f"{label:<{width}}  {derived[label] if key is None else r.get(key, '-')}")
+        if key is None or key in r:
+            print(f"{label:<{width}}  {derived[label] if key is None else r[key]}")
 
 
 def _at_least_one(text: str) -> int:
@@ -602,6 +620,8 @@ def _libpq(url: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["embedded", "production"], default="production")
+    parser.add_argument("--scenario", choices=["quick", "io"], default="quick", help="quick flows, or flows that wait on an API")
+    parser.add_argument("--delay", type=float, default=1.0, help="seconds the io scenario's API takes to answer")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
@@ -622,6 +642,8 @@ def main() -> None:
         help="the load generator (bench/load.py); auto: wrk when it is installed, else aiohttp",
     )
     args = parser.parse_args()
+    if args.scenario == "io":
+        args.drain = False  # the backlog phase measures quick runs' throughput
     if args.client == "auto":
         args.client = "wrk" if shutil.which("wrk") else "aiohttp"
     sys.path.insert(0, str(ROOT))
