@@ -5,6 +5,8 @@ The webhook, the REST API, the admin and the worker all call these functions.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -704,9 +706,66 @@ def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow cannot run: {exc}", [])
     result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)
     if result.status == FlowRun.Status.FAILED and result.retryable and run.attempts < run.flow.max_attempts:
-        _flow_run_retry_later(run, error=result.error)
+        _flow_run_retry_later(run, error=_text_storable(result.error))
         return None
-    return RunOutcome(result.status, result.outputs, result.error, result.nodes)
+    return _outcome_storable(RunOutcome(result.status, result.outputs, result.error, result.nodes))
+
+
+def _outcome_storable(outcome: RunOutcome) -> RunOutcome:
+    """The outcome as the ledger can hold it: a NUL or an unpaired surrogate in an output fails the run (that
+    node's output is dropped, its error says why); in an error or a traceback it is written escaped."""
+    nodes, spoiled = [], ""
+    for node in outcome.nodes:
+        problem = _unstorable_char(node.output)
+        error, traceback = _text_storable(node.error), _text_storable(node.traceback)
+        if problem:
+            spoiled = spoiled or f"Node {node.node_id!r} output contains a {problem} character, which cannot be stored."
+            error = f"Its output contains a {problem} character, which cannot be stored."
+            node = dataclasses.replace(node, status=NodeResult.Status.FAILED, output=None, error=error, traceback=traceback)
+        elif error is not node.error or traceback is not node.traceback:
+            node = dataclasses.replace(node, error=error, traceback=traceback)
+        nodes.append(node)
+    if not spoiled and (problem := _unstorable_char(outcome.outputs)):
+        spoiled = f"The run's outputs contain a {problem} character, which cannot be stored."
+    if spoiled:
+        return RunOutcome(FlowRun.Status.FAILED, None, spoiled, nodes)
+    return RunOutcome(outcome.status, outcome.outputs, _text_storable(outcome.error), nodes)
+
+
+def _unstorable_char(value: Any) -> str:
+    """The kind of character in `value` (as `_json_text` writes it) that no database text can hold, or ""."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif item is None or isinstance(item, bool | int | float):
+            continue
+        else:
+            text = item if isinstance(item, str) else str(item)
+            if "\x00" in text:
+                return "NUL"
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "unpaired surrogate"
+    return ""
+
+
+def _text_storable(text: str) -> str:
+    """`text` with NUL characters and unpaired surrogates escaped (`\\x00`, `\\ud800`); `text` itself when it has none."""
+    if not text or ("\x00" not in text and text.isascii()):
+        return text
+    escaped = text.replace("\x00", "\\x00")
+    try:
+        escaped.encode("utf-8")
+    except UnicodeEncodeError:
+        escaped = escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped if escaped != text else text
 
 
 def _returning_sql() -> bool:
@@ -795,6 +854,36 @@ SELECT id FROM finished
 
 
 def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
+    """Record a run's outcome; should the database refuse it, the run fails with an error that says so."""
+    try:
+        return _flow_run_record(run, status=status, outputs=outputs, error=error, nodes=nodes)
+    except Exception as exc:
+        return _flow_run_finish_unrecorded(run, exc)
+
+
+def _flow_run_finish_unrecorded(run: FlowRun, exc: Exception) -> FlowRun:
+    """Fail a run whose outcome could not be written, without its outputs and node results; the run is left
+    as it is (for the sweep) only when even that cannot be written."""
+    logger.error("Run %s's result could not be recorded; it fails without it", run.id, exc_info=exc)
+    error = f"The run's result could not be recorded ({type(exc).__name__}); the worker's log has the details."
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            finished = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING, attempts=run.attempts).update(
+                status=FlowRun.Status.FAILED, outputs=None, error=error, finished_at=now
+            )
+            if finished:
+                RunAttempt.objects.filter(run=run, number=run.attempts).update(outcome=FlowRun.Status.FAILED, error=error, finished_at=now)
+        run.refresh_from_db()
+    except Exception:
+        logger.exception("Run %s's failure could not be recorded either; it stays running until the sweep recovers it", run.id)
+        return run
+    if finished:
+        _flow_release_waiting(run.flow)
+    return run
+
+
+def _flow_run_record(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
     if run.attempts == 1 and _returning_sql():
         [run] = _flow_runs_finish_returning([(run, RunOutcome(status, outputs, error, nodes))])
         return run
@@ -846,18 +935,33 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
         return []
     finished_at = timezone.now()
     texts = [_json_text(outcome.outputs) for _, outcome in items]
+    unrecorded: dict[str, FlowRun] = {}
     if connection.vendor == "postgresql":
-        finished = _flow_runs_finish_rows_pg(items, outputs_texts=texts, finished_at=finished_at)
+        try:
+            finished = _flow_runs_finish_rows_pg(items, outputs_texts=texts, finished_at=finished_at)
+        except Exception:
+            if len(items) == 1:
+                raise
+            # No run's finish may sink another's: whatever the statement refused, each run is finished on its own.
+            logger.exception("The finish of %d runs failed together; each is finished on its own", len(items))
+            return [_flow_run_finish(run, **outcome._asdict()) for run, outcome in items]
     else:
-        finished = {
-            str(run.pk)
-            for (run, outcome), text in zip(items, texts, strict=True)
-            if _flow_run_finish_rows_sqlite(
-                run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
-            )
-        }
+        finished = set()
+        for (run, outcome), text in zip(items, texts, strict=True):
+            try:
+                if _flow_run_finish_rows_sqlite(
+                    run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
+                ):
+                    finished.add(str(run.pk))
+            except Exception as exc:
+                if len(items) == 1:
+                    raise
+                unrecorded[str(run.pk)] = _flow_run_finish_unrecorded(run, exc)
     runs = []
     for (run, outcome), text in zip(items, texts, strict=True):
+        if str(run.pk) in unrecorded:
+            runs.append(unrecorded[str(run.pk)])
+            continue
         if str(run.pk) in finished:
             run.status, run.error, run.finished_at = outcome.status, outcome.error, finished_at
             run.outputs = json.loads(text) if text is not None else None
@@ -896,7 +1000,9 @@ def _flow_runs_finish_rows_pg(items: list[tuple[FlowRun, RunOutcome]], *, output
         "runs": _json_text(runs),
         "results": _json_text(results),
     }
-    with connection.cursor() as cursor:
+    # Outside a transaction (as in a worker) a refused statement wrote nothing and leaves the connection usable;
+    # inside one, a savepoint keeps the transaction usable for the runs' own finishes.
+    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext(), connection.cursor() as cursor:
         cursor.execute(_worker_sql(_FINISH_SQL), params)
         return {str(row[0]) for row in cursor.fetchall()}
 
@@ -1073,7 +1179,10 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
 
 
 def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
-    """Ring for the runs whose retry backoff has passed (each once: `enqueued_at` moves past `next_attempt_at`)."""
+    """Ring for the runs whose retry backoff has passed (each once: `enqueued_at` moves past `next_attempt_at`).
+
+    Returns how many were enqueued.
+    """
     now = timezone.now()
     due = list(
         FlowRun.objects.unfinished()
@@ -1081,10 +1190,11 @@ def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
+    enqueued = 0
     for run_id in due:
         if FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).update(enqueued_at=now):
-            flow_run_enqueue(run_id=run_id)
-    return len(due)
+            enqueued += flow_run_enqueue(run_id=run_id)  # one the broker refused is left to flow_runs_requeue_stale
+    return enqueued
 
 
 def flow_runs_release_idempotency_keys(*, older_than: timedelta | None = None) -> int:
