@@ -25,6 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from flows import engine
+from flows.exceptions import RunNotCancellable, RunNotReplayable, RunPayloadPruned
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult, RunAttempt, Variable
 from langrun.db import loaded_instance
 from langrun.logs import log_context
@@ -38,14 +39,6 @@ SWEEP_SCHEDULE_NAME = "langrun-sweep"
 
 class EndpointNameTaken(Exception):
     """The owner already has a flow with this endpoint name."""
-
-
-class RunNotCancellable(Exception):
-    """Only a run that is still `queued` can be cancelled."""
-
-
-class RunPayloadPruned(Exception):
-    """Retention deleted this run's payload, so it cannot be replayed."""
 
 
 class RunConditionFailed(Exception):
@@ -333,17 +326,31 @@ def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> Flo
         raise RunPayloadPruned(
             f"Run {run.id}'s payload was deleted by retention on {run.payload_pruned_at:%Y-%m-%d}; it cannot be replayed."
         )
-    return flow_run_create(
-        flow=run.flow,
-        user=user,
-        trigger=FlowRun.Trigger.REPLAY,
-        payload=run.payload,
-        body=run.body,
-        content_type=run.content_type,
-        replay_of=run,
-        tweaks=run.tweaks,
-        version=None if current_version else run.version,
-    )
+    try:
+        return flow_run_create(
+            flow=run.flow,
+            user=user,
+            trigger=FlowRun.Trigger.REPLAY,
+            payload=run.payload,
+            body=run.body,
+            content_type=run.content_type,
+            replay_of=run,
+            tweaks=run.tweaks,
+            version=None if current_version else run.version,
+        )
+    except engine.GraphValidationError as exc:  # its tweaks no longer fit: a variable deleted, a component changed
+        nodes = (flow_run_graph_data(run=run) if not current_version else run.flow.data).get("nodes") or []
+        errors = [{"loc": _tweak_loc(issue.loc, nodes), "msg": issue.msg, "type": issue.type} for issue in exc.issues]
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        raise RunNotReplayable(f"Run {run.id} cannot be replayed: {where}", errors=errors) from exc
+
+
+def _tweak_loc(loc: tuple, nodes: list) -> list:
+    """Where a problem of a tweaked graph (`nodes`, i, `params`, name, …) lies in the tweaks: [`tweaks`, node id, name, …]."""
+    if len(loc) >= 4 and loc[0] == "nodes" and loc[2] == "params" and isinstance(loc[1], int) and loc[1] < len(nodes):
+        node = nodes[loc[1]]
+        return ["tweaks", node.get("id") if isinstance(node, dict) else loc[1], *loc[3:]]
+    return ["tweaks", *loc]
 
 
 def flow_run_cancel(*, run: FlowRun) -> FlowRun:
