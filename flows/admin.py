@@ -640,7 +640,7 @@ class FlowRunAdmin(OwnedModelAdmin):
     @admin.display(description="diagram")
     def run_diagram(self, run):
         try:
-            graph = engine.parse_graph(engine.apply_tweaks(run.flow.data, run.tweaks))
+            graph = engine.parse_graph(engine.apply_tweaks(services.flow_run_graph_data(run=run), run.tweaks))
         except engine.GraphValidationError:
             return "–"
         statuses = dict(run.node_results.values_list("node_id", "status"))

@@ -1541,19 +1541,23 @@ def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[st
     `{node_id: [build, ...]}`, oldest build first per node; nodes that were
     skipped are left out (they were never built).
     """
-    run_ids = list(
-        FlowRun.objects.filter(flow=flow, finished_at__isnull=False).order_by("-received_at").values_list("pk", flat=True)[:runs]
+    latest = list(
+        FlowRun.objects.filter(flow=flow, finished_at__isnull=False).order_by("-received_at").values_list("pk", "version_id")[:runs]
     )
     results = (
-        NodeResult.objects.filter(run_id__in=run_ids)
+        NodeResult.objects.filter(run_id__in=[pk for pk, _ in latest])
         .exclude(status=NodeResult.Status.SKIPPED)
         .select_related("run")
         .order_by("run__received_at", "order")
     )
-    params_by_node = {n.get("id"): n.get("params") for n in (flow.data or {}).get("nodes", []) if isinstance(n, dict)}
+    # Each run's params are its own version's (a run recorded before versions has only the flow's graph).
+    versions = FlowVersion.objects.filter(pk__in={version_id for _, version_id in latest if version_id is not None})
+    params_of = {version_id: _params_by_node(data) for version_id, data in versions.values_list("pk", "data")}
+    params_of[None] = _params_by_node(flow.data)
     builds: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         tweaks = ((result.run.tweaks or {}).get(result.node_id)) or {}
+        params_by_node = params_of.get(result.run.version_id) or params_of[None]
         params = {**(params_by_node.get(result.node_id) or {}), **tweaks}
         builds.setdefault(result.node_id, []).append(
             {
@@ -1575,3 +1579,8 @@ def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[st
             }
         )
     return builds
+
+
+def _params_by_node(data: Any) -> dict[str, Any]:
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    return {n.get("id"): n.get("params") for n in (nodes if isinstance(nodes, list) else []) if isinstance(n, dict)}

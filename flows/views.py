@@ -308,7 +308,8 @@ def _tweak_errors(exc: GraphValidationError, data: dict) -> RequestValidationErr
 
 def _run_response(run: FlowRun, *, inputs: dict, output_type: str, output_component: str, session_id: str) -> dict:
     """Langflow's RunResponse for a finished run: the reported nodes' results."""
-    output_nodes = {n.get("id") for n in (run.flow.data or {}).get("nodes", []) if isinstance(n, dict) and n.get("type") == "Output"}
+    nodes = (services.flow_run_graph_data(run=run) or {}).get("nodes", [])
+    output_nodes = {n.get("id") for n in nodes if isinstance(n, dict) and n.get("type") == "Output"}
     reported = []
     for node in run.node_results.order_by("order"):
         if output_component:

@@ -409,6 +409,17 @@ def test_run_page_shows_payload_outputs_and_node_table_in_order(staff, make_flow
     assert f"Run {str(run.pk)[:8]} of Greeting" in crumbs and str(run.flow_id) not in crumbs
 
 
+def test_run_page_draws_the_version_the_run_executed(staff, make_flow):
+    flow = make_flow(staff)
+    run = run_of(flow)
+    renamed = json.loads(json.dumps(GREETING_FLOW).replace('"greet"', '"salute"'))
+    services.flow_update(flow=flow, data=renamed)
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    diagram_svg = re.search(r'<svg class="lr-diagram".*?</svg>', html, re.S).group(0)
+    assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in diagram_svg
+    assert 'data-node-id="salute"' not in diagram_svg
+
+
 def test_run_page_shows_the_failing_node_and_skipped_ones(staff, make_flow):
     run = run_of(make_flow(staff), payload={"x": 1})
     html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
