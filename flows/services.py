@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -723,24 +724,25 @@ def _outcome_storable(outcome: RunOutcome) -> RunOutcome:
     node's output is dropped, its error says why); in an error or a traceback it is written escaped."""
     nodes, spoiled = [], ""
     for node in outcome.nodes:
-        problem = _unstorable_char(node.output)
+        problem = _unstorable(node.output)
         error, traceback = _text_storable(node.error), _text_storable(node.traceback)
         if problem:
-            spoiled = spoiled or f"Node {node.node_id!r} output contains a {problem} character, which cannot be stored."
-            error = f"Its output contains a {problem} character, which cannot be stored."
+            spoiled = spoiled or f"Node {node.node_id!r} output contains {problem}, which cannot be stored."
+            error = f"Its output contains {problem}, which cannot be stored."
             node = dataclasses.replace(node, status=NodeResult.Status.FAILED, output=None, error=error, traceback=traceback)
         elif error is not node.error or traceback is not node.traceback:
             node = dataclasses.replace(node, error=error, traceback=traceback)
         nodes.append(node)
-    if not spoiled and (problem := _unstorable_char(outcome.outputs)):
-        spoiled = f"The run's outputs contain a {problem} character, which cannot be stored."
+    if not spoiled and (problem := _unstorable(outcome.outputs)):
+        spoiled = f"The run's outputs contain {problem}, which cannot be stored."
     if spoiled:
         return RunOutcome(FlowRun.Status.FAILED, None, spoiled, nodes)
     return RunOutcome(outcome.status, outcome.outputs, _text_storable(outcome.error), nodes)
 
 
-def _unstorable_char(value: Any) -> str:
-    """The kind of character in `value` (as `_json_text` writes it) that no database text can hold, or ""."""
+def _unstorable(value: Any) -> str:
+    """What in `value` (as `_json_text` writes it) no database's JSON can hold, or "": a NUL character or an
+    unpaired surrogate in a string, or an infinite or NaN number (valid Python, not JSON)."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -749,17 +751,18 @@ def _unstorable_char(value: Any) -> str:
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
-        elif item is None or isinstance(item, bool | int | float):
-            continue
-        else:
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "a number that is infinite or NaN"
+        elif item is not None and not isinstance(item, bool | int):
             text = item if isinstance(item, str) else str(item)
             if "\x00" in text:
-                return "NUL"
+                return "a NUL character"
             if not text.isascii():
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
-                    return "unpaired surrogate"
+                    return "an unpaired surrogate character"
     return ""
 
 

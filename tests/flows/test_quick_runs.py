@@ -287,7 +287,7 @@ CHAR_FLOW = {
 }
 
 
-@pytest.mark.parametrize("code, named", [(0, "NUL"), (0xD800, "unpaired surrogate")])
+@pytest.mark.parametrize("code, named", [(0, "a NUL character"), (0xD800, "an unpaired surrogate character")])
 def test_an_output_that_cannot_be_stored_fails_its_run_alone(flow, user, make_flow, code, named):
     chars = make_flow(user, data=CHAR_FLOW, name="Chars")
     good, bad, after = run_of(flow, user, name="Ada"), run_of(chars, user, n=code), run_of(chars, user, n=65)
@@ -297,10 +297,10 @@ def test_an_output_that_cannot_be_stored_fails_its_run_alone(flow, user, make_fl
     assert stored(after.id)[:3] == ("succeeded", 1, {"char": "A"})
     status, attempts, outputs, error, finished, attempt_rows, nodes = stored(bad.id)
     assert (status, attempts, outputs, finished) == ("failed", 1, None, True)
-    assert error == f"Node 'char' output contains a {named} character, which cannot be stored."
+    assert error == f"Node 'char' output contains {named}, which cannot be stored."
     assert [(a[1], a[2]) for a in attempt_rows] == [("failed", error)]
     by_node = {n[0]: n for n in nodes}
-    assert by_node["char"][2:5] == ("failed", None, f"Its output contains a {named} character, which cannot be stored.")
+    assert by_node["char"][2:5] == ("failed", None, f"Its output contains {named}, which cannot be stored.")
     assert by_node["hook"][2:4] == ("succeeded", {"data": {"n": code}})
 
 
@@ -318,6 +318,28 @@ def test_an_error_text_that_cannot_be_stored_is_stored_escaped(flow, user, monke
     done = services.flow_runs_execute(run_ids=[run.id for run in runs])
     assert sorted(run.status for run in done) == ["failed", "succeeded"]
     assert FlowRun.objects.get(pk=runs[1].pk).error == "bad \\x00 and \\ud800 here"
+    assert FlowRun.objects.get(pk=runs[0].pk).outputs == {"greeting": "Hello Ada!"}
+
+
+def test_an_infinite_number_in_the_outputs_fails_its_run_alone(flow, user, monkeypatch):
+    runs = [run_of(flow, user, name=n) for n in ("Ada", "inf")]
+    real = services.engine.run_graph
+
+    def run_graph(graph, *, context, **kw):
+        result = real(graph, context=context, **kw)
+        if context.payload == {"name": "inf"}:
+            result = dataclasses.replace(result, outputs={"greeting": float("inf")})
+        return result
+
+    monkeypatch.setattr(services.engine, "run_graph", run_graph)
+    done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+    assert sorted(run.status for run in done) == ["failed", "succeeded"]
+    assert stored(runs[1].id)[:4] == (
+        "failed",
+        1,
+        None,
+        "The run's outputs contain a number that is infinite or NaN, which cannot be stored.",
+    )
     assert FlowRun.objects.get(pk=runs[0].pk).outputs == {"greeting": "Hello Ada!"}
 
 
