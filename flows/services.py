@@ -743,14 +743,14 @@ def _outcome_storable(outcome: RunOutcome) -> RunOutcome:
 def _unstorable(value: Any) -> str:
     """What in `value` (as `_json_text` writes it) no database's JSON can hold, or "": a NUL character or an
     unpaired surrogate in a string, or an infinite or NaN number (valid Python, not JSON)."""
-    stack = [value]
+    stack, seen = [value], set()
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+        if isinstance(item, dict | list | tuple):
+            if id(item) in seen:  # shared, or circular (which `_json_text` refuses in its turn)
+                continue
+            seen.add(id(item))
+            stack.extend(item.items() if isinstance(item, dict) else item)
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return "a number that is infinite or NaN"
@@ -944,33 +944,39 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
     if not items:
         return []
     finished_at = timezone.now()
-    texts = [_json_text(outcome.outputs) for _, outcome in items]
-    unrecorded: dict[str, FlowRun] = {}
-    if connection.vendor == "postgresql":
+    # Whatever one run's outcome makes fail (its JSON, the database's refusal), that run fails alone.
+    alone: dict[str, FlowRun] = {}  # runs finished on their own, or failed for want of a record
+    writable, texts = [], []
+    for run, outcome in items:
         try:
-            finished = _flow_runs_finish_rows_pg(items, outputs_texts=texts, finished_at=finished_at)
-        except Exception:
-            if len(items) == 1:
-                raise
-            # No run's finish may sink another's: whatever the statement refused, each run is finished on its own.
-            logger.exception("The finish of %d runs failed together; each is finished on its own", len(items))
-            return [_flow_run_finish(run, **outcome._asdict()) for run, outcome in items]
-    else:
-        finished = set()
-        for (run, outcome), text in zip(items, texts, strict=True):
+            texts.append(_json_text(outcome.outputs))
+        except Exception as exc:
+            alone[str(run.pk)] = _flow_run_finish_unrecorded(run, exc)
+        else:
+            writable.append((run, outcome))
+    finished: set[str] = set()
+    if connection.vendor == "postgresql" and writable:
+        try:
+            finished = _flow_runs_finish_rows_pg(writable, outputs_texts=texts, finished_at=finished_at)
+        except Exception as exc:
+            if len(writable) == 1:
+                alone[str(writable[0][0].pk)] = _flow_run_finish_unrecorded(writable[0][0], exc)
+            else:
+                logger.exception("The finish of %d runs failed together; each is finished on its own", len(writable))
+                for run, outcome in writable:
+                    alone[str(run.pk)] = _flow_run_finish(run, **outcome._asdict())
+    elif writable:
+        for (run, outcome), text in zip(writable, texts, strict=True):
             try:
                 if _flow_run_finish_rows_sqlite(
                     run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
                 ):
                     finished.add(str(run.pk))
             except Exception as exc:
-                if len(items) == 1:
-                    raise
-                unrecorded[str(run.pk)] = _flow_run_finish_unrecorded(run, exc)
-    runs = []
-    for (run, outcome), text in zip(items, texts, strict=True):
-        if str(run.pk) in unrecorded:
-            runs.append(unrecorded[str(run.pk)])
+                alone[str(run.pk)] = _flow_run_finish_unrecorded(run, exc)
+    recorded = {}
+    for (run, outcome), text in zip(writable, texts, strict=True):
+        if str(run.pk) in alone:
             continue
         if str(run.pk) in finished:
             run.status, run.error, run.finished_at = outcome.status, outcome.error, finished_at
@@ -979,8 +985,8 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
         else:
             logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
             run.refresh_from_db()
-        runs.append(run)
-    return runs
+        recorded[str(run.pk)] = run
+    return [alone.get(str(run.pk)) or recorded[str(run.pk)] for run, _ in items]
 
 
 def _flow_runs_finish_rows_pg(items: list[tuple[FlowRun, RunOutcome]], *, outputs_texts: list[str | None], finished_at) -> set[str]:

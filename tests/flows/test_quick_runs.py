@@ -343,15 +343,28 @@ def test_an_infinite_number_in_the_outputs_fails_its_run_alone(flow, user, monke
     assert FlowRun.objects.get(pk=runs[0].pk).outputs == {"greeting": "Hello Ada!"}
 
 
-def test_a_finish_that_fails_anyway_fails_that_run_alone(flow, user, monkeypatch, caplog):
+def _circular():
+    loop = []
+    loop.append(loop)
+    return {"loop": loop}
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        {"error": "unstorable \ud800"},  # the database itself refuses it
+        {"outputs": _circular()},  # JSON cannot write it
+    ],
+)
+def test_a_finish_that_fails_anyway_fails_that_run_alone(flow, user, monkeypatch, caplog, spoil):
     """Defence in depth: whatever makes a finish fail, the batch falls back to finishing each run on its own."""
     runs = [run_of(flow, user, name=n) for n in ("Ada", "bad", "Cy")]
     real = services._flow_run_outcome
 
     def outcome(run, parse):
         found = real(run, parse)
-        if run.payload == {"name": "bad"}:  # past the storable check: the database itself refuses it
-            found = found._replace(error="unstorable \ud800")
+        if run.payload == {"name": "bad"}:  # past the storable check
+            found = found._replace(**spoil)
         return found
 
     monkeypatch.setattr(services, "_flow_run_outcome", outcome)
