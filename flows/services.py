@@ -658,9 +658,9 @@ def flow_runs_execute(*, run_ids) -> list[FlowRun]:
     for a retry, of a flow with a concurrency limit) then go through flow_run_execute one by
     one, and so does the finish of a run that is not its first attempt. A run whose execution
     raises is left `running` for the sweep, as it would be alone; the others are recorded.
-    Returns the runs executed here. Should two batches that share runs (a doorbell rung twice)
-    ever wait on each other's row locks, PostgreSQL fails one statement as a deadlock: nothing
-    of it is written, and the sweep enqueues or recovers its runs as after a lost worker.
+    Should the one finish fail (an outcome the database refuses, a deadlock between two batches
+    that share runs after a doorbell rung twice), each run is then finished on its own: one
+    run's outcome never sinks another's. Returns the runs executed here.
     """
     run_ids = list(dict.fromkeys(str(run_id) for run_id in run_ids))
     if len(run_ids) == 1 or not _returning_sql():
@@ -720,8 +720,9 @@ def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
 
 
 def _outcome_storable(outcome: RunOutcome) -> RunOutcome:
-    """The outcome as the ledger can hold it: a NUL or an unpaired surrogate in an output fails the run (that
-    node's output is dropped, its error says why); in an error or a traceback it is written escaped."""
+    """The outcome as the ledger can hold it, whatever the database: what `_unstorable` finds in an output
+    fails the run (that node's output is dropped, its error says why); a NUL or an unpaired surrogate
+    in an error or a traceback is written escaped."""
     nodes, spoiled = [], ""
     for node in outcome.nodes:
         problem = _unstorable(node.output)
@@ -1566,7 +1567,7 @@ def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[st
     builds: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         tweaks = ((result.run.tweaks or {}).get(result.node_id)) or {}
-        params_by_node = params_of.get(result.run.version_id) or params_of[None]
+        params_by_node = params_of.get(result.run.version_id, params_of[None])
         params = {**(params_by_node.get(result.node_id) or {}), **tweaks}
         builds.setdefault(result.node_id, []).append(
             {
