@@ -6,6 +6,7 @@ Every change goes through flows.services, like the webhook and the API.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from typing import Any
 
 from django import forms
@@ -24,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from flows import diagram, engine, services
+from flows.exceptions import FlowsError
 from flows.models import Flow, FlowRun, NodeResult, Variable
 from langrun.admin import OwnedModelAdmin
 
@@ -638,7 +640,7 @@ class FlowRunAdmin(OwnedModelAdmin):
     @admin.display(description="diagram")
     def run_diagram(self, run):
         try:
-            graph = engine.parse_graph(engine.apply_tweaks(run.flow.data, run.tweaks))
+            graph = engine.parse_graph(engine.apply_tweaks(services.flow_run_graph_data(run=run), run.tweaks))
         except engine.GraphValidationError:
             return "–"
         statuses = dict(run.node_results.values_list("node_id", "status"))
@@ -675,11 +677,24 @@ class FlowRunAdmin(OwnedModelAdmin):
     # Actions and buttons: the same services as the API.
     @admin.action(description="Replay selected runs")
     def replay_selected(self, request, queryset):
-        new_runs = [services.flow_run_replay(run=run, user=run.user) for run in queryset.select_related("flow")]
+        new_runs = []
+        for run in queryset.select_related("flow", "version"):
+            with self.flows_errors_as_messages(request):
+                new_runs.append(services.flow_run_replay(run=run, user=run.user))
+        if not new_runs:
+            return
         links = format_html_join(
             ", ", '<a href="{}">{}</a>', ((reverse("admin:flows_flowrun_change", args=[r.pk]), str(r.pk)[:8]) for r in new_runs)
         )
         self.message_user(request, format_html("Queued {} replay(s): {}", len(new_runs), links), messages.SUCCESS)
+
+    @contextmanager
+    def flows_errors_as_messages(self, request):
+        """A domain error of the services (it carries its own message) becomes an error message on the page."""
+        try:
+            yield
+        except FlowsError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
 
     @admin.action(description="Cancel selected queued runs")
     def cancel_queued(self, request, queryset):
@@ -705,19 +720,19 @@ class FlowRunAdmin(OwnedModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         run = self.get_object(request, object_id)
-        new = services.flow_run_replay(run=run, user=run.user)
-        self.message_user(request, format_html("Replay of run {} queued.", str(run.pk)[:8]), messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[new.pk]))
+        with self.flows_errors_as_messages(request):
+            new = services.flow_run_replay(run=run, user=run.user)
+            self.message_user(request, format_html("Replay of run {} queued.", str(run.pk)[:8]), messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[new.pk]))
+        return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[run.pk]))
 
     def cancel_view(self, request, object_id):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         run = self.get_object(request, object_id)
-        try:
+        with self.flows_errors_as_messages(request):
             services.flow_run_cancel(run=run)
             self.message_user(request, "Run cancelled.", messages.SUCCESS)
-        except services.RunNotCancellable as exc:
-            self.message_user(request, str(exc), messages.ERROR)
         return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[run.pk]))
 
     def render_change_form(self, request, context, *args, **kwargs):

@@ -42,7 +42,7 @@ FAMILIES = {
     "langrun_run_duration_seconds": ("histogram", "Time from a worker's claim to the end of a run."),
     "langrun_run_queue_wait_seconds": ("histogram", "Time from accepting a run to a worker claiming it."),
     "langrun_node_duration_seconds": ("histogram", "Time one node took, by component type."),
-    RECOVERED: ("counter", "Runs the periodic sweep enqueued again because their task was lost or late."),
+    RECOVERED: ("counter", "Interrupted runs (running past their lease) the periodic sweep queued again or failed."),
     "langrun_queue_depth": ("gauge", "Runs waiting for a worker (status queued)."),
     "langrun_runs_running": ("gauge", "Runs a worker is executing now."),
     SWEEP_LAST_RUN: ("gauge", "Unix time of the last periodic sweep: a heartbeat of the worker cluster."),

@@ -5,9 +5,12 @@ The webhook, the REST API, the admin and the worker all call these functions.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -23,6 +26,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from flows import engine
+from flows.exceptions import RunNotCancellable, RunNotReplayable, RunPayloadPruned
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult, RunAttempt, Variable
 from langrun.db import loaded_instance
 from langrun.logs import log_context
@@ -36,14 +40,6 @@ SWEEP_SCHEDULE_NAME = "langrun-sweep"
 
 class EndpointNameTaken(Exception):
     """The owner already has a flow with this endpoint name."""
-
-
-class RunNotCancellable(Exception):
-    """Only a run that is still `queued` can be cancelled."""
-
-
-class RunPayloadPruned(Exception):
-    """Retention deleted this run's payload, so it cannot be replayed."""
 
 
 class RunConditionFailed(Exception):
@@ -331,17 +327,31 @@ def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> Flo
         raise RunPayloadPruned(
             f"Run {run.id}'s payload was deleted by retention on {run.payload_pruned_at:%Y-%m-%d}; it cannot be replayed."
         )
-    return flow_run_create(
-        flow=run.flow,
-        user=user,
-        trigger=FlowRun.Trigger.REPLAY,
-        payload=run.payload,
-        body=run.body,
-        content_type=run.content_type,
-        replay_of=run,
-        tweaks=run.tweaks,
-        version=None if current_version else run.version,
-    )
+    try:
+        return flow_run_create(
+            flow=run.flow,
+            user=user,
+            trigger=FlowRun.Trigger.REPLAY,
+            payload=run.payload,
+            body=run.body,
+            content_type=run.content_type,
+            replay_of=run,
+            tweaks=run.tweaks,
+            version=None if current_version else run.version,
+        )
+    except engine.GraphValidationError as exc:  # its tweaks no longer fit: a variable deleted, a component changed
+        nodes = (flow_run_graph_data(run=run) if not current_version else run.flow.data).get("nodes") or []
+        errors = [{"loc": _tweak_loc(issue.loc, nodes), "msg": issue.msg, "type": issue.type} for issue in exc.issues]
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        raise RunNotReplayable(f"Run {run.id} cannot be replayed: {where}", errors=errors) from exc
+
+
+def _tweak_loc(loc: tuple, nodes: list) -> list:
+    """Where a problem of a tweaked graph (`nodes`, i, `params`, name, …) lies in the tweaks: [`tweaks`, node id, name, …]."""
+    if len(loc) >= 4 and loc[0] == "nodes" and loc[2] == "params" and isinstance(loc[1], int) and loc[1] < len(nodes):
+        node = nodes[loc[1]]
+        return ["tweaks", node.get("id") if isinstance(node, dict) else loc[1], *loc[3:]]
+    return ["tweaks", *loc]
 
 
 def flow_run_cancel(*, run: FlowRun) -> FlowRun:
@@ -648,9 +658,9 @@ def flow_runs_execute(*, run_ids) -> list[FlowRun]:
     for a retry, of a flow with a concurrency limit) then go through flow_run_execute one by
     one, and so does the finish of a run that is not its first attempt. A run whose execution
     raises is left `running` for the sweep, as it would be alone; the others are recorded.
-    Returns the runs executed here. Should two batches that share runs (a doorbell rung twice)
-    ever wait on each other's row locks, PostgreSQL fails one statement as a deadlock: nothing
-    of it is written, and the sweep enqueues or recovers its runs as after a lost worker.
+    Should the one finish fail (an outcome the database refuses, a deadlock between two batches
+    that share runs after a doorbell rung twice), each run is then finished on its own: one
+    run's outcome never sinks another's. Returns the runs executed here.
     """
     run_ids = list(dict.fromkeys(str(run_id) for run_id in run_ids))
     if len(run_ids) == 1 or not _returning_sql():
@@ -704,9 +714,69 @@ def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow cannot run: {exc}", [])
     result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)
     if result.status == FlowRun.Status.FAILED and result.retryable and run.attempts < run.flow.max_attempts:
-        _flow_run_retry_later(run, error=result.error)
+        _flow_run_retry_later(run, error=_text_storable(result.error))
         return None
-    return RunOutcome(result.status, result.outputs, result.error, result.nodes)
+    return _outcome_storable(RunOutcome(result.status, result.outputs, result.error, result.nodes))
+
+
+def _outcome_storable(outcome: RunOutcome) -> RunOutcome:
+    """The outcome as the ledger can hold it, whatever the database: what `_unstorable` finds in an output
+    fails the run (that node's output is dropped, its error says why); a NUL or an unpaired surrogate
+    in an error or a traceback is written escaped."""
+    nodes, spoiled = [], ""
+    for node in outcome.nodes:
+        problem = _unstorable(node.output)
+        error, traceback = _text_storable(node.error), _text_storable(node.traceback)
+        if problem:
+            spoiled = spoiled or f"Node {node.node_id!r} output contains {problem}, which cannot be stored."
+            error = f"Its output contains {problem}, which cannot be stored."
+            node = dataclasses.replace(node, status=NodeResult.Status.FAILED, output=None, error=error, traceback=traceback)
+        elif error is not node.error or traceback is not node.traceback:
+            node = dataclasses.replace(node, error=error, traceback=traceback)
+        nodes.append(node)
+    if not spoiled and (problem := _unstorable(outcome.outputs)):
+        spoiled = f"The run's outputs contain {problem}, which cannot be stored."
+    if spoiled:
+        return RunOutcome(FlowRun.Status.FAILED, None, spoiled, nodes)
+    return RunOutcome(outcome.status, outcome.outputs, _text_storable(outcome.error), nodes)
+
+
+def _unstorable(value: Any) -> str:
+    """What in `value` (as `_json_text` writes it) no database's JSON can hold, or "": a NUL character or an
+    unpaired surrogate in a string, or an infinite or NaN number (valid Python, not JSON)."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if id(item) in seen:  # shared, or circular (which `_json_text` refuses in its turn)
+                continue
+            seen.add(id(item))
+            stack.extend(item.items() if isinstance(item, dict) else item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "a number that is infinite or NaN"
+        elif item is not None and not isinstance(item, bool | int):
+            text = item if isinstance(item, str) else str(item)
+            if "\x00" in text:
+                return "a NUL character"
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "an unpaired surrogate character"
+    return ""
+
+
+def _text_storable(text: str) -> str:
+    """`text` with NUL characters and unpaired surrogates escaped (`\\x00`, `\\ud800`); `text` itself when it has none."""
+    if not text or ("\x00" not in text and text.isascii()):
+        return text
+    escaped = text.replace("\x00", "\\x00")
+    try:
+        escaped.encode("utf-8")
+    except UnicodeEncodeError:
+        escaped = escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped if escaped != text else text
 
 
 def _returning_sql() -> bool:
@@ -795,6 +865,36 @@ SELECT id FROM finished
 
 
 def _flow_run_finish(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
+    """Record a run's outcome; should the database refuse it, the run fails with an error that says so."""
+    try:
+        return _flow_run_record(run, status=status, outputs=outputs, error=error, nodes=nodes)
+    except Exception as exc:
+        return _flow_run_finish_unrecorded(run, exc)
+
+
+def _flow_run_finish_unrecorded(run: FlowRun, exc: Exception) -> FlowRun:
+    """Fail a run whose outcome could not be written, without its outputs and node results; the run is left
+    as it is (for the sweep) only when even that cannot be written."""
+    logger.error("Run %s's result could not be recorded; it fails without it", run.id, exc_info=exc)
+    error = f"The run's result could not be recorded ({type(exc).__name__}); the worker's log has the details."
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            finished = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING, attempts=run.attempts).update(
+                status=FlowRun.Status.FAILED, outputs=None, error=error, finished_at=now
+            )
+            if finished:
+                RunAttempt.objects.filter(run=run, number=run.attempts).update(outcome=FlowRun.Status.FAILED, error=error, finished_at=now)
+        run.refresh_from_db()
+    except Exception:
+        logger.exception("Run %s's failure could not be recorded either; it stays running until the sweep recovers it", run.id)
+        return run
+    if finished:
+        _flow_release_waiting(run.flow)
+    return run
+
+
+def _flow_run_record(run: FlowRun, *, status: str, outputs, error: str, nodes: list[engine.NodeResult]) -> FlowRun:
     if run.attempts == 1 and _returning_sql():
         [run] = _flow_runs_finish_returning([(run, RunOutcome(status, outputs, error, nodes))])
         return run
@@ -845,19 +945,40 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
     if not items:
         return []
     finished_at = timezone.now()
-    texts = [_json_text(outcome.outputs) for _, outcome in items]
-    if connection.vendor == "postgresql":
-        finished = _flow_runs_finish_rows_pg(items, outputs_texts=texts, finished_at=finished_at)
-    else:
-        finished = {
-            str(run.pk)
-            for (run, outcome), text in zip(items, texts, strict=True)
-            if _flow_run_finish_rows_sqlite(
-                run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
-            )
-        }
-    runs = []
-    for (run, outcome), text in zip(items, texts, strict=True):
+    # Whatever one run's outcome makes fail (its JSON, the database's refusal), that run fails alone.
+    alone: dict[str, FlowRun] = {}  # runs finished on their own, or failed for want of a record
+    writable, texts = [], []
+    for run, outcome in items:
+        try:
+            texts.append(_json_text(outcome.outputs))
+        except Exception as exc:
+            alone[str(run.pk)] = _flow_run_finish_unrecorded(run, exc)
+        else:
+            writable.append((run, outcome))
+    finished: set[str] = set()
+    if connection.vendor == "postgresql" and writable:
+        try:
+            finished = _flow_runs_finish_rows_pg(writable, outputs_texts=texts, finished_at=finished_at)
+        except Exception as exc:
+            if len(writable) == 1:
+                alone[str(writable[0][0].pk)] = _flow_run_finish_unrecorded(writable[0][0], exc)
+            else:
+                logger.exception("The finish of %d runs failed together; each is finished on its own", len(writable))
+                for run, outcome in writable:
+                    alone[str(run.pk)] = _flow_run_finish(run, **outcome._asdict())
+    elif writable:
+        for (run, outcome), text in zip(writable, texts, strict=True):
+            try:
+                if _flow_run_finish_rows_sqlite(
+                    run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
+                ):
+                    finished.add(str(run.pk))
+            except Exception as exc:
+                alone[str(run.pk)] = _flow_run_finish_unrecorded(run, exc)
+    recorded = {}
+    for (run, outcome), text in zip(writable, texts, strict=True):
+        if str(run.pk) in alone:
+            continue
         if str(run.pk) in finished:
             run.status, run.error, run.finished_at = outcome.status, outcome.error, finished_at
             run.outputs = json.loads(text) if text is not None else None
@@ -865,8 +986,8 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
         else:
             logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
             run.refresh_from_db()
-        runs.append(run)
-    return runs
+        recorded[str(run.pk)] = run
+    return [alone.get(str(run.pk)) or recorded[str(run.pk)] for run, _ in items]
 
 
 def _flow_runs_finish_rows_pg(items: list[tuple[FlowRun, RunOutcome]], *, outputs_texts: list[str | None], finished_at) -> set[str]:
@@ -896,7 +1017,9 @@ def _flow_runs_finish_rows_pg(items: list[tuple[FlowRun, RunOutcome]], *, output
         "runs": _json_text(runs),
         "results": _json_text(results),
     }
-    with connection.cursor() as cursor:
+    # Outside a transaction (as in a worker) a refused statement wrote nothing and leaves the connection usable;
+    # inside one, a savepoint keeps the transaction usable for the runs' own finishes.
+    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext(), connection.cursor() as cursor:
         cursor.execute(_worker_sql(_FINISH_SQL), params)
         return {str(row[0]) for row in cursor.fetchall()}
 
@@ -1073,7 +1196,10 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
 
 
 def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
-    """Ring for the runs whose retry backoff has passed (each once: `enqueued_at` moves past `next_attempt_at`)."""
+    """Ring for the runs whose retry backoff has passed (each once: `enqueued_at` moves past `next_attempt_at`).
+
+    Returns how many were enqueued.
+    """
     now = timezone.now()
     due = list(
         FlowRun.objects.unfinished()
@@ -1081,10 +1207,11 @@ def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
+    enqueued = 0
     for run_id in due:
         if FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).update(enqueued_at=now):
-            flow_run_enqueue(run_id=run_id)
-    return len(due)
+            enqueued += flow_run_enqueue(run_id=run_id)  # one the broker refused is left to flow_runs_requeue_stale
+    return enqueued
 
 
 def flow_runs_release_idempotency_keys(*, older_than: timedelta | None = None) -> int:
@@ -1424,19 +1551,23 @@ def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[st
     `{node_id: [build, ...]}`, oldest build first per node; nodes that were
     skipped are left out (they were never built).
     """
-    run_ids = list(
-        FlowRun.objects.filter(flow=flow, finished_at__isnull=False).order_by("-received_at").values_list("pk", flat=True)[:runs]
+    latest = list(
+        FlowRun.objects.filter(flow=flow, finished_at__isnull=False).order_by("-received_at").values_list("pk", "version_id")[:runs]
     )
     results = (
-        NodeResult.objects.filter(run_id__in=run_ids)
+        NodeResult.objects.filter(run_id__in=[pk for pk, _ in latest])
         .exclude(status=NodeResult.Status.SKIPPED)
         .select_related("run")
         .order_by("run__received_at", "order")
     )
-    params_by_node = {n.get("id"): n.get("params") for n in (flow.data or {}).get("nodes", []) if isinstance(n, dict)}
+    # Each run's params are its own version's (a run recorded before versions has only the flow's graph).
+    versions = FlowVersion.objects.filter(pk__in={version_id for _, version_id in latest if version_id is not None})
+    params_of = {version_id: _params_by_node(data) for version_id, data in versions.values_list("pk", "data")}
+    params_of[None] = _params_by_node(flow.data)
     builds: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         tweaks = ((result.run.tweaks or {}).get(result.node_id)) or {}
+        params_by_node = params_of.get(result.run.version_id, params_of[None])
         params = {**(params_by_node.get(result.node_id) or {}), **tweaks}
         builds.setdefault(result.node_id, []).append(
             {
@@ -1458,3 +1589,8 @@ def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[st
             }
         )
     return builds
+
+
+def _params_by_node(data: Any) -> dict[str, Any]:
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    return {n.get("id"): n.get("params") for n in (nodes if isinstance(nodes, list) else []) if isinstance(n, dict)}

@@ -32,7 +32,7 @@ from flows.serializers import (
     VariableSerializer,
     VertexBuildsSerializer,
 )
-from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
+from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
 from langrun.parsers import JSONParser, MultiPartParser
 from langrun.schema import error, validation_error
@@ -126,7 +126,11 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         summary="Replay a run",
         description="A new run of the same flow with the same payload and tweaks (trigger `replay`), linked to this one.",
         request=None,
-        responses={201: FlowRunSerializer},
+        responses={
+            201: FlowRunSerializer,
+            409: error("Retention deleted the run's payload: it cannot be replayed."),
+            422: validation_error("The run's tweaks no longer fit its graph, e.g. they name a variable deleted since."),
+        },
     )
     @action(detail=True, methods=["post"])
     def replay(self, request, pk=None):
@@ -142,11 +146,7 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        run = self.get_object()
-        try:
-            run = services.flow_run_cancel(run=run)
-        except services.RunNotCancellable as exc:
-            raise Conflict(str(exc)) from exc
+        run = services.flow_run_cancel(run=self.get_object())
         return Response(FlowRunSerializer(_with_nodes(FlowRun.objects.filter(pk=run.pk)).get()).data)
 
 
@@ -308,7 +308,8 @@ def _tweak_errors(exc: GraphValidationError, data: dict) -> RequestValidationErr
 
 def _run_response(run: FlowRun, *, inputs: dict, output_type: str, output_component: str, session_id: str) -> dict:
     """Langflow's RunResponse for a finished run: the reported nodes' results."""
-    output_nodes = {n.get("id") for n in (run.flow.data or {}).get("nodes", []) if isinstance(n, dict) and n.get("type") == "Output"}
+    nodes = (services.flow_run_graph_data(run=run) or {}).get("nodes", [])
+    output_nodes = {n.get("id") for n in nodes if isinstance(n, dict) and n.get("type") == "Output"}
     reported = []
     for node in run.node_results.order_by("order"):
         if output_component:

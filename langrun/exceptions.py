@@ -31,6 +31,21 @@ class RequestValidationError(exceptions.APIException):
         return cls([{"loc": list(loc), "msg": msg, "type": type_}])
 
 
+class DomainError(Exception):
+    """A failure an app's services raise, carrying the HTTP status and error `code` the API answers it with.
+
+    `errors`, when given, are FastAPI's located errors (`loc`, `msg`, `type`) for a 422; otherwise the
+    message is the `detail`.
+    """
+
+    status = status.HTTP_400_BAD_REQUEST
+    code = "error"
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.errors = errors
+
+
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state of the resource."
@@ -62,6 +77,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = PayloadTooLarge(f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
     elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
         exc = PayloadTooLarge(f"Request has too many form fields or files: {exc}")
+    if isinstance(exc, DomainError):
+        return Response({"detail": exc.errors if exc.errors else str(exc)}, status=exc.status)
     if isinstance(exc, RequestValidationError):
         return Response({"detail": exc.errors}, status=exc.status_code)
     if isinstance(exc, exceptions.ValidationError):

@@ -227,7 +227,55 @@ def test_same_idempotency_key_fifty_times_concurrently_is_one_run(service, owner
     assert wait_for_runs([results[0][1]]) == {"succeeded": 1}
 
 
-# --- 5. hostile input -------------------------------------------------------------------------
+# --- 5. one user's output the database cannot store, among another user's runs -----------------
+
+CHAR_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "char", "type": "Template", "params": {"template": "{n:c}"}},  # {"n": 0} renders a NUL
+        {"id": "out", "type": "Output", "params": {"name": "char"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "char", "target_input": "data"},
+        {"source": "char", "target": "out", "target_input": "value"},
+    ],
+}
+
+
+def test_a_nul_output_fails_its_own_runs_and_no_other(service, owner):
+    """10 webhooks of one user's flow that outputs a NUL among 100 of another user's quick flow, all waiting in
+    the queue when the cluster starts (so that the Redis broker batches them): the 100 succeed, the 10 fail."""
+    user, key = owner
+    flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+    attacker = User.objects.create_user("nul-sender")
+    attacker_key = api_key_create(user=attacker).key
+    flow_create(user=attacker, name="Chars", endpoint_name="chars", data=CHAR_FLOW)
+    local = threading.local()
+
+    def send(i: int):
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        if i % 11 == 5:
+            r = session.post(f"{service.url}/api/v1/webhook/chars", json={"n": 0}, headers={"x-api-key": attacker_key}, timeout=60)
+        else:
+            r = session.post(f"{service.url}/api/v1/webhook/greet", json={"name": f"n{i}"}, headers={"x-api-key": key}, timeout=60)
+        assert r.status_code == 202, r.text
+        return r.json()["run_id"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(send, range(110)))
+    bad = [run_id for i, run_id in enumerate(ids) if i % 11 == 5]
+    good = [run_id for run_id in ids if run_id not in bad]
+    assert (len(good), len(bad)) == (100, 10)
+    service.start_cluster()
+    assert wait_for_runs(ids, timeout=120) == {"succeeded": 100, "failed": 10}, service.log("cluster")[-3000:]
+    assert {FlowRun.objects.get(pk=run_id).outputs["greeting"] for run_id in good} == {f"Hello n{i}!" for i in range(110) if i % 11 != 5}
+    errors = set(FlowRun.objects.filter(pk__in=bad).values_list("error", flat=True))
+    assert errors == {"Node 'char' output contains a NUL character, which cannot be stored."}
+    assert not RunAttempt.objects.filter(outcome="interrupted").exists()
+
+
+# --- 6. hostile input -------------------------------------------------------------------------
 
 
 def raw_request(port: int, data: bytes) -> int | None:

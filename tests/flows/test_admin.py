@@ -11,6 +11,7 @@ from django.db import connection
 from django.db.models.signals import pre_save
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from flows import diagram, engine, services
 from flows.admin import describe_issue
@@ -408,6 +409,17 @@ def test_run_page_shows_payload_outputs_and_node_table_in_order(staff, make_flow
     assert f"Run {str(run.pk)[:8]} of Greeting" in crumbs and str(run.flow_id) not in crumbs
 
 
+def test_run_page_draws_the_version_the_run_executed(staff, make_flow):
+    flow = make_flow(staff)
+    run = run_of(flow)
+    renamed = json.loads(json.dumps(GREETING_FLOW).replace('"greet"', '"salute"'))
+    services.flow_update(flow=flow, data=renamed)
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    diagram_svg = re.search(r'<svg class="lr-diagram".*?</svg>', html, re.S).group(0)
+    assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in diagram_svg
+    assert 'data-node-id="salute"' not in diagram_svg
+
+
 def test_run_page_shows_the_failing_node_and_skipped_ones(staff, make_flow):
     run = run_of(make_flow(staff), payload={"x": 1})
     html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
@@ -499,6 +511,42 @@ def test_replay_and_cancel_buttons(staff, make_flow):
     response = c.post(reverse("admin:flows_flowrun_replay", args=[run.pk]))
     replay = FlowRun.objects.get(replay_of=run)
     assert response["Location"] == reverse("admin:flows_flowrun_change", args=[replay.pk])
+
+
+def _unreplayable(flow, user):
+    """A run whose payload retention deleted, and one whose tweaks name a variable deleted since."""
+    pruned = run_of(flow)
+    FlowRun.objects.filter(pk=pruned.pk).update(payload=None, body="", payload_pruned_at=timezone.now())
+    variable = services.variable_create(user=user, name="GREETING", value="Hi {name}!", kind="generic")
+    tweaked = flow_run_create(
+        flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": {"variable": "GREETING"}}}
+    )
+    variable.delete()
+    return pruned, tweaked
+
+
+def test_replay_button_of_a_run_that_cannot_be_replayed_says_why(staff, make_flow):
+    pruned, tweaked = _unreplayable(make_flow(staff), staff)
+    c = login(staff)
+    response = c.post(reverse("admin:flows_flowrun_replay", args=[pruned.pk]), follow=True)
+    assert response.status_code == 200
+    assert any("deleted by retention" in m for m in messages_of(response))
+    response = c.post(reverse("admin:flows_flowrun_replay", args=[tweaked.pk]), follow=True)
+    assert response.status_code == 200
+    assert any("'GREETING' does not exist" in m for m in messages_of(response))
+    assert not FlowRun.objects.filter(trigger="replay").exists()
+
+
+def test_replay_action_replays_what_it_can_and_says_why_not_the_others(staff, make_flow):
+    flow = make_flow(staff)
+    pruned, tweaked = _unreplayable(flow, staff)
+    fine = run_of(flow)
+    response = action(login(staff), [pruned.pk, tweaked.pk, fine.pk], "replay_selected")
+    assert response.status_code == 200
+    assert list(FlowRun.objects.filter(trigger="replay").values_list("replay_of_id", flat=True)) == [fine.pk]
+    msgs = messages_of(response)
+    assert any("Queued 1 replay(s)" in m for m in msgs)
+    assert any("deleted by retention" in m for m in msgs) and any("'GREETING' does not exist" in m for m in msgs)
 
 
 # --- the diagram and error wording -------------------------------------------------

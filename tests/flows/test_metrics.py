@@ -99,10 +99,18 @@ def test_rejected_webhooks_are_counted_by_status_code(client, open_metrics, flow
 
 
 def test_sweep_counts_recovered_runs_and_beats(client, open_metrics, flow, user, settings):
-    settings.LANGRUN_REQUEUE_AFTER = 0
-    run = _run(flow, user, {"name": "Ada"}, execute=False)
-    FlowRun.objects.filter(pk=run.pk).update(enqueued_at=timezone.now() - timedelta(minutes=5))
-    assert tasks.sweep()["requeued"] == 1
+    settings.LANGRUN_REQUEUE_AFTER = 60
+    now = timezone.now()
+    lost = _run(flow, user, {"name": "Ada"}, execute=False)  # a doorbell rung again: not a recovery
+    FlowRun.objects.filter(pk=lost.pk).update(enqueued_at=now - timedelta(minutes=5))
+    retry = _run(flow, user, {"name": "Bo"}, execute=False)  # an ordinary retry whose backoff passed: not one either
+    FlowRun.objects.filter(pk=retry.pk).update(
+        attempts=1, enqueued_at=now - timedelta(minutes=2), next_attempt_at=now - timedelta(minutes=1)
+    )
+    interrupted = _run(flow, user, {"name": "Cy"}, execute=False)  # running past its lease: the sweep recovers it
+    FlowRun.objects.filter(pk=interrupted.pk).update(status="running", attempts=1, started_at=now - timedelta(days=1))
+    counts = tasks.sweep()
+    assert (counts["recovered"], counts["retried"], counts["requeued"]) == (1, 1, 1)
     m = scrape(client)
     assert m[("langrun_runs_recovered_total", ())] == 1
     assert timezone.now().timestamp() - m[("langrun_sweep_last_run_timestamp_seconds", ())] < 60

@@ -1,5 +1,7 @@
 """GET /api/v1/monitor/builds: Langflow's vertex builds from recorded node results."""
 
+import json
+
 from rest_framework.test import APIClient
 
 from flows import services
@@ -27,6 +29,20 @@ def test_vertex_builds_of_a_flow(key_client, flow):
     greet_failed = builds["greet"][1]
     assert greet_failed["valid"] is False and "name" in greet_failed["data"]["message"]
     assert '"Yo {name}"' in greet_failed["params"]
+
+
+def test_builds_report_the_params_of_the_version_each_run_executed(key_client, flow):
+    old = services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    services.flow_run_execute(run_id=old.id)
+    changed = json.loads(json.dumps(flow.data).replace("Hello {name}!", "Bye {name}!"))
+    services.flow_update(flow=flow, data=changed)
+    new = services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Bo"})
+    services.flow_run_execute(run_id=new.id)
+    greet = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json()["vertex_builds"]["greet"]
+    assert [(b["build_id"], json.loads(b["params"])) for b in greet] == [
+        (str(old.id), {"template": "Hello {name}!"}),
+        (str(new.id), {"template": "Bye {name}!"}),
+    ]
 
 
 def test_a_flow_never_run_has_no_builds(key_client, flow):

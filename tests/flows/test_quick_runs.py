@@ -1,5 +1,6 @@
 """Quick runs: which runs the cluster may batch, how their tasks are merged, and what a batch records."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -162,7 +163,9 @@ def test_a_batch_takes_two_statements_for_all_its_runs(flow, user, execute_path)
     runs = [run_of(flow, user, name=str(i)) for i in range(5)]
     with CaptureQueriesContext(connection) as queries:
         done = services.flow_runs_execute(run_ids=[run.id for run in runs])
-    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["WITH", "WITH"]
+    # The finish takes a savepoint only inside a transaction (this test's), which a worker is not in.
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == ["WITH", "WITH"]
     assert {run.status for run in done} == {"succeeded"} and len(done) == 5
 
 
@@ -265,3 +268,116 @@ def test_the_batch_task_logs_each_run(flow, user, caplog):
     lines = [r for r in caplog.records if r.name == "flows.tasks"]
     assert len(lines) == 2 and all("Run succeeded (version 1), one of 2" in r.getMessage() for r in lines)
     assert sorted(str(r.run_id) for r in lines) == sorted(str(run.id) for run in runs)
+
+
+# --- Outputs the database cannot store ---------------------------------------------
+
+# `{n:c}` turns a number into its character: 0 is a NUL, 0xD800 a lone surrogate. Neither can be stored
+# in PostgreSQL (nor a lone surrogate in SQLite's text), wherever it appears in what a run records.
+CHAR_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "char", "type": "Template", "params": {"template": "{n:c}"}},
+        {"id": "out", "type": "Output", "params": {"name": "char"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "char", "target_input": "data"},
+        {"source": "char", "target": "out", "target_input": "value"},
+    ],
+}
+
+
+@pytest.mark.parametrize("code, named", [(0, "a NUL character"), (0xD800, "an unpaired surrogate character")])
+def test_an_output_that_cannot_be_stored_fails_its_run_alone(flow, user, make_flow, code, named):
+    chars = make_flow(user, data=CHAR_FLOW, name="Chars")
+    good, bad, after = run_of(flow, user, name="Ada"), run_of(chars, user, n=code), run_of(chars, user, n=65)
+    done = services.flow_runs_execute(run_ids=[good.id, bad.id, after.id])
+    assert {str(run.id): run.status for run in done} == {str(good.id): "succeeded", str(bad.id): "failed", str(after.id): "succeeded"}
+    assert stored(good.id)[:3] == ("succeeded", 1, {"greeting": "Hello Ada!"})
+    assert stored(after.id)[:3] == ("succeeded", 1, {"char": "A"})
+    status, attempts, outputs, error, finished, attempt_rows, nodes = stored(bad.id)
+    assert (status, attempts, outputs, finished) == ("failed", 1, None, True)
+    assert error == f"Node 'char' output contains {named}, which cannot be stored."
+    assert [(a[1], a[2]) for a in attempt_rows] == [("failed", error)]
+    by_node = {n[0]: n for n in nodes}
+    assert by_node["char"][2:5] == ("failed", None, f"Its output contains {named}, which cannot be stored.")
+    assert by_node["hook"][2:4] == ("succeeded", {"data": {"n": code}})
+
+
+def test_an_error_text_that_cannot_be_stored_is_stored_escaped(flow, user, monkeypatch):
+    runs = [run_of(flow, user, name=n) for n in ("Ada", "bad")]
+    real = services.engine.run_graph
+
+    def run_graph(graph, *, context, **kw):
+        result = real(graph, context=context, **kw)
+        if context.payload == {"name": "bad"}:
+            result = dataclasses.replace(result, status="failed", outputs=None, error="bad \x00 and \ud800 here")
+        return result
+
+    monkeypatch.setattr(services.engine, "run_graph", run_graph)
+    done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+    assert sorted(run.status for run in done) == ["failed", "succeeded"]
+    assert FlowRun.objects.get(pk=runs[1].pk).error == "bad \\x00 and \\ud800 here"
+    assert FlowRun.objects.get(pk=runs[0].pk).outputs == {"greeting": "Hello Ada!"}
+
+
+def test_an_infinite_number_in_the_outputs_fails_its_run_alone(flow, user, monkeypatch):
+    runs = [run_of(flow, user, name=n) for n in ("Ada", "inf")]
+    real = services.engine.run_graph
+
+    def run_graph(graph, *, context, **kw):
+        result = real(graph, context=context, **kw)
+        if context.payload == {"name": "inf"}:
+            result = dataclasses.replace(result, outputs={"greeting": float("inf")})
+        return result
+
+    monkeypatch.setattr(services.engine, "run_graph", run_graph)
+    done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+    assert sorted(run.status for run in done) == ["failed", "succeeded"]
+    assert stored(runs[1].id)[:4] == (
+        "failed",
+        1,
+        None,
+        "The run's outputs contain a number that is infinite or NaN, which cannot be stored.",
+    )
+    assert FlowRun.objects.get(pk=runs[0].pk).outputs == {"greeting": "Hello Ada!"}
+
+
+def _circular():
+    loop = []
+    loop.append(loop)
+    return {"loop": loop}
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        {"error": "unstorable \ud800"},  # the database itself refuses it
+        {"outputs": _circular()},  # JSON cannot write it
+    ],
+)
+def test_a_finish_that_fails_anyway_fails_that_run_alone(flow, user, monkeypatch, caplog, spoil):
+    """Defence in depth: whatever makes a finish fail, the batch falls back to finishing each run on its own."""
+    runs = [run_of(flow, user, name=n) for n in ("Ada", "bad", "Cy")]
+    real = services._flow_run_outcome
+
+    def outcome(run, parse):
+        found = real(run, parse)
+        if run.payload == {"name": "bad"}:  # past the storable check
+            found = found._replace(**spoil)
+        return found
+
+    monkeypatch.setattr(services, "_flow_run_outcome", outcome)
+    with caplog.at_level(logging.ERROR, logger="flows.services"):
+        done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+    assert {str(run.id): run.status for run in done} == {
+        str(runs[0].id): "succeeded",
+        str(runs[1].id): "failed",
+        str(runs[2].id): "succeeded",
+    }
+    assert [FlowRun.objects.get(pk=run.pk).outputs for run in (runs[0], runs[2])] == [{"greeting": "Hello Ada!"}, {"greeting": "Hello Cy!"}]
+    status, attempts, outputs, error, finished, attempt_rows, nodes = stored(runs[1].id)
+    assert (status, attempts, outputs, finished, nodes) == ("failed", 1, None, True, [])
+    assert error.startswith("The run's result could not be recorded")
+    assert [a[1] for a in attempt_rows] == ["failed"]
+    assert "could not be recorded" in caplog.text

@@ -316,6 +316,62 @@ def test_sweep_does_all_its_jobs(flow, user, enqueued, capsys):
     assert "recovered: 0" in capsys.readouterr().out
 
 
+def test_due_retries_report_the_runs_enqueued(flow, user, monkeypatch):
+    runs = [new_run(flow, user) for _ in range(3)]
+    for run in runs:
+        make_due(run)
+    rung = []
+
+    def enqueue(*, run_id):
+        rung.append(str(run_id))
+        FlowRun.objects.filter(pk=runs[2].pk).update(status="cancelled")  # cancelled after the sweep listed it
+        return str(run_id) != str(runs[1].id)  # the broker refused this one
+
+    monkeypatch.setattr(services, "flow_run_enqueue", enqueue)
+    assert services.flow_runs_enqueue_due_retries() == 1
+    assert rung == [str(runs[0].id), str(runs[1].id)]
+
+
+# --- outputs the database cannot store ------------------------------------------
+
+NUL_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "char", "type": "Template", "params": {"template": "{name:c}"}},
+        {"id": "out", "type": "Output", "params": {"name": "char"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "char", "target_input": "data"},
+        {"source": "char", "target": "out", "target_input": "value"},
+    ],
+}
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_a_run_whose_output_cannot_be_stored_fails_with_a_clear_error(user, attempt):
+    flow = flow_create(user=user, name="NUL", data=NUL_FLOW, max_attempts=3)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"name": 0})
+    if attempt == 2:  # a later attempt is finished by the general path
+        FlowRun.objects.filter(pk=run.pk).update(attempts=1)
+        RunAttempt.objects.create(run=run, number=1, outcome="interrupted", started_at=timezone.now())
+    flow_run_execute(run_id=run.id)
+    row = FlowRun.objects.get(pk=run.pk)
+    assert (row.status, row.attempts, row.outputs) == ("failed", attempt, None)
+    assert row.error == "Node 'char' output contains a NUL character, which cannot be stored."
+    assert RunAttempt.objects.get(run=run, number=attempt).outcome == "failed"
+
+
+def test_a_run_whose_finish_the_database_refuses_fails_instead_of_staying_running(flow, user, monkeypatch):
+    real = services._flow_run_outcome
+    monkeypatch.setattr(services, "_flow_run_outcome", lambda run, parse: real(run, parse)._replace(error="refused \ud800"))
+    run = new_run(flow, user)
+    flow_run_execute(run_id=run.id)
+    row = FlowRun.objects.get(pk=run.pk)
+    assert (row.status, row.outputs, row.finished_at is not None) == ("failed", None, True)
+    assert row.error.startswith("The run's result could not be recorded")
+    assert RunAttempt.objects.get(run=run).outcome == "failed"
+
+
 # --- the API's view of it ---------------------------------------------------------
 
 

@@ -110,6 +110,29 @@ def test_replay_creates_a_linked_run(key_client, flow):
     assert FlowRun.objects.get(pk=body["id"]).payload == {"name": "Bo"}
 
 
+def test_replay_of_a_run_whose_payload_was_pruned_is_a_409(key_client, flow):
+    original = make_run(flow)
+    FlowRun.objects.filter(pk=original.pk).update(payload=None, body="", payload_pruned_at=timezone.now())
+    response = key_client.post(f"/api/v1/runs/{original.id}/replay")
+    assert response.status_code == 409, response.content
+    assert "deleted by retention" in response.json()["detail"] and "cannot be replayed" in response.json()["detail"]
+    assert FlowRun.objects.count() == 1
+
+
+def test_replay_whose_tweaks_name_a_variable_deleted_since_is_a_422_naming_it(key_client, flow, user):
+    variable = services.variable_create(user=user, name="GREETING", value="Hi {name}!", kind="generic")
+    original = services.flow_run_create(
+        flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": {"variable": "GREETING"}}}
+    )
+    variable.delete()
+    response = key_client.post(f"/api/v1/runs/{original.id}/replay")
+    assert response.status_code == 422, response.content
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["tweaks", "greet", "template"] and error["type"] == "variable_missing"
+    assert "'GREETING' does not exist" in error["msg"]
+    assert FlowRun.objects.count() == 1
+
+
 def test_cancel_only_while_queued(key_client, flow):
     run = make_run(flow)
     response = key_client.post(f"/api/v1/runs/{run.id}/cancel")

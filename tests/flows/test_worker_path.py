@@ -127,7 +127,9 @@ def test_one_statement_claim_and_one_statement_finish(flow, user, execute_path):
         assert services.flow_run_execute(run_id=run.id).status == "succeeded"
     sent = [q["sql"].split(" times: ")[-1].split()[0] for q in queries.captured_queries]  # executemany: "4 times: INSERT …"
     if connection.vendor == "postgresql":
-        assert sent == ["WITH", "WITH"]  # no BEGIN/COMMIT either: each statement is atomic by itself
+        # No BEGIN/COMMIT either: each statement is atomic by itself (the finish takes a savepoint only
+        # inside a transaction, this test's; a worker is in none).
+        assert [s for s in sent if s not in ("SAVEPOINT", "RELEASE")] == ["WITH", "WITH"]
     else:  # SQLite: the claim's three statements in one transaction, the finish's three in another
         assert sent == ["SAVEPOINT", "UPDATE", "INSERT", "SELECT", "RELEASE", "SAVEPOINT", "UPDATE", "UPDATE", "INSERT", "RELEASE"]
 
