@@ -242,3 +242,37 @@ def test_language_model_is_refused_on_local_addresses_unless_allowed(server):
     with pytest.raises(NodeError, match="not a public address"):
         llm(allowed=(), prompt="x", base_url=server.url + "/v1", model="tiny", api_key="sk-test-secret")
     assert server.requests == []
+
+
+# --- IPv6 addresses that carry an IPv4 address ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::a00:1",  # local-use NAT64 prefix
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::a00:1",  # IPv4-compatible 10.0.0.1
+        "::ffff:a9fe:a9fe",  # IPv4-mapped 169.254.169.254
+    ],
+)
+def test_ipv6_forms_of_non_public_ipv4_addresses_are_refused(address):
+    with pytest.raises(BlockedAddressError, match="not a public address"):
+        vet_host(address, 80, [])
+    with pytest.raises(NodeError, match="not a public address"):
+        http(allowed=(), url=f"http://[{address}]:9/", timeout=1)
+
+
+def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry():
+    for address in ("64:ff9b::808:808", "2002:808:808::1", "::808:808", "::ffff:808:808"):
+        assert vet_host(address, 80, []) == address
+    # An allow-list entry for the IPv4 network covers its IPv6 forms too.
+    for address in ("64:ff9b::7f00:1", "2002:7f00:1::1", "::7f00:1", "::ffff:7f00:1"):
+        assert vet_host(address, 80, ["127.0.0.0/8"]) == address
+    with pytest.raises(BlockedAddressError):
+        vet_host("64:ff9b::a00:1", 80, ["127.0.0.0/8"])

@@ -1,7 +1,8 @@
 """Components that call other services: any HTTP API, and OpenAI-compatible chat completions.
 
 Outbound requests go through `guarded_client`, which refuses to connect to loopback,
-private, link-local (cloud metadata) and other non-public addresses, checked on the
+private, link-local (cloud metadata) and other non-public addresses (an IPv6 address
+that stands for an IPv4 one, such as NAT64 or 6to4, is judged as that IPv4 address), checked on the
 address actually connected to (after DNS resolution, and again for every redirect),
 unless the host is in the run's allow-list (`RunContext.http_allowed_hosts`).
 """
@@ -45,10 +46,37 @@ def _parse_allow_list(entries: tuple[str, ...] | list[str]) -> tuple[set[str], l
     return names, networks
 
 
+# IPv6 ranges whose addresses carry an IPv4 address in their last 32 bits and reach it: a NAT64
+# gateway, or a host that takes IPv4-compatible addresses, connects to that IPv4 address.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use, never public
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _carried(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 address stands for (IPv4-mapped, 6to4, NAT64, IPv4-compatible), else the address."""
+    if ip.version == 4:
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are themselves
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
 def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if ip.version == 6 and ip in _NAT64_LOCAL:
+        return True
+    ip = _carried(ip)
     return not ip.is_global or ip.is_multicast
+
+
+def _allowed_by(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: list) -> bool:
+    """Whether a CIDR of the allow-list covers the address, or the IPv4 address it stands for."""
+    forms = {ip, _carried(ip)}
+    return any(form in net for form in forms for net in networks if net.version == form.version)
 
 
 def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -> str:
@@ -67,7 +95,7 @@ def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -
         raise httpcore.ConnectError(f"Host {host!r} has no address.")
     if host.lower().rstrip(".").strip("[]") not in names:
         for ip in addresses:
-            if _forbidden(ip) and not any(ip in net for net in networks if net.version == ip.version):
+            if _forbidden(ip) and not _allowed_by(ip, networks):
                 raise BlockedAddressError(
                     f"Refusing to connect to {host} ({ip}): it is not a public address. "
                     "Add the host to LANGRUN_HTTP_ALLOWED_HOSTS to allow it."
