@@ -1,7 +1,9 @@
+import time
+
 import pytest
 
 from flows.engine import NodeError, RunContext
-from flows.engine.components.core import Output, Template, Webhook
+from flows.engine.components.core import Output, Template, Webhook, payload_schema_violations
 
 
 def template(data, text):
@@ -46,3 +48,24 @@ def test_output_records_under_name_or_node_id():
     Output(node_id="o1", context=context).run(value=1, name="total")
     Output(node_id="o2", context=context).run(value=2)
     assert context.outputs == {"total": 1, "o2": 2}
+
+
+def test_webhook_schema_patterns_are_matched_within_a_time_limit():
+    hostile = r"(a|aa)+$"
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "pattern": hostile}, "ok": {"pattern": r"^\d+$"}},
+        "patternProperties": {hostile: {"type": "integer"}},
+    }
+    victim = "a" * 40 + "!"
+    started = time.monotonic()
+    violations = payload_schema_violations(schema, {"s": victim, "ok": "12x", victim: 1})
+    assert time.monotonic() - started < 3
+    assert any(path == ["s"] and "took longer than" in msg and keyword == "pattern" for path, msg, keyword in violations)
+    # Ordinary patterns behave as jsonschema's own.
+    assert payload_schema_violations(schema, {"s": "aa", "ok": "12x", "aa": "x"}) == [
+        (["aa"], "'x' is not of type 'integer'", "type"),
+        (["ok"], "'12x' does not match '^\\\\d+$'", "pattern"),
+    ]
+    with pytest.raises(NodeError, match="took longer than"):
+        Webhook(node_id="w", context=RunContext(payload={"s": victim})).run(schema=schema)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import re
 import string
+import time
 from typing import Any
 
+from flows.engine.components.data import REGEX_TIMEOUT, regex_search
 from flows.engine.errors import NodeError
 from flows.engine.registry import Component, Input, Output, register
 
@@ -48,7 +52,7 @@ class Webhook(Component):
 
     def run(self, *, schema: dict | None = None) -> dict[str, Any]:
         if schema:
-            problems = payload_schema_violations(schema, self.context.payload)
+            problems = payload_schema_violations(schema, self.context.payload, context=self.context)
             if problems:
                 path, msg, _ = problems[0]
                 where = "/".join(map(str, path)) or "(the payload)"
@@ -56,13 +60,77 @@ class Webhook(Component):
         return {"data": self.context.payload}
 
 
-def payload_schema_violations(schema: dict, payload: Any) -> list[tuple[list, str, str]]:
-    """Every way `payload` breaks `schema`, as `(path in the payload, message, failing keyword)`, in path order."""
+def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None) -> list[tuple[list, str, str]]:
+    """Every way `payload` breaks `schema`, as `(path in the payload, message, failing keyword)`, in path order.
+
+    The schema's regular expressions (`pattern`, `patternProperties`) share REGEX_TIMEOUT seconds (less when
+    the run `context` has less time left); one still matching then is a violation that says so.
+    """
     import jsonschema
 
-    validator = jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
-    errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    budget = _RegexBudget(context)
+    token = _regex_budget.set(budget)
+    try:
+        validator = _bounded_validator(jsonschema.validators.validator_for(schema))(schema, format_checker=jsonschema.FormatChecker())
+        errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    finally:
+        _regex_budget.reset(token)
     return [(list(e.absolute_path), e.message, str(e.validator)) for e in errors]
+
+
+class _RegexBudget:
+    """The time a payload check's regular expressions may take together."""
+
+    def __init__(self, context: Any):
+        remaining = context.remaining() if context is not None and hasattr(context, "remaining") else None
+        self.seconds = REGEX_TIMEOUT if remaining is None else min(REGEX_TIMEOUT, remaining)
+        self.deadline = time.monotonic() + self.seconds
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.001)
+
+    def search(self, pattern: str, text: str) -> bool:
+        """Raises NodeError when the budget is spent, before or while matching."""
+        if time.monotonic() >= self.deadline:
+            raise NodeError(f"The schema's regular expressions took longer than {self.seconds:.2g} s in all.")
+        return regex_search(pattern, text, context=self)
+
+
+_regex_budget: contextvars.ContextVar[_RegexBudget] = contextvars.ContextVar("regex_budget")
+
+
+@functools.lru_cache(maxsize=16)
+def _bounded_validator(cls):
+    """`cls` with the keywords that run a schema's regular expressions on the payload under the check's budget."""
+    import jsonschema
+
+    def pattern(validator, patrn, instance, schema):
+        if validator.is_type(instance, "string"):
+            try:
+                matched = _regex_budget.get().search(patrn, instance)
+            except NodeError as exc:
+                yield jsonschema.ValidationError(str(exc))
+            else:
+                if not matched:
+                    yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(validator, patterns, instance, schema):
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for key, value in instance.items():
+                try:
+                    matched = _regex_budget.get().search(patrn, key)
+                except NodeError as exc:
+                    yield jsonschema.ValidationError(str(exc), path=[key])
+                    return
+                if matched:
+                    yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+    keywords = {"pattern": pattern}
+    if "patternProperties" in cls.VALIDATORS:
+        keywords["patternProperties"] = pattern_properties
+    return jsonschema.validators.extend(cls, keywords)
 
 
 # `{name}`, `{customer.name}`, `{items.0}`; format specs are short and widths bounded.

@@ -8,11 +8,37 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import regex
 
 from flows.engine.errors import NodeError
 from flows.engine.registry import Component, Input, Output, register
 
 MAX_REGEX = 500
+# Seconds one regular expression may take on one text (less when the run has less time left). Matching
+# is linear for ordinary patterns; a pattern that backtracks exponentially fails its node instead of
+# holding the worker, and it stays short because the runs of quick flows share a worker task.
+REGEX_TIMEOUT = 1.0
+
+
+def regex_search(pattern: str, text: str, *, ignore_case: bool = False, context: Any = None) -> bool:
+    """Whether `pattern` matches somewhere in `text`, within REGEX_TIMEOUT and the run's remaining time.
+
+    Patterns are checked with Python's `re` when a flow is saved; the `regex` package matches them here
+    (its default syntax is `re`'s) because it can stop a match that runs too long, and it lets other
+    threads run meanwhile (a synchronous run executes in a web worker's thread).
+    """
+    remaining = context.remaining() if context is not None and hasattr(context, "remaining") else None
+    limit = REGEX_TIMEOUT if remaining is None else min(REGEX_TIMEOUT, remaining)
+    try:
+        found = regex.search(pattern, text, regex.IGNORECASE if ignore_case else 0, timeout=limit, concurrent=True)
+    except TimeoutError:
+        raise NodeError(
+            f"The regular expression {pattern[:100]!r} took longer than {limit:.2g} s on a text of {len(text)} characters: "
+            "it backtracks too much (nested or overlapping repetitions such as (a|aa)+ or (a+)+)."
+        ) from None
+    except regex.error as exc:
+        raise NodeError(f"Not a valid regular expression {pattern[:100]!r}: {exc}") from exc
+    return found is not None
 
 
 def _compile_jmespath(query: str):
@@ -147,7 +173,11 @@ class Condition(Component):
         self, *, data: Any, operator: str = "equals", path: str | None = None, value: Any = None, case_sensitive: bool = True
     ) -> dict[str, Any]:
         subject = _search(path, data) if path else data
-        branch = "true" if self._holds(subject, operator, value, case_sensitive) else "false"
+        if operator == "matches":
+            holds = regex_search(as_text(value), as_text(subject), ignore_case=not case_sensitive, context=self.context)
+        else:
+            holds = self._holds(subject, operator, value, case_sensitive)
+        branch = "true" if holds else "false"
         return {branch: data}
 
     @staticmethod
@@ -172,12 +202,6 @@ class Condition(Component):
         if operator == "contains" and isinstance(subject, list):
             return any(_fold(as_text(item), case_sensitive) == _fold(as_text(value), case_sensitive) for item in subject)
         text, other = _fold(as_text(subject), case_sensitive), as_text(value)
-        if operator == "matches":
-            flags = 0 if case_sensitive else re.IGNORECASE
-            try:
-                return re.search(other, as_text(subject), flags) is not None
-            except re.error as exc:
-                raise NodeError(f"Not a valid regular expression {other!r}: {exc}") from exc
         other = _fold(other, case_sensitive)
         if operator == "contains":
             return other in text
