@@ -224,3 +224,34 @@ def test_a_hostile_condition_fails_its_run_at_the_run_time_limit():
     assert result.status == "failed" and result.timed_out
     assert "exceeded its time limit of 0.5 s in node 'c' (Condition)" in result.error
     assert "regular expression" in result.error
+
+
+# --- Output amplification -----------------------------------------------------------
+
+
+def extract(data, query, limit=100_000):
+    return registry.get("Extract")(node_id="x", context=RunContext(max_output_bytes=limit)).run(data=data, query=query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "s" + " | [@,@]" * 40,  # a result of 2^40 shared references
+        "s" + " | [@,@] | []" * 30,  # real lists that double per step
+        "s" + " | {a: @, b: @}" * 40,
+        "s" + " | [@,@]" * 30 + " | to_string(@)",
+        "[s, s, s, s]" + " | [*].[@, @, @, @]" * 12,
+        # 10,000 empty texts joined by a 90,000-character separator: each within the limit, their join is not.
+        "join(sep, e" + " | [@,@,@,@,@,@,@,@,@,@] | []" * 4 + ")",
+    ],
+)
+def test_extract_stops_a_result_that_outgrows_the_output_limit(query):
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="larger than the limit of 100000 bytes"):
+        extract({"s": "0123456789", "e": "", "sep": "x" * 90_000}, query)
+    assert time.monotonic() - started < 2
+
+
+def test_extract_results_within_the_limit_are_unchanged():
+    assert extract({"s": "ab"}, "s | [@,@] | [@,@]") == {"value": [["ab", "ab"], ["ab", "ab"]]}
+    assert extract({"items": list(range(1000))}, "items[?@ > `997`]") == {"value": [998, 999]}

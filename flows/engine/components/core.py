@@ -11,6 +11,7 @@ from typing import Any
 
 from flows.engine.components.data import REGEX_TIMEOUT, regex_search
 from flows.engine.errors import NodeError
+from flows.engine.limits import OutputTooLarge
 from flows.engine.registry import Component, Input, Output, register
 
 
@@ -136,11 +137,25 @@ def _bounded_validator(cls):
 # `{name}`, `{customer.name}`, `{items.0}`; format specs are short and widths bounded.
 _FIELD = re.compile(r"^[^.\[\]]+(\.[^.\[\]]+)*$")
 _MAX_SPEC = 16
-_MAX_WIDTH = 1000
+_MAX_WIDTH = 1000  # the most a spec's width or precision may be
+# Python's format-spec mini-language: [[fill]align][sign]["z"]["#"]["0"][width][grouping]["." precision][type].
+_SPEC = re.compile(
+    r"(?:(?P<fill>.)?[<>=^])?[-+ ]?z?\#?0?(?P<width>\d+)?[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?",
+    re.DOTALL,
+)
 
 
 class _SafeFormatter(string.Formatter):
-    """str.format without attribute access, indexing syntax or unbounded padding."""
+    """str.format without attribute access, indexing syntax or unbounded padding.
+
+    A spec is parsed as the mini-language and its width and precision bounded before it is applied
+    (a nested `{x:{w}}` is judged by the spec it resolves to); what the fields render is counted
+    against `limit` characters (the run's output limit) as they are rendered.
+    """
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit
+        self.rendered = 0
 
     def get_field(self, field_name: str, args, kwargs):
         if not _FIELD.match(field_name):
@@ -159,19 +174,36 @@ class _SafeFormatter(string.Formatter):
         return value, field_name
 
     def format_field(self, value: Any, format_spec: str) -> str:
-        width = re.match(r"^.?[<>=^]?[+\- ]?#?0?(\d*)", format_spec)
-        if len(format_spec) > _MAX_SPEC or (width and width.group(1) and int(width.group(1)) > _MAX_WIDTH):
-            raise NodeError(f"Template format spec {format_spec!r} is too long.")
+        if format_spec:
+            _check_spec(format_spec)
         try:
-            return super().format_field(value, format_spec)
-        except (ValueError, TypeError) as exc:
+            text = super().format_field(value, format_spec)
+        except (ValueError, TypeError, OverflowError) as exc:
             raise NodeError(f"Template format spec {format_spec!r} does not fit value {value!r}: {exc}") from exc
+        if format_spec and len(text) > 2 * _MAX_WIDTH and len(text) > len(super().format_field(value, "")) + 2 * _MAX_WIDTH:
+            raise NodeError(f"Template format spec {format_spec!r} makes {len(text)} characters of value {str(value)[:100]!r}.")
+        if self.limit is not None:
+            self.rendered += len(text)
+            if self.rendered > self.limit:
+                raise OutputTooLarge(self.limit, "The rendered text")
+        return text
 
     def check_unused_args(self, used_args, args, kwargs) -> None:
         return None
 
 
-_formatter = _SafeFormatter()
+def _check_spec(spec: str) -> None:
+    parsed = _SPEC.fullmatch(spec)
+    if parsed is None:
+        raise NodeError(f"Template format spec {spec!r} is not a valid format spec.")
+    for part in ("width", "precision"):
+        if parsed[part] is not None and int(parsed[part]) > _MAX_WIDTH:
+            raise NodeError(f"Template format spec {spec!r} is too long: its {part} may be at most {_MAX_WIDTH}.")
+    if len(spec) > _MAX_SPEC:
+        raise NodeError(f"Template format spec {spec!r} is too long.")
+
+
+_formatter = _SafeFormatter()  # only parses templates; rendering uses a formatter of its own per run
 
 
 @register
@@ -208,7 +240,8 @@ class Template(Component):
             raise NodeError(f"Template needs an object as input, got {_json_type(data)}.")
         values = {**(data or {}), **named}
         try:
-            return {"text": _formatter.vformat(template, (), values)}
+            formatter = _SafeFormatter(limit=getattr(self.context, "max_output_bytes", None))
+            return {"text": formatter.vformat(template, (), values)}
         except (ValueError, IndexError) as exc:
             raise NodeError(f"Template is malformed: {exc}") from exc
 

@@ -181,17 +181,13 @@ class _UrlFormatter(_SafeFormatter):
         return quote(super().format_field(value, format_spec), safe="")
 
 
-_url_formatter = _UrlFormatter()
-_text_formatter = _SafeFormatter()
-
-
-def _fill(value: Any, values: dict) -> Any:
+def _fill(value: Any, values: dict, formatter: _SafeFormatter) -> Any:
     if isinstance(value, str):
-        return _text_formatter.vformat(value, (), values)
+        return formatter.vformat(value, (), values)
     if isinstance(value, dict):
-        return {k: _fill(v, values) for k, v in value.items()}
+        return {k: _fill(v, values, formatter) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, values) for v in value]
+        return [_fill(v, values, formatter) for v in value]
     return value
 
 
@@ -260,9 +256,10 @@ class HTTPRequest(Component):
     ) -> dict[str, Any]:
         values = data if isinstance(data, dict) else {}
         try:
-            url = _url_formatter.vformat(url, (), values)
+            limit = getattr(self.context, "max_output_bytes", None)
+            url = _UrlFormatter(limit=limit).vformat(url, (), values)
             if data is not None and body is not None:
-                body = _fill(body, values)
+                body = _fill(body, values, _SafeFormatter(limit=limit))
         except (ValueError, IndexError) as exc:
             raise NodeError(f"URL or body template is malformed: {exc}") from exc
         if not url.lower().startswith(("http://", "https://")):
