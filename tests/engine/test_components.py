@@ -104,3 +104,15 @@ def test_template_output_stops_at_the_runs_output_limit():
     with pytest.raises(NodeError, match="larger than the limit of 100000 bytes"):
         Template(node_id="t", context=context).run(data={"x": "y"}, template="{x:1000}" * 10_000)
     assert time.monotonic() - started < 0.5
+
+
+def test_webhook_schema_additional_properties_match_their_patterns_within_a_time_limit():
+    schema = {"type": "object", "patternProperties": {r"(a|aa)+$": {}}, "additionalProperties": False}
+    started = time.monotonic()
+    violations = payload_schema_violations(schema, {"a" * 40 + "!": 1})
+    assert time.monotonic() - started < 3
+    assert sorted(keyword for _, _, keyword in violations) == ["additionalProperties", "patternProperties"]
+    assert all("took longer than" in msg for _, msg, _ in violations)
+    assert payload_schema_violations(schema, {"aa": 1}) == []
+    [(path, msg, keyword)] = payload_schema_violations(schema, {"aa": 1, "b": 2})
+    assert keyword == "additionalProperties" and "'b'" in msg

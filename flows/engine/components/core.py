@@ -102,7 +102,10 @@ _regex_budget: contextvars.ContextVar[_RegexBudget] = contextvars.ContextVar("re
 
 @functools.lru_cache(maxsize=16)
 def _bounded_validator(cls):
-    """`cls` with the keywords that run a schema's regular expressions on the payload under the check's budget."""
+    """`cls` with the keywords that run a schema's regular expressions on the payload under the check's budget.
+
+    (`unevaluatedProperties` with `patternProperties`, of the 2019-09 and 2020-12 drafts, still matches without one.)
+    """
     import jsonschema
 
     def pattern(validator, patrn, instance, schema):
@@ -128,9 +131,31 @@ def _bounded_validator(cls):
                 if matched:
                     yield from validator.descend(value, subschema, path=key, schema_path=patrn)
 
+    def additional_properties(validator, additional, instance, schema):
+        # jsonschema matches the keys against patternProperties itself, without a time limit: the keys
+        # the patterns match are found here and handed to it as declared properties instead.
+        patterns = schema.get("patternProperties")
+        if patterns and validator.is_type(instance, "object"):
+            declared = schema.get("properties", {})
+            matched = {}
+            for key in instance:
+                if key in declared:
+                    continue
+                try:
+                    if any(_regex_budget.get().search(patrn, key) for patrn in patterns):
+                        matched[key] = True
+                except NodeError as exc:
+                    yield jsonschema.ValidationError(str(exc))
+                    return
+            schema = {**schema, "patternProperties": {}, "properties": {**declared, **matched}}
+        yield from original_additional(validator, additional, instance, schema)
+
     keywords = {"pattern": pattern}
     if "patternProperties" in cls.VALIDATORS:
         keywords["patternProperties"] = pattern_properties
+    original_additional = cls.VALIDATORS.get("additionalProperties")
+    if original_additional is not None:
+        keywords["additionalProperties"] = additional_properties
     return jsonschema.validators.extend(cls, keywords)
 
 
