@@ -1359,6 +1359,7 @@ def _flow_run_context(*, user_id, payload: Any, refs) -> engine.RunContext:
         variables=values,
         secrets=frozenset(s for s in secrets if s),
         http_allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS),
+        max_output_bytes=settings.LANGRUN_MAX_OUTPUT_BYTES or None,
     )
 
 

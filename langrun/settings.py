@@ -191,6 +191,9 @@ LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
 LANGRUN_FLOW_TIMEOUT = env.int("LANGRUN_FLOW_TIMEOUT", default=120)
 # Hosts (names or CIDRs) HTTPRequest and LanguageModel may reach although they are not public addresses.
 LANGRUN_HTTP_ALLOWED_HOSTS = env.list("LANGRUN_HTTP_ALLOWED_HOSTS", default=[])
+# The most bytes one node's outputs may take, written as JSON; a node producing more fails its run
+# (Template and Extract stop while building). HTTP responses are read up to this size too. 0: no limit.
+LANGRUN_MAX_OUTPUT_BYTES = env.int("LANGRUN_MAX_OUTPUT_BYTES", default=4 * 1024 * 1024)
 # Fernet key encrypting credential variables; derived from SECRET_KEY when unset.
 LANGRUN_VARIABLES_KEY = env.str("LANGRUN_VARIABLES_KEY", default="")
 

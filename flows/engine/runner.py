@@ -9,6 +9,7 @@ from typing import Any
 
 from flows.engine.errors import NodeError, RetryableNodeError
 from flows.engine.graph import Graph, resolve_variables
+from flows.engine.limits import DEFAULT_MAX_OUTPUT_BYTES, check_output_size
 from flows.engine.registry import Registry
 from flows.engine.registry import registry as default_registry
 
@@ -30,6 +31,8 @@ class RunContext:
     http_allowed_hosts: tuple[str, ...] = ()
     # time.monotonic() value after which no further node starts; None for no limit.
     deadline: float | None = None
+    # The most bytes a node's outputs may take written as JSON (LANGRUN_MAX_OUTPUT_BYTES); None for no limit.
+    max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline (never below a small positive floor), or None."""
@@ -73,7 +76,8 @@ def run_graph(
     A node runs when its inputs have values; nodes fed only by outputs that were
     not produced (a router's unchosen branch) are `skipped`. The first failing
     node fails the run and the nodes after it are skipped; so does reaching the
-    `timeout` (seconds). Credential values in `context.secrets` are masked in
+    `timeout` (seconds), and so does a node whose outputs pass `context.max_output_bytes`
+    written as JSON. Credential values in `context.secrets` are masked in
     everything the result holds.
     """
     if context is None:
@@ -106,6 +110,7 @@ def run_graph(
             unknown = set(outputs) - {o.name for o in component_cls.outputs}
             if unknown:
                 raise NodeError(f"{node.type} produced undeclared outputs: {', '.join(sorted(unknown))}")
+            check_output_size(outputs, limit=context.max_output_bytes)
         except NodeError as exc:
             result.status, result.error = FAILED, str(exc)
             retryable = isinstance(exc, RetryableNodeError)

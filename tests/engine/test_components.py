@@ -1,7 +1,9 @@
+import time
+
 import pytest
 
 from flows.engine import NodeError, RunContext
-from flows.engine.components.core import Output, Template, Webhook
+from flows.engine.components.core import Output, Template, Webhook, payload_schema_violations
 
 
 def template(data, text):
@@ -46,3 +48,71 @@ def test_output_records_under_name_or_node_id():
     Output(node_id="o1", context=context).run(value=1, name="total")
     Output(node_id="o2", context=context).run(value=2)
     assert context.outputs == {"total": 1, "o2": 2}
+
+
+def test_webhook_schema_patterns_are_matched_within_a_time_limit():
+    hostile = r"(a|aa)+$"
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "pattern": hostile}, "ok": {"pattern": r"^\d+$"}},
+        "patternProperties": {hostile: {"type": "integer"}},
+    }
+    victim = "a" * 40 + "!"
+    started = time.monotonic()
+    violations = payload_schema_violations(schema, {"s": victim, "ok": "12x", victim: 1})
+    assert time.monotonic() - started < 3
+    assert any(path == ["s"] and "took longer than" in msg and keyword == "pattern" for path, msg, keyword in violations)
+    # Ordinary patterns behave as jsonschema's own.
+    assert payload_schema_violations(schema, {"s": "aa", "ok": "12x", "aa": "x"}) == [
+        (["aa"], "'x' is not of type 'integer'", "type"),
+        (["ok"], "'12x' does not match '^\\\\d+$'", "pattern"),
+    ]
+    with pytest.raises(NodeError, match="took longer than"):
+        Webhook(node_id="w", context=RunContext(payload={"s": victim})).run(schema=schema)
+
+
+@pytest.mark.parametrize("spec", ["+z0100000000", ",.99999999f", "0>100000000", "*^1001", ".1001f", "x<5.5f5"])
+def test_template_format_specs_are_bounded_whatever_their_form(spec):
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="format spec"):
+        template({"x": 1.5}, "{x:" + spec + "}")
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    "data, text, expected",
+    [
+        ({"x": 1234.5}, "{x:*^12,.1f}", "**1,234.5***"),
+        ({"x": -0.0001}, "{x:z.1f}", "0.0"),
+        ({"x": 7}, "{x:+08_d}|{x:#x}|{x:>4}|{x:.1%}", "+000_007|0x7|   7|700.0%"),
+        ({"x": "abcdef"}, "{x:.3}|{x:=<1000.2}", "abc|ab" + "=" * 998),
+        ({"x": 2, "w": 5}, "{x:{w}}", "    2"),
+    ],
+)
+def test_template_format_specs_of_the_mini_language_still_work(data, text, expected):
+    assert template(data, text) == expected
+
+
+def test_template_nested_spec_is_judged_by_what_it_produces():
+    with pytest.raises(NodeError, match="format spec"):
+        template({"x": 2, "w": 10**9}, "{x:{w}}")
+
+
+def test_template_output_stops_at_the_runs_output_limit():
+    context = RunContext(max_output_bytes=100_000)
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="larger than the limit of 100000 bytes"):
+        Template(node_id="t", context=context).run(data={"x": "y"}, template="{x:1000}" * 10_000)
+    assert time.monotonic() - started < 0.5
+
+
+def test_webhook_schema_additional_properties_match_their_patterns_within_a_time_limit():
+    schema = {"type": "object", "patternProperties": {r"(a|aa)+$": {}}, "additionalProperties": False}
+    started = time.monotonic()
+    violations = payload_schema_violations(schema, {"a" * 40 + "!": 1})
+    assert time.monotonic() - started < 3
+    assert sorted(keyword for _, _, keyword in violations) == ["additionalProperties", "patternProperties"]
+    assert all("took longer than" in msg for _, msg, _ in violations)
+    assert payload_schema_violations(schema, {"aa": 1}) == []
+    [(path, msg, keyword)] = payload_schema_violations(schema, {"aa": 1, "b": 2})
+    assert keyword == "additionalProperties" and "'b'" in msg

@@ -1,6 +1,9 @@
+import time
+
 import pytest
 
 from flows.engine import GraphValidationError, NodeError, RunContext, parse_graph, registry, run_graph
+from flows.engine.components.data import REGEX_TIMEOUT
 
 
 def component(type_name, /, **values):
@@ -175,3 +178,80 @@ def test_textjoin_param_must_be_a_list_and_single_inputs_still_take_one_edge():
 
 def test_text_gives_its_text():
     assert component("Text", text="hi") == {"text": "hi"}
+
+
+# --- Regular expressions under a time limit --------------------------------------------
+
+HOSTILE = r"(a|aa)+$"  # backtracks exponentially on a run of a's that does not end the text
+VICTIM = "a" * 40 + "!"
+
+
+def test_condition_matches_the_catastrophic_pattern_of_the_report_quickly():
+    started = time.monotonic()
+    assert component("Condition", data=VICTIM, operator="matches", value=r"(a+)+$") == {"false": VICTIM}
+    assert time.monotonic() - started < 1
+
+
+def test_condition_matches_fails_at_the_runs_remaining_time():
+    context = RunContext(deadline=time.monotonic() + 0.3)
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="regular expression .* took longer than"):
+        registry.get("Condition")(node_id="c", context=context).run(data=VICTIM, operator="matches", value=HOSTILE)
+    assert 0.25 < time.monotonic() - started < 1.5
+
+
+def test_condition_matches_is_capped_without_a_run_deadline():
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="took longer than"):
+        component("Condition", data=VICTIM, operator="matches", value=HOSTILE, case_sensitive=False)
+    assert time.monotonic() - started < REGEX_TIMEOUT + 1
+
+
+def test_a_hostile_condition_fails_its_run_at_the_run_time_limit():
+    graph = parse_graph(
+        {
+            "nodes": [
+                {"id": "in", "type": "Webhook"},
+                {"id": "c", "type": "Condition", "params": {"operator": "matches", "value": HOSTILE}},
+                {"id": "yes", "type": "Output", "params": {"name": "yes"}},
+            ],
+            "edges": [{"source": "in", "target": "c"}, {"source": "c", "source_output": "true", "target": "yes"}],
+        }
+    )
+    started = time.monotonic()
+    result = run_graph(graph, payload=VICTIM, timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    assert result.status == "failed" and result.timed_out
+    assert "exceeded its time limit of 0.5 s in node 'c' (Condition)" in result.error
+    assert "regular expression" in result.error
+
+
+# --- Output amplification -----------------------------------------------------------
+
+
+def extract(data, query, limit=100_000):
+    return registry.get("Extract")(node_id="x", context=RunContext(max_output_bytes=limit)).run(data=data, query=query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "s" + " | [@,@]" * 40,  # a result of 2^40 shared references
+        "s" + " | [@,@] | []" * 30,  # real lists that double per step
+        "s" + " | {a: @, b: @}" * 40,
+        "s" + " | [@,@]" * 30 + " | to_string(@)",
+        "[s, s, s, s]" + " | [*].[@, @, @, @]" * 12,
+        # 10,000 empty texts joined by a 90,000-character separator: each within the limit, their join is not.
+        "join(sep, e" + " | [@,@,@,@,@,@,@,@,@,@] | []" * 4 + ")",
+    ],
+)
+def test_extract_stops_a_result_that_outgrows_the_output_limit(query):
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="larger than the limit of 100000 bytes"):
+        extract({"s": "0123456789", "e": "", "sep": "x" * 90_000}, query)
+    assert time.monotonic() - started < 2
+
+
+def test_extract_results_within_the_limit_are_unchanged():
+    assert extract({"s": "ab"}, "s | [@,@] | [@,@]") == {"value": [["ab", "ab"], ["ab", "ab"]]}
+    assert extract({"items": list(range(1000))}, "items[?@ > `997`]") == {"value": [998, 999]}

@@ -1,7 +1,9 @@
 """HTTPRequest and LanguageModel against small HTTP servers started on 127.0.0.1."""
 
 import json
+import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -242,3 +244,112 @@ def test_language_model_is_refused_on_local_addresses_unless_allowed(server):
     with pytest.raises(NodeError, match="not a public address"):
         llm(allowed=(), prompt="x", base_url=server.url + "/v1", model="tiny", api_key="sk-test-secret")
     assert server.requests == []
+
+
+# --- IPv6 addresses that carry an IPv4 address ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::a00:1",  # local-use NAT64 prefix
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::a00:1",  # IPv4-compatible 10.0.0.1
+        "::ffff:a9fe:a9fe",  # IPv4-mapped 169.254.169.254
+    ],
+)
+def test_ipv6_forms_of_non_public_ipv4_addresses_are_refused(address):
+    with pytest.raises(BlockedAddressError, match="not a public address"):
+        vet_host(address, 80, [])
+    with pytest.raises(NodeError, match="not a public address"):
+        http(allowed=(), url=f"http://[{address}]:9/", timeout=1)
+
+
+def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry():
+    for address in ("64:ff9b::808:808", "2002:808:808::1", "::808:808", "::ffff:808:808"):
+        assert vet_host(address, 80, []) == address
+    # An allow-list entry for the IPv4 network covers its IPv6 forms too.
+    for address in ("64:ff9b::7f00:1", "2002:7f00:1::1", "::7f00:1", "::ffff:7f00:1"):
+        assert vet_host(address, 80, ["127.0.0.0/8"]) == address
+    with pytest.raises(BlockedAddressError):
+        vet_host("64:ff9b::a00:1", 80, ["127.0.0.0/8"])
+
+
+# --- A total deadline and a size cap against a server that drips or floods ---------------------
+
+
+class Drip(socketserver.BaseRequestHandler):
+    """Reads a request, then answers by path: /headers drips the status line, /body drips the body
+    (one byte per `interval` s), /flood sends an endless body as fast as the client reads."""
+
+    def handle(self):
+        self.request.settimeout(30)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        path = request.split(b" ", 2)[1].decode()
+        interval = self.server.interval
+        try:
+            if path == "/headers":
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+                    self.request.sendall(bytes([byte]))
+                    time.sleep(interval)
+            elif path == "/body":
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
+                for _ in range(1000):
+                    self.request.sendall(b"x")
+                    time.sleep(interval)
+            elif path == "/flood":
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+                chunk = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)
+                while not self.server.stop.is_set():
+                    self.request.sendall(chunk)
+                    self.server.sent += 65536
+        except OSError:
+            pass  # the client gave up, as it should
+
+
+@pytest.fixture
+def drip():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    server.interval, server.sent, server.stop = 0.3, 0, threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/headers", "/body"])
+def test_a_dripping_server_is_cut_off_at_the_node_timeout(drip, path):
+    started = time.monotonic()
+    with pytest.raises(RetryableNodeError, match="timed out"):
+        http(url=drip.url + path, timeout=1)
+    assert 0.9 < time.monotonic() - started < 1.6
+
+
+def test_a_dripping_server_is_cut_off_at_the_runs_remaining_time(drip):
+    context = RunContext(http_allowed_hosts=LOCAL, deadline=time.monotonic() + 0.8)
+    started = time.monotonic()
+    with pytest.raises(RetryableNodeError, match="timed out"):
+        registry.get("HTTPRequest")(node_id="h", context=context).run(url=drip.url + "/body", timeout=30)
+    assert time.monotonic() - started < 1.4
+
+
+def test_a_flooding_server_is_read_up_to_the_output_limit(drip):
+    context = RunContext(http_allowed_hosts=LOCAL, max_output_bytes=200_000)
+    with pytest.raises(NodeError, match="larger than 200000 bytes"):
+        registry.get("HTTPRequest")(node_id="h", context=context).run(url=drip.url + "/flood", timeout=10)
+    drip.stop.set()
+    assert drip.sent < 5_000_000

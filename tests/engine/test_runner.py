@@ -1,4 +1,10 @@
-from flows.engine import parse_graph, run_graph
+import json
+import time
+
+import pytest
+
+from flows.engine import RunContext, parse_graph, run_graph
+from flows.engine.limits import DEFAULT_MAX_OUTPUT_BYTES, json_size
 from tests.conftest import GREETING_FLOW
 
 
@@ -55,3 +61,71 @@ def test_retryable_node_errors_mark_the_run_retryable(monkeypatch):
     monkeypatch.setattr(Template, "run", flaky)
     result = run({"name": "Ada"})
     assert result.status == "failed" and result.retryable is True
+
+
+# --- The output limit -----------------------------------------------------------------
+
+
+def test_a_node_output_over_the_limit_fails_its_run_and_nothing_after_it_runs():
+    graph = parse_graph(
+        {
+            "nodes": [
+                {"id": "in", "type": "Webhook"},
+                {"id": "text", "type": "TextJoin", "params": {"separator": "-"}},
+                {"id": "out", "type": "Output"},
+            ],
+            "edges": [
+                {"source": "in", "target": "text", "target_input": "texts"},
+                {"source": "in", "target": "text", "target_input": "texts"},
+                {"source": "text", "source_output": "text", "target": "out"},
+            ],
+        }
+    )
+    ok = run_graph(graph, context=RunContext(payload="x" * 400, max_output_bytes=1000))
+    assert ok.status == "succeeded" and ok.outputs == {"out": "x" * 400 + "-" + "x" * 400}
+    failed = run_graph(graph, context=RunContext(payload="x" * 600, max_output_bytes=1000))
+    assert failed.status == "failed" and not failed.timed_out and failed.outputs == {}
+    assert "Node 'text' (TextJoin) failed: its output is larger than the limit of 1000 bytes (LANGRUN_MAX_OUTPUT_BYTES)" in failed.error
+    assert [(n.node_id, n.status, n.output) for n in failed.nodes] == [
+        ("in", "succeeded", {"data": "x" * 600}),
+        ("text", "failed", None),
+        ("out", "skipped", None),
+    ]
+
+
+def test_output_limit_measures_shared_structures_without_building_them(monkeypatch):
+    from flows.engine.components.data import Text
+
+    def huge(self, text=""):
+        value = [text]
+        for _ in range(200):
+            value = [value, value]  # 2^200 copies of `text` when written out
+        return {"text": value}
+
+    monkeypatch.setattr(Text, "run", huge)
+    graph = parse_graph({"nodes": [{"id": "t", "type": "Text", "params": {"text": "abc"}}], "edges": []})
+    started = time.monotonic()
+    result = run_graph(graph, context=RunContext())
+    assert time.monotonic() - started < 1
+    assert result.status == "failed" and f"larger than the limit of {DEFAULT_MAX_OUTPUT_BYTES} bytes" in result.error
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        'naïve \u2603 \n "quoted" \x00 \ud800',
+        12,
+        -1.5e300,
+        True,
+        None,
+        [],
+        {},
+        [1, "a", {"k": [None, False]}],
+        {"é": {"x": 2**70}},
+    ],
+)
+def test_json_size_is_the_size_of_compact_utf8_json(value):
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert json_size(value, limit=10_000) == len(text.encode("utf-8", "surrogatepass"))
+    assert json_size(value, limit=0) > 0 or text == ""

@@ -153,3 +153,16 @@ def test_update_checks_variables_against_the_new_owner(user, make_user, make_flo
     services.flow_update(flow=flow, user=other, data=data)  # the new owner has
     flow.refresh_from_db()
     assert (flow.user, flow.data) == (other, data)
+
+
+def test_a_node_output_over_langrun_max_output_bytes_fails_the_run(flow, user, settings):
+    settings.LANGRUN_MAX_OUTPUT_BYTES = 200
+    small = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    large = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "A" * 300})
+    services.flow_run_execute(run_id=small.id)
+    services.flow_run_execute(run_id=large.id)
+    small.refresh_from_db()
+    large.refresh_from_db()
+    assert small.status == "succeeded"
+    assert large.status == "failed"
+    assert "its output is larger than the limit of 200 bytes (LANGRUN_MAX_OUTPUT_BYTES)" in large.error

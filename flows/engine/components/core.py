@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import re
 import string
+import time
 from typing import Any
 
+from flows.engine.components.data import REGEX_TIMEOUT, regex_search
 from flows.engine.errors import NodeError
+from flows.engine.limits import OutputTooLarge
 from flows.engine.registry import Component, Input, Output, register
 
 
@@ -48,7 +53,7 @@ class Webhook(Component):
 
     def run(self, *, schema: dict | None = None) -> dict[str, Any]:
         if schema:
-            problems = payload_schema_violations(schema, self.context.payload)
+            problems = payload_schema_violations(schema, self.context.payload, context=self.context)
             if problems:
                 path, msg, _ = problems[0]
                 where = "/".join(map(str, path)) or "(the payload)"
@@ -56,23 +61,126 @@ class Webhook(Component):
         return {"data": self.context.payload}
 
 
-def payload_schema_violations(schema: dict, payload: Any) -> list[tuple[list, str, str]]:
-    """Every way `payload` breaks `schema`, as `(path in the payload, message, failing keyword)`, in path order."""
+def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None) -> list[tuple[list, str, str]]:
+    """Every way `payload` breaks `schema`, as `(path in the payload, message, failing keyword)`, in path order.
+
+    The schema's regular expressions (`pattern`, `patternProperties`) share REGEX_TIMEOUT seconds (less when
+    the run `context` has less time left); one still matching then is a violation that says so.
+    """
     import jsonschema
 
-    validator = jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
-    errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    budget = _RegexBudget(context)
+    token = _regex_budget.set(budget)
+    try:
+        validator = _bounded_validator(jsonschema.validators.validator_for(schema))(schema, format_checker=jsonschema.FormatChecker())
+        errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    finally:
+        _regex_budget.reset(token)
     return [(list(e.absolute_path), e.message, str(e.validator)) for e in errors]
+
+
+class _RegexBudget:
+    """The time a payload check's regular expressions may take together."""
+
+    def __init__(self, context: Any):
+        remaining = context.remaining() if context is not None and hasattr(context, "remaining") else None
+        self.seconds = REGEX_TIMEOUT if remaining is None else min(REGEX_TIMEOUT, remaining)
+        self.deadline = time.monotonic() + self.seconds
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.001)
+
+    def search(self, pattern: str, text: str) -> bool:
+        """Raises NodeError when the budget is spent, before or while matching."""
+        if time.monotonic() >= self.deadline:
+            raise NodeError(f"The schema's regular expressions took longer than {self.seconds:.2g} s in all.")
+        return regex_search(pattern, text, context=self)
+
+
+_regex_budget: contextvars.ContextVar[_RegexBudget] = contextvars.ContextVar("regex_budget")
+
+
+@functools.lru_cache(maxsize=16)
+def _bounded_validator(cls):
+    """`cls` with the keywords that run a schema's regular expressions on the payload under the check's budget.
+
+    (`unevaluatedProperties` with `patternProperties`, of the 2019-09 and 2020-12 drafts, still matches without one.)
+    """
+    import jsonschema
+
+    def pattern(validator, patrn, instance, schema):
+        if validator.is_type(instance, "string"):
+            try:
+                matched = _regex_budget.get().search(patrn, instance)
+            except NodeError as exc:
+                yield jsonschema.ValidationError(str(exc))
+            else:
+                if not matched:
+                    yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(validator, patterns, instance, schema):
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for key, value in instance.items():
+                try:
+                    matched = _regex_budget.get().search(patrn, key)
+                except NodeError as exc:
+                    yield jsonschema.ValidationError(str(exc), path=[key])
+                    return
+                if matched:
+                    yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+    def additional_properties(validator, additional, instance, schema):
+        # jsonschema matches the keys against patternProperties itself, without a time limit: the keys
+        # the patterns match are found here and handed to it as declared properties instead.
+        patterns = schema.get("patternProperties")
+        if patterns and validator.is_type(instance, "object"):
+            declared = schema.get("properties", {})
+            matched = {}
+            for key in instance:
+                if key in declared:
+                    continue
+                try:
+                    if any(_regex_budget.get().search(patrn, key) for patrn in patterns):
+                        matched[key] = True
+                except NodeError as exc:
+                    yield jsonschema.ValidationError(str(exc))
+                    return
+            schema = {**schema, "patternProperties": {}, "properties": {**declared, **matched}}
+        yield from original_additional(validator, additional, instance, schema)
+
+    keywords = {"pattern": pattern}
+    if "patternProperties" in cls.VALIDATORS:
+        keywords["patternProperties"] = pattern_properties
+    original_additional = cls.VALIDATORS.get("additionalProperties")
+    if original_additional is not None:
+        keywords["additionalProperties"] = additional_properties
+    return jsonschema.validators.extend(cls, keywords)
 
 
 # `{name}`, `{customer.name}`, `{items.0}`; format specs are short and widths bounded.
 _FIELD = re.compile(r"^[^.\[\]]+(\.[^.\[\]]+)*$")
 _MAX_SPEC = 16
-_MAX_WIDTH = 1000
+_MAX_WIDTH = 1000  # the most a spec's width or precision may be
+# Python's format-spec mini-language: [[fill]align][sign]["z"]["#"]["0"][width][grouping]["." precision][type].
+_SPEC = re.compile(
+    r"(?:(?P<fill>.)?[<>=^])?[-+ ]?z?\#?0?(?P<width>\d+)?[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?",
+    re.DOTALL,
+)
 
 
 class _SafeFormatter(string.Formatter):
-    """str.format without attribute access, indexing syntax or unbounded padding."""
+    """str.format without attribute access, indexing syntax or unbounded padding.
+
+    A spec is parsed as the mini-language and its width and precision bounded before it is applied
+    (a nested `{x:{w}}` is judged by the spec it resolves to); what the fields render is counted
+    against `limit` characters (the run's output limit) as they are rendered.
+    """
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit
+        self.rendered = 0
 
     def get_field(self, field_name: str, args, kwargs):
         if not _FIELD.match(field_name):
@@ -91,19 +199,36 @@ class _SafeFormatter(string.Formatter):
         return value, field_name
 
     def format_field(self, value: Any, format_spec: str) -> str:
-        width = re.match(r"^.?[<>=^]?[+\- ]?#?0?(\d*)", format_spec)
-        if len(format_spec) > _MAX_SPEC or (width and width.group(1) and int(width.group(1)) > _MAX_WIDTH):
-            raise NodeError(f"Template format spec {format_spec!r} is too long.")
+        if format_spec:
+            _check_spec(format_spec)
         try:
-            return super().format_field(value, format_spec)
-        except (ValueError, TypeError) as exc:
+            text = super().format_field(value, format_spec)
+        except (ValueError, TypeError, OverflowError) as exc:
             raise NodeError(f"Template format spec {format_spec!r} does not fit value {value!r}: {exc}") from exc
+        if format_spec and len(text) > 2 * _MAX_WIDTH and len(text) > len(super().format_field(value, "")) + 2 * _MAX_WIDTH:
+            raise NodeError(f"Template format spec {format_spec!r} makes {len(text)} characters of value {str(value)[:100]!r}.")
+        if self.limit is not None:
+            self.rendered += len(text)
+            if self.rendered > self.limit:
+                raise OutputTooLarge(self.limit, "The rendered text")
+        return text
 
     def check_unused_args(self, used_args, args, kwargs) -> None:
         return None
 
 
-_formatter = _SafeFormatter()
+def _check_spec(spec: str) -> None:
+    parsed = _SPEC.fullmatch(spec)
+    if parsed is None:
+        raise NodeError(f"Template format spec {spec!r} is not a valid format spec.")
+    for part in ("width", "precision"):
+        if parsed[part] is not None and int(parsed[part]) > _MAX_WIDTH:
+            raise NodeError(f"Template format spec {spec!r} is too long: its {part} may be at most {_MAX_WIDTH}.")
+    if len(spec) > _MAX_SPEC:
+        raise NodeError(f"Template format spec {spec!r} is too long.")
+
+
+_formatter = _SafeFormatter()  # only parses templates; rendering uses a formatter of its own per run
 
 
 @register
@@ -140,7 +265,8 @@ class Template(Component):
             raise NodeError(f"Template needs an object as input, got {_json_type(data)}.")
         values = {**(data or {}), **named}
         try:
-            return {"text": _formatter.vformat(template, (), values)}
+            formatter = _SafeFormatter(limit=getattr(self.context, "max_output_bytes", None))
+            return {"text": formatter.vformat(template, (), values)}
         except (ValueError, IndexError) as exc:
             raise NodeError(f"Template is malformed: {exc}") from exc
 

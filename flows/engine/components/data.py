@@ -4,15 +4,45 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import jmespath.functions
+import jmespath.visitor
+import regex
 
 from flows.engine.errors import NodeError
+from flows.engine.limits import OutputTooLarge, check_output_size
 from flows.engine.registry import Component, Input, Output, register
 
 MAX_REGEX = 500
+# Seconds one regular expression may take on one text (less when the run has less time left). Matching
+# is linear for ordinary patterns; a pattern that backtracks exponentially fails its node instead of
+# holding the worker, and it stays short because the runs of quick flows share a worker task.
+REGEX_TIMEOUT = 1.0
+
+
+def regex_search(pattern: str, text: str, *, ignore_case: bool = False, context: Any = None) -> bool:
+    """Whether `pattern` matches somewhere in `text`, within REGEX_TIMEOUT and the run's remaining time.
+
+    Patterns are checked with Python's `re` when a flow is saved; the `regex` package matches them here
+    (its default syntax is `re`'s) because it can stop a match that runs too long, and it lets other
+    threads run meanwhile (a synchronous run executes in a web worker's thread).
+    """
+    remaining = context.remaining() if context is not None and hasattr(context, "remaining") else None
+    limit = REGEX_TIMEOUT if remaining is None else min(REGEX_TIMEOUT, remaining)
+    try:
+        found = regex.search(pattern, text, regex.IGNORECASE if ignore_case else 0, timeout=limit, concurrent=True)
+    except TimeoutError:
+        raise NodeError(
+            f"The regular expression {pattern[:100]!r} took longer than {limit:.2g} s on a text of {len(text)} characters: "
+            "it backtracks too much (nested or overlapping repetitions such as (a|aa)+ or (a+)+)."
+        ) from None
+    except regex.error as exc:
+        raise NodeError(f"Not a valid regular expression {pattern[:100]!r}: {exc}") from exc
+    return found is not None
 
 
 def _compile_jmespath(query: str):
@@ -22,11 +52,51 @@ def _compile_jmespath(query: str):
         raise ValueError(str(exc).replace("\n", " ")) from exc
 
 
-def _search(query: str, data: Any) -> Any:
+def _search(query: str, data: Any, context: Any) -> Any:
     try:
-        return _compile_jmespath(query).search(data)
+        parsed = _compile_jmespath(query)
+        interpreter = _BoundedInterpreter(limit=getattr(context, "max_output_bytes", None), deadline=getattr(context, "deadline", None))
+        return interpreter.visit(parsed.parsed, data)
     except (ValueError, jmespath.exceptions.JMESPathError) as exc:
         raise NodeError(f"JMESPath query {query!r} failed: {exc}") from exc
+
+
+class _BoundedFunctions(jmespath.functions.Functions):
+    def __init__(self, limit: int | None):
+        self.limit = limit
+
+    @jmespath.functions.signature({"types": ["string"]}, {"types": ["array-string"]})
+    def _func_join(self, separator, array):
+        # The separator is repeated: a short list and a long separator (each within the limit) multiply.
+        if self.limit is not None and len(separator) * (len(array) - 1) > self.limit:
+            raise OutputTooLarge(self.limit, "A JMESPath result")
+        return separator.join(array)
+
+
+# Expressions that build new values, possibly larger than what they read (`[@, @]` doubles its input).
+_BUILDING = frozenset(
+    ("multi_select_list", "multi_select_dict", "flatten", "projection", "value_projection", "filter_projection", "function_expression")
+)
+
+
+class _BoundedInterpreter(jmespath.visitor.TreeInterpreter):
+    """JMESPath's interpreter, stopped as soon as a value it builds passes the run's output limit or the run's time is up.
+
+    Each built value is measured (shared parts once, see limits.json_size), so a query whose result
+    doubles per step fails at the step that passes the limit instead of writing out gigabytes.
+    """
+
+    def __init__(self, *, limit: int | None, deadline: float | None):
+        super().__init__(jmespath.Options(custom_functions=_BoundedFunctions(limit)))
+        self._limit, self._deadline = limit, deadline
+
+    def visit(self, node, *args, **kwargs):
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise NodeError("The JMESPath query was still running at the run's time limit.")
+        result = super().visit(node, *args, **kwargs)
+        if self._limit is not None and node["type"] in _BUILDING and isinstance(result, list | dict | str):
+            check_output_size(result, limit=self._limit, what="A JMESPath result")
+        return result
 
 
 def _check_query(params: dict[str, Any], name: str) -> list[tuple[str, str, str]]:
@@ -84,7 +154,7 @@ class Extract(Component):
         return _check_query(params, "query")
 
     def run(self, *, data: Any, query: str) -> dict[str, Any]:
-        return {"value": _search(query, data)}
+        return {"value": _search(query, data, self.context)}
 
 
 OPERATORS = ("equals", "not_equals", "contains", "starts_with", "ends_with", "matches", "gt", "lt", "ge", "le", "is_empty", "is_not_empty")
@@ -146,8 +216,12 @@ class Condition(Component):
     def run(
         self, *, data: Any, operator: str = "equals", path: str | None = None, value: Any = None, case_sensitive: bool = True
     ) -> dict[str, Any]:
-        subject = _search(path, data) if path else data
-        branch = "true" if self._holds(subject, operator, value, case_sensitive) else "false"
+        subject = _search(path, data, self.context) if path else data
+        if operator == "matches":
+            holds = regex_search(as_text(value), as_text(subject), ignore_case=not case_sensitive, context=self.context)
+        else:
+            holds = self._holds(subject, operator, value, case_sensitive)
+        branch = "true" if holds else "false"
         return {branch: data}
 
     @staticmethod
@@ -172,12 +246,6 @@ class Condition(Component):
         if operator == "contains" and isinstance(subject, list):
             return any(_fold(as_text(item), case_sensitive) == _fold(as_text(value), case_sensitive) for item in subject)
         text, other = _fold(as_text(subject), case_sensitive), as_text(value)
-        if operator == "matches":
-            flags = 0 if case_sensitive else re.IGNORECASE
-            try:
-                return re.search(other, as_text(subject), flags) is not None
-            except re.error as exc:
-                raise NodeError(f"Not a valid regular expression {other!r}: {exc}") from exc
         other = _fold(other, case_sensitive)
         if operator == "contains":
             return other in text

@@ -1,7 +1,8 @@
 """Components that call other services: any HTTP API, and OpenAI-compatible chat completions.
 
 Outbound requests go through `guarded_client`, which refuses to connect to loopback,
-private, link-local (cloud metadata) and other non-public addresses, checked on the
+private, link-local (cloud metadata) and other non-public addresses (an IPv6 address
+that stands for an IPv4 one, such as NAT64 or 6to4, is judged as that IPv4 address), checked on the
 address actually connected to (after DNS resolution, and again for every redirect),
 unless the host is in the run's allow-list (`RunContext.http_allowed_hosts`).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -45,10 +47,37 @@ def _parse_allow_list(entries: tuple[str, ...] | list[str]) -> tuple[set[str], l
     return names, networks
 
 
+# IPv6 ranges whose addresses carry an IPv4 address in their last 32 bits and reach it: a NAT64
+# gateway, or a host that takes IPv4-compatible addresses, connects to that IPv4 address.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use, never public
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _carried(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 address stands for (IPv4-mapped, 6to4, NAT64, IPv4-compatible), else the address."""
+    if ip.version == 4:
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are themselves
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
 def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if ip.version == 6 and ip in _NAT64_LOCAL:
+        return True
+    ip = _carried(ip)
     return not ip.is_global or ip.is_multicast
+
+
+def _allowed_by(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: list) -> bool:
+    """Whether a CIDR of the allow-list covers the address, or the IPv4 address it stands for."""
+    forms = {ip, _carried(ip)}
+    return any(form in net for form in forms for net in networks if net.version == form.version)
 
 
 def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -> str:
@@ -67,7 +96,7 @@ def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -
         raise httpcore.ConnectError(f"Host {host!r} has no address.")
     if host.lower().rstrip(".").strip("[]") not in names:
         for ip in addresses:
-            if _forbidden(ip) and not any(ip in net for net in networks if net.version == ip.version):
+            if _forbidden(ip) and not _allowed_by(ip, networks):
                 raise BlockedAddressError(
                     f"Refusing to connect to {host} ({ip}): it is not a public address. "
                     "Add the host to LANGRUN_HTTP_ALLOWED_HOSTS to allow it."
@@ -75,16 +104,55 @@ def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -
     return str(addresses[0])
 
 
-class _GuardedBackend(httpcore.NetworkBackend):
-    """Connects only to vetted addresses; TLS still verifies the original host name."""
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every wait ends by the request's deadline.
 
-    def __init__(self, allowed_hosts: tuple[str, ...]):
+    httpx's timeouts bound each wait for the network, not the request: a server that sends one
+    byte at a time, each sooner than the read timeout, could hold a request for ever.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: float):
+        self._inner, self._deadline = inner, deadline
+
+    def _left(self, timeout: float | None, error: type[Exception]) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise error("The request's time limit has passed.")
+        return left if timeout is None else min(timeout, left)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, self._left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(inner, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects only to vetted addresses, and only until `deadline`; TLS still verifies the original host name."""
+
+    def __init__(self, allowed_hosts: tuple[str, ...], deadline: float):
         self._inner = httpcore.SyncBackend()
         self._allowed = allowed_hosts
+        self._deadline = deadline
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         address = vet_host(host, port, self._allowed)
-        return self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise httpcore.ConnectTimeout("The request's time limit has passed.")
+        timeout = left if timeout is None else min(timeout, left)
+        stream = self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+        return _DeadlineStream(stream, self._deadline)
 
     def connect_unix_socket(self, path, timeout=None, socket_options=None):  # pragma: no cover - never configured
         raise BlockedAddressError("Unix sockets are not reachable from flows.")
@@ -94,17 +162,21 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
 
 class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, allowed_hosts: tuple[str, ...]):
+    def __init__(self, allowed_hosts: tuple[str, ...], deadline: float):
         super().__init__(trust_env=False)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(allowed_hosts)
+            ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(allowed_hosts, deadline)
         )
 
 
 def guarded_client(*, allowed_hosts: tuple[str, ...], timeout: float) -> httpx.Client:
-    """An httpx client that follows redirects and refuses non-public addresses (see module docstring)."""
+    """An httpx client that follows redirects and refuses non-public addresses (see module docstring).
+
+    `timeout` bounds everything the client does, together: connecting, sending, the answer's
+    headers and body, and any redirects (the client is for one request).
+    """
     return httpx.Client(
-        transport=_GuardedTransport(tuple(allowed_hosts)),
+        transport=_GuardedTransport(tuple(allowed_hosts), time.monotonic() + timeout),
         trust_env=False,  # an environment proxy would connect on our behalf, unchecked
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
@@ -112,29 +184,32 @@ def guarded_client(*, allowed_hosts: tuple[str, ...], timeout: float) -> httpx.C
     )
 
 
-def _send(client: httpx.Client, request: httpx.Request, what: str) -> tuple[httpx.Response, bytes]:
-    """Send and read at most MAX_RESPONSE_BYTES, mapping transport failures to node errors."""
+def _send(client: httpx.Client, request: httpx.Request, what: str, *, seconds: float, context: Any) -> tuple[httpx.Response, bytes]:
+    """Send and read at most MAX_RESPONSE_BYTES (or the run's output limit, when lower), mapping transport
+    failures to node errors; `seconds` is the client's timeout, for the message."""
+    output_limit = getattr(context, "max_output_bytes", None)
+    limit = MAX_RESPONSE_BYTES if output_limit is None else min(MAX_RESPONSE_BYTES, output_limit)
     try:
         response = client.send(request, stream=True)
         try:
-            content = b""
+            content = bytearray()
             for chunk in response.iter_bytes():
                 content += chunk
-                if len(content) > MAX_RESPONSE_BYTES:
-                    raise NodeError(f"{what}: the response is larger than {MAX_RESPONSE_BYTES} bytes.")
+                if len(content) > limit:
+                    raise NodeError(f"{what}: the response is larger than {limit} bytes.")
         finally:
             response.close()
     except BlockedAddressError as exc:
         raise NodeError(f"{what}: {exc}") from exc
     except httpx.TimeoutException as exc:
-        raise RetryableNodeError(f"{what}: timed out ({type(exc).__name__}).") from exc
+        raise RetryableNodeError(f"{what}: timed out: no complete answer within {seconds:.3g} s ({type(exc).__name__}).") from exc
     except httpx.TooManyRedirects as exc:
         raise NodeError(f"{what}: more than {MAX_REDIRECTS} redirects.") from exc
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise NodeError(f"{what}: {exc}") from exc
     except httpx.TransportError as exc:
         raise RetryableNodeError(f"{what}: connection failed: {exc}") from exc
-    return response, content
+    return response, bytes(content)
 
 
 def _decode(response: httpx.Response, content: bytes) -> Any:
@@ -153,17 +228,13 @@ class _UrlFormatter(_SafeFormatter):
         return quote(super().format_field(value, format_spec), safe="")
 
 
-_url_formatter = _UrlFormatter()
-_text_formatter = _SafeFormatter()
-
-
-def _fill(value: Any, values: dict) -> Any:
+def _fill(value: Any, values: dict, formatter: _SafeFormatter) -> Any:
     if isinstance(value, str):
-        return _text_formatter.vformat(value, (), values)
+        return formatter.vformat(value, (), values)
     if isinstance(value, dict):
-        return {k: _fill(v, values) for k, v in value.items()}
+        return {k: _fill(v, values, formatter) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, values) for v in value]
+        return [_fill(v, values, formatter) for v in value]
     return value
 
 
@@ -177,7 +248,8 @@ class HTTPRequest(Component):
     """Calls an HTTP API. `{field}` placeholders in the URL (URL-encoded) and in text of the body are filled from `data`.
 
     An object or list body is sent as JSON, text as text. Non-public addresses are refused
-    unless allowed (LANGRUN_HTTP_ALLOWED_HOSTS). Timeouts, connection failures, 429 and 5xx
+    unless allowed (LANGRUN_HTTP_ALLOWED_HOSTS). `timeout` bounds the whole request (within the run's
+    time left), and the answer is read up to 5 MB or LANGRUN_MAX_OUTPUT_BYTES. Timeouts, connection failures, 429 and 5xx
     answers are retryable failures; another status than `expected_status` (any 2xx/3xx when
     unset) fails the node.
     """
@@ -191,7 +263,13 @@ class HTTPRequest(Component):
         Input("headers", "object", required=False, description="Request headers.", connectable=False),
         Input("query", "object", required=False, description="Query parameters.", connectable=False),
         Input("body", "any", required=False, description="Object/list (sent as JSON) or text.", connectable=False),
-        Input("timeout", "number", default=10, description="Seconds to wait for the answer.", connectable=False),
+        Input(
+            "timeout",
+            "number",
+            default=10,
+            description="Seconds the whole request may take: connecting, sending, the answer and any redirects.",
+            connectable=False,
+        ),
         Input("expected_status", "int", required=False, description="The only acceptable status code.", connectable=False),
     )
     outputs = (
@@ -232,9 +310,10 @@ class HTTPRequest(Component):
     ) -> dict[str, Any]:
         values = data if isinstance(data, dict) else {}
         try:
-            url = _url_formatter.vformat(url, (), values)
+            limit = getattr(self.context, "max_output_bytes", None)
+            url = _UrlFormatter(limit=limit).vformat(url, (), values)
             if data is not None and body is not None:
-                body = _fill(body, values)
+                body = _fill(body, values, _SafeFormatter(limit=limit))
         except (ValueError, IndexError) as exc:
             raise NodeError(f"URL or body template is malformed: {exc}") from exc
         if not url.lower().startswith(("http://", "https://")):
@@ -245,12 +324,13 @@ class HTTPRequest(Component):
         elif body is not None:
             kwargs["content"] = as_text(body).encode()
         what = f"{method} {url.split('?', 1)[0]}"
-        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=_timeout(timeout, self.context)) as client:
+        seconds = _timeout(timeout, self.context)
+        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
             try:
                 request = client.build_request(method, url, **kwargs)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
                 raise NodeError(f"{what}: {exc}") from exc
-            response, content = _send(client, request, what)
+            response, content = _send(client, request, what, seconds=seconds, context=self.context)
         status = response.status_code
         result = {
             "status": status,
@@ -288,7 +368,13 @@ class LanguageModel(Component):
         Input("system_prompt", "str", required=False, description="System message.", connectable=False),
         Input("temperature", "number", required=False, description="Sampling temperature (0 to 2).", connectable=False),
         Input("max_tokens", "int", required=False, description="Most tokens to generate.", connectable=False),
-        Input("timeout", "number", default=60, description="Seconds to wait for the answer.", connectable=False),
+        Input(
+            "timeout",
+            "number",
+            default=60,
+            description="Seconds the whole request may take: connecting, sending, the answer and any redirects.",
+            connectable=False,
+        ),
     )
     outputs = (
         Output("text", "str", "The answer's text."),
@@ -334,12 +420,13 @@ class LanguageModel(Component):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = base_url.rstrip("/") + "/chat/completions"
         what = f"Language model at {base_url.rstrip('/')}"
-        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=_timeout(timeout, self.context)) as client:
+        seconds = _timeout(timeout, self.context)
+        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
             try:
                 request = client.build_request("POST", url, json=body, headers=headers)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
                 raise NodeError(f"{what}: {exc}") from exc
-            response, content = _send(client, request, what)
+            response, content = _send(client, request, what, seconds=seconds, context=self.context)
         answer = _decode(response, content)
         if response.status_code == 429 or response.status_code >= 500:
             raise RetryableNodeError(f"{what} answered {response.status_code}: {_api_error(answer)}")
