@@ -1126,16 +1126,20 @@ class VariableUndecryptable(Exception):
 
 
 def _fernet():
+    """The credential keys: LANGRUN_VARIABLES_KEY's comma-separated list, the first encrypting and every one decrypting.
+
+    The key derived from SECRET_KEY (the default when none is set) stays last as a decrypting key, so that
+    setting LANGRUN_VARIABLES_KEY for the first time is a rotation like any other, not a loss.
+    """
     import base64
     import hashlib
 
-    from cryptography.fernet import Fernet
+    from cryptography.fernet import Fernet, MultiFernet
 
-    key = settings.LANGRUN_VARIABLES_KEY
-    if not key:
-        digest = hashlib.sha256(b"langrun-variables:" + settings.SECRET_KEY.encode()).digest()
-        key = base64.urlsafe_b64encode(digest).decode()
-    return Fernet(key)
+    digest = hashlib.sha256(b"langrun-variables:" + settings.SECRET_KEY.encode()).digest()
+    keys = [key.strip() for key in settings.LANGRUN_VARIABLES_KEY.split(",") if key.strip()]
+    keys.append(base64.urlsafe_b64encode(digest).decode())
+    return MultiFernet([Fernet(key) for key in dict.fromkeys(keys)])
 
 
 def variable_encrypt(*, value: str) -> str:
@@ -1152,6 +1156,25 @@ def variable_value(*, variable: Variable) -> str:
         return _fernet().decrypt(variable.value.encode()).decode()
     except InvalidToken as exc:
         raise VariableUndecryptable(f"Variable {variable.name!r} cannot be decrypted with the current key; set its value again.") from exc
+
+
+def variables_rotate_key() -> tuple[int, list[Variable]]:
+    """Encrypt every credential again with the first key: the count re-encrypted, and those no key opens (left as they are).
+
+    A value changed meanwhile (by its owner) is not overwritten: the update is conditional on the token read.
+    """
+    from cryptography.fernet import InvalidToken
+
+    keys = _fernet()
+    rotated, unreadable = 0, []
+    for variable in Variable.objects.filter(kind=Variable.Kind.CREDENTIAL).order_by("pk").iterator(chunk_size=500):
+        try:
+            token = keys.rotate(variable.value.encode()).decode()
+        except InvalidToken:
+            unreadable.append(variable)
+            continue
+        rotated += Variable.objects.filter(pk=variable.pk, value=variable.value).update(value=token)
+    return rotated, unreadable
 
 
 def variable_create(*, user, name: str, value: str, kind: str = Variable.Kind.CREDENTIAL) -> Variable:

@@ -191,7 +191,8 @@ LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
 LANGRUN_FLOW_TIMEOUT = env.int("LANGRUN_FLOW_TIMEOUT", default=120)
 # Hosts (names or CIDRs) HTTPRequest and LanguageModel may reach although they are not public addresses.
 LANGRUN_HTTP_ALLOWED_HOSTS = env.list("LANGRUN_HTTP_ALLOWED_HOSTS", default=[])
-# Fernet key encrypting credential variables; derived from SECRET_KEY when unset.
+# Fernet keys of credential variables, comma-separated: the first encrypts, every one decrypts (rotate by putting
+# a new key first, then `manage.py rotate_variables_key`). Derived from SECRET_KEY when unset.
 LANGRUN_VARIABLES_KEY = env.str("LANGRUN_VARIABLES_KEY", default="")
 
 # Python modules imported at start-up to register additional components (trusted code, set by the operator).
