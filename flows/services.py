@@ -27,6 +27,7 @@ from flows.models import Flow, FlowRun, FlowVersion, NodeResult, RunAttempt, Var
 from langrun.db import loaded_instance
 from langrun.logs import log_context
 from langrun.parsers import json_unstorable
+from langrun.waits import wait_slot
 
 logger = logging.getLogger(__name__)
 
@@ -941,7 +942,18 @@ def _flow_release_waiting(flow: Flow) -> None:
 
 
 def flow_run_wait(*, run_id, timeout: float) -> FlowRun:
-    """The run once it is terminal, or as it is after `timeout` seconds (polls the ledger)."""
+    """The run once it is terminal, or as it is after `timeout` seconds (polls the ledger).
+
+    A caller past its account's or its process's share of waiting (langrun.waits) gets the run as it is, at once.
+    """
+    run = FlowRun.objects.get(pk=run_id)
+    if run.status in FlowRun.TERMINAL or timeout <= 0:
+        return run
+    with wait_slot(owner=str(run.user_id)) as granted:
+        return _flow_run_poll(run_id=run_id, timeout=timeout) if granted else run
+
+
+def _flow_run_poll(*, run_id, timeout: float) -> FlowRun:
     deadline = time.monotonic() + max(timeout, 0)
     delay = 0.02
     while True:
@@ -959,12 +971,16 @@ def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
     The run executes in a thread, so the caller can stop waiting without
     interrupting it: a run still going at the deadline finishes in that thread.
     If a worker claimed the run first (it was also enqueued), this just waits.
+    A caller past its share of waiting (langrun.waits) gets the queued run at once: a worker runs it.
     """
-    started = time.monotonic()
-    thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
-    thread.start()
-    thread.join(max(timeout, 0))
-    return flow_run_wait(run_id=run.id, timeout=timeout - (time.monotonic() - started))
+    with wait_slot(owner=str(run.user_id)) as granted:
+        if not granted:
+            return run
+        started = time.monotonic()
+        thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
+        thread.start()
+        thread.join(max(timeout, 0))
+        return _flow_run_poll(run_id=run.id, timeout=timeout - (time.monotonic() - started))
 
 
 def _flow_run_execute_thread(*, run_id) -> None:

@@ -185,6 +185,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
 LANGRUN_SYNC_RUN_TIMEOUT = env.float("LANGRUN_SYNC_RUN_TIMEOUT", default=20.0)
 # The most a webhook caller may ask to wait with `?wait=<seconds>`.
 LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
+# A caller that waits (`?wait=`, the synchronous run) holds a web thread meanwhile: at most this many such callers
+# per web process, and per account in a process; a caller past either is answered at once with the run's 202 (it
+# was accepted; its status URL tells when it is done). Keep the first below WEB_THREADS (gunicorn.conf.py).
+LANGRUN_WAITS_PER_PROCESS = env.int("LANGRUN_WAITS_PER_PROCESS", default=4)
+LANGRUN_WAITS_PER_USER = env.int("LANGRUN_WAITS_PER_USER", default=2)
 
 # --- Flow engine -------------------------------------------------------------
 # Seconds a flow's run may take before it fails (a flow can set its own `timeout`).

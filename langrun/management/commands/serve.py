@@ -12,7 +12,8 @@ ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"
 
 
 def web_workers_default(database_vendor: str) -> int:
-    """gunicorn sync workers for this machine, measured in the README's "Performance": three per core with
+    """gunicorn worker processes for this machine (each with WEB_THREADS threads, gunicorn.conf.py), measured in the
+    README's "Performance" with one request per process: three per core with
     PostgreSQL (a webhook waits on the database and Redis part of its time, and a waiting worker holds its
     request), two with SQLite (in the process, nothing to wait for; more workers only queue for its write lock)."""
     return (2 if database_vendor == "sqlite" else 3) * (os.cpu_count() or 1)
