@@ -1,8 +1,13 @@
 """The web stays up: callers that wait, slow clients and a dying worker do not take /health down (real processes)."""
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -11,6 +16,7 @@ from flows.services import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW
+from tests.e2e.conftest import ROOT, Service, wait_for_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +112,71 @@ def test_threads_keep_and_reuse_one_database_connection_each(service, setup_flow
     burst()
     # 300 requests, and no more connections than two processes of eight threads, each thread keeping its own.
     assert 0 < after_one <= 2 * 8 and web_connections() <= 2 * 8
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _cluster_of(serve_pid: int) -> int | None:
+    for child in _children(serve_pid):
+        try:
+            if b"qcluster" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _until(predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return None
+
+
+def test_serve_restarts_a_killed_worker_and_the_web_keeps_accepting(setup_flow, tmp_path):
+    _, key = setup_flow
+    svc = Service(tmp_path)
+    serve = svc.start("serve", ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(svc.port), "--web-workers", "2"])
+    try:
+        assert _until(lambda: _health_ok(svc.url), 30), svc.log("serve")
+        first = _until(lambda: _cluster_of(serve.pid), 30)
+        assert first, svc.log("serve")
+
+        def webhook(n: int) -> tuple[int, str | None]:
+            response = requests.post(f"{svc.url}/api/v1/webhook/greet", json={"name": f"n{n}"}, headers={"x-api-key": key}, timeout=30)
+            return response.status_code, response.json().get("run_id")
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            before = list(pool.map(webhook, range(40)))
+            os.kill(first, signal.SIGKILL)
+            during = list(pool.map(webhook, range(40, 200)))
+        answers = before + during
+        assert [code for code, _ in answers] == [202] * len(answers), svc.log("serve")
+        assert serve.poll() is None, svc.log("serve")
+        second = _until(lambda: (c := _cluster_of(serve.pid)) and c != first and c, 60)
+        assert second, svc.log("serve")
+        # Runs the killed cluster had taken are found by the sweep (here without waiting for their lease).
+        run_ids = [run_id for _, run_id in answers]
+        sweep = {"LANGRUN_RUN_TIMEOUT": "1", "LANGRUN_LEASE_MARGIN": "0", "LANGRUN_REQUEUE_AFTER": "1"}
+        time.sleep(2)
+        subprocess.run([sys.executable, "manage.py", "sweep_runs"], cwd=ROOT, env={**svc.env, **sweep}, check=True, timeout=120)
+        assert wait_for_runs(run_ids, timeout=120) == {"succeeded": len(run_ids)}, svc.log("serve")
+        assert _health_ok(svc.url)
+    finally:
+        svc.stop()
+    assert serve.returncode in (0, -signal.SIGTERM)
+
+
+def _health_ok(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False

@@ -146,3 +146,9 @@ def test_gunicorn_freezes_the_preloaded_application_before_forking_each_worker()
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_serve_waits_longer_after_each_death_of_the_cluster_in_a_row():
+    from langrun.management.commands.serve import restart_delay
+
+    assert [restart_delay(n) for n in (1, 2, 3, 4, 5, 6, 20)] == [1, 2, 4, 8, 16, 30, 30]
