@@ -181,7 +181,7 @@ LANGRUN_MAX_IMPORT_BYTES = env.int("LANGRUN_MAX_IMPORT_BYTES", default=10 * 1024
 LANGRUN_REQUEUE_AFTER = env.int("LANGRUN_REQUEUE_AFTER", default=60)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
 # How long `POST /api/v1/run/{flow}` may block before answering 202 with the run id (the run goes on).
-# Both waits hold a web worker: keep them below gunicorn's worker timeout (30 s by default).
+# Both waits hold a web thread (capped by LANGRUN_WAITS_PER_PROCESS and LANGRUN_WAITS_PER_USER below).
 LANGRUN_SYNC_RUN_TIMEOUT = env.float("LANGRUN_SYNC_RUN_TIMEOUT", default=20.0)
 # The most a webhook caller may ask to wait with `?wait=<seconds>`.
 LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
