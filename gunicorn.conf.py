@@ -4,6 +4,20 @@
 See the README's "Performance" section for what they bought.
 """
 
+import os
+
+# Threads in each worker process, not one request per process: a caller that waits (`?wait=`, the synchronous
+# run) or a client that sends its request slowly holds one thread, and the process's other threads go on
+# answering (health checks, webhooks). Waiting callers may take at most LANGRUN_WAITS_PER_PROCESS threads of a
+# process. Each thread keeps its own database connection (CONN_MAX_AGE): up to workers x threads connections.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
+# A process takes no more connections than it has threads: one whose threads are all busy leaves new connections
+# to the other processes, as a sync worker does (otherwise it would accept them and queue them behind its busy
+# threads). Hence no keep-alive either, like the sync workers before: an idle kept-alive connection would count.
+worker_connections = threads
+keepalive = 0
+
 # Load the application once in the master and fork the workers from it: the workers share those
 # pages, about 100 MB less memory (summed PSS) with 3 workers. Nothing opens a connection at import,
 # and every worker makes its own database and Redis connections on first use.

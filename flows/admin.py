@@ -597,6 +597,21 @@ class FlowRunAdmin(OwnedModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # the ledger is read-only; replay and cancel go through services
 
+    # Replay and cancel, as actions and buttons, need Django's permissions: a replay adds a run, a cancel changes one.
+    def has_replay_permission(self, request, obj=None):
+        return request.user.has_perm("flows.add_flowrun") and (obj is None or self.owns(request, obj))
+
+    def has_cancel_permission(self, request, obj=None):
+        return request.user.has_perm("flows.change_flowrun") and (obj is None or self.owns(request, obj))
+
+    def _requiring(self, permitted, view):
+        def checked(request, *args, **kwargs):
+            if not permitted(request):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return checked
+
     @admin.display(description="run", ordering="received_at")
     def short_id(self, run):
         return str(run.pk)[:8]
@@ -675,7 +690,7 @@ class FlowRunAdmin(OwnedModelAdmin):
         )
 
     # Actions and buttons: the same services as the API.
-    @admin.action(description="Replay selected runs")
+    @admin.action(description="Replay selected runs", permissions=["replay"])
     def replay_selected(self, request, queryset):
         new_runs = []
         for run in queryset.select_related("flow", "version"):
@@ -696,7 +711,7 @@ class FlowRunAdmin(OwnedModelAdmin):
         except FlowsError as exc:
             self.message_user(request, str(exc), messages.ERROR)
 
-    @admin.action(description="Cancel selected queued runs")
+    @admin.action(description="Cancel selected queued runs", permissions=["cancel"])
     def cancel_queued(self, request, queryset):
         cancelled = skipped = 0
         for run in queryset:
@@ -711,8 +726,16 @@ class FlowRunAdmin(OwnedModelAdmin):
 
     def get_urls(self):
         return [
-            path("<path:object_id>/replay/", self.admin_site.admin_view(self.replay_view), name="flows_flowrun_replay"),
-            path("<path:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="flows_flowrun_cancel"),
+            path(
+                "<path:object_id>/replay/",
+                self.admin_site.admin_view(self._requiring(self.has_replay_permission, self.replay_view)),
+                name="flows_flowrun_replay",
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(self._requiring(self.has_cancel_permission, self.cancel_view)),
+                name="flows_flowrun_cancel",
+            ),
             *super().get_urls(),
         ]
 

@@ -7,12 +7,14 @@ import difflib
 import json
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from flows.models import Flow, FlowVersion
+from langrun.admin import OwnedModelAdmin
 
 
 def version_diff(old: FlowVersion | None, new: FlowVersion) -> str:
@@ -30,9 +32,12 @@ def _line_class(line: str) -> str:
     return {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "")
 
 
-class FlowVersionAdmin(admin.ModelAdmin):
+class FlowVersionAdmin(OwnedModelAdmin):
+    """Read-only: versions are recorded by the flow services. Staff see their own flows' versions, with `view_flowversion`."""
+
+    owner_field = "flow__user"
     list_display = ["flow", "number", "author", "created_at", "message", "diff_link"]
-    list_filter = ["flow"]
+    list_filter = [("flow", admin.RelatedOnlyFieldListFilter)]  # only the flows whose versions the user may see
     list_select_related = ["flow", "author"]
     search_fields = ["flow__name", "message"]
     readonly_fields = ["flow", "number", "author", "created_at", "message", "pretty_data", "diff_with_previous"]
@@ -67,7 +72,10 @@ class FlowVersionAdmin(admin.ModelAdmin):
 
     def compare_view(self, request, flow_id):
         """Two versions of one flow side by side as a diff: `?a=1&b=3` (default: the last two)."""
-        flow = get_object_or_404(Flow, pk=flow_id)
+        flows = Flow.objects.all() if request.user.is_superuser else Flow.objects.filter(user=request.user)
+        flow = get_object_or_404(flows, pk=flow_id)  # another user's flow is indistinguishable from none
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         versions = list(FlowVersion.objects.filter(flow=flow).select_related("author").order_by("-number"))
 
         def pick(key: str, default: FlowVersion | None) -> FlowVersion | None:

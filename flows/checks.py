@@ -27,22 +27,28 @@ def check_components(app_configs=None, **kwargs):
     return []
 
 
+ORDINALS = ("first", "second", "third", "fourth", "fifth")
+
+
 @checks.register()
 def check_engine_settings(app_configs=None, **kwargs):
     problems = []
     if settings.LANGRUN_VARIABLES_KEY:
         from cryptography.fernet import Fernet
 
-        try:
-            Fernet(settings.LANGRUN_VARIABLES_KEY)
-        except ValueError:
-            problems.append(
-                checks.Error(
-                    "LANGRUN_VARIABLES_KEY is not a Fernet key.",
-                    hint="Generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
-                    id="flows.E003",
+        keys = [key.strip() for key in settings.LANGRUN_VARIABLES_KEY.split(",")]
+        for position, key in enumerate(keys):
+            try:
+                Fernet(key)
+            except ValueError:
+                ordinal = ORDINALS[position] if position < len(ORDINALS) else f"number {position + 1}"
+                problems.append(
+                    checks.Error(
+                        f"LANGRUN_VARIABLES_KEY: the {ordinal} key is not a Fernet key.",
+                        hint="Generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
+                        id="flows.E003",
+                    )
                 )
-            )
     if settings.LANGRUN_FLOW_TIMEOUT >= settings.LANGRUN_RUN_TIMEOUT:
         problems.append(
             checks.Warning(

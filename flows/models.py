@@ -205,7 +205,7 @@ class Variable(models.Model):
     """A named value of one user that flow params refer to as `{"variable": "NAME"}`.
 
     A `generic` variable is stored as it is; a `credential` is encrypted with
-    Fernet (key LANGRUN_VARIABLES_KEY, or derived from SECRET_KEY) and is never
+    Fernet (the first key of LANGRUN_VARIABLES_KEY, or one derived from SECRET_KEY) and is never
     shown again after saving: the API and the admin mask it, and run records
     mask its value wherever it would appear. Names are unique per owner.
     """

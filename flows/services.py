@@ -31,6 +31,7 @@ from flows.models import Flow, FlowRun, FlowVersion, NodeResult, RunAttempt, Var
 from langrun.db import loaded_instance
 from langrun.logs import log_context
 from langrun.parsers import json_unstorable
+from langrun.waits import wait_slot
 
 logger = logging.getLogger(__name__)
 
@@ -1064,7 +1065,18 @@ def _flow_release_waiting(flow: Flow) -> None:
 
 
 def flow_run_wait(*, run_id, timeout: float) -> FlowRun:
-    """The run once it is terminal, or as it is after `timeout` seconds (polls the ledger)."""
+    """The run once it is terminal, or as it is after `timeout` seconds (polls the ledger).
+
+    A caller past its account's or its process's share of waiting (langrun.waits) gets the run as it is, at once.
+    """
+    run = FlowRun.objects.get(pk=run_id)
+    if run.status in FlowRun.TERMINAL or timeout <= 0:
+        return run
+    with wait_slot(owner=str(run.user_id)) as granted:
+        return _flow_run_poll(run_id=run_id, timeout=timeout) if granted else run
+
+
+def _flow_run_poll(*, run_id, timeout: float) -> FlowRun:
     deadline = time.monotonic() + max(timeout, 0)
     delay = 0.02
     while True:
@@ -1082,12 +1094,16 @@ def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
     The run executes in a thread, so the caller can stop waiting without
     interrupting it: a run still going at the deadline finishes in that thread.
     If a worker claimed the run first (it was also enqueued), this just waits.
+    A caller past its share of waiting (langrun.waits) gets the queued run at once: a worker runs it.
     """
-    started = time.monotonic()
-    thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
-    thread.start()
-    thread.join(max(timeout, 0))
-    return flow_run_wait(run_id=run.id, timeout=timeout - (time.monotonic() - started))
+    with wait_slot(owner=str(run.user_id)) as granted:
+        if not granted:
+            return run
+        started = time.monotonic()
+        thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
+        thread.start()
+        thread.join(max(timeout, 0))
+        return _flow_run_poll(run_id=run.id, timeout=timeout - (time.monotonic() - started))
 
 
 def _flow_run_execute_thread(*, run_id) -> None:
@@ -1253,16 +1269,20 @@ class VariableUndecryptable(Exception):
 
 
 def _fernet():
+    """The credential keys: LANGRUN_VARIABLES_KEY's comma-separated list, the first encrypting and every one decrypting.
+
+    The key derived from SECRET_KEY (the default when none is set) stays last as a decrypting key, so that
+    setting LANGRUN_VARIABLES_KEY for the first time is a rotation like any other, not a loss.
+    """
     import base64
     import hashlib
 
-    from cryptography.fernet import Fernet
+    from cryptography.fernet import Fernet, MultiFernet
 
-    key = settings.LANGRUN_VARIABLES_KEY
-    if not key:
-        digest = hashlib.sha256(b"langrun-variables:" + settings.SECRET_KEY.encode()).digest()
-        key = base64.urlsafe_b64encode(digest).decode()
-    return Fernet(key)
+    digest = hashlib.sha256(b"langrun-variables:" + settings.SECRET_KEY.encode()).digest()
+    keys = [key.strip() for key in settings.LANGRUN_VARIABLES_KEY.split(",") if key.strip()]
+    keys.append(base64.urlsafe_b64encode(digest).decode())
+    return MultiFernet([Fernet(key) for key in dict.fromkeys(keys)])
 
 
 def variable_encrypt(*, value: str) -> str:
@@ -1279,6 +1299,25 @@ def variable_value(*, variable: Variable) -> str:
         return _fernet().decrypt(variable.value.encode()).decode()
     except InvalidToken as exc:
         raise VariableUndecryptable(f"Variable {variable.name!r} cannot be decrypted with the current key; set its value again.") from exc
+
+
+def variables_rotate_key() -> tuple[int, list[Variable]]:
+    """Encrypt every credential again with the first key: the count re-encrypted, and those no key opens (left as they are).
+
+    A value changed meanwhile (by its owner) is not overwritten: the update is conditional on the token read.
+    """
+    from cryptography.fernet import InvalidToken
+
+    keys = _fernet()
+    rotated, unreadable = 0, []
+    for variable in Variable.objects.filter(kind=Variable.Kind.CREDENTIAL).order_by("pk").iterator(chunk_size=500):
+        try:
+            token = keys.rotate(variable.value.encode()).decode()
+        except InvalidToken:
+            unreadable.append(variable)
+            continue
+        rotated += Variable.objects.filter(pk=variable.pk, value=variable.value).update(value=token)
+    return rotated, unreadable
 
 
 def variable_create(*, user, name: str, value: str, kind: str = Variable.Kind.CREDENTIAL) -> Variable:

@@ -11,7 +11,8 @@ from langrun.services import api_key_create, api_key_revoke
 class OwnedModelAdmin(admin.ModelAdmin):
     """Admin for objects that belong to a user: superusers see all of them, other staff only their own.
 
-    Any active staff user may manage their own objects (no model permissions needed); another user's object is a 404.
+    Django's model permissions (a user's own or their groups') decide what a staff user may do, as everywhere in
+    Django's admin; owner scoping narrows it to their own objects: another user's object is a 404.
     """
 
     owner_field = "user"  # lookup path from the model to its owner
@@ -40,23 +41,14 @@ class OwnedModelAdmin(admin.ModelAdmin):
             raise Http404("No such object.")
         return obj
 
-    def _staff(self, request) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_module_permission(self, request):
-        return self._staff(request)
-
     def has_view_permission(self, request, obj=None):
-        return self._staff(request) and (obj is None or self.owns(request, obj))
-
-    def has_add_permission(self, request):
-        return self._staff(request)
+        return super().has_view_permission(request, obj) and (obj is None or self.owns(request, obj))
 
     def has_change_permission(self, request, obj=None):
-        return self._staff(request) and (obj is None or self.owns(request, obj))
+        return super().has_change_permission(request, obj) and (obj is None or self.owns(request, obj))
 
     def has_delete_permission(self, request, obj=None):
-        return self._staff(request) and (obj is None or self.owns(request, obj))
+        return super().has_delete_permission(request, obj) and (obj is None or self.owns(request, obj))
 
 
 @admin.register(User)
@@ -111,7 +103,7 @@ class ApiKeyAdmin(OwnedModelAdmin):
         add_never_cache_headers(response)
         return response
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request, queryset):
         count = 0
         for key in queryset.filter(is_active=True):

@@ -181,10 +181,15 @@ LANGRUN_MAX_IMPORT_BYTES = env.int("LANGRUN_MAX_IMPORT_BYTES", default=10 * 1024
 LANGRUN_REQUEUE_AFTER = env.int("LANGRUN_REQUEUE_AFTER", default=60)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
 # How long `POST /api/v1/run/{flow}` may block before answering 202 with the run id (the run goes on).
-# Both waits hold a web worker: keep them below gunicorn's worker timeout (30 s by default).
+# Both waits hold a web thread (capped by LANGRUN_WAITS_PER_PROCESS and LANGRUN_WAITS_PER_USER below).
 LANGRUN_SYNC_RUN_TIMEOUT = env.float("LANGRUN_SYNC_RUN_TIMEOUT", default=20.0)
 # The most a webhook caller may ask to wait with `?wait=<seconds>`.
 LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
+# A caller that waits (`?wait=`, the synchronous run) holds a web thread meanwhile: at most this many such callers
+# per web process, and per account in a process; a caller past either is answered at once with the run's 202 (it
+# was accepted; its status URL tells when it is done). Keep the first below WEB_THREADS (gunicorn.conf.py).
+LANGRUN_WAITS_PER_PROCESS = env.int("LANGRUN_WAITS_PER_PROCESS", default=4)
+LANGRUN_WAITS_PER_USER = env.int("LANGRUN_WAITS_PER_USER", default=2)
 
 # --- Flow engine -------------------------------------------------------------
 # Seconds a flow's run may take before it fails (a flow can set its own `timeout`).
@@ -194,7 +199,8 @@ LANGRUN_HTTP_ALLOWED_HOSTS = env.list("LANGRUN_HTTP_ALLOWED_HOSTS", default=[])
 # The most bytes one node's outputs may take, written as JSON; a node producing more fails its run
 # (Template and Extract stop while building). HTTP responses are read up to this size too. 0: no limit.
 LANGRUN_MAX_OUTPUT_BYTES = env.int("LANGRUN_MAX_OUTPUT_BYTES", default=4 * 1024 * 1024)
-# Fernet key encrypting credential variables; derived from SECRET_KEY when unset.
+# Fernet keys of credential variables, comma-separated: the first encrypts, every one decrypts (rotate by putting
+# a new key first, then `manage.py rotate_variables_key`). Derived from SECRET_KEY when unset.
 LANGRUN_VARIABLES_KEY = env.str("LANGRUN_VARIABLES_KEY", default="")
 
 # Python modules imported at start-up to register additional components (trusted code, set by the operator).

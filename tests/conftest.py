@@ -74,14 +74,44 @@ def key_client(api_key):
 # --- admin users ----------------------------------------------------------------
 
 
+def grant(user, *codenames: str) -> None:
+    """Give `user` Django permissions by `app_label.codename` (the admin honours them as Django does)."""
+    from django.contrib.auth.models import Permission
+
+    for name in codenames:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+
+
+def grant_owned_models(user) -> None:
+    """Every permission on the objects users own (flows, runs, versions, variables, API keys): what a staff user is
+    given to manage their own objects in the admin."""
+    from django.contrib.auth.models import Permission
+    from django.db.models import Q
+
+    owned = Q(content_type__app_label="flows") | Q(content_type__app_label="langrun", content_type__model="apikey")
+    user.user_permissions.add(*Permission.objects.filter(owned))
+
+
 @pytest.fixture
 def staff(make_user):
-    return make_user("staff", is_staff=True)
+    """A staff user with every permission on owned objects (the admin still shows them only their own)."""
+    user = make_user("staff", is_staff=True)
+    grant_owned_models(user)
+    return user
 
 
 @pytest.fixture
 def other(make_user):
-    return make_user("other", is_staff=True)
+    user = make_user("other", is_staff=True)
+    grant_owned_models(user)
+    return user
+
+
+@pytest.fixture
+def bare_staff(make_user):
+    """A staff user without any permission: Django's admin shows them nothing of the models."""
+    return make_user("bare", is_staff=True)
 
 
 @pytest.fixture

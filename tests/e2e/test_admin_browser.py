@@ -14,7 +14,7 @@ import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from langrun.models import User
-from tests.conftest import GREETING_FLOW
+from tests.conftest import GREETING_FLOW, grant_owned_models
 from tests.e2e.conftest import ROOT, Service
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +99,8 @@ def set_text(driver, element, text: str) -> None:
 def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
     # The server runs the product's password hashers, not the tests' fast MD5 one.
     hasher = PBKDF2PasswordHasher()
-    User.objects.create(username="ada", is_staff=True, password=hasher.encode(PASSWORD, hasher.salt()))
+    ada = User.objects.create(username="ada", is_staff=True, password=hasher.encode(PASSWORD, hasher.salt()))
+    grant_owned_models(ada)  # the permissions a staff user needs to manage their own flows
     b = browser
 
     # Static files are served by whitenoise under gunicorn with DEBUG off.

@@ -17,7 +17,7 @@ from flows import diagram, engine, services
 from flows.admin import describe_issue
 from flows.models import Flow, FlowRun
 from flows.services import flow_run_create, flow_run_execute
-from tests.conftest import GREETING_FLOW, login
+from tests.conftest import GREETING_FLOW, grant, login
 
 BROKEN_FLOW = {
     "nodes": [
@@ -888,3 +888,67 @@ def test_missing_variable_is_a_graph_field_error(staff, superuser, other):
     [error] = response.context["adminform"].form.errors["data"]
     assert error.startswith("Node 't', params.text: Variable 'TOKEN' does not exist")
     assert login(superuser).post(reverse("admin:flows_flow_add"), flow_form(user=str(staff.pk), data=json.dumps(data))).status_code == 302
+
+
+# --- Django's permissions, on top of the owner scoping ------------------------------
+
+
+def test_staff_without_permissions_reach_none_of_their_own_flows(bare_staff, make_flow):
+    flow = make_flow(bare_staff)
+    c = login(bare_staff)
+    assert "Flows" not in c.get(reverse("admin:index")).content.decode()
+    assert c.get(reverse("admin:flows_flow_changelist")).status_code == 403
+    for name in ("change", "delete", "run"):
+        assert c.get(reverse(f"admin:flows_flow_{name}", args=[flow.pk])).status_code == 403, name
+    assert c.post(reverse("admin:flows_flow_add"), flow_form()).status_code == 403
+    assert c.get(reverse("admin:flows_flow_import")).status_code == 403
+    assert c.post(reverse("admin:flows_flow_delete", args=[flow.pk]), {"post": "yes"}).status_code == 403
+    assert c.post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": "{}"}).status_code == 403
+    assert Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists()
+
+
+def test_staff_who_may_only_view_cannot_change_run_or_delete_their_flow(bare_staff, make_flow):
+    flow = make_flow(bare_staff)
+    grant(bare_staff, "flows.view_flow")
+    c = login(bare_staff)
+    assert c.get(reverse("admin:flows_flow_changelist")).status_code == 200
+    assert c.get(reverse("admin:flows_flow_change", args=[flow.pk])).status_code == 200
+    c.post(reverse("admin:flows_flow_change", args=[flow.pk]), flow_form(name="Renamed"))
+    flow.refresh_from_db()
+    assert flow.name == "Greeting"
+    assert c.post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": "{}"}).status_code == 403
+    assert c.post(reverse("admin:flows_flow_delete", args=[flow.pk]), {"post": "yes"}).status_code == 403
+    assert c.post(reverse("admin:flows_flow_add"), flow_form()).status_code == 403
+    assert Flow.objects.count() == 1 and not FlowRun.objects.exists()
+
+
+def test_change_permission_changes_without_deleting_and_still_not_anothers(bare_staff, other, make_flow):
+    mine, theirs = make_flow(bare_staff), make_flow(other)
+    grant(bare_staff, "flows.change_flow")
+    c = login(bare_staff)
+    response = c.post(reverse("admin:flows_flow_change", args=[mine.pk]), flow_form(name="Renamed"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    mine.refresh_from_db()
+    assert mine.name == "Renamed"
+    assert c.post(reverse("admin:flows_flow_delete", args=[mine.pk]), {"post": "yes"}).status_code == 403
+    assert c.get(reverse("admin:flows_flow_change", args=[theirs.pk])).status_code == 404
+
+
+def test_run_actions_and_buttons_need_their_permissions(bare_staff, make_flow):
+    run = run_of(make_flow(bare_staff), execute=False)
+    grant(bare_staff, "flows.view_flowrun")
+    c = login(bare_staff)
+    assert c.get(reverse("admin:flows_flowrun_change", args=[run.pk])).status_code == 200
+    assert c.get(reverse("admin:flows_flowrun_changelist")).context["action_form"] is None  # no action offered
+    assert c.post(reverse("admin:flows_flowrun_replay", args=[run.pk])).status_code == 403
+    assert c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk])).status_code == 403
+    action(c, [run.pk], "replay_selected")
+    action(c, [run.pk], "cancel_queued")
+    run.refresh_from_db()
+    assert run.status == "queued" and FlowRun.objects.count() == 1
+    grant(bare_staff, "flows.add_flowrun", "flows.change_flowrun")  # a replay adds a run, a cancel changes one
+    c = login(bare_staff)
+    assert c.post(reverse("admin:flows_flowrun_replay", args=[run.pk])).status_code == 302
+    assert c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk])).status_code == 302
+    run.refresh_from_db()
+    assert run.status == "cancelled" and FlowRun.objects.filter(replay_of=run).exists()

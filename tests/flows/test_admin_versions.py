@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from flows import services
-from tests.conftest import GREETING_FLOW
+from tests.conftest import GREETING_FLOW, grant, login
 
 
 @pytest.fixture
@@ -48,3 +48,38 @@ def test_versions_are_read_only_in_the_admin(admin_client, flow):
 def test_compare_view_needs_staff(client, flow):
     response = client.get(f"/admin/flows/flowversion/compare/{flow.id}/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_compare_of_another_users_flow_is_404_whatever_the_permissions(bare_staff, other, make_flow):
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][1]["params"]["template"] = "their secret words {name}"
+    theirs = make_flow(other, data=data)
+    c = login(bare_staff)
+    assert c.get(f"/admin/flows/flowversion/compare/{theirs.id}/").status_code == 404
+    grant(bare_staff, "flows.view_flowversion")
+    c = login(bare_staff)
+    response = c.get(f"/admin/flows/flowversion/compare/{theirs.id}/")
+    assert response.status_code == 404 and b"their secret words" not in response.content
+
+
+def test_compare_and_history_need_the_view_permission(bare_staff, make_flow):
+    mine = make_flow(bare_staff)
+    c = login(bare_staff)
+    assert c.get(f"/admin/flows/flowversion/compare/{mine.id}/").status_code == 403
+    assert c.get("/admin/flows/flowversion/").status_code == 403
+    assert c.get(f"/admin/flows/flowversion/{mine.versions.first().pk}/change/").status_code == 403
+    grant(bare_staff, "flows.view_flowversion")
+    c = login(bare_staff)
+    assert c.get(f"/admin/flows/flowversion/compare/{mine.id}/").status_code == 200
+    assert c.get(f"/admin/flows/flowversion/{mine.versions.first().pk}/change/").status_code == 200
+
+
+def test_the_history_lists_only_ones_own_versions(bare_staff, other, superuser, make_flow):
+    mine, theirs = make_flow(bare_staff, name="Mine"), make_flow(other, name="Theirs")
+    grant(bare_staff, "flows.view_flowversion")
+    listing = login(bare_staff).get("/admin/flows/flowversion/")
+    assert [v.flow_id for v in listing.context["cl"].result_list] == [mine.id]
+    assert "Theirs" not in listing.content.decode()  # nor in the flow filter
+    assert login(bare_staff).get(f"/admin/flows/flowversion/{theirs.versions.first().pk}/change/").status_code == 404
+    everyone = login(superuser).get("/admin/flows/flowversion/")
+    assert {v.flow_id for v in everyone.context["cl"].result_list} == {mine.id, theirs.id}

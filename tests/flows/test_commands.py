@@ -25,7 +25,13 @@ def run_command(*args) -> str:
 
 @pytest.mark.parametrize(
     ("command", "phrase"),
-    [("langrun_status", "queue depth"), ("requeue_runs", "--older-than"), ("prune_runs", "--dry-run"), ("requeue_stale_runs", "sweep")],
+    [
+        ("langrun_status", "queue depth"),
+        ("requeue_runs", "--older-than"),
+        ("prune_runs", "--dry-run"),
+        ("requeue_stale_runs", "sweep"),
+        ("rotate_variables_key", "first key"),
+    ],
 )
 def test_help_text(command, phrase):
     result = subprocess.run(
@@ -112,3 +118,42 @@ def test_requeue_unknown_flow_is_an_error(db):
 def test_requeue_refuses_other_statuses(db):
     with pytest.raises(ValueError, match="cannot be requeued"):
         services.flow_runs_requeue(status="succeeded")
+
+
+def test_rotate_variables_key_re_encrypts_every_credential_with_the_first_key(user, make_user, settings):
+    from cryptography.fernet import Fernet
+
+    from flows.models import Variable
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.LANGRUN_VARIABLES_KEY = old
+    mine = services.variable_create(user=user, name="TOKEN", value="alice's")
+    theirs = services.variable_create(user=make_user("bob"), name="TOKEN", value="bob's")
+    generic = services.variable_create(user=user, name="REGION", value="eu", kind="generic")
+    settings.LANGRUN_VARIABLES_KEY = f"{new},{old}"
+    out = run_command("rotate_variables_key")
+    assert "Re-encrypted 2 credential(s)" in out
+    settings.LANGRUN_VARIABLES_KEY = new  # the old key can now be dropped
+    assert services.variable_value(variable=Variable.objects.get(pk=mine.pk)) == "alice's"
+    assert services.variable_value(variable=Variable.objects.get(pk=theirs.pk)) == "bob's"
+    assert Variable.objects.get(pk=generic.pk).value == "eu"
+
+
+def test_rotate_variables_key_names_what_no_key_opens_and_rotates_the_rest(user, settings):
+    from cryptography.fernet import Fernet
+
+    from flows.models import Variable
+
+    lost, old, new = (Fernet.generate_key().decode() for _ in range(3))
+    settings.LANGRUN_VARIABLES_KEY = lost
+    unreadable = services.variable_create(user=user, name="LOST", value="gone")
+    settings.LANGRUN_VARIABLES_KEY = old
+    readable = services.variable_create(user=user, name="KEPT", value="kept")
+    settings.LANGRUN_VARIABLES_KEY = f"{new},{old}"
+    err = StringIO()
+    with pytest.raises(CommandError, match="1 credential"):
+        call_command("rotate_variables_key", stdout=StringIO(), stderr=err)
+    assert "LOST" in err.getvalue() and str(unreadable.pk) in err.getvalue()
+    assert Variable.objects.get(pk=unreadable.pk).value == unreadable.value  # left as it was
+    settings.LANGRUN_VARIABLES_KEY = new
+    assert services.variable_value(variable=Variable.objects.get(pk=readable.pk)) == "kept"

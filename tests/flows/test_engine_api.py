@@ -104,3 +104,16 @@ def test_system_checks_for_engine_settings(settings):
     settings.LANGRUN_VARIABLES_KEY = "not-a-key"
     settings.LANGRUN_FLOW_TIMEOUT = settings.LANGRUN_RUN_TIMEOUT
     assert sorted(p.id for p in check_engine_settings()) == ["flows.E003", "flows.W001"]
+
+
+def test_system_check_reads_every_key_of_the_list(settings):
+    from cryptography.fernet import Fernet
+
+    from flows.checks import check_engine_settings
+
+    good = Fernet.generate_key().decode()
+    settings.LANGRUN_VARIABLES_KEY = f"{good}, {good[::-1]}"
+    problems = check_engine_settings()
+    assert [p.id for p in problems] == ["flows.E003"] and "second" in problems[0].msg
+    settings.LANGRUN_VARIABLES_KEY = f"{good},{Fernet.generate_key().decode()}"
+    assert check_engine_settings() == []

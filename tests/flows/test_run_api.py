@@ -143,3 +143,15 @@ def test_timeout_answers_202_and_the_run_finishes_on_its_own(run_client, make_fl
     finally:
         release.set()
         registry._components.pop("TestGate", None)
+
+
+def test_a_caller_past_its_share_of_waits_gets_the_202_at_once(run_client, flow, user, settings):
+    from langrun.waits import wait_slot
+
+    settings.LANGRUN_WAITS_PER_USER = 1
+    with wait_slot(owner=str(user.pk)):  # another synchronous run of this account is waiting
+        response = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "Ada"}'}, format="json")
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "in progress" and response["Location"] == body["status_url"]
+    assert FlowRun.objects.get(pk=body["run_id"]).status == "queued"  # enqueued: a worker runs it

@@ -2,6 +2,7 @@ from django.test import Client
 
 from flows import services
 from flows.models import Variable
+from tests.conftest import grant, grant_owned_models
 
 SECRET = "sk-admin-secret"
 
@@ -58,6 +59,7 @@ def test_superuser_chooses_the_owner_and_names_are_unique_per_owner(make_user):
 
 def test_staff_cannot_choose_the_owner(make_user):
     staff, other = make_user("staffer2", is_staff=True), make_user("other2")
+    grant_owned_models(staff)
     browser = Client()
     browser.force_login(staff)
     assert "user" not in browser.get("/admin/flows/variable/add/").context["adminform"].form.fields
@@ -72,6 +74,7 @@ def test_undecryptable_credential_is_a_form_error_not_a_500(make_user, settings)
     from cryptography.fernet import Fernet
 
     staff = make_user("keyed", is_staff=True)
+    grant_owned_models(staff)
     settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()
     variable = services.variable_create(user=staff, name="OLD", value=SECRET)
     settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()  # the key changed since
@@ -88,3 +91,19 @@ def test_undecryptable_credential_is_a_form_error_not_a_500(make_user, settings)
     assert response.status_code == 302
     variable.refresh_from_db()
     assert (variable.kind, variable.value) == ("generic", "plain")
+
+
+def test_staff_need_the_variable_permissions(bare_staff):
+    mine = services.variable_create(user=bare_staff, name="MINE", value="v", kind="generic")
+    browser = Client()
+    browser.force_login(bare_staff)
+    assert browser.get("/admin/flows/variable/").status_code == 403
+    assert browser.post("/admin/flows/variable/add/", {"name": "NEW", "kind": "generic", "new_value": "v"}).status_code == 403
+    assert browser.post(f"/admin/flows/variable/{mine.pk}/delete/", {"post": "yes"}).status_code == 403
+    grant(bare_staff, "flows.view_variable")
+    browser.force_login(bare_staff)
+    assert browser.get("/admin/flows/variable/").status_code == 200
+    browser.post(f"/admin/flows/variable/{mine.pk}/change/", {"name": "RENAMED", "kind": "generic", "new_value": "w"})
+    assert browser.post(f"/admin/flows/variable/{mine.pk}/delete/", {"post": "yes"}).status_code == 403
+    mine.refresh_from_db()
+    assert (mine.name, mine.value) == ("MINE", "v")

@@ -54,10 +54,37 @@ def test_variables_need_authentication(client):
 
 
 def test_changed_key_is_a_clear_error(user, settings):
+    settings.LANGRUN_VARIABLES_KEY = "B" * 43 + "="
     var = services.variable_create(user=user, name="K", value="v")
     settings.LANGRUN_VARIABLES_KEY = "A" * 43 + "="
     with pytest.raises(services.VariableUndecryptable, match="'K'"):
         services.variable_value(variable=var)
+
+
+def test_a_list_of_keys_encrypts_with_the_first_and_decrypts_with_any(user, settings):
+    from cryptography.fernet import Fernet, InvalidToken
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.LANGRUN_VARIABLES_KEY = old
+    before = services.variable_create(user=user, name="OLD", value="made with the old key")
+    settings.LANGRUN_VARIABLES_KEY = f"{new}, {old}"
+    assert services.variable_value(variable=before) == "made with the old key"
+    after = services.variable_create(user=user, name="NEW", value="made with the new key")
+    assert Fernet(new).decrypt(after.value.encode()) == b"made with the new key"
+    with pytest.raises(InvalidToken):
+        Fernet(old).decrypt(after.value.encode())
+    settings.LANGRUN_VARIABLES_KEY = new
+    with pytest.raises(services.VariableUndecryptable, match="'OLD'"):
+        services.variable_value(variable=before)
+
+
+def test_a_key_set_for_the_first_time_still_opens_what_the_default_key_made(user, settings):
+    from cryptography.fernet import Fernet
+
+    settings.LANGRUN_VARIABLES_KEY = ""
+    var = services.variable_create(user=user, name="K", value="v")
+    settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()
+    assert services.variable_value(variable=var) == "v"
 
 
 MODEL_FLOW = {

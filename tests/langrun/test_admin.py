@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from langrun.models import ApiKey, User
 from langrun.services import api_key_authenticate, api_key_create
-from tests.conftest import login
+from tests.conftest import grant, login
 
 
 def shown_key(response) -> str:
@@ -116,9 +116,72 @@ def test_django_q_pages_for_superusers_only(superuser, staff, model):
 
 
 def test_admin_index_lists_what_each_user_may_see(superuser, staff):
-    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="django_q"))
+    staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="django_q"))
     staff_html = login(staff).get(reverse("admin:index")).content.decode()
     assert "Flows" in staff_html and "API keys" in staff_html
     assert "Background tasks" not in staff_html
     root_html = login(superuser).get(reverse("admin:index")).content.decode()
     assert "Background tasks" in root_html and "Users" in root_html
+
+
+def test_api_keys_need_their_permissions(bare_staff):
+    key = api_key_create(user=bare_staff, name="ci").api_key
+    c = login(bare_staff)
+    assert c.get(reverse("admin:langrun_apikey_changelist")).status_code == 403
+    assert c.post(reverse("admin:langrun_apikey_add"), {"name": "more"}).status_code == 403
+    assert c.post(reverse("admin:langrun_apikey_delete", args=[key.pk]), {"post": "yes"}).status_code == 403
+    grant(bare_staff, "langrun.view_apikey")
+    c = login(bare_staff)
+    listing = c.get(reverse("admin:langrun_apikey_changelist"))
+    assert listing.status_code == 200
+    assert listing.context["action_form"] is None  # no action offered
+    c.post(reverse("admin:langrun_apikey_changelist"), {"action": "revoke", "_selected_action": [str(key.pk)]})
+    key.refresh_from_db()
+    assert key.is_active and ApiKey.objects.filter(user=bare_staff).count() == 1
+    grant(bare_staff, "langrun.add_apikey", "langrun.change_apikey")
+    c = login(bare_staff)
+    assert c.post(reverse("admin:langrun_apikey_add"), {"name": "more"}).status_code == 200  # the page showing it once
+    c.post(reverse("admin:langrun_apikey_changelist"), {"action": "revoke", "_selected_action": [str(key.pk)]})
+    key.refresh_from_db()
+    assert not key.is_active and ApiKey.objects.filter(user=bare_staff).count() == 2
+
+
+def test_superusers_need_no_permissions(superuser, other):
+    key = api_key_create(user=other, name="theirs").api_key
+    c = login(superuser)
+    assert c.get(reverse("admin:langrun_apikey_change", args=[key.pk])).status_code == 200
+    assert c.post(reverse("admin:langrun_apikey_delete", args=[key.pk]), {"post": "yes"}).status_code == 302
+    assert not ApiKey.objects.filter(pk=key.pk).exists()
+
+
+def test_the_flow_builders_group_lets_staff_manage_their_own_objects(bare_staff, other):
+    from django.contrib.auth.models import Group
+
+    from flows.services import flow_create
+    from tests.conftest import GREETING_FLOW
+
+    mine = flow_create(user=bare_staff, name="Mine", data=GREETING_FLOW)
+    theirs = flow_create(user=other, name="Theirs", data=GREETING_FLOW)
+    bare_staff.groups.add(Group.objects.get(name="Flow builders"))
+    c = login(bare_staff)
+    assert c.get(reverse("admin:flows_flow_change", args=[mine.pk])).status_code == 200
+    assert c.get(reverse("admin:flows_flow_change", args=[theirs.pk])).status_code == 404
+    assert c.post(reverse("admin:langrun_apikey_add"), {"name": "ci"}).status_code == 200
+    assert c.post(reverse("admin:flows_flow_delete", args=[mine.pk]), {"post": "yes"}).status_code == 302
+    assert c.get(reverse("admin:langrun_user_changelist")).status_code == 403
+
+
+def test_upgrading_puts_existing_staff_in_the_flow_builders_group(make_user):
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = import_module("flows.migrations.0010_flow_builders_group")
+    Group.objects.filter(name="Flow builders").delete()
+    staff, root, plain = make_user(is_staff=True), make_user(is_staff=True, is_superuser=True), make_user()
+    migration.create_group(apps, None)
+    members = set(Group.objects.get(name="Flow builders").user_set.all())
+    assert members == {staff}
+    assert User.objects.get(pk=staff.pk).has_perm("flows.change_flow") and not plain.has_perm("flows.change_flow")
+    assert root.is_superuser

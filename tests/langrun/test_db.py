@@ -1,5 +1,6 @@
 """The PostgreSQL backend's health check: no round trip on a quiet connection, and a dead one is still found."""
 
+import os
 import select
 import time
 
@@ -75,3 +76,38 @@ def test_a_connection_with_something_to_read_is_asked_with_a_query(connect):
         pass
     assert checked.is_usable()  # readable, yet alive: the SELECT 1 says so
     assert _last_query(other, checked.connection.info.backend_pid) == "SELECT 1"
+
+
+@pytest.fixture
+def high_descriptors():
+    """Enough descriptors open in this process that the next connection's socket is numbered 1024 or more."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard limit on open files ({hard}) is below {wanted}")
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held = []
+    try:
+        while not held or held[-1] < 1030:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_quiet_connection_numbered_past_1023_is_reused(high_descriptors, connect):
+    checked = connect()
+    assert checked.connection.fileno() >= 1024
+    pid = checked.connection.info.backend_pid
+    with checked.cursor() as cursor:
+        cursor.execute("SELECT 'before the health check'")
+    assert checked.is_usable()
+    checked.health_check_done = False
+    checked.close_if_health_check_failed()  # what Django does before the first query of a request
+    assert checked.connection is not None
+    assert checked.connection.info.backend_pid == pid
+    assert _last_query(connect(), pid) == "SELECT 'before the health check'"

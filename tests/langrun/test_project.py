@@ -146,3 +146,26 @@ def test_gunicorn_freezes_the_preloaded_application_before_forking_each_worker()
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_serve_waits_longer_after_each_death_of_the_cluster_in_a_row():
+    from langrun.management.commands.serve import restart_delay
+
+    assert [restart_delay(n) for n in (1, 2, 3, 4, 5, 6, 20)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_gunicorn_workers_have_threads_and_take_no_more_connections_than_threads(monkeypatch):
+    from gunicorn.app.base import Application
+    from gunicorn.config import Config
+
+    class ConfigOnly(Application):
+        def load_config(self):
+            self.cfg = Config()
+            self.load_config_from_file(str(ROOT / "gunicorn.conf.py"))
+
+        def load(self):
+            raise AssertionError("only the configuration is read")
+
+    monkeypatch.setenv("WEB_THREADS", "12")
+    cfg = ConfigOnly().cfg
+    assert cfg.worker_class_str == "gthread" and cfg.threads == 12 and cfg.worker_connections == 12 and cfg.keepalive == 0

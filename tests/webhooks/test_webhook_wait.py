@@ -39,3 +39,20 @@ def test_wait_zero_or_empty_does_not_wait(key_client, flow):
         started = time.monotonic()
         assert post(key_client, query).status_code == 202
         assert time.monotonic() - started < 1
+
+
+def test_a_caller_past_its_share_of_waits_is_answered_at_once(key_client, flow, user, make_user, settings):
+    from langrun.waits import wait_slot
+
+    settings.LANGRUN_WAITS_PER_USER = 1
+    with wait_slot(owner=str(user.pk)) as held:  # another request of this account is waiting
+        assert held
+        started = time.monotonic()
+        response = post(key_client, "?wait=10")
+        assert time.monotonic() - started < 2
+    assert response.status_code == 202 and response.json()["status"] == "in progress"
+    assert FlowRun.objects.get(pk=response.json()["run_id"]).status == "queued"  # accepted, for the worker
+    # Once the slot is free, the next caller waits as asked.
+    started = time.monotonic()
+    assert post(key_client, "?wait=0.3").status_code == 202
+    assert time.monotonic() - started >= 0.3

@@ -21,10 +21,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = self.connection
         if connection is None or connection.closed or connection.broken:
             return False
+        # poll(), not select(): select() refuses descriptors numbered 1024 or more, which a process with
+        # many open files hands out, and every connection would then look broken and be reopened.
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([connection.fileno()], [], [], 0)
+            poller.register(connection.fileno(), select.POLLIN)
+            events = poller.poll(0)
         except (OSError, ValueError):
             return False
-        if not readable:
+        if not events:
             return True
         return super().is_usable()

@@ -12,14 +12,30 @@ ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"
 
 
 def web_workers_default(database_vendor: str) -> int:
-    """gunicorn sync workers for this machine, measured in the README's "Performance": three per core with
+    """gunicorn worker processes for this machine (each with WEB_THREADS threads, gunicorn.conf.py), measured in the
+    README's "Performance" with one request per process: three per core with
     PostgreSQL (a webhook waits on the database and Redis part of its time, and a waiting worker holds its
     request), two with SQLite (in the process, nothing to wait for; more workers only queue for its write lock)."""
     return (2 if database_vendor == "sqlite" else 3) * (os.cpu_count() or 1)
 
 
+# A cluster that dies is started again after 1, 2, 4 ... seconds, at most this long; a cluster that ran this long
+# since its start counts as healthy again (the next death waits 1 s).
+RESTART_DELAY_MAX = 30.0
+HEALTHY_AFTER = 60.0
+
+
+def restart_delay(deaths: int) -> float:
+    """Seconds before starting a cluster again after `deaths` deaths in a row (1, 2, 4 ... capped)."""
+    return min(RESTART_DELAY_MAX, 2.0 ** max(0, deaths - 1))
+
+
 class Command(BaseCommand):
-    help = "Run the web server (gunicorn) and a django-q2 cluster together in the foreground; Ctrl-C stops both."
+    help = (
+        "Run the web server (gunicorn) and a django-q2 cluster together in the foreground; Ctrl-C stops both. "
+        "A cluster that dies is started again (after 1, 2, 4 ... seconds, at most 30) while the web goes on accepting "
+        "webhooks, whose runs wait for it; if the web server dies, serve stops."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -28,30 +44,58 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
         python = sys.executable
-        web = [python, "-m", "gunicorn", "langrun.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers), "--access-logfile", "-"]
-        web += ["--access-logformat", ACCESS_LOG_FORMAT]
-        cluster = [python, "manage.py", "qcluster"]
-        procs = [subprocess.Popen(web), subprocess.Popen(cluster)]
+        bind = ["--bind", f"{host}:{port}", "--workers", str(web_workers), "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT]
+        command = [python, "-m", "gunicorn", "langrun.wsgi", *bind]
+        web = subprocess.Popen(command)
+        cluster = self._start_cluster(python)
         self.stdout.write(f"langrun is listening on http://{host}:{port}/ (admin: /admin/, API docs: /api/docs/)")
+        stopping = False
 
         def stop(*_):
-            for p in procs:
-                if p.poll() is None:
+            nonlocal stopping
+            stopping = True
+            for p in (web, cluster):
+                if p is not None and p.poll() is None:
                     p.send_signal(signal.SIGTERM)
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, stop)
+        deaths, started, restart_at = 0, time.monotonic(), None
         try:
-            while all(p.poll() is None for p in procs):
+            while not stopping and web.poll() is None:
                 time.sleep(0.5)
+                if stopping:
+                    break
+                if cluster is not None and cluster.poll() is not None:
+                    _group_kill(cluster)  # what the dead cluster leaves (its sentinel and workers) goes with it
+                    deaths = 1 if time.monotonic() - started >= HEALTHY_AFTER else deaths + 1
+                    delay = restart_delay(deaths)
+                    self.stderr.write(f"The cluster exited (code {cluster.returncode}); starting a new one in {delay:.0f} s.")
+                    cluster, restart_at = None, time.monotonic() + delay
+                if cluster is None and time.monotonic() >= restart_at:
+                    cluster, started = self._start_cluster(python), time.monotonic()
+            web_died = not stopping
         finally:
             stop()
             deadline = time.monotonic() + 30
-            for p in procs:
+            for p in (web, cluster):
+                if p is None:
+                    continue
                 try:
                     p.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     p.kill()
-        codes = [p.returncode for p in procs]
-        if any(c not in (0, -signal.SIGTERM, -signal.SIGINT) for c in codes):
+        if web_died or web.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             sys.exit(1)
+
+    def _start_cluster(self, python: str) -> subprocess.Popen:
+        # A process group of its own, so that a dead cluster's children can be stopped with it; serve hands on
+        # Ctrl-C (and a closed terminal's hang-up) itself.
+        return subprocess.Popen([python, "manage.py", "qcluster"], process_group=0)
+
+
+def _group_kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

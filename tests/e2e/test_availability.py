@@ -1,0 +1,182 @@
+"""The web stays up: callers that wait, slow clients and a dying worker do not take /health down (real processes)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from flows.services import flow_create
+from langrun.models import User
+from langrun.services import api_key_create
+from tests.conftest import GREETING_FLOW
+from tests.e2e.conftest import ROOT, Service, wait_for_runs
+
+pytestmark = pytest.mark.e2e
+
+
+def _health_seconds(url: str) -> float:
+    started = time.monotonic()
+    assert requests.get(f"{url}/health", timeout=10).status_code == 200
+    return time.monotonic() - started
+
+
+def _slow_sockets(url: str, count: int) -> list[socket.socket]:
+    """Connections that start a request and then send nothing more (slowloris)."""
+    host, port = url.removeprefix("http://").split(":")
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"POST /api/v1/webhook/greet HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\nX-Drip: ")
+        sockets.append(s)
+    return sockets
+
+
+def test_waiting_callers_and_slow_clients_leave_health_answering(service, transactional_db):
+    # No qcluster runs: every run stays queued, so each `?wait=` holds its request for the whole wait.
+    callers = []
+    for name in ("waiter1", "waiter2", "waiter3"):
+        user = User.objects.create_user(name)
+        flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+        callers.append(api_key_create(user=user).key)
+    slow = _slow_sockets(service.url, 4)
+    pool = ThreadPoolExecutor(max_workers=16)
+
+    def wait(key: str) -> tuple[int, float]:
+        started = time.monotonic()
+        response = requests.post(
+            f"{service.url}/api/v1/webhook/greet?wait=15", json={"name": "Ada"}, headers={"x-api-key": key}, timeout=30
+        )
+        return response.status_code, time.monotonic() - started
+
+    try:
+        # The first caller asks for more waits than its share in both web processes (LANGRUN_WAITS_PER_USER each).
+        mine = [pool.submit(wait, callers[0]) for _ in range(6)]
+        others = [pool.submit(wait, key) for key in callers[1:] for _ in range(3)]
+        time.sleep(1.5)  # every wait has reached a worker by now
+        assert max(_health_seconds(service.url) for _ in range(5)) < 1.0
+        answers = [f.result() for f in mine + others]
+        assert {code for code, _ in answers} <= {200, 202}
+        # Past its share, a caller is answered at once (its run accepted, as usual); the others waited it out.
+        at_once = [seconds for code, seconds in (f.result() for f in mine) if seconds < 3]
+        assert len(at_once) >= 2
+        assert any(seconds >= 14 for _, seconds in answers)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for s in slow:
+            s.close()
+
+
+def test_slow_clients_alone_do_not_take_the_web(service):
+    slow = _slow_sockets(service.url, 8)
+    try:
+        time.sleep(6)  # past the time gunicorn gives a new connection to send its first bytes
+        assert max(_health_seconds(service.url) for _ in range(5)) < 1.0
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_threads_keep_and_reuse_one_database_connection_each(service, setup_flow):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("counts the server's connections")
+    _, key = setup_flow
+
+    def web_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    def burst() -> None:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: (
+                        requests.post(f"{service.url}/api/v1/webhook/greet", json={}, headers={"x-api-key": key}, timeout=30).status_code
+                    ),
+                    range(150),
+                )
+            )
+        assert set(codes) == {202}
+
+    burst()
+    after_one = web_connections()
+    burst()
+    # 300 requests, and no more connections than two processes of eight threads, each thread keeping its own.
+    assert 0 < after_one <= 2 * 8 and web_connections() <= 2 * 8
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _cluster_of(serve_pid: int) -> int | None:
+    for child in _children(serve_pid):
+        try:
+            if b"qcluster" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _until(predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return None
+
+
+def test_serve_restarts_a_killed_worker_and_the_web_keeps_accepting(setup_flow, tmp_path):
+    _, key = setup_flow
+    svc = Service(tmp_path)
+    serve = svc.start("serve", ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(svc.port), "--web-workers", "2"])
+    try:
+        assert _until(lambda: _health_ok(svc.url), 30), svc.log("serve")
+        first = _until(lambda: _cluster_of(serve.pid), 30)
+        assert first, svc.log("serve")
+
+        def webhook(n: int) -> tuple[int, str | None]:
+            response = requests.post(f"{svc.url}/api/v1/webhook/greet", json={"name": f"n{n}"}, headers={"x-api-key": key}, timeout=30)
+            return response.status_code, response.json().get("run_id")
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            before = list(pool.map(webhook, range(40)))
+            os.kill(first, signal.SIGKILL)
+            during = list(pool.map(webhook, range(40, 200)))
+        answers = before + during
+        assert [code for code, _ in answers] == [202] * len(answers), svc.log("serve")
+        assert serve.poll() is None, svc.log("serve")
+        second = _until(lambda: (c := _cluster_of(serve.pid)) and c != first and c, 60)
+        assert second, svc.log("serve")
+        # Runs the killed cluster had taken are found by the sweep (here without waiting for their lease).
+        run_ids = [run_id for _, run_id in answers]
+        sweep = {"LANGRUN_RUN_TIMEOUT": "1", "LANGRUN_LEASE_MARGIN": "0", "LANGRUN_REQUEUE_AFTER": "1"}
+        time.sleep(2)
+        subprocess.run([sys.executable, "manage.py", "sweep_runs"], cwd=ROOT, env={**svc.env, **sweep}, check=True, timeout=120)
+        assert wait_for_runs(run_ids, timeout=120) == {"succeeded": len(run_ids)}, svc.log("serve")
+        assert _health_ok(svc.url)
+    finally:
+        svc.stop()
+    assert serve.returncode in (0, -signal.SIGTERM)
+
+
+def _health_ok(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
