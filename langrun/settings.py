@@ -46,9 +46,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Answers a webhook sender's POST itself: the middleware below never see it (webhooks/middleware.py).
-    # Middleware that must see webhooks (an IP allow-list, say) goes above this line.
-    "webhooks.middleware.WebhookSenderMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,7 +1,5 @@
 import functools
-import json
 
-from django.http import HttpResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.generics import get_object_or_404
@@ -31,20 +29,13 @@ class AnyBodyParser(BaseParser):
 
 
 def wants_browsable_api(request) -> bool:
-    """Whether a client asks for the browsable API's page: HTML in its Accept header, or a `?format=` override.
-    (DRF's request or Django's: the webhook's own path decides before DRF wraps the request.)"""
+    """Whether a client asks for the browsable API's page: HTML in its Accept header, or a `?format=` override."""
     return "html" in request.META.get("HTTP_ACCEPT", "") or api_settings.URL_FORMAT_OVERRIDE in request.GET
-
-
-def is_senders_request(request) -> bool:
-    """Whether a webhook request takes the sender's path: a POST that asks neither to wait nor for the browsable API."""
-    return request.method == "POST" and "wait" not in request.GET and not wants_browsable_api(request)
 
 
 class WebhookNegotiation(DefaultContentNegotiation):
     """JSON for every sender, whatever its Accept header says (Langflow answers JSON too), so an integration
-    never gets a 406; the browsable API's page only for a client that asks for HTML (or `?format=`).
-    Senders skip the negotiation and its cost altogether."""
+    never gets a 406; the browsable API's page only for a client that asks for HTML (or `?format=`)."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
         if not wants_browsable_api(request):
@@ -65,37 +56,15 @@ class WebhookAcceptedSerializer(serializers.Serializer):
 class WebhookView(APIView):
     """Run a flow with the request body as its payload (Langflow's Webhook Run Flow).
 
-    Answers 202 once the run is committed; the flow runs in the background.
-
-    A sender's POST (JSON wanted, no `?wait=`) takes a path of its own, without DRF's request and
-    response objects: about a seventh of a webhook's CPU. Its answer is the same, byte for byte
-    but for the ids; an error it meets is answered by DRF's exception handling, as on the DRF path,
-    which everything else takes (the browsable API, `?wait=`, OPTIONS, other methods). DRF's own
-    checks have nothing to do here: the view has no authentication, permission or throttle classes
-    (the webhook authenticates and rate-limits in webhooks/services.py, on both paths).
+    Answers 202 once the run is committed; the flow runs in the background. The view has no DRF
+    authentication, permission or throttle classes: the webhook authenticates (an API key or a
+    signature) and rate-limits in webhooks/services.py, which finds the precise Langflow error.
     """
 
     authentication_classes = []
     permission_classes = [AllowAny]
     parser_classes = [AnyBodyParser]
     content_negotiation_class = WebhookNegotiation
-
-    def dispatch(self, request, *args, **kwargs):
-        if not is_senders_request(request):
-            return super().dispatch(request, *args, **kwargs)
-        try:
-            run, status_url, _ = self._record(request, kwargs["flow_id_or_name"])
-            body, headers = self._accepted(run, status_url)
-            response = HttpResponse(_ACCEPTED_JSON.encode(body), status=status.HTTP_202_ACCEPTED, content_type="application/json")
-            for name, value in {**self.default_response_headers, **headers}.items():
-                response[name] = value
-            return response
-        except Exception as exc:  # answered as DRF's dispatch answers it (a 500 for anything not an API error)
-            self.args, self.kwargs = args, kwargs
-            self.request = self.initialize_request(request, *args, **kwargs)
-            self.request.accepted_renderer, self.request.accepted_media_type = self.perform_content_negotiation(self.request, force=True)
-            self.headers = self.default_response_headers
-            return self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)
 
     def post(self, request, flow_id_or_name: str):
         run, status_url, wait = self._record(request._request, flow_id_or_name)
@@ -106,7 +75,9 @@ class WebhookView(APIView):
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     def _record(self, request, flow_id_or_name: str) -> tuple[FlowRun, str, float]:
-        """Check the request and record its run (Django's request): the run, its status URL and the `wait` asked for."""
+        """Check the request and record its run: the run, its status URL and the `wait` asked for.
+
+        Takes Django's request: the body is read raw from its stream, never parsed by DRF."""
         meta = request.META
         user_id = services.webhook_user_id_parse(raw=request.GET.get("user_id"))
         wait = services.webhook_wait_parse(raw=request.GET.get("wait"))
@@ -140,16 +111,12 @@ class WebhookView(APIView):
 
     @staticmethod
     def _accepted(run: FlowRun, status_url: str) -> tuple[dict, dict]:
-        # The same fields WebhookAcceptedSerializer documents, without a serializer's cost on every webhook.
+        # The fields WebhookAcceptedSerializer documents (for the schema).
         body = {"message": ACCEPTED_MESSAGE, "status": "in progress", "run_id": str(run.id), "status_url": status_url}
         headers = {"Location": status_url}
         if run.deduplicated:
             headers["Idempotent-Replayed"] = "true"
         return body, headers
-
-
-# As DRF's JSONRenderer writes it (compact, non-ASCII as is).
-_ACCEPTED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class SigningSecretSerializer(serializers.Serializer):

@@ -1,11 +1,14 @@
 import json
+import re
 import uuid
 
 import pytest
 from django.test.utils import override_script_prefix
+from rest_framework.test import APIClient
 
 from flows.models import FlowRun
 from langrun.services import api_key_create
+from webhooks import services as webhook_services
 
 ACCEPTED = {"message": "Task started in the background", "status": "in progress"}
 
@@ -280,3 +283,49 @@ def test_a_browser_asking_for_html_gets_the_browsable_api(client, flow, api_key)
         HTTP_ACCEPT="text/html",
     )
     assert (as_json.status_code, as_json["Content-Type"]) == (202, "application/json")
+
+
+# --- Django's middleware chain ---------------------------------------------------
+
+
+def test_the_answer_carries_the_chains_headers(key_client, flow):
+    response = post(key_client, flow.endpoint_name)
+    assert response.status_code == 202
+    assert response["X-Content-Type-Options"] == "nosniff" and response["X-Frame-Options"] == "DENY"
+    assert response["Content-Type"] == "application/json"
+
+
+def test_the_chain_refuses_before_the_view(key_client, flow, settings):
+    settings.DISALLOWED_USER_AGENTS = [re.compile(r"^BadBot")]
+    assert post(key_client, flow.endpoint_name, HTTP_HOST="evil.example.com").status_code == 400
+    assert post(key_client, flow.endpoint_name, HTTP_USER_AGENT="BadBot/1.0").status_code == 403
+    too_many = "&".join(f"f{i}=1" for i in range(1001))
+    assert post(key_client, f"{flow.endpoint_name}?{too_many}").status_code == 400
+    assert not FlowRun.objects.exists()
+
+
+def test_https_redirects_apply(key_client, flow, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    response = post(key_client, flow.endpoint_name)
+    assert response.status_code == 301 and response["Location"].startswith("https://")
+    assert not FlowRun.objects.exists()
+
+
+def test_a_nul_in_the_query_is_422_under_a_script_prefix(key_client, flow):
+    with override_script_prefix("/mounted/"):
+        refused = post(key_client, f"{flow.endpoint_name}?x=%00", SCRIPT_NAME="/mounted")
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "x"]
+    assert not FlowRun.objects.exists()
+
+
+def test_an_unexpected_error_is_a_500_logged_once(api_key, flow, monkeypatch, caplog):
+    def boom(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(webhook_services, "webhook_payload_decode", boom)
+    client = APIClient(raise_request_exception=False)
+    response = post(client, flow.endpoint_name, HTTP_X_API_KEY=api_key)
+    assert response.status_code == 500
+    logged = [r for r in caplog.records if r.name == "django.request" and r.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].exc_info[0] is RuntimeError
+    assert FlowRun.objects.count() == 0
