@@ -25,11 +25,12 @@ from urllib.parse import parse_qsl
 import standardwebhooks
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 from rest_framework import exceptions, status
 
+from flows.metrics import webhook_wait_recorded
 from flows.models import ENDPOINT_NAME_RE, Flow, FlowRun, FlowVersion, NodeResult
 from flows.services import RunConditionFailed, flow_run_create, flow_run_wait, flow_version_current, flow_version_traits
 from langrun.authentication import INVALID_API_KEY
@@ -193,7 +194,16 @@ def _webhook_target_of_row(row: tuple, *, only_if: tuple[str, list] | None) -> W
 
 
 def webhook_run_create(
-    *, target: WebhookTarget, retarget, body: bytes, headers, payload: Any, text: str, content_type: str, idempotency_key: str | None
+    *,
+    target: WebhookTarget,
+    retarget,
+    body: bytes,
+    headers,
+    payload: Any,
+    text: str,
+    content_type: str,
+    idempotency_key: str | None,
+    waits: bool = False,
 ) -> FlowRun:
     """Record the webhook's run: the payload checked against the version's JSON Schemas, then the INSERT.
 
@@ -201,18 +211,22 @@ def webhook_run_create(
     revoked, a flow's version or signing secret changed ...) nothing was written, and a payload it
     refuses may be one the current version takes: then `retarget()` reads the key and the flow
     again (raising as the first lookup would), and the signature and the payload are checked
-    against what it found before the run is recorded.
+    against what it found before the run is recorded. `waits`: the caller waits for the run (`?wait=`),
+    so its answer is counted under its own code, not from the ledger (flows/metrics.py).
     """
+    insert = functools.partial(
+        _webhook_run_insert, payload=payload, text=text, content_type=content_type, idempotency_key=idempotency_key, waits=waits
+    )
     if target.only_if is not None:
         try:
             webhook_payload_check_schema(version=target.version, payload=payload)
-            return _webhook_run_insert(target, payload=payload, text=text, content_type=content_type, idempotency_key=idempotency_key)
+            return insert(target)
         except (RequestValidationError, RunConditionFailed):
             pass  # decided on what the process remembered: decided again on what the database holds now
         target = retarget()
         webhook_signature_verify(flow=target.flow, body=body, headers=headers)
     webhook_payload_check_schema(version=target.version, payload=payload)
-    return _webhook_run_insert(target, payload=payload, text=text, content_type=content_type, idempotency_key=idempotency_key)
+    return insert(target)
 
 
 def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, headers) -> WebhookTarget:
@@ -230,8 +244,9 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     return target
 
 
-def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key) -> FlowRun:
-    return flow_run_create(
+def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits) -> FlowRun:
+    create = functools.partial(
+        flow_run_create,
         flow=target.flow,
         user=target.caller or target.flow.user,
         trigger=FlowRun.Trigger.WEBHOOK,
@@ -242,6 +257,13 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         version=target.version,
         only_if=target.only_if,
     )
+    if not waits:
+        return create()
+    with transaction.atomic():
+        run = create()
+        if not run.deduplicated:
+            webhook_wait_recorded()
+    return run
 
 
 def webhook_flow_lookup(*, identifier: str, caller: User | None, user_id: uuid.UUID | None) -> Flow:

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from flows.metrics import webhook_waits
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
 from flows.views import run_status_url
@@ -81,6 +82,8 @@ class WebhookView(APIView):
         meta = request.META
         user_id = services.webhook_user_id_parse(raw=request.GET.get("user_id"))
         wait = services.webhook_wait_parse(raw=request.GET.get("wait"))
+        if wait > 0:
+            webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
         lookup = functools.partial(
             services.webhook_caller_and_flow,
@@ -106,6 +109,7 @@ class WebhookView(APIView):
             text=text,
             content_type=content_type,
             idempotency_key=idempotency_key,
+            waits=wait > 0,
         )
         return run, run_status_url(request, run.id), wait
 
