@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -140,12 +141,49 @@ def _target_sql(template: str, column: str) -> str:
     return template.format(column=column, **{name: connection.ops.quote_name(model._meta.db_table) for name, model in tables.items()})
 
 
-# The targets this process has found, by the key's digest and the flow identifier, as _TARGET_SQL's row: a
-# webhook whose key and flow the process already knows skips the lookup (a round trip and about a fifth of
-# the webhook's CPU), and its INSERT checks _TARGET_HOLDS_SQL instead. When that no longer holds nothing is
-# written, and the webhook reads the target again. At most _KNOWN_TARGETS_MAX; the oldest go first.
-_KNOWN_TARGETS_MAX = 1024
-_known_targets: dict[tuple[str, str], tuple[tuple, str, Any]] = {}
+class KnownTargets:
+    """The targets this process has found, by the key's digest and the flow identifier, as _TARGET_SQL's row.
+
+    A webhook whose key and flow the process already knows skips the lookup (a round trip and about a fifth
+    of the webhook's CPU), and its INSERT checks _TARGET_HOLDS_SQL instead. When that no longer holds nothing
+    is written, and the webhook reads the target again. At most `size`; the oldest go first. A process's
+    threads share it, so every access holds the lock.
+    """
+
+    def __init__(self, *, size: int):
+        self.size = size
+        self._items: dict[tuple[str, str], tuple[tuple, str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[tuple, str, Any] | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def remember(self, key: tuple[str, str], value: tuple[tuple, str, Any]) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            while self._items and len(self._items) >= self.size:
+                del self._items[next(iter(self._items))]
+            self._items[key] = value
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._items)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+_known_targets = KnownTargets(size=1024)
 
 
 def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) -> WebhookTarget | None:
@@ -155,7 +193,7 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
         return None
     digest = api_key_digest(key)
     if fresh:
-        _known_targets.pop((digest, identifier), None)
+        _known_targets.forget((digest, identifier))
     elif (known := _known_targets.get((digest, identifier))) is not None:
         row, column, value = known
         flow_id, _, version_id, secret, previous_secret, _, api_key_id, key_hash = row
@@ -172,9 +210,7 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
         row = cursor.fetchone()
     if row is None or not api_key_matches(hashed_key=row[7], key=key):
         return None
-    if len(_known_targets) >= _KNOWN_TARGETS_MAX:
-        _known_targets.pop(next(iter(_known_targets), None), None)  # two threads may both drop the oldest
-    _known_targets[(digest, identifier)] = (row, column, value)
+    _known_targets.remember((digest, identifier), (row, column, value))
     return _webhook_target_of_row(row, only_if=None)
 
 
@@ -189,7 +225,8 @@ def _webhook_target_of_row(row: tuple, *, only_if: tuple[str, list] | None) -> W
     version = loaded_instance(FlowVersion, id=version_id, flow_id=flow.pk, number=version_number)
     flow.current_version = version
     api_key_id = as_uuid(api_key_id)
-    api_key_record_use(api_key_id=api_key_id)
+    if only_if is None:  # read now: the key is active. A remembered one is counted once its INSERT accepted it.
+        api_key_record_use(api_key_id=api_key_id)
     return WebhookTarget(api_key_id=api_key_id, caller=flow.user, flow=flow, version=version, only_if=only_if)
 
 
@@ -220,7 +257,9 @@ def webhook_run_create(
     if target.only_if is not None:
         try:
             webhook_payload_check_schema(version=target.version, payload=payload)
-            return insert(target)
+            run = insert(target)
+            api_key_record_use(api_key_id=target.api_key_id)
+            return run
         except (RequestValidationError, RunConditionFailed):
             pass  # decided on what the process remembered: decided again on what the database holds now
         target = retarget()
