@@ -430,6 +430,8 @@ SIGNING_SECRET_PREFIX = "whsec_"
 SIGNATURE_REQUIRED = "This flow requires signed webhook requests (webhook-signature or X-Hub-Signature-256)."
 SIGNATURE_INVALID = "Invalid webhook signature."
 IDEMPOTENCY_HEADERS = ("HTTP_IDEMPOTENCY_KEY", "HTTP_WEBHOOK_ID")
+SIGNED_ID_HEADERS = ("HTTP_WEBHOOK_ID",)
+GITHUB_ID_HEADERS = ("HTTP_X_GITHUB_DELIVERY", "HTTP_IDEMPOTENCY_KEY")
 MAX_IDEMPOTENCY_KEY = 255
 _SIGNATURE_ENTRY = re.compile(r"^v1,[A-Za-z0-9+/=]{1,200}$")
 
@@ -544,9 +546,18 @@ def webhook_signing_secret_remove(*, flow: Flow) -> None:
     flow.save(update_fields=["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "updated_at"])
 
 
-def webhook_idempotency_key(*, headers) -> str | None:
-    """The sender's deduplication key: `Idempotency-Key`, else Standard Webhooks' `webhook-id`."""
-    for header in IDEMPOTENCY_HEADERS:
+def webhook_idempotency_key(*, headers, flow: Flow) -> str | None:
+    """The sender's deduplication key: `Idempotency-Key`, else Standard Webhooks' `webhook-id`.
+
+    On a flow with a signing secret (the request's signature was verified) the signed delivery's own id
+    decides, whatever `Idempotency-Key` says: `webhook-id`, which the signature covers, or GitHub's
+    `X-GitHub-Delivery` (then `Idempotency-Key` only when GitHub's header is missing). A captured request
+    sent again with a new `Idempotency-Key` is then the same delivery, not a new run.
+    """
+    names = IDEMPOTENCY_HEADERS
+    if flow.signing_secret:
+        names = SIGNED_ID_HEADERS if headers.get("HTTP_WEBHOOK_SIGNATURE") else GITHUB_ID_HEADERS
+    for header in names:
         value = headers.get(header)
         if value is None:
             continue

@@ -96,7 +96,7 @@ class WebhookView(APIView):
         target = lookup()
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
-        idempotency_key = services.webhook_idempotency_key(headers=meta)
+        idempotency_key = services.webhook_idempotency_key(headers=meta, flow=target.flow)
         services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)
         content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
         text, payload = services.webhook_payload_decode(body=body, content_type=content_type)

@@ -66,6 +66,32 @@ def test_idempotency_key_wins_over_webhook_id(key_client, flow):
     assert a.json()["run_id"] == b.json()["run_id"]
 
 
+@pytest.mark.parametrize("with_key", [False, True])
+def test_a_captured_signed_request_cannot_be_replayed_with_a_new_idempotency_key(client, key_client, flow, secret, with_key):
+    # The signature covers webhook-id, not Idempotency-Key: the signed id is the delivery's identity.
+    sender = key_client if with_key else client
+    headers = standard_headers(secret, msg_id="msg_signed")
+    runs = {post(sender, flow.endpoint_name, HTTP_IDEMPOTENCY_KEY=f"k-{i}", **headers).json()["run_id"] for i in range(3)}
+    assert len(runs) == 1 and FlowRun.objects.count() == 1
+    assert FlowRun.objects.get().idempotency_key == "msg_signed"
+
+
+def test_a_github_delivery_is_deduplicated_by_its_delivery_id(client, flow, secret):
+    headers = github_headers(secret)
+    first = post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="d-1", HTTP_IDEMPOTENCY_KEY="k-1", **headers)
+    again = post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="d-1", HTTP_IDEMPOTENCY_KEY="k-2", **headers)
+    assert first.status_code == again.status_code == 202
+    assert again["Idempotent-Replayed"] == "true" and again.json()["run_id"] == first.json()["run_id"]
+    assert post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="d-2", **headers).status_code == 202
+    assert FlowRun.objects.count() == 2
+
+
+def test_a_bad_signed_id_is_422(client, flow, secret):
+    response = post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="caf\u00e9", **github_headers(secret))
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["header", "X-Github-Delivery"]
+    assert not FlowRun.objects.exists()
+
+
 @pytest.mark.parametrize("value", ["", "x" * 256, "caf\u00e9", "a\tb"])
 def test_bad_idempotency_key_is_422_without_a_run(key_client, flow, value):
     response = post(key_client, flow.endpoint_name, HTTP_IDEMPOTENCY_KEY=value)
