@@ -101,15 +101,30 @@ def webhook_caller_and_flow(
         if target is not None:
             return target
     api_key = webhook_api_key(key=key) if auth else None
-    if auth and api_key is None and not signed:
-        raise exceptions.PermissionDenied(MISSING_API_KEY)
+    if auth and api_key is None:
+        if not signed:
+            raise exceptions.PermissionDenied(MISSING_API_KEY)
+        flow = _webhook_flow_of_signed(identifier=identifier, user_id=user_id)
+        return WebhookTarget(api_key_id=None, caller=None, flow=flow, version=flow_version_current(flow=flow))
     caller = api_key.user if api_key is not None else None
     flow = webhook_flow_lookup(identifier=identifier, caller=caller, user_id=user_id)
-    if auth and api_key is None and not flow.signing_secret:
-        # A signature stands in for the API key only on a flow that has a signing secret.
-        raise exceptions.PermissionDenied(MISSING_API_KEY)
     api_key_id = api_key.pk if api_key is not None else None
     return WebhookTarget(api_key_id=api_key_id, caller=caller, flow=flow, version=flow_version_current(flow=flow))
+
+
+def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None) -> Flow:
+    """The flow a signature without an API key may stand for: one with a signing secret (checked later, on the body).
+
+    Anything else answers as a request without credentials: until the signature is verified, a caller
+    must not learn whether a name exists, is shared, or belongs to a signed flow.
+    """
+    try:
+        flow = webhook_flow_lookup(identifier=identifier, caller=None, user_id=user_id)
+    except (exceptions.NotFound, Conflict):
+        flow = None
+    if flow is None or not flow.signing_secret:
+        raise exceptions.PermissionDenied(MISSING_API_KEY)
+    return flow
 
 
 # Key, owner, flow and current version in one hand-written query: built with the ORM, the same
@@ -276,6 +291,9 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     try:
         webhook_signature_verify(flow=target.flow, body=body, headers=headers)
     except InvalidSignature:
+        if target.api_key_id is None and settings.LANGRUN_WEBHOOK_AUTH:
+            # No key, and a signature that does not hold: as a request without credentials (_webhook_flow_of_signed).
+            raise exceptions.PermissionDenied(MISSING_API_KEY) from None
         if target.only_if is None:
             raise
         target = retarget()

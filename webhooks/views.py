@@ -93,8 +93,9 @@ class WebhookView(APIView):
             signed=services.webhook_is_signed(headers=meta),
         )
         retarget = functools.partial(lookup, fresh=True)
-        target = lookup()
+        # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
+        target = lookup()
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
         idempotency_key = services.webhook_idempotency_key(headers=meta, flow=target.flow)
         services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)

@@ -6,6 +6,7 @@ import hmac
 import io
 import logging
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -155,23 +156,47 @@ def test_several_signatures_one_valid(client, flow, secret):
 )
 def test_bad_signature_is_401_and_creates_no_run(client, key_client, flow, secret, tamper):
     headers = tamper(standard_headers(secret), secret)
-    response = post(client, f"{flow.id}", **headers)
+    response = post(key_client, f"{flow.id}", **headers)  # an API key does not excuse a bad signature
     assert response.status_code == 401, response.content
     assert response.json() == {"detail": services.SIGNATURE_INVALID}
-    # An API key does not excuse a bad signature.
-    assert post(key_client, f"{flow.id}", **headers).status_code == 401
+    # Without a key the answer does not tell that the flow exists and is signed.
+    response = post(client, f"{flow.id}", **headers)
+    assert (response.status_code, response.json()) == (403, {"detail": services.MISSING_API_KEY})
     assert not FlowRun.objects.exists()
 
 
-def test_signature_over_a_different_body_is_401(client, flow, secret):
-    assert post(client, f"{flow.id}", body=b'{"name": "Eve"}', **standard_headers(secret)).status_code == 401
-    assert post(client, f"{flow.id}", body=b'{"name": "Eve"}', **github_headers(secret)).status_code == 401
+def test_signature_over_a_different_body_is_401(key_client, flow, secret):
+    assert post(key_client, f"{flow.id}", body=b'{"name": "Eve"}', **standard_headers(secret)).status_code == 401
+    assert post(key_client, f"{flow.id}", body=b'{"name": "Eve"}', **github_headers(secret)).status_code == 401
     assert not FlowRun.objects.exists()
 
 
 def test_flow_with_secret_refuses_unsigned_requests_even_with_api_key(key_client, flow, secret):
     response = post(key_client, flow.endpoint_name)
     assert response.status_code == 401 and response.json() == {"detail": services.SIGNATURE_REQUIRED}
+    assert not FlowRun.objects.exists()
+
+
+@pytest.mark.parametrize("scheme", ["standard", "github"])
+def test_without_a_key_a_signature_tells_nothing_of_what_exists(client, user, make_user, make_flow, settings, scheme):
+    # Every unauthenticated answer is Langflow's missing-key 403, whatever the name or id names.
+    settings.LANGRUN_MAX_BODY_BYTES = 64
+    signed = make_flow(user, endpoint_name="signed")
+    services.webhook_signing_secret_rotate(flow=signed)
+    make_flow(user, endpoint_name="plain")
+    make_flow(user, endpoint_name="shared")
+    make_flow(make_user(), endpoint_name="shared")
+    guess = "whsec_" + base64.b64encode(b"g" * 32).decode()
+    headers = standard_headers(guess) if scheme == "standard" else github_headers(guess)
+    targets = ["nope", str(uuid.uuid4()), "plain", "shared", "signed", str(signed.id), "bad name!"]
+    answers = {(r.status_code, r.content) for r in (post(client, target, **headers) for target in targets)}
+    assert answers == {(403, b'{"detail":"%s"}' % services.MISSING_API_KEY.encode())}
+    # A body too large for the limit, sent without its length, answers alike too.
+    big = b'{"x": "' + b"y" * 100 + b'"}'
+    answers = {
+        (r.status_code, r.content) for r in (post(client, target, body=big, **headers, CONTENT_LENGTH="") for target in ["nope", "signed"])
+    }
+    assert len(answers) == 1
     assert not FlowRun.objects.exists()
 
 
@@ -191,13 +216,14 @@ def test_rotation_keeps_the_old_secret_for_the_grace_period(client, key_client, 
     assert post(client, f"{flow.id}", **standard_headers(secret, msg_id="old")).status_code == 202
     assert post(client, f"{flow.id}", **standard_headers(new, msg_id="new")).status_code == 202
     Flow.objects.filter(pk=flow.pk).update(signing_secret_previous_expires_at=timezone.now() - timedelta(seconds=1))
-    assert post(client, f"{flow.id}", **standard_headers(secret, msg_id="old-late")).status_code == 401
-    assert post(client, f"{flow.id}", **github_headers(secret)).status_code == 401
+    refused = 401 if with_key else 403  # without a key, as a request without credentials
+    assert post(client, f"{flow.id}", **standard_headers(secret, msg_id="old-late")).status_code == refused
+    assert post(client, f"{flow.id}", **github_headers(secret)).status_code == refused
 
 
 def test_rotation_without_grace_revokes_at_once(client, flow, secret):
     services.webhook_signing_secret_rotate(flow=flow, grace_seconds=0)
-    assert post(client, f"{flow.id}", **standard_headers(secret)).status_code == 401
+    assert post(client, f"{flow.id}", **standard_headers(secret)).status_code == 403
 
 
 def test_management_command_rotates_and_removes(flow, capsys):
