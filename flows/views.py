@@ -34,7 +34,7 @@ from flows.serializers import (
 )
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
-from langrun.parsers import JSONParser, MultiPartParser
+from langrun.parsers import JSONParser, MultiPartParser, json_text_unstorable
 from langrun.schema import error, validation_error
 
 
@@ -363,6 +363,9 @@ class SimplifiedRunView(APIView):
         body = SimplifiedRunRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         params = body.validated_data
+        problem = json_text_unstorable(params["input_value"]) if params["input_value"] else None
+        if problem is not None:  # JSON whose value could be neither stored nor read back
+            raise RequestValidationError.single(["body", "input_value"], *problem)
         flow = _flow_of(request.user, flow_id_or_name)
         node_ids = {n.get("id") for n in (flow.data or {}).get("nodes", []) if isinstance(n, dict)}
         if params["output_component"] and params["output_component"] not in node_ids:

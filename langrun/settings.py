@@ -172,6 +172,9 @@ LANGRUN_WEBHOOK_AUTH = env.bool("LANGRUN_WEBHOOK_AUTH", default=True)
 # A key's last_used_at/use_count are written at most once per this many seconds per process (0: every use).
 LANGRUN_API_KEY_USAGE_INTERVAL = env.float("LANGRUN_API_KEY_USAGE_INTERVAL", default=10)
 LANGRUN_MAX_BODY_BYTES = env.int("LANGRUN_MAX_BODY_BYTES", default=1024 * 1024)
+# Deepest nesting of objects and arrays accepted in a JSON body (webhook payloads, API bodies, /run's input_value):
+# deeper values could be stored but not read back (Python's JSON encoder and renderers recurse).
+LANGRUN_MAX_JSON_DEPTH = env.int("LANGRUN_MAX_JSON_DEPTH", default=100)
 # Largest flow export file accepted by the import (API upload and admin page).
 LANGRUN_MAX_IMPORT_BYTES = env.int("LANGRUN_MAX_IMPORT_BYTES", default=10 * 1024 * 1024)
 # Queued runs whose last enqueue is older than this are enqueued again by the sweep.

@@ -38,7 +38,7 @@ from langrun.authentication import INVALID_API_KEY
 from langrun.db import loaded_instance
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.models import ApiKey, User
-from langrun.parsers import json_unstorable
+from langrun.parsers import NON_FINITE_MESSAGE, json_unstorable, too_deep_problem
 from langrun.services import api_key_authenticate, api_key_digest, api_key_matches, api_key_prefix, api_key_record_use
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
@@ -386,20 +386,26 @@ def webhook_payload_decode(*, body: bytes, content_type: str) -> tuple[str, Any]
     media_type = content_type.split(";", 1)[0].strip().lower()
     declared_json = media_type == "application/json" or media_type.endswith("+json")
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
-        raise RequestValidationError.single(["body"], "JSON is nested too deeply.", "json_invalid") from exc
+        raise RequestValidationError.single(["body"], *too_deep_problem()) from exc
     except ValueError as exc:
         if isinstance(exc, json.JSONDecodeError) and declared_json:
             raise RequestValidationError.single(
                 ["body"], f"JSON decode error: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos}).", "json_invalid"
             ) from exc
-        if not isinstance(exc, json.JSONDecodeError):  # NaN / Infinity
-            raise RequestValidationError.single(["body"], str(exc), "json_invalid") from exc
+        if not isinstance(exc, json.JSONDecodeError):  # NaN, Infinity, 1e999
+            raise RequestValidationError.single(["body"], str(exc), "finite_number") from exc
         if media_type == FORM_MEDIA_TYPE:
-            return text, _form_payload(text)
+            payload = _form_payload(text)
+            problem = json_unstorable(payload)  # a NUL may come percent-encoded
+            if problem is not None:
+                raise RequestValidationError.single(["body"], *problem) from None
+            return text, payload
         return text, {"payload": text}
-    problem = json_unstorable(payload) if "\\u" in text else None
+    # Walked only when it may matter: an escape (NUL, a lone surrogate) or enough brackets to nest too deep.
+    needs_walk = "\\u" in text or text.count("[") + text.count("{") > settings.LANGRUN_MAX_JSON_DEPTH
+    problem = json_unstorable(payload) if needs_walk else None
     if problem is not None:
         raise RequestValidationError.single(["body"], *problem)
     return text, payload
@@ -407,6 +413,13 @@ def webhook_payload_decode(*, body: bytes, content_type: str) -> tuple[str, Any]
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"JSON value {name} is not allowed: use a number or null.")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(NON_FINITE_MESSAGE)
+    return value
 
 
 def _form_payload(text: str) -> dict[str, Any]:

@@ -143,3 +143,12 @@ def test_timeout_answers_202_and_the_run_finishes_on_its_own(run_client, make_fl
     finally:
         release.set()
         registry._components.pop("TestGate", None)
+
+
+@pytest.mark.parametrize("input_value", ["[1e999]", '{"x": -1e400}', "[" * 150 + "]" * 150, '{"a": "\\u0000"}'])
+def test_an_input_value_whose_json_cannot_be_stored_is_422(run_client, flow, input_value):
+    response = run_client.post("/api/v1/run/greet", {"input_value": input_value}, format="json")
+    assert response.status_code == 422, response.content
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "input_value"] and error["type"]
+    assert not FlowRun.objects.exists()

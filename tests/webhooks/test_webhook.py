@@ -329,3 +329,50 @@ def test_an_unexpected_error_is_a_500_logged_once(api_key, flow, monkeypatch, ca
     logged = [r for r in caplog.records if r.name == "django.request" and r.levelname == "ERROR"]
     assert len(logged) == 1 and logged[0].exc_info[0] is RuntimeError
     assert FlowRun.objects.count() == 0
+
+
+# --- What cannot be stored and read back is refused at the door --------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a": ' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (_nested(101), "application/json"),
+        (b"[" * 940 + b"]" * 940, "application/json"),
+        (b'{"x": 1e999}', "application/json"),
+        (b"[-1E400]", "text/plain"),
+        (b'{"x": [1, {"y": 2.5e308}]}', "application/json"),
+        (b"a=%00", "application/x-www-form-urlencoded"),
+        (b"a=1&b%00=2", "application/x-www-form-urlencoded"),
+    ],
+    ids=["depth-101", "depth-940", "1e999", "-1E400", "inner-inf", "form-nul-value", "form-nul-name"],
+)
+def test_what_cannot_be_stored_and_read_back_is_422(key_client, flow, body, content_type):
+    response = post(key_client, flow.endpoint_name, body, content_type)
+    assert response.status_code == 422, response.content
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body"] and error["msg"] and error["type"]
+    assert not FlowRun.objects.exists()
+
+
+def test_a_payload_at_the_depth_limit_is_accepted_and_read_back_everywhere(key_client, flow, settings):
+    from flows.services import flow_run_execute
+
+    assert settings.LANGRUN_MAX_JSON_DEPTH == 100
+    response = post(key_client, flow.endpoint_name, _nested(100))
+    assert response.status_code == 202, response.content
+    run_id = response.json()["run_id"]
+    flow_run_execute(run_id=run_id)
+    for url in [
+        "/api/v1/runs/",
+        f"/api/v1/runs/{run_id}",
+        f"/api/v1/task/{run_id}",
+        f"/api/v1/monitor/builds?flow_id={flow.id}",
+        f"/api/v1/runs/{run_id}/attempts",
+    ]:
+        assert key_client.get(url).status_code == 200, url
+    assert key_client.post(f"/api/v1/runs/{run_id}/replay").status_code in (201, 202)
