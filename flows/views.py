@@ -34,7 +34,7 @@ from flows.serializers import (
 )
 from langrun.exceptions import Conflict, PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
-from langrun.parsers import JSONParser, MultiPartParser, json_text_unstorable
+from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_text_unstorable
 from langrun.schema import error, validation_error
 
 
@@ -230,6 +230,9 @@ class FlowUploadView(generics.GenericAPIView):
     parser_classes = [JSONParser, MultiPartParser]
     pagination_class = None
     filter_backends = []
+
+    def max_body_bytes(self) -> int:  # the multipart parser refuses a longer body before reading it
+        return settings.LANGRUN_MAX_IMPORT_BYTES + MULTIPART_OVERHEAD
 
     @extend_schema(
         summary="Import flows from an export",

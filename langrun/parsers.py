@@ -88,13 +88,33 @@ class JSONParser(parsers.JSONParser):
         return data
 
 
+# What a multipart body adds to the files it carries (boundaries, part headers), allowed on top of a file limit.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def max_body_bytes(view) -> int:
+    """The largest request body `view` takes: its own `max_body_bytes()`, else LANGRUN_MAX_BODY_BYTES."""
+    own = getattr(view, "max_body_bytes", None)
+    return own() if own is not None else settings.LANGRUN_MAX_BODY_BYTES
+
+
 class MultiPartParser(parsers.MultiPartParser):
-    """DRF's multipart parser; a non-empty body in which no part could be found is a 422, not an empty form."""
+    """DRF's multipart parser. A body whose Content-Length passes the view's limit (max_body_bytes) is a 413
+    before any of it is read (Django would spool its files to disk first); a non-empty body in which no part
+    could be found is a 422, not an empty form."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        result = super().parse(stream, media_type, parser_context)
         request = (parser_context or {}).get("request")
-        length = int((request.META.get("CONTENT_LENGTH") if request is not None else 0) or 0)
+        try:
+            length = int((request.META.get("CONTENT_LENGTH") if request is not None else 0) or 0)
+        except ValueError:
+            length = 0
+        limit = max_body_bytes((parser_context or {}).get("view"))
+        if length > limit:
+            from langrun.exceptions import PayloadTooLarge  # imports DRF's views, which import this module
+
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+        result = super().parse(stream, media_type, parser_context)
         if length > 0 and not result.data and not result.files:
             raise ParseError("Multipart body without any part.")
         return result

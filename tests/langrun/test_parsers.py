@@ -49,3 +49,33 @@ def test_an_api_body_with_a_value_that_cannot_be_stored_is_422_in_fastapis_shape
     assert response.status_code == 422, response.content
     (error,) = response.json()["detail"]
     assert set(error) == {"loc", "msg", "type"}
+
+
+class _Unreadable(io.RawIOBase):
+    def read(self, size=-1):
+        raise AssertionError("the body was read")
+
+    readinto = read
+
+
+@pytest.mark.parametrize("path", ["/api/v1/flows/upload/", "/api/v1/flows/"])
+def test_a_multipart_body_longer_than_the_limit_is_413_before_it_is_read(key_client, settings, path):
+    settings.LANGRUN_MAX_IMPORT_BYTES = 1000
+    settings.LANGRUN_MAX_BODY_BYTES = 1000
+    response = key_client.generic(
+        "POST",
+        path,
+        b"",
+        content_type="multipart/form-data; boundary=xyz",
+        CONTENT_LENGTH=str(300 * 1024 * 1024),
+        **{"wsgi.input": _Unreadable()},
+    )
+    assert response.status_code == 413, response.content
+    assert "larger than" in response.json()["detail"]
+
+
+def test_an_upload_within_the_limit_is_imported(key_client, flow, settings):
+    export = key_client.get(f"/api/v1/flows/{flow.id}/export").content
+    settings.LANGRUN_MAX_IMPORT_BYTES = len(export)
+    response = key_client.post("/api/v1/flows/upload/", {"file": io.BytesIO(export)}, format="multipart")
+    assert response.status_code == 201, response.content
