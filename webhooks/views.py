@@ -15,7 +15,7 @@ from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
 from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
-from webhooks import services
+from webhooks import services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
 
@@ -58,8 +58,9 @@ class WebhookView(APIView):
     """Run a flow with the request body as its payload (Langflow's Webhook Run Flow).
 
     Answers 202 once the run is committed; the flow runs in the background. The view has no DRF
-    authentication, permission or throttle classes: the webhook authenticates (an API key or a
-    signature) and rate-limits in webhooks/services.py, which finds the precise Langflow error.
+    authentication, permission or throttle classes: the webhook authenticates (an API key in
+    webhooks/targets.py, or a signature in webhooks/signatures.py) and rate-limits itself
+    (webhooks/services.py), with Langflow's answers.
     """
 
     authentication_classes = []
@@ -86,11 +87,11 @@ class WebhookView(APIView):
             webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
         lookup = functools.partial(
-            services.webhook_caller_and_flow,
+            targets.webhook_caller_and_flow,
             key=api_key_from_request(request),
             identifier=flow_id_or_name,
             user_id=user_id,
-            signed=services.webhook_is_signed(headers=meta),
+            signed=signatures.webhook_is_signed(headers=meta),
         )
         retarget = functools.partial(lookup, fresh=True)
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
@@ -140,12 +141,12 @@ class FlowSigningSecretView(APIView):
 
     def post(self, request, pk):
         flow = self._flow(request, pk)
-        secret = services.webhook_signing_secret_rotate(flow=flow)
+        secret = signatures.webhook_signing_secret_rotate(flow=flow)
         data = {"signing_secret": secret, "previous_secret_valid_until": flow.signing_secret_previous_expires_at}
         return Response(SigningSecretSerializer(data).data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
     def delete(self, request, pk):
-        services.webhook_signing_secret_remove(flow=self._flow(request, pk))
+        signatures.webhook_signing_secret_remove(flow=self._flow(request, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -10,6 +10,7 @@ from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_usage_flush
 from tests.webhooks.test_webhook import post
 from webhooks import services as webhook_services
+from webhooks import targets
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_accepting_costs_one_lookup_and_one_insert_then_the_insert_alone(
     key = api_key_create(user=user).key
     target = flow.endpoint_name if by == "name" else flow.id
     assert post(client, target, HTTP_X_API_KEY=key).status_code == 202  # writes the key's first use
-    webhook_services._known_targets.clear()
+    targets._known_targets.clear()
     with django_assert_num_queries(2) as captured:  # key + owner + flow in one SELECT, then the run's INSERT
         assert post(client, target, HTTP_X_API_KEY=key).status_code == 202
     assert captured.captured_queries[0]["sql"].startswith("SELECT")

@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from flows.models import Flow, FlowRun
 from langrun.exceptions import PayloadTooLarge
 from langrun.services import api_key_create
-from webhooks import services
+from webhooks import services, signatures, targets
 
 BODY = b'{"name": "Ada"}'
 
@@ -43,7 +43,7 @@ def github_headers(secret, body=BODY):
 
 @pytest.fixture
 def secret(flow):
-    return services.webhook_signing_secret_rotate(flow=flow)
+    return signatures.webhook_signing_secret_rotate(flow=flow)
 
 
 # --- duplicate deliveries ----------------------------------------------------------
@@ -158,10 +158,10 @@ def test_bad_signature_is_401_and_creates_no_run(client, key_client, flow, secre
     headers = tamper(standard_headers(secret), secret)
     response = post(key_client, f"{flow.id}", **headers)  # an API key does not excuse a bad signature
     assert response.status_code == 401, response.content
-    assert response.json() == {"detail": services.SIGNATURE_INVALID}
+    assert response.json() == {"detail": signatures.SIGNATURE_INVALID}
     # Without a key the answer does not tell that the flow exists and is signed.
     response = post(client, f"{flow.id}", **headers)
-    assert (response.status_code, response.json()) == (403, {"detail": services.MISSING_API_KEY})
+    assert (response.status_code, response.json()) == (403, {"detail": targets.MISSING_API_KEY})
     assert not FlowRun.objects.exists()
 
 
@@ -173,7 +173,7 @@ def test_signature_over_a_different_body_is_401(key_client, flow, secret):
 
 def test_flow_with_secret_refuses_unsigned_requests_even_with_api_key(key_client, flow, secret):
     response = post(key_client, flow.endpoint_name)
-    assert response.status_code == 401 and response.json() == {"detail": services.SIGNATURE_REQUIRED}
+    assert response.status_code == 401 and response.json() == {"detail": signatures.SIGNATURE_REQUIRED}
     assert not FlowRun.objects.exists()
 
 
@@ -182,15 +182,15 @@ def test_without_a_key_a_signature_tells_nothing_of_what_exists(client, user, ma
     # Every unauthenticated answer is Langflow's missing-key 403, whatever the name or id names.
     settings.LANGRUN_MAX_BODY_BYTES = 64
     signed = make_flow(user, endpoint_name="signed")
-    services.webhook_signing_secret_rotate(flow=signed)
+    signatures.webhook_signing_secret_rotate(flow=signed)
     make_flow(user, endpoint_name="plain")
     make_flow(user, endpoint_name="shared")
     make_flow(make_user(), endpoint_name="shared")
     guess = "whsec_" + base64.b64encode(b"g" * 32).decode()
     headers = standard_headers(guess) if scheme == "standard" else github_headers(guess)
-    targets = ["nope", str(uuid.uuid4()), "plain", "shared", "signed", str(signed.id), "bad name!"]
-    answers = {(r.status_code, r.content) for r in (post(client, target, **headers) for target in targets)}
-    assert answers == {(403, b'{"detail":"%s"}' % services.MISSING_API_KEY.encode())}
+    names = ["nope", str(uuid.uuid4()), "plain", "shared", "signed", str(signed.id), "bad name!"]
+    answers = {(r.status_code, r.content) for r in (post(client, name, **headers) for name in names)}
+    assert answers == {(403, b'{"detail":"%s"}' % targets.MISSING_API_KEY.encode())}
     # A body too large for the limit, sent without its length, answers alike too.
     big = b'{"x": "' + b"y" * 100 + b'"}'
     answers = {
@@ -206,13 +206,13 @@ def test_github_signature(client, flow, secret):
 
 def test_signature_does_not_replace_the_key_on_a_flow_without_secret(client, flow):
     response = post(client, f"{flow.id}", **github_headers("whsec_anything"))
-    assert response.status_code == 403 and response.json() == {"detail": services.MISSING_API_KEY}
+    assert response.status_code == 403 and response.json() == {"detail": targets.MISSING_API_KEY}
 
 
 @pytest.mark.parametrize("with_key", [False, True], ids=["signature-only", "api-key-and-signature"])
 def test_rotation_keeps_the_old_secret_for_the_grace_period(client, key_client, flow, secret, with_key):
     client = key_client if with_key else client  # with a key, the webhook's one-query lookup finds the flow
-    new = services.webhook_signing_secret_rotate(flow=flow)
+    new = signatures.webhook_signing_secret_rotate(flow=flow)
     assert post(client, f"{flow.id}", **standard_headers(secret, msg_id="old")).status_code == 202
     assert post(client, f"{flow.id}", **standard_headers(new, msg_id="new")).status_code == 202
     Flow.objects.filter(pk=flow.pk).update(signing_secret_previous_expires_at=timezone.now() - timedelta(seconds=1))
@@ -222,7 +222,7 @@ def test_rotation_keeps_the_old_secret_for_the_grace_period(client, key_client, 
 
 
 def test_rotation_without_grace_revokes_at_once(client, flow, secret):
-    services.webhook_signing_secret_rotate(flow=flow, grace_seconds=0)
+    signatures.webhook_signing_secret_rotate(flow=flow, grace_seconds=0)
     assert post(client, f"{flow.id}", **standard_headers(secret)).status_code == 403
 
 
@@ -325,7 +325,7 @@ def test_secrets_never_reach_logs_or_run_records(key_client, api_key, flow, capl
 
 
 def test_admin_pages_never_show_the_signing_secret(admin_client, flow, secret):
-    services.webhook_signing_secret_rotate(flow=flow)  # a previous secret too
+    signatures.webhook_signing_secret_rotate(flow=flow)  # a previous secret too
     flow.refresh_from_db()
     for url in (f"/admin/flows/flow/{flow.id}/change/", "/admin/flows/flow/"):
         page = admin_client.get(url)
