@@ -39,9 +39,12 @@ HEADERS = [
     ),
     OpenApiParameter(
         "X-GitHub-Delivery",
-        _HEADER_VALUE,
+        str,
         OpenApiParameter.HEADER,
-        description="GitHub's delivery id: the idempotency key of a request signed with X-Hub-Signature-256.",
+        description=(
+            "GitHub's delivery id: the idempotency key of a request signed with X-Hub-Signature-256 on a flow with a "
+            "signing secret (then it must be 1 to 255 printable ASCII characters); ignored otherwise."
+        ),
     ),
     OpenApiParameter(
         "webhook-timestamp", str, OpenApiParameter.HEADER, description="Standard Webhooks: Unix seconds, within 5 minutes of now."
