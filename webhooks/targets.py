@@ -50,7 +50,8 @@ def webhook_caller_and_flow(
     """Who calls and which flow they mean, with the webhook's auth rules.
 
     With authentication on, a request needs an API key, or a signature on a flow
-    that has a signing secret (checked later, on the body). The usual call (an
+    that has a signing secret (checked later, on the body); without a valid key,
+    every refusal is the same 403, whatever exists. The usual call (an
     active key of the flow's owner) costs one query for key, owner, flow and
     version together, or none when the process already knows them (then the
     target carries the condition the run's INSERT checks; `fresh` reads them
