@@ -31,6 +31,8 @@ WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 NODE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
 
 WEBHOOKS = "langrun_webhooks_received"
+# Runs of `?wait=` webhooks: counted under the code they were answered with, so taken back from the ledger's 202s.
+WEBHOOKS_WAITED = "langrun_webhooks_waited"
 RECOVERED = "langrun_runs_recovered"
 SWEEP_LAST_RUN = "langrun_sweep_last_run_timestamp_seconds"
 
@@ -146,6 +148,7 @@ class LedgerCollector:
         samples: Samples = runs_metric_samples(FlowRun.objects.all())
         for counter in MetricCounter.objects.all():
             samples[(counter.name, counter.labels)] += counter.value
+        samples[(f"{WEBHOOKS}_total", _labels_key({"code": "202"}))] -= samples.pop((WEBHOOKS_WAITED, ""), 0)
         counts = dict(FlowRun.objects.unfinished().order_by().values_list("status").annotate(n=Count("id")))
         samples[("langrun_queue_depth", "")] = counts.get("queued", 0)
         samples[("langrun_runs_running", "")] = counts.get("running", 0)
@@ -181,7 +184,7 @@ def metrics_view(request):
 
 
 class WebhookMetricsMiddleware:
-    """Counts webhook calls that did not create a run (a 202 is counted from the ledger instead)."""
+    """Counts webhook calls the ledger does not: every answer but the 202 of a run recorded without waiting."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -189,11 +192,29 @@ class WebhookMetricsMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         if request.path_info.startswith("/api/v1/webhook/"):
-            webhook_answer_count(response)
+            webhook_answer_count(response, waits=getattr(request, "langrun_webhook_waits", False))
         return response
 
 
-def webhook_answer_count(response) -> None:
-    """Count a webhook call's answer, unless it is a 202 (counted from the ledger)."""
-    if response.status_code != 202:
+def webhook_answer_count(response, *, waits: bool = False) -> None:
+    """Count a webhook call's answer, unless it is the 202 of a new run the ledger counts.
+
+    A replayed delivery (no new run) is counted here, as is every answer to a request that waited.
+    """
+    if response.status_code != 202 or waits or response.get("Idempotent-Replayed") == "true":
         metric_counter_add(name=f"{WEBHOOKS}_total", labels={"code": str(response.status_code)})
+
+
+def webhook_waits(request) -> None:
+    """Mark a webhook request that waits for its run (`?wait=`): its answer is counted under its own code."""
+    request.langrun_webhook_waits = True
+
+
+def webhook_wait_recorded() -> None:
+    """Call in the transaction that records a new run of a waiting webhook: takes back the ledger's 202 for it
+    at the same commit (a scrape never counts it twice). Never raises; the savepoint keeps the run's transaction."""
+    try:
+        with transaction.atomic():
+            _counter_add(name=WEBHOOKS_WAITED, key="", amount=1)
+    except Exception:
+        logger.exception("Could not update metric %s", WEBHOOKS_WAITED)

@@ -34,7 +34,7 @@ from flows.serializers import (
 )
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
-from langrun.parsers import JSONParser, MultiPartParser
+from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_text_unstorable
 from langrun.schema import error, validation_error
 
 
@@ -231,6 +231,9 @@ class FlowUploadView(generics.GenericAPIView):
     pagination_class = None
     filter_backends = []
 
+    def max_body_bytes(self) -> int:  # the multipart parser refuses a longer body before reading it
+        return settings.LANGRUN_MAX_IMPORT_BYTES + MULTIPART_OVERHEAD
+
     @extend_schema(
         summary="Import flows from an export",
         request={
@@ -364,6 +367,9 @@ class SimplifiedRunView(APIView):
         body = SimplifiedRunRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         params = body.validated_data
+        problem = json_text_unstorable(params["input_value"]) if params["input_value"] else None
+        if problem is not None:  # JSON whose value could be neither stored nor read back
+            raise RequestValidationError.single(["body", "input_value"], *problem)
         flow = _flow_of(request.user, flow_id_or_name)
         node_ids = {n.get("id") for n in (flow.data or {}).get("nodes", []) if isinstance(n, dict)}
         if params["output_component"] and params["output_component"] not in node_ids:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.utils.urls import remove_query_param
 
+from langrun.authentication import API_KEY_PARAM
 from langrun.exceptions import RequestValidationError
 
 
 class Pagination(LimitOffsetPagination):
-    """DRF's limit/offset pagination; a malformed, repeated or out-of-range `limit`/`offset` is a 422."""
+    """DRF's limit/offset pagination; a malformed, repeated or out-of-range `limit`/`offset` is a 422.
+    The `next`/`previous` links never carry an API key given as `?x-api-key=` (they end up in logs and histories)."""
 
     max_limit = 1000
 
@@ -34,6 +37,14 @@ class Pagination(LimitOffsetPagination):
 
     def get_offset(self, request):
         return self._param(request, self.offset_query_param, 0, None) or 0
+
+    def get_next_link(self):
+        link = super().get_next_link()
+        return link and remove_query_param(link, API_KEY_PARAM)
+
+    def get_previous_link(self):
+        link = super().get_previous_link()
+        return link and remove_query_param(link, API_KEY_PARAM)
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)

@@ -46,9 +46,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Answers a webhook sender's POST itself: the middleware below never see it (webhooks/middleware.py).
-    # Middleware that must see webhooks (an IP allow-list, say) goes above this line.
-    "webhooks.middleware.WebhookSenderMiddleware",
+    "langrun.middleware.ChunkedBodyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -175,6 +173,9 @@ LANGRUN_WEBHOOK_AUTH = env.bool("LANGRUN_WEBHOOK_AUTH", default=True)
 # A key's last_used_at/use_count are written at most once per this many seconds per process (0: every use).
 LANGRUN_API_KEY_USAGE_INTERVAL = env.float("LANGRUN_API_KEY_USAGE_INTERVAL", default=10)
 LANGRUN_MAX_BODY_BYTES = env.int("LANGRUN_MAX_BODY_BYTES", default=1024 * 1024)
+# Deepest nesting of objects and arrays accepted in a JSON body (webhook payloads, API bodies, /run's input_value):
+# deeper values could be stored but not read back (Python's JSON encoder and renderers recurse).
+LANGRUN_MAX_JSON_DEPTH = env.int("LANGRUN_MAX_JSON_DEPTH", default=100)
 # Largest flow export file accepted by the import (API upload and admin page).
 LANGRUN_MAX_IMPORT_BYTES = env.int("LANGRUN_MAX_IMPORT_BYTES", default=10 * 1024 * 1024)
 # Queued runs whose last enqueue is older than this are enqueued again by the sweep.

@@ -24,7 +24,8 @@ HEADERS = [
         OpenApiParameter.HEADER,
         description=(
             "Deduplicates retries: a second request with the same key for the same flow gets the first run's 202 "
-            "(with `Idempotent-Replayed: true`) and starts nothing. 1 to 255 printable ASCII characters."
+            "(with `Idempotent-Replayed: true`) and starts nothing. 1 to 255 printable ASCII characters. "
+            "On a flow with a signing secret the signed delivery's id decides instead (webhook-id, X-GitHub-Delivery)."
         ),
     ),
     OpenApiParameter(
@@ -33,7 +34,16 @@ HEADERS = [
         OpenApiParameter.HEADER,
         description=(
             "Standard Webhooks message id: signed along with the body, and the idempotency key when there is no "
-            "Idempotency-Key (then it must be 1 to 255 printable ASCII characters)."
+            "Idempotency-Key, or always when the flow has a signing secret (1 to 255 printable ASCII characters)."
+        ),
+    ),
+    OpenApiParameter(
+        "X-GitHub-Delivery",
+        str,
+        OpenApiParameter.HEADER,
+        description=(
+            "GitHub's delivery id: the idempotency key of a request signed with X-Hub-Signature-256 on a flow with a "
+            "signing secret (then it must be 1 to 255 printable ASCII characters); ignored otherwise."
         ),
     ),
     OpenApiParameter(

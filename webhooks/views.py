@@ -1,7 +1,5 @@
 import functools
-import json
 
-from django.http import HttpResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.generics import get_object_or_404
@@ -12,11 +10,12 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from flows.metrics import webhook_waits
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
 from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
-from webhooks import services
+from webhooks import services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
 
@@ -31,20 +30,13 @@ class AnyBodyParser(BaseParser):
 
 
 def wants_browsable_api(request) -> bool:
-    """Whether a client asks for the browsable API's page: HTML in its Accept header, or a `?format=` override.
-    (DRF's request or Django's: the webhook's own path decides before DRF wraps the request.)"""
+    """Whether a client asks for the browsable API's page: HTML in its Accept header, or a `?format=` override."""
     return "html" in request.META.get("HTTP_ACCEPT", "") or api_settings.URL_FORMAT_OVERRIDE in request.GET
-
-
-def is_senders_request(request) -> bool:
-    """Whether a webhook request takes the sender's path: a POST that asks neither to wait nor for the browsable API."""
-    return request.method == "POST" and "wait" not in request.GET and not wants_browsable_api(request)
 
 
 class WebhookNegotiation(DefaultContentNegotiation):
     """JSON for every sender, whatever its Accept header says (Langflow answers JSON too), so an integration
-    never gets a 406; the browsable API's page only for a client that asks for HTML (or `?format=`).
-    Senders skip the negotiation and its cost altogether."""
+    never gets a 406; the browsable API's page only for a client that asks for HTML (or `?format=`)."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
         if not wants_browsable_api(request):
@@ -65,37 +57,16 @@ class WebhookAcceptedSerializer(serializers.Serializer):
 class WebhookView(APIView):
     """Run a flow with the request body as its payload (Langflow's Webhook Run Flow).
 
-    Answers 202 once the run is committed; the flow runs in the background.
-
-    A sender's POST (JSON wanted, no `?wait=`) takes a path of its own, without DRF's request and
-    response objects: about a seventh of a webhook's CPU. Its answer is the same, byte for byte
-    but for the ids; an error it meets is answered by DRF's exception handling, as on the DRF path,
-    which everything else takes (the browsable API, `?wait=`, OPTIONS, other methods). DRF's own
-    checks have nothing to do here: the view has no authentication, permission or throttle classes
-    (the webhook authenticates and rate-limits in webhooks/services.py, on both paths).
+    Answers 202 once the run is committed; the flow runs in the background. The view has no DRF
+    authentication, permission or throttle classes: the webhook authenticates (an API key in
+    webhooks/targets.py, or a signature in webhooks/signatures.py) and rate-limits itself
+    (webhooks/services.py), with Langflow's answers.
     """
 
     authentication_classes = []
     permission_classes = [AllowAny]
     parser_classes = [AnyBodyParser]
     content_negotiation_class = WebhookNegotiation
-
-    def dispatch(self, request, *args, **kwargs):
-        if not is_senders_request(request):
-            return super().dispatch(request, *args, **kwargs)
-        try:
-            run, status_url, _ = self._record(request, kwargs["flow_id_or_name"])
-            body, headers = self._accepted(run, status_url)
-            response = HttpResponse(_ACCEPTED_JSON.encode(body), status=status.HTTP_202_ACCEPTED, content_type="application/json")
-            for name, value in {**self.default_response_headers, **headers}.items():
-                response[name] = value
-            return response
-        except Exception as exc:  # answered as DRF's dispatch answers it (a 500 for anything not an API error)
-            self.args, self.kwargs = args, kwargs
-            self.request = self.initialize_request(request, *args, **kwargs)
-            self.request.accepted_renderer, self.request.accepted_media_type = self.perform_content_negotiation(self.request, force=True)
-            self.headers = self.default_response_headers
-            return self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)
 
     def post(self, request, flow_id_or_name: str):
         run, status_url, wait = self._record(request._request, flow_id_or_name)
@@ -106,23 +77,28 @@ class WebhookView(APIView):
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     def _record(self, request, flow_id_or_name: str) -> tuple[FlowRun, str, float]:
-        """Check the request and record its run (Django's request): the run, its status URL and the `wait` asked for."""
+        """Check the request and record its run: the run, its status URL and the `wait` asked for.
+
+        Takes Django's request: the body is read raw from its stream, never parsed by DRF."""
         meta = request.META
         user_id = services.webhook_user_id_parse(raw=request.GET.get("user_id"))
         wait = services.webhook_wait_parse(raw=request.GET.get("wait"))
+        if wait > 0:
+            webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
         lookup = functools.partial(
-            services.webhook_caller_and_flow,
+            targets.webhook_caller_and_flow,
             key=api_key_from_request(request),
             identifier=flow_id_or_name,
             user_id=user_id,
-            signed=services.webhook_is_signed(headers=meta),
+            signed=signatures.webhook_is_signed(headers=meta),
         )
         retarget = functools.partial(lookup, fresh=True)
-        target = lookup()
+        # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
+        target = lookup()
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
-        idempotency_key = services.webhook_idempotency_key(headers=meta)
+        idempotency_key = services.webhook_idempotency_key(headers=meta, flow=target.flow)
         services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)
         content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
         text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
@@ -135,21 +111,18 @@ class WebhookView(APIView):
             text=text,
             content_type=content_type,
             idempotency_key=idempotency_key,
+            waits=wait > 0,
         )
         return run, run_status_url(request, run.id), wait
 
     @staticmethod
     def _accepted(run: FlowRun, status_url: str) -> tuple[dict, dict]:
-        # The same fields WebhookAcceptedSerializer documents, without a serializer's cost on every webhook.
+        # The fields WebhookAcceptedSerializer documents (for the schema).
         body = {"message": ACCEPTED_MESSAGE, "status": "in progress", "run_id": str(run.id), "status_url": status_url}
         headers = {"Location": status_url}
         if run.deduplicated:
             headers["Idempotent-Replayed"] = "true"
         return body, headers
-
-
-# As DRF's JSONRenderer writes it (compact, non-ASCII as is).
-_ACCEPTED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class SigningSecretSerializer(serializers.Serializer):
@@ -168,12 +141,12 @@ class FlowSigningSecretView(APIView):
 
     def post(self, request, pk):
         flow = self._flow(request, pk)
-        secret = services.webhook_signing_secret_rotate(flow=flow)
+        secret = signatures.webhook_signing_secret_rotate(flow=flow)
         data = {"signing_secret": secret, "previous_secret_valid_until": flow.signing_secret_previous_expires_at}
         return Response(SigningSecretSerializer(data).data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
     def delete(self, request, pk):
-        services.webhook_signing_secret_remove(flow=self._flow(request, pk))
+        signatures.webhook_signing_secret_remove(flow=self._flow(request, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -155,3 +155,12 @@ def test_a_caller_past_its_share_of_waits_gets_the_202_at_once(run_client, flow,
     body = response.json()
     assert body["status"] == "in progress" and response["Location"] == body["status_url"]
     assert FlowRun.objects.get(pk=body["run_id"]).status == "queued"  # enqueued: a worker runs it
+
+
+@pytest.mark.parametrize("input_value", ["[1e999]", '{"x": -1e400}', "[" * 150 + "]" * 150, '{"a": "\\u0000"}'])
+def test_an_input_value_whose_json_cannot_be_stored_is_422(run_client, flow, input_value):
+    response = run_client.post("/api/v1/run/greet", {"input_value": input_value}, format="json")
+    assert response.status_code == 422, response.content
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "input_value"] and error["type"]
+    assert not FlowRun.objects.exists()

@@ -150,7 +150,14 @@ def test_schema_documents_the_merged_endpoints(db):
     assert responses["429"]["headers"]["Retry-After"]["required"] is True
     assert responses["202"]["headers"]["Location"]["required"] is True and "Idempotent-Replayed" in responses["202"]["headers"]
     headers = {p["name"]: p for p in webhook["parameters"] if p["in"] == "header"}
-    assert set(headers) == {"Idempotency-Key", "webhook-id", "webhook-timestamp", "webhook-signature", "X-Hub-Signature-256"}
+    assert set(headers) == {
+        "Idempotency-Key",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "X-Hub-Signature-256",
+        "X-GitHub-Delivery",
+    }
     assert not any(p.get("required") for p in headers.values())
     assert headers["Idempotency-Key"]["schema"]["maxLength"] == 255
     assert {p["name"] for p in webhook["parameters"] if p["in"] == "query"} == {"user_id", "wait"}

@@ -1,4 +1,4 @@
-"""The webhook's accept path stays lean: what it costs in statements, and that the short cut changes no answer."""
+"""The webhook's accept path stays lean: what it costs in statements."""
 
 import pytest
 from django.db import connection
@@ -10,6 +10,7 @@ from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_usage_flush
 from tests.webhooks.test_webhook import post
 from webhooks import services as webhook_services
+from webhooks import targets
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_accepting_costs_one_lookup_and_one_insert_then_the_insert_alone(
     key = api_key_create(user=user).key
     target = flow.endpoint_name if by == "name" else flow.id
     assert post(client, target, HTTP_X_API_KEY=key).status_code == 202  # writes the key's first use
-    webhook_services._known_targets.clear()
+    targets._known_targets.clear()
     with django_assert_num_queries(2) as captured:  # key + owner + flow in one SELECT, then the run's INSERT
         assert post(client, target, HTTP_X_API_KEY=key).status_code == 202
     assert captured.captured_queries[0]["sql"].startswith("SELECT")
@@ -123,81 +124,15 @@ def test_the_conditional_insert_writes_the_same_row_or_nothing(flow, user, djang
     assert checked.received_at is not None and checked.version_id == flow.current_version_id
 
 
-# --- The sender's path and DRF's path answer alike ------------------------------------------
-
-# `?format=json` sends a webhook through DRF's dispatch (as the browsable API and `?wait=` go); without it
-# a sender's POST takes the view's own path. Both must give the same answer: status, headers, body.
-IDS = ("run_id", "status_url")
-
-
-def _answer(response, run_ids=()) -> tuple:
-    headers = {name: value for name, value in response.items() if name != "Location"}
-    body = response.content
-    for run_id in run_ids:
-        body = body.replace(str(run_id).encode(), b"<run>")
-    return response.status_code, headers, body
-
-
-def test_a_senders_202_is_the_drf_paths_202_byte_for_byte(key_client, flow, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True) as rung:
-        fast = post(key_client, flow.endpoint_name)
-        drf = post(key_client, f"{flow.endpoint_name}?format=json")
-    ids = [fast.json()["run_id"], drf.json()["run_id"]]
-    assert _answer(fast, ids) == _answer(drf, ids)
-    assert fast.status_code == 202 and fast["Content-Type"] == "application/json"
-    assert fast["Location"] == fast.json()["status_url"] and drf["Location"] == drf.json()["status_url"]
-    assert len(rung) == 2  # each run rang its doorbell once its INSERT committed
-    assert FlowRun.objects.filter(pk__in=ids, status="queued").count() == 2
-
-
-def test_a_replayed_delivery_answers_alike_on_both_paths(key_client, flow):
-    first = post(key_client, flow.endpoint_name, HTTP_IDEMPOTENCY_KEY="delivery-1")
-    fast = post(key_client, flow.endpoint_name, HTTP_IDEMPOTENCY_KEY="delivery-1")
-    drf = post(key_client, f"{flow.endpoint_name}?format=json", HTTP_IDEMPOTENCY_KEY="delivery-1")
-    assert fast["Idempotent-Replayed"] == drf["Idempotent-Replayed"] == "true"
-    assert _answer(fast) == _answer(drf)
-    assert fast.json()["run_id"] == first.json()["run_id"]
-
-
-@pytest.mark.parametrize(
-    "case",
-    ["no key", "wrong key", "unknown flow", "bad user_id", "empty body", "bad json", "too large", "not a schema match"],
-)
-def test_an_error_on_the_senders_path_is_answered_as_drfs_path_answers_it(client, api_key, make_flow, user, settings, case):
-    settings.LANGRUN_MAX_BODY_BYTES = 64
-    make_flow(user, endpoint_name="orders", data=_schema_flow())
-    headers = {"HTTP_X_API_KEY": "lr_wrong" if case == "wrong key" else api_key} if case != "no key" else {}
-    target = "missing" if case == "unknown flow" else "orders"
-    query = "user_id=nope&" if case == "bad user_id" else ""
-    body = {"empty body": b"", "bad json": b"{not json", "too large": b'{"id": "' + b"x" * 100 + b'"}'}.get(case, b'{"id": 1}')
-    if case == "not a schema match":
-        body = b'{"id": "one"}'
-    fast = post(client, f"{target}?{query}".rstrip("?"), body, **headers)
-    drf = post(client, f"{target}?{query}format=json", body, **headers)
-    assert fast.status_code >= 400
-    assert _answer(fast) == _answer(drf)
-    assert FlowRun.objects.count() == 0
-
-
-def _schema_flow() -> dict:
-    schema = {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
-    return {
-        "nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": schema}}, {"id": "out", "type": "Output"}],
-        "edges": [{"source": "hook", "target": "out", "target_input": "value"}],
-    }
-
-
 @pytest.mark.parametrize("debug", [False, True])
-def test_an_unexpected_error_on_the_senders_path_is_raised_as_it_is(key_client, flow, monkeypatch, settings, debug):
-    # Not an API error: the server answers 500 and logs it; the exception itself must reach it, not one of
-    # DRF's own about a request it never negotiated (DEBUG makes DRF read the negotiated renderer).
+def test_an_unexpected_error_is_raised_as_it_is(key_client, flow, monkeypatch, settings, debug):
+    # Not an API error: the server answers 500 and logs it; the exception itself must reach it, not one of DRF's own.
     settings.DEBUG = debug
 
     def boom(**kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(webhook_services, "webhook_payload_decode", boom)
-    for target in [flow.endpoint_name, f"{flow.endpoint_name}?format=json"]:
-        with pytest.raises(RuntimeError, match="boom"):
-            post(key_client, target)
+    with pytest.raises(RuntimeError, match="boom"):
+        post(key_client, flow.endpoint_name)
     assert FlowRun.objects.count() == 0

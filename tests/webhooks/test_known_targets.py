@@ -2,6 +2,8 @@
 hold, so any change to the key, its owner or the flow is seen by the very next webhook."""
 
 import copy
+import sys
+import threading
 
 import pytest
 from django.db import connection
@@ -14,15 +16,15 @@ from langrun.services import api_key_create, api_key_revoke
 from tests.conftest import GREETING_FLOW
 from tests.webhooks.test_reliability import github_headers
 from tests.webhooks.test_webhook import post
-from webhooks import services
-from webhooks.services import webhook_signing_secret_rotate
+from webhooks import targets
+from webhooks.signatures import webhook_signing_secret_rotate
 
 
 @pytest.fixture
 def known(client, flow, api_key):
     """The key, once a webhook has made the process remember it and the flow."""
     assert post(client, flow.endpoint_name, HTTP_X_API_KEY=api_key).status_code == 202
-    assert any(identifier == flow.endpoint_name for _, identifier in services._known_targets)
+    assert any(identifier == flow.endpoint_name for _, identifier in targets._known_targets.keys())
     return api_key
 
 
@@ -95,7 +97,7 @@ def test_a_flow_given_to_another_owner_is_refused(client, flow, make_user, known
     assert post(client, flow.id, HTTP_X_API_KEY=known).status_code == 202  # now remembered by its id too
     Flow.objects.filter(pk=flow.pk).update(user=make_user())
     response = post(client, flow.id, HTTP_X_API_KEY=known)
-    assert (response.status_code, response.json()["detail"]) == (403, services.ACCESS_DENIED)
+    assert (response.status_code, response.json()["detail"]) == (403, targets.ACCESS_DENIED)
     assert post(client, flow.endpoint_name, HTTP_X_API_KEY=known).status_code == 404  # by name: none of the caller's
     assert FlowRun.objects.count() == 2
 
@@ -118,11 +120,57 @@ def test_a_wrong_key_with_a_known_prefix_is_still_refused(client, flow, known):
 
 
 def test_the_process_remembers_a_bounded_number_of_targets(client, flow, user, monkeypatch):
-    monkeypatch.setattr(services, "_KNOWN_TARGETS_MAX", 2)
-    monkeypatch.setattr(services, "_known_targets", {})
+    monkeypatch.setattr(targets, "_known_targets", targets.KnownTargets(size=2))
     keys = [api_key_create(user=user).key for _ in range(3)]
     for key in keys:
         assert post(client, flow.endpoint_name, HTTP_X_API_KEY=key).status_code == 202
-    remembered = services._known_targets
+    remembered = targets._known_targets
     assert len(remembered) == 2
-    assert [digest for digest, _ in remembered] == [services.api_key_digest(key) for key in keys[1:]]  # the oldest went first
+    assert [digest for digest, _ in remembered.keys()] == [targets.api_key_digest(key) for key in keys[1:]]  # the oldest went first
+
+
+def test_the_remembered_targets_are_shared_safely_by_threads(monkeypatch):
+    # gunicorn's threaded workers share one process's targets: remembering, reading and forgetting at once
+    # must never raise (a dict changed while it is iterated) nor let the bound slip.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    known = targets.KnownTargets(size=4)
+    errors = []
+    start = threading.Barrier(8)
+
+    def hammer(n):
+        try:
+            start.wait()
+            for i in range(3000):
+                key = (f"digest-{n}-{i % 7}", "greet")
+                known.remember(key, (n, i))
+                known.get(key)
+                if i % 5 == 0:
+                    known.forget(key)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(known) <= 4
+
+
+def test_a_revoked_keys_use_is_not_counted(client, flow, known):
+    api_key = ApiKey.objects.get(prefix=known[:11])
+    uses = api_key.use_count
+    api_key_revoke(api_key=api_key)
+    assert post(client, flow.endpoint_name, HTTP_X_API_KEY=known).status_code == 403
+    assert ApiKey.objects.get(pk=api_key.pk).use_count == uses
+
+
+def test_a_remembered_keys_accepted_use_is_counted_once(client, flow, known):
+    uses = ApiKey.objects.get(prefix=known[:11]).use_count
+    assert post(client, flow.endpoint_name, HTTP_X_API_KEY=known).status_code == 202
+    assert ApiKey.objects.get(prefix=known[:11]).use_count == uses + 1

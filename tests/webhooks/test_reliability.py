@@ -6,6 +6,7 @@ import hmac
 import io
 import logging
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from standardwebhooks import Webhook
 from flows.models import Flow, FlowRun
 from langrun.exceptions import PayloadTooLarge
 from langrun.services import api_key_create
-from webhooks import services
+from webhooks import services, signatures, targets
 
 BODY = b'{"name": "Ada"}'
 
@@ -42,7 +43,7 @@ def github_headers(secret, body=BODY):
 
 @pytest.fixture
 def secret(flow):
-    return services.webhook_signing_secret_rotate(flow=flow)
+    return signatures.webhook_signing_secret_rotate(flow=flow)
 
 
 # --- duplicate deliveries ----------------------------------------------------------
@@ -64,6 +65,32 @@ def test_idempotency_key_wins_over_webhook_id(key_client, flow):
     a = post(key_client, flow.endpoint_name, HTTP_IDEMPOTENCY_KEY="k", HTTP_WEBHOOK_ID="x")
     b = post(key_client, flow.endpoint_name, HTTP_IDEMPOTENCY_KEY="k", HTTP_WEBHOOK_ID="y")
     assert a.json()["run_id"] == b.json()["run_id"]
+
+
+@pytest.mark.parametrize("with_key", [False, True])
+def test_a_captured_signed_request_cannot_be_replayed_with_a_new_idempotency_key(client, key_client, flow, secret, with_key):
+    # The signature covers webhook-id, not Idempotency-Key: the signed id is the delivery's identity.
+    sender = key_client if with_key else client
+    headers = standard_headers(secret, msg_id="msg_signed")
+    runs = {post(sender, flow.endpoint_name, HTTP_IDEMPOTENCY_KEY=f"k-{i}", **headers).json()["run_id"] for i in range(3)}
+    assert len(runs) == 1 and FlowRun.objects.count() == 1
+    assert FlowRun.objects.get().idempotency_key == "msg_signed"
+
+
+def test_a_github_delivery_is_deduplicated_by_its_delivery_id(client, flow, secret):
+    headers = github_headers(secret)
+    first = post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="d-1", HTTP_IDEMPOTENCY_KEY="k-1", **headers)
+    again = post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="d-1", HTTP_IDEMPOTENCY_KEY="k-2", **headers)
+    assert first.status_code == again.status_code == 202
+    assert again["Idempotent-Replayed"] == "true" and again.json()["run_id"] == first.json()["run_id"]
+    assert post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="d-2", **headers).status_code == 202
+    assert FlowRun.objects.count() == 2
+
+
+def test_a_bad_signed_id_is_422(client, flow, secret):
+    response = post(client, flow.endpoint_name, HTTP_X_GITHUB_DELIVERY="caf\u00e9", **github_headers(secret))
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["header", "X-Github-Delivery"]
+    assert not FlowRun.objects.exists()
 
 
 @pytest.mark.parametrize("value", ["", "x" * 256, "caf\u00e9", "a\tb"])
@@ -129,23 +156,47 @@ def test_several_signatures_one_valid(client, flow, secret):
 )
 def test_bad_signature_is_401_and_creates_no_run(client, key_client, flow, secret, tamper):
     headers = tamper(standard_headers(secret), secret)
-    response = post(client, f"{flow.id}", **headers)
+    response = post(key_client, f"{flow.id}", **headers)  # an API key does not excuse a bad signature
     assert response.status_code == 401, response.content
-    assert response.json() == {"detail": services.SIGNATURE_INVALID}
-    # An API key does not excuse a bad signature.
-    assert post(key_client, f"{flow.id}", **headers).status_code == 401
+    assert response.json() == {"detail": signatures.SIGNATURE_INVALID}
+    # Without a key the answer does not tell that the flow exists and is signed.
+    response = post(client, f"{flow.id}", **headers)
+    assert (response.status_code, response.json()) == (403, {"detail": targets.MISSING_API_KEY})
     assert not FlowRun.objects.exists()
 
 
-def test_signature_over_a_different_body_is_401(client, flow, secret):
-    assert post(client, f"{flow.id}", body=b'{"name": "Eve"}', **standard_headers(secret)).status_code == 401
-    assert post(client, f"{flow.id}", body=b'{"name": "Eve"}', **github_headers(secret)).status_code == 401
+def test_signature_over_a_different_body_is_401(key_client, flow, secret):
+    assert post(key_client, f"{flow.id}", body=b'{"name": "Eve"}', **standard_headers(secret)).status_code == 401
+    assert post(key_client, f"{flow.id}", body=b'{"name": "Eve"}', **github_headers(secret)).status_code == 401
     assert not FlowRun.objects.exists()
 
 
 def test_flow_with_secret_refuses_unsigned_requests_even_with_api_key(key_client, flow, secret):
     response = post(key_client, flow.endpoint_name)
-    assert response.status_code == 401 and response.json() == {"detail": services.SIGNATURE_REQUIRED}
+    assert response.status_code == 401 and response.json() == {"detail": signatures.SIGNATURE_REQUIRED}
+    assert not FlowRun.objects.exists()
+
+
+@pytest.mark.parametrize("scheme", ["standard", "github"])
+def test_without_a_key_a_signature_tells_nothing_of_what_exists(client, user, make_user, make_flow, settings, scheme):
+    # Every unauthenticated answer is Langflow's missing-key 403, whatever the name or id names.
+    settings.LANGRUN_MAX_BODY_BYTES = 64
+    signed = make_flow(user, endpoint_name="signed")
+    signatures.webhook_signing_secret_rotate(flow=signed)
+    make_flow(user, endpoint_name="plain")
+    make_flow(user, endpoint_name="shared")
+    make_flow(make_user(), endpoint_name="shared")
+    guess = "whsec_" + base64.b64encode(b"g" * 32).decode()
+    headers = standard_headers(guess) if scheme == "standard" else github_headers(guess)
+    names = ["nope", str(uuid.uuid4()), "plain", "shared", "signed", str(signed.id), "bad name!"]
+    answers = {(r.status_code, r.content) for r in (post(client, name, **headers) for name in names)}
+    assert answers == {(403, b'{"detail":"%s"}' % targets.MISSING_API_KEY.encode())}
+    # A body too large for the limit, sent without its length, answers alike too.
+    big = b'{"x": "' + b"y" * 100 + b'"}'
+    answers = {
+        (r.status_code, r.content) for r in (post(client, target, body=big, **headers, CONTENT_LENGTH="") for target in ["nope", "signed"])
+    }
+    assert len(answers) == 1
     assert not FlowRun.objects.exists()
 
 
@@ -155,23 +206,24 @@ def test_github_signature(client, flow, secret):
 
 def test_signature_does_not_replace_the_key_on_a_flow_without_secret(client, flow):
     response = post(client, f"{flow.id}", **github_headers("whsec_anything"))
-    assert response.status_code == 403 and response.json() == {"detail": services.MISSING_API_KEY}
+    assert response.status_code == 403 and response.json() == {"detail": targets.MISSING_API_KEY}
 
 
 @pytest.mark.parametrize("with_key", [False, True], ids=["signature-only", "api-key-and-signature"])
 def test_rotation_keeps_the_old_secret_for_the_grace_period(client, key_client, flow, secret, with_key):
     client = key_client if with_key else client  # with a key, the webhook's one-query lookup finds the flow
-    new = services.webhook_signing_secret_rotate(flow=flow)
+    new = signatures.webhook_signing_secret_rotate(flow=flow)
     assert post(client, f"{flow.id}", **standard_headers(secret, msg_id="old")).status_code == 202
     assert post(client, f"{flow.id}", **standard_headers(new, msg_id="new")).status_code == 202
     Flow.objects.filter(pk=flow.pk).update(signing_secret_previous_expires_at=timezone.now() - timedelta(seconds=1))
-    assert post(client, f"{flow.id}", **standard_headers(secret, msg_id="old-late")).status_code == 401
-    assert post(client, f"{flow.id}", **github_headers(secret)).status_code == 401
+    refused = 401 if with_key else 403  # without a key, as a request without credentials
+    assert post(client, f"{flow.id}", **standard_headers(secret, msg_id="old-late")).status_code == refused
+    assert post(client, f"{flow.id}", **github_headers(secret)).status_code == refused
 
 
 def test_rotation_without_grace_revokes_at_once(client, flow, secret):
-    services.webhook_signing_secret_rotate(flow=flow, grace_seconds=0)
-    assert post(client, f"{flow.id}", **standard_headers(secret)).status_code == 401
+    signatures.webhook_signing_secret_rotate(flow=flow, grace_seconds=0)
+    assert post(client, f"{flow.id}", **standard_headers(secret)).status_code == 403
 
 
 def test_management_command_rotates_and_removes(flow, capsys):
@@ -273,7 +325,7 @@ def test_secrets_never_reach_logs_or_run_records(key_client, api_key, flow, capl
 
 
 def test_admin_pages_never_show_the_signing_secret(admin_client, flow, secret):
-    services.webhook_signing_secret_rotate(flow=flow)  # a previous secret too
+    signatures.webhook_signing_secret_rotate(flow=flow)  # a previous secret too
     flow.refresh_from_db()
     for url in (f"/admin/flows/flow/{flow.id}/change/", "/admin/flows/flow/"):
         page = admin_client.get(url)

@@ -1,11 +1,14 @@
 import json
+import re
 import uuid
 
 import pytest
 from django.test.utils import override_script_prefix
+from rest_framework.test import APIClient
 
 from flows.models import FlowRun
 from langrun.services import api_key_create
+from webhooks import services as webhook_services
 
 ACCEPTED = {"message": "Task started in the background", "status": "in progress"}
 
@@ -280,3 +283,96 @@ def test_a_browser_asking_for_html_gets_the_browsable_api(client, flow, api_key)
         HTTP_ACCEPT="text/html",
     )
     assert (as_json.status_code, as_json["Content-Type"]) == (202, "application/json")
+
+
+# --- Django's middleware chain ---------------------------------------------------
+
+
+def test_the_answer_carries_the_chains_headers(key_client, flow):
+    response = post(key_client, flow.endpoint_name)
+    assert response.status_code == 202
+    assert response["X-Content-Type-Options"] == "nosniff" and response["X-Frame-Options"] == "DENY"
+    assert response["Content-Type"] == "application/json"
+
+
+def test_the_chain_refuses_before_the_view(key_client, flow, settings):
+    settings.DISALLOWED_USER_AGENTS = [re.compile(r"^BadBot")]
+    assert post(key_client, flow.endpoint_name, HTTP_HOST="evil.example.com").status_code == 400
+    assert post(key_client, flow.endpoint_name, HTTP_USER_AGENT="BadBot/1.0").status_code == 403
+    too_many = "&".join(f"f{i}=1" for i in range(1001))
+    assert post(key_client, f"{flow.endpoint_name}?{too_many}").status_code == 400
+    assert not FlowRun.objects.exists()
+
+
+def test_https_redirects_apply(key_client, flow, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    response = post(key_client, flow.endpoint_name)
+    assert response.status_code == 301 and response["Location"].startswith("https://")
+    assert not FlowRun.objects.exists()
+
+
+def test_a_nul_in_the_query_is_422_under_a_script_prefix(key_client, flow):
+    with override_script_prefix("/mounted/"):
+        refused = post(key_client, f"{flow.endpoint_name}?x=%00", SCRIPT_NAME="/mounted")
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "x"]
+    assert not FlowRun.objects.exists()
+
+
+def test_an_unexpected_error_is_a_500_logged_once(api_key, flow, monkeypatch, caplog):
+    def boom(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(webhook_services, "webhook_payload_decode", boom)
+    client = APIClient(raise_request_exception=False)
+    response = post(client, flow.endpoint_name, HTTP_X_API_KEY=api_key)
+    assert response.status_code == 500
+    logged = [r for r in caplog.records if r.name == "django.request" and r.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].exc_info[0] is RuntimeError
+    assert FlowRun.objects.count() == 0
+
+
+# --- What cannot be stored and read back is refused at the door --------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a": ' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (_nested(101), "application/json"),
+        (b"[" * 940 + b"]" * 940, "application/json"),
+        (b'{"x": 1e999}', "application/json"),
+        (b"[-1E400]", "text/plain"),
+        (b'{"x": [1, {"y": 2.5e308}]}', "application/json"),
+        (b"a=%00", "application/x-www-form-urlencoded"),
+        (b"a=1&b%00=2", "application/x-www-form-urlencoded"),
+    ],
+    ids=["depth-101", "depth-940", "1e999", "-1E400", "inner-inf", "form-nul-value", "form-nul-name"],
+)
+def test_what_cannot_be_stored_and_read_back_is_422(key_client, flow, body, content_type):
+    response = post(key_client, flow.endpoint_name, body, content_type)
+    assert response.status_code == 422, response.content
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body"] and error["msg"] and error["type"]
+    assert not FlowRun.objects.exists()
+
+
+def test_a_payload_at_the_depth_limit_is_accepted_and_read_back_everywhere(key_client, flow, settings):
+    from flows.services import flow_run_execute
+
+    assert settings.LANGRUN_MAX_JSON_DEPTH == 100
+    response = post(key_client, flow.endpoint_name, _nested(100))
+    assert response.status_code == 202, response.content
+    run_id = response.json()["run_id"]
+    flow_run_execute(run_id=run_id)
+    for url in [
+        "/api/v1/runs/",
+        f"/api/v1/runs/{run_id}",
+        f"/api/v1/task/{run_id}",
+        f"/api/v1/monitor/builds?flow_id={flow.id}",
+        f"/api/v1/runs/{run_id}/attempts",
+    ]:
+        assert key_client.get(url).status_code == 200, url
+    assert key_client.post(f"/api/v1/runs/{run_id}/replay").status_code in (201, 202)

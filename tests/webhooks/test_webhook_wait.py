@@ -3,8 +3,11 @@
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from flows.models import FlowRun
+from flows.services import flow_run_execute
+from webhooks import services as webhook_services
 
 
 def post(client, query=""):
@@ -56,3 +59,53 @@ def test_a_caller_past_its_share_of_waits_is_answered_at_once(key_client, flow, 
     started = time.monotonic()
     assert post(key_client, "?wait=0.3").status_code == 202
     assert time.monotonic() - started >= 0.3
+
+
+# --- Counted once, under the code answered ------------------------------------------
+
+
+def _webhook_counts(client) -> dict[str, float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    counts = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            if sample.name == "langrun_webhooks_received_total" and sample.value:
+                counts[sample.labels["code"]] = sample.value
+    return counts
+
+
+@pytest.fixture
+def runs_during_the_wait(monkeypatch):
+    """The run is executed while the webhook waits, as a worker would (no worker runs in these tests)."""
+
+    def execute_now(*, run_id, timeout):
+        flow_run_execute(run_id=run_id)
+        return FlowRun.objects.get(pk=run_id)
+
+    monkeypatch.setattr(webhook_services, "flow_run_wait", execute_now)
+
+
+def test_a_waited_webhook_answered_200_is_counted_as_a_200_only(key_client, flow, settings, runs_during_the_wait):
+    settings.LANGRUN_METRICS = "open"
+    response = post(key_client, "?wait=5")
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    assert _webhook_counts(key_client) == {"200": 1}
+    assert post(key_client).status_code == 202
+    assert _webhook_counts(key_client) == {"200": 1, "202": 1}
+
+
+def test_a_waited_webhook_answered_202_is_counted_once(key_client, flow, settings):
+    settings.LANGRUN_METRICS = "open"
+    assert post(key_client, "?wait=0.05").status_code == 202
+    assert post(key_client, "?wait=0").status_code == 202
+    assert _webhook_counts(key_client) == {"202": 2}
+
+
+def test_a_replayed_delivery_is_counted(key_client, flow, settings, runs_during_the_wait):
+    settings.LANGRUN_METRICS = "open"
+    for query, code in [("", 202), ("", 202), ("?wait=5", 200)]:
+        response = key_client.post(f"/api/v1/webhook/greet{query}", {"name": "Ada"}, format="json", HTTP_IDEMPOTENCY_KEY="d-1")
+        assert response.status_code == code
+    assert FlowRun.objects.count() == 1
+    assert _webhook_counts(key_client) == {"202": 2, "200": 1}

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from flows.models import Flow
-from webhooks.services import webhook_signing_secret_remove, webhook_signing_secret_rotate
+from webhooks.signatures import webhook_signing_secret_remove, webhook_signing_secret_rotate
 
 
 class Command(BaseCommand):
