@@ -2,6 +2,8 @@
 amplify their input fail their own runs, while the runs of other flows sent at the same time succeed."""
 
 import json
+import socketserver
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -149,3 +151,66 @@ def test_amplifying_outputs_fail_their_runs_at_the_output_limit(service, transac
             assert run.status == "failed" and flows[name][2] in run.error, (name, run.error)
             assert run.outputs in (None, {})
             assert all(len(str(node.output or "")) < 200_000 for node in run.node_results.all())
+
+
+class Drip(socketserver.BaseRequestHandler):
+    """Answers any request with headers at once, then one byte of its body every 2 s."""
+
+    def handle(self):
+        self.request.settimeout(60)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        try:
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n")
+            for _ in range(100):
+                if self.server.stop.wait(2):
+                    return
+                self.request.sendall(b"x")
+        except OSError:
+            pass  # the client gave up, as it should
+
+
+@pytest.fixture
+def drip():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    server.stop = threading.Event()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_slow_drip_server_fails_the_http_run_at_its_node_timeout(service, transactional_db, drip):
+    service.env["LANGRUN_HTTP_ALLOWED_HOSTS"] = "127.0.0.1"
+    attacker, attacker_key = owner("attacker")
+    other, other_key = owner("other")
+    data = {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "call", "type": "HTTPRequest", "params": {"url": drip, "timeout": 3}},
+            {"id": "out", "type": "Output"},
+        ],
+        "edges": [{"source": "hook", "target": "call"}, {"source": "call", "source_output": "body", "target": "out"}],
+    }
+    flow_create(user=attacker, name="drip", endpoint_name="drip", data=data, timeout=10)
+    flow_create(user=other, name="greet", endpoint_name="greet", data=GREETING_FLOW)
+    service.start_cluster()
+    webhook = f"{service.url}/api/v1/webhook/"
+    warm_up = post(webhook + "greet", other_key, {"name": "first"}).json()["run_id"]
+    assert wait_for_runs([warm_up], timeout=60) == {"succeeded": 1}, service.log("cluster")
+
+    sent = [("drip", attacker_key, {})] * 2 + [("greet", other_key, {"name": f"n{i}"}) for i in range(10)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda r: post(webhook + r[0], r[1], r[2]), sent))
+    run_ids = [a.json()["run_id"] for a in answers]
+    assert wait_for_runs(run_ids, timeout=60) == {"failed": 2, "succeeded": 10}, service.log("cluster")
+    for run in FlowRun.objects.filter(pk__in=run_ids[:2]):
+        assert "timed out" in run.error and "within 3 s" in run.error, run.error
+        assert 2.9 < (run.finished_at - run.started_at).total_seconds() < 8
+    assert max(seconds(run) for run in FlowRun.objects.filter(pk__in=run_ids[2:])) < 10
