@@ -209,7 +209,8 @@ class Condition(Component):
 
     The input is passed on through exactly one of the outputs `true` and `false`; nodes fed only
     by the other one are skipped. Text comparisons honour `case_sensitive`; `gt`/`lt`/`ge`/`le`
-    compare numbers (numeric text counts as a number).
+    compare numbers (numeric text counts as a number). `matches` searches with a regular expression
+    (Python's syntax); one still matching after REGEX_TIMEOUT seconds fails the node.
     """
 
     name = "Condition"
