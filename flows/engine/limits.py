@@ -32,14 +32,37 @@ def json_size(value: Any, *, limit: int) -> int:
     """
     measured: dict[int, int] = {}
 
-    def size(item: Any, total: int) -> int:
-        kind = type(item)
-        if kind is str:
-            return len(encode_basestring(item).encode("utf-8", "surrogatepass"))
+    def container(item: Any, total: int) -> int:
+        known = measured.get(id(item))
+        if known is not None:
+            return known
+        own = 1 + (len(item) or 1)  # brackets and separators
+        if type(item) is dict:
+            own += len(item)  # colons
+            for name in item:
+                own += _text(name if type(name) is str else str(name))
+            members = item.values()
+        else:
+            members = item
+        for member in members:
+            kind = type(member)
+            if kind is str:
+                own += _text(member)
+            elif kind is dict or kind is list or kind is tuple:
+                own += container(member, total + own)
+            else:
+                own += scalar(member)
+            if total + own > limit:
+                raise _Passed
+        measured[id(item)] = own
+        return own
+
+    def scalar(item: Any) -> int:
         if item is None or item is True:
             return 4
         if item is False:
             return 5
+        kind = type(item)
         if kind is float:
             return len(repr(item)) if item - item == 0 else 9  # NaN and the infinities: at most "-Infinity"
         if kind is int:
@@ -47,33 +70,26 @@ def json_size(value: Any, *, limit: int) -> int:
                 return len(repr(item))
             except ValueError:  # too many digits to write out as text
                 return item.bit_length() * 30103 // 100000 + 2
-        if kind is dict or kind is list or kind is tuple:
-            key = id(item)
-            known = measured.get(key)
-            if known is not None:
-                return known
-            own = 1 + max(len(item), 1)  # brackets and separators
-            if kind is dict:
-                for name, member in item.items():
-                    own += 1 + size(name if type(name) is str else str(name), total + own) + size(member, total + own)
-                    if total + own > limit:
-                        raise _Passed
-            else:
-                for member in item:
-                    own += size(member, total + own)
-                    if total + own > limit:
-                        raise _Passed
-            measured[key] = own
-            return own
-        return size(str(item), total)
+        return _text(str(item))
 
+    kind = type(value)
     try:
-        result = size(value, 0)
+        if kind is str:
+            result = _text(value)
+        elif kind is dict or kind is list or kind is tuple:
+            result = container(value, 0)
+        else:
+            result = scalar(value)
     except _Passed:
         return limit + 1
     except RecursionError:
         raise NodeError("A value is nested too deeply to be recorded.") from None
     return result if result <= limit else limit + 1
+
+
+def _text(text: str) -> int:
+    encoded = encode_basestring(text)
+    return len(encoded) if encoded.isascii() else len(encoded.encode("utf-8", "surrogatepass"))
 
 
 def check_output_size(value: Any, *, limit: int | None, what: str = "its output") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from typing import Any
 
@@ -33,8 +34,12 @@ def regex_search(pattern: str, text: str, *, ignore_case: bool = False, context:
     """
     remaining = context.remaining() if context is not None and hasattr(context, "remaining") else None
     limit = REGEX_TIMEOUT if remaining is None else min(REGEX_TIMEOUT, remaining)
+    flags = regex.IGNORECASE if ignore_case else 0
     try:
-        found = regex.search(pattern, text, regex.IGNORECASE if ignore_case else 0, timeout=limit, concurrent=True)
+        try:
+            return regex.search(pattern, text, flags, timeout=min(_REGEX_INLINE, limit), concurrent=True) is not None
+        except TimeoutError:
+            found = _search_in_thread(pattern, text, flags, limit)
     except TimeoutError:
         raise NodeError(
             f"The regular expression {pattern[:100]!r} took longer than {limit:.2g} s on a text of {len(text)} characters: "
@@ -42,7 +47,32 @@ def regex_search(pattern: str, text: str, *, ignore_case: bool = False, context:
         ) from None
     except regex.error as exc:
         raise NodeError(f"Not a valid regular expression {pattern[:100]!r}: {exc}") from exc
-    return found is not None
+    return found
+
+
+# The `regex` package's timeout counts the process's CPU time: in a worker that gets little of the CPU
+# (niced, on a busy machine) a second of it can take many. A match that needs more than a moment is
+# therefore given to a thread and waited for by the clock; left behind, it still stops at its own timeout.
+_REGEX_INLINE = 0.01
+
+
+def _search_in_thread(pattern: str, text: str, flags: int, limit: float) -> bool:
+    outcome: list = []
+
+    def search() -> None:
+        try:
+            outcome.append(regex.search(pattern, text, flags, timeout=limit, concurrent=True) is not None)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=search, name="regex-search", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if not outcome:
+        raise TimeoutError
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _compile_jmespath(query: str):
@@ -179,7 +209,8 @@ class Condition(Component):
 
     The input is passed on through exactly one of the outputs `true` and `false`; nodes fed only
     by the other one are skipped. Text comparisons honour `case_sensitive`; `gt`/`lt`/`ge`/`le`
-    compare numbers (numeric text counts as a number).
+    compare numbers (numeric text counts as a number). `matches` searches with a regular expression
+    (Python's syntax); one still matching after REGEX_TIMEOUT seconds fails the node.
     """
 
     name = "Condition"

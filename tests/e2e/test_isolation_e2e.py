@@ -1,0 +1,216 @@
+"""Hostile flows on real processes: a regular expression that backtracks for ever and outputs that
+amplify their input fail their own runs, while the runs of other flows sent at the same time succeed."""
+
+import json
+import socketserver
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from flows.models import FlowRun
+from flows.services import flow_create
+from langrun.models import User
+from langrun.services import api_key_create
+from tests.conftest import GREETING_FLOW
+from tests.e2e.conftest import wait_for_runs
+
+pytestmark = pytest.mark.e2e
+
+# Backtracks exponentially on a run of a's that does not end the text.
+HOSTILE_REGEX_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "check", "type": "Condition", "params": {"path": "s", "operator": "matches", "value": "(a|aa)+$"}},
+        {"id": "out", "type": "Output", "params": {"name": "matched"}},
+    ],
+    "edges": [{"source": "hook", "target": "check"}, {"source": "check", "source_output": "true", "target": "out"}],
+}
+VICTIM = {"s": "a" * 40 + "!"}
+
+
+def template_flow(template: str) -> dict:
+    return {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "render", "type": "Template", "params": {"template": template}},
+            {"id": "out", "type": "Output", "params": {"name": "text"}},
+        ],
+        "edges": [{"source": "hook", "target": "render", "target_input": "data"}, {"source": "render", "target": "out"}],
+    }
+
+
+def extract_flow(query: str) -> dict:
+    return {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "pick", "type": "Extract", "params": {"query": query}},
+            {"id": "out", "type": "Output", "params": {"name": "value"}},
+        ],
+        "edges": [{"source": "hook", "target": "pick"}, {"source": "pick", "target": "out"}],
+    }
+
+
+def owner(name: str):
+    user = User.objects.create_user(name)
+    return user, api_key_create(user=user).key
+
+
+def post(url: str, key: str, body) -> requests.Response:
+    return requests.post(url, json=body, headers={"x-api-key": key}, timeout=30)
+
+
+def seconds(run: FlowRun) -> float:
+    return (run.finished_at - run.received_at).total_seconds()
+
+
+def test_a_hostile_regex_fails_its_runs_at_their_time_limit_and_other_flows_runs_succeed_promptly(service, transactional_db):
+    attacker, attacker_key = owner("attacker")
+    other, other_key = owner("other")
+    flow_create(user=attacker, name="hostile", endpoint_name="hostile", data=HOSTILE_REGEX_FLOW, timeout=30)
+    flow_create(user=other, name="greet", endpoint_name="greet", data=GREETING_FLOW)
+    service.start_cluster()
+    webhook = f"{service.url}/api/v1/webhook/"
+    warm_up = post(webhook + "greet", other_key, {"name": "first"}).json()["run_id"]
+    assert wait_for_runs([warm_up], timeout=60) == {"succeeded": 1}, service.log("cluster")
+
+    sent = [("hostile", attacker_key, VICTIM)] * 4 + [("greet", other_key, {"name": f"n{i}"}) for i in range(30)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: post(webhook + r[0], r[1], r[2]), sent))
+    assert [a.status_code for a in answers] == [202] * len(sent), answers[0].text
+    run_ids = [a.json()["run_id"] for a in answers]
+    assert wait_for_runs(run_ids, timeout=90) == {"failed": 4, "succeeded": 30}, service.log("cluster")
+
+    runs = {str(run.id): run for run in FlowRun.objects.filter(pk__in=run_ids)}
+    for run in (runs[run_id] for run_id in run_ids[:4]):
+        assert "regular expression" in run.error and "took longer than 1 s" in run.error, run.error
+        # Stopped by the regex time limit (the flow's own is 30 s), with room for a busy machine.
+        assert run.node_results.get(node_id="check").duration_ms < 10_000
+    greetings = [runs[run_id] for run_id in run_ids[4:]]
+    assert all(run.outputs == {"greeting": f"Hello n{i}!"} for i, run in enumerate(greetings))
+    # A batch of quick runs that took hostile ones waits a regex time limit per hostile run, not minutes.
+    assert max(seconds(run) for run in greetings) < 20, sorted(seconds(run) for run in greetings)
+
+    # The workers are free again: a new run goes through at once.
+    started = time.monotonic()
+    run_id = post(webhook + "greet", other_key, {"name": "after"}).json()["run_id"]
+    assert wait_for_runs([run_id], timeout=30) == {"succeeded": 1}
+    assert time.monotonic() - started < 10
+
+
+def test_synchronous_runs_of_a_hostile_regex_fail_without_freezing_the_web(service, transactional_db):
+    attacker, attacker_key = owner("attacker")
+    flow_create(user=attacker, name="hostile", endpoint_name="hostile", data=HOSTILE_REGEX_FLOW, timeout=30)
+    body = {"input_value": json.dumps(VICTIM)}
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        # Twice as many as gunicorn has workers here; no cluster runs: each run executes in its request.
+        sync = [pool.submit(post, f"{service.url}/api/v1/run/hostile", attacker_key, body) for _ in range(4)]
+        time.sleep(0.2)
+        health = requests.get(f"{service.url}/health", timeout=30)
+        health_took = time.monotonic() - started
+        answers = [future.result() for future in sync]
+    assert health.status_code == 200 and health_took < 10
+    assert time.monotonic() - started < 20
+    assert [a.status_code for a in answers] == [200] * 4, answers[0].text
+    runs = FlowRun.objects.filter(trigger="api")
+    assert sorted(runs.values_list("status", flat=True)) == ["failed"] * 4
+    assert all("took longer than 1 s" in error for error in runs.values_list("error", flat=True))
+
+
+def test_amplifying_outputs_fail_their_runs_at_the_output_limit(service, transactional_db):
+    service.env["LANGRUN_MAX_OUTPUT_BYTES"] = "100000"
+    attacker, attacker_key = owner("attacker")
+    other, other_key = owner("other")
+    flows = {
+        "padded": (template_flow("{x:+z0100000000}"), {"x": 1}, "format spec"),
+        "precise": (template_flow("{x:,.99999999f}"), {"x": 1}, "format spec"),
+        "wide": (template_flow("{x:1000}" * 200), {"x": 1}, "larger than the limit of 100000 bytes"),
+        "doubling": (extract_flow("s" + " | [@,@]" * 40), {"s": "0123456789"}, "larger than the limit of 100000 bytes"),
+    }
+    for name, (data, _, _) in flows.items():
+        flow_create(user=attacker, name=name, endpoint_name=name, data=data)
+    flow_create(user=other, name="greet", endpoint_name="greet", data=GREETING_FLOW)
+    service.start_cluster()
+
+    sent = [(name, attacker_key, payload) for name, (_, payload, _) in flows.items()] * 3
+    sent += [("greet", other_key, {"name": f"n{i}"}) for i in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: post(f"{service.url}/api/v1/webhook/{r[0]}", r[1], r[2]), sent))
+    assert [a.status_code for a in answers] == [202] * len(sent)
+    run_ids = [a.json()["run_id"] for a in answers]
+    assert wait_for_runs(run_ids, timeout=90) == {"failed": 12, "succeeded": 20}, service.log("cluster")
+
+    for (name, _, _), answer in zip(sent, answers, strict=True):
+        run = FlowRun.objects.get(pk=answer.json()["run_id"])
+        if name == "greet":
+            assert run.status == "succeeded" and run.outputs == {"greeting": f"Hello {run.payload['name']}!"}
+        else:
+            assert run.status == "failed" and flows[name][2] in run.error, (name, run.error)
+            assert run.outputs in (None, {})
+            assert all(len(str(node.output or "")) < 200_000 for node in run.node_results.all())
+
+
+class Drip(socketserver.BaseRequestHandler):
+    """Answers any request with headers at once, then one byte of its body every 2 s."""
+
+    def handle(self):
+        self.request.settimeout(60)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        try:
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n")
+            for _ in range(100):
+                if self.server.stop.wait(2):
+                    return
+                self.request.sendall(b"x")
+        except OSError:
+            pass  # the client gave up, as it should
+
+
+@pytest.fixture
+def drip():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    server.stop = threading.Event()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_slow_drip_server_fails_the_http_run_at_its_node_timeout(service, transactional_db, drip):
+    service.env["LANGRUN_HTTP_ALLOWED_HOSTS"] = "127.0.0.1"
+    attacker, attacker_key = owner("attacker")
+    other, other_key = owner("other")
+    data = {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "call", "type": "HTTPRequest", "params": {"url": drip, "timeout": 3}},
+            {"id": "out", "type": "Output"},
+        ],
+        "edges": [{"source": "hook", "target": "call"}, {"source": "call", "source_output": "body", "target": "out"}],
+    }
+    flow_create(user=attacker, name="drip", endpoint_name="drip", data=data, timeout=10)
+    flow_create(user=other, name="greet", endpoint_name="greet", data=GREETING_FLOW)
+    service.start_cluster()
+    webhook = f"{service.url}/api/v1/webhook/"
+    warm_up = post(webhook + "greet", other_key, {"name": "first"}).json()["run_id"]
+    assert wait_for_runs([warm_up], timeout=60) == {"succeeded": 1}, service.log("cluster")
+
+    sent = [("drip", attacker_key, {})] * 2 + [("greet", other_key, {"name": f"n{i}"}) for i in range(10)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda r: post(webhook + r[0], r[1], r[2]), sent))
+    run_ids = [a.json()["run_id"] for a in answers]
+    assert wait_for_runs(run_ids, timeout=60) == {"failed": 2, "succeeded": 10}, service.log("cluster")
+    for run in FlowRun.objects.filter(pk__in=run_ids[:2]):
+        assert "timed out" in run.error and "within 3 s" in run.error, run.error
+        assert 2.9 < (run.finished_at - run.started_at).total_seconds() < 8
+    assert max(seconds(run) for run in FlowRun.objects.filter(pk__in=run_ids[2:])) < 10
