@@ -763,7 +763,8 @@ class FlowRunAdmin(OwnedModelAdmin):
         if obj is not None:
             context["subtitle"] = f"Run {str(obj.pk)[:8]} of {obj.flow.name}"
             context["lr_refresh"] = obj.status not in FlowRun.TERMINAL
-            context["lr_cancellable"] = obj.status == FlowRun.Status.QUEUED
+            context["lr_replayable"] = self.has_replay_permission(request, obj)
+            context["lr_cancellable"] = obj.status == FlowRun.Status.QUEUED and self.has_cancel_permission(request, obj)
         return super().render_change_form(request, context, *args, **kwargs)
 
 

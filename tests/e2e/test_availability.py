@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import tests.components  # noqa: F401 - registers TestSideEffect here too (the servers load it by LANGRUN_COMPONENT_MODULES)
 from flows.services import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
@@ -38,15 +39,33 @@ def _slow_sockets(url: str, count: int) -> list[socket.socket]:
     return sockets
 
 
-def test_waiting_callers_and_slow_clients_leave_health_answering(service, transactional_db):
+def test_waiting_callers_and_slow_clients_leave_health_answering(service, transactional_db, tmp_path):
     # No qcluster runs: every run stays queued, so each `?wait=` holds its request for the whole wait.
     callers = []
     for name in ("waiter1", "waiter2", "waiter3"):
         user = User.objects.create_user(name)
         flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
         callers.append(api_key_create(user=user).key)
+    # Synchronous runs of a slow flow execute in the web process and hold their request meanwhile.
+    runner = User.objects.create_user("runner")
+    slow_flow = {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "slow", "type": "TestSideEffect", "params": {"path": str(tmp_path / "effects"), "delay": 10}},
+            {"id": "out", "type": "Output", "params": {"name": "echo"}},
+        ],
+        "edges": [{"source": "hook", "target": "slow", "target_input": "data"}, {"source": "slow", "target": "out"}],
+    }
+    flow_create(user=runner, name="Slow", endpoint_name="slow", data=slow_flow)
+    runner_key = api_key_create(user=runner).key
     slow = _slow_sockets(service.url, 4)
-    pool = ThreadPoolExecutor(max_workers=16)
+    pool = ThreadPoolExecutor(max_workers=20)
+
+    def run(_) -> int:
+        response = requests.post(
+            f"{service.url}/api/v1/run/slow", json={"input_value": "{}"}, headers={"x-api-key": runner_key}, timeout=30
+        )
+        return response.status_code
 
     def wait(key: str) -> tuple[int, float]:
         started = time.monotonic()
@@ -59,6 +78,7 @@ def test_waiting_callers_and_slow_clients_leave_health_answering(service, transa
         # The first caller asks for more waits than its share in both web processes (LANGRUN_WAITS_PER_USER each).
         mine = [pool.submit(wait, callers[0]) for _ in range(6)]
         others = [pool.submit(wait, key) for key in callers[1:] for _ in range(3)]
+        runs = [pool.submit(run, n) for n in range(4)]
         time.sleep(1.5)  # every wait has reached a worker by now
         assert max(_health_seconds(service.url) for _ in range(5)) < 1.0
         answers = [f.result() for f in mine + others]
@@ -67,6 +87,7 @@ def test_waiting_callers_and_slow_clients_leave_health_answering(service, transa
         at_once = [seconds for code, seconds in (f.result() for f in mine) if seconds < 3]
         assert len(at_once) >= 2
         assert any(seconds >= 14 for _, seconds in answers)
+        assert {f.result() for f in runs} <= {200, 202}
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         for s in slow:

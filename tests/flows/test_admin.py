@@ -912,7 +912,8 @@ def test_staff_who_may_only_view_cannot_change_run_or_delete_their_flow(bare_sta
     grant(bare_staff, "flows.view_flow")
     c = login(bare_staff)
     assert c.get(reverse("admin:flows_flow_changelist")).status_code == 200
-    assert c.get(reverse("admin:flows_flow_change", args=[flow.pk])).status_code == 200
+    page = c.get(reverse("admin:flows_flow_change", args=[flow.pk]))
+    assert page.status_code == 200 and reverse("admin:flows_flow_run", args=[flow.pk]) not in page.content.decode()
     c.post(reverse("admin:flows_flow_change", args=[flow.pk]), flow_form(name="Renamed"))
     flow.refresh_from_db()
     assert flow.name == "Greeting"
@@ -952,3 +953,15 @@ def test_run_actions_and_buttons_need_their_permissions(bare_staff, make_flow):
     assert c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk])).status_code == 302
     run.refresh_from_db()
     assert run.status == "cancelled" and FlowRun.objects.filter(replay_of=run).exists()
+
+
+def test_the_run_page_offers_only_the_buttons_the_user_may_use(bare_staff, make_flow):
+    run = run_of(make_flow(bare_staff), execute=False)
+    replay_url = reverse("admin:flows_flowrun_replay", args=[run.pk])
+    cancel_url = reverse("admin:flows_flowrun_cancel", args=[run.pk])
+    grant(bare_staff, "flows.view_flowrun")
+    page = login(bare_staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert replay_url not in page and cancel_url not in page
+    grant(bare_staff, "flows.add_flowrun", "flows.change_flowrun")
+    page = login(bare_staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert replay_url in page and cancel_url in page
