@@ -126,7 +126,7 @@ class Bench:
         call_command("migrate", verbosity=0, interactive=False)
 
     def create_flow(self) -> tuple[str, str]:
-        from flows.services import flow_create
+        from flows.services.flows import flow_create
         from langrun.models import User
         from langrun.services import api_key_create
 

@@ -24,9 +24,14 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from flows import diagram, engine, services
-from flows.exceptions import FlowsError
+from flows import diagram, engine
+from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun, NodeResult, Variable
+from flows.services.flows import EndpointNameTaken, flow_create, flow_endpoint_name_taken, flow_graph_validate, flow_update
+from flows.services.imports import flow_import
+from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_replay
+from flows.services.variables import VariableNameTaken, VariableUndecryptable, variable_create, variable_update
+from flows.services.versions import flow_run_graph_data
 from langrun.admin import OwnedModelAdmin
 
 LATEST_RUNS = 10
@@ -96,7 +101,7 @@ def _graph_of_import_issues(doc: Any) -> Any:
 
 
 def describe_import_issue(issue: engine.ValidationIssue, document: Any) -> str:
-    """An issue raised by services.flow_import, with the flow and the node or edge it concerns named."""
+    """An issue raised by flow_import, with the flow and the node or edge it concerns named."""
     loc, doc, subject = list(issue.loc), document, ""
     if len(loc) >= 2 and loc[0] == "flows" and isinstance(loc[1], int) and isinstance(document, dict):
         flows = document.get("flows") or []
@@ -200,7 +205,7 @@ class FlowAdminForm(forms.ModelForm):
         data = self.cleaned_data["data"]
         refused = self.save_refused if isinstance(self.save_refused, engine.GraphValidationError) else None
         try:
-            services.flow_graph_validate(data=data, user=self.owner())  # with the owner: its variables must exist
+            flow_graph_validate(data=data, user=self.owner())  # with the owner: its variables must exist
             if refused is not None:
                 raise refused
         except engine.GraphValidationError as exc:
@@ -211,9 +216,9 @@ class FlowAdminForm(forms.ModelForm):
         # Endpoint names are unique per owner: the service's rule, checked here to show it on the field.
         owner = self.owner()
         endpoint_name = self.cleaned_data.get("endpoint_name") or None
-        if isinstance(self.save_refused, services.EndpointNameTaken):
+        if isinstance(self.save_refused, EndpointNameTaken):
             self.add_error("endpoint_name", f"The endpoint name {endpoint_name!r} was taken by another flow while saving this one.")
-        elif owner is not None and services.flow_endpoint_name_taken(
+        elif owner is not None and flow_endpoint_name_taken(
             user=owner, endpoint_name=endpoint_name, exclude=self.instance if self.instance.pk else None
         ):
             self.add_error("endpoint_name", f"You already have a flow with the endpoint name {endpoint_name!r}.")
@@ -239,7 +244,7 @@ class LastStatusFilter(admin.SimpleListFilter):
 @admin.register(Flow)
 class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     form = FlowAdminForm
-    save_refusals = (services.EndpointNameTaken, engine.GraphValidationError)
+    save_refusals = (EndpointNameTaken, engine.GraphValidationError)
     search_fields = ["name", "endpoint_name"]
     list_per_page = 50
     change_form_template = "admin/flows/flow/change_form.html"
@@ -375,9 +380,9 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         if change:
             if "user" in form.cleaned_data:
                 fields["user"] = form.cleaned_data["user"]
-            services.flow_update(flow=obj, **fields)
+            flow_update(flow=obj, **fields)
         else:
-            created = services.flow_create(user=form.cleaned_data.get("user") or request.user, **fields)
+            created = flow_create(user=form.cleaned_data.get("user") or request.user, **fields)
             obj.__dict__.update(created.__dict__)
 
     def get_deleted_objects(self, objs, request):
@@ -408,10 +413,10 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             if form.is_valid():
                 document = form.cleaned_data["file"]
                 try:
-                    flows = services.flow_import(user=form.cleaned_data.get("user") or request.user, document=document)
+                    flows = flow_import(user=form.cleaned_data.get("user") or request.user, document=document)
                 except engine.GraphValidationError as exc:
                     form.add_error(None, [describe_import_issue(issue, document) for issue in exc.issues])
-                except services.EndpointNameTaken as exc:
+                except EndpointNameTaken as exc:
                     form.add_error(None, f"The endpoint name {exc} was taken by another flow during the import; import the file again.")
                 else:
                     return self._imported(request, flows)
@@ -451,7 +456,7 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         if request.method == "POST":
             form = RunNowForm(request.POST)
             if form.is_valid():
-                run = services.flow_run_create(
+                run = flow_run_create(
                     flow=flow,
                     user=flow.user,
                     trigger=FlowRun.Trigger.ADMIN,
@@ -655,7 +660,7 @@ class FlowRunAdmin(OwnedModelAdmin):
     @admin.display(description="diagram")
     def run_diagram(self, run):
         try:
-            graph = engine.parse_graph(engine.apply_tweaks(services.flow_run_graph_data(run=run), run.tweaks))
+            graph = engine.parse_graph(engine.apply_tweaks(flow_run_graph_data(run=run), run.tweaks))
         except engine.GraphValidationError:
             return "–"
         statuses = dict(run.node_results.values_list("node_id", "status"))
@@ -695,7 +700,7 @@ class FlowRunAdmin(OwnedModelAdmin):
         new_runs = []
         for run in queryset.select_related("flow", "version"):
             with self.flows_errors_as_messages(request):
-                new_runs.append(services.flow_run_replay(run=run, user=run.user))
+                new_runs.append(flow_run_replay(run=run, user=run.user))
         if not new_runs:
             return
         links = format_html_join(
@@ -716,9 +721,9 @@ class FlowRunAdmin(OwnedModelAdmin):
         cancelled = skipped = 0
         for run in queryset:
             try:
-                services.flow_run_cancel(run=run)
+                flow_run_cancel(run=run)
                 cancelled += 1
-            except services.RunNotCancellable:
+            except RunNotCancellable:
                 skipped += 1
         self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
         if skipped:
@@ -744,7 +749,7 @@ class FlowRunAdmin(OwnedModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         run = self.get_object(request, object_id)
         with self.flows_errors_as_messages(request):
-            new = services.flow_run_replay(run=run, user=run.user)
+            new = flow_run_replay(run=run, user=run.user)
             self.message_user(request, format_html("Replay of run {} queued.", str(run.pk)[:8]), messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[new.pk]))
         return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[run.pk]))
@@ -754,7 +759,7 @@ class FlowRunAdmin(OwnedModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         run = self.get_object(request, object_id)
         with self.flows_errors_as_messages(request):
-            services.flow_run_cancel(run=run)
+            flow_run_cancel(run=run)
             self.message_user(request, "Run cancelled.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[run.pk]))
 
@@ -790,10 +795,10 @@ class VariableAdminForm(forms.ModelForm):
         cleaned = super().clean()
         owner = cleaned.get("user") or (self.request_user if self.instance._state.adding else self.instance.user)
         name = cleaned.get("name")
-        taken = isinstance(self.save_refused, services.VariableNameTaken)
+        taken = isinstance(self.save_refused, VariableNameTaken)
         if owner and name and (taken or Variable.objects.filter(user=owner, name=name).exclude(pk=self.instance.pk).exists()):
             self.add_error("name", f"{owner} already has a variable named {name}.")
-        if isinstance(self.save_refused, services.VariableUndecryptable):
+        if isinstance(self.save_refused, VariableUndecryptable):
             self.add_error("new_value", str(self.save_refused))
         return cleaned
 
@@ -804,7 +809,7 @@ class VariableAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
 
     form = VariableAdminForm
     # A concurrent save took the name, or changing the kind needs a credential the current key cannot decrypt.
-    save_refusals = (services.VariableNameTaken, services.VariableUndecryptable)
+    save_refusals = (VariableNameTaken, VariableUndecryptable)
     list_display = ["name", "kind", "user", "updated_at"]
     search_fields = ["name"]
     list_select_related = ["user"]
@@ -822,8 +827,8 @@ class VariableAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             original = Variable.objects.get(pk=obj.pk)
             if "user" in form.cleaned_data:  # a superuser may hand the variable to another user
                 original.user = form.cleaned_data["user"]
-            services.variable_update(variable=original, name=obj.name, kind=obj.kind, value=value or None)
+            variable_update(variable=original, name=obj.name, kind=obj.kind, value=value or None)
         else:
             owner = form.cleaned_data.get("user") or request.user
-            created = services.variable_create(user=owner, name=obj.name, kind=obj.kind, value=value or "")
+            created = variable_create(user=owner, name=obj.name, kind=obj.kind, value=value or "")
             obj.pk = created.pk

@@ -31,6 +31,8 @@ from django_q.conf import Conf, logger
 from django_q.humanhash import uuid
 from django_q.signing import SignedPackage
 
+from flows.services.queue import QUICK_RUN_TASK
+
 
 class BulkRedis(Redis):
     _bulk_supported = True  # LPOP with a count needs Redis 6.2
@@ -110,7 +112,8 @@ def quick_runs_merged(packages: list) -> list[tuple[None, bytes | str]]:
             task = SignedPackage.loads(package)
         except Exception:  # the pusher meets the same error, and handles it as it always did
             task = None
-        if task is not None and task.get("func") is tasks.execute_quick_run:
+        # By its dotted path, as the doorbell pushes it, or the function itself (async_task takes either).
+        if task is not None and task.get("func") in (QUICK_RUN_TASK, tasks.execute_quick_run):
             quick.append((package, task))
         else:
             passed.append((None, package))

@@ -7,7 +7,8 @@ from django.utils import timezone
 
 from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
 from flows.models import FlowRun
-from flows.services import flow_run_execute, flow_runs_execute, flow_runs_sweep
+from flows.services.execution import flow_run_execute, flow_runs_execute
+from flows.services.sweep import flow_runs_sweep
 from langrun.logs import log_context
 
 logger = logging.getLogger(__name__)

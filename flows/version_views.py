@@ -5,9 +5,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics
 from rest_framework.response import Response
 
-from flows import services
 from flows.models import Flow, FlowVersion
 from flows.serializers import FlowVersionListSerializer, FlowVersionSerializer
+from flows.services.flows import flow_version_restore
 from flows.views import flow_errors_as_422
 from langrun.schema import error, validation_error
 
@@ -56,5 +56,5 @@ class FlowVersionRestoreView(_FlowVersionsMixin, generics.GenericAPIView):
         flow = self.get_flow()
         get_object_or_404(FlowVersion, flow=flow, number=number)
         with flow_errors_as_422():
-            version = services.flow_version_restore(flow=flow, number=number, author=request.user)
+            version = flow_version_restore(flow=flow, number=number, author=request.user)
         return Response(FlowVersionSerializer(version).data)

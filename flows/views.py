@@ -14,7 +14,6 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from flows import services
 from flows.engine import GraphValidationError
 from flows.filters import FlowFilter, FlowRunFilter
 from flows.models import Flow, FlowRun, NodeResult, Variable
@@ -32,6 +31,13 @@ from flows.serializers import (
     VariableSerializer,
     VertexBuildsSerializer,
 )
+from flows.services.flows import EndpointNameTaken, flow_create, flow_update
+from flows.services.imports import flow_export, flow_import
+from flows.services.monitor import flow_vertex_builds
+from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_input_payload, flow_run_replay
+from flows.services.variables import VariableNameTaken, VariableUndecryptable, variable_create, variable_update
+from flows.services.versions import flow_run_graph_data
+from flows.services.waits import flow_run_execute_sync
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
 from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_text_unstorable
@@ -47,7 +53,7 @@ def flow_errors_as_422():
         raise RequestValidationError(
             [{"loc": ["body", "data", *issue.loc], "msg": issue.msg, "type": issue.type} for issue in exc.issues]
         ) from exc
-    except services.EndpointNameTaken as exc:
+    except EndpointNameTaken as exc:
         raise RequestValidationError.single(
             ["body", "endpoint_name"], f"You already have a flow with endpoint name {exc}.", "unique"
         ) from exc
@@ -73,11 +79,11 @@ class FlowViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         with flow_errors_as_422():
-            serializer.instance = services.flow_create(user=self.request.user, **serializer.validated_data)
+            serializer.instance = flow_create(user=self.request.user, **serializer.validated_data)
 
     def perform_update(self, serializer):
         with flow_errors_as_422():
-            serializer.instance = services.flow_update(flow=serializer.instance, author=self.request.user, **serializer.validated_data)
+            serializer.instance = flow_update(flow=serializer.instance, author=self.request.user, **serializer.validated_data)
 
 
 def _runs_of(user):
@@ -135,7 +141,7 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @action(detail=True, methods=["post"])
     def replay(self, request, pk=None):
         original = self.get_object()
-        run = services.flow_run_replay(run=original, user=request.user)
+        run = flow_run_replay(run=original, user=request.user)
         run = _with_nodes(FlowRun.objects.filter(pk=run.pk)).get()
         return Response(FlowRunSerializer(run).data, status=status.HTTP_201_CREATED, headers={"Location": run_status_url(request, run.id)})
 
@@ -146,7 +152,7 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        run = services.flow_run_cancel(run=self.get_object())
+        run = flow_run_cancel(run=self.get_object())
         return Response(FlowRunSerializer(_with_nodes(FlowRun.objects.filter(pk=run.pk)).get()).data)
 
 
@@ -206,18 +212,18 @@ class VariableViewSet(viewsets.ModelViewSet):
     def _name_errors(self):
         try:
             yield
-        except services.VariableNameTaken as exc:
+        except VariableNameTaken as exc:
             raise RequestValidationError.single(["body", "name"], f"You already have a variable named {exc}.", "unique") from exc
-        except services.VariableUndecryptable as exc:
+        except VariableUndecryptable as exc:
             raise RequestValidationError.single(["body", "value"], str(exc), "variable_key") from exc
 
     def perform_create(self, serializer):
         with self._name_errors():
-            serializer.instance = services.variable_create(user=self.request.user, **serializer.validated_data)
+            serializer.instance = variable_create(user=self.request.user, **serializer.validated_data)
 
     def perform_update(self, serializer):
         with self._name_errors():
-            serializer.instance = services.variable_update(variable=serializer.instance, **serializer.validated_data)
+            serializer.instance = variable_update(variable=serializer.instance, **serializer.validated_data)
 
 
 class FlowUploadView(generics.GenericAPIView):
@@ -259,7 +265,7 @@ class FlowUploadView(generics.GenericAPIView):
         if not isinstance(document, dict) or not document:
             raise RequestValidationError.single(["body"], "Send a flow export: a JSON object, or a multipart 'file'.", "missing")
         try:
-            flows = services.flow_import(user=request.user, document=document)
+            flows = flow_import(user=request.user, document=document)
         except GraphValidationError as exc:
             raise RequestValidationError([{"loc": ["body", *i.loc], "msg": i.msg, "type": i.type} for i in exc.issues]) from exc
         return Response(FlowSerializer(flows, many=True, context={"request": request}).data, status=201)
@@ -280,7 +286,7 @@ class FlowExportView(generics.GenericAPIView):
         flow = _by_id(Flow.objects.filter(user=request.user), pk)
         if flow is None:
             raise NotFound("Flow not found")
-        return Response(FlowExportSerializer(services.flow_export(flow=flow)).data)
+        return Response(FlowExportSerializer(flow_export(flow=flow)).data)
 
 
 def _flow_of(user, identifier: str) -> Flow:
@@ -311,7 +317,7 @@ def _tweak_errors(exc: GraphValidationError, data: dict) -> RequestValidationErr
 
 def _run_response(run: FlowRun, *, inputs: dict, output_type: str, output_component: str, session_id: str) -> dict:
     """Langflow's RunResponse for a finished run: the reported nodes' results."""
-    nodes = (services.flow_run_graph_data(run=run) or {}).get("nodes", [])
+    nodes = (flow_run_graph_data(run=run) or {}).get("nodes", [])
     output_nodes = {n.get("id") for n in nodes if isinstance(n, dict) and n.get("type") == "Output"}
     reported = []
     for node in run.node_results.order_by("order"):
@@ -377,18 +383,18 @@ class SimplifiedRunView(APIView):
                 ["body", "output_component"], f"The flow has no node {params['output_component']!r}.", "unknown_node"
             )
         try:
-            run = services.flow_run_create(
+            run = flow_run_create(
                 flow=flow,
                 user=request.user,
                 trigger=FlowRun.Trigger.API,
-                payload=services.flow_run_input_payload(input_value=params["input_value"]),
+                payload=flow_run_input_payload(input_value=params["input_value"]),
                 body=params["input_value"] or "",
                 content_type="text/plain",
                 tweaks=params["tweaks"],
             )
         except GraphValidationError as exc:
             raise _tweak_errors(exc, flow.data) from exc
-        run = services.flow_run_execute_sync(run=run, timeout=settings.LANGRUN_SYNC_RUN_TIMEOUT)
+        run = flow_run_execute_sync(run=run, timeout=settings.LANGRUN_SYNC_RUN_TIMEOUT)
         if run.status not in FlowRun.TERMINAL:
             status_url = run_status_url(request, run.id)
             accepted = {"message": "The run is still in progress", "status": "in progress", "run_id": run.id, "status_url": status_url}
@@ -432,4 +438,4 @@ class MonitorBuildsView(APIView):
         flow = Flow.objects.filter(user=request.user, pk=query.validated_data["flow_id"]).first()
         if flow is None:
             raise NotFound("Flow not found")
-        return Response(VertexBuildsSerializer({"vertex_builds": services.flow_vertex_builds(flow=flow)}).data)
+        return Response(VertexBuildsSerializer({"vertex_builds": flow_vertex_builds(flow=flow)}).data)

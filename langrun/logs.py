@@ -55,7 +55,7 @@ def _extras(record: logging.LogRecord) -> dict:
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-01-01 12:00:00,000 INFO flows.services Run accepted run_id=… flow_id=…`"""
+    """`2026-01-01 12:00:00,000 INFO flows.services.runs Run accepted run_id=… flow_id=…`"""
 
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")

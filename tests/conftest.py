@@ -6,7 +6,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from flows.examples import GREETING_GRAPH
-from flows.services import flow_create
+from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 

@@ -23,7 +23,9 @@ from rest_framework import exceptions, status
 
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
-from flows.services import RunConditionFailed, flow_run_create, flow_run_wait, flow_version_traits
+from flows.services.runs import RunConditionFailed, flow_run_create
+from flows.services.versions import flow_version_traits
+from flows.services.waits import flow_run_wait
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.parsers import NON_FINITE_MESSAGE, json_unstorable, too_deep_problem
 from langrun.services import api_key_record_use

@@ -17,7 +17,7 @@ from django.db import connection
 from rest_framework import exceptions
 
 from flows.models import ENDPOINT_NAME_RE, Flow, FlowVersion
-from flows.services import flow_version_current
+from flows.services.versions import flow_version_current
 from langrun.authentication import INVALID_API_KEY
 from langrun.db import loaded_instance
 from langrun.exceptions import Conflict

@@ -14,7 +14,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
-from flows.services import flow_create
+from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW

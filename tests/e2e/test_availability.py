@@ -13,7 +13,7 @@ import pytest
 import requests
 
 import tests.components  # noqa: F401 - registers TestSideEffect here too (the servers load it by LANGRUN_COMPONENT_MODULES)
-from flows.services import flow_create
+from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW

@@ -18,7 +18,7 @@ from django.db import connection
 
 import tests.components  # noqa: F401 - the flows below use the test components
 from flows.models import FlowRun, NodeResult, RunAttempt
-from flows.services import flow_create
+from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW

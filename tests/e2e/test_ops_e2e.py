@@ -11,7 +11,7 @@ from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.models import FlowRun
-from flows.services import flow_create
+from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Count
 
 from flows.models import FlowRun
-from flows.services import flow_create
+from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW

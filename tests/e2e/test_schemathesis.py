@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.services import flow_create, flow_run_create, flow_run_execute
+from flows.services.execution import flow_run_execute
+from flows.services.flows import flow_create
+from flows.services.runs import flow_run_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW

@@ -1,7 +1,7 @@
 import pytest
 from django_q.signing import SignedPackage
 
-from flows import services
+from flows.services import execution, queue
 
 
 @pytest.fixture(params=["returning", "general"])
@@ -13,10 +13,10 @@ def execute_path(request, monkeypatch):
     transactions every database has, which PostgreSQL also uses for concurrency-limited flows.
     """
     if request.param == "returning":
-        if not services._returning_sql():
+        if not execution._returning_sql():
             pytest.skip("the hand-written claim and finish need PostgreSQL or SQLite 3.35 (UPDATE … RETURNING)")
     else:
-        monkeypatch.setattr(services, "_returning_sql", lambda: False)
+        monkeypatch.setattr(execution, "_returning_sql", lambda: False)
     return request.param
 
 
@@ -32,5 +32,5 @@ def pushed_tasks(monkeypatch) -> list[dict]:
             pushed.append(SignedPackage.loads(package))
             return len(pushed)
 
-    monkeypatch.setattr(services, "_broker", Broker())
+    monkeypatch.setattr(queue, "_broker", Broker())
     return pushed

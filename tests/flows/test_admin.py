@@ -13,10 +13,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from flows import diagram, engine, services
+from flows import diagram, engine
 from flows.admin import describe_issue
 from flows.models import Flow, FlowRun
-from flows.services import flow_run_create, flow_run_execute
+from flows.services.execution import flow_run_execute
+from flows.services.flows import EndpointNameTaken, flow_create, flow_update
+from flows.services.runs import flow_run_create
+from flows.services.variables import variable_create
 from tests.conftest import GREETING_FLOW, grant, login
 
 BROKEN_FLOW = {
@@ -413,7 +416,7 @@ def test_run_page_draws_the_version_the_run_executed(staff, make_flow):
     flow = make_flow(staff)
     run = run_of(flow)
     renamed = json.loads(json.dumps(GREETING_FLOW).replace('"greet"', '"salute"'))
-    services.flow_update(flow=flow, data=renamed)
+    flow_update(flow=flow, data=renamed)
     html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
     diagram_svg = re.search(r'<svg class="lr-diagram".*?</svg>', html, re.S).group(0)
     assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in diagram_svg
@@ -517,7 +520,7 @@ def _unreplayable(flow, user):
     """A run whose payload retention deleted, and one whose tweaks name a variable deleted since."""
     pruned = run_of(flow)
     FlowRun.objects.filter(pk=pruned.pk).update(payload=None, body="", payload_pruned_at=timezone.now())
-    variable = services.variable_create(user=user, name="GREETING", value="Hi {name}!", kind="generic")
+    variable = variable_create(user=user, name="GREETING", value="Hi {name}!", kind="generic")
     tweaked = flow_run_create(
         flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": {"variable": "GREETING"}}}
     )
@@ -669,7 +672,7 @@ def test_superuser_add_form_defaults_the_owner_to_themselves(superuser):
 def test_variable_admin_never_shows_a_value_and_refuses_duplicates(staff):
     client, user = login(staff), staff
     from flows.models import Variable
-    from flows.services import variable_value
+    from flows.services.variables import variable_value
 
     response = client.post("/admin/flows/variable/add/", {"name": "OPENAI_API_KEY", "kind": "credential", "new_value": "sk-secret-value"})
     assert response.status_code == 302, response.content
@@ -687,7 +690,7 @@ def test_variable_admin_never_shows_a_value_and_refuses_duplicates(staff):
 
 def test_variable_admin_hides_other_users_variables(staff, make_user):
     client = login(staff)
-    from flows.services import variable_create
+    from flows.services.variables import variable_create
 
     theirs = variable_create(user=make_user("mallory"), name="THEIRS", value="v")
     assert client.get(f"/admin/flows/variable/{theirs.pk}/change/").status_code == 404
@@ -844,8 +847,8 @@ def name_taken_at_save(owner, endpoint_name):
 
 
 def test_service_turns_the_unique_constraint_into_endpoint_name_taken(staff):
-    with name_taken_at_save(staff, "pasted"), pytest.raises(services.EndpointNameTaken):
-        services.flow_create(user=staff, name="Pasted", endpoint_name="pasted", data=GREETING_FLOW)
+    with name_taken_at_save(staff, "pasted"), pytest.raises(EndpointNameTaken):
+        flow_create(user=staff, name="Pasted", endpoint_name="pasted", data=GREETING_FLOW)
 
 
 def test_endpoint_name_taken_at_save_is_a_form_error_on_add(staff):
@@ -882,7 +885,7 @@ def test_missing_variable_is_a_graph_field_error(staff, superuser, other):
         "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "t", "type": "Text", "params": {"text": {"variable": "TOKEN"}}}],
         "edges": [],
     }
-    services.variable_create(user=staff, name="TOKEN", value="v")
+    variable_create(user=staff, name="TOKEN", value="v")
     response = login(superuser).post(reverse("admin:flows_flow_add"), flow_form(user=str(other.pk), data=json.dumps(data)))
     assert response.status_code == 200
     [error] = response.context["adminform"].form.errors["data"]

@@ -5,7 +5,7 @@ import copy
 import pytest
 from django.test import Client
 
-from flows import services
+from flows.services.flows import flow_update
 from tests.conftest import GREETING_FLOW, grant, login
 
 
@@ -20,7 +20,7 @@ def admin_client(make_user):
 def test_history_list_and_diff(admin_client, flow):
     changed = copy.deepcopy(GREETING_FLOW)
     changed["nodes"][1]["params"]["template"] = "Goodbye {name}!"
-    services.flow_update(flow=flow, data=changed, message="say goodbye")
+    flow_update(flow=flow, data=changed, message="say goodbye")
 
     listing = admin_client.get(f"/admin/flows/flowversion/?flow__id__exact={flow.id}")
     assert listing.status_code == 200

@@ -2,8 +2,9 @@ import copy
 
 import pytest
 
-from flows import services
 from flows.models import Flow, FlowRun
+from flows.services.execution import flow_run_execute
+from flows.services.runs import flow_run_create
 from langrun.services import api_key_create
 from tests.conftest import GREETING_FLOW
 
@@ -95,12 +96,12 @@ def test_session_authentication_works(client, flow, user):
 
 
 def test_run_status_and_task_status(key_client, flow, user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
     queued = key_client.get(f"/api/v1/runs/{run.id}").json()
     assert queued["status"] == "queued" and queued["nodes"] == [] and queued["started_at"] is None
     assert key_client.get(f"/api/v1/task/{run.id}").json() == {"status": "queued", "result": None}
 
-    services.flow_run_execute(run_id=run.id)
+    flow_run_execute(run_id=run.id)
     body = key_client.get(f"/api/v1/runs/{run.id}").json()
     assert set(body) == {
         "id",
@@ -124,8 +125,8 @@ def test_run_status_and_task_status(key_client, flow, user):
 
 
 def test_failed_run_task_status_carries_the_error(key_client, flow, user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    flow_run_execute(run_id=run.id)
     result = key_client.get(f"/api/v1/task/{run.id}").json()
     assert result["status"] == "failed" and "'name' is missing" in result["result"]["error"]
 
@@ -138,7 +139,7 @@ def test_unknown_runs_and_tasks_are_404(key_client, run_id):
 
 
 def test_other_users_runs_are_404(client, flow, user, make_user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
     client.credentials(HTTP_X_API_KEY=api_key_create(user=make_user("bob")).key)
     assert client.get(f"/api/v1/runs/{run.id}").status_code == 404
     assert client.get(f"/api/v1/task/{run.id}").status_code == 404

@@ -11,8 +11,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from flows import services, tasks
+from flows import tasks
 from flows.models import FlowRun
+from flows.services.execution import flow_run_execute
+from flows.services.runs import flow_run_create
+from flows.services.sweep import flow_runs_requeue
+from flows.services.variables import variable_create, variable_value
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +51,7 @@ def test_help_text(command, phrase):
 
 
 def _queued(flow, user, **updates):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
     if updates:
         FlowRun.objects.filter(pk=run.pk).update(**updates)
     return run
@@ -58,7 +62,7 @@ def test_status_shows_depth_last_hour_oldest_and_heartbeat(flow, user):
     FlowRun.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(minutes=30))
     _queued(flow, user)
     done = _queued(flow, user)
-    services.flow_run_execute(run_id=done.id)
+    flow_run_execute(run_id=done.id)
     _queued(flow, user, status="failed", received_at=timezone.now() - timedelta(hours=2))
 
     status = json.loads(run_command("langrun_status", "--json"))
@@ -95,7 +99,7 @@ def test_requeue_running_puts_dead_runs_back_and_they_run(flow, user):
     run_command("requeue_runs", "--status", "running")
     assert FlowRun.objects.get(pk=fresh.pk).status == "running"
     assert FlowRun.objects.get(pk=stuck.pk).status == "queued"
-    services.flow_run_execute(run_id=stuck.id)
+    flow_run_execute(run_id=stuck.id)
     stuck.refresh_from_db()
     assert (stuck.status, stuck.attempts) == ("succeeded", 1)
 
@@ -117,7 +121,7 @@ def test_requeue_unknown_flow_is_an_error(db):
 
 def test_requeue_refuses_other_statuses(db):
     with pytest.raises(ValueError, match="cannot be requeued"):
-        services.flow_runs_requeue(status="succeeded")
+        flow_runs_requeue(status="succeeded")
 
 
 def test_rotate_variables_key_re_encrypts_every_credential_with_the_first_key(user, make_user, settings):
@@ -127,15 +131,15 @@ def test_rotate_variables_key_re_encrypts_every_credential_with_the_first_key(us
 
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.LANGRUN_VARIABLES_KEY = old
-    mine = services.variable_create(user=user, name="TOKEN", value="alice's")
-    theirs = services.variable_create(user=make_user("bob"), name="TOKEN", value="bob's")
-    generic = services.variable_create(user=user, name="REGION", value="eu", kind="generic")
+    mine = variable_create(user=user, name="TOKEN", value="alice's")
+    theirs = variable_create(user=make_user("bob"), name="TOKEN", value="bob's")
+    generic = variable_create(user=user, name="REGION", value="eu", kind="generic")
     settings.LANGRUN_VARIABLES_KEY = f"{new},{old}"
     out = run_command("rotate_variables_key")
     assert "Re-encrypted 2 credential(s)" in out
     settings.LANGRUN_VARIABLES_KEY = new  # the old key can now be dropped
-    assert services.variable_value(variable=Variable.objects.get(pk=mine.pk)) == "alice's"
-    assert services.variable_value(variable=Variable.objects.get(pk=theirs.pk)) == "bob's"
+    assert variable_value(variable=Variable.objects.get(pk=mine.pk)) == "alice's"
+    assert variable_value(variable=Variable.objects.get(pk=theirs.pk)) == "bob's"
     assert Variable.objects.get(pk=generic.pk).value == "eu"
 
 
@@ -146,9 +150,9 @@ def test_rotate_variables_key_names_what_no_key_opens_and_rotates_the_rest(user,
 
     lost, old, new = (Fernet.generate_key().decode() for _ in range(3))
     settings.LANGRUN_VARIABLES_KEY = lost
-    unreadable = services.variable_create(user=user, name="LOST", value="gone")
+    unreadable = variable_create(user=user, name="LOST", value="gone")
     settings.LANGRUN_VARIABLES_KEY = old
-    readable = services.variable_create(user=user, name="KEPT", value="kept")
+    readable = variable_create(user=user, name="KEPT", value="kept")
     settings.LANGRUN_VARIABLES_KEY = f"{new},{old}"
     err = StringIO()
     with pytest.raises(CommandError, match="1 credential"):
@@ -156,4 +160,4 @@ def test_rotate_variables_key_names_what_no_key_opens_and_rotates_the_rest(user,
     assert "LOST" in err.getvalue() and str(unreadable.pk) in err.getvalue()
     assert Variable.objects.get(pk=unreadable.pk).value == unreadable.value  # left as it was
     settings.LANGRUN_VARIABLES_KEY = new
-    assert services.variable_value(variable=Variable.objects.get(pk=readable.pk)) == "kept"
+    assert variable_value(variable=Variable.objects.get(pk=readable.pk)) == "kept"

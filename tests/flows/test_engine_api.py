@@ -2,8 +2,10 @@
 
 import pytest
 
-from flows import services
 from flows.models import Flow
+from flows.services.execution import flow_run_execute
+from flows.services.flows import flow_create
+from flows.services.runs import flow_run_create
 from tests.conftest import GREETING_FLOW
 from tests.engine.test_components_http import server  # noqa: F401 - a local HTTP server fixture
 
@@ -57,11 +59,11 @@ def test_run_timeout_fails_the_run(user, server, settings, where):  # noqa: F811
             SLOW_FLOW["nodes"][2],
         ],
     }
-    flow = services.flow_create(user=user, name="slow", data=data, timeout=1 if where == "flow" else None)
+    flow = flow_create(user=user, name="slow", data=data, timeout=1 if where == "flow" else None)
     if where == "setting":
         settings.LANGRUN_FLOW_TIMEOUT = 1
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={})
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "failed" and "time limit of 1 s" in run.error
     assert dict(run.node_results.values_list("node_id", "status")) == {"hook": "succeeded", "call": "failed", "out": "skipped"}
@@ -74,9 +76,9 @@ def test_traceback_is_recorded_and_shown_to_staff_only(user, key_client, monkeyp
         raise RuntimeError("kaput")
 
     monkeypatch.setattr(Template, "run", boom)
-    flow = Flow.objects.get(pk=services.flow_create(user=user, name="g", data=GREETING_FLOW).pk)
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={"name": "Ada"})
-    services.flow_run_execute(run_id=run.id)
+    flow = Flow.objects.get(pk=flow_create(user=user, name="g", data=GREETING_FLOW).pk)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"name": "Ada"})
+    flow_run_execute(run_id=run.id)
     row = run.node_results.get(node_id="greet")
     assert row.error == "RuntimeError: kaput" and "Traceback" in row.traceback and "boom" in row.traceback
     nodes = key_client.get(f"/api/v1/runs/{run.id}").json()["nodes"]

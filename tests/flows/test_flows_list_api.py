@@ -2,8 +2,9 @@
 
 import pytest
 
-from flows import services
 from flows.models import Flow
+from flows.services.execution import flow_run_execute
+from flows.services.runs import flow_run_create
 
 
 @pytest.fixture
@@ -40,9 +41,9 @@ def test_pagination(key_client, flows):
 
 def test_latest_run_status_without_a_query_per_flow(key_client, flows, django_assert_max_num_queries):
     a, b, c = flows
-    first = services.flow_run_create(flow=a, user=a.user, trigger="webhook", payload={"name": "x"})
-    services.flow_run_execute(run_id=first.id)
-    services.flow_run_create(flow=b, user=b.user, trigger="webhook", payload={"name": "x"})
+    first = flow_run_create(flow=a, user=a.user, trigger="webhook", payload={"name": "x"})
+    flow_run_execute(run_id=first.id)
+    flow_run_create(flow=b, user=b.user, trigger="webhook", payload={"name": "x"})
     with django_assert_max_num_queries(4):  # key lookup, key use, count, page
         results = key_client.get("/api/v1/flows/").json()["results"]
     by_name = {f["name"]: f for f in results}

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from flows import services
+from flows import engine
 from flows.importers import ImportProblem, langflow_to_native
 from flows.models import Flow, FlowRun
-from flows.services import variable_create
+from flows.services.execution import flow_run_execute
+from flows.services.imports import flow_import
+from flows.services.runs import flow_run_create
+from flows.services.variables import variable_create
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAYLOAD = {"id": 42, "customer": "Ada", "status": "paid"}
@@ -57,7 +60,7 @@ def test_upload_then_webhook_gives_what_langflow_gives(key_client, user):
     hook = key_client.post("/api/v1/webhook/order-notice", PAYLOAD, format="json")
     assert hook.status_code == 202
     run = FlowRun.objects.get(pk=hook.json()["run_id"])
-    services.flow_run_execute(run_id=run.id)
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "succeeded"
     assert run.outputs == {"ChatOutput-q1w2e": "Order 42 for Ada"}
@@ -85,15 +88,15 @@ def test_upload_of_a_file_that_is_not_json_is_422(key_client):
 
 
 def test_prompt_with_variables(user):
-    [flow] = services.flow_import(user=user, document=fixture("prompt_with_variables.json"))
+    [flow] = flow_import(user=user, document=fixture("prompt_with_variables.json"))
     prompt = next(n for n in flow.data["nodes"] if n["id"] == "Prompt-Lk3m9")
     assert prompt == {
         "id": "Prompt-Lk3m9",
         "type": "Template",
         "params": {"template": "Summarise for {audience}: {text}", "audience": "finance"},
     }
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload=PAYLOAD)
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload=PAYLOAD)
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.outputs == {"ChatOutput-Zx81p": "Summarise for finance: Order 42 for Ada"}
 
@@ -102,9 +105,9 @@ def test_prompt_with_variables(user):
     ("status", "chosen", "skipped"), [("paid", "ChatOutput-Tru3e", "ChatOutput-Fa1se"), ("open", "ChatOutput-Fa1se", "ChatOutput-Tru3e")]
 )
 def test_if_else_branches(user, status, chosen, skipped):
-    [flow] = services.flow_import(user=user, document=fixture("if_else_branches.json"))
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={**PAYLOAD, "status": status})
-    services.flow_run_execute(run_id=run.id)
+    [flow] = flow_import(user=user, document=fixture("if_else_branches.json"))
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={**PAYLOAD, "status": status})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "succeeded" and run.outputs == {chosen: status}
     assert run.node_results.get(node_id=skipped).status == "skipped"
@@ -113,9 +116,9 @@ def test_if_else_branches(user, status, chosen, skipped):
 @pytest.mark.parametrize("field", ["pattern", "template"])
 def test_a_langflow_tweak_keyed_by_node_id_applies(user, field):
     """Langflow's field name (`pattern`) and the native param name (`template`) both work."""
-    [flow] = services.flow_import(user=user, document=fixture("webhook_parser_chat_output.json"))
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload=PAYLOAD, tweaks={"ParserComponent-x9y8z": {field: "#{id}"}})
-    services.flow_run_execute(run_id=run.id)
+    [flow] = flow_import(user=user, document=fixture("webhook_parser_chat_output.json"))
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload=PAYLOAD, tweaks={"ParserComponent-x9y8z": {field: "#{id}"}})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.outputs == {"ChatOutput-q1w2e": "#42"}
 
@@ -137,11 +140,11 @@ def test_every_unsupported_node_is_listed_and_nothing_is_saved(key_client):
 
 def test_model_and_api_request_mapping_and_missing_variable(user):
     doc = fixture("chat_model_and_api.json")
-    with pytest.raises(services.engine.GraphValidationError) as exc:
-        services.flow_import(user=user, document=doc)
+    with pytest.raises(engine.GraphValidationError) as exc:
+        flow_import(user=user, document=doc)
     assert [(i.loc, i.type) for i in exc.value.issues] == [(("data", "nodes", 2, "params", "api_key"), "variable_missing")]
     variable_create(user=user, name="OPENAI_API_KEY", value="sk-test-secret")
-    [flow] = services.flow_import(user=user, document=doc)
+    [flow] = flow_import(user=user, document=doc)
     nodes = {n["id"]: n for n in flow.data["nodes"]}
     assert nodes["ChatInput-c1h2t"]["params"] == {"text": "Hello there"}
     assert nodes["OpenAIModel-o9p8q"]["params"] == {
@@ -182,7 +185,7 @@ def test_router_with_case_messages_or_unknown_operator_is_unsupported():
 
 
 def test_export_is_native_and_imports_back(key_client, user, make_user, make_flow):
-    [flow] = services.flow_import(user=user, document=fixture("if_else_branches.json"))
+    [flow] = flow_import(user=user, document=fixture("if_else_branches.json"))
     response = key_client.get(f"/api/v1/flows/{flow.id}/export")
     assert response.status_code == 200
     exported = response.json()

@@ -7,9 +7,11 @@ from django.db.models import F
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from flows import services, tasks
+from flows import tasks
 from flows.models import FlowRun, NodeResult
 from flows.retention import runs_prune
+from flows.services.execution import flow_run_execute
+from flows.services.runs import flow_run_cancel, flow_run_create
 
 
 def scrape(client, **headers) -> dict:
@@ -42,9 +44,9 @@ def open_metrics(settings):
 
 
 def _run(flow, user, payload, *, execute=True):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload)
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload)
     if execute:
-        services.flow_run_execute(run_id=run.id)
+        flow_run_execute(run_id=run.id)
     return run
 
 
@@ -53,7 +55,7 @@ def test_run_counters_follow_the_ledger(client, open_metrics, flow, user):
         _run(flow, user, {"name": "Ada"})
     _run(flow, user, {"nom": "no name"})  # the template fails: a missing key
     _run(flow, user, {"name": "later"}, execute=False)
-    services.flow_run_cancel(run=_run(flow, user, {"name": "x"}, execute=False))
+    flow_run_cancel(run=_run(flow, user, {"name": "x"}, execute=False))
     m = scrape(client)
     f = str(flow.id)
     assert m[("langrun_runs_accepted_total", (("flow", f),))] == 6

@@ -4,18 +4,18 @@ import json
 
 from rest_framework.test import APIClient
 
-from flows import services
+from flows.services.execution import flow_run_execute
+from flows.services.flows import flow_update
+from flows.services.runs import flow_run_create
 from langrun.services import api_key_create
 
 
 def test_vertex_builds_of_a_flow(key_client, flow):
-    first = services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
-    services.flow_run_execute(run_id=first.id)
-    second = services.flow_run_create(
-        flow=flow, user=flow.user, trigger="api", payload={"nobody": 1}, tweaks={"greet": {"template": "Yo {name}"}}
-    )
-    services.flow_run_execute(run_id=second.id)
-    services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={})  # still queued: not built yet
+    first = flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    flow_run_execute(run_id=first.id)
+    second = flow_run_create(flow=flow, user=flow.user, trigger="api", payload={"nobody": 1}, tweaks={"greet": {"template": "Yo {name}"}})
+    flow_run_execute(run_id=second.id)
+    flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={})  # still queued: not built yet
 
     response = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}")
     assert response.status_code == 200
@@ -32,12 +32,12 @@ def test_vertex_builds_of_a_flow(key_client, flow):
 
 
 def test_builds_report_the_params_of_the_version_each_run_executed(key_client, flow):
-    old = services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
-    services.flow_run_execute(run_id=old.id)
+    old = flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    flow_run_execute(run_id=old.id)
     changed = json.loads(json.dumps(flow.data).replace("Hello {name}!", "Bye {name}!"))
-    services.flow_update(flow=flow, data=changed)
-    new = services.flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Bo"})
-    services.flow_run_execute(run_id=new.id)
+    flow_update(flow=flow, data=changed)
+    new = flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Bo"})
+    flow_run_execute(run_id=new.id)
     greet = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json()["vertex_builds"]["greet"]
     assert [(b["build_id"], json.loads(b["params"])) for b in greet] == [
         (str(old.id), {"template": "Hello {name}!"}),

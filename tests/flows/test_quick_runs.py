@@ -9,9 +9,13 @@ from django.test.utils import CaptureQueriesContext
 from django_q.signing import SignedPackage
 
 import tests.components  # noqa: F401 - registers the test components
-from flows import services, tasks
+from flows import engine, tasks
 from flows.broker import quick_runs_merged
-from flows.models import FlowRun, NodeResult, RunAttempt
+from flows.models import FlowRun, FlowVersion, NodeResult, RunAttempt
+from flows.services import execution, queue, versions
+from flows.services.execution import _flow_run_outcome, flow_run_execute, flow_runs_execute
+from flows.services.runs import flow_run_cancel, flow_run_create
+from flows.services.versions import flow_version_quick, flow_version_traits
 from langrun.logs import RunContextFilter
 from tests.flows.test_reliability import flaky_flow
 
@@ -31,7 +35,7 @@ HTTP_FLOW = {
 
 
 def run_of(flow, user, **payload):
-    return services.flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload or {"name": "Ada"})
+    return flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload or {"name": "Ada"})
 
 
 def stored(run_id):
@@ -51,21 +55,21 @@ def stored(run_id):
 
 def test_a_version_is_quick_when_every_component_is(make_flow, user, flow):
     http = make_flow(user, data=HTTP_FLOW, name="Caller")
-    services.flow_version_traits.cache_clear()
-    assert services.flow_version_quick(flow_id=flow.id, version_id=flow.current_version_id) is True
-    assert services.flow_version_quick(flow_id=http.id, version_id=http.current_version_id) is False
+    flow_version_traits.cache_clear()
+    assert flow_version_quick(flow_id=flow.id, version_id=flow.current_version_id) is True
+    assert flow_version_quick(flow_id=http.id, version_id=http.current_version_id) is False
     # Another flow's id with this version's id is not this version.
-    assert services.flow_version_quick(flow_id=http.id, version_id=flow.current_version_id) is False
+    assert flow_version_quick(flow_id=http.id, version_id=flow.current_version_id) is False
 
 
 def test_the_webhooks_schemas_and_the_enqueues_quickness_come_from_one_read(flow, user, django_assert_num_queries):
     from webhooks.services import webhook_payload_check_schema
 
     version = flow.current_version
-    services.flow_version_traits.cache_clear()
+    flow_version_traits.cache_clear()
     with django_assert_num_queries(1):
         webhook_payload_check_schema(version=version, payload={"name": "Ada"})
-        assert services.flow_version_quick(flow_id=flow.id, version_id=version.pk) is True
+        assert flow_version_quick(flow_id=flow.id, version_id=version.pk) is True
 
 
 def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(pushed_tasks, make_flow, user, flow, django_capture_on_commit_callbacks):
@@ -73,19 +77,19 @@ def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(pushed_tasks, 
     with django_capture_on_commit_callbacks(execute=True):
         quick, slow = run_of(flow, user), run_of(http, user)
     assert [(task["func"], task["args"]) for task in pushed_tasks] == [
-        (tasks.execute_quick_run, (str(quick.id), str(flow.id))),
-        (tasks.execute_run, (str(slow.id), str(http.id))),
+        ("flows.tasks.execute_quick_run", (str(quick.id), str(flow.id))),
+        ("flows.tasks.execute_run", (str(slow.id), str(http.id))),
     ]
 
 
 def test_a_run_whose_flow_cannot_be_told_quick_still_gets_its_task(monkeypatch, flow, user, django_capture_on_commit_callbacks, caplog):
     pushed = []
-    monkeypatch.setattr(services, "flow_run_enqueue", lambda **kw: pushed.append(kw) or True)
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda **kw: pushed.append(kw) or True)
 
     def broken(**kw):
-        raise services.FlowVersion.DoesNotExist("the database went away")
+        raise FlowVersion.DoesNotExist("the database went away")
 
-    monkeypatch.setattr(services, "flow_version_quick", broken)
+    monkeypatch.setattr(versions, "flow_version_quick", broken)
     with caplog.at_level(logging.ERROR, logger="flows.services"), django_capture_on_commit_callbacks(execute=True):
         run = run_of(flow, user)  # no exception reaches the caller of a recorded run
     assert pushed == [{"run_id": run.id, "flow_id": flow.id, "quick": False}]
@@ -140,9 +144,9 @@ def test_the_merged_task_runs_every_run(flow, user):
 def test_a_batch_records_what_the_runs_alone_would(flow, user, make_flow):
     alone = [run_of(flow, user, name=n) for n in ("Ada", "Bo")]
     for run in alone:
-        services.flow_run_execute(run_id=run.id)
+        flow_run_execute(run_id=run.id)
     batch = [run_of(flow, user, name=n) for n in ("Ada", "Bo")]
-    done = services.flow_runs_execute(run_ids=[run.id for run in batch])
+    done = flow_runs_execute(run_ids=[run.id for run in batch])
     assert sorted(run.outputs["greeting"] for run in done) == ["Hello Ada!", "Hello Bo!"]
     assert all(run.status == "succeeded" and run.finished_at is not None for run in done)
 
@@ -159,10 +163,10 @@ def test_a_batch_records_what_the_runs_alone_would(flow, user, make_flow):
 def test_a_batch_takes_two_statements_for_all_its_runs(flow, user, execute_path):
     if execute_path != "returning" or connection.vendor != "postgresql":
         pytest.skip("one claim and one finish for any number of runs: PostgreSQL's hand-written statements")
-    services.flow_run_execute(run_id=run_of(flow, user).id)  # warm: the flow's graph parsed, statements prepared
+    flow_run_execute(run_id=run_of(flow, user).id)  # warm: the flow's graph parsed, statements prepared
     runs = [run_of(flow, user, name=str(i)) for i in range(5)]
     with CaptureQueriesContext(connection) as queries:
-        done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+        done = flow_runs_execute(run_ids=[run.id for run in runs])
     # The finish takes a savepoint only inside a transaction (this test's), which a worker is not in.
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
     assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == ["WITH", "WITH"]
@@ -174,12 +178,12 @@ def test_runs_the_batch_claim_leaves_go_one_by_one(flow, user, make_flow):
     limited.max_concurrent_runs = 1
     limited.save()
     finished = run_of(flow, user)
-    services.flow_run_execute(run_id=finished.id)
+    flow_run_execute(run_id=finished.id)
     cancelled = run_of(flow, user)
-    services.flow_run_cancel(run=cancelled)
+    flow_run_cancel(run=cancelled)
     fresh, waiting = run_of(flow, user, name="Bo"), run_of(limited, user, name="Cy")
     ids = [finished.id, fresh.id, cancelled.id, waiting.id, fresh.id]  # a doorbell rung twice too
-    done = services.flow_runs_execute(run_ids=ids)
+    done = flow_runs_execute(run_ids=ids)
     assert sorted(str(run.id) for run in done) == sorted([str(fresh.id), str(waiting.id)])
     assert FlowRun.objects.get(pk=fresh.pk).outputs == {"greeting": "Hello Bo!"}
     assert FlowRun.objects.get(pk=waiting.pk).outputs == {"greeting": "Hello Cy!"}
@@ -191,23 +195,23 @@ def test_runs_the_batch_claim_leaves_go_one_by_one(flow, user, make_flow):
 
 def test_a_run_that_raises_stays_running_and_the_others_are_recorded(flow, user, monkeypatch, caplog):
     runs = [run_of(flow, user, name=n) for n in ("Ada", "boom", "Cy")]
-    real = services.engine.run_graph
+    real = engine.run_graph
 
     def run_graph(graph, *, context, **kw):
         if context.payload == {"name": "boom"}:
             raise RuntimeError("a bug in the engine")
         return real(graph, context=context, **kw)
 
-    monkeypatch.setattr(services.engine, "run_graph", run_graph)
+    monkeypatch.setattr(engine, "run_graph", run_graph)
     ids = [run.id for run in runs]
-    if services._returning_sql():
+    if execution._returning_sql():
         with caplog.at_level(logging.ERROR, logger="flows.services"):
-            done = services.flow_runs_execute(run_ids=ids)
+            done = flow_runs_execute(run_ids=ids)
         assert sorted(run.outputs["greeting"] for run in done) == ["Hello Ada!", "Hello Cy!"]
         assert "a bug in the engine" in caplog.text
     else:  # one by one, as single runs: the exception reaches the task, after the runs before it
         with pytest.raises(RuntimeError, match="a bug in the engine"):
-            services.flow_runs_execute(run_ids=ids)
+            flow_runs_execute(run_ids=ids)
     assert FlowRun.objects.get(pk=runs[0].pk).status == "succeeded"
     assert FlowRun.objects.get(pk=runs[1].pk).status == "running"  # the sweep recovers it, as it would alone
 
@@ -217,7 +221,7 @@ def test_a_retryable_failure_in_a_batch_goes_back_to_the_queue(tmp_path, make_fl
     flaky.max_attempts = 2
     flaky.save()
     first, retried = run_of(flow, user), run_of(flaky, user)
-    done = services.flow_runs_execute(run_ids=[first.id, retried.id])
+    done = flow_runs_execute(run_ids=[first.id, retried.id])
     assert {str(run.id): run.status for run in done} == {str(first.id): "succeeded", str(retried.id): "queued"}
     row = FlowRun.objects.get(pk=retried.pk)
     assert (row.status, row.attempts, row.next_attempt_at is not None) == ("queued", 1, True)
@@ -225,7 +229,7 @@ def test_a_retryable_failure_in_a_batch_goes_back_to_the_queue(tmp_path, make_fl
     # Its second attempt, batched with another run, is finished the way later attempts are (no node results left over).
     FlowRun.objects.filter(pk=retried.pk).update(next_attempt_at=None)
     other = run_of(flow, user, name="Bo")
-    done = services.flow_runs_execute(run_ids=[retried.id, other.id])
+    done = flow_runs_execute(run_ids=[retried.id, other.id])
     assert sorted(run.status for run in done) == ["succeeded", "succeeded"]
     assert stored(retried.id)[:2] == ("succeeded", 2)
     assert list(RunAttempt.objects.filter(run=retried).order_by("number").values_list("outcome", flat=True)) == ["retry", "succeeded"]
@@ -241,16 +245,16 @@ def test_a_retryable_failure_in_a_batch_goes_back_to_the_queue(tmp_path, make_fl
 )
 def test_a_run_whose_claim_was_lost_meanwhile_records_nothing(flow, user, monkeypatch, caplog, meanwhile):
     kept, lost = run_of(flow, user, name="Ada"), run_of(flow, user, name="Bo")
-    real = services._flow_run_outcome
+    real = _flow_run_outcome
 
     def outcome(run, parse):
         if run.pk == lost.pk:
             FlowRun.objects.filter(pk=run.pk).update(**meanwhile)
         return real(run, parse)
 
-    monkeypatch.setattr(services, "_flow_run_outcome", outcome)
+    monkeypatch.setattr(execution, "_flow_run_outcome", outcome)
     with caplog.at_level(logging.WARNING, logger="flows.services"):
-        done = services.flow_runs_execute(run_ids=[kept.id, lost.id])
+        done = flow_runs_execute(run_ids=[kept.id, lost.id])
     by_id = {run.pk: run for run in done}
     assert by_id[kept.pk].status == "succeeded"
     assert (by_id[lost.pk].status, by_id[lost.pk].error) == (meanwhile.get("status", "running"), "interrupted")  # as the ledger holds it
@@ -291,7 +295,7 @@ CHAR_FLOW = {
 def test_an_output_that_cannot_be_stored_fails_its_run_alone(flow, user, make_flow, code, named):
     chars = make_flow(user, data=CHAR_FLOW, name="Chars")
     good, bad, after = run_of(flow, user, name="Ada"), run_of(chars, user, n=code), run_of(chars, user, n=65)
-    done = services.flow_runs_execute(run_ids=[good.id, bad.id, after.id])
+    done = flow_runs_execute(run_ids=[good.id, bad.id, after.id])
     assert {str(run.id): run.status for run in done} == {str(good.id): "succeeded", str(bad.id): "failed", str(after.id): "succeeded"}
     assert stored(good.id)[:3] == ("succeeded", 1, {"greeting": "Hello Ada!"})
     assert stored(after.id)[:3] == ("succeeded", 1, {"char": "A"})
@@ -306,7 +310,7 @@ def test_an_output_that_cannot_be_stored_fails_its_run_alone(flow, user, make_fl
 
 def test_an_error_text_that_cannot_be_stored_is_stored_escaped(flow, user, monkeypatch):
     runs = [run_of(flow, user, name=n) for n in ("Ada", "bad")]
-    real = services.engine.run_graph
+    real = engine.run_graph
 
     def run_graph(graph, *, context, **kw):
         result = real(graph, context=context, **kw)
@@ -314,8 +318,8 @@ def test_an_error_text_that_cannot_be_stored_is_stored_escaped(flow, user, monke
             result = dataclasses.replace(result, status="failed", outputs=None, error="bad \x00 and \ud800 here")
         return result
 
-    monkeypatch.setattr(services.engine, "run_graph", run_graph)
-    done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+    monkeypatch.setattr(engine, "run_graph", run_graph)
+    done = flow_runs_execute(run_ids=[run.id for run in runs])
     assert sorted(run.status for run in done) == ["failed", "succeeded"]
     assert FlowRun.objects.get(pk=runs[1].pk).error == "bad \\x00 and \\ud800 here"
     assert FlowRun.objects.get(pk=runs[0].pk).outputs == {"greeting": "Hello Ada!"}
@@ -323,7 +327,7 @@ def test_an_error_text_that_cannot_be_stored_is_stored_escaped(flow, user, monke
 
 def test_an_infinite_number_in_the_outputs_fails_its_run_alone(flow, user, monkeypatch):
     runs = [run_of(flow, user, name=n) for n in ("Ada", "inf")]
-    real = services.engine.run_graph
+    real = engine.run_graph
 
     def run_graph(graph, *, context, **kw):
         result = real(graph, context=context, **kw)
@@ -331,8 +335,8 @@ def test_an_infinite_number_in_the_outputs_fails_its_run_alone(flow, user, monke
             result = dataclasses.replace(result, outputs={"greeting": float("inf")})
         return result
 
-    monkeypatch.setattr(services.engine, "run_graph", run_graph)
-    done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+    monkeypatch.setattr(engine, "run_graph", run_graph)
+    done = flow_runs_execute(run_ids=[run.id for run in runs])
     assert sorted(run.status for run in done) == ["failed", "succeeded"]
     assert stored(runs[1].id)[:4] == (
         "failed",
@@ -359,7 +363,7 @@ def _circular():
 def test_a_finish_that_fails_anyway_fails_that_run_alone(flow, user, monkeypatch, caplog, spoil):
     """Defence in depth: whatever makes a finish fail, the batch falls back to finishing each run on its own."""
     runs = [run_of(flow, user, name=n) for n in ("Ada", "bad", "Cy")]
-    real = services._flow_run_outcome
+    real = _flow_run_outcome
 
     def outcome(run, parse):
         found = real(run, parse)
@@ -367,9 +371,9 @@ def test_a_finish_that_fails_anyway_fails_that_run_alone(flow, user, monkeypatch
             found = found._replace(**spoil)
         return found
 
-    monkeypatch.setattr(services, "_flow_run_outcome", outcome)
+    monkeypatch.setattr(execution, "_flow_run_outcome", outcome)
     with caplog.at_level(logging.ERROR, logger="flows.services"):
-        done = services.flow_runs_execute(run_ids=[run.id for run in runs])
+        done = flow_runs_execute(run_ids=[run.id for run in runs])
     assert {str(run.id): run.status for run in done} == {
         str(runs[0].id): "succeeded",
         str(runs[1].id): "failed",

@@ -9,9 +9,18 @@ from django.db import connection
 from django.utils import timezone
 
 import tests.components  # noqa: F401 - registers the test components
-from flows import services
 from flows.models import Flow, FlowRun, NodeResult, RunAttempt
-from flows.services import flow_create, flow_run_create, flow_run_execute
+from flows.services import execution, queue
+from flows.services.execution import _flow_run_finish, _flow_run_outcome, flow_run_backoff, flow_run_claim, flow_run_execute
+from flows.services.flows import flow_create
+from flows.services.runs import flow_run_create
+from flows.services.sweep import (
+    flow_runs_enqueue_due_retries,
+    flow_runs_recover_interrupted,
+    flow_runs_release_idempotency_keys,
+    flow_runs_requeue_stale,
+    flow_runs_sweep,
+)
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
 pytestmark = pytest.mark.usefixtures("execute_path")
@@ -53,7 +62,7 @@ def lines(path) -> int:
 def enqueued(monkeypatch):
     """The run ids the services ring the doorbell for (the broker itself is exercised by the e2e tests)."""
     calls = []
-    monkeypatch.setattr(services, "flow_run_enqueue", lambda *, run_id: calls.append(str(run_id)) or True)
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id: calls.append(str(run_id)) or True)
     return calls
 
 
@@ -85,13 +94,13 @@ def test_retryable_failure_is_retried_after_backoff_until_it_succeeds(user, tmp_
     assert before + timedelta(seconds=5) <= run.next_attempt_at <= timezone.now() + timedelta(seconds=10)
     # Not before its time, whoever rings.
     assert flow_run_execute(run_id=run.id) is None
-    assert services.flow_runs_enqueue_due_retries() == 0
-    assert services.flow_runs_requeue_stale(older_than=timedelta(0)) == 0
+    assert flow_runs_enqueue_due_retries() == 0
+    assert flow_runs_requeue_stale(older_than=timedelta(0)) == 0
 
     make_due(run)
     enqueued.clear()
-    assert services.flow_runs_enqueue_due_retries() == 1 and enqueued == [str(run.id)]
-    assert services.flow_runs_enqueue_due_retries() == 0  # rung once per retry
+    assert flow_runs_enqueue_due_retries() == 1 and enqueued == [str(run.id)]
+    assert flow_runs_enqueue_due_retries() == 0  # rung once per retry
     assert flow_run_execute(run_id=run.id).status == "queued"
     make_due(run)
     final = flow_run_execute(run_id=run.id)
@@ -134,7 +143,7 @@ def test_default_is_one_attempt(flow):
 @pytest.mark.parametrize("attempt, low, high", [(1, 5, 10), (2, 10, 20), (3, 20, 40), (10, 50, 100)])
 def test_backoff_is_exponential_capped_and_jittered(settings, attempt, low, high):
     settings.LANGRUN_RETRY_BACKOFF, settings.LANGRUN_RETRY_BACKOFF_MAX = 10, 100
-    waits = {services.flow_run_backoff(attempt=attempt).total_seconds() for _ in range(50)}
+    waits = {flow_run_backoff(attempt=attempt).total_seconds() for _ in range(50)}
     assert all(low <= w <= high for w in waits)
     assert len(waits) > 1  # jitter
 
@@ -146,10 +155,10 @@ def test_interrupted_run_is_queued_again_while_attempts_remain(flow, user, enque
     flow.max_attempts = 2
     flow.save()
     run = new_run(flow, user)
-    assert services.flow_run_claim(run_id=run.id)
-    assert services.flow_runs_recover_interrupted() == 0  # within its lease
+    assert flow_run_claim(run_id=run.id)
+    assert flow_runs_recover_interrupted() == 0  # within its lease
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.flow_runs_recover_interrupted(lease=timedelta(0)) == 1
+        assert flow_runs_recover_interrupted(lease=timedelta(0)) == 1
     run.refresh_from_db()
     assert run.status == "queued" and "Attempt 1 was interrupted" in run.error
     assert str(run.id) in enqueued
@@ -161,8 +170,8 @@ def test_interrupted_run_is_queued_again_while_attempts_remain(flow, user, enque
 
 def test_interrupted_run_without_attempts_left_fails_with_a_clear_error(flow, user, settings):
     run = new_run(flow, user)
-    services.flow_run_claim(run_id=run.id)
-    assert services.flow_runs_recover_interrupted(lease=timedelta(0)) == 1
+    flow_run_claim(run_id=run.id)
+    assert flow_runs_recover_interrupted(lease=timedelta(0)) == 1
     run.refresh_from_db()
     assert run.status == "failed" and run.finished_at is not None
     assert run.error == ("Attempt 1 was interrupted: its worker stopped, or it ran past its timeout. No attempts left (1 of 1).")
@@ -173,19 +182,19 @@ def test_default_lease_is_the_flows_timeout_plus_margin_capped_by_the_task_timeo
 
     def stuck_for(seconds: int) -> int:
         FlowRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
-        return services.flow_runs_recover_interrupted()
+        return flow_runs_recover_interrupted()
 
     flow.max_attempts = 5
     flow.save()
     run = new_run(flow, user)
-    services.flow_run_claim(run_id=run.id)
+    flow_run_claim(run_id=run.id)
     assert stuck_for(65) == 0  # default flow timeout 50 + margin 20 = 70
     assert stuck_for(75) == 1
-    services.flow_run_claim(run_id=run.id)
+    flow_run_claim(run_id=run.id)
     Flow.objects.filter(pk=flow.pk).update(timeout=30)  # the flow's own timeout: 30 + 20
     assert stuck_for(45) == 0
     assert stuck_for(55) == 1
-    services.flow_run_claim(run_id=run.id)
+    flow_run_claim(run_id=run.id)
     Flow.objects.filter(pk=flow.pk).update(timeout=1000)  # capped by django-q2's task timeout: 100 + 20
     assert stuck_for(115) == 0
     assert stuck_for(125) == 1
@@ -196,11 +205,11 @@ def test_worker_that_lost_its_claim_writes_nothing(flow, user, enqueued):
     flow.max_attempts = 2
     flow.save()
     run = new_run(flow, user)
-    services.flow_run_claim(run_id=run.id)
+    flow_run_claim(run_id=run.id)
     stale = FlowRun.objects.select_related("flow").get(pk=run.pk)  # what the first worker holds (attempts=1)
-    services.flow_runs_recover_interrupted(lease=timedelta(0))
+    flow_runs_recover_interrupted(lease=timedelta(0))
     assert flow_run_execute(run_id=run.id).status == "succeeded"
-    result = services._flow_run_finish(stale, status="failed", outputs=None, error="late", nodes=[])
+    result = _flow_run_finish(stale, status="failed", outputs=None, error="late", nodes=[])
     run.refresh_from_db()
     assert result.status == "succeeded" and run.status == "succeeded" and run.error == "" and run.attempts == 2
     assert NodeResult.objects.filter(run=run).count() == 3
@@ -210,7 +219,7 @@ def test_finished_run_is_never_executed_again(flow, user, enqueued):
     run = new_run(flow, user)
     assert flow_run_execute(run_id=run.id).status == "succeeded"
     assert flow_run_execute(run_id=run.id) is None
-    assert services.flow_runs_recover_interrupted(lease=timedelta(0)) == 0
+    assert flow_runs_recover_interrupted(lease=timedelta(0)) == 0
     assert FlowRun.objects.get(pk=run.pk).attempts == 1
 
 
@@ -248,13 +257,13 @@ def test_runs_beyond_the_flow_concurrency_limit_wait_in_the_queue(flow, user, en
     flow.max_concurrent_runs = 1
     flow.save()
     first, second = new_run(flow, user), new_run(flow, user)
-    assert services.flow_run_claim(run_id=first.id)
+    assert flow_run_claim(run_id=first.id)
     assert flow_run_execute(run_id=second.id) is None
     assert FlowRun.objects.get(pk=second.pk).status == "queued"
     enqueued.clear()
     # The first run finishing rings for the one waiting.
     running = FlowRun.objects.select_related("flow").get(pk=first.pk)
-    services._flow_run_finish(running, status="succeeded", outputs={}, error="", nodes=[])
+    _flow_run_finish(running, status="succeeded", outputs={}, error="", nodes=[])
     assert enqueued == [str(second.id)]
     assert flow_run_execute(run_id=second.id).status == "succeeded"
 
@@ -280,7 +289,7 @@ def test_idempotency_key_is_free_again_after_the_retention_window(flow, user, se
     assert later.pk != first.pk and not later.deduplicated
     assert FlowRun.objects.get(pk=first.pk).idempotency_key is None
     FlowRun.objects.filter(pk=later.pk).update(received_at=timezone.now() - timedelta(seconds=61))
-    assert services.flow_runs_release_idempotency_keys() == 1
+    assert flow_runs_release_idempotency_keys() == 1
     assert not FlowRun.objects.filter(idempotency_key__isnull=False).exists()
 
 
@@ -311,7 +320,7 @@ def test_concurrent_requests_with_one_key_create_one_run(make_user, make_flow):
 
 
 def test_sweep_does_all_its_jobs(flow, user, enqueued, capsys):
-    assert services.flow_runs_sweep() == {"recovered": 0, "retried": 0, "requeued": 0, "keys_released": 0}
+    assert flow_runs_sweep() == {"recovered": 0, "retried": 0, "requeued": 0, "keys_released": 0}
     call_command("sweep_runs")
     assert "recovered: 0" in capsys.readouterr().out
 
@@ -327,8 +336,8 @@ def test_due_retries_report_the_runs_enqueued(flow, user, monkeypatch):
         FlowRun.objects.filter(pk=runs[2].pk).update(status="cancelled")  # cancelled after the sweep listed it
         return str(run_id) != str(runs[1].id)  # the broker refused this one
 
-    monkeypatch.setattr(services, "flow_run_enqueue", enqueue)
-    assert services.flow_runs_enqueue_due_retries() == 1
+    monkeypatch.setattr(queue, "flow_run_enqueue", enqueue)
+    assert flow_runs_enqueue_due_retries() == 1
     assert rung == [str(runs[0].id), str(runs[1].id)]
 
 
@@ -362,8 +371,8 @@ def test_a_run_whose_output_cannot_be_stored_fails_with_a_clear_error(user, atte
 
 
 def test_a_run_whose_finish_the_database_refuses_fails_instead_of_staying_running(flow, user, monkeypatch):
-    real = services._flow_run_outcome
-    monkeypatch.setattr(services, "_flow_run_outcome", lambda run, parse: real(run, parse)._replace(error="refused \ud800"))
+    real = _flow_run_outcome
+    monkeypatch.setattr(execution, "_flow_run_outcome", lambda run, parse: real(run, parse)._replace(error="refused \ud800"))
     run = new_run(flow, user)
     flow_run_execute(run_id=run.id)
     row = FlowRun.objects.get(pk=run.pk)
@@ -394,8 +403,8 @@ def test_run_detail_shows_every_attempt(key_client, flow, user, enqueued):
     flow.max_attempts = 2
     flow.save()
     run = new_run(flow, user)
-    services.flow_run_claim(run_id=run.id)
-    services.flow_runs_recover_interrupted(lease=timedelta(0))
+    flow_run_claim(run_id=run.id)
+    flow_runs_recover_interrupted(lease=timedelta(0))
     flow_run_execute(run_id=run.id)
     log = key_client.get(f"/api/v1/runs/{run.id}/attempts").json()
     assert [(a["number"], a["outcome"]) for a in log] == [(1, "interrupted"), (2, "succeeded")]

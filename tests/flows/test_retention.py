@@ -11,9 +11,10 @@ from django.db.models import Count
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 
-from flows import services
+from flows.exceptions import RunPayloadPruned
 from flows.models import FlowRun, MetricCounter, NodeResult
 from flows.retention import PRUNE_SCHEDULE_NAME, runs_prune
+from flows.services.runs import flow_run_replay
 
 DAY = timedelta(days=1)
 
@@ -133,8 +134,8 @@ def test_replay_of_a_run_whose_payload_was_cleared_is_refused(flow, user):
     runs_prune()
     run.refresh_from_db()
     assert run.payload_pruned_at is not None and run.payload is None
-    with pytest.raises(services.RunPayloadPruned):
-        services.flow_run_replay(run=run, user=user)
+    with pytest.raises(RunPayloadPruned):
+        flow_run_replay(run=run, user=user)
 
 
 def test_queue_tables_are_pruned(db):

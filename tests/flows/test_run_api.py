@@ -137,7 +137,7 @@ def test_timeout_answers_202_and_the_run_finishes_on_its_own(run_client, make_fl
         assert body["status_url"].endswith(f"/api/v1/runs/{body['run_id']}")
         assert FlowRun.objects.get(pk=body["run_id"]).status == "running"
         release.set()
-        from flows.services import flow_run_wait
+        from flows.services.waits import flow_run_wait
 
         assert flow_run_wait(run_id=body["run_id"], timeout=10).status == "succeeded"
     finally:

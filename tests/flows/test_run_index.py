@@ -8,8 +8,11 @@ from django.db import connection
 from django.utils import timezone
 from psycopg import sql as sql_text
 
-from flows import services
 from flows.models import FlowRun
+from flows.services.execution import flow_run_execute
+from flows.services.execution_sql import _CLAIM_SQL, _FINISH_SQL, _worker_sql
+from flows.services.runs import flow_run_cancel, flow_run_create
+from flows.services.sweep import flow_runs_recover_interrupted
 
 SCAN_OF_RUNS = re.compile(r"Scan\b.* on flows_flowrun\b")
 INDEX_OF_RUNS = re.compile(r"Index (?:Only )?Scan using (\S+) on flows_flowrun\b")
@@ -17,7 +20,7 @@ BITMAP_INDEX_OF_RUNS = re.compile(r"Bitmap Index Scan on (flows_flowr\S*)")
 
 
 def run_of(flow, user):
-    return services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    return flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
 
 
 def plans_of_run_statements(call):
@@ -43,7 +46,7 @@ def test_the_worker_finds_its_run_by_primary_key_behind_a_backlog_the_planner_ne
     if connection.vendor != "postgresql":
         pytest.skip("the plans are PostgreSQL's")
     backlog = [run_of(flow, user) for _ in range(300)]
-    done, plans = plans_of_run_statements(lambda: services.flow_run_execute(run_id=backlog[150].id))
+    done, plans = plans_of_run_statements(lambda: flow_run_execute(run_id=backlog[150].id))
     assert done.status == "succeeded"
     assert len(plans) >= 2  # the claim and the finish at least
     for plan in plans:
@@ -71,15 +74,15 @@ def test_unfinished_runs_are_exactly_the_queued_and_running_ones_through_every_t
     flow.save(update_fields=["max_attempts"])
     succeeded, cancelled, interrupted, failing = (run_of(flow, user) for _ in range(4))
     assert check() == {"queued"}
-    services.flow_run_execute(run_id=succeeded.id)
-    services.flow_run_cancel(run=FlowRun.objects.get(pk=cancelled.pk))
+    flow_run_execute(run_id=succeeded.id)
+    flow_run_cancel(run=FlowRun.objects.get(pk=cancelled.pk))
     # A worker that died mid-run: the sweep puts the run back in the queue, and fails it once out of attempts.
     FlowRun.objects.filter(pk=interrupted.pk).update(status="running", attempts=1, started_at=timezone.now() - timedelta(hours=1))
     assert check() == {"queued", "running"}
-    assert services.flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
+    assert flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
     assert FlowRun.objects.get(pk=interrupted.pk).status == "queued"
     FlowRun.objects.filter(pk=failing.pk).update(status="running", attempts=2, started_at=timezone.now() - timedelta(hours=1))
-    assert services.flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
+    assert flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
     statuses = dict(FlowRun.objects.values_list("pk", "status"))
     assert (statuses[succeeded.pk], statuses[cancelled.pk], statuses[failing.pk]) == ("succeeded", "cancelled", "failed")
     assert check() == {"queued"}
@@ -114,13 +117,13 @@ def test_the_batch_claim_and_finish_find_runs_by_primary_key_in_their_generic_pl
     backlog = [str(run_of(flow, user).id) for _ in range(300)]
     batch = backlog[100:110]
     claim = _generic_plan(
-        services._worker_sql(services._CLAIM_SQL),
+        _worker_sql(_CLAIM_SQL),
         ["running", "now", "worker", "ids", "queued"],
         ["text", "timestamptz", "text", "text[]", "text"],
         ["running", timezone.now(), "w", batch, "queued"],
     )
     finish = _generic_plan(
-        services._worker_sql(services._FINISH_SQL),
+        _worker_sql(_FINISH_SQL),
         ["now", "running", "ids", "runs", "results"],
         ["timestamptz", "text", "text[]", "text", "text"],
         [timezone.now(), "running", batch, "[]", "[]"],

@@ -6,13 +6,15 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from flows import services
 from flows.models import FlowRun
+from flows.services.execution import flow_run_execute
+from flows.services.runs import flow_run_create
+from flows.services.variables import variable_create
 from langrun.services import api_key_create
 
 
 def make_run(flow, *, trigger="webhook", payload=None, status=None, received_at=None):
-    run = services.flow_run_create(flow=flow, user=flow.user, trigger=trigger, payload=payload or {"name": "Ada"})
+    run = flow_run_create(flow=flow, user=flow.user, trigger=trigger, payload=payload or {"name": "Ada"})
     fields = {}
     if status:
         fields["status"] = status
@@ -34,7 +36,7 @@ def other_client(make_user):
 def test_list_is_newest_first_paginated_and_without_node_queries(key_client, flow, django_assert_max_num_queries):
     now = timezone.now()
     runs = [make_run(flow, received_at=now - timedelta(minutes=i)) for i in range(5)]
-    services.flow_run_execute(run_id=runs[0].id)
+    flow_run_execute(run_id=runs[0].id)
     with django_assert_max_num_queries(4):  # key lookup, key use, count, page
         page = key_client.get("/api/v1/runs/?limit=2").json()
     assert page["count"] == 5 and [r["id"] for r in page["results"]] == [str(r.id) for r in runs[:2]]
@@ -101,7 +103,7 @@ def test_needs_authentication(client, flow):
 
 def test_replay_creates_a_linked_run(key_client, flow):
     original = make_run(flow, payload={"name": "Bo"})
-    services.flow_run_execute(run_id=original.id)
+    flow_run_execute(run_id=original.id)
     response = key_client.post(f"/api/v1/runs/{original.id}/replay")
     assert response.status_code == 201
     body = response.json()
@@ -120,8 +122,8 @@ def test_replay_of_a_run_whose_payload_was_pruned_is_a_409(key_client, flow):
 
 
 def test_replay_whose_tweaks_name_a_variable_deleted_since_is_a_422_naming_it(key_client, flow, user):
-    variable = services.variable_create(user=user, name="GREETING", value="Hi {name}!", kind="generic")
-    original = services.flow_run_create(
+    variable = variable_create(user=user, name="GREETING", value="Hi {name}!", kind="generic")
+    original = flow_run_create(
         flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": {"variable": "GREETING"}}}
     )
     variable.delete()

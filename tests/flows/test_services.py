@@ -4,8 +4,15 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from flows import engine, services
+from flows import engine
+from flows.exceptions import RunNotCancellable
 from flows.models import FlowRun, NodeResult
+from flows.services import queue
+from flows.services.execution import flow_run_claim, flow_run_execute
+from flows.services.flows import EndpointNameTaken, flow_create, flow_update
+from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_replay
+from flows.services.sweep import SWEEP_SCHEDULE_NAME, flow_runs_requeue_stale
+from flows.services.variables import variable_create
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
 pytestmark = pytest.mark.usefixtures("execute_path")
@@ -13,11 +20,11 @@ pytestmark = pytest.mark.usefixtures("execute_path")
 
 @pytest.fixture
 def queued_run(flow, user):
-    return services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"}, body='{"name": "Ada"}')
+    return flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"}, body='{"name": "Ada"}')
 
 
 def test_execute_records_outputs_and_node_results(queued_run):
-    run = services.flow_run_execute(run_id=queued_run.id)
+    run = flow_run_execute(run_id=queued_run.id)
     run.refresh_from_db()
     assert run.status == "succeeded" and run.attempts == 1
     assert run.outputs == {"greeting": "Hello Ada!"}
@@ -27,21 +34,21 @@ def test_execute_records_outputs_and_node_results(queued_run):
 
 
 def test_failed_node_fails_run_with_node_and_message(flow, user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"other": 1})
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"other": 1})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "failed" and "'greet'" in run.error and "'name' is missing" in run.error
     assert dict(run.node_results.values_list("node_id", "status")) == {"hook": "succeeded", "greet": "failed", "out": "skipped"}
 
 
 def test_claim_is_once_only(queued_run):
-    assert services.flow_run_claim(run_id=queued_run.id) is True
-    assert services.flow_run_claim(run_id=queued_run.id) is False
+    assert flow_run_claim(run_id=queued_run.id) is True
+    assert flow_run_claim(run_id=queued_run.id) is False
 
 
 def test_duplicate_delivery_does_nothing(queued_run):
-    services.flow_run_execute(run_id=queued_run.id)
-    assert services.flow_run_execute(run_id=queued_run.id) is None
+    flow_run_execute(run_id=queued_run.id)
+    assert flow_run_execute(run_id=queued_run.id) is None
     queued_run.refresh_from_db()
     assert queued_run.attempts == 1 and NodeResult.objects.filter(run=queued_run).count() == 3
 
@@ -51,8 +58,8 @@ def test_invalid_stored_graph_fails_the_run(flow, user):
     type(flow).objects.filter(pk=flow.pk).update(data={"nodes": [{"id": "x", "type": "Gone"}]})
     flow.versions.update(data={"nodes": [{"id": "x", "type": "Gone"}]})
     flow.refresh_from_db()
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "failed" and "Unknown component type 'Gone'" in run.error
 
@@ -63,7 +70,7 @@ def test_create_enqueues_on_commit_in_the_configured_broker(flow, user, django_c
     broker = get_broker()
     broker.purge_queue()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+        run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
     assert broker.queue_size() == 0  # nothing is enqueued before the commit
     for callback in callbacks:
         callback()
@@ -74,21 +81,21 @@ def test_create_enqueues_on_commit_in_the_configured_broker(flow, user, django_c
 
 def test_sweep_requeues_only_stale_queued_runs(flow, user, monkeypatch):
     enqueued = []
-    monkeypatch.setattr(services, "flow_run_enqueue", lambda *, run_id: enqueued.append(run_id) or True)
-    old = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
-    fresh = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
-    done = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id: enqueued.append(run_id) or True)
+    old = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    fresh = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    done = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
     FlowRun.objects.filter(pk__in=[old.pk, done.pk]).update(enqueued_at=timezone.now() - timedelta(minutes=5))
     FlowRun.objects.filter(pk=done.pk).update(status="succeeded")
-    assert services.flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 1
+    assert flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 1
     assert enqueued == [old.pk]
     # Its enqueue time moved on, so the next sweep leaves it alone for another threshold.
-    assert services.flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 0
+    assert flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 0
     assert fresh.pk not in enqueued
 
 
 def test_sweep_schedule_is_installed_by_migrate(db):
-    schedule = Schedule.objects.get(name=services.SWEEP_SCHEDULE_NAME)
+    schedule = Schedule.objects.get(name=SWEEP_SCHEDULE_NAME)
     assert schedule.func == "flows.tasks.sweep" and schedule.schedule_type == Schedule.MINUTES and schedule.repeats == -1
 
 
@@ -100,28 +107,28 @@ def test_task_entry_point_runs_the_service(queued_run):
 
 
 def test_endpoint_name_taken_is_refused(flow, user):
-    with pytest.raises(services.EndpointNameTaken):
-        services.flow_create(user=user, name="again", endpoint_name=flow.endpoint_name, data=flow.data)
+    with pytest.raises(EndpointNameTaken):
+        flow_create(user=user, name="again", endpoint_name=flow.endpoint_name, data=flow.data)
 
 
 def test_replay_creates_a_linked_run_with_the_same_request(queued_run, user):
-    services.flow_run_execute(run_id=queued_run.id)
-    replay = services.flow_run_replay(run=queued_run, user=user)
+    flow_run_execute(run_id=queued_run.id)
+    replay = flow_run_replay(run=queued_run, user=user)
     assert replay.pk != queued_run.pk and replay.replay_of == queued_run
     assert (replay.trigger, replay.status, replay.payload, replay.body) == ("replay", "queued", queued_run.payload, queued_run.body)
-    services.flow_run_execute(run_id=replay.id)
+    flow_run_execute(run_id=replay.id)
     replay.refresh_from_db()
     assert replay.status == "succeeded" and replay.outputs == {"greeting": "Hello Ada!"}
 
 
 def test_cancel_only_while_queued(queued_run, flow, user):
-    cancelled = services.flow_run_cancel(run=queued_run)
+    cancelled = flow_run_cancel(run=queued_run)
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
-    assert services.flow_run_execute(run_id=queued_run.id) is None  # a cancelled run is never executed
-    done = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "x"})
-    services.flow_run_execute(run_id=done.id)
-    with pytest.raises(services.RunNotCancellable, match="succeeded"):
-        services.flow_run_cancel(run=done)
+    assert flow_run_execute(run_id=queued_run.id) is None  # a cancelled run is never executed
+    done = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "x"})
+    flow_run_execute(run_id=done.id)
+    with pytest.raises(RunNotCancellable, match="succeeded"):
+        flow_run_cancel(run=done)
     done.refresh_from_db()
     assert done.status == "succeeded"
 
@@ -130,12 +137,10 @@ def test_tweaks_are_checked_stored_and_applied(flow, user):
     from flows.engine import GraphValidationError
 
     with pytest.raises(GraphValidationError):
-        services.flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"ghost": {}})
+        flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"ghost": {}})
     assert not FlowRun.objects.exists()
-    run = services.flow_run_create(
-        flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": "Bye {name}"}}
-    )
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": "Bye {name}"}})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.tweaks == {"greet": {"template": "Bye {name}"}} and run.outputs == {"greeting": "Bye Ada"}
 
@@ -146,21 +151,21 @@ def test_update_checks_variables_against_the_new_owner(user, make_user, make_flo
         "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "t", "type": "Text", "params": {"text": {"variable": "TOKEN"}}}],
         "edges": [],
     }
-    services.variable_create(user=other, name="TOKEN", value="v")
+    variable_create(user=other, name="TOKEN", value="v")
     flow = make_flow(user)
     with pytest.raises(engine.GraphValidationError):
-        services.flow_update(flow=flow, data=data)  # the owner has no TOKEN
-    services.flow_update(flow=flow, user=other, data=data)  # the new owner has
+        flow_update(flow=flow, data=data)  # the owner has no TOKEN
+    flow_update(flow=flow, user=other, data=data)  # the new owner has
     flow.refresh_from_db()
     assert (flow.user, flow.data) == (other, data)
 
 
 def test_a_node_output_over_langrun_max_output_bytes_fails_the_run(flow, user, settings):
     settings.LANGRUN_MAX_OUTPUT_BYTES = 200
-    small = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    large = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "A" * 300})
-    services.flow_run_execute(run_id=small.id)
-    services.flow_run_execute(run_id=large.id)
+    small = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    large = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "A" * 300})
+    flow_run_execute(run_id=small.id)
+    flow_run_execute(run_id=large.id)
     small.refresh_from_db()
     large.refresh_from_db()
     assert small.status == "succeeded"

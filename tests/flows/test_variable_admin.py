@@ -1,7 +1,7 @@
 from django.test import Client
 
-from flows import services
 from flows.models import Variable
+from flows.services.variables import variable_create, variable_value
 from tests.conftest import grant, grant_owned_models
 
 SECRET = "sk-admin-secret"
@@ -16,7 +16,7 @@ def test_admin_never_shows_a_credential_and_encrypts_what_it_saves(make_user):
     )
     assert response.status_code == 302
     variable = Variable.objects.get(name="TOKEN")
-    assert SECRET not in variable.value and services.variable_value(variable=variable) == SECRET
+    assert SECRET not in variable.value and variable_value(variable=variable) == SECRET
     page = browser.get(f"/admin/flows/variable/{variable.pk}/change/")
     assert page.status_code == 200 and SECRET not in page.content.decode() and variable.value not in page.content.decode()
     # Saving without a new value keeps the value; changing the kind converts it.
@@ -37,7 +37,7 @@ def test_superuser_chooses_the_owner_and_names_are_unique_per_owner(make_user):
     add = {"user": ada.pk, "name": "TOKEN", "kind": "credential", "new_value": SECRET}
     assert browser.post("/admin/flows/variable/add/", add).status_code == 302
     variable = Variable.objects.get(name="TOKEN")
-    assert variable.user == ada and services.variable_value(variable=variable) == SECRET
+    assert variable.user == ada and variable_value(variable=variable) == SECRET
     # The same name for the same owner is refused; for another owner it is fine.
     duplicate = browser.post("/admin/flows/variable/add/", add)
     assert duplicate.status_code == 200 and duplicate.context["adminform"].form.errors["name"] == [
@@ -51,7 +51,7 @@ def test_superuser_chooses_the_owner_and_names_are_unique_per_owner(make_user):
     response = browser.post(f"/admin/flows/variable/{theirs.pk}/change/", {**change, "name": "TOKEN_2"})
     assert response.status_code == 302
     theirs.refresh_from_db()
-    assert (theirs.user, theirs.name, services.variable_value(variable=theirs)) == (ada, "TOKEN_2", SECRET)
+    assert (theirs.user, theirs.name, variable_value(variable=theirs)) == (ada, "TOKEN_2", SECRET)
     # Superusers can filter by owner; the list shows every owner's variables.
     listing = browser.get(f"/admin/flows/variable/?user__id__exact={bob.pk}")
     assert listing.status_code == 200 and list(listing.context["cl"].result_list) == []
@@ -66,7 +66,7 @@ def test_staff_cannot_choose_the_owner(make_user):
     browser.post("/admin/flows/variable/add/", {"user": other.pk, "name": "MINE", "kind": "generic", "new_value": "v"})
     assert Variable.objects.get(name="MINE").user == staff
     # Filtering by another owner does not reach their variables.
-    services.variable_create(user=other, name="THEIRS", value="x")
+    variable_create(user=other, name="THEIRS", value="x")
     assert b"THEIRS" not in browser.get(f"/admin/flows/variable/?user__id__exact={other.pk}").content
 
 
@@ -76,7 +76,7 @@ def test_undecryptable_credential_is_a_form_error_not_a_500(make_user, settings)
     staff = make_user("keyed", is_staff=True)
     grant_owned_models(staff)
     settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()
-    variable = services.variable_create(user=staff, name="OLD", value=SECRET)
+    variable = variable_create(user=staff, name="OLD", value=SECRET)
     settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()  # the key changed since
     browser = Client()
     browser.force_login(staff)
@@ -94,7 +94,7 @@ def test_undecryptable_credential_is_a_form_error_not_a_500(make_user, settings)
 
 
 def test_staff_need_the_variable_permissions(bare_staff):
-    mine = services.variable_create(user=bare_staff, name="MINE", value="v", kind="generic")
+    mine = variable_create(user=bare_staff, name="MINE", value="v", kind="generic")
     browser = Client()
     browser.force_login(bare_staff)
     assert browser.get("/admin/flows/variable/").status_code == 403

@@ -4,8 +4,12 @@ import json
 
 import pytest
 
-from flows import services
+from flows import engine
 from flows.models import FlowRun, Variable
+from flows.services.execution import flow_run_execute
+from flows.services.flows import flow_create
+from flows.services.runs import flow_run_create
+from flows.services.variables import VariableUndecryptable, variable_create, variable_value
 from tests.engine.test_components_http import server  # noqa: F401 - the local OpenAI-compatible server fixture
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
@@ -24,18 +28,18 @@ def test_create_list_and_mask_credentials(key_client, user):
     assert [(v["name"], v["value"]) for v in listed] == [("OPENAI_API_KEY", "********"), ("REGION", "eu")]
     assert SECRET not in json.dumps(key_client.get(f"/api/v1/variables/{created.json()['id']}").json())
     stored = Variable.objects.get(name="OPENAI_API_KEY")
-    assert SECRET not in stored.value and services.variable_value(variable=stored) == SECRET
+    assert SECRET not in stored.value and variable_value(variable=stored) == SECRET
 
 
 def test_update_rename_and_kind_change(key_client, user):
-    var = services.variable_create(user=user, name="TOKEN", value="abc", kind="generic")
+    var = variable_create(user=user, name="TOKEN", value="abc", kind="generic")
     response = key_client.patch(f"/api/v1/variables/{var.id}", {"kind": "credential"}, format="json")
     assert response.status_code == 200 and response.json()["value"] == "********"
     var.refresh_from_db()
-    assert var.value != "abc" and services.variable_value(variable=var) == "abc"
+    assert var.value != "abc" and variable_value(variable=var) == "abc"
     key_client.patch(f"/api/v1/variables/{var.id}", {"value": "def", "name": "TOKEN2"}, format="json")
     var.refresh_from_db()
-    assert var.name == "TOKEN2" and services.variable_value(variable=var) == "def"
+    assert var.name == "TOKEN2" and variable_value(variable=var) == "def"
 
 
 def test_bad_names_duplicates_and_other_users(key_client, user, make_user):
@@ -43,7 +47,7 @@ def test_bad_names_duplicates_and_other_users(key_client, user, make_user):
     key_client.post("/api/v1/variables/", {"name": "A", "value": "x"}, format="json")
     dup = key_client.post("/api/v1/variables/", {"name": "A", "value": "y"}, format="json")
     assert dup.status_code == 422 and dup.json()["detail"][0]["loc"] == ["body", "name"]
-    theirs = services.variable_create(user=make_user("bob"), name="A", value="bob's")
+    theirs = variable_create(user=make_user("bob"), name="A", value="bob's")
     assert key_client.get(f"/api/v1/variables/{theirs.id}").status_code == 404
     assert key_client.delete(f"/api/v1/variables/{theirs.id}").status_code == 404
     assert Variable.objects.filter(pk=theirs.pk).exists()
@@ -55,10 +59,10 @@ def test_variables_need_authentication(client):
 
 def test_changed_key_is_a_clear_error(user, settings):
     settings.LANGRUN_VARIABLES_KEY = "B" * 43 + "="
-    var = services.variable_create(user=user, name="K", value="v")
+    var = variable_create(user=user, name="K", value="v")
     settings.LANGRUN_VARIABLES_KEY = "A" * 43 + "="
-    with pytest.raises(services.VariableUndecryptable, match="'K'"):
-        services.variable_value(variable=var)
+    with pytest.raises(VariableUndecryptable, match="'K'"):
+        variable_value(variable=var)
 
 
 def test_a_list_of_keys_encrypts_with_the_first_and_decrypts_with_any(user, settings):
@@ -66,25 +70,25 @@ def test_a_list_of_keys_encrypts_with_the_first_and_decrypts_with_any(user, sett
 
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.LANGRUN_VARIABLES_KEY = old
-    before = services.variable_create(user=user, name="OLD", value="made with the old key")
+    before = variable_create(user=user, name="OLD", value="made with the old key")
     settings.LANGRUN_VARIABLES_KEY = f"{new}, {old}"
-    assert services.variable_value(variable=before) == "made with the old key"
-    after = services.variable_create(user=user, name="NEW", value="made with the new key")
+    assert variable_value(variable=before) == "made with the old key"
+    after = variable_create(user=user, name="NEW", value="made with the new key")
     assert Fernet(new).decrypt(after.value.encode()) == b"made with the new key"
     with pytest.raises(InvalidToken):
         Fernet(old).decrypt(after.value.encode())
     settings.LANGRUN_VARIABLES_KEY = new
-    with pytest.raises(services.VariableUndecryptable, match="'OLD'"):
-        services.variable_value(variable=before)
+    with pytest.raises(VariableUndecryptable, match="'OLD'"):
+        variable_value(variable=before)
 
 
 def test_a_key_set_for_the_first_time_still_opens_what_the_default_key_made(user, settings):
     from cryptography.fernet import Fernet
 
     settings.LANGRUN_VARIABLES_KEY = ""
-    var = services.variable_create(user=user, name="K", value="v")
+    var = variable_create(user=user, name="K", value="v")
     settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()
-    assert services.variable_value(variable=var) == "v"
+    assert variable_value(variable=var) == "v"
 
 
 MODEL_FLOW = {
@@ -113,15 +117,15 @@ def test_missing_variable_is_a_validation_error_naming_it(key_client):
 def _model_flow(user, base_url):
     data = json.loads(json.dumps(MODEL_FLOW))
     data["nodes"][2]["params"]["base_url"] = base_url
-    return services.flow_create(user=user, name="model", data=data)
+    return flow_create(user=user, name="model", data=data)
 
 
 def test_language_model_flow_runs_with_the_credential_and_never_records_it(user, server, settings):  # noqa: F811
     settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
-    services.variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
     flow = _model_flow(user, server.url + "/v1")
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={"text": f"my key is {SECRET}"})
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": f"my key is {SECRET}"})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert run.outputs == {"answer": "echo: Summarise: my key is ********"}
@@ -132,21 +136,21 @@ def test_language_model_flow_runs_with_the_credential_and_never_records_it(user,
 
 def test_run_fails_naming_a_variable_deleted_after_save(user, server, settings):  # noqa: F811
     settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
-    var = services.variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    var = variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
     flow = _model_flow(user, server.url + "/v1")
     var.delete()
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "failed" and "'OPENAI_API_KEY'" in run.error
     assert server.requests == []
 
 
 def test_local_model_server_is_refused_without_the_allow_list(user, server):  # noqa: F811
-    services.variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
     flow = _model_flow(user, server.url + "/v1")
-    run = services.flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.status == "failed" and "not a public address" in run.error
     assert server.requests == []
@@ -154,7 +158,7 @@ def test_local_model_server_is_refused_without_the_allow_list(user, server):  # 
 
 def test_tweaks_may_not_refer_to_missing_variables(user, make_flow):
     flow = make_flow(user)
-    with pytest.raises(services.engine.GraphValidationError) as exc:
-        services.flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"greet": {"template": {"variable": "NOPE"}}})
+    with pytest.raises(engine.GraphValidationError) as exc:
+        flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"greet": {"template": {"variable": "NOPE"}}})
     assert exc.value.issues[0].type == "variable_missing"
     assert FlowRun.objects.count() == 0

@@ -4,8 +4,10 @@ import copy
 
 import pytest
 
-from flows import services
 from flows.models import FlowRun, FlowVersion
+from flows.services.execution import flow_run_execute
+from flows.services.flows import flow_update
+from flows.services.runs import flow_run_create, flow_run_replay
 from tests.conftest import GREETING_FLOW
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
@@ -24,10 +26,10 @@ def test_create_records_version_one_with_the_owner_as_author(flow, user):
 
 
 def test_graph_change_records_a_version_and_unchanged_saves_record_none(flow, user):
-    services.flow_update(flow=flow, description="only the description")
-    services.flow_update(flow=flow, data=copy.deepcopy(GREETING_FLOW))  # same graph, another dict
+    flow_update(flow=flow, description="only the description")
+    flow_update(flow=flow, data=copy.deepcopy(GREETING_FLOW))  # same graph, another dict
     assert flow.versions.count() == 1
-    services.flow_update(flow=flow, data=_with_template("Hi {name}"), author=user, message="shorter")
+    flow_update(flow=flow, data=_with_template("Hi {name}"), author=user, message="shorter")
     latest = flow.versions.first()
     assert (latest.number, latest.message, latest.author) == (2, "shorter", user)
     assert latest.data["nodes"][1]["params"]["template"] == "Hi {name}"
@@ -35,39 +37,39 @@ def test_graph_change_records_a_version_and_unchanged_saves_record_none(flow, us
 
 def test_invalid_graph_records_no_version(flow):
     with pytest.raises(Exception):  # noqa: B017 - GraphValidationError; what matters is that nothing was written
-        services.flow_update(flow=flow, data={"nodes": [{"id": "x", "type": "Nope"}]})
+        flow_update(flow=flow, data={"nodes": [{"id": "x", "type": "Nope"}]})
     assert flow.versions.count() == 1
 
 
 def test_queued_run_executes_the_version_it_was_accepted_against(flow, user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    services.flow_update(flow=flow, data=_with_template("Bye {name}!"))
-    services.flow_run_execute(run_id=run.id)
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    flow_update(flow=flow, data=_with_template("Bye {name}!"))
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.version.number == 1
     assert run.outputs == {"greeting": "Hello Ada!"}
-    later = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    services.flow_run_execute(run_id=later.id)
+    later = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    flow_run_execute(run_id=later.id)
     later.refresh_from_db()
     assert (later.version.number, later.outputs) == (2, {"greeting": "Bye Ada!"})
 
 
 def test_replay_runs_the_original_version_unless_asked_for_the_current(flow, user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    services.flow_update(flow=flow, data=_with_template("Bye {name}!"))
-    again = services.flow_run_replay(run=run, user=user)
-    current = services.flow_run_replay(run=run, user=user, current_version=True)
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    flow_update(flow=flow, data=_with_template("Bye {name}!"))
+    again = flow_run_replay(run=run, user=user)
+    current = flow_run_replay(run=run, user=user, current_version=True)
     for r in (again, current):
-        services.flow_run_execute(run_id=r.id)
+        flow_run_execute(run_id=r.id)
         r.refresh_from_db()
     assert again.outputs == {"greeting": "Hello Ada!"} and again.version.number == 1
     assert current.outputs == {"greeting": "Bye Ada!"} and current.version.number == 2
 
 
 def test_run_without_version_falls_back_to_the_flow_graph(flow, user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
     FlowRun.objects.filter(pk=run.pk).update(version=None)
-    services.flow_run_execute(run_id=run.id)
+    flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.outputs == {"greeting": "Hello Ada!"}
 
@@ -75,12 +77,12 @@ def test_run_without_version_falls_back_to_the_flow_graph(flow, user):
 def test_flow_changed_behind_the_services_back_gets_a_version_when_a_run_is_accepted(flow, user):
     type(flow).objects.filter(pk=flow.pk).update(data=_with_template("Yo {name}"))
     flow.refresh_from_db()
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
     assert run.version.number == 2 and run.version.author is None
 
 
 def test_versions_api_list_detail_restore(key_client, flow):
-    services.flow_update(flow=flow, data=_with_template("Bye {name}!"), message="bye")
+    flow_update(flow=flow, data=_with_template("Bye {name}!"), message="bye")
     base = f"/api/v1/flows/{flow.id}/versions/"
     listing = key_client.get(base)
     assert listing.status_code == 200
@@ -128,8 +130,8 @@ def test_restore_of_a_graph_no_longer_valid_is_422(key_client, flow):
 
 
 def test_run_detail_names_its_version(key_client, flow, user):
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    services.flow_update(flow=flow, data=_with_template("Bye {name}!"))
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    flow_update(flow=flow, data=_with_template("Bye {name}!"))
     assert key_client.get(f"/api/v1/runs/{run.id}").json()["version"] == 1
     FlowRun.objects.filter(pk=run.pk).update(version=None)
     assert key_client.get(f"/api/v1/runs/{run.id}").json()["version"] is None

@@ -8,10 +8,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from flows import services
 from flows.engine import Component, Input, Output
 from flows.engine.registry import register, registry
 from flows.models import FlowRun, NodeResult, RunAttempt
+from flows.services import execution
+from flows.services.execution import _flow_run_claim, _graph_parsed, flow_run_execute
+from flows.services.runs import flow_run_create
+from flows.services.storable import _json_text, _jsonable
 
 pytestmark = pytest.mark.usefixtures("execute_path")
 
@@ -46,12 +49,12 @@ APPEND_FLOW = {
 
 
 def run_of(flow, user, payload=None, **kw):
-    return services.flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload or {"name": "Ada"}, **kw)
+    return flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload or {"name": "Ada"}, **kw)
 
 
 def test_the_returned_run_reads_what_it_did_not_load(flow, user):
     run = run_of(flow, user, body='{"name": "Ada"}', content_type="application/json")
-    done = services.flow_run_execute(run_id=run.id)
+    done = flow_run_execute(run_id=run.id)
     assert (done.status, done.attempts, done.outputs) == ("succeeded", 1, {"greeting": "Hello Ada!"})
     assert (done.body, done.content_type, done.trigger, done.flow.name) == ('{"name": "Ada"}', "application/json", "webhook", flow.name)
     assert done.version.number == 1
@@ -75,21 +78,21 @@ def test_the_returned_run_reads_what_it_did_not_load(flow, user):
 
 def test_no_outputs_are_stored_as_null_not_as_json_null(flow, user):
     failed = run_of(flow, user, payload={"other": 1})  # the template's {name} is missing
-    services.flow_run_execute(run_id=failed.id)
+    flow_run_execute(run_id=failed.id)
     skipped = NodeResult.objects.get(run=failed, node_id="out")
     assert skipped.status == "skipped" and NodeResult.objects.filter(pk=skipped.pk, output__isnull=True).exists()
     greet = NodeResult.objects.get(run=failed, node_id="greet")
     assert greet.status == "failed" and "'name' is missing" in greet.error and "Traceback" in greet.traceback
     flow.versions.update(data={"nodes": [{"id": "x", "type": "Gone"}]})
     invalid = run_of(flow, user)
-    assert services.flow_run_execute(run_id=invalid.id).outputs is None
+    assert flow_run_execute(run_id=invalid.id).outputs is None
     assert FlowRun.objects.filter(pk=invalid.pk, status="failed", outputs__isnull=True).exists()
 
 
 def test_a_run_recorded_before_versions_executes_the_flows_graph(flow, user):
     run = run_of(flow, user)
     FlowRun.objects.filter(pk=run.pk).update(version=None)
-    done = services.flow_run_execute(run_id=run.id)
+    done = flow_run_execute(run_id=run.id)
     assert done.version_id is None and done.outputs == {"greeting": "Hello Ada!"}
     assert FlowRun.objects.get(pk=run.pk).status == "succeeded"
 
@@ -98,7 +101,7 @@ def test_tweaked_and_plain_runs_of_one_version_each_run_their_own_graph(flow, us
     tweaked = run_of(flow, user, tweaks={"greet": {"template": "Bye {name}"}})
     plain = run_of(flow, user)
     tweaked_again = run_of(flow, user, tweaks={"greet": {"template": "Bye {name}"}})
-    assert [services.flow_run_execute(run_id=r.id).outputs for r in (tweaked, plain, tweaked_again)] == [
+    assert [flow_run_execute(run_id=r.id).outputs for r in (tweaked, plain, tweaked_again)] == [
         {"greeting": "Bye Ada"},
         {"greeting": "Hello Ada!"},
         {"greeting": "Bye Ada"},
@@ -108,23 +111,23 @@ def test_tweaked_and_plain_runs_of_one_version_each_run_their_own_graph(flow, us
 def test_a_component_changing_its_params_does_not_change_the_next_run(make_flow, user):
     flow = make_flow(user, data=APPEND_FLOW, name="append")
     first, second = run_of(flow, user, payload={"n": 1}), run_of(flow, user, payload={"n": 2})
-    assert services.flow_run_execute(run_id=first.id).outputs == {"items": ["first", {"n": 1}]}
-    assert services.flow_run_execute(run_id=second.id).outputs == {"items": ["first", {"n": 2}]}
+    assert flow_run_execute(run_id=first.id).outputs == {"items": ["first", {"n": 1}]}
+    assert flow_run_execute(run_id=second.id).outputs == {"items": ["first", {"n": 2}]}
 
 
 def test_values_json_cannot_hold_are_stored_as_jsonable_makes_them():
     value = {1: ("a", datetime.date(2026, 1, 2)), "none": None, "nested": [{"t": (1, 2.5)}]}
-    assert json.loads(services._json_text(value)) == services._jsonable(value)
-    assert services._json_text(None) is None and services._jsonable(None) is None
+    assert json.loads(_json_text(value)) == _jsonable(value)
+    assert _json_text(None) is None and _jsonable(None) is None
 
 
 def test_one_statement_claim_and_one_statement_finish(flow, user, execute_path):
     if execute_path != "returning":
         pytest.skip("counts the round trips of the hand-written path")
     warm, run = run_of(flow, user), run_of(flow, user)
-    services.flow_run_execute(run_id=warm.id)
+    flow_run_execute(run_id=warm.id)
     with CaptureQueriesContext(connection) as queries:
-        assert services.flow_run_execute(run_id=run.id).status == "succeeded"
+        assert flow_run_execute(run_id=run.id).status == "succeeded"
     sent = [q["sql"].split(" times: ")[-1].split()[0] for q in queries.captured_queries]  # executemany: "4 times: INSERT …"
     if connection.vendor == "postgresql":
         # No BEGIN/COMMIT either: each statement is atomic by itself (the finish takes a savepoint only
@@ -137,10 +140,10 @@ def test_one_statement_claim_and_one_statement_finish(flow, user, execute_path):
 def test_the_graph_of_a_version_is_parsed_once_per_process(flow, user, execute_path):
     if execute_path != "returning":
         pytest.skip("the parsed-graph cache is the one-statement path's")
-    services._graph_parsed.cache_clear()
+    _graph_parsed.cache_clear()
     for _ in range(3):
-        services.flow_run_execute(run_id=run_of(flow, user).id)
-    info = services._graph_parsed.cache_info()
+        flow_run_execute(run_id=run_of(flow, user).id)
+    info = _graph_parsed.cache_info()
     assert (info.misses, info.hits) == (1, 2)
 
 
@@ -148,12 +151,12 @@ def test_runs_of_a_concurrency_limited_flow_take_the_general_path(flow, user, ex
     if execute_path != "returning":
         pytest.skip("which path the hand-written claim leaves to the general one")
     general = []
-    monkeypatch.setattr(services, "_flow_run_claim", lambda real=services._flow_run_claim, **kw: general.append("claim") or real(**kw))
+    monkeypatch.setattr(execution, "_flow_run_claim", lambda real=_flow_run_claim, **kw: general.append("claim") or real(**kw))
     flow.max_concurrent_runs = 2
     flow.save()
-    assert services.flow_run_execute(run_id=run_of(flow, user).id).status == "succeeded"
+    assert flow_run_execute(run_id=run_of(flow, user).id).status == "succeeded"
     assert general == ["claim"]
     flow.max_concurrent_runs = None
     flow.save()
-    assert services.flow_run_execute(run_id=run_of(flow, user).id).status == "succeeded"
+    assert flow_run_execute(run_id=run_of(flow, user).id).status == "succeeded"
     assert general == ["claim"]

@@ -157,7 +157,7 @@ def test_superusers_need_no_permissions(superuser, other):
 def test_the_flow_builders_group_lets_staff_manage_their_own_objects(bare_staff, other):
     from django.contrib.auth.models import Group
 
-    from flows.services import flow_create
+    from flows.services.flows import flow_create
     from tests.conftest import GREETING_FLOW
 
     mine = flow_create(user=bare_staff, name="Mine", data=GREETING_FLOW)

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from flows import services, tasks
+from flows import tasks
+from flows.services.runs import flow_run_create
 from langrun.logs import JsonFormatter, RunContextFilter, TextFormatter, log_context
 
 SECRET = "card-4242-4242-4242-4242"
@@ -35,7 +36,7 @@ def log_lines():
 
 def test_json_lines_about_a_run_carry_its_ids_and_never_its_payload(log_lines, flow, user):
     stream = log_lines(JsonFormatter())
-    run = services.flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": SECRET}, body=json.dumps({"name": SECRET}))
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": SECRET}, body=json.dumps({"name": SECRET}))
     tasks.execute_run(str(run.id))
     run.refresh_from_db()
     assert run.status == "succeeded" and SECRET in run.outputs["greeting"]

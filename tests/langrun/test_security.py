@@ -10,7 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from flows.models import Flow, FlowRun
-from flows.services import flow_run_create
+from flows.services.runs import flow_run_create
 from langrun.models import ApiKey
 from langrun.services import api_key_create
 

@@ -5,7 +5,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from flows.models import FlowRun
-from flows.services import flow_run_create, flow_run_execute
+from flows.services.execution import flow_run_execute
+from flows.services.runs import flow_run_create
 from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_usage_flush
 from tests.webhooks.test_webhook import post
@@ -107,7 +108,7 @@ def test_the_prepared_insert_writes_every_field_as_the_orm_would(flow, user):
 def test_the_conditional_insert_writes_the_same_row_or_nothing(flow, user, django_capture_on_commit_callbacks):
     from django.forms.models import model_to_dict
 
-    from flows.services import RunConditionFailed
+    from flows.services.runs import RunConditionFailed
 
     payload = {"order": {"id": 7, "lines": [1.5, None, True]}, "note": "ünïcode", "n": 12345678901234567890}
     fields = dict(flow=flow, user=user, trigger=FlowRun.Trigger.WEBHOOK, payload=payload, body='{"x": 1}', content_type="text/plain; x=y")

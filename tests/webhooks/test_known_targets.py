@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from flows.models import Flow, FlowRun
-from flows.services import flow_create, flow_update
+from flows.services.flows import flow_create, flow_update
 from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_revoke
 from tests.conftest import GREETING_FLOW

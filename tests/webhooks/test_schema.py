@@ -81,7 +81,7 @@ def test_flows_without_schema_accept_anything(key_client, flow):
 
 
 def test_a_new_version_of_the_graph_brings_its_schema_at_once(key_client, schema_flow, user):
-    from flows.services import flow_update
+    from flows.services.flows import flow_update
 
     # The schemas are remembered per version: the first call fills that memory for version 1.
     assert key_client.post("/api/v1/webhook/orders", {"anything": 1}, format="json").status_code == 422

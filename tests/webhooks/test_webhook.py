@@ -248,11 +248,11 @@ def test_broker_down_still_accepts_and_run_stays_queued(key_client, flow, monkey
     import redis
     from django_q.brokers.redis_broker import Redis as RedisBroker
 
-    import flows.services
+    from flows.services import queue
 
     broker = RedisBroker(list_key="unreachable")
     broker.connection = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    monkeypatch.setattr(flows.services, "_broker", broker)
+    monkeypatch.setattr(queue, "_broker", broker)
     response, callbacks = run_commits(lambda: post(key_client, flow.endpoint_name))
     assert response.status_code == 202 and len(callbacks) == 1
     run = FlowRun.objects.get(pk=response.json()["run_id"])
@@ -360,7 +360,7 @@ def test_what_cannot_be_stored_and_read_back_is_422(key_client, flow, body, cont
 
 
 def test_a_payload_at_the_depth_limit_is_accepted_and_read_back_everywhere(key_client, flow, settings):
-    from flows.services import flow_run_execute
+    from flows.services.execution import flow_run_execute
 
     assert settings.LANGRUN_MAX_JSON_DEPTH == 100
     response = post(key_client, flow.endpoint_name, _nested(100))

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.models import FlowRun
-from flows.services import flow_run_execute
+from flows.services.execution import flow_run_execute
 from webhooks import services as webhook_services
 
 

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from flows.engine import GraphValidationError
-from flows.services import flow_import
+from flows.services.imports import flow_import
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 
 from flows.models import Flow
-from flows.services import flow_runs_requeue
+from flows.services.sweep import flow_runs_requeue
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from flows.services import flow_runs_requeue_stale
+from flows.services.sweep import flow_runs_requeue_stale
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from flows.services import variables_rotate_key
+from flows.services.variables import variables_rotate_key
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from flows.services import flow_runs_sweep
+from flows.services.sweep import flow_runs_sweep
 
 
 class Command(BaseCommand):

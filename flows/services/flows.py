@@ -1,0 +1,103 @@
+"""Flows: create, update and validate a flow's graph, its endpoint name, restore a version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from flows import engine
+from flows.models import Flow, FlowVersion
+from flows.services.variables import variables_check_exist
+from flows.services.versions import flow_version_record
+
+
+class EndpointNameTaken(Exception):
+    """The owner already has a flow with this endpoint name."""
+
+
+def flow_graph_validate(*, data: Any, user=None) -> engine.Graph:
+    """Parse a flow's graph; raises engine.GraphValidationError listing every problem.
+
+    With `user`, every variable the params refer to must be one of theirs.
+    """
+    graph = engine.parse_graph(data)
+    if user is not None:
+        variables_check_exist(user=user, data=data)
+    return graph
+
+
+def flow_endpoint_name_taken(*, user, endpoint_name: str | None, exclude: Flow | None = None) -> bool:
+    if not endpoint_name:
+        return False
+    qs = Flow.objects.filter(user=user, endpoint_name=endpoint_name)
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude.pk)
+    return qs.exists()
+
+
+def flow_create(
+    *,
+    user,
+    name: str,
+    data: dict,
+    description: str = "",
+    endpoint_name: str | None = None,
+    timeout: int | None = None,
+    max_attempts: int = 1,
+    max_concurrent_runs: int | None = None,
+    author=None,
+    message: str = "",
+) -> Flow:
+    flow_graph_validate(data=data, user=user)
+    flow = Flow(
+        user=user,
+        name=name,
+        description=description,
+        endpoint_name=endpoint_name or None,
+        data=data,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        max_concurrent_runs=max_concurrent_runs,
+    )
+    with transaction.atomic():  # the flow and its first version, or neither
+        _flow_save(flow)
+        flow_version_record(flow=flow, author=author or user, message=message)
+    return flow
+
+
+def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) -> Flow:
+    """Change a flow's fields; a changed graph also records a new FlowVersion."""
+    if "data" in fields:
+        flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
+    if "endpoint_name" in fields:
+        fields["endpoint_name"] = fields["endpoint_name"] or None
+    for name, value in fields.items():
+        setattr(flow, name, value)
+    with transaction.atomic():
+        _flow_save(flow)
+        if "data" in fields:
+            flow_version_record(flow=flow, author=author, message=message)
+    return flow
+
+
+def _flow_save(flow: Flow) -> Flow:
+    if flow_endpoint_name_taken(user=flow.user, endpoint_name=flow.endpoint_name, exclude=flow):
+        raise EndpointNameTaken(flow.endpoint_name)
+    try:
+        with transaction.atomic():
+            flow.save()
+    except IntegrityError as exc:  # a concurrent save took the name between the check and the insert
+        raise EndpointNameTaken(flow.endpoint_name) from exc
+    return flow
+
+
+def flow_version_restore(*, flow: Flow, number: int, author=None) -> FlowVersion:
+    """Make version `number`'s graph the flow's graph again, as a new version (FlowVersion.DoesNotExist if none).
+
+    The graph is validated again (components may have changed since), raising GraphValidationError.
+    Restoring the graph the flow already has records nothing and returns the current version.
+    """
+    old = flow.versions.get(number=number)
+    flow_update(flow=flow, data=old.data, author=author, message=f"Restored version {number}")
+    return flow_version_record(flow=flow)

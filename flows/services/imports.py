@@ -1,0 +1,85 @@
+"""Import and export: flows from Langflow's or langrun's export format, and a flow in langrun's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from flows import engine
+from flows.models import Flow
+from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_graph_validate
+
+
+def flow_import(*, user, document: Any) -> list[Flow]:
+    """Create flows from a Langflow export (one flow, or `{"flows": [...]}`) or a langrun export.
+
+    Every flow is converted and validated before any is saved, so a bad file saves
+    nothing; problems raise GraphValidationError (located in the uploaded document).
+    An endpoint name the user already has gets a `-1`, `-2` … suffix, as Langflow does.
+    """
+    from flows.importers import ImportProblem, is_langflow_flow, langflow_to_native
+
+    if isinstance(document, dict) and isinstance(document.get("flows"), list):
+        documents, prefix = document["flows"], ("flows",)
+    else:
+        documents, prefix = [document], ()
+    converted, issues = [], []
+    for k, doc in enumerate(documents):
+        loc = (*prefix, k) if prefix else ()
+        if not isinstance(doc, dict):
+            issues.append(engine.ValidationIssue(loc, "A flow must be an object with 'name' and 'data'.", "object_type"))
+            continue
+        try:
+            if is_langflow_flow(doc):
+                native = langflow_to_native(doc)
+            else:
+                native = {k2: doc.get(k2) for k2 in ("name", "description", "endpoint_name", "data", "timeout")}
+                native["name"] = str(native["name"] or "Imported flow")[:200]
+            flow_graph_validate(data=native["data"], user=user)
+        except ImportProblem as exc:
+            issues += [engine.ValidationIssue((*loc, *i.loc), i.msg, i.type) for i in exc.issues]
+            continue
+        except engine.GraphValidationError as exc:
+            issues += [engine.ValidationIssue((*loc, "data", *i.loc), i.msg, i.type) for i in exc.issues]
+            continue
+        converted.append(native)
+    if issues:
+        raise engine.GraphValidationError(issues)
+    with transaction.atomic():
+        return [
+            flow_create(
+                user=user,
+                name=native["name"],
+                description=native.get("description") or "",
+                endpoint_name=_free_endpoint_name(user=user, wanted=native.get("endpoint_name")),
+                data=native["data"],
+                timeout=native.get("timeout") if isinstance(native.get("timeout"), int) and native["timeout"] > 0 else None,
+            )
+            for native in converted
+        ]
+
+
+def _free_endpoint_name(*, user, wanted: Any) -> str | None:
+    import re
+
+    from flows.models import ENDPOINT_NAME_RE
+
+    if not isinstance(wanted, str) or not re.match(ENDPOINT_NAME_RE, wanted):
+        return None
+    candidate, n = wanted[:100], 0
+    while flow_endpoint_name_taken(user=user, endpoint_name=candidate):
+        n += 1
+        candidate = f"{wanted[: 100 - len(str(n)) - 1]}-{n}"
+    return candidate
+
+
+def flow_export(*, flow: Flow) -> dict[str, Any]:
+    """The flow in langrun's native format, ready for `flow_import` (here or on another langrun)."""
+    return {
+        "name": flow.name,
+        "description": flow.description,
+        "endpoint_name": flow.endpoint_name,
+        "timeout": flow.timeout,
+        "data": flow.data,
+    }

@@ -1,0 +1,153 @@
+"""Variables: per-user values a flow refers to, credentials encrypted (MultiFernet), and the context a run gets from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from flows import engine
+from flows.models import Flow, Variable
+
+
+class VariableNameTaken(Exception):
+    """The owner already has a variable with this name."""
+
+
+class VariableUndecryptable(Exception):
+    """A credential's token does not open with the current key (LANGRUN_VARIABLES_KEY or SECRET_KEY changed)."""
+
+
+def _fernet():
+    """The credential keys: LANGRUN_VARIABLES_KEY's comma-separated list, the first encrypting and every one decrypting.
+
+    The key derived from SECRET_KEY (the default when none is set) stays last as a decrypting key, so that
+    setting LANGRUN_VARIABLES_KEY for the first time is a rotation like any other, not a loss.
+    """
+    import base64
+    import hashlib
+
+    from cryptography.fernet import Fernet, MultiFernet
+
+    digest = hashlib.sha256(b"langrun-variables:" + settings.SECRET_KEY.encode()).digest()
+    keys = [key.strip() for key in settings.LANGRUN_VARIABLES_KEY.split(",") if key.strip()]
+    keys.append(base64.urlsafe_b64encode(digest).decode())
+    return MultiFernet([Fernet(key) for key in dict.fromkeys(keys)])
+
+
+def variable_encrypt(*, value: str) -> str:
+    return _fernet().encrypt(value.encode()).decode()
+
+
+def variable_value(*, variable: Variable) -> str:
+    """The plain value of a variable (decrypting a credential)."""
+    if variable.kind != Variable.Kind.CREDENTIAL:
+        return variable.value
+    from cryptography.fernet import InvalidToken
+
+    try:
+        return _fernet().decrypt(variable.value.encode()).decode()
+    except InvalidToken as exc:
+        raise VariableUndecryptable(f"Variable {variable.name!r} cannot be decrypted with the current key; set its value again.") from exc
+
+
+def variables_rotate_key() -> tuple[int, list[Variable]]:
+    """Encrypt every credential again with the first key: the count re-encrypted, and those no key opens (left as they are).
+
+    A value changed meanwhile (by its owner) is not overwritten: the update is conditional on the token read.
+    """
+    from cryptography.fernet import InvalidToken
+
+    keys = _fernet()
+    rotated, unreadable = 0, []
+    for variable in Variable.objects.filter(kind=Variable.Kind.CREDENTIAL).order_by("pk").iterator(chunk_size=500):
+        try:
+            token = keys.rotate(variable.value.encode()).decode()
+        except InvalidToken:
+            unreadable.append(variable)
+            continue
+        rotated += Variable.objects.filter(pk=variable.pk, value=variable.value).update(value=token)
+    return rotated, unreadable
+
+
+def variable_create(*, user, name: str, value: str, kind: str = Variable.Kind.CREDENTIAL) -> Variable:
+    variable = Variable(user=user, name=name, kind=kind)
+    variable.value = variable_encrypt(value=value) if kind == Variable.Kind.CREDENTIAL else value
+    return _variable_save(variable)
+
+
+def variable_update(*, variable: Variable, name: str | None = None, value: str | None = None, kind: str | None = None) -> Variable:
+    """Rename, re-kind or set the value; changing the kind without a new value converts the stored value."""
+    if value is None and kind is not None and kind != variable.kind:
+        value = variable_value(variable=variable)
+    if name is not None:
+        variable.name = name
+    if kind is not None:
+        variable.kind = kind
+    if value is not None:
+        variable.value = variable_encrypt(value=value) if variable.kind == Variable.Kind.CREDENTIAL else value
+    return _variable_save(variable)
+
+
+def _variable_save(variable: Variable) -> Variable:
+    if Variable.objects.filter(user=variable.user, name=variable.name).exclude(pk=variable.pk).exists():
+        raise VariableNameTaken(variable.name)
+    try:
+        with transaction.atomic():
+            variable.save()
+    except IntegrityError as exc:
+        raise VariableNameTaken(variable.name) from exc
+    return variable
+
+
+def variables_check_exist(*, user, data: Any) -> None:
+    """Raise GraphValidationError naming every variable the flow refers to that `user` does not have."""
+    refs = engine.variable_references(data)
+    if not refs:
+        return
+    have = set(Variable.objects.filter(user=user, name__in={name for _, name in refs}).values_list("name", flat=True))
+    _variables_raise_missing(refs=refs, have=have)
+
+
+def _variables_raise_missing(*, refs, have) -> None:
+    """GraphValidationError naming every reference `(loc, name)` whose name is not in `have`."""
+    missing = [
+        engine.ValidationIssue(loc, f"Variable {name!r} does not exist; create it under /api/v1/variables/.", "variable_missing")
+        for loc, name in refs
+        if name not in have
+    ]
+    if missing:
+        raise engine.GraphValidationError(missing)
+
+
+def flow_run_context(*, flow: Flow, payload: Any, data: Any) -> engine.RunContext:
+    """What the engine needs for a run: the payload, the referenced variables' plain values
+    (credentials also listed as secrets to mask), and the outbound HTTP allow-list.
+
+    Raises GraphValidationError when a referenced variable is missing or cannot be decrypted.
+    """
+    # The owner's id is enough (loading `flow.user` cost a query per run).
+    return _flow_run_context(user_id=flow.user_id, payload=payload, refs=engine.variable_references(data))
+
+
+def _flow_run_context(*, user_id, payload: Any, refs) -> engine.RunContext:
+    """flow_run_context given the graph's variable references `(loc, name)`: one query, and none without references."""
+    values, secrets = {}, set()
+    if refs:
+        found = {v.name: v for v in Variable.objects.filter(user=user_id, name__in={name for _, name in refs})}
+        _variables_raise_missing(refs=refs, have=found)
+        for variable in found.values():
+            try:
+                values[variable.name] = variable_value(variable=variable)
+            except VariableUndecryptable as exc:
+                raise engine.GraphValidationError([engine.ValidationIssue(("variables", variable.name), str(exc), "variable_key")]) from exc
+            if variable.kind == Variable.Kind.CREDENTIAL:
+                secrets.add(values[variable.name])
+    return engine.RunContext(
+        payload=payload,
+        variables=values,
+        secrets=frozenset(s for s in secrets if s),
+        http_allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS),
+        max_output_bytes=settings.LANGRUN_MAX_OUTPUT_BYTES or None,
+    )

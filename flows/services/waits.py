@@ -1,0 +1,66 @@
+"""Waiting for a run: polling the ledger, or executing a run in the request's process (Langflow's synchronous run)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.db import connection
+
+from flows.models import FlowRun
+from flows.services.execution import flow_run_execute
+from langrun.waits import wait_slot
+
+logger = logging.getLogger(__name__)
+
+
+def flow_run_wait(*, run_id, timeout: float) -> FlowRun:
+    """The run once it is terminal, or as it is after `timeout` seconds (polls the ledger).
+
+    A caller past its account's or its process's share of waiting (langrun.waits) gets the run as it is, at once.
+    """
+    run = FlowRun.objects.get(pk=run_id)
+    if run.status in FlowRun.TERMINAL or timeout <= 0:
+        return run
+    with wait_slot(owner=str(run.user_id)) as granted:
+        return _flow_run_poll(run_id=run_id, timeout=timeout) if granted else run
+
+
+def _flow_run_poll(*, run_id, timeout: float) -> FlowRun:
+    deadline = time.monotonic() + max(timeout, 0)
+    delay = 0.02
+    while True:
+        run = FlowRun.objects.get(pk=run_id)
+        remaining = deadline - time.monotonic()
+        if run.status in FlowRun.TERMINAL or remaining <= 0:
+            return run
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.25)
+
+
+def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
+    """Execute a committed, queued run in this process; return it when terminal or after `timeout` seconds.
+
+    The run executes in a thread, so the caller can stop waiting without
+    interrupting it: a run still going at the deadline finishes in that thread.
+    If a worker claimed the run first (it was also enqueued), this just waits.
+    A caller past its share of waiting (langrun.waits) gets the queued run at once: a worker runs it.
+    """
+    with wait_slot(owner=str(run.user_id)) as granted:
+        if not granted:
+            return run
+        started = time.monotonic()
+        thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
+        thread.start()
+        thread.join(max(timeout, 0))
+        return _flow_run_poll(run_id=run.id, timeout=timeout - (time.monotonic() - started))
+
+
+def _flow_run_execute_thread(*, run_id) -> None:
+    try:
+        flow_run_execute(run_id=run_id)
+    except Exception:
+        logger.exception("Run %s failed to execute in the request thread", run_id)
+    finally:
+        connection.close()  # the thread's own connection; Django only closes the request thread's
