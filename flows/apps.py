@@ -20,7 +20,6 @@ class FlowsConfig(AppConfig):
         for module in getattr(settings, "LANGRUN_COMPONENT_MODULES", []):
             import_module(module)
 
-        from flows import admin_versions, retention
+        from flows import retention
 
-        admin_versions.register()  # kept apart from flows/admin.py
         post_migrate.connect(retention.prune_schedule_ensure, sender=self)

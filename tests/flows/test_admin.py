@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from flows import diagram, engine
-from flows.admin import describe_issue
+from flows.admin.common import describe_issue
 from flows.models import Flow, FlowRun
 from flows.services.execution import flow_run_execute
 from flows.services.flows import EndpointNameTaken, flow_create, flow_update

@@ -1,7 +1,4 @@
-"""Admin for flow versions: a read-only history per flow and a diff between any two versions.
-
-Registered from FlowsConfig.ready(), so it stays independent of flows/admin.py.
-"""
+"""Admin for flow versions: a read-only history per flow and a diff between any two versions."""
 
 import difflib
 import json
@@ -32,6 +29,7 @@ def _line_class(line: str) -> str:
     return {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "")
 
 
+@admin.register(FlowVersion)
 class FlowVersionAdmin(OwnedModelAdmin):
     """Read-only: versions are recorded by the flow services. Staff see their own flows' versions, with `view_flowversion`."""
 
@@ -98,8 +96,3 @@ class FlowVersionAdmin(OwnedModelAdmin):
             "diff_lines": [(_line_class(line), line) for line in (version_diff(a, b) if b else "").splitlines()],
         }
         return TemplateResponse(request, "admin/flows/flowversion/compare.html", context)
-
-
-def register(site: admin.AdminSite = admin.site) -> None:
-    if not site.is_registered(FlowVersion):
-        site.register(FlowVersion, FlowVersionAdmin)

@@ -1,0 +1,138 @@
+"""The flows admin's forms: a flow's graph, an import, "Run now" and a variable's write-only value."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from flows import engine
+from flows.admin.common import describe_issue
+from flows.models import Flow, Variable
+from flows.services.flows import EndpointNameTaken, flow_endpoint_name_taken, flow_graph_validate
+from flows.services.variables import VariableNameTaken, VariableUndecryptable
+
+
+class PrettyJSONField(forms.JSONField):
+    def prepare_value(self, value):
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+class FlowAdminForm(forms.ModelForm):
+    data = PrettyJSONField(
+        label="Graph (JSON)",
+        widget=forms.Textarea(attrs={"rows": 22, "class": "lr-json-editor", "spellcheck": "false"}),
+        help_text='{"nodes": [{"id", "type", "params"}], "edges": [{"source", "target", "source_output", "target_input"}]}',
+    )
+    request_user = None  # set by SaveRefusalsAsFormErrors.get_form
+    save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
+
+    class Meta:
+        model = Flow
+        fields = ["user", "name", "description", "endpoint_name", "data"]
+
+    def owner(self):
+        if "user" in self.fields:
+            return self.cleaned_data.get("user")
+        if self.instance.user_id:
+            return self.instance.user
+        return self.request_user
+
+    def clean_data(self):
+        data = self.cleaned_data["data"]
+        refused = self.save_refused if isinstance(self.save_refused, engine.GraphValidationError) else None
+        try:
+            flow_graph_validate(data=data, user=self.owner())  # with the owner: its variables must exist
+            if refused is not None:
+                raise refused
+        except engine.GraphValidationError as exc:
+            raise forms.ValidationError([describe_issue(issue, data) for issue in exc.issues]) from exc
+        return data
+
+    def validate_unique(self):
+        # Endpoint names are unique per owner: the service's rule, checked here to show it on the field.
+        owner = self.owner()
+        endpoint_name = self.cleaned_data.get("endpoint_name") or None
+        if isinstance(self.save_refused, EndpointNameTaken):
+            self.add_error("endpoint_name", f"The endpoint name {endpoint_name!r} was taken by another flow while saving this one.")
+        elif owner is not None and flow_endpoint_name_taken(
+            user=owner, endpoint_name=endpoint_name, exclude=self.instance if self.instance.pk else None
+        ):
+            self.add_error("endpoint_name", f"You already have a flow with the endpoint name {endpoint_name!r}.")
+
+
+class FlowImportForm(forms.Form):
+    file = forms.FileField(
+        label="Langflow export",
+        help_text='The JSON file from "Export" in Langflow (one flow, or {"flows": [...]}), or a langrun export.',
+    )
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.none(), label="Owner")
+
+    def __init__(self, *args, request_user, **kwargs):
+        super().__init__(*args, **kwargs)
+        if request_user.is_superuser:
+            self.fields["user"].queryset = get_user_model().objects.order_by("username")
+            self.fields["user"].initial = request_user.pk
+        else:
+            del self.fields["user"]  # staff import for themselves; a posted owner is ignored
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.LANGRUN_MAX_IMPORT_BYTES:
+            raise forms.ValidationError(f"The file is larger than {settings.LANGRUN_MAX_IMPORT_BYTES} bytes.")
+        try:
+            document = json.loads(upload.read().decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise forms.ValidationError(f"The file is not JSON: {exc}") from exc
+        if not isinstance(document, dict) or not document:
+            raise forms.ValidationError('The file is JSON but not a flow export: expected an object (one flow, or {"flows": [...]}).')
+        return document
+
+
+class RunNowForm(forms.Form):
+    payload = PrettyJSONField(
+        label="Test payload (JSON)",
+        widget=forms.Textarea(attrs={"rows": 12, "class": "lr-json-editor", "spellcheck": "false"}),
+        required=False,
+        help_text="What the flow's Webhook node gives, as if this JSON were POSTed to the webhook URL.",
+    )
+
+    def clean_payload(self):
+        # Not `required`: forms.JSONField would refuse `{}` and `null`, which are payloads like any other.
+        if not self.data.get("payload", "").strip():
+            raise forms.ValidationError("Enter a JSON payload, e.g. {}.")
+        return self.cleaned_data["payload"]
+
+
+class VariableAdminForm(forms.ModelForm):
+    """The stored value is never put in the form: a new value replaces it, an empty field keeps it."""
+
+    new_value = forms.CharField(
+        label="Value",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Credentials are encrypted and never shown again; leave empty to keep the current value.",
+    )
+
+    request_user = None  # set by SaveRefusalsAsFormErrors.get_form
+    save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
+
+    class Meta:
+        model = Variable
+        fields = ["user", "name", "kind"]
+
+    def clean(self):
+        cleaned = super().clean()
+        owner = cleaned.get("user") or (self.request_user if self.instance._state.adding else self.instance.user)
+        name = cleaned.get("name")
+        taken = isinstance(self.save_refused, VariableNameTaken)
+        if owner and name and (taken or Variable.objects.filter(user=owner, name=name).exclude(pk=self.instance.pk).exists()):
+            self.add_error("name", f"{owner} already has a variable named {name}.")
+        if isinstance(self.save_refused, VariableUndecryptable):
+            self.add_error("new_value", str(self.save_refused))
+        return cleaned

@@ -1,0 +1,264 @@
+"""The run admin: a run's details and node results, replay and cancel."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from flows import diagram, engine
+from flows.admin.common import AdminMedia, _is_changelist, format_duration, pretty_json, preview, status_badge
+from flows.exceptions import FlowsError, RunNotCancellable
+from flows.models import Flow, FlowRun
+from flows.services.runs import flow_run_cancel, flow_run_replay
+from flows.services.versions import flow_run_graph_data
+from langrun.admin import OwnedModelAdmin
+
+
+class FlowFilter(admin.SimpleListFilter):
+    """Flows by name, scoped to the user's own (RelatedFieldListFilter would list everyone's)."""
+
+    title = "flow"
+    parameter_name = "flow"
+
+    def lookups(self, request, model_admin):
+        flows = Flow.objects.order_by("name")
+        if not request.user.is_superuser:
+            flows = flows.filter(user=request.user)
+        return [(str(pk), name) for pk, name in flows.values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(flow_id=self.value())
+        return queryset
+
+
+@admin.register(FlowRun)
+class FlowRunAdmin(OwnedModelAdmin):
+    owner_field = "flow__user"
+    list_display = ["short_id", "flow", "trigger", "status_badge", "received_at", "duration", "attempts"]
+    list_display_links = ["short_id"]
+    list_filter = ["status", FlowFilter, "trigger", "received_at"]
+    list_select_related = ["flow"]
+    ordering = ["-received_at"]
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ["replay_selected", "cancel_queued"]
+    change_form_template = "admin/flows/flowrun/change_form.html"
+    Media = AdminMedia
+    # What happened first (where a run failed), then what was asked, then when.
+    fieldsets = [
+        (None, {"fields": ["id", "flow_link", "status_badge", "trigger", "attempts", "duration", "replay_of_link"]}),
+        ("Result", {"fields": ["error", "outputs_display", "node_table", "run_diagram"]}),
+        ("Request", {"fields": ["payload_display", "tweaks_display", "content_type", "body_display"]}),
+        ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at"]}),
+    ]
+    readonly_fields = [
+        "id",
+        "flow_link",
+        "status_badge",
+        "trigger",
+        "attempts",
+        "replay_of_link",
+        "received_at",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "payload_display",
+        "tweaks_display",
+        "content_type",
+        "body_display",
+        "outputs_display",
+        "error",
+        "run_diagram",
+        "node_table",
+    ]
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if _is_changelist(request, self):
+            # Bodies may be up to LANGRUN_MAX_BODY_BYTES each; a page of 50 must not load them.
+            qs = qs.defer("body", "payload", "tweaks", "outputs", "error")
+        return qs
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the ledger is read-only; replay and cancel go through services
+
+    # Replay and cancel, as actions and buttons, need Django's permissions: a replay adds a run, a cancel changes one.
+    def has_replay_permission(self, request, obj=None):
+        return request.user.has_perm("flows.add_flowrun") and (obj is None or self.owns(request, obj))
+
+    def has_cancel_permission(self, request, obj=None):
+        return request.user.has_perm("flows.change_flowrun") and (obj is None or self.owns(request, obj))
+
+    def _requiring(self, permitted, view):
+        def checked(request, *args, **kwargs):
+            if not permitted(request):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return checked
+
+    @admin.display(description="run", ordering="received_at")
+    def short_id(self, run):
+        return str(run.pk)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run):
+        return status_badge(run.status)
+
+    @admin.display(description="duration")
+    def duration(self, run):
+        return format_duration(run.duration_ms)
+
+    @admin.display(description="flow")
+    def flow_link(self, run):
+        return format_html('<a href="{}">{}</a>', reverse("admin:flows_flow_change", args=[run.flow_id]), run.flow.name)
+
+    @admin.display(description="replay of")
+    def replay_of_link(self, run):
+        if run.replay_of_id is None:
+            return "–"
+        return format_html('<a href="{}">{}</a>', reverse("admin:flows_flowrun_change", args=[run.replay_of_id]), run.replay_of_id)
+
+    @admin.display(description="payload")
+    def payload_display(self, run):
+        if run.payload is None:
+            return format_html('<pre class="lr-json">{}</pre>', run.body) if run.body else "–"
+        return pretty_json(run.payload)
+
+    @admin.display(description="raw body")
+    def body_display(self, run):
+        return format_html('<pre class="lr-json">{}</pre>', run.body) if run.body else "–"
+
+    @admin.display(description="tweaks")
+    def tweaks_display(self, run):
+        return pretty_json(run.tweaks) if run.tweaks else "–"
+
+    @admin.display(description="outputs")
+    def outputs_display(self, run):
+        return pretty_json(run.outputs) if run.outputs is not None else "–"
+
+    @admin.display(description="diagram")
+    def run_diagram(self, run):
+        try:
+            graph = engine.parse_graph(engine.apply_tweaks(flow_run_graph_data(run=run), run.tweaks))
+        except engine.GraphValidationError:
+            return "–"
+        statuses = dict(run.node_results.values_list("node_id", "status"))
+        return format_html('<div class="lr-diagram-wrap">{}</div>', mark_safe(diagram.render_svg(graph, statuses=statuses)))  # noqa: S308
+
+    @admin.display(description="nodes")
+    def node_table(self, run):
+        results = list(run.node_results.order_by("order"))
+        if not results:
+            return "No node results yet."
+        rows = format_html_join(
+            "",
+            '<tr class="lr-node-row" data-node-id="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            '<td class="lr-preview">{}</td><td>{}</td></tr>',
+            (
+                (
+                    r.node_id,
+                    r.node_id,
+                    r.component_type,
+                    status_badge(r.status),
+                    format_duration(r.duration_ms) if r.status != "skipped" else "–",
+                    preview(r.output) if r.output is not None else "",
+                    r.error,
+                )
+                for r in results
+            ),
+        )
+        return format_html(
+            '<table class="lr-table lr-node-results"><thead><tr><th>node</th><th>component</th><th>status</th><th>duration</th>'
+            "<th>output</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    # Actions and buttons: the same services as the API.
+    @admin.action(description="Replay selected runs", permissions=["replay"])
+    def replay_selected(self, request, queryset):
+        new_runs = []
+        for run in queryset.select_related("flow", "version"):
+            with self.flows_errors_as_messages(request):
+                new_runs.append(flow_run_replay(run=run, user=run.user))
+        if not new_runs:
+            return
+        links = format_html_join(
+            ", ", '<a href="{}">{}</a>', ((reverse("admin:flows_flowrun_change", args=[r.pk]), str(r.pk)[:8]) for r in new_runs)
+        )
+        self.message_user(request, format_html("Queued {} replay(s): {}", len(new_runs), links), messages.SUCCESS)
+
+    @contextmanager
+    def flows_errors_as_messages(self, request):
+        """A domain error of the services (it carries its own message) becomes an error message on the page."""
+        try:
+            yield
+        except FlowsError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+
+    @admin.action(description="Cancel selected queued runs", permissions=["cancel"])
+    def cancel_queued(self, request, queryset):
+        cancelled = skipped = 0
+        for run in queryset:
+            try:
+                flow_run_cancel(run=run)
+                cancelled += 1
+            except RunNotCancellable:
+                skipped += 1
+        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} run(s) were not queued any more and were left as they are.", messages.WARNING)
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/replay/",
+                self.admin_site.admin_view(self._requiring(self.has_replay_permission, self.replay_view)),
+                name="flows_flowrun_replay",
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(self._requiring(self.has_cancel_permission, self.cancel_view)),
+                name="flows_flowrun_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def replay_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self.get_object(request, object_id)
+        with self.flows_errors_as_messages(request):
+            new = flow_run_replay(run=run, user=run.user)
+            self.message_user(request, format_html("Replay of run {} queued.", str(run.pk)[:8]), messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[new.pk]))
+        return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[run.pk]))
+
+    def cancel_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self.get_object(request, object_id)
+        with self.flows_errors_as_messages(request):
+            flow_run_cancel(run=run)
+            self.message_user(request, "Run cancelled.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:flows_flowrun_change", args=[run.pk]))
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        obj = context.get("original")
+        if obj is not None:
+            context["subtitle"] = f"Run {str(obj.pk)[:8]} of {obj.flow.name}"
+            context["lr_refresh"] = obj.status not in FlowRun.TERMINAL
+            context["lr_replayable"] = self.has_replay_permission(request, obj)
+            context["lr_cancellable"] = obj.status == FlowRun.Status.QUEUED and self.has_cancel_permission(request, obj)
+        return super().render_change_form(request, context, *args, **kwargs)
