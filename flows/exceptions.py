@@ -31,3 +31,37 @@ class RunNotReplayable(FlowsError):
 
     status = status.HTTP_422_UNPROCESSABLE_ENTITY
     code = "run_not_replayable"
+
+
+class EndpointNameTaken(FlowsError):
+    """The owner already has a flow with this endpoint name: 422 on `endpoint_name`."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "endpoint_name_taken"
+
+    def __init__(self, endpoint_name: str | None):
+        self.endpoint_name = endpoint_name
+        message = f"You already have a flow with endpoint name {endpoint_name}."
+        super().__init__(message, errors=[{"loc": ["body", "endpoint_name"], "msg": message, "type": "unique"}])
+
+
+class VariableNameTaken(FlowsError):
+    """The owner already has a variable with this name: 422 on `name`."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "variable_name_taken"
+
+    def __init__(self, name: str):
+        self.name = name
+        message = f"You already have a variable named {name}."
+        super().__init__(message, errors=[{"loc": ["body", "name"], "msg": message, "type": "unique"}])
+
+
+class VariableUndecryptable(FlowsError):
+    """A credential's token does not open with the current key (LANGRUN_VARIABLES_KEY or SECRET_KEY changed): 422 on `value`."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "variable_undecryptable"
+
+    def __init__(self, message: str):
+        super().__init__(message, errors=[{"loc": ["body", "value"], "msg": message, "type": "variable_key"}])

@@ -31,11 +31,11 @@ from flows.serializers import (
     VariableSerializer,
     VertexBuildsSerializer,
 )
-from flows.services.flows import EndpointNameTaken, flow_create, flow_update
+from flows.services.flows import flow_create, flow_update
 from flows.services.imports import flow_export, flow_import
 from flows.services.monitor import flow_vertex_builds
 from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_input_payload, flow_run_replay
-from flows.services.variables import VariableNameTaken, VariableUndecryptable, variable_create, variable_update
+from flows.services.variables import variable_create, variable_update
 from flows.services.versions import flow_run_graph_data
 from flows.services.waits import flow_run_execute_sync
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
@@ -46,16 +46,12 @@ from langrun.schema import error, validation_error
 
 @contextmanager
 def flow_errors_as_422():
-    """Service errors about a flow's content become located 422 errors."""
+    """A flow's graph errors become located 422 errors (the services' domain errors are rendered by the API's handler)."""
     try:
         yield
     except GraphValidationError as exc:
         raise RequestValidationError(
             [{"loc": ["body", "data", *issue.loc], "msg": issue.msg, "type": issue.type} for issue in exc.issues]
-        ) from exc
-    except EndpointNameTaken as exc:
-        raise RequestValidationError.single(
-            ["body", "endpoint_name"], f"You already have a flow with endpoint name {exc}.", "unique"
         ) from exc
 
 
@@ -208,22 +204,11 @@ class VariableViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return Variable.objects.filter(user=self.request.user)
 
-    @contextmanager
-    def _name_errors(self):
-        try:
-            yield
-        except VariableNameTaken as exc:
-            raise RequestValidationError.single(["body", "name"], f"You already have a variable named {exc}.", "unique") from exc
-        except VariableUndecryptable as exc:
-            raise RequestValidationError.single(["body", "value"], str(exc), "variable_key") from exc
-
     def perform_create(self, serializer):
-        with self._name_errors():
-            serializer.instance = variable_create(user=self.request.user, **serializer.validated_data)
+        serializer.instance = variable_create(user=self.request.user, **serializer.validated_data)
 
     def perform_update(self, serializer):
-        with self._name_errors():
-            serializer.instance = variable_update(variable=serializer.instance, **serializer.validated_data)
+        serializer.instance = variable_update(variable=serializer.instance, **serializer.validated_data)
 
 
 class FlowUploadView(generics.GenericAPIView):

@@ -29,8 +29,9 @@ from flows.admin.common import (
     webhook_path,
 )
 from flows.admin.forms import FlowAdminForm, FlowImportForm, RunNowForm
+from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowRun, NodeResult
-from flows.services.flows import EndpointNameTaken, flow_create, flow_update
+from flows.services.flows import flow_create, flow_update
 from flows.services.imports import flow_import
 from flows.services.runs import flow_run_create
 from langrun.admin import OwnedModelAdmin
@@ -229,7 +230,9 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
                 except engine.GraphValidationError as exc:
                     form.add_error(None, [describe_import_issue(issue, document) for issue in exc.issues])
                 except EndpointNameTaken as exc:
-                    form.add_error(None, f"The endpoint name {exc} was taken by another flow during the import; import the file again.")
+                    form.add_error(
+                        None, f"The endpoint name {exc.endpoint_name} was taken by another flow during the import; import the file again."
+                    )
                 else:
                     return self._imported(request, flows)
         else:

@@ -10,9 +10,9 @@ from django.contrib.auth import get_user_model
 
 from flows import engine
 from flows.admin.common import describe_issue
+from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable
 from flows.models import Flow, Variable
-from flows.services.flows import EndpointNameTaken, flow_endpoint_name_taken, flow_graph_validate
-from flows.services.variables import VariableNameTaken, VariableUndecryptable
+from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
 
 
 class PrettyJSONField(forms.JSONField):

@@ -6,8 +6,9 @@ from django.contrib import admin
 
 from flows.admin.common import SaveRefusalsAsFormErrors
 from flows.admin.forms import VariableAdminForm
+from flows.exceptions import VariableNameTaken, VariableUndecryptable
 from flows.models import Variable
-from flows.services.variables import VariableNameTaken, VariableUndecryptable, variable_create, variable_update
+from flows.services.variables import variable_create, variable_update
 from langrun.admin import OwnedModelAdmin
 
 

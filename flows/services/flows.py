@@ -7,13 +7,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from flows import engine
+from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowVersion
 from flows.services.variables import variables_check_exist
 from flows.services.versions import flow_version_record
-
-
-class EndpointNameTaken(Exception):
-    """The owner already has a flow with this endpoint name."""
 
 
 def flow_graph_validate(*, data: Any, user=None) -> engine.Graph:

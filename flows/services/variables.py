@@ -8,15 +8,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from flows import engine
+from flows.exceptions import VariableNameTaken, VariableUndecryptable
 from flows.models import Flow, Variable
-
-
-class VariableNameTaken(Exception):
-    """The owner already has a variable with this name."""
-
-
-class VariableUndecryptable(Exception):
-    """A credential's token does not open with the current key (LANGRUN_VARIABLES_KEY or SECRET_KEY changed)."""
 
 
 def _fernet():

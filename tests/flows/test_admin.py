@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from flows import diagram, engine
 from flows.admin.common import describe_issue
+from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowRun
 from flows.services.execution import flow_run_execute
-from flows.services.flows import EndpointNameTaken, flow_create, flow_update
+from flows.services.flows import flow_create, flow_update
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
 from tests.conftest import GREETING_FLOW, grant, login

@@ -14,6 +14,7 @@ from flows.services.execution import flow_run_execute
 from flows.services.imports import flow_import
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
+from tests.conftest import GREETING_FLOW
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAYLOAD = {"id": 42, "customer": "Ada", "status": "paid"}
@@ -76,6 +77,27 @@ def test_upload_as_multipart_file_and_endpoint_name_clash_gets_a_suffix(key_clie
     )
     assert first.status_code == second.status_code == 201
     assert [first.json()[0]["endpoint_name"], second.json()[0]["endpoint_name"]] == ["order-notice", "order-notice-1"]
+
+
+def test_an_endpoint_name_taken_during_the_upload_is_422_and_saves_nothing(key_client, user):
+    from django.db.models.signals import pre_save
+
+    export = {"name": "Mine", "endpoint_name": "mine", "data": GREETING_FLOW}
+
+    def take(sender, instance, **kwargs):  # another request takes the name after the check, before the insert
+        if instance.name != "Racer":
+            Flow.objects.create(user=user, name="Racer", endpoint_name="mine", data=GREETING_FLOW)
+
+    pre_save.connect(take, sender=Flow, dispatch_uid="taken_during_upload")
+    try:
+        response = key_client.post("/api/v1/flows/upload/", export, format="json")
+    finally:
+        pre_save.disconnect(sender=Flow, dispatch_uid="taken_during_upload")
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [{"loc": ["body", "endpoint_name"], "msg": "You already have a flow with endpoint name mine.", "type": "unique"}]
+    }
+    assert list(Flow.objects.values_list("name", flat=True)) == []
 
 
 def test_upload_of_a_file_that_is_not_json_is_422(key_client):

@@ -5,11 +5,11 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from flows import engine
-from flows.exceptions import RunNotCancellable
+from flows.exceptions import EndpointNameTaken, RunNotCancellable
 from flows.models import FlowRun, NodeResult
 from flows.services import queue
 from flows.services.execution import flow_run_claim, flow_run_execute
-from flows.services.flows import EndpointNameTaken, flow_create, flow_update
+from flows.services.flows import flow_create, flow_update
 from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_replay
 from flows.services.sweep import SWEEP_SCHEDULE_NAME, flow_runs_requeue_stale
 from flows.services.variables import variable_create

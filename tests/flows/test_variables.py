@@ -5,11 +5,12 @@ import json
 import pytest
 
 from flows import engine
+from flows.exceptions import VariableUndecryptable
 from flows.models import FlowRun, Variable
 from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_create
 from flows.services.runs import flow_run_create
-from flows.services.variables import VariableUndecryptable, variable_create, variable_value
+from flows.services.variables import variable_create, variable_value
 from tests.engine.test_components_http import server  # noqa: F401 - the local OpenAI-compatible server fixture
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
@@ -51,6 +52,30 @@ def test_bad_names_duplicates_and_other_users(key_client, user, make_user):
     assert key_client.get(f"/api/v1/variables/{theirs.id}").status_code == 404
     assert key_client.delete(f"/api/v1/variables/{theirs.id}").status_code == 404
     assert Variable.objects.filter(pk=theirs.pk).exists()
+
+
+def test_a_name_taken_is_422_on_the_name(key_client, user):
+    key_client.post("/api/v1/variables/", {"name": "A", "value": "x"}, format="json")
+    dup = key_client.post("/api/v1/variables/", {"name": "A", "value": "y"}, format="json")
+    assert dup.status_code == 422
+    assert dup.json() == {"detail": [{"loc": ["body", "name"], "msg": "You already have a variable named A.", "type": "unique"}]}
+
+
+def test_a_kind_change_the_current_key_cannot_decrypt_is_422_on_the_value(key_client, user, settings):
+    settings.LANGRUN_VARIABLES_KEY = "B" * 43 + "="
+    var = variable_create(user=user, name="K", value="v")
+    settings.LANGRUN_VARIABLES_KEY = "A" * 43 + "="
+    response = key_client.patch(f"/api/v1/variables/{var.id}", {"kind": "generic"}, format="json")
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body", "value"],
+                "msg": "Variable 'K' cannot be decrypted with the current key; set its value again.",
+                "type": "variable_key",
+            }
+        ]
+    }
 
 
 def test_variables_need_authentication(client):
