@@ -1,17 +1,15 @@
-import copy
 import itertools
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.test import Client
 from rest_framework.test import APIClient
 
-from flows.examples import GREETING_GRAPH
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
-
-# The product's demo graph (make run, the API docs' example); a copy, so no test can change the original.
-GREETING_FLOW = copy.deepcopy(GREETING_GRAPH)
+from tests.helpers import GREETING_FLOW, grant_owned_models
 
 _names = itertools.count()
 
@@ -74,25 +72,6 @@ def key_client(api_key):
 # --- admin users ----------------------------------------------------------------
 
 
-def grant(user, *codenames: str) -> None:
-    """Give `user` Django permissions by `app_label.codename` (the admin honours them as Django does)."""
-    from django.contrib.auth.models import Permission
-
-    for name in codenames:
-        app_label, codename = name.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-
-
-def grant_owned_models(user) -> None:
-    """Every permission on the objects users own (flows, runs, versions, variables, API keys): what a staff user is
-    given to manage their own objects in the admin."""
-    from django.contrib.auth.models import Permission
-    from django.db.models import Q
-
-    owned = Q(content_type__app_label="flows") | Q(content_type__app_label="langrun", content_type__model="apikey")
-    user.user_permissions.add(*Permission.objects.filter(owned))
-
-
 @pytest.fixture
 def staff(make_user):
     """A staff user with every permission on owned objects (the admin still shows them only their own)."""
@@ -119,8 +98,81 @@ def superuser(make_user):
     return make_user("root", is_staff=True, is_superuser=True)
 
 
-def login(user) -> Client:
-    """A test client logged in as `user` (admin pages use Django's session login)."""
-    c = Client()
-    c.force_login(user)
-    return c
+# --- A local HTTP server (the HTTPRequest and LanguageModel components' tests) ------------------
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Answers by path; records every request it gets."""
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.requests.append(
+            {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+        )
+        route = self.path.split("?", 1)[0]
+        if route == "/slow":
+            self.server.release.wait(5)
+        if route == "/redirect-to-metadata":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.end_headers()
+            return
+        if route == "/redirect-local":
+            self.send_response(302)
+            self.send_header("Location", "/json")
+            self.end_headers()
+            return
+        if route.startswith("/status/"):
+            code = int(route.rsplit("/", 1)[1])
+            payload, ctype = json.dumps({"error": {"message": f"status {code}"}}).encode(), "application/json"
+        elif route == "/text":
+            code, payload, ctype = 200, b"plain text", "text/plain; charset=utf-8"
+        elif route == "/v1/chat/completions":
+            request = json.loads(body)
+            if self.headers.get("Authorization") != "Bearer sk-test-secret":
+                code, payload = 401, json.dumps({"error": {"message": "Incorrect API key provided"}}).encode()
+            else:
+                content = f"echo: {request['messages'][-1]['content']}"
+                answer = {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "model": request["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                }
+                code, payload = 200, json.dumps(answer).encode()
+            ctype = "application/json"
+        else:
+            code, payload, ctype = 200, json.dumps({"ok": True, "path": self.path}).encode(), "application/json"
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Trace", "abc")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that gave up (the timeout test) is expected
+
+
+@pytest.fixture
+def server():
+    httpd = QuietServer(("127.0.0.1", 0), Recorder)
+    httpd.requests = []
+    httpd.release = threading.Event()
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.release.set()
+    httpd.shutdown()
+    httpd.server_close()

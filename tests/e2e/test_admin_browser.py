@@ -14,8 +14,8 @@ import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from langrun.models import User
-from tests.conftest import GREETING_FLOW, grant_owned_models
-from tests.e2e.conftest import ROOT, Service
+from tests.e2e.helpers import ROOT, Service
+from tests.helpers import GREETING_FLOW, grant_owned_models
 
 pytestmark = pytest.mark.e2e
 

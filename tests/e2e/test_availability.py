@@ -16,8 +16,8 @@ import tests.components  # noqa: F401 - registers TestSideEffect here too (the s
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
-from tests.conftest import GREETING_FLOW
-from tests.e2e.conftest import ROOT, Service, wait_for_runs
+from tests.e2e.helpers import ROOT, Service, wait_for_runs
+from tests.helpers import GREETING_FLOW
 
 pytestmark = pytest.mark.e2e
 

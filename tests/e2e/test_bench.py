@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.conf import settings
 
-from tests.e2e.conftest import ROOT
+from tests.e2e.helpers import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,8 @@ from flows.models import FlowRun, NodeResult, RunAttempt
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
-from tests.conftest import GREETING_FLOW
-from tests.e2e.conftest import ROOT, Service, free_port, wait_for_runs
-from tests.flows.test_reliability import side_effect_flow
+from tests.e2e.helpers import ROOT, Service, free_port, wait_for_runs
+from tests.helpers import GREETING_FLOW, side_effect_flow
 
 pytestmark = pytest.mark.e2e
 

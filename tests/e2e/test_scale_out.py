@@ -15,8 +15,8 @@ from flows.models import FlowRun
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
-from tests.conftest import GREETING_FLOW
-from tests.e2e.conftest import wait_for_runs
+from tests.e2e.helpers import wait_for_runs
+from tests.helpers import GREETING_FLOW
 
 pytestmark = [
     pytest.mark.e2e,

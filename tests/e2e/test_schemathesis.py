@@ -19,8 +19,8 @@ from flows.services.flows import flow_create
 from flows.services.runs import flow_run_create
 from langrun.models import User
 from langrun.services import api_key_create
-from tests.conftest import GREETING_FLOW
-from tests.e2e.conftest import Service
+from tests.e2e.helpers import Service
+from tests.helpers import GREETING_FLOW
 
 pytestmark = pytest.mark.e2e
 

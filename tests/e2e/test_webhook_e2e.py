@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from flows.models import FlowRun
-from tests.e2e.conftest import wait_for_runs
+from tests.e2e.helpers import wait_for_runs
 
 pytestmark = pytest.mark.e2e
 

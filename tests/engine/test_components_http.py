@@ -4,7 +4,6 @@ import json
 import socketserver
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -12,83 +11,6 @@ from flows.engine import NodeError, RetryableNodeError, RunContext, registry
 from flows.engine.components.http import BlockedAddressError, vet_host
 
 LOCAL = ("127.0.0.1",)
-
-
-class Recorder(BaseHTTPRequestHandler):
-    """Answers by path; records every request it gets."""
-
-    def log_message(self, *args):
-        pass
-
-    def _answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.server.requests.append(
-            {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
-        )
-        route = self.path.split("?", 1)[0]
-        if route == "/slow":
-            self.server.release.wait(5)
-        if route == "/redirect-to-metadata":
-            self.send_response(302)
-            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
-            self.end_headers()
-            return
-        if route == "/redirect-local":
-            self.send_response(302)
-            self.send_header("Location", "/json")
-            self.end_headers()
-            return
-        if route.startswith("/status/"):
-            code = int(route.rsplit("/", 1)[1])
-            payload, ctype = json.dumps({"error": {"message": f"status {code}"}}).encode(), "application/json"
-        elif route == "/text":
-            code, payload, ctype = 200, b"plain text", "text/plain; charset=utf-8"
-        elif route == "/v1/chat/completions":
-            request = json.loads(body)
-            if self.headers.get("Authorization") != "Bearer sk-test-secret":
-                code, payload = 401, json.dumps({"error": {"message": "Incorrect API key provided"}}).encode()
-            else:
-                content = f"echo: {request['messages'][-1]['content']}"
-                answer = {
-                    "id": "c1",
-                    "object": "chat.completion",
-                    "model": request["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                }
-                code, payload = 200, json.dumps(answer).encode()
-            ctype = "application/json"
-        else:
-            code, payload, ctype = 200, json.dumps({"ok": True, "path": self.path}).encode(), "application/json"
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("X-Trace", "abc")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        pass  # a client that gave up (the timeout test) is expected
-
-
-@pytest.fixture
-def server():
-    httpd = QuietServer(("127.0.0.1", 0), Recorder)
-    httpd.requests = []
-    httpd.release = threading.Event()
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    httpd.release.set()
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def http(allowed=LOCAL, **values):

@@ -3,7 +3,7 @@ import copy
 import pytest
 
 from flows.engine import GraphValidationError, parse_graph
-from tests.conftest import GREETING_FLOW
+from tests.helpers import GREETING_FLOW
 
 
 def issues(data):

@@ -5,7 +5,7 @@ import pytest
 
 from flows.engine import RunContext, parse_graph, run_graph
 from flows.engine.limits import DEFAULT_MAX_OUTPUT_BYTES, json_size
-from tests.conftest import GREETING_FLOW
+from tests.helpers import GREETING_FLOW
 
 
 def run(payload, data=GREETING_FLOW):

@@ -21,7 +21,7 @@ from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_create, flow_update
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
-from tests.conftest import GREETING_FLOW, grant, login
+from tests.helpers import GREETING_FLOW, grant, login
 
 BROKEN_FLOW = {
     "nodes": [

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from flows.services.flows import flow_update
-from tests.conftest import GREETING_FLOW, grant, login
+from tests.helpers import GREETING_FLOW, grant, login
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from flows.models import Flow, FlowRun
 from flows.services.execution import flow_run_execute
 from flows.services.runs import flow_run_create
 from langrun.services import api_key_create
-from tests.conftest import GREETING_FLOW
+from tests.helpers import GREETING_FLOW
 
 
 def create(client, **fields):

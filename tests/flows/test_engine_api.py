@@ -6,8 +6,7 @@ from flows.models import Flow
 from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_create
 from flows.services.runs import flow_run_create
-from tests.conftest import GREETING_FLOW
-from tests.engine.test_components_http import server  # noqa: F401 - a local HTTP server fixture
+from tests.helpers import GREETING_FLOW
 
 
 def test_component_catalogue(key_client):

@@ -14,7 +14,7 @@ from flows.services.execution import flow_run_execute
 from flows.services.imports import flow_import
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
-from tests.conftest import GREETING_FLOW
+from tests.helpers import GREETING_FLOW
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAYLOAD = {"id": 42, "customer": "Ada", "status": "paid"}

@@ -17,7 +17,7 @@ from flows.services.execution import _flow_run_outcome, flow_run_execute, flow_r
 from flows.services.runs import flow_run_cancel, flow_run_create
 from flows.services.versions import flow_version_quick, flow_version_traits
 from langrun.logs import RunContextFilter
-from tests.flows.test_reliability import flaky_flow
+from tests.helpers import flaky_flow
 
 pytestmark = pytest.mark.usefixtures("execute_path")
 

@@ -21,37 +21,10 @@ from flows.services.sweep import (
     flow_runs_requeue_stale,
     flow_runs_sweep,
 )
+from tests.helpers import flaky_flow, side_effect_flow
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
 pytestmark = pytest.mark.usefixtures("execute_path")
-
-
-def side_effect_flow(path, delay=0):
-    return {
-        "nodes": [
-            {"id": "hook", "type": "Webhook"},
-            {"id": "effect", "type": "TestSideEffect", "params": {"path": str(path), "delay": delay}},
-            {"id": "out", "type": "Output", "params": {"name": "echo"}},
-        ],
-        "edges": [
-            {"source": "hook", "target": "effect", "target_input": "data"},
-            {"source": "effect", "target": "out", "target_input": "value"},
-        ],
-    }
-
-
-def flaky_flow(path, fail_times, retryable=True):
-    return {
-        "nodes": [
-            {"id": "hook", "type": "Webhook"},
-            {"id": "call", "type": "TestFlaky", "params": {"path": str(path), "fail_times": fail_times, "retryable": retryable}},
-            {"id": "out", "type": "Output", "params": {"name": "echo"}},
-        ],
-        "edges": [
-            {"source": "hook", "target": "call", "target_input": "data"},
-            {"source": "call", "target": "out", "target_input": "value"},
-        ],
-    }
 
 
 def lines(path) -> int:
@@ -385,7 +358,7 @@ def test_a_run_whose_finish_the_database_refuses_fails_instead_of_staying_runnin
 
 
 def test_flow_api_sets_attempts_and_concurrency(key_client):
-    from tests.conftest import GREETING_FLOW
+    from tests.helpers import GREETING_FLOW
 
     body = {"name": "R", "data": GREETING_FLOW, "max_attempts": 3, "max_concurrent_runs": 2}
     created = key_client.post("/api/v1/flows/", body, format="json")

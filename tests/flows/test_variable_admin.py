@@ -2,7 +2,7 @@ from django.test import Client
 
 from flows.models import Variable
 from flows.services.variables import variable_create, variable_value
-from tests.conftest import grant, grant_owned_models
+from tests.helpers import grant, grant_owned_models
 
 SECRET = "sk-admin-secret"
 

@@ -11,7 +11,6 @@ from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_create
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create, variable_value
-from tests.engine.test_components_http import server  # noqa: F401 - the local OpenAI-compatible server fixture
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
 pytestmark = pytest.mark.usefixtures("execute_path")

@@ -8,7 +8,7 @@ from flows.models import FlowRun, FlowVersion
 from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_update
 from flows.services.runs import flow_run_create, flow_run_replay
-from tests.conftest import GREETING_FLOW
+from tests.helpers import GREETING_FLOW
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
 pytestmark = pytest.mark.usefixtures("execute_path")

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from langrun.models import ApiKey, User
 from langrun.services import api_key_authenticate, api_key_create
-from tests.conftest import grant, login
+from tests.helpers import grant, login
 
 
 def shown_key(response) -> str:
@@ -158,7 +158,7 @@ def test_the_flow_builders_group_lets_staff_manage_their_own_objects(bare_staff,
     from django.contrib.auth.models import Group
 
     from flows.services.flows import flow_create
-    from tests.conftest import GREETING_FLOW
+    from tests.helpers import GREETING_FLOW
 
     mine = flow_create(user=bare_staff, name="Mine", data=GREETING_FLOW)
     theirs = flow_create(user=other, name="Theirs", data=GREETING_FLOW)

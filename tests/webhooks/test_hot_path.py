@@ -9,7 +9,7 @@ from flows.services.execution import flow_run_execute
 from flows.services.runs import flow_run_create
 from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_usage_flush
-from tests.webhooks.test_webhook import post
+from tests.helpers import post
 from webhooks import services as webhook_services
 from webhooks import targets
 

@@ -13,9 +13,7 @@ from flows.models import Flow, FlowRun
 from flows.services.flows import flow_create, flow_update
 from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_revoke
-from tests.conftest import GREETING_FLOW
-from tests.webhooks.test_reliability import github_headers
-from tests.webhooks.test_webhook import post
+from tests.helpers import GREETING_FLOW, github_headers, post
 from webhooks import targets
 from webhooks.signatures import webhook_signing_secret_rotate
 

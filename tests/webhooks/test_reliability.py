@@ -1,8 +1,6 @@
 """The webhook's defences: duplicate deliveries, signatures, body and rate limits, and secrets kept out of sight."""
 
 import base64
-import hashlib
-import hmac
 import io
 import logging
 import time
@@ -18,6 +16,7 @@ from standardwebhooks import Webhook
 from flows.models import Flow, FlowRun
 from langrun.exceptions import PayloadTooLarge
 from langrun.services import api_key_create
+from tests.helpers import github_headers
 from webhooks import services, signatures, targets
 
 BODY = b'{"name": "Ada"}'
@@ -35,10 +34,6 @@ def standard_headers(secret, body=BODY, msg_id="msg_1", timestamp=None, extra_si
         "HTTP_WEBHOOK_TIMESTAMP": str(int(ts.timestamp())),
         "HTTP_WEBHOOK_SIGNATURE": " ".join([*extra_signatures, signature]),
     }
-
-
-def github_headers(secret, body=BODY):
-    return {"HTTP_X_HUB_SIGNATURE_256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
 
 
 @pytest.fixture

@@ -8,13 +8,10 @@ from rest_framework.test import APIClient
 
 from flows.models import FlowRun
 from langrun.services import api_key_create
+from tests.helpers import post
 from webhooks import services as webhook_services
 
 ACCEPTED = {"message": "Task started in the background", "status": "in progress"}
-
-
-def post(client, target, body=b'{"name": "Ada"}', content_type="application/json", **extra):
-    return client.generic("POST", f"/api/v1/webhook/{target}", body, content_type=content_type, **extra)
 
 
 @pytest.fixture

@@ -1,0 +1,84 @@
+"""Helpers shared by test modules (plain functions and data, no fixtures: those are in the conftest.py files)."""
+
+import copy
+import hashlib
+import hmac
+
+from django.test import Client
+
+from flows.examples import GREETING_GRAPH
+
+# The product's demo graph (make run, the API docs' example); a copy, so no test can change the original.
+GREETING_FLOW = copy.deepcopy(GREETING_GRAPH)
+
+BODY = b'{"name": "Ada"}'
+
+
+def post(client, target, body=b'{"name": "Ada"}', content_type="application/json", **extra):
+    """POST a webhook to flow `target` (its id or endpoint name)."""
+    return client.generic("POST", f"/api/v1/webhook/{target}", body, content_type=content_type, **extra)
+
+
+def github_headers(secret, body=BODY):
+    """GitHub's signature header for `body` signed with `secret`."""
+    return {"HTTP_X_HUB_SIGNATURE_256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+
+
+# --- admin users ----------------------------------------------------------------
+
+
+def grant(user, *codenames: str) -> None:
+    """Give `user` Django permissions by `app_label.codename` (the admin honours them as Django does)."""
+    from django.contrib.auth.models import Permission
+
+    for name in codenames:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+
+
+def grant_owned_models(user) -> None:
+    """Every permission on the objects users own (flows, runs, versions, variables, API keys): what a staff user is
+    given to manage their own objects in the admin."""
+    from django.contrib.auth.models import Permission
+    from django.db.models import Q
+
+    owned = Q(content_type__app_label="flows") | Q(content_type__app_label="langrun", content_type__model="apikey")
+    user.user_permissions.add(*Permission.objects.filter(owned))
+
+
+def login(user) -> Client:
+    """A test client logged in as `user` (admin pages use Django's session login)."""
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+# --- Flows of the fault-injection components (tests/components.py) ---------------
+
+
+def side_effect_flow(path, delay=0):
+    return {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "effect", "type": "TestSideEffect", "params": {"path": str(path), "delay": delay}},
+            {"id": "out", "type": "Output", "params": {"name": "echo"}},
+        ],
+        "edges": [
+            {"source": "hook", "target": "effect", "target_input": "data"},
+            {"source": "effect", "target": "out", "target_input": "value"},
+        ],
+    }
+
+
+def flaky_flow(path, fail_times, retryable=True):
+    return {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "call", "type": "TestFlaky", "params": {"path": str(path), "fail_times": fail_times, "retryable": retryable}},
+            {"id": "out", "type": "Output", "params": {"name": "echo"}},
+        ],
+        "edges": [
+            {"source": "hook", "target": "call", "target_input": "data"},
+            {"source": "call", "target": "out", "target_input": "value"},
+        ],
+    }
