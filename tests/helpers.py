@@ -3,13 +3,38 @@
 import copy
 import hashlib
 import hmac
+from datetime import timedelta
 
 from django.test import Client
+from django.utils import timezone
 
 from flows.examples import GREETING_GRAPH
 
 # The product's demo graph (make run, the API docs' example); a copy, so no test can change the original.
 GREETING_FLOW = copy.deepcopy(GREETING_GRAPH)
+
+# A flow that calls a language model with the credential OPENAI_API_KEY.
+MODEL_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "prompt", "type": "Template", "params": {"template": "Summarise: {text}"}},
+        {"id": "model", "type": "LanguageModel", "params": {"model": "tiny", "api_key": {"variable": "OPENAI_API_KEY"}}},
+        {"id": "out", "type": "Output", "params": {"name": "answer"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "prompt", "target_input": "data"},
+        {"source": "prompt", "target": "model", "target_input": "prompt"},
+        {"source": "model", "target": "out"},
+    ],
+}
+
+
+def greeting_with_template(template: str) -> dict:
+    """The greeting flow with another template."""
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][1]["params"]["template"] = template
+    return data
+
 
 BODY = b'{"name": "Ada"}'
 
@@ -82,3 +107,33 @@ def flaky_flow(path, fail_times, retryable=True):
             {"source": "call", "target": "out", "target_input": "value"},
         ],
     }
+
+
+def lines(path) -> int:
+    """How many times a fault-injection component ran (one line per execution in its file)."""
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+# --- runs ---------------------------------------------------------------------------
+
+
+def run_of(flow, user, **payload):
+    """A webhook's run, with `payload` (default: the greeting flow's)."""
+    from flows.services.runs import flow_run_create
+
+    return flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload or {"name": "Ada"})
+
+
+def new_run(flow, user, **kw):
+    """A run recorded through the services, as the API records one."""
+    from flows.services.runs import flow_run_create
+
+    return flow_run_create(flow=flow, user=user, trigger="api", payload={"name": "Ada"}, **kw)
+
+
+def make_due(run):
+    """Move the retry's schedule into the past, as if the backoff had passed."""
+    from flows.models import FlowRun
+
+    now = timezone.now()
+    FlowRun.objects.filter(pk=run.pk).update(enqueued_at=now - timedelta(seconds=2), next_attempt_at=now - timedelta(seconds=1))

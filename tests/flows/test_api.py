@@ -2,6 +2,7 @@ import copy
 
 import pytest
 
+import tests.components  # noqa: F401 - registers the test components
 from flows.models import Flow, FlowRun
 from flows.services.execution import flow_run_execute
 from flows.services.runs import flow_run_create
@@ -144,3 +145,19 @@ def test_other_users_runs_are_404(client, flow, user, make_user):
     assert client.get(f"/api/v1/runs/{run.id}").status_code == 404
     assert client.get(f"/api/v1/task/{run.id}").status_code == 404
     assert FlowRun.objects.count() == 1
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_flow_api_sets_attempts_and_concurrency(key_client):
+    from tests.helpers import GREETING_FLOW
+
+    body = {"name": "R", "data": GREETING_FLOW, "max_attempts": 3, "max_concurrent_runs": 2}
+    created = key_client.post("/api/v1/flows/", body, format="json")
+    assert created.status_code == 201, created.content
+    assert (created.json()["max_attempts"], created.json()["max_concurrent_runs"], created.json()["signed"]) == (3, 2, False)
+    flow_id = created.json()["id"]
+    patched = key_client.patch(f"/api/v1/flows/{flow_id}", {"max_concurrent_runs": None}, format="json")
+    assert patched.status_code == 200 and patched.json()["max_concurrent_runs"] is None
+    bad = key_client.post("/api/v1/flows/", {**body, "max_attempts": 0}, format="json")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "max_attempts"]
+    assert key_client.post("/api/v1/flows/", {"name": "D", "data": GREETING_FLOW}, format="json").json()["max_attempts"] == 1

@@ -10,8 +10,16 @@ from django.conf import settings
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 
+import tests.components  # noqa: F401 - registers the test components
 from flows import tasks
-from flows.broker import BulkRedis
+from flows.broker import BulkRedis, quick_runs_merged
+from flows.models import FlowRun
+from tests.helpers import run_of
+
+
+def package(func, *args, **extra):
+    return SignedPackage.dumps({"id": f"id-{args[0]}", "name": f"run-{args[0]}", "func": func, "args": args, "kwargs": {}, **extra})
+
 
 pytestmark = pytest.mark.skipif(not settings.Q_CLUSTER.get("redis"), reason="the production profile's broker needs Redis")
 
@@ -180,3 +188,41 @@ def test_a_broker_handed_over_pickled_still_enqueues(broker):
     copy = pickle.loads(pickle.dumps(broker))
     assert copy.enqueue("from the copy") == 1
     assert broker.connection.lrange(broker.list_key, 0, -1) == [b"from the copy"]
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_the_tasks_of_quick_runs_taken_together_become_one():
+    import datetime
+
+    at = [datetime.datetime(2026, 11, 28, 12, 0, s, tzinfo=datetime.UTC) for s in range(3)]
+    other = package(tasks.execute_run, "r-slow", "f")
+    packages = [
+        package(tasks.execute_quick_run, "r1", "f1", started=at[1], ack_failure=True),
+        other,
+        package(tasks.execute_quick_run, "r2", "f2", started=at[0], ack_failure=True),
+        b"not a signed package",
+        package(tasks.execute_quick_run, "r3", started=at[2], ack_failure=True),
+    ]
+    merged = quick_runs_merged(packages)
+    assert [ack for ack, _ in merged] == [None] * 3  # the slow run's task, the unreadable one, the merged one
+    assert merged[:2] == [(None, other), (None, b"not a signed package")]  # passed on as they came, in order
+    task = SignedPackage.loads(merged[-1][1])
+    assert task["func"] is tasks.execute_quick_runs
+    assert task["args"] == ([("r1", "f1"), ("r2", "f2"), ("r3",)],)
+    assert (task["kwargs"], task["started"], task["ack_failure"], task["name"]) == ({}, at[0], True, "runs-r1+2")
+    assert task["id"] not in {"id-r1", "id-r2", "id-r3"}
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_a_lone_quick_task_passes_as_it_came():
+    lone = package(tasks.execute_quick_run, "r1", "f1")
+    assert quick_runs_merged([lone]) == [(None, lone)]
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_the_merged_task_runs_every_run(flow, user):
+    runs = [run_of(flow, user, name=name) for name in ("Ada", "Bo", "Cy")]
+    [(_, merged)] = quick_runs_merged([package(tasks.execute_quick_run, str(run.id), str(flow.id)) for run in runs])
+    task = SignedPackage.loads(merged)
+    assert task["func"](*task["args"], **task["kwargs"]) == ["succeeded"] * 3
+    assert [FlowRun.objects.get(pk=run.pk).outputs for run in runs] == [{"greeting": f"Hello {n}!"} for n in ("Ada", "Bo", "Cy")]

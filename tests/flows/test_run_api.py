@@ -1,14 +1,19 @@
 """POST /api/v1/run/{flow_id_or_name}: Langflow's Simplified Run Flow, executed in the request."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from rest_framework.test import APIClient
 
+import tests.components  # noqa: F401 - registers the test components
 from flows.engine import Component, Input, Output, registry
 from flows.engine.registry import register
 from flows.models import FlowRun
+from flows.services.execution import flow_run_claim, flow_run_execute
+from flows.services.sweep import flow_runs_recover_interrupted
 from langrun.services import api_key_create
+from tests.helpers import new_run
 
 
 @pytest.fixture
@@ -164,3 +169,16 @@ def test_an_input_value_whose_json_cannot_be_stored_is_422(run_client, flow, inp
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", "input_value"] and error["type"]
     assert not FlowRun.objects.exists()
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_run_detail_shows_every_attempt(key_client, flow, user, enqueued):
+    flow.max_attempts = 2
+    flow.save()
+    run = new_run(flow, user)
+    flow_run_claim(run_id=run.id)
+    flow_runs_recover_interrupted(lease=timedelta(0))
+    flow_run_execute(run_id=run.id)
+    log = key_client.get(f"/api/v1/runs/{run.id}/attempts").json()
+    assert [(a["number"], a["outcome"]) for a in log] == [(1, "interrupted"), (2, "succeeded")]
+    assert "interrupted" in log[0]["error"] and log[1]["finished_at"]

@@ -1,4 +1,4 @@
-"""Quick runs: which runs the cluster may batch, how their tasks are merged, and what a batch records."""
+"""flows.services.execution, batches of quick runs (flow_runs_execute): what a batch records, and that one run's trouble stays its own."""
 
 import dataclasses
 import logging
@@ -6,36 +6,17 @@ import logging
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django_q.signing import SignedPackage
 
 import tests.components  # noqa: F401 - registers the test components
 from flows import engine, tasks
-from flows.broker import quick_runs_merged
-from flows.models import FlowRun, FlowVersion, NodeResult, RunAttempt
-from flows.services import execution, queue, versions
+from flows.models import FlowRun, NodeResult, RunAttempt
+from flows.services import execution
 from flows.services.execution import _flow_run_outcome, flow_run_execute, flow_runs_execute
-from flows.services.runs import flow_run_cancel, flow_run_create
-from flows.services.versions import flow_version_quick, flow_version_traits
+from flows.services.runs import flow_run_cancel
 from langrun.logs import RunContextFilter
-from tests.helpers import flaky_flow
+from tests.helpers import flaky_flow, run_of
 
 pytestmark = pytest.mark.usefixtures("execute_path")
-
-HTTP_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "call", "type": "HTTPRequest", "params": {"url": "https://example.com/"}},
-        {"id": "out", "type": "Output", "params": {"name": "answer"}},
-    ],
-    "edges": [
-        {"source": "hook", "target": "call", "target_input": "data"},
-        {"source": "call", "target": "out", "target_input": "value"},
-    ],
-}
-
-
-def run_of(flow, user, **payload):
-    return flow_run_create(flow=flow, user=user, trigger="webhook", payload=payload or {"name": "Ada"})
 
 
 def stored(run_id):
@@ -53,89 +34,7 @@ def stored(run_id):
 # --- Which runs are quick ----------------------------------------------------------
 
 
-def test_a_version_is_quick_when_every_component_is(make_flow, user, flow):
-    http = make_flow(user, data=HTTP_FLOW, name="Caller")
-    flow_version_traits.cache_clear()
-    assert flow_version_quick(flow_id=flow.id, version_id=flow.current_version_id) is True
-    assert flow_version_quick(flow_id=http.id, version_id=http.current_version_id) is False
-    # Another flow's id with this version's id is not this version.
-    assert flow_version_quick(flow_id=http.id, version_id=flow.current_version_id) is False
-
-
-def test_the_webhooks_schemas_and_the_enqueues_quickness_come_from_one_read(flow, user, django_assert_num_queries):
-    from webhooks.services import webhook_payload_check_schema
-
-    version = flow.current_version
-    flow_version_traits.cache_clear()
-    with django_assert_num_queries(1):
-        webhook_payload_check_schema(version=version, payload={"name": "Ada"})
-        assert flow_version_quick(flow_id=flow.id, version_id=version.pk) is True
-
-
-def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(pushed_tasks, make_flow, user, flow, django_capture_on_commit_callbacks):
-    http = make_flow(user, data=HTTP_FLOW, name="Caller")
-    with django_capture_on_commit_callbacks(execute=True):
-        quick, slow = run_of(flow, user), run_of(http, user)
-    assert [(task["func"], task["args"]) for task in pushed_tasks] == [
-        ("flows.tasks.execute_quick_run", (str(quick.id), str(flow.id))),
-        ("flows.tasks.execute_run", (str(slow.id), str(http.id))),
-    ]
-
-
-def test_a_run_whose_flow_cannot_be_told_quick_still_gets_its_task(monkeypatch, flow, user, django_capture_on_commit_callbacks, caplog):
-    pushed = []
-    monkeypatch.setattr(queue, "flow_run_enqueue", lambda **kw: pushed.append(kw) or True)
-
-    def broken(**kw):
-        raise FlowVersion.DoesNotExist("the database went away")
-
-    monkeypatch.setattr(versions, "flow_version_quick", broken)
-    with caplog.at_level(logging.ERROR, logger="flows.services"), django_capture_on_commit_callbacks(execute=True):
-        run = run_of(flow, user)  # no exception reaches the caller of a recorded run
-    assert pushed == [{"run_id": run.id, "flow_id": flow.id, "quick": False}]
-    assert "Could not tell whether run" in caplog.text
-
-
 # --- Merging in the broker ---------------------------------------------------------
-
-
-def package(func, *args, **extra):
-    return SignedPackage.dumps({"id": f"id-{args[0]}", "name": f"run-{args[0]}", "func": func, "args": args, "kwargs": {}, **extra})
-
-
-def test_the_tasks_of_quick_runs_taken_together_become_one():
-    import datetime
-
-    at = [datetime.datetime(2026, 11, 28, 12, 0, s, tzinfo=datetime.UTC) for s in range(3)]
-    other = package(tasks.execute_run, "r-slow", "f")
-    packages = [
-        package(tasks.execute_quick_run, "r1", "f1", started=at[1], ack_failure=True),
-        other,
-        package(tasks.execute_quick_run, "r2", "f2", started=at[0], ack_failure=True),
-        b"not a signed package",
-        package(tasks.execute_quick_run, "r3", started=at[2], ack_failure=True),
-    ]
-    merged = quick_runs_merged(packages)
-    assert [ack for ack, _ in merged] == [None] * 3  # the slow run's task, the unreadable one, the merged one
-    assert merged[:2] == [(None, other), (None, b"not a signed package")]  # passed on as they came, in order
-    task = SignedPackage.loads(merged[-1][1])
-    assert task["func"] is tasks.execute_quick_runs
-    assert task["args"] == ([("r1", "f1"), ("r2", "f2"), ("r3",)],)
-    assert (task["kwargs"], task["started"], task["ack_failure"], task["name"]) == ({}, at[0], True, "runs-r1+2")
-    assert task["id"] not in {"id-r1", "id-r2", "id-r3"}
-
-
-def test_a_lone_quick_task_passes_as_it_came():
-    lone = package(tasks.execute_quick_run, "r1", "f1")
-    assert quick_runs_merged([lone]) == [(None, lone)]
-
-
-def test_the_merged_task_runs_every_run(flow, user):
-    runs = [run_of(flow, user, name=name) for name in ("Ada", "Bo", "Cy")]
-    [(_, merged)] = quick_runs_merged([package(tasks.execute_quick_run, str(run.id), str(flow.id)) for run in runs])
-    task = SignedPackage.loads(merged)
-    assert task["func"](*task["args"], **task["kwargs"]) == ["succeeded"] * 3
-    assert [FlowRun.objects.get(pk=run.pk).outputs for run in runs] == [{"greeting": f"Hello {n}!"} for n in ("Ada", "Bo", "Cy")]
 
 
 # --- What a batch records ----------------------------------------------------------

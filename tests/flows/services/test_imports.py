@@ -1,4 +1,4 @@
-"""Langflow import (API upload and management command) and native export."""
+"""flows.services.imports and flows.importers: Langflow import (API upload and management command) and native export."""
 
 import copy
 import json
@@ -16,7 +16,7 @@ from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
 from tests.helpers import GREETING_FLOW
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 PAYLOAD = {"id": 42, "customer": "Ada", "status": "paid"}
 
 

@@ -1,4 +1,4 @@
-"""The run ledger's status index holds only unfinished runs, so a run is always found by its primary key."""
+"""flows.services.execution_sql and the ledger's status index: the hand-written claim and finish find runs by primary key, the index holds only unfinished runs."""
 
 import re
 from datetime import timedelta

@@ -1,4 +1,4 @@
-"""The flows and runs admin, through Django's test client: pages, forms, actions and owner scoping."""
+"""flows.admin (flows, runs): pages, forms, actions and owner scoping, through Django's test client."""
 
 import json
 import re
@@ -700,7 +700,7 @@ def test_variable_admin_hides_other_users_variables(staff, make_user):
 
 # --- importing a Langflow export --------------------------------------------------------------
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def upload(name: str, content: bytes | None = None) -> SimpleUploadedFile:

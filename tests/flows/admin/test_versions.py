@@ -1,4 +1,4 @@
-"""Admin: a flow's version history and a readable diff between two versions."""
+"""flows.admin.versions: a flow's version history and a readable diff between two versions."""
 
 import copy
 

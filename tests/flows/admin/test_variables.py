@@ -1,3 +1,5 @@
+"""flows.admin.variables: values are write-only, saves go through the variable services."""
+
 from django.test import Client
 
 from flows.models import Variable

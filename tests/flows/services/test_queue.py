@@ -1,11 +1,29 @@
-"""What the webhook hands django-q2 for a run, as a worker unpacks it."""
+"""flows.services.queue: what the webhook hands django-q2 for a run, as a worker unpacks it."""
 
+import logging
 import pydoc
 
+import pytest
+
+import tests.components  # noqa: F401 - registers the test components
 from flows import tasks
-from flows.services import queue
+from flows.models import FlowVersion
+from flows.services import queue, versions
 from flows.services.queue import _task_push
 from flows.services.runs import flow_run_create
+from tests.helpers import run_of
+
+HTTP_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "call", "type": "HTTPRequest", "params": {"url": "https://example.com/"}},
+        {"id": "out", "type": "Output", "params": {"name": "answer"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "call", "target_input": "data"},
+        {"source": "call", "target": "out", "target_input": "value"},
+    ],
+}
 
 
 def test_the_task_carries_the_task_path_and_the_run(pushed_tasks, flow, user, django_capture_on_commit_callbacks):
@@ -44,3 +62,29 @@ def test_with_synchronous_tasks_the_package_goes_through_async_task(monkeypatch,
     monkeypatch.setattr(django_q.tasks, "async_task", lambda func, *args, **kw: called.append((func, args, kw["task_name"])))
     _task_push(tasks.execute_run, ("run-id",), name="run-x")
     assert called == [(tasks.execute_run, ("run-id",), "run-x")] and pushed_tasks == []
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(pushed_tasks, make_flow, user, flow, django_capture_on_commit_callbacks):
+    http = make_flow(user, data=HTTP_FLOW, name="Caller")
+    with django_capture_on_commit_callbacks(execute=True):
+        quick, slow = run_of(flow, user), run_of(http, user)
+    assert [(task["func"], task["args"]) for task in pushed_tasks] == [
+        ("flows.tasks.execute_quick_run", (str(quick.id), str(flow.id))),
+        ("flows.tasks.execute_run", (str(slow.id), str(http.id))),
+    ]
+
+
+@pytest.mark.usefixtures("execute_path")
+def test_a_run_whose_flow_cannot_be_told_quick_still_gets_its_task(monkeypatch, flow, user, django_capture_on_commit_callbacks, caplog):
+    pushed = []
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda **kw: pushed.append(kw) or True)
+
+    def broken(**kw):
+        raise FlowVersion.DoesNotExist("the database went away")
+
+    monkeypatch.setattr(versions, "flow_version_quick", broken)
+    with caplog.at_level(logging.ERROR, logger="flows.services"), django_capture_on_commit_callbacks(execute=True):
+        run = run_of(flow, user)  # no exception reaches the caller of a recorded run
+    assert pushed == [{"run_id": run.id, "flow_id": flow.id, "quick": False}]
+    assert "Could not tell whether run" in caplog.text

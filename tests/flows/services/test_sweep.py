@@ -1,0 +1,116 @@
+"""flows.services.sweep: stale doorbells rung again, interrupted runs recovered, due retries, the schedule."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import Schedule
+
+import tests.components  # noqa: F401 - registers the test components
+from flows.models import Flow, FlowRun
+from flows.services import queue
+from flows.services.execution import flow_run_claim, flow_run_execute
+from flows.services.runs import flow_run_create
+from flows.services.sweep import (
+    SWEEP_SCHEDULE_NAME,
+    flow_runs_enqueue_due_retries,
+    flow_runs_recover_interrupted,
+    flow_runs_requeue_stale,
+    flow_runs_sweep,
+)
+from tests.helpers import make_due, new_run
+
+# Every test here runs on both of the worker's paths (tests/flows/conftest.py).
+pytestmark = pytest.mark.usefixtures("execute_path")
+
+
+def test_sweep_requeues_only_stale_queued_runs(flow, user, monkeypatch):
+    enqueued = []
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id: enqueued.append(run_id) or True)
+    old = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    fresh = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    done = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
+    FlowRun.objects.filter(pk__in=[old.pk, done.pk]).update(enqueued_at=timezone.now() - timedelta(minutes=5))
+    FlowRun.objects.filter(pk=done.pk).update(status="succeeded")
+    assert flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 1
+    assert enqueued == [old.pk]
+    # Its enqueue time moved on, so the next sweep leaves it alone for another threshold.
+    assert flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 0
+    assert fresh.pk not in enqueued
+
+
+def test_sweep_schedule_is_installed_by_migrate(db):
+    schedule = Schedule.objects.get(name=SWEEP_SCHEDULE_NAME)
+    assert schedule.func == "flows.tasks.sweep" and schedule.schedule_type == Schedule.MINUTES and schedule.repeats == -1
+
+
+def test_interrupted_run_is_queued_again_while_attempts_remain(flow, user, enqueued, django_capture_on_commit_callbacks):
+    flow.max_attempts = 2
+    flow.save()
+    run = new_run(flow, user)
+    assert flow_run_claim(run_id=run.id)
+    assert flow_runs_recover_interrupted() == 0  # within its lease
+    with django_capture_on_commit_callbacks(execute=True):
+        assert flow_runs_recover_interrupted(lease=timedelta(0)) == 1
+    run.refresh_from_db()
+    assert run.status == "queued" and "Attempt 1 was interrupted" in run.error
+    assert str(run.id) in enqueued
+    assert list(run.attempt_log.values_list("outcome", flat=True)) == ["interrupted"]
+    assert flow_run_execute(run_id=run.id).status == "succeeded"
+    run.refresh_from_db()
+    assert run.attempts == 2 and run.error == ""
+
+
+def test_interrupted_run_without_attempts_left_fails_with_a_clear_error(flow, user, settings):
+    run = new_run(flow, user)
+    flow_run_claim(run_id=run.id)
+    assert flow_runs_recover_interrupted(lease=timedelta(0)) == 1
+    run.refresh_from_db()
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.error == ("Attempt 1 was interrupted: its worker stopped, or it ran past its timeout. No attempts left (1 of 1).")
+
+
+def test_default_lease_is_the_flows_timeout_plus_margin_capped_by_the_task_timeout(flow, user, settings):
+    settings.LANGRUN_RUN_TIMEOUT, settings.LANGRUN_FLOW_TIMEOUT, settings.LANGRUN_LEASE_MARGIN = 100, 50, 20
+
+    def stuck_for(seconds: int) -> int:
+        FlowRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
+        return flow_runs_recover_interrupted()
+
+    flow.max_attempts = 5
+    flow.save()
+    run = new_run(flow, user)
+    flow_run_claim(run_id=run.id)
+    assert stuck_for(65) == 0  # default flow timeout 50 + margin 20 = 70
+    assert stuck_for(75) == 1
+    flow_run_claim(run_id=run.id)
+    Flow.objects.filter(pk=flow.pk).update(timeout=30)  # the flow's own timeout: 30 + 20
+    assert stuck_for(45) == 0
+    assert stuck_for(55) == 1
+    flow_run_claim(run_id=run.id)
+    Flow.objects.filter(pk=flow.pk).update(timeout=1000)  # capped by django-q2's task timeout: 100 + 20
+    assert stuck_for(115) == 0
+    assert stuck_for(125) == 1
+
+
+def test_sweep_does_all_its_jobs(flow, user, enqueued, capsys):
+    assert flow_runs_sweep() == {"recovered": 0, "retried": 0, "requeued": 0, "keys_released": 0}
+    call_command("sweep_runs")
+    assert "recovered: 0" in capsys.readouterr().out
+
+
+def test_due_retries_report_the_runs_enqueued(flow, user, monkeypatch):
+    runs = [new_run(flow, user) for _ in range(3)]
+    for run in runs:
+        make_due(run)
+    rung = []
+
+    def enqueue(*, run_id):
+        rung.append(str(run_id))
+        FlowRun.objects.filter(pk=runs[2].pk).update(status="cancelled")  # cancelled after the sweep listed it
+        return str(run_id) != str(runs[1].id)  # the broker refused this one
+
+    monkeypatch.setattr(queue, "flow_run_enqueue", enqueue)
+    assert flow_runs_enqueue_due_retries() == 1
+    assert rung == [str(runs[0].id), str(runs[1].id)]

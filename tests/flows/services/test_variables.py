@@ -1,0 +1,103 @@
+"""flows.services.variables: encryption at rest and key rotation, variables resolved at run time and masked in run records."""
+
+import json
+
+import pytest
+
+from flows import engine
+from flows.exceptions import VariableUndecryptable
+from flows.models import FlowRun
+from flows.services.execution import flow_run_execute
+from flows.services.flows import flow_create
+from flows.services.runs import flow_run_create
+from flows.services.variables import variable_create, variable_value
+from tests.helpers import MODEL_FLOW
+
+# Every test here runs on both of the worker's paths (tests/flows/conftest.py).
+pytestmark = pytest.mark.usefixtures("execute_path")
+
+SECRET = "sk-test-secret"
+
+
+def _model_flow(user, base_url):
+    data = json.loads(json.dumps(MODEL_FLOW))
+    data["nodes"][2]["params"]["base_url"] = base_url
+    return flow_create(user=user, name="model", data=data)
+
+
+def test_changed_key_is_a_clear_error(user, settings):
+    settings.LANGRUN_VARIABLES_KEY = "B" * 43 + "="
+    var = variable_create(user=user, name="K", value="v")
+    settings.LANGRUN_VARIABLES_KEY = "A" * 43 + "="
+    with pytest.raises(VariableUndecryptable, match="'K'"):
+        variable_value(variable=var)
+
+
+def test_a_list_of_keys_encrypts_with_the_first_and_decrypts_with_any(user, settings):
+    from cryptography.fernet import Fernet, InvalidToken
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.LANGRUN_VARIABLES_KEY = old
+    before = variable_create(user=user, name="OLD", value="made with the old key")
+    settings.LANGRUN_VARIABLES_KEY = f"{new}, {old}"
+    assert variable_value(variable=before) == "made with the old key"
+    after = variable_create(user=user, name="NEW", value="made with the new key")
+    assert Fernet(new).decrypt(after.value.encode()) == b"made with the new key"
+    with pytest.raises(InvalidToken):
+        Fernet(old).decrypt(after.value.encode())
+    settings.LANGRUN_VARIABLES_KEY = new
+    with pytest.raises(VariableUndecryptable, match="'OLD'"):
+        variable_value(variable=before)
+
+
+def test_a_key_set_for_the_first_time_still_opens_what_the_default_key_made(user, settings):
+    from cryptography.fernet import Fernet
+
+    settings.LANGRUN_VARIABLES_KEY = ""
+    var = variable_create(user=user, name="K", value="v")
+    settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()
+    assert variable_value(variable=var) == "v"
+
+
+def test_language_model_flow_runs_with_the_credential_and_never_records_it(user, server, settings):  # noqa: F811
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    flow = _model_flow(user, server.url + "/v1")
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": f"my key is {SECRET}"})
+    flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.outputs == {"answer": "echo: Summarise: my key is ********"}
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    records = json.dumps(list(run.node_results.values("output", "error", "traceback"))) + json.dumps(run.outputs) + run.error
+    assert SECRET not in records
+
+
+def test_run_fails_naming_a_variable_deleted_after_save(user, server, settings):  # noqa: F811
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    var = variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    flow = _model_flow(user, server.url + "/v1")
+    var.delete()
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
+    flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "failed" and "'OPENAI_API_KEY'" in run.error
+    assert server.requests == []
+
+
+def test_local_model_server_is_refused_without_the_allow_list(user, server):  # noqa: F811
+    variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    flow = _model_flow(user, server.url + "/v1")
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
+    flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "failed" and "not a public address" in run.error
+    assert server.requests == []
+
+
+def test_tweaks_may_not_refer_to_missing_variables(user, make_flow):
+    flow = make_flow(user)
+    with pytest.raises(engine.GraphValidationError) as exc:
+        flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"greet": {"template": {"variable": "NOPE"}}})
+    assert exc.value.issues[0].type == "variable_missing"
+    assert FlowRun.objects.count() == 0
