@@ -4,7 +4,7 @@ from django.test import Client
 
 from flows.models import Variable
 from flows.services.variables import variable_create, variable_value
-from tests.helpers import grant, grant_owned_models
+from tests.helpers import grant, grant_owned_models, login
 
 SECRET = "sk-admin-secret"
 
@@ -109,3 +109,31 @@ def test_staff_need_the_variable_permissions(bare_staff):
     assert browser.post(f"/admin/flows/variable/{mine.pk}/delete/", {"post": "yes"}).status_code == 403
     mine.refresh_from_db()
     assert (mine.name, mine.value) == ("MINE", "v")
+
+
+def test_variable_admin_never_shows_a_value_and_refuses_duplicates(staff):
+    client, user = login(staff), staff
+    from flows.models import Variable
+    from flows.services.variables import variable_value
+
+    response = client.post("/admin/flows/variable/add/", {"name": "OPENAI_API_KEY", "kind": "credential", "new_value": "sk-secret-value"})
+    assert response.status_code == 302, response.content
+    variable = Variable.objects.get(user=user, name="OPENAI_API_KEY")
+    assert variable_value(variable=variable) == "sk-secret-value"
+    page = client.get(f"/admin/flows/variable/{variable.pk}/change/")
+    assert page.status_code == 200 and b"sk-secret-value" not in page.content
+    duplicate = client.post("/admin/flows/variable/add/", {"name": "OPENAI_API_KEY", "kind": "credential", "new_value": "x"})
+    assert duplicate.status_code == 200 and b"already has a variable named OPENAI_API_KEY" in duplicate.content
+    # an empty value keeps the stored one
+    client.post(f"/admin/flows/variable/{variable.pk}/change/", {"name": "OPENAI_API_KEY", "kind": "credential", "new_value": ""})
+    variable.refresh_from_db()
+    assert variable_value(variable=variable) == "sk-secret-value"
+
+
+def test_variable_admin_hides_other_users_variables(staff, make_user):
+    client = login(staff)
+    from flows.services.variables import variable_create
+
+    theirs = variable_create(user=make_user("mallory"), name="THEIRS", value="v")
+    assert client.get(f"/admin/flows/variable/{theirs.pk}/change/").status_code == 404
+    assert b"THEIRS" not in client.get("/admin/flows/variable/").content

@@ -1,0 +1,288 @@
+"""flows.admin.runs: the run list and page, replay and cancel, their permissions and owner scoping."""
+
+import json
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from flows.models import FlowRun
+from flows.services.flows import flow_update
+from flows.services.runs import flow_run_create
+from flows.services.variables import variable_create
+from tests.flows.admin.helpers import messages_of, run_of
+from tests.helpers import GREETING_FLOW, grant, login
+
+BROKEN_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "greet", "type": "Template", "params": {"template": 5}},
+        {"id": "out", "type": "Nope"},
+    ],
+    "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
+}
+
+
+def test_run_list_columns_newest_first(staff, make_flow):
+    flow = make_flow(staff)
+    first = run_of(flow)
+    second = run_of(flow, payload={"x": 1})
+    response = login(staff).get(reverse("admin:flows_flowrun_changelist"))
+    assert response.status_code == 200
+    assert [r.pk for r in response.context["cl"].result_list] == [second.pk, first.pk]
+    html = response.content.decode()
+    assert '<span class="lr-badge lr-badge-failed">failed</span>' in html
+    assert '<span class="lr-badge lr-badge-succeeded">succeeded</span>' in html
+    assert str(first.pk)[:8] in html
+    assert " ms<" in html or "&lt;1 ms" in html
+
+
+def test_run_list_has_no_per_row_queries_and_skips_the_full_count(staff, make_flow):
+    flow = make_flow(staff)
+
+    def count_queries():
+        c = login(staff)
+        with CaptureQueriesContext(connection) as ctx:
+            response = c.get(reverse("admin:flows_flowrun_changelist"), {"status": "succeeded"})
+        assert response.status_code == 200
+        return len(ctx), ctx.captured_queries
+
+    run_of(flow)
+    one, _ = count_queries()
+    for _ in range(6):
+        run_of(make_flow(staff, name="another"))
+    many, queries = count_queries()
+    assert many == one
+    # With a filter applied, Django would count the whole table a second time unless show_full_result_count is off.
+    assert sum("COUNT(" in q["sql"].upper() for q in queries) == 1
+
+
+def test_run_list_filters(staff, make_flow):
+    a = make_flow(staff, name="A")
+    b = make_flow(staff, name="B")
+    ok = run_of(a)
+    failed = run_of(b, payload={"x": 1})
+    queued = run_of(a, execute=False, trigger="admin")
+    c = login(staff)
+
+    def ids(query):
+        response = c.get(reverse("admin:flows_flowrun_changelist"), query)
+        assert response.status_code == 200
+        return {r.pk for r in response.context["cl"].result_list}
+
+    assert ids({"status": "failed"}) == {failed.pk}
+    assert ids({"flow": str(a.pk)}) == {ok.pk, queued.pk}
+    assert ids({"trigger": "admin"}) == {queued.pk}
+    assert ids({"received_at__gte": "2000-01-01 00:00:00+00:00", "received_at__lt": "2999-01-01 00:00:00+00:00"}) == {
+        ok.pk,
+        failed.pk,
+        queued.pk,
+    }
+    assert ids({"received_at__gte": "2999-01-01 00:00:00+00:00"}) == set()
+
+
+def test_staff_see_only_runs_of_their_flows_and_their_flows_in_the_filter(staff, other, make_flow):
+    mine = run_of(make_flow(staff, name="Mine"))
+    run_of(make_flow(other, name="Theirs"))
+    response = login(staff).get(reverse("admin:flows_flowrun_changelist"))
+    assert [r.pk for r in response.context["cl"].result_list] == [mine.pk]
+    flow_filter = next(f for f in response.context["cl"].filter_specs if getattr(f, "parameter_name", None) == "flow")
+    assert [name for _, name in flow_filter.lookup_choices] == ["Mine"]
+
+
+def test_run_page_shows_payload_outputs_and_node_table_in_order(staff, make_flow):
+    run = run_of(make_flow(staff))
+    response = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "&quot;name&quot;: &quot;Ada&quot;" in html  # pretty-printed payload
+    assert "&quot;greeting&quot;: &quot;Hello Ada!&quot;" in html
+    rows = re.findall(r'<tr class="lr-node-row" data-node-id="([^"]+)">(.*?)</tr>', html, re.S)
+    assert [node for node, _ in rows] == ["hook", "greet", "out"]
+    assert all("lr-badge-succeeded" in row for _, row in rows)
+    assert "Template" in rows[1][1] and "Hello Ada!" in rows[1][1]
+    assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in html  # the diagram coloured by the run
+    assert '<meta http-equiv="refresh"' not in html  # finished: no auto-refresh
+    assert 'name="_save"' not in html  # the ledger is read-only
+    crumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', html, re.S).group(1)
+    assert f"Run {str(run.pk)[:8]} of Greeting" in crumbs and str(run.flow_id) not in crumbs
+
+
+def test_run_page_draws_the_version_the_run_executed(staff, make_flow):
+    flow = make_flow(staff)
+    run = run_of(flow)
+    renamed = json.loads(json.dumps(GREETING_FLOW).replace('"greet"', '"salute"'))
+    flow_update(flow=flow, data=renamed)
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    diagram_svg = re.search(r'<svg class="lr-diagram".*?</svg>', html, re.S).group(0)
+    assert 'class="lr-node lr-node-succeeded" data-node-id="greet"' in diagram_svg
+    assert 'data-node-id="salute"' not in diagram_svg
+
+
+def test_run_page_shows_the_failing_node_and_skipped_ones(staff, make_flow):
+    run = run_of(make_flow(staff), payload={"x": 1})
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    rows = dict(re.findall(r'<tr class="lr-node-row" data-node-id="([^"]+)">(.*?)</tr>', html, re.S))
+    assert "lr-badge-failed" in rows["greet"] and "Template key" in rows["greet"]
+    assert "lr-badge-skipped" in rows["out"]
+    assert "Template key &#x27;name&#x27; is missing" in html
+
+
+def test_run_page_of_raw_text_body_and_queued_run(staff, make_flow):
+    flow = make_flow(staff)
+    run = flow_run_create(flow=flow, user=staff, trigger="webhook", payload=None, body="plain <text>", content_type="text/plain")
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert "plain &lt;text&gt;" in html
+    assert '<meta http-equiv="refresh" content="2">' in html  # still queued: the page refreshes itself
+    assert reverse("admin:flows_flowrun_cancel", args=[run.pk]) in html
+    assert "No node results yet." in html
+
+
+@pytest.mark.parametrize("name", ["change", "delete", "replay", "cancel"])
+def test_other_users_run_pages_are_404(staff, other, make_flow, name):
+    run = run_of(make_flow(other), execute=False)
+    url = reverse(f"admin:flows_flowrun_{name}", args=[run.pk])
+    c = login(staff)
+    assert c.get(url).status_code in (404, 405)
+    assert c.post(url, {"post": "yes"}).status_code == 404
+    run.refresh_from_db()
+    assert run.status == "queued"
+    assert FlowRun.objects.count() == 1
+
+
+def test_runs_cannot_be_added(superuser):
+    assert login(superuser).get(reverse("admin:flows_flowrun_add")).status_code == 403
+
+
+def action(c, ids, name):
+    return c.post(reverse("admin:flows_flowrun_changelist"), {"action": name, "_selected_action": [str(i) for i in ids]}, follow=True)
+
+
+def test_replay_selected_runs(staff, make_flow):
+    flow = make_flow(staff)
+    a, b = run_of(flow), run_of(flow, payload={"x": 1})
+    response = action(login(staff), [a.pk, b.pk], "replay_selected")
+    replays = FlowRun.objects.filter(trigger="replay")
+    assert sorted(r.replay_of_id for r in replays) == sorted([a.pk, b.pk])
+    assert {r.status for r in replays} == {"queued"}
+    assert {r.payload == FlowRun.objects.get(pk=r.replay_of_id).payload for r in replays} == {True}
+    assert any("Queued 2 replay(s)" in m for m in messages_of(response))
+
+
+def test_cancel_queued_runs_leaves_others(staff, make_flow):
+    flow = make_flow(staff)
+    queued = run_of(flow, execute=False)
+    done = run_of(flow)
+    response = action(login(staff), [queued.pk, done.pk], "cancel_queued")
+    queued.refresh_from_db()
+    done.refresh_from_db()
+    assert (queued.status, done.status) == ("cancelled", "succeeded")
+    msgs = messages_of(response)
+    assert "Cancelled 1 run(s)." in msgs
+    assert any("1 run(s) were not queued" in m for m in msgs)
+
+
+def test_actions_ignore_other_users_runs(staff, other, make_flow):
+    theirs = run_of(make_flow(other), execute=False)
+    c = login(staff)
+    action(c, [theirs.pk], "cancel_queued")
+    action(c, [theirs.pk], "replay_selected")
+    theirs.refresh_from_db()
+    assert theirs.status == "queued"
+    assert FlowRun.objects.count() == 1
+
+
+def test_replay_and_cancel_buttons(staff, make_flow):
+    flow = make_flow(staff)
+    run = run_of(flow, execute=False)
+    c = login(staff)
+    assert c.get(reverse("admin:flows_flowrun_replay", args=[run.pk])).status_code == 405
+    response = c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk]), follow=True)
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert "Run cancelled." in messages_of(response)
+    response = c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk]), follow=True)
+    assert any("only a queued run can be cancelled" in m for m in messages_of(response))
+
+    response = c.post(reverse("admin:flows_flowrun_replay", args=[run.pk]))
+    replay = FlowRun.objects.get(replay_of=run)
+    assert response["Location"] == reverse("admin:flows_flowrun_change", args=[replay.pk])
+
+
+def _unreplayable(flow, user):
+    """A run whose payload retention deleted, and one whose tweaks name a variable deleted since."""
+    pruned = run_of(flow)
+    FlowRun.objects.filter(pk=pruned.pk).update(payload=None, body="", payload_pruned_at=timezone.now())
+    variable = variable_create(user=user, name="GREETING", value="Hi {name}!", kind="generic")
+    tweaked = flow_run_create(
+        flow=flow, user=user, trigger="api", payload={"name": "Ada"}, tweaks={"greet": {"template": {"variable": "GREETING"}}}
+    )
+    variable.delete()
+    return pruned, tweaked
+
+
+def test_replay_button_of_a_run_that_cannot_be_replayed_says_why(staff, make_flow):
+    pruned, tweaked = _unreplayable(make_flow(staff), staff)
+    c = login(staff)
+    response = c.post(reverse("admin:flows_flowrun_replay", args=[pruned.pk]), follow=True)
+    assert response.status_code == 200
+    assert any("deleted by retention" in m for m in messages_of(response))
+    response = c.post(reverse("admin:flows_flowrun_replay", args=[tweaked.pk]), follow=True)
+    assert response.status_code == 200
+    assert any("'GREETING' does not exist" in m for m in messages_of(response))
+    assert not FlowRun.objects.filter(trigger="replay").exists()
+
+
+def test_replay_action_replays_what_it_can_and_says_why_not_the_others(staff, make_flow):
+    flow = make_flow(staff)
+    pruned, tweaked = _unreplayable(flow, staff)
+    fine = run_of(flow)
+    response = action(login(staff), [pruned.pk, tweaked.pk, fine.pk], "replay_selected")
+    assert response.status_code == 200
+    assert list(FlowRun.objects.filter(trigger="replay").values_list("replay_of_id", flat=True)) == [fine.pk]
+    msgs = messages_of(response)
+    assert any("Queued 1 replay(s)" in m for m in msgs)
+    assert any("deleted by retention" in m for m in msgs) and any("'GREETING' does not exist" in m for m in msgs)
+
+
+def test_run_list_does_not_load_request_bodies(staff, make_flow):
+    run_of(make_flow(staff), payload={"big": "x" * 5000})
+    with CaptureQueriesContext(connection) as ctx:
+        login(staff).get(reverse("admin:flows_flowrun_changelist"))
+    page_query = next(q["sql"] for q in ctx.captured_queries if 'FROM "flows_flowrun"' in q["sql"] and "COUNT" not in q["sql"])
+    assert '"flows_flowrun"."body"' not in page_query and '"flows_flowrun"."payload"' not in page_query
+
+
+def test_run_actions_and_buttons_need_their_permissions(bare_staff, make_flow):
+    run = run_of(make_flow(bare_staff), execute=False)
+    grant(bare_staff, "flows.view_flowrun")
+    c = login(bare_staff)
+    assert c.get(reverse("admin:flows_flowrun_change", args=[run.pk])).status_code == 200
+    assert c.get(reverse("admin:flows_flowrun_changelist")).context["action_form"] is None  # no action offered
+    assert c.post(reverse("admin:flows_flowrun_replay", args=[run.pk])).status_code == 403
+    assert c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk])).status_code == 403
+    action(c, [run.pk], "replay_selected")
+    action(c, [run.pk], "cancel_queued")
+    run.refresh_from_db()
+    assert run.status == "queued" and FlowRun.objects.count() == 1
+    grant(bare_staff, "flows.add_flowrun", "flows.change_flowrun")  # a replay adds a run, a cancel changes one
+    c = login(bare_staff)
+    assert c.post(reverse("admin:flows_flowrun_replay", args=[run.pk])).status_code == 302
+    assert c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk])).status_code == 302
+    run.refresh_from_db()
+    assert run.status == "cancelled" and FlowRun.objects.filter(replay_of=run).exists()
+
+
+def test_the_run_page_offers_only_the_buttons_the_user_may_use(bare_staff, make_flow):
+    run = run_of(make_flow(bare_staff), execute=False)
+    replay_url = reverse("admin:flows_flowrun_replay", args=[run.pk])
+    cancel_url = reverse("admin:flows_flowrun_cancel", args=[run.pk])
+    grant(bare_staff, "flows.view_flowrun")
+    page = login(bare_staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert replay_url not in page and cancel_url not in page
+    grant(bare_staff, "flows.add_flowrun", "flows.change_flowrun")
+    page = login(bare_staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert replay_url in page and cancel_url in page
