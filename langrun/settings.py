@@ -9,7 +9,10 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from langrun.config import environment_load, home_dir
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+environment_load()  # `.env` in the current directory, and Langflow's names (langrun/config.py)
 env = environ.Env()
 
 # --- Core -------------------------------------------------------------------
@@ -19,12 +22,14 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set the SECRET_KEY environment variable to a long random string "
-            "(`make run` generates one for a local install in var/secret_key)."
+            "(`make run` and `langrun serve` generate one for a local install in $LANGRUN_HOME/secret_key)."
         )
     SECRET_KEY = "django-insecure-debug-only-key"  # noqa: S105 - only ever used with DEBUG on
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-DATA_DIR = Path(env.str("LANGRUN_DATA_DIR", default=str(BASE_DIR / "var")))
+# The embedded profile's files (database, secret key, static files) live under LANGRUN_HOME, default ./var.
+LANGRUN_HOME = home_dir()
+DATA_DIR = Path(env.str("LANGRUN_DATA_DIR", default=str(LANGRUN_HOME)))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -95,7 +100,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 # `collectstatic` copies the admin's files here; whitenoise serves them (also under gunicorn with DEBUG off).
-STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(LANGRUN_HOME / "static")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
