@@ -1,5 +1,5 @@
-"""gunicorn's settings for langrun, read by every `gunicorn langrun.wsgi` started in this directory
-(`make run`/`serve`, the benchmark, the end-to-end tests); command-line options override them.
+"""gunicorn's settings for langrun: `serve` and `langrun web` pass them with `--config python:langrun.gunicorn_conf`,
+and ./gunicorn.conf.py imports them for a `gunicorn langrun.wsgi` started in the repository; command-line options override them.
 
 See the README's "Performance" section for what they bought.
 """

@@ -7,8 +7,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-# gunicorn's default line has the full request line and the referer: both may carry `?x-api-key=…`. Path only.
-ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+from langrun.processes import web_command, worker_command
 
 
 def web_workers_default(database_vendor: str) -> int:
@@ -27,10 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", web_workers_default(connection.vendor))))
 
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
-        python = sys.executable
-        web = [python, "-m", "gunicorn", "langrun.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers), "--access-logfile", "-"]
-        web += ["--access-logformat", ACCESS_LOG_FORMAT]
-        cluster = [python, "manage.py", "qcluster"]
+        web = web_command(host=host, port=port, workers=web_workers)
+        cluster = worker_command()
         procs = [subprocess.Popen(web), subprocess.Popen(cluster)]
         self.stdout.write(f"langrun is listening on http://{host}:{port}/ (admin: /admin/, API docs: /api/docs/)")
 
