@@ -171,7 +171,10 @@ if REDIS_URL:
     Q_CLUSTER["queue_limit"] = env.int("LANGRUN_QUEUE_LIMIT", default=16)
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "flows.health.KeptStatsORM"
     Q_CLUSTER["poll"] = env.float("LANGRUN_ORM_POLL", default=0.2)
+# /health_check answers 503 when no worker cluster has reported for this many seconds (a cluster reports twice a second).
+LANGRUN_HEALTH_WORKER_TIMEOUT = env.int("LANGRUN_HEALTH_WORKER_TIMEOUT", default=60)
 # Seconds the pusher waits for more tasks when it found some, but fewer than `bulk` (flows/broker.py); 0: never.
 LANGRUN_QUEUE_LINGER = env.float("LANGRUN_QUEUE_LINGER", default=0.03)
 
