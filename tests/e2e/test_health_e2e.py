@@ -26,6 +26,8 @@ def health_until(url: str, status: int, within: float) -> dict:
 def test_health_check_follows_the_worker_cluster(transactional_db, tmp_path):
     svc = Service(tmp_path)
     svc.env["LANGRUN_HEALTH_WORKER_TIMEOUT"] = str(TIMEOUT)
+    # A cluster name of its own: clusters of earlier tests in this session leave their stats for their own timeout.
+    svc.env["LANGRUN_CLUSTER_NAME"] += "-health"
     try:
         svc.start_web()
         body = requests.get(f"{svc.url}/health_check", timeout=10).json()
