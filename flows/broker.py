@@ -31,8 +31,10 @@ from django_q.conf import Conf, logger
 from django_q.humanhash import uuid
 from django_q.signing import SignedPackage
 
+from flows.health import StatsKept
 
-class BulkRedis(Redis):
+
+class BulkRedis(StatsKept, Redis):
     _bulk_supported = True  # LPOP with a count needs Redis 6.2
 
     def __init__(self, list_key: str | None = None):
