@@ -145,7 +145,8 @@ def _children(pid: int) -> list[int]:
 def _cluster_of(serve_pid: int) -> int | None:
     for child in _children(serve_pid):
         try:
-            if b"qcluster" in Path(f"/proc/{child}/cmdline").read_bytes():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"qcluster" in argv or argv[1:4] == [b"-m", b"langrun.cli", b"worker"]:
                 return child
         except FileNotFoundError:
             continue
