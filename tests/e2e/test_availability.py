@@ -164,7 +164,9 @@ def _until(predicate, timeout: float):
 
 
 def test_serve_restarts_a_killed_worker_and_the_web_keeps_accepting(setup_flow, tmp_path):
-    _, key = setup_flow
+    flow, key = setup_flow
+    flow.max_attempts = 3  # a run the kill interrupts is attempted again (with one attempt, it fails as interrupted)
+    flow.save()
     svc = Service(tmp_path)
     serve = svc.start("serve", ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(svc.port), "--web-workers", "2"])
     try:
