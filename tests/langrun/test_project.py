@@ -167,5 +167,6 @@ def test_gunicorn_workers_have_threads_and_take_no_more_connections_than_threads
             raise AssertionError("only the configuration is read")
 
     monkeypatch.setenv("WEB_THREADS", "12")
+    monkeypatch.delitem(sys.modules, "langrun.gunicorn_conf", raising=False)  # read again, with this environment
     cfg = ConfigOnly().cfg
     assert cfg.worker_class_str == "gthread" and cfg.threads == 12 and cfg.worker_connections == 12 and cfg.keepalive == 0
