@@ -31,10 +31,11 @@ from django_q.conf import Conf, logger
 from django_q.humanhash import uuid
 from django_q.signing import SignedPackage
 
+from flows.health import StatsKept
 from flows.services.queue import QUICK_RUN_TASK
 
 
-class BulkRedis(Redis):
+class BulkRedis(StatsKept, Redis):
     _bulk_supported = True  # LPOP with a count needs Redis 6.2
 
     def __init__(self, list_key: str | None = None):

@@ -9,7 +9,10 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from langrun.config import environment_load, home_dir
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+environment_load()  # `.env` in the current directory, and Langflow's names (langrun/config.py)
 env = environ.Env()
 
 # --- Core -------------------------------------------------------------------
@@ -19,12 +22,14 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set the SECRET_KEY environment variable to a long random string "
-            "(`make run` generates one for a local install in var/secret_key)."
+            "(`make run` and `langrun serve` generate one for a local install in $LANGRUN_HOME/secret_key)."
         )
     SECRET_KEY = "django-insecure-debug-only-key"  # noqa: S105 - only ever used with DEBUG on
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-DATA_DIR = Path(env.str("LANGRUN_DATA_DIR", default=str(BASE_DIR / "var")))
+# The embedded profile's files (database, secret key, static files) live under LANGRUN_HOME, default ./var.
+LANGRUN_HOME = home_dir()
+DATA_DIR = Path(env.str("LANGRUN_DATA_DIR", default=str(LANGRUN_HOME)))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -93,7 +98,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 # `collectstatic` copies the admin's files here; whitenoise serves them (also under gunicorn with DEBUG off).
-STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(LANGRUN_HOME / "static")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -164,7 +169,10 @@ if REDIS_URL:
     Q_CLUSTER["queue_limit"] = env.int("LANGRUN_QUEUE_LIMIT", default=16)
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "flows.health.KeptStatsORM"
     Q_CLUSTER["poll"] = env.float("LANGRUN_ORM_POLL", default=0.2)
+# /health_check answers 503 when no worker cluster has reported for this many seconds (a cluster reports twice a second).
+LANGRUN_HEALTH_WORKER_TIMEOUT = env.int("LANGRUN_HEALTH_WORKER_TIMEOUT", default=60)
 # Seconds the pusher waits for more tasks when it found some, but fewer than `bulk` (flows/broker.py); 0: never.
 LANGRUN_QUEUE_LINGER = env.float("LANGRUN_QUEUE_LINGER", default=0.03)
 

@@ -2,6 +2,7 @@
 
 import logging
 
+from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -27,7 +28,11 @@ def health(request):
 
 
 def health_check(request):
-    """Each subsystem's state; 503 when one is down."""
+    """Each subsystem's state, with Langflow's keys (`status`, `chat`, `db`); 503 when one is down.
+
+    `worker` is down when no worker cluster has reported within LANGRUN_HEALTH_WORKER_TIMEOUT seconds: webhooks are
+    still accepted then, but no run would start. Liveness, which needs no worker, is `/health`.
+    """
     checks = {}
     try:
         with connection.cursor() as cursor:
@@ -37,6 +42,13 @@ def health_check(request):
         logger.exception("Health check: database unavailable")
         checks["db"] = "error"
     try:
+        # Langflow's `chat` is its cache; here the cache holds the rate limits and, on the embedded profile, the workers' stats.
+        cache.set("langrun:health_check", 1, 10)
+        checks["chat"] = "ok" if cache.get("langrun:health_check") == 1 else "error"
+    except Exception:
+        logger.exception("Health check: cache unavailable")
+        checks["chat"] = "error"
+    try:
         from django_q.brokers import get_broker
 
         get_broker().ping()
@@ -44,8 +56,16 @@ def health_check(request):
     except Exception:
         logger.exception("Health check: queue broker unavailable")
         checks["queue"] = "error"
+    try:
+        from flows.health import worker_health
+
+        report = worker_health()
+    except Exception:
+        logger.exception("Health check: worker clusters unknown")
+        report = {"worker": "error"}
+    checks["worker"] = report.pop("worker")
     healthy = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
+    return JsonResponse({"status": "ok" if healthy else "error", **checks, **report}, status=200 if healthy else 503)
 
 
 def version(request):

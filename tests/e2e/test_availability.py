@@ -145,7 +145,8 @@ def _children(pid: int) -> list[int]:
 def _cluster_of(serve_pid: int) -> int | None:
     for child in _children(serve_pid):
         try:
-            if b"qcluster" in Path(f"/proc/{child}/cmdline").read_bytes():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"qcluster" in argv or argv[1:4] == [b"-m", b"langrun.cli", b"worker"]:
                 return child
         except FileNotFoundError:
             continue
@@ -163,7 +164,9 @@ def _until(predicate, timeout: float):
 
 
 def test_serve_restarts_a_killed_worker_and_the_web_keeps_accepting(setup_flow, tmp_path):
-    _, key = setup_flow
+    flow, key = setup_flow
+    flow.max_attempts = 3  # a run the kill interrupts is attempted again (with one attempt, it fails as interrupted)
+    flow.save()
     svc = Service(tmp_path)
     serve = svc.start("serve", ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(svc.port), "--web-workers", "2"])
     try:

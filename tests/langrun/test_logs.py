@@ -94,7 +94,7 @@ def test_settings_choose_the_formatter(monkeypatch):
 
 
 def test_serve_access_log_leaves_out_query_strings_and_referers():
-    from langrun.management.commands.serve import ACCESS_LOG_FORMAT
+    from langrun.processes import ACCESS_LOG_FORMAT
 
     assert "%(U)s" in ACCESS_LOG_FORMAT
     for field in ("%(r)s", "%(q)s", "%(f)s", "%({"):

@@ -1,10 +1,12 @@
 import json
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db.models import Count
 from django.utils import timezone
 
+from flows.health import worker_health
 from flows.metrics import SWEEP_LAST_RUN
 from flows.models import FlowRun, MetricCounter
 
@@ -21,7 +23,7 @@ def _ago(seconds: float) -> str:
 class Command(BaseCommand):
     help = (
         "Show what langrun is doing: queue depth, runs by status received in the last hour, the oldest queued run, "
-        "and the worker cluster's heartbeat (the last periodic sweep, and django-q2's cluster stats where the broker keeps them)."
+        "and the worker clusters' heartbeat (the last periodic sweep, and each cluster's own stats, as /health_check reads them)."
     )
 
     def add_arguments(self, parser):
@@ -36,18 +38,7 @@ class Command(BaseCommand):
         oldest = FlowRun.objects.filter(status=FlowRun.Status.QUEUED).order_by("received_at").first()
         beat = MetricCounter.objects.filter(name=SWEEP_LAST_RUN).values_list("value", flat=True).first()
         try:
-            from django_q.status import Stat
-
-            clusters = [
-                {
-                    "cluster_id": str(s.cluster_id),
-                    "host": s.host,
-                    "status": str(s.status),
-                    "workers": len(s.workers),
-                    "uptime_s": int(s.uptime()),
-                }
-                for s in Stat.get_all()
-            ]
+            clusters = worker_health()["workers"]
         except Exception as exc:
             clusters = [{"error": str(exc)}]
         return {
@@ -82,4 +73,6 @@ class Command(BaseCommand):
             for c in s["clusters"]:
                 self.stdout.write("  cluster " + ", ".join(f"{k}={v}" for k, v in c.items()))
         else:
-            self.stdout.write("  django-q2 reports no cluster stats (with the database broker they stay in each worker's memory)")
+            self.stdout.write(
+                f"  no cluster has reported in the last {settings.LANGRUN_HEALTH_WORKER_TIMEOUT} s (LANGRUN_HEALTH_WORKER_TIMEOUT)"
+            )

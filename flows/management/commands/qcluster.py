@@ -20,7 +20,7 @@ class Command(QClusterCommand):
         # The cluster forks its sentinel, which forks the pusher, the monitor and the workers (again each time it
         # recycles one): they share the loaded application's pages until they write to them, and the cyclic
         # garbage collector writes to every object it examines. Frozen objects are never examined (gunicorn's
-        # master does the same before it forks a web worker: gunicorn.conf.py).
+        # master does the same before it forks a web worker: langrun/gunicorn_conf.py).
         gc.freeze()
         super().handle(*args, **options)
 

@@ -7,8 +7,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-# gunicorn's default line has the full request line and the referer: both may carry `?x-api-key=…`. Path only.
-ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+from langrun.processes import web_command, worker_command
 
 
 def web_workers_default(database_vendor: str) -> int:
@@ -43,11 +42,8 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", web_workers_default(connection.vendor))))
 
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
-        python = sys.executable
-        bind = ["--bind", f"{host}:{port}", "--workers", str(web_workers), "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT]
-        command = [python, "-m", "gunicorn", "langrun.wsgi", *bind]
-        web = subprocess.Popen(command)
-        cluster = self._start_cluster(python)
+        web = subprocess.Popen(web_command(host=host, port=port, workers=web_workers))
+        cluster = self._start_cluster()
         self.stdout.write(f"langrun is listening on http://{host}:{port}/ (admin: /admin/, API docs: /api/docs/)")
         stopping = False
 
@@ -73,7 +69,7 @@ class Command(BaseCommand):
                     self.stderr.write(f"The cluster exited (code {cluster.returncode}); starting a new one in {delay:.0f} s.")
                     cluster, restart_at = None, time.monotonic() + delay
                 if cluster is None and time.monotonic() >= restart_at:
-                    cluster, started = self._start_cluster(python), time.monotonic()
+                    cluster, started = self._start_cluster(), time.monotonic()
             web_died = not stopping
         finally:
             stop()
@@ -88,10 +84,10 @@ class Command(BaseCommand):
         if web_died or web.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             sys.exit(1)
 
-    def _start_cluster(self, python: str) -> subprocess.Popen:
+    def _start_cluster(self) -> subprocess.Popen:
         # A process group of its own, so that a dead cluster's children can be stopped with it; serve hands on
         # Ctrl-C (and a closed terminal's hang-up) itself.
-        return subprocess.Popen([python, "manage.py", "qcluster"], process_group=0)
+        return subprocess.Popen(worker_command(), process_group=0)
 
 
 def _group_kill(proc: subprocess.Popen) -> None:
