@@ -29,6 +29,30 @@ MODEL_FLOW = {
 }
 
 
+# A flow whose HTTPRequest makes it not quick (never batched).
+HTTP_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "call", "type": "HTTPRequest", "params": {"url": "https://example.com/"}},
+        {"id": "out", "type": "Output", "params": {"name": "answer"}},
+    ],
+    "edges": [
+        {"source": "hook", "target": "call", "target_input": "data"},
+        {"source": "call", "target": "out", "target_input": "value"},
+    ],
+}
+
+# A graph with a bad param type and an unknown component: what validation messages are tested on.
+BROKEN_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "greet", "type": "Template", "params": {"template": 5}},
+        {"id": "out", "type": "Nope"},
+    ],
+    "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
+}
+
+
 def greeting_with_template(template: str) -> dict:
     """The greeting flow with another template."""
     data = copy.deepcopy(GREETING_FLOW)

@@ -4,15 +4,6 @@ import re
 
 from flows import diagram, engine
 
-BROKEN_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "greet", "type": "Template", "params": {"template": 5}},
-        {"id": "out", "type": "Nope"},
-    ],
-    "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
-}
-
 
 def test_diagram_layers_follow_dependencies():
     data = {

@@ -5,15 +5,6 @@ import pytest
 from flows import engine
 from flows.admin.common import describe_issue
 
-BROKEN_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "greet", "type": "Template", "params": {"template": 5}},
-        {"id": "out", "type": "Nope"},
-    ],
-    "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
-}
-
 
 def test_describe_issue_names_nodes_and_edges():
     data = {"nodes": [{"id": "a", "type": "Webhook"}, "junk"], "edges": [{"source": "a", "target": "zz"}]}

@@ -17,17 +17,7 @@ from flows.models import Flow, FlowRun
 from flows.services.flows import flow_create
 from flows.services.variables import variable_create
 from tests.flows.admin.helpers import messages_of, run_of
-from tests.helpers import GREETING_FLOW, grant, login
-
-BROKEN_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "greet", "type": "Template", "params": {"template": 5}},
-        {"id": "out", "type": "Nope"},
-    ],
-    "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
-}
-
+from tests.helpers import BROKEN_FLOW, GREETING_FLOW, grant, login
 
 # --- flows list --------------------------------------------------------------
 

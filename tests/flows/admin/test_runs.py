@@ -16,15 +16,6 @@ from flows.services.variables import variable_create
 from tests.flows.admin.helpers import messages_of, run_of
 from tests.helpers import GREETING_FLOW, grant, login
 
-BROKEN_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "greet", "type": "Template", "params": {"template": 5}},
-        {"id": "out", "type": "Nope"},
-    ],
-    "edges": [{"source": "hook", "target": "greet", "target_input": "data"}],
-}
-
 
 def test_run_list_columns_newest_first(staff, make_flow):
     flow = make_flow(staff)

@@ -11,19 +11,7 @@ from flows.models import FlowVersion
 from flows.services import queue, versions
 from flows.services.queue import _task_push
 from flows.services.runs import flow_run_create
-from tests.helpers import run_of
-
-HTTP_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "call", "type": "HTTPRequest", "params": {"url": "https://example.com/"}},
-        {"id": "out", "type": "Output", "params": {"name": "answer"}},
-    ],
-    "edges": [
-        {"source": "hook", "target": "call", "target_input": "data"},
-        {"source": "call", "target": "out", "target_input": "value"},
-    ],
-}
+from tests.helpers import HTTP_FLOW, run_of
 
 
 def test_the_task_carries_the_task_path_and_the_run(pushed_tasks, flow, user, django_capture_on_commit_callbacks):

@@ -10,21 +10,9 @@ from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_update
 from flows.services.runs import flow_run_create, flow_run_replay
 from flows.services.versions import flow_version_quick, flow_version_traits
-from tests.helpers import GREETING_FLOW, greeting_with_template
+from tests.helpers import GREETING_FLOW, HTTP_FLOW, greeting_with_template
 
 pytestmark = pytest.mark.usefixtures("execute_path")
-
-HTTP_FLOW = {
-    "nodes": [
-        {"id": "hook", "type": "Webhook"},
-        {"id": "call", "type": "HTTPRequest", "params": {"url": "https://example.com/"}},
-        {"id": "out", "type": "Output", "params": {"name": "answer"}},
-    ],
-    "edges": [
-        {"source": "hook", "target": "call", "target_input": "data"},
-        {"source": "call", "target": "out", "target_input": "value"},
-    ],
-}
 
 
 def test_a_version_is_quick_when_every_component_is(make_flow, user, flow):
