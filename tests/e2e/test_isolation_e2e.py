@@ -14,7 +14,7 @@ from flows.models import FlowRun
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
-from tests.e2e.helpers import wait_for_runs
+from tests.e2e.helpers import Service, wait_for_runs
 from tests.helpers import GREETING_FLOW
 
 pytestmark = pytest.mark.e2e
@@ -100,7 +100,18 @@ def test_a_hostile_regex_fails_its_runs_at_their_time_limit_and_other_flows_runs
     assert time.monotonic() - started < 10
 
 
-def test_synchronous_runs_of_a_hostile_regex_fail_without_freezing_the_web(service, transactional_db):
+def test_synchronous_runs_of_a_hostile_regex_fail_without_freezing_the_web(transactional_db, tmp_path):
+    service = Service(tmp_path)
+    # The four runs are one account's: each must execute in its request, not be answered at once by the cap on waits.
+    service.env["LANGRUN_WAITS_PER_USER"] = "4"
+    service.start_web()
+    try:
+        _hostile_synchronous_runs(service)
+    finally:
+        service.stop()
+
+
+def _hostile_synchronous_runs(service) -> None:
     attacker, attacker_key = owner("attacker")
     flow_create(user=attacker, name="hostile", endpoint_name="hostile", data=HOSTILE_REGEX_FLOW, timeout=30)
     body = {"input_value": json.dumps(VICTIM)}
