@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
-
-from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -50,33 +47,12 @@ def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False) -> bool:
     A `quick` run (its version is made only of quick components) gets a task the Redis broker may
     hand to a worker together with other quick runs' (flows/broker.py).
     """
+    from django_q.tasks import async_task
+
     args = (str(run_id), str(flow_id)) if flow_id else (str(run_id),)
     try:
-        _task_push(QUICK_RUN_TASK if quick else RUN_TASK, args, name=f"run-{run_id}")
+        async_task(QUICK_RUN_TASK if quick else RUN_TASK, *args, broker=_get_broker(), task_name=f"run-{run_id}")
     except Exception:
         logger.exception("Could not enqueue run %s; the sweep will enqueue it again", run_id)
         return False
     return True
-
-
-def _task_push(func: str, args: tuple, *, name: str) -> None:
-    """Push the task django-q2's async_task(func, *args, task_name=name) pushes: the same package, signed alike.
-
-    async_task spends a fifth of an enqueue's CPU, on every webhook, on what a doorbell does not use: a
-    human-readable name made from the id (which `name` replaces), the pre_enqueue signal (langrun connects
-    nothing to it) and its options. With Q_CLUSTER["sync"] (tasks run in the caller) it is called as it is.
-    """
-    from django_q.conf import Conf
-    from django_q.signing import SignedPackage
-
-    if Conf.SYNC:
-        from django_q.tasks import async_task
-
-        async_task(func, *args, broker=_get_broker(), task_name=name)
-        return
-    task = {"id": uuid.uuid4().hex, "name": name, "func": func, "args": args, "kwargs": {}, "started": timezone.now()}
-    if Conf.CACHED:
-        task["cached"] = Conf.CACHED
-    if Conf.ACK_FAILURES:
-        task["ack_failure"] = Conf.ACK_FAILURES
-    _get_broker().enqueue(SignedPackage.dumps(task))

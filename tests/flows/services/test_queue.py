@@ -9,7 +9,6 @@ import tests.components  # noqa: F401 - registers the test components
 from flows import tasks
 from flows.models import FlowVersion
 from flows.services import queue, versions
-from flows.services.queue import _task_push
 from flows.services.runs import flow_run_create
 from tests.helpers import HTTP_FLOW, run_of
 
@@ -24,32 +23,6 @@ def test_the_task_carries_the_task_path_and_the_run(pushed_tasks, flow, user, dj
     assert task["args"] == (str(run.id), str(flow.id))
     assert task["name"] == f"run-{run.id}"
     assert pydoc.locate(task["func"])(*task["args"]) == "succeeded"
-
-
-def test_the_package_is_the_one_django_q2s_async_task_builds(pushed_tasks):
-    # The doorbell builds its package itself (flows.services.queue._task_push); a worker must find in it what
-    # async_task would have put there, so nothing changes for the cluster that unpacks it.
-    from django_q.tasks import async_task
-
-    args = ("7f0c5b0e-0000-4000-8000-000000000001", "7f0c5b0e-0000-4000-8000-000000000002")
-    async_task(tasks.execute_quick_run, *args, broker=queue._broker, task_name="run-x")
-    _task_push(tasks.execute_quick_run, args, name="run-x")
-    theirs, ours = pushed_tasks
-    assert set(ours) == set(theirs) and "ack_failure" in ours  # the cluster's settings (ack_failures) are carried too
-    assert {k: v for k, v in ours.items() if k not in ("id", "started")} == {k: v for k, v in theirs.items() if k not in ("id", "started")}
-    assert len(ours["id"]) == len(theirs["id"]) == 32 and ours["id"] != theirs["id"]
-    assert type(ours["started"]) is type(theirs["started"]) and ours["started"] >= theirs["started"]
-
-
-def test_with_synchronous_tasks_the_package_goes_through_async_task(monkeypatch, pushed_tasks):
-    import django_q.tasks
-    from django_q.conf import Conf
-
-    called = []
-    monkeypatch.setattr(Conf, "SYNC", True)
-    monkeypatch.setattr(django_q.tasks, "async_task", lambda func, *args, **kw: called.append((func, args, kw["task_name"])))
-    _task_push(tasks.execute_run, ("run-id",), name="run-x")
-    assert called == [(tasks.execute_run, ("run-id",), "run-x")] and pushed_tasks == []
 
 
 @pytest.mark.usefixtures("execute_path")
