@@ -33,6 +33,16 @@ def test_extract_invalid_query_is_refused_at_save():
     assert (("nodes", 0, "params", "query"), "jmespath") in found
 
 
+@pytest.mark.parametrize("query", ["(" * 3000 + "a" + ")" * 3000, "[" * 3000 + "a" + "]" * 3000])
+def test_a_query_nested_too_deeply_for_the_parser_is_refused_at_save(query):
+    data = {
+        "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "x", "type": "Extract", "params": {"query": query}}],
+        "edges": [{"source": "hook", "target": "x", "target_input": "data"}],
+    }
+    with pytest.raises(GraphValidationError, match="nested too deeply"):
+        parse_graph(data)
+
+
 def test_extract_failing_query_at_run_time_is_a_node_error():
     # A query that compiles but cannot apply to the data (a function on the wrong type).
     with pytest.raises(NodeError, match="failed"):

@@ -80,6 +80,8 @@ def _compile_jmespath(query: str):
         return jmespath.compile(query)
     except jmespath.exceptions.JMESPathError as exc:
         raise ValueError(str(exc).replace("\n", " ")) from exc
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ValueError("the expression is nested too deeply") from None
 
 
 def _search(query: str, data: Any, context: Any) -> Any:
