@@ -7,6 +7,9 @@ from django.utils.cache import add_never_cache_headers
 from langrun.models import ApiKey, User
 from langrun.services import api_key_create, api_key_revoke
 
+admin.site.site_header = "langrun administration"
+admin.site.site_title = "langrun"
+
 
 class OwnedModelAdmin(admin.ModelAdmin):
     """Admin for objects that belong to a user: superusers see all of them, other staff only their own.

@@ -185,3 +185,9 @@ def test_upgrading_puts_existing_staff_in_the_flow_builders_group(make_user):
     assert members == {staff}
     assert User.objects.get(pk=staff.pk).has_perm("flows.change_flow") and not plain.has_perm("flows.change_flow")
     assert root.is_superuser
+
+
+def test_the_admin_is_titled_langrun(staff):
+    page = login(staff).get(reverse("admin:index")).content.decode()
+    assert "langrun administration" in page and "Django administration" not in page
+    assert "<title>Site administration | langrun</title>" in page
