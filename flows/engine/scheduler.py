@@ -69,22 +69,26 @@ class Execution:
         self.graph, self.context, self.registry, self.on_node, self.cancel = graph, context, registry, on_node, cancel
         self.limit = f"time limit of {timeout:g} s" if timeout is not None else "time limit"
         order = graph.order
-        self.index = {node_id: i for i, node_id in enumerate(order)}
-        self.results = [
-            NodeResult(node_id=node_id, type=graph.nodes[node_id].type, status=SKIPPED, order=i) for i, node_id in enumerate(order)
-        ]
-        self.incoming: dict[str, list[Edge]] = {node_id: [] for node_id in order}
-        self.successors: dict[str, list[str]] = {node_id: [] for node_id in order}
+        self.index: dict[str, int] = {}
+        self.results: list[NodeResult] = []
+        for i, node_id in enumerate(order):
+            self.index[node_id] = i
+            self.results.append(NodeResult(node_id, graph.nodes[node_id].type, SKIPPED, i))
+        self.incoming: dict[str, list[Edge]] = {}
+        self.successors: dict[str, list[str]] = {}
+        self.waiting = dict.fromkeys(order, 0)  # how many of the nodes it depends on have not finished
+        links = set()
         for edge in graph.edges:
-            self.incoming[edge.target].append(edge)
-            if edge.target not in self.successors[edge.source]:
-                self.successors[edge.source].append(edge.target)
-        self.waiting = {node_id: len({e.source for e in self.incoming[node_id]}) for node_id in order}
+            self.incoming.setdefault(edge.target, []).append(edge)
+            if (edge.source, edge.target) not in links:
+                links.add((edge.source, edge.target))
+                self.successors.setdefault(edge.source, []).append(edge.target)
+                self.waiting[edge.target] += 1
         self.ready = [i for i, node_id in enumerate(order) if not self.waiting[node_id]]  # ascending: a heap already
         self.produced: dict[str, dict[str, Any]] = {}
         self.started: dict[int, float] = {}
-        self.announced: set[int] = set()  # given to on_node as running
-        self.reported: set[int] = set()  # given to on_node as ended
+        self.announced: set[int] = set()  # given to on_node as running (kept only with an on_node)
+        self.reported: set[int] = set()  # given to on_node as ended (kept only with an on_node)
         self.to_start: list[tuple[int, str, type[Component], Component, dict[str, Any]]] = []
         self.running: dict[asyncio.Future, tuple[int, str]] = {}
         self.stopping: set[asyncio.Future] = set()  # cancelled tasks still closing what they hold
@@ -109,7 +113,7 @@ class Execution:
             self.started[i] = time.perf_counter()
             try:
                 component_cls = self.registry.get(node.type)
-                values, complete = gather_inputs(node, self.incoming[node.id], component_cls, self.produced, context)
+                values, complete = gather_inputs(node, self.incoming.get(node.id, ()), component_cls, self.produced, context)
                 if not complete:
                     self._release(i)
                     self._report(i)
@@ -266,22 +270,20 @@ class Execution:
         self._stop(f"Stopped: {message}")
 
     def _release(self, i: int) -> None:
-        for target in self.successors[self.results[i].node_id]:
+        for target in self.successors.get(self.results[i].node_id, ()):
             self.waiting[target] -= 1
             if not self.waiting[target]:
                 heapq.heappush(self.ready, self.index[target])
 
     def _announce(self, i: int) -> None:
-        if i in self.announced:
-            return
-        self.announced.add(i)
         self.results[i].status = RUNNING
-        if self.on_node is not None:
+        if self.on_node is not None and i not in self.announced:
+            self.announced.add(i)
             self._notify(dataclasses.replace(self.results[i]))
 
     def _report(self, i: int) -> None:
-        self.reported.add(i)
         if self.on_node is not None:
+            self.reported.add(i)
             self._notify(dataclasses.replace(self.results[i]))
 
     def _notify(self, snapshot: NodeResult) -> None:
@@ -292,8 +294,9 @@ class Execution:
 
     def result(self) -> RunResult:
         for i, node in enumerate(self.results):
-            if i not in self.reported:
+            if node.status == RUNNING:  # queued for the loop, never started
                 node.status = SKIPPED
+            if self.on_node is not None and i not in self.reported:
                 self._report(i)
         status = CANCELLED if self.cancelled else FAILED if self.failure else SUCCEEDED
         run = RunResult(status, self.context.outputs, self.results, self.failure, self.retryable, self.timed_out)
