@@ -43,14 +43,14 @@ DEADLINE_GRACE = 0.05
 CLEANUP_SECONDS = 1.0
 
 _AWAITED, _THREADED = "awaited", "threaded"
-_async_run: dict[type, bool] = {}
+_traits: dict[type, tuple[bool, frozenset[str]]] = {}
 
 
-def is_async(component_cls: type[Component]) -> bool:
-    """Whether the component's `run` is a coroutine function."""
-    known = _async_run.get(component_cls)
+def traits(component_cls: type[Component]) -> tuple[bool, frozenset[str]]:
+    """Whether the component's `run` is a coroutine function, and the names of its outputs."""
+    known = _traits.get(component_cls)
     if known is None:
-        known = _async_run[component_cls] = inspect.iscoroutinefunction(component_cls.run)
+        known = _traits[component_cls] = (inspect.iscoroutinefunction(component_cls.run), frozenset(o.name for o in component_cls.outputs))
     return known
 
 
@@ -67,7 +67,7 @@ class Execution:
         cancel: asyncio.Event | None,
     ):
         self.graph, self.context, self.registry, self.on_node, self.cancel = graph, context, registry, on_node, cancel
-        self.limit = f"time limit of {timeout:g} s" if timeout is not None else "time limit"
+        self.timeout = timeout
         order = graph.order
         self.index: dict[str, int] = {}
         self.results: list[NodeResult] = []
@@ -75,16 +75,13 @@ class Execution:
             self.index[node_id] = i
             self.results.append(NodeResult(node_id, graph.nodes[node_id].type, SKIPPED, i))
         self.incoming: dict[str, list[Edge]] = {}
-        self.successors: dict[str, list[str]] = {}
-        self.waiting = dict.fromkeys(order, 0)  # how many of the nodes it depends on have not finished
-        links = set()
+        self.successors: dict[str, list[int]] = {}  # by edge: a node fed twice by one source is released twice
+        self.waiting = [0] * len(order)  # edges into the node from nodes that have not finished
         for edge in graph.edges:
             self.incoming.setdefault(edge.target, []).append(edge)
-            if (edge.source, edge.target) not in links:
-                links.add((edge.source, edge.target))
-                self.successors.setdefault(edge.source, []).append(edge.target)
-                self.waiting[edge.target] += 1
-        self.ready = [i for i, node_id in enumerate(order) if not self.waiting[node_id]]  # ascending: a heap already
+            self.successors.setdefault(edge.source, []).append(self.index[edge.target])
+            self.waiting[self.index[edge.target]] += 1
+        self.ready = [i for i, count in enumerate(self.waiting) if not count]  # ascending: a heap already
         self.produced: dict[str, dict[str, Any]] = {}
         self.started: dict[int, float] = {}
         self.announced: set[int] = set()  # given to on_node as running (kept only with an on_node)
@@ -95,22 +92,34 @@ class Execution:
         self.failure = ""
         self.retryable = self.timed_out = self.cancelled = self.stopped = self.deadline_handled = False
 
+    @property
+    def limit(self) -> str:
+        return f"time limit of {self.timeout:g} s" if self.timeout is not None else "time limit"
+
     # --- Starting nodes ---------------------------------------------------------------------------
 
     def advance(self) -> None:
         """Start every ready node, in topological order: quick sync components run here and now, the
         others are queued for `run()` to start on the loop."""
-        context = self.context
-        while self.ready and not self.stopped:
-            i = heapq.heappop(self.ready)
-            node = self.graph.nodes[self.results[i].node_id]
+        token = _inline_on_loop.set(True)
+        try:
+            self._advance()
+        finally:
+            _inline_on_loop.reset(token)
+
+    def _advance(self) -> None:
+        context, ready, results, nodes = self.context, self.ready, self.results, self.graph.nodes
+        while ready and not self.stopped:
+            i = heapq.heappop(ready)
+            result = results[i]
+            node = nodes[result.node_id]
             if context.deadline is not None and time.monotonic() >= context.deadline:
                 self.timed_out = True
                 self._fail_run(
                     f"The run exceeded its {self.limit} before node {node.id!r} ({node.type}); the remaining nodes were not run."
                 )
                 return
-            self.started[i] = time.perf_counter()
+            self.started[i] = started = time.perf_counter()
             try:
                 component_cls = self.registry.get(node.type)
                 values, complete = gather_inputs(node, self.incoming.get(node.id, ()), component_cls, self.produced, context)
@@ -122,27 +131,32 @@ class Execution:
             except Exception as exc:  # a missing variable, or a component bug
                 self._record(i, None, exc)
                 continue
-            if is_async(component_cls):
+            awaited, output_names = traits(component_cls)
+            if awaited:
                 self.to_start.append((i, _AWAITED, component_cls, component, values))
-            elif component_cls.quick:
-                self._announce(i)
-                self._run_inline(i, component_cls, component, values)
-            else:
+                continue
+            if not component_cls.quick:
                 self.to_start.append((i, _THREADED, component_cls, component, values))
-
-    def _run_inline(self, i: int, component_cls: type[Component], component: Component, values: dict[str, Any]) -> None:
-        token = _inline_on_loop.set(True)
-        try:
-            outputs = checked_outputs(component_cls, component.run(**values), self.context)
-        except NeedsThread:
-            self.to_start.append((i, _THREADED, component_cls, component, values))
-            return
-        except Exception as exc:  # a component bug must fail its run, not the worker
-            self._record(i, None, exc)
-            return
-        finally:
-            _inline_on_loop.reset(token)
-        self._record(i, outputs, None)
+                continue
+            self._announce(i)
+            try:
+                outputs = component.run(**values)
+                if not outputs.keys() <= output_names:
+                    checked_outputs(component_cls, outputs, context)  # raises, naming the undeclared outputs
+                check_output_size(outputs, limit=context.max_output_bytes)
+            except NeedsThread:
+                self.to_start.append((i, _THREADED, component_cls, component, values))
+                continue
+            except Exception as exc:  # a component bug must fail its run, not the worker
+                self._record(i, None, exc)
+                continue
+            # What _record does for a success, written out: most nodes of most runs pass here.
+            result.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            result.status, result.output = SUCCEEDED, outputs
+            self.produced[node.id] = outputs
+            self._release(i)
+            if self.on_node is not None:
+                self._report(i)
 
     def settled(self) -> bool:
         """Whether nothing is left to start or to wait for: `result()` is final."""
@@ -270,10 +284,11 @@ class Execution:
         self._stop(f"Stopped: {message}")
 
     def _release(self, i: int) -> None:
+        waiting = self.waiting
         for target in self.successors.get(self.results[i].node_id, ()):
-            self.waiting[target] -= 1
-            if not self.waiting[target]:
-                heapq.heappush(self.ready, self.index[target])
+            waiting[target] -= 1
+            if not waiting[target]:
+                heapq.heappush(self.ready, target)
 
     def _announce(self, i: int) -> None:
         self.results[i].status = RUNNING
