@@ -1,5 +1,6 @@
 """HTTPRequest and LanguageModel against small HTTP servers started on 127.0.0.1."""
 
+import asyncio
 import json
 import socketserver
 import threading
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from flows.engine import NodeError, RetryableNodeError, RunContext
+from flows.engine import NodeError, RetryableNodeError, RunContext, registry
 from flows.engine.components.http import BlockedAddressError, vet_host
 
 LOCAL = ("127.0.0.1",)
