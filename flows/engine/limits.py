@@ -1,7 +1,9 @@
-"""The size limit on what a node produces, and how a value's size is measured without writing it out."""
+"""The size limit on what a node produces, how a value's size is measured without writing it out, and how
+work that turns out slow leaves the event loop."""
 
 from __future__ import annotations
 
+import contextvars
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -96,3 +98,21 @@ def check_output_size(value: Any, *, limit: int | None, what: str = "its output"
     """Raise OutputTooLarge when `value` written as JSON would be larger than `limit` bytes (None: no limit)."""
     if limit is not None and json_size(value, limit=limit) > limit:
         raise OutputTooLarge(limit, what)
+
+
+# Set while a quick component runs inline on the runner's event loop, where other runs wait for it.
+_inline_on_loop: contextvars.ContextVar[bool] = contextvars.ContextVar("langrun_inline_on_loop", default=False)
+
+
+class NeedsThread(BaseException):
+    """Raised by a quick component's work, running inline on the event loop, that needs more than a moment.
+
+    The runner then runs the component again in a thread; quick components only compute on what they
+    are given, so running one again is harmless. A BaseException, so `except Exception` lets it through.
+    """
+
+
+def leave_loop_if_inline() -> None:
+    """Raise NeedsThread when called inline on the runner's event loop; elsewhere (a thread) do nothing."""
+    if _inline_on_loop.get():
+        raise NeedsThread

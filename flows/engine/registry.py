@@ -80,7 +80,9 @@ class Component:
 
     Subclasses declare `name`, `inputs` and `outputs` and implement
     `run(**values) -> {output_name: value}`; an output left out of the result
-    is not produced, and nodes fed only by it are skipped.
+    is not produced, and nodes fed only by it are skipped. A component that waits
+    (on the network) defines `async def run`: the runner awaits it, so runs overlap;
+    a sync `run` that is not `quick` runs in a thread, which cannot be interrupted.
     """
 
     name: ClassVar[str] = ""
@@ -107,7 +109,7 @@ class Component:
         self.node_id = node_id
         self.context = context
 
-    def run(self, **values: Any) -> dict[str, Any]:  # pragma: no cover - contract
+    def run(self, **values: Any) -> dict[str, Any]:  # pragma: no cover - contract (or `async def run`)
         raise NotImplementedError
 
     @classmethod

@@ -1,5 +1,6 @@
 """HTTPRequest and LanguageModel against small HTTP servers started on 127.0.0.1."""
 
+import asyncio
 import json
 import socketserver
 import threading
@@ -13,12 +14,17 @@ from flows.engine.components.http import BlockedAddressError, vet_host
 LOCAL = ("127.0.0.1",)
 
 
+def call(type_name, context, **values):
+    """Runs one component (its run() is a coroutine) to its result."""
+    return asyncio.run(registry.get(type_name)(node_id="n", context=context).run(**values))
+
+
 def http(allowed=LOCAL, **values):
-    return registry.get("HTTPRequest")(node_id="h", context=RunContext(http_allowed_hosts=allowed)).run(**values)
+    return call("HTTPRequest", RunContext(http_allowed_hosts=allowed), **values)
 
 
 def llm(allowed=LOCAL, **values):
-    return registry.get("LanguageModel")(node_id="m", context=RunContext(http_allowed_hosts=allowed)).run(**values)
+    return call("LanguageModel", RunContext(http_allowed_hosts=allowed), **values)
 
 
 # --- HTTPRequest ---------------------------------------------------------------
@@ -265,13 +271,13 @@ def test_a_dripping_server_is_cut_off_at_the_runs_remaining_time(drip):
     context = RunContext(http_allowed_hosts=LOCAL, deadline=time.monotonic() + 0.8)
     started = time.monotonic()
     with pytest.raises(RetryableNodeError, match="timed out"):
-        registry.get("HTTPRequest")(node_id="h", context=context).run(url=drip.url + "/body", timeout=30)
+        call("HTTPRequest", context, url=drip.url + "/body", timeout=30)
     assert time.monotonic() - started < 1.4
 
 
 def test_a_flooding_server_is_read_up_to_the_output_limit(drip):
     context = RunContext(http_allowed_hosts=LOCAL, max_output_bytes=200_000)
     with pytest.raises(NodeError, match="larger than 200000 bytes"):
-        registry.get("HTTPRequest")(node_id="h", context=context).run(url=drip.url + "/flood", timeout=10)
+        call("HTTPRequest", context, url=drip.url + "/flood", timeout=10)
     drip.stop.set()
     assert drip.sent < 5_000_000

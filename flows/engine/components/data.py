@@ -15,7 +15,7 @@ import jmespath.visitor
 import regex
 
 from flows.engine.errors import NodeError
-from flows.engine.limits import OutputTooLarge, check_output_size
+from flows.engine.limits import OutputTooLarge, check_output_size, leave_loop_if_inline
 from flows.engine.registry import Component, Input, Output, register
 
 MAX_REGEX = 500
@@ -39,6 +39,7 @@ def regex_search(pattern: str, text: str, *, ignore_case: bool = False, context:
         try:
             return regex.search(pattern, text, flags, timeout=min(_REGEX_INLINE, limit), concurrent=True) is not None
         except TimeoutError:
+            leave_loop_if_inline()  # other runs share the event loop: the runner finishes this in a thread
             found = _search_in_thread(pattern, text, flags, limit)
     except TimeoutError:
         raise NodeError(

@@ -9,10 +9,12 @@ unless the host is in the run's allow-list (`RunContext.http_allowed_hosts`).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import json
 import socket
-import time
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -84,13 +86,32 @@ def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -
     """The address to connect to for `host`, after checking every address it resolves to.
 
     Raises BlockedAddressError when one of them is not a public address and neither the
-    host name nor a CIDR covering the address is in `allowed_hosts`.
+    host name nor a CIDR covering the address is in `allowed_hosts`. (Blocks while resolving:
+    on an event loop, use `vet_host_async`.)
     """
-    names, networks = _parse_allow_list(allowed_hosts)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise httpcore.ConnectError(f"Cannot resolve host {host!r}: {exc}") from exc
+    return _vetted(host, infos, allowed_hosts)
+
+
+async def vet_host_async(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -> str:
+    """`vet_host` resolving with the event loop's getaddrinfo (in a thread), so the loop keeps running meanwhile."""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"Cannot resolve host {host!r}: {exc}") from exc
+    else:  # an address needs no resolver
+        infos = [(None, None, None, "", (str(literal), port))]
+    return _vetted(host, infos, allowed_hosts)
+
+
+def _vetted(host: str, infos: list, allowed_hosts: tuple[str, ...] | list[str]) -> str:
+    names, networks = _parse_allow_list(allowed_hosts)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
     if not addresses:
         raise httpcore.ConnectError(f"Host {host!r} has no address.")
@@ -104,79 +125,44 @@ def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -
     return str(addresses[0])
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every wait ends by the request's deadline.
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to vetted addresses; TLS still verifies the original host name."""
 
-    httpx's timeouts bound each wait for the network, not the request: a server that sends one
-    byte at a time, each sooner than the read timeout, could hold a request for ever.
-    """
-
-    def __init__(self, inner: httpcore.NetworkStream, deadline: float):
-        self._inner, self._deadline = inner, deadline
-
-    def _left(self, timeout: float | None, error: type[Exception]) -> float:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise error("The request's time limit has passed.")
-        return left if timeout is None else min(timeout, left)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
-        inner = self._inner.start_tls(ssl_context, server_hostname, self._left(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(inner, self._deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _GuardedBackend(httpcore.NetworkBackend):
-    """Connects only to vetted addresses, and only until `deadline`; TLS still verifies the original host name."""
-
-    def __init__(self, allowed_hosts: tuple[str, ...], deadline: float):
-        self._inner = httpcore.SyncBackend()
+    def __init__(self, allowed_hosts: tuple[str, ...]):
+        self._inner = httpcore.AnyIOBackend()
         self._allowed = allowed_hosts
-        self._deadline = deadline
 
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        address = vet_host(host, port, self._allowed)
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise httpcore.ConnectTimeout("The request's time limit has passed.")
-        timeout = left if timeout is None else min(timeout, left)
-        stream = self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
-        return _DeadlineStream(stream, self._deadline)
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        address = await vet_host_async(host, port, self._allowed)
+        return await self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
 
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # pragma: no cover - never configured
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # pragma: no cover - never configured
         raise BlockedAddressError("Unix sockets are not reachable from flows.")
 
-    def sleep(self, seconds: float) -> None:  # pragma: no cover - used by httpcore retries only
-        self._inner.sleep(seconds)
+    async def sleep(self, seconds: float) -> None:  # pragma: no cover - used by httpcore retries only
+        await self._inner.sleep(seconds)
 
 
-class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, allowed_hosts: tuple[str, ...], deadline: float):
-        super().__init__(trust_env=False)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(allowed_hosts, deadline)
-        )
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes milliseconds: once per process, not per request.
+    return httpx.create_ssl_context(trust_env=False)
 
 
-def guarded_client(*, allowed_hosts: tuple[str, ...], timeout: float) -> httpx.Client:
+class _GuardedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, allowed_hosts: tuple[str, ...]):
+        super().__init__(verify=_ssl_context(), trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(ssl_context=_ssl_context(), network_backend=_GuardedBackend(allowed_hosts))
+
+
+def guarded_client(*, allowed_hosts: tuple[str, ...], timeout: float) -> httpx.AsyncClient:
     """An httpx client that follows redirects and refuses non-public addresses (see module docstring).
 
-    `timeout` bounds everything the client does, together: connecting, sending, the answer's
-    headers and body, and any redirects (the client is for one request).
+    `timeout` bounds each wait for the network; `_send` bounds the whole request (connecting,
+    sending, the answer's headers and body, and any redirects) by the same number of seconds.
     """
-    return httpx.Client(
-        transport=_GuardedTransport(tuple(allowed_hosts), time.monotonic() + timeout),
+    return httpx.AsyncClient(
+        transport=_GuardedTransport(tuple(allowed_hosts)),
         trust_env=False,  # an environment proxy would connect on our behalf, unchecked
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
@@ -184,23 +170,28 @@ def guarded_client(*, allowed_hosts: tuple[str, ...], timeout: float) -> httpx.C
     )
 
 
-def _send(client: httpx.Client, request: httpx.Request, what: str, *, seconds: float, context: Any) -> tuple[httpx.Response, bytes]:
-    """Send and read at most MAX_RESPONSE_BYTES (or the run's output limit, when lower), mapping transport
-    failures to node errors; `seconds` is the client's timeout, for the message."""
+async def _send(
+    client: httpx.AsyncClient, request: httpx.Request, what: str, *, seconds: float, context: Any
+) -> tuple[httpx.Response, bytes]:
+    """Send and read at most MAX_RESPONSE_BYTES (or the run's output limit, when lower) within `seconds` in all
+    (a server that drips its answer a byte at a time is cut off), mapping transport failures to node errors."""
     output_limit = getattr(context, "max_output_bytes", None)
     limit = MAX_RESPONSE_BYTES if output_limit is None else min(MAX_RESPONSE_BYTES, output_limit)
     try:
-        response = client.send(request, stream=True)
-        try:
-            content = bytearray()
-            for chunk in response.iter_bytes():
-                content += chunk
-                if len(content) > limit:
-                    raise NodeError(f"{what}: the response is larger than {limit} bytes.")
-        finally:
-            response.close()
+        async with asyncio.timeout(seconds):
+            response = await client.send(request, stream=True)
+            try:
+                content = bytearray()
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > limit:
+                        raise NodeError(f"{what}: the response is larger than {limit} bytes.")
+            finally:
+                await response.aclose()
     except BlockedAddressError as exc:
         raise NodeError(f"{what}: {exc}") from exc
+    except TimeoutError as exc:
+        raise RetryableNodeError(f"{what}: timed out: no complete answer within {seconds:.3g} s.") from exc
     except httpx.TimeoutException as exc:
         raise RetryableNodeError(f"{what}: timed out: no complete answer within {seconds:.3g} s ({type(exc).__name__}).") from exc
     except httpx.TooManyRedirects as exc:
@@ -296,7 +287,7 @@ class HTTPRequest(Component):
                 problems.append((name, f"The values of {name} must be text or numbers.", "string_type"))
         return problems
 
-    def run(
+    async def run(
         self,
         *,
         url: str,
@@ -325,12 +316,12 @@ class HTTPRequest(Component):
             kwargs["content"] = as_text(body).encode()
         what = f"{method} {url.split('?', 1)[0]}"
         seconds = _timeout(timeout, self.context)
-        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
+        async with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
             try:
                 request = client.build_request(method, url, **kwargs)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
                 raise NodeError(f"{what}: {exc}") from exc
-            response, content = _send(client, request, what, seconds=seconds, context=self.context)
+            response, content = await _send(client, request, what, seconds=seconds, context=self.context)
         status = response.status_code
         result = {
             "status": status,
@@ -398,7 +389,7 @@ class LanguageModel(Component):
             problems.append(("timeout", "The timeout must be between 0 and 600 seconds.", "less_than_equal"))
         return problems
 
-    def run(
+    async def run(
         self,
         *,
         prompt: Any,
@@ -421,12 +412,12 @@ class LanguageModel(Component):
         url = base_url.rstrip("/") + "/chat/completions"
         what = f"Language model at {base_url.rstrip('/')}"
         seconds = _timeout(timeout, self.context)
-        with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
+        async with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
             try:
                 request = client.build_request("POST", url, json=body, headers=headers)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
                 raise NodeError(f"{what}: {exc}") from exc
-            response, content = _send(client, request, what, seconds=seconds, context=self.context)
+            response, content = await _send(client, request, what, seconds=seconds, context=self.context)
         answer = _decode(response, content)
         if response.status_code == 429 or response.status_code >= 500:
             raise RetryableNodeError(f"{what} answered {response.status_code}: {_api_error(answer)}")
