@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from flows.engine import Component, Input, Output, registry
@@ -22,6 +24,28 @@ def test_registry_refuses_component_without_run():
 
     with pytest.raises(TypeError, match="does not implement run"):
         Registry().register(NoRun)
+
+
+def test_registry_accepts_an_async_run_and_the_runners_await_it():
+    from flows.engine import parse_graph, run_graph
+
+    class Later(Component):
+        """Answers after giving the loop a turn."""
+
+        name = "Later"
+        outputs = (Output("x"),)
+
+        async def run(self):
+            await asyncio.sleep(0)
+            return {"x": 1}
+
+    local = Registry()
+    local.register(Later)
+    local.register(registry.get("Output"))
+    graph = parse_graph(
+        {"nodes": [{"id": "l", "type": "Later"}, {"id": "o", "type": "Output"}], "edges": [{"source": "l", "target": "o"}]}, registry=local
+    )
+    assert run_graph(graph, registry=local).outputs == {"o": 1}
 
 
 def test_registry_refuses_duplicate_names_and_bad_types():
