@@ -41,6 +41,8 @@ class Flow(models.Model):
     max_concurrent_runs = models.PositiveIntegerField(
         null=True, blank=True, help_text="Runs of this flow executing at once; more wait in the queue. Empty: no limit."
     )
+    # Run control: while set, the flow's runs are still recorded but no worker claims them (flows/services/pause.py).
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Paused since then: its runs are held.")
     # Webhook signing: when `signing_secret` is set, webhook requests must be signed with it
     # (or, until `signing_secret_previous_expires_at`, with the previous secret).
     signing_secret = models.CharField(max_length=100, blank=True, editable=False)

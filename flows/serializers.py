@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from flows.examples import GREETING_GRAPH
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.services.pause import flow_run_waiting_for
 from langrun.serializers import StrictCharField
 
 FLOW_EXAMPLE = {
@@ -76,6 +77,8 @@ class FlowSerializer(serializers.ModelSerializer):
         help_text="Runs of this flow executing at once; more wait in the queue (null: no limit).",
     )
     signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
+    paused = serializers.SerializerMethodField(help_text="True while the flow is paused: its runs are recorded but held.")
+    paused_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When the flow was paused; null when it is not.")
 
     latest_run_status = serializers.SerializerMethodField(help_text="Status of the flow's most recent run; null when it never ran.")
     latest_run_at = serializers.SerializerMethodField(help_text="When the most recent run was received; null when it never ran.")
@@ -97,6 +100,8 @@ class FlowSerializer(serializers.ModelSerializer):
             "max_attempts",
             "max_concurrent_runs",
             "signed",
+            "paused",
+            "paused_at",
             "latest_run_status",
             "latest_run_at",
         ]
@@ -106,6 +111,9 @@ class FlowSerializer(serializers.ModelSerializer):
 
     def get_signed(self, flow: Flow) -> bool:
         return bool(flow.signing_secret)
+
+    def get_paused(self, flow: Flow) -> bool:
+        return flow.paused_at is not None
 
     def get_webhook_url(self, flow: Flow) -> str:
         path = f"/api/v1/webhook/{flow.endpoint_name or flow.id}"
@@ -127,6 +135,13 @@ class FlowSerializer(serializers.ModelSerializer):
     def get_latest_run_at(self, flow: Flow):
         value = self._latest(flow)[1]
         return serializers.DateTimeField().to_representation(value) if value else None
+
+
+class FlowResumedSerializer(FlowSerializer):
+    released = serializers.IntegerField(read_only=True, help_text="Held runs rung for in this request (a background task rings the rest).")
+
+    class Meta(FlowSerializer.Meta):
+        fields = [*FlowSerializer.Meta.fields, "released"]
 
 
 class NodeResultSerializer(serializers.ModelSerializer):
@@ -156,6 +171,9 @@ class FlowRunListSerializer(serializers.ModelSerializer):
         help_text="The flow version this run executes (see /flows/{id}/versions/).",
     )
     replay_of = serializers.UUIDField(source="replay_of_id", read_only=True, allow_null=True, help_text="The run this one replays.")
+    waiting_for = serializers.SerializerMethodField(
+        help_text="What a queued run waits for: `flow_paused` (its flow is paused), `retry_backoff` or `worker`; null once it started."
+    )
 
     class Meta:
         model = FlowRun
@@ -172,8 +190,17 @@ class FlowRunListSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "replay_of",
+            "waiting_for",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=["flow_paused", "retry_backoff", "worker"], allow_null=True))
+    def get_waiting_for(self, run: FlowRun) -> str | None:
+        if run.status != FlowRun.Status.QUEUED:
+            return None
+        # Lists annotate whether the flow is paused (one query for the page); a single run just asks.
+        paused = run.flow_paused if hasattr(run, "flow_paused") else run.flow.paused_at is not None
+        return flow_run_waiting_for(run=run, flow_paused=paused)
 
 
 @extend_schema_serializer(examples=[OpenApiExample("A finished run", value=RUN_EXAMPLE, response_only=True)])

@@ -61,3 +61,13 @@ def prune() -> dict:
     from flows.retention import runs_prune
 
     return runs_prune().as_dict()
+
+
+def release_held_runs(flow_id: str, resumed_at: str) -> int:
+    """The rest of a resumed flow's held runs, after the first batch its resume rang (flows/services/pause.py)."""
+    from datetime import datetime
+
+    from flows.services.pause import flow_runs_release
+
+    with log_context(flow_id=flow_id):
+        return flow_runs_release(flow_id=flow_id, resumed_at=datetime.fromisoformat(resumed_at))

@@ -15,6 +15,7 @@ from flows import diagram, engine
 from flows.admin.common import AdminMedia, _is_changelist, format_duration, pretty_json, preview, status_badge
 from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun
+from flows.services.pause import flow_run_waiting_for
 from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.versions import flow_run_graph_data
 from langrun.admin import OwnedModelAdmin
@@ -53,7 +54,7 @@ class FlowRunAdmin(OwnedModelAdmin):
     Media = AdminMedia
     # What happened first (where a run failed), then what was asked, then when.
     fieldsets = [
-        (None, {"fields": ["id", "flow_link", "status_badge", "trigger", "attempts", "duration", "replay_of_link"]}),
+        (None, {"fields": ["id", "flow_link", "status_badge", "waiting_for", "trigger", "attempts", "duration", "replay_of_link"]}),
         ("Result", {"fields": ["error", "outputs_display", "node_table", "run_diagram"]}),
         ("Request", {"fields": ["payload_display", "tweaks_display", "content_type", "body_display"]}),
         ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at"]}),
@@ -62,6 +63,7 @@ class FlowRunAdmin(OwnedModelAdmin):
         "id",
         "flow_link",
         "status_badge",
+        "waiting_for",
         "trigger",
         "attempts",
         "replay_of_link",
@@ -115,6 +117,10 @@ class FlowRunAdmin(OwnedModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, run):
         return status_badge(run.status)
+
+    @admin.display(description="waiting for")
+    def waiting_for(self, run):
+        return flow_run_waiting_for(run=run, flow_paused=run.flow.paused_at is not None) or "–"
 
     @admin.display(description="duration")
     def duration(self, run):

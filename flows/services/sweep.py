@@ -38,6 +38,7 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
         FlowRun.objects.unfinished()
         .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
+        .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
         .order_by("enqueued_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -110,6 +111,7 @@ def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
     due = list(
         FlowRun.objects.unfinished()
         .filter(status=FlowRun.Status.QUEUED, next_attempt_at__lte=now, enqueued_at__lt=F("next_attempt_at"))
+        .filter(flow__paused_at__isnull=True)
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
