@@ -308,3 +308,44 @@ class MetricCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}{{{self.labels}}} {self.value}"
+
+
+class ReplayJob(models.Model):
+    """A bulk replay running in the background: which runs it replays, and how far it got.
+
+    Created by `POST /api/v1/runs/replay` or the admin's replay action; a django-q2 task replays the
+    matching runs in batches at a bounded rate (flows/services/replays.py), each batch committed together
+    with the job's counters and its position (`cursor_*`), so a job resumed after its worker died never
+    replays a run twice. Only runs received before the job was created match, so its own replays never do.
+    `step` is the fencing token of the task currently working on the job.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="replay_jobs")
+    filters = models.JSONField(default=dict, help_text="The run filters it matched (flow, status, trigger, received_*, ids).")
+    current_version = models.BooleanField(default=False, help_text="Replays run the flow's current graph, not the original's version.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    matched = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0, help_text="Replays created so far.")
+    failed = models.PositiveIntegerField(default=0, help_text="Matched runs that could not be replayed (see errors).")
+    errors = models.JSONField(default=list, blank=True, help_text="The first errors: [{run_id, msg}].")
+    error = models.TextField(blank=True, help_text="Why the job itself failed.")
+    cursor_received_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cursor_run = models.UUIDField(null=True, blank=True, editable=False)
+    step = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"replay job {self.id} ({self.status}, {self.created}/{self.matched})"

@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_sc
 from rest_framework import serializers
 
 from flows.examples import GREETING_GRAPH
-from flows.models import Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.models import Flow, FlowRun, FlowVersion, NodeResult, ReplayJob, Variable
 from flows.services.pause import flow_run_waiting_for
 from langrun.serializers import StrictCharField
 
@@ -392,3 +392,65 @@ class VertexBuildsSerializer(serializers.Serializer):
 
 class MonitorBuildsQuerySerializer(serializers.Serializer):
     flow_id = serializers.UUIDField()
+
+
+# --- Bulk replay and its jobs ----------------------------------------------------------------------
+
+
+class BulkReplaySerializer(serializers.Serializer):
+    """Which runs to replay (the run list's filters; at least one), how, and whether only to count them."""
+
+    flow = serializers.UUIDField(required=False, help_text="Only runs of this flow.")
+    status = serializers.ChoiceField(choices=FlowRun.Status.choices, required=False)
+    trigger = serializers.ChoiceField(choices=FlowRun.Trigger.choices, required=False)
+    received_after = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive.")
+    received_before = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive.")
+    current_version = serializers.BooleanField(default=False, help_text="Run the flow's current graph, not each run's own version.")
+    dry_run = serializers.BooleanField(default=False, help_text="Only count the runs that match.")
+
+    FILTERS = ("flow", "status", "trigger", "received_after", "received_before")
+
+    def validate(self, attrs):
+        if not any(name in attrs for name in self.FILTERS):
+            raise serializers.ValidationError(f"Give at least one filter: {', '.join(self.FILTERS)}.", code="missing")
+        return attrs
+
+
+class BulkReplayCountSerializer(serializers.Serializer):
+    matched = serializers.IntegerField(help_text="Runs a bulk replay with these filters would replay now.")
+    dry_run = serializers.BooleanField()
+
+
+class ReplayJobSerializer(serializers.ModelSerializer):
+    """A background job's progress: matched runs, replays created, runs that could not be replayed (and why)."""
+
+    kind = serializers.SerializerMethodField()
+    status_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ReplayJob
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "filters",
+            "current_version",
+            "matched",
+            "created",
+            "failed",
+            "errors",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "status_url",
+        ]
+        read_only_fields = fields
+
+    def get_kind(self, job) -> str:
+        return "replay"
+
+    def get_status_url(self, job) -> str:
+        path = f"/api/v1/jobs/{job.pk}"
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path

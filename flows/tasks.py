@@ -71,3 +71,10 @@ def release_held_runs(flow_id: str, resumed_at: str) -> int:
 
     with log_context(flow_id=flow_id):
         return flow_runs_release(flow_id=flow_id, resumed_at=datetime.fromisoformat(resumed_at))
+
+
+def replay_job_step(job_id: str) -> str:
+    """One slice of a bulk replay job (flows/services/replays.py); it rings for the next itself."""
+    from flows.services.replays import replay_job_step as step
+
+    return step(job_id=job_id).status

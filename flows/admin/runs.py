@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
@@ -16,6 +17,7 @@ from flows.admin.common import AdminMedia, _is_changelist, format_duration, pret
 from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun
 from flows.services.pause import flow_run_waiting_for
+from flows.services.replays import replay_job_create
 from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.versions import flow_run_graph_data
 from langrun.admin import OwnedModelAdmin
@@ -194,16 +196,19 @@ class FlowRunAdmin(OwnedModelAdmin):
     # Actions and buttons: the same services as the API.
     @admin.action(description="Replay selected runs", permissions=["replay"])
     def replay_selected(self, request, queryset):
-        new_runs = []
-        for run in queryset.select_related("flow", "version"):
-            with self.flows_errors_as_messages(request):
-                new_runs.append(flow_run_replay(run=run, user=run.user))
-        if not new_runs:
-            return
-        links = format_html_join(
-            ", ", '<a href="{}">{}</a>', ((reverse("admin:flows_flowrun_change", args=[r.pk]), str(r.pk)[:8]) for r in new_runs)
-        )
-        self.message_user(request, format_html("Queued {} replay(s): {}", len(new_runs), links), messages.SUCCESS)
+        # The same path as the API's bulk replay: a background job (one per owner of the selected runs' flows).
+        by_owner: dict = {}
+        for run_id, owner_id in queryset.values_list("pk", "flow__user"):
+            by_owner.setdefault(owner_id, []).append(str(run_id))
+        owners = {u.pk: u for u in get_user_model().objects.filter(pk__in=by_owner)}
+        for owner_id, ids in by_owner.items():
+            job = replay_job_create(user=owners[owner_id], filters={"ids": ids})
+            link = reverse("admin:flows_replayjob_change", args=[job.pk])
+            self.message_user(
+                request,
+                format_html('Replaying {} run(s) in the background: <a href="{}">job {}</a>.', job.matched, link, str(job.pk)[:8]),
+                messages.SUCCESS,
+            )
 
     @contextmanager
     def flows_errors_as_messages(self, request):

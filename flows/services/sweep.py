@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
+from flows.services.replays import replay_jobs_resume_stalled
 from flows.services.runs import flow_run_replay
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def flow_runs_sweep() -> dict[str, int]:
         "retried": flow_runs_enqueue_due_retries(),
         "requeued": flow_runs_requeue_stale(),
         "keys_released": flow_runs_release_idempotency_keys(),
+        "replay_jobs_resumed": replay_jobs_resume_stalled(),
     }
 
 

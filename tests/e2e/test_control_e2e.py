@@ -4,6 +4,9 @@ import time
 
 import pytest
 import requests
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django_q.brokers import get_broker
 
 from flows.models import FlowRun
 from flows.services.flows import flow_create
@@ -37,14 +40,67 @@ def test_a_paused_flow_holds_100_runs_then_releases_them_in_order(service):
         response = requests.post(f"{api}/webhook/greet", json={"name": f"n{i}"}, headers=headers, timeout=30)
         assert response.status_code == 202, response.text
         ids.append(response.json()["run_id"])
-    time.sleep(2)  # long enough for a worker that ignored the pause to start some
+    # Every doorbell answered (the claims refused), so a late one cannot start a run out of turn after the resume.
+    broker = get_broker()
+    deadline = time.monotonic() + 60
+    while broker.queue_size() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # the last tasks taken, and long enough for a worker that ignored the pause to start some
     assert set(FlowRun.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"queued"}
     assert FlowRun.objects.filter(pk__in=ids, started_at__isnull=False).count() == 0
     assert requests.get(f"{api}/runs/{ids[-1]}", headers=headers, timeout=10).json()["waiting_for"] == "flow_paused"
 
     resumed = requests.post(f"{api}/flows/{flow.pk}/resume", headers=headers, timeout=30).json()
-    assert resumed["paused"] is False and resumed["released"] == 100
+    assert resumed["paused"] is False and resumed["released"] == 100, (
+        resumed,
+        list(FlowRun.objects.filter(pk__in=ids).values_list("received_at", "enqueued_at", "status")),
+    )
     assert wait_for_runs(ids, timeout=120) == {"succeeded": 100}, service.log("cluster")
     started = dict(FlowRun.objects.filter(pk__in=ids).values_list("id", "started_at"))
     in_received_order = [started[FlowRun._meta.pk.to_python(i)] for i in ids]
     assert in_received_order == sorted(in_received_order)
+
+
+def test_a_bulk_replay_of_2000_runs_reports_progress_at_a_bounded_rate(transactional_db, tmp_path):
+    svc = Service(tmp_path)
+    svc.env.update({"LANGRUN_REPLAY_RATE": "500", "LANGRUN_REPLAY_BATCH": "100"})
+    svc.start_web()
+    svc.start_cluster()
+    try:
+        user = User.objects.create_user("operator")
+        flow = flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+        headers = {"x-api-key": api_key_create(user=user).key}
+        now = timezone.now()
+        FlowRun.objects.bulk_create(
+            FlowRun(
+                flow=flow, user=user, status="failed", payload={"name": f"n{i}"}, version=flow.current_version,
+                error="the downstream system was down", finished_at=now,
+            )
+            for i in range(2000)
+        )  # fmt: skip
+        api = f"{svc.url}/api/v1"
+        dry = requests.post(
+            f"{api}/runs/replay", json={"flow": str(flow.pk), "status": "failed", "dry_run": True}, headers=headers, timeout=10
+        )
+        assert dry.json() == {"matched": 2000, "dry_run": True}
+        started = time.monotonic()
+        response = requests.post(f"{api}/runs/replay", json={"flow": str(flow.pk), "status": "failed"}, headers=headers, timeout=10)
+        assert response.status_code == 202 and time.monotonic() - started < 5, response.text
+        job_url = response.json()["status_url"]
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = requests.get(job_url, headers=headers, timeout=10).json()
+            seen.append(job["created"])
+            if job["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.2)
+        assert (job["status"], job["matched"], job["created"], job["failed"]) == ("succeeded", 2000, 2000, 0), (job, svc.log("cluster"))
+        assert seen == sorted(seen) and any(0 < c < 2000 for c in seen), seen  # progress, as it went
+        took = parse_datetime(job["finished_at"]) - parse_datetime(job["started_at"])
+        assert took.total_seconds() >= 2000 / 500 * 0.9  # the rate bounded it
+        replays = list(FlowRun.objects.filter(trigger="replay").values_list("pk", flat=True))
+        assert len(replays) == 2000 and FlowRun.objects.filter(trigger="replay").values("replay_of").distinct().count() == 2000
+        assert wait_for_runs(replays, timeout=300) == {"succeeded": 2000}, svc.log("cluster")
+    finally:
+        svc.stop()
