@@ -65,3 +65,14 @@ class VariableUndecryptable(FlowsError):
 
     def __init__(self, message: str):
         super().__init__(message, errors=[{"loc": ["body", "value"], "msg": message, "type": "variable_key"}])
+
+
+class ScheduleInvalid(FlowsError):
+    """A schedule needs exactly one of a valid cron expression and an interval: 422, located."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "schedule_invalid"
+
+    def __init__(self, message: str, *, field: str | None = None):
+        loc = ["body", field] if field else ["body"]
+        super().__init__(message, errors=[{"loc": loc, "msg": message, "type": "value_error"}])

@@ -96,6 +96,7 @@ class FlowRun(models.Model):
         API = "api"
         ADMIN = "admin"
         REPLAY = "replay"
+        SCHEDULE = "schedule"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No index of its own: the (flow, -received_at) index below leads with it. Every claim and finish
@@ -349,3 +350,30 @@ class ReplayJob(models.Model):
 
     def __str__(self) -> str:
         return f"replay job {self.id} ({self.status}, {self.created}/{self.matched})"
+
+
+class FlowSchedule(models.Model):
+    """A flow running on a clock: a cron expression or an interval in minutes, with the payload each run gets.
+
+    Executed by django-q2's scheduler through the `django_q.Schedule` row it owns (kept in step by
+    flows/services/schedules.py); each firing records a run with trigger `schedule`, whose idempotency
+    key is the schedule and the time it was due, so a firing seen by two clusters records one run.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=200, blank=True)
+    cron = models.CharField(max_length=100, blank=True, help_text="A cron expression (minute hour day month weekday), in UTC.")
+    interval_minutes = models.PositiveIntegerField(null=True, blank=True, help_text="Or: run every this many minutes.")
+    payload = models.JSONField(default=dict, blank=True, help_text="What the Webhook node receives on each run.")
+    q_schedule = models.OneToOneField(
+        "django_q.Schedule", null=True, blank=True, on_delete=models.SET_NULL, editable=False, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name or (f"cron {self.cron}" if self.cron else f"every {self.interval_minutes} min")

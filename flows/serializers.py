@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_sc
 from rest_framework import serializers
 
 from flows.examples import GREETING_GRAPH
-from flows.models import Flow, FlowRun, FlowVersion, NodeResult, ReplayJob, Variable
+from flows.models import Flow, FlowRun, FlowSchedule, FlowVersion, NodeResult, ReplayJob, Variable
 from flows.services.pause import flow_run_waiting_for
 from langrun.serializers import StrictCharField
 
@@ -454,3 +454,24 @@ class ReplayJobSerializer(serializers.ModelSerializer):
         path = f"/api/v1/jobs/{job.pk}"
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+
+# --- Schedules ----------------------------------------------------------------------------------------
+
+
+class FlowScheduleSerializer(serializers.ModelSerializer):
+    """A flow on a clock: exactly one of `cron` (UTC) and `interval_minutes`, and the payload each run gets."""
+
+    flow = serializers.UUIDField(source="flow_id", help_text="The flow to run (yours); cannot change afterwards.")
+    name = StrictCharField(required=False, allow_blank=True, max_length=200)
+    cron = StrictCharField(
+        required=False, allow_blank=True, max_length=100, help_text="A cron expression in UTC, e.g. `0 9 * * 1-5`; or use interval_minutes."
+    )
+    interval_minutes = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=527040)
+    payload = serializers.DictField(required=False, help_text="The JSON object the Webhook node receives on each run.")
+    next_run_at = serializers.DateTimeField(source="q_schedule.next_run", read_only=True, allow_null=True)
+
+    class Meta:
+        model = FlowSchedule
+        fields = ["id", "flow", "name", "cron", "interval_minutes", "payload", "next_run_at", "created_at", "updated_at"]
+        read_only_fields = ["id", "next_run_at", "created_at", "updated_at"]

@@ -78,3 +78,11 @@ def replay_job_step(job_id: str) -> str:
     from flows.services.replays import replay_job_step as step
 
     return step(job_id=job_id).status
+
+
+def run_schedule(schedule_id: str, intended_at: str | None = None) -> str | None:
+    """One firing of a flow's schedule (django-q2's scheduler calls it): records the run, which a worker then executes."""
+    from flows.services.schedules import flow_schedule_fire
+
+    run = flow_schedule_fire(schedule_id=schedule_id, intended_at=intended_at)
+    return str(run.pk) if run else None

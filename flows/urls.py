@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from flows import job_views, version_views, views
+from flows import job_views, schedule_views, version_views, views
 
 UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
@@ -19,6 +19,7 @@ router.register("flows", views.FlowViewSet, basename="flow")
 router.register("variables", views.VariableViewSet, basename="variable")
 router.register("runs", views.FlowRunViewSet, basename="flowrun")
 router.register("jobs", job_views.JobViewSet, basename="job")
+router.register("schedules", schedule_views.FlowScheduleViewSet, basename="schedule")
 
 urlpatterns = [
     path("task/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),

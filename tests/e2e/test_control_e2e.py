@@ -104,3 +104,31 @@ def test_a_bulk_replay_of_2000_runs_reports_progress_at_a_bounded_rate(transacti
         assert wait_for_runs(replays, timeout=300) == {"succeeded": 2000}, svc.log("cluster")
     finally:
         svc.stop()
+
+
+def test_a_schedule_fires_once_a_minute_with_two_clusters(transactional_db, tmp_path):
+    svc = Service(tmp_path)
+    svc.start_web()
+    svc.start_cluster("cluster-a")
+    svc.start_cluster("cluster-b")
+    try:
+        user = User.objects.create_user("operator")
+        flow = flow_create(user=user, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+        headers = {"x-api-key": api_key_create(user=user).key}
+        body = {"flow": str(flow.pk), "cron": "* * * * *", "payload": {"name": "Clock"}}
+        response = requests.post(f"{svc.url}/api/v1/schedules/", json=body, headers=headers, timeout=10)
+        assert response.status_code == 201, response.text
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and FlowRun.objects.filter(trigger="schedule").count() < 2:
+            time.sleep(1)
+        time.sleep(5)  # a second firing of the same minute, had there been one, would be in by now
+        runs = list(FlowRun.objects.filter(trigger="schedule").order_by("received_at"))
+        assert len(runs) >= 2, (svc.log("cluster-a"), svc.log("cluster-b"))
+        minutes = [r.idempotency_key.split(":", 2)[2] for r in runs]  # schedule:<id>:<when it was due>
+        assert len(set(minutes)) == len(runs)  # one run per minute it was due
+        gaps = [(b.received_at - a.received_at).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
+        assert all(gap > 30 for gap in gaps), gaps
+        assert wait_for_runs([r.pk for r in runs]) == {"succeeded": len(runs)}
+        assert FlowRun.objects.get(pk=runs[0].pk).outputs == {"greeting": "Hello Clock!"}
+    finally:
+        svc.stop()
