@@ -2,10 +2,11 @@
 
 import uuid
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.exceptions import NotFound
 
+from flows.filters import FlowScheduleFilter
 from flows.models import Flow, FlowSchedule
 from flows.serializers import FlowScheduleSerializer
 from flows.services.schedules import flow_schedule_create, flow_schedule_delete, flow_schedule_update
@@ -15,10 +16,7 @@ _BAD_INPUT = validation_error("Neither or both of cron and interval_minutes, a m
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="List your schedules",
-        parameters=[OpenApiParameter("flow", uuid.UUID, description="Only the schedules of this flow.")],
-    ),
+    list=extend_schema(summary="List your schedules"),
     create=extend_schema(
         summary="Run a flow on a schedule",
         responses={201: FlowScheduleSerializer, 404: error("No flow of yours with this id."), 422: _BAD_INPUT},
@@ -32,15 +30,10 @@ class FlowScheduleViewSet(viewsets.ModelViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     queryset = FlowSchedule.objects.none()  # for the schema; get_queryset scopes to the owner
 
+    filterset_class = FlowScheduleFilter
+
     def get_queryset(self):
-        schedules = FlowSchedule.objects.filter(flow__user=self.request.user).select_related("q_schedule")
-        flow = self.request.query_params.get("flow")
-        if flow and self.action == "list":
-            try:
-                schedules = schedules.filter(flow_id=uuid.UUID(flow))
-            except ValueError:
-                return schedules.none()
-        return schedules
+        return FlowSchedule.objects.filter(flow__user=self.request.user).select_related("q_schedule")
 
     def get_object(self):
         try:

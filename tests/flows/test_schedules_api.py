@@ -25,6 +25,9 @@ def test_create_list_change_delete(key_client, flow):
     assert created["flow"] == str(flow.pk) and created["next_run_at"].endswith(":00Z")
     listed = key_client.get(f"/api/v1/schedules/?flow={flow.pk}").json()
     assert [s["id"] for s in listed["results"]] == [created["id"]]
+    assert key_client.get(f"/api/v1/schedules/?flow={created['id']}").json()["count"] == 0
+    bad = key_client.get("/api/v1/schedules/?flow=")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "flow"]
 
     changed = key_client.patch(f"/api/v1/schedules/{created['id']}", {"interval_minutes": 10}, format="json")
     assert changed.status_code == 200, changed.content
