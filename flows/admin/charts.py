@@ -12,7 +12,7 @@ from django.utils.safestring import SafeString, mark_safe
 from flows.services.reports import STATUSES, Trend
 
 WIDTH, HEIGHT = 720, 150
-LEFT, BOTTOM, TOP = 34, 18, 8
+LEFT, RIGHT, BOTTOM, TOP = 34, 20, 18, 8
 RANGE_LABELS = {"24h": "Last 24 hours, per hour", "30d": "Last 30 days, per day"}
 
 
@@ -38,13 +38,13 @@ def _scale_max(peak: int) -> int:
 def trend_svg(trend: Trend) -> SafeString:
     count = len(trend.buckets)
     top = _scale_max(max(trend.totals, default=0))
-    plot_w, plot_h = WIDTH - LEFT, HEIGHT - TOP - BOTTOM
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / count
     bar_w = max(1.0, slot * 0.75)
     parts = []
-    for fraction in (0, 0.5, 1):
+    for fraction in (0, 0.5, 1) if top % 2 == 0 else (0, 1):  # runs are counted whole: no "0.5" on the axis
         y = TOP + plot_h * (1 - fraction)
-        parts.append(format_html('<line class="lr-chart-grid" x1="{}" x2="{}" y1="{}" y2="{}"/>', LEFT, WIDTH, _n(y), _n(y)))
+        parts.append(format_html('<line class="lr-chart-grid" x1="{}" x2="{}" y1="{}" y2="{}"/>', LEFT, WIDTH - RIGHT, _n(y), _n(y)))
         label = f"{top * fraction:g}"
         parts.append(format_html('<text class="lr-chart-axis" x="{}" y="{}" text-anchor="end">{}</text>', LEFT - 4, _n(y + 4), label))
     every = 4 if trend.span == "24h" else 5
@@ -101,11 +101,12 @@ def trend_panel(trend: Trend, *, switch_urls: dict[str, str]) -> SafeString:
         ((status, sum(trend.counts[status]), status) for status in STATUSES),
     )
     return format_html(
-        '<div class="lr-trend" data-range="{}"><div class="lr-trend-head"><strong>{}</strong> · {} runs <span class="lr-trend-switch">{}</span>'
+        '<div class="lr-trend" data-range="{}"><div class="lr-trend-head"><strong>{}</strong> · {} run{} <span class="lr-trend-switch">{}</span>'
         '</div>{}<div class="lr-trend-legend">{}</div></div>',
         trend.span,
         RANGE_LABELS[trend.span],
         trend.total,
+        "" if trend.total == 1 else "s",
         switch,
         trend_svg(trend),
         legend,
