@@ -156,3 +156,20 @@ def test_a_selected_run_of_another_user_is_not_exported(staff, other, make_flow)
     response = login(staff).post(reverse(CHANGELIST), {"action": "export_csv", "_selected_action": [str(theirs.pk)]})
     # The selection is taken from the user's own runs only: the file has its header and nothing else.
     assert response.status_code == 200 and _csv(response) == []
+
+
+def test_an_export_of_many_runs_takes_a_fixed_number_of_queries(staff, make_flow):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    flow = make_flow(staff)
+    c = login(staff)
+
+    def queries(n_runs: int) -> int:
+        ids = [str(_failed(flow, "boom").pk) for _ in range(n_runs)]
+        with CaptureQueriesContext(connection) as ctx:
+            response = c.post(reverse(CHANGELIST), {"action": "export_csv", "_selected_action": ids})
+        assert len(_csv(response)) == n_runs
+        return len(ctx)
+
+    assert queries(1) == queries(5)
