@@ -11,6 +11,7 @@ from flows.models import FlowRun
 from flows.serializers import RunAcceptedSerializer, RunFailedSerializer, RunResponseSerializer, SimplifiedRunRequestSerializer
 from flows.services.langflow import run_error_detail, run_response
 from flows.services.runs import flow_run_create, flow_run_input_payload
+from flows.services.variables import variables_from_headers
 from flows.services.waits import flow_run_execute_sync
 from flows.views import flow_of, run_status_url
 from langrun.exceptions import RequestValidationError
@@ -82,6 +83,7 @@ class SimplifiedRunView(APIView):
                 body=params["input_value"] or "",
                 content_type="text/plain",
                 tweaks=params["tweaks"],
+                request_variables=variables_from_headers(meta=request.META),
             )
         except GraphValidationError as exc:
             raise _tweak_errors(exc, flow.data) from exc

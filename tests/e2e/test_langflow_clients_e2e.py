@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from flows.services.flows import flow_create
+from flows.services.variables import variable_create
 from langrun.models import User
 from langrun.services import api_key_create
 
@@ -72,3 +74,24 @@ def test_a_failing_run_is_an_http_error_for_the_snippet(service, langflow_flow):
         response.raise_for_status()
     assert response.status_code == 500
     assert json.loads(response.json()["detail"])["message"]
+
+
+def test_global_variable_headers_through_the_web_server(service, transactional_db):
+    user = User.objects.create_user("e2e-vars")
+    key = api_key_create(user=user).key
+    variable_create(user=user, name="MY_GREETING", value="Hi {name}", kind="generic")
+    data = {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "greet", "type": "Template", "params": {"template": {"variable": "MY_GREETING"}}},
+            {"id": "out", "type": "Output"},
+        ],
+        "edges": [{"source": "hook", "target": "greet", "target_input": "data"}, {"source": "greet", "target": "out"}],
+    }
+    flow_create(user=user, name="vars", endpoint_name="vars", data=data)
+    headers = {"x-api-key": key, "X-LANGFLOW-GLOBAL-VAR-my-greeting": "Yo {name}"}  # Langflow upper-cases the name
+    response = requests.post(f"{service.url}/api/v1/run/vars", json={"input_value": '{"name": "Ada"}'}, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["outputs"][0]["results"]["message"]["text"] == "Yo Ada"
+    plain = requests.post(f"{service.url}/api/v1/run/vars", json={"input_value": '{"name": "Ada"}'}, headers={"x-api-key": key}, timeout=30)
+    assert plain.json()["outputs"][0]["outputs"][0]["results"]["message"]["text"] == "Hi Ada"

@@ -11,11 +11,13 @@ from rest_framework.test import APIClient
 import tests.components  # noqa: F401 - registers the test components
 from flows.engine import Component, Input, Output, registry
 from flows.engine.registry import register
-from flows.models import FlowRun
+from flows.models import FlowRun, Variable
 from flows.services.execution import flow_run_claim, flow_run_execute
+from flows.services.flows import flow_create
 from flows.services.sweep import flow_runs_recover_interrupted
+from flows.services.variables import variable_create, variable_value
 from langrun.services import api_key_create
-from tests.helpers import new_run
+from tests.helpers import MODEL_FLOW, new_run
 
 
 @pytest.fixture
@@ -216,3 +218,20 @@ def test_run_detail_shows_every_attempt(key_client, flow, user, enqueued):
     log = key_client.get(f"/api/v1/runs/{run.id}/attempts").json()
     assert [(a["number"], a["outcome"]) for a in log] == [(1, "interrupted"), (2, "succeeded")]
     assert "interrupted" in log[0]["error"] and log[1]["finished_at"]
+
+
+def test_global_variable_headers_set_variables_for_the_run_only(run_client, user, server, settings):
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    variable_create(user=user, name="OPENAI_API_KEY", value="sk-wrong")
+    data = json.loads(json.dumps(MODEL_FLOW))
+    data["nodes"][2]["params"]["base_url"] = server.url + "/v1"
+    flow_create(user=user, name="model", endpoint_name="model", data=data)
+    # X-LANGFLOW-GLOBAL-VAR-openai-api-key: Langflow upper-cases the name; WSGI gives it as META does.
+    response = run_client.post(
+        "/api/v1/run/model", {"input_value": '{"text": "hi"}'}, format="json", HTTP_X_LANGFLOW_GLOBAL_VAR_OPENAI_API_KEY="sk-test-secret"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["outputs"][0]["outputs"][0]["results"]["message"]["text"] == "echo: Summarise: hi"
+    assert server.requests[0]["headers"]["authorization"] == "Bearer sk-test-secret"
+    assert variable_value(variable=Variable.objects.get(name="OPENAI_API_KEY")) == "sk-wrong"
+    assert "sk-test-secret" not in FlowRun.objects.get().request_variables
