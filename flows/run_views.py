@@ -1,7 +1,6 @@
 """Langflow's Simplified Run Flow: `POST /api/v1/run/{flow_id_or_name}`, answered as Langflow answers it."""
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -73,7 +72,8 @@ class SimplifiedRunView(APIView):
         responses={
             (200, "application/json"): RunResponseSerializer,
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR, description="With ?stream=true: Langflow's records, one JSON line {event, data} each."
+                {"type": "string"},
+                description="With ?stream=true: Langflow's records, each one JSON line {event, data} and a blank line (not SSE fields).",
             ),
             202: OpenApiResponse(RunAcceptedSerializer, description="Still running at the timeout; follow status_url."),
             404: error("No flow of yours with this id or endpoint name."),

@@ -5,7 +5,6 @@ generator that a StreamingHttpResponse sends as it goes.
 """
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotAcceptable, NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -17,6 +16,18 @@ from flows.views import flow_of
 from langrun.schema import error
 
 EVENT_STREAM = "text/event-stream; charset=utf-8"
+
+
+def sse_schema(events: list[str]) -> dict:
+    """The OpenAPI description of one server-sent event of a stream: its name and its JSON data."""
+    return {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "enum": events},
+            "data": {"type": "string", "description": "The event's data as JSON text."},
+        },
+        "required": ["event", "data"],
+    }
 
 
 def event_stream_response(chunks) -> StreamingHttpResponse:
@@ -45,7 +56,9 @@ class RunEventsView(APIView):
     @extend_schema(
         summary="A run's events (server-sent events)",
         responses={
-            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="event: node_started | node_finished | run_finished"),
+            (200, "text/event-stream"): OpenApiResponse(
+                sse_schema(["node_started", "node_finished", "run_finished"]), description="The run's events; the stream ends with the run."
+            ),
             404: error("No run of yours with this id."),
         },
     )
@@ -67,7 +80,8 @@ class WebhookEventsView(APIView):
         parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH, description="A flow's id or endpoint name.")],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR, description="Langflow's build events of the flow's webhook runs."
+                sse_schema(["connected", "vertices_sorted", "build_start", "add_message", "end_vertex", "end", "heartbeat"]),
+                description="Langflow's build events of the flow's webhook runs.",
             ),
             404: error("No flow of yours with this id or endpoint name."),
         },

@@ -29,6 +29,7 @@ from flows.services import langflow
 from flows.services.versions import flow_run_graph_data
 
 KEEPALIVE = ": keep-alive\n\n"
+EXPIRED = ": the stream's lifetime is over; reconnect to go on\n\n"
 _FINISHED = (NodeResult.Status.SUCCEEDED, NodeResult.Status.FAILED, NodeResult.Status.SKIPPED)
 
 
@@ -37,7 +38,13 @@ class EventSource(Protocol):
 
     def poll(self) -> tuple[list[str], bool]: ...
 
-    def keepalive(self) -> str: ...
+    def keepalive(self) -> str:
+        """What to send when nothing was sent for a while ("" for nothing)."""
+        ...
+
+    def expired(self) -> str:
+        """The last words of a stream whose lifetime is over."""
+        ...
 
 
 def _json(data: Any) -> str:
@@ -73,10 +80,12 @@ def event_stream(
         if done:
             return
         if now - started >= lifetime:
-            yield ": the stream's lifetime is over; reconnect to go on\n\n"
+            yield source.expired()
             return
         if now - last >= keepalive:
-            yield source.keepalive()
+            beat = source.keepalive()
+            if beat:
+                yield beat
             last = now
         sleep(poll)
 
@@ -98,10 +107,15 @@ async def event_stream_async(
         if chunks:
             yield "".join(chunks)
             last = now
-        if done or now - started >= lifetime:
+        if done:
+            return
+        if now - started >= lifetime:
+            yield source.expired()
             return
         if now - last >= keepalive:
-            yield source.keepalive()
+            beat = source.keepalive()
+            if beat:
+                yield beat
             last = now
         await asyncio.sleep(poll)
 
@@ -146,6 +160,9 @@ class RunEventsSource:
     def keepalive(self) -> str:
         return KEEPALIVE
 
+    def expired(self) -> str:
+        return EXPIRED
+
     def poll(self) -> tuple[list[str], bool]:
         run = FlowRun.objects.filter(pk=self.run_id).only("status", "outputs", "error", "finished_at").first()
         if run is None:  # deleted meanwhile (retention, its flow deleted)
@@ -181,7 +198,11 @@ class RunStreamSource:
         self.greeted = False
 
     def keepalive(self) -> str:
-        return KEEPALIVE
+        return ""  # Langflow's clients read every record as JSON, and Langflow sends nothing between events
+
+    def expired(self) -> str:
+        message = f"The run {self.run_id} is still going; follow it at /api/v1/runs/{self.run_id}."
+        return langflow_record("error", {"error": message})
 
     def poll(self) -> tuple[list[str], bool]:
         run = FlowRun.objects.select_related("version").filter(pk=self.run_id).first()
@@ -245,6 +266,9 @@ class WebhookEventsSource:
 
     def keepalive(self) -> str:
         return sse("heartbeat", {"timestamp": time.time()})
+
+    def expired(self) -> str:
+        return EXPIRED
 
     def poll(self) -> tuple[list[str], bool]:
         chunks = []

@@ -88,6 +88,9 @@ class Quiet:
     def keepalive(self):
         return ": keep-alive\n\n"
 
+    def expired(self):
+        return ": reconnect\n\n"
+
 
 def test_the_stream_sends_keepalives_and_ends_after_its_lifetime():
     clock = [0.0]
@@ -173,6 +176,16 @@ def test_run_stream_is_langflows_records(flow, user):
     assert [r["event"] for r in rest] == ["add_message", "end"] and done
     assert rest[0]["data"]["text"] == "Hello Ada!" and rest[0]["data"]["session_id"] == "s1"
     assert rest[1]["data"]["result"]["outputs"][0]["outputs"][0]["results"]["message"]["text"] == "Hello Ada!"
+
+
+def test_run_stream_sends_no_keepalive_and_ends_with_an_error_record_when_its_lifetime_is_over(flow, user):
+    run = new_run(flow, user)
+    source = RunStreamSource(
+        run_id=run.pk, flow=flow, input_value=None, output_type="chat", output_component="", session_id="s", render=dict
+    )
+    chunks = list(event_stream(source, poll=0.01, keepalive=0, lifetime=0.05))
+    records = [json.loads(r) for r in "".join(chunks).split("\n\n") if r]  # every record is JSON, as Langflow's clients read them
+    assert records == [{"event": "error", "data": {"error": f"The run {run.pk} is still going; follow it at /api/v1/runs/{run.pk}."}}]
 
 
 def test_run_stream_of_a_failed_run_ends_with_an_error(flow, user):
