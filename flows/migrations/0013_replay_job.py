@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0011_flow_paused_at'),
+        ('flows', '0012_flow_paused_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('django_q', '0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more'),
-        ('flows', '0012_replay_job'),
+        ('flows', '0013_replay_job'),
     ]
 
     operations = [
