@@ -36,8 +36,10 @@ from flows.services.storable import RunOutcome, _jsonable
 
 logger = logging.getLogger(__name__)
 
-# Node progress is written, and in-flight runs are checked for a cancel or a lost claim, at least this often.
+# Node progress is written this often (a node's result is at most this late in the ledger) ...
 FLUSH_SECONDS = 0.25
+# ... and in-flight runs are checked for a cancel or a lost claim this often.
+POLL_SECONDS = 0.5
 # Ids per statement when checking in-flight runs (SQLite's older builds take at most 999 parameters).
 CHUNK = 500
 
@@ -64,7 +66,7 @@ class LedgerThread:
         self.pending: dict[tuple[Any, int], dict[str, engine.NodeResult]] = {}  # (run pk, attempt) -> node id -> latest
         self.watched: dict[Any, tuple[int, Callable[[bool], None]]] = {}  # run pk -> (attempt, on_lost)
         self.thread = threading.Thread(target=self._main, name="langrun-ledger", daemon=True)
-        self.last_flush = 0.0
+        self.last_flush = self.last_poll = 0.0
 
     def start(self) -> None:
         self.thread.start()
@@ -115,9 +117,16 @@ class LedgerThread:
             ends = [(arg, future) for kind, arg, future in batch if kind == END]
             close_old_connections()  # a connection the database dropped is replaced, not used
             self._guarded(self._claims, claims)
-            if ends or stopping or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
-                self.last_flush = time.monotonic()
+            if ends:  # their finish writes every node: what they reported meanwhile need not be written first
+                with self.lock:
+                    for (run, _), _ in ends:
+                        self.pending.pop((run.pk, run.attempts), None)
+            now = time.monotonic()
+            if stopping or now - self.last_flush >= FLUSH_SECONDS:
+                self.last_flush = now
                 self._guarded(self._flush, None)
+            if now - self.last_poll >= POLL_SECONDS:
+                self.last_poll = now
                 self._guarded(self._poll, None)
             self._guarded(self._ends, ends)
         connection.close()
