@@ -24,6 +24,15 @@ def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
     return _execute_here(run_id, flow_id)
 
 
+def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
+    """Several runs' execute_run tasks taken together by the Redis broker (flows/broker.py), in one task.
+
+    `runs` holds each run's execute_run arguments; each run joins this worker's in-flight runs as its own
+    task would have (blocking while the worker is full), or executes here outside a worker.
+    """
+    return [execute_run(*args) for args in runs]
+
+
 def execute_quick_run(run_id: str, flow_id: str | None = None) -> str | None:
     """A run of a quick flow (made only of quick components), executed here: its work is a few milliseconds of
     CPU, which an event loop would not shorten. The Redis broker may merge its task with others into execute_quick_runs."""
