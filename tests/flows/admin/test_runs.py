@@ -277,3 +277,22 @@ def test_the_run_page_offers_only_the_buttons_the_user_may_use(bare_staff, make_
     grant(bare_staff, "flows.add_flowrun", "flows.change_flowrun")
     page = login(bare_staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
     assert replay_url in page and cancel_url in page
+
+
+def test_a_running_runs_page_shows_its_progress_and_cancels_it(staff, make_flow):
+    from flows.models import NodeResult, RunAttempt
+
+    flow = make_flow(staff)
+    run = run_of(flow, execute=False)
+    FlowRun.objects.filter(pk=run.pk).update(status="running", attempts=1, started_at=timezone.now())
+    RunAttempt.objects.create(run=run, number=1, started_at=timezone.now())
+    NodeResult.objects.create(run=run, node_id="hook", component_type="Webhook", status="succeeded", output={}, order=0)
+    NodeResult.objects.create(run=run, node_id="greet", component_type="Template", status="running", order=1)
+    c = login(staff)
+    html = c.get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert "lr-node-running" in html and "lr-node-succeeded" in html  # the diagram, coloured as far as it went
+    assert reverse("admin:flows_flowrun_cancel", args=[run.pk]) in html
+    response = c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk]), follow=True)
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("cancelled", "Cancelled while running.")
+    assert "Run cancelled." in messages_of(response)
