@@ -32,7 +32,7 @@ from flows.services.execution import (
     _returning_sql,
 )
 from flows.services.execution_sql import _flow_runs_claim_returning
-from flows.services.storable import RunOutcome, _jsonable
+from flows.services.storable import RunOutcome, _jsonable, _outcome_storable
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class LedgerThread:
                 )
                 for (pk, attempt), nodes in pending.items()
                 if (pk, attempt) in current
-                for n in nodes.values()
+                for n in _storable(nodes.values())
             ]
             if rows:
                 NodeResult.objects.bulk_create(rows, update_conflicts=True, unique_fields=["run", "node_id"], update_fields=_NODE_FIELDS)
@@ -281,7 +281,7 @@ def _flow_run_record_cancelled(run: FlowRun, nodes: list[engine.NodeResult]) -> 
                         duration_ms=n.duration_ms,
                         order=n.order,
                     )
-                    for n in nodes
+                    for n in _storable(nodes)
                 ],
                 update_conflicts=True,
                 unique_fields=["run", "node_id"],
@@ -289,3 +289,9 @@ def _flow_run_record_cancelled(run: FlowRun, nodes: list[engine.NodeResult]) -> 
             )
     run.status = FlowRun.Status.CANCELLED
     return run
+
+
+def _storable(nodes) -> list[engine.NodeResult]:
+    """The nodes as the ledger can hold them (an output no database can store is dropped, the node failed, as the
+    finish does): one node's output must not sink the progress of the other runs written with it."""
+    return _outcome_storable(RunOutcome(FlowRun.Status.RUNNING, None, "", list(nodes))).nodes

@@ -214,3 +214,20 @@ def test_outside_a_worker_process_runs_are_not_admitted(make_flow, user):
     run = new_run(make_flow(user=user, data=http_flow("http://127.0.0.1:9/")), user)
     assert run_admit(run_id=str(run.pk)) is False
     assert connection.vendor in ("sqlite", "postgresql")
+
+
+def test_a_node_output_no_database_can_store_does_not_stop_the_progress_of_other_runs(executor, make_flow, user):
+    from flows.engine import NodeResult as Node
+
+    with SlowAPI(delay=3.0) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        good, bad = new_run(flow, user), new_run(flow, user)
+        executor.admit(str(good.pk))
+        wait_until(lambda: NodeResult.objects.filter(run=good, node_id="call", status="running").exists(), timeout=2.5)
+        claimed = FlowRun.objects.get(pk=good.pk)
+        FlowRun.objects.filter(pk=bad.pk).update(status="running", attempts=1)
+        executor.ledger.progress(FlowRun.objects.get(pk=bad.pk), Node("hook", "Webhook", "succeeded", 0, output={"x": "\x00"}))
+        executor.ledger.progress(claimed, Node("extra", "Output", "running", 5))
+        wait_until(lambda: NodeResult.objects.filter(run=good, node_id="extra").exists(), timeout=2)
+        spoiled = NodeResult.objects.get(run=bad, node_id="hook")
+        assert (spoiled.status, spoiled.output) == ("failed", None) and "NUL" in spoiled.error
