@@ -165,7 +165,9 @@ def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
 
 
 def _flow_run_timeout(run: FlowRun) -> float:
-    return run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT
+    """The run's time limit: its flow's timeout, never past LANGRUN_RUN_TIMEOUT (where django-q2 stopped a task
+    executed in it, and where the sweep's lease of any run ends)."""
+    return min(run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT, settings.LANGRUN_RUN_TIMEOUT)
 
 
 def _flow_run_prepared(run: FlowRun, parse) -> tuple[engine.Graph, engine.RunContext] | RunOutcome:

@@ -231,3 +231,16 @@ def test_a_node_output_no_database_can_store_does_not_stop_the_progress_of_other
         wait_until(lambda: NodeResult.objects.filter(run=good, node_id="extra").exists(), timeout=2)
         spoiled = NodeResult.objects.get(run=bad, node_id="hook")
         assert (spoiled.status, spoiled.output) == ("failed", None) and "NUL" in spoiled.error
+
+
+def test_a_run_never_outlives_the_worker_timeout_that_bounds_its_lease(executor, make_flow, user, settings):
+    settings.LANGRUN_RUN_TIMEOUT = 1
+    with SlowAPI() as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60))
+        flow.timeout = 60
+        flow.save()
+        run = new_run(flow, user)
+        executor.admit(str(run.pk))
+        wait_until(lambda: terminal(run), timeout=10)
+    run = FlowRun.objects.get(pk=run.pk)
+    assert run.status == "failed" and "time limit of 1 s" in run.error
