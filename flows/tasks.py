@@ -8,7 +8,8 @@ from django.utils import timezone
 from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute, flow_runs_execute
-from flows.services.inflight import run_admit
+from flows.services.inflight import run_admit, run_executor
+from flows.services.queue import flow_run_enqueue
 from flows.services.sweep import flow_runs_sweep
 from langrun.logs import log_context
 
@@ -27,10 +28,21 @@ def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
 def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
     """Several runs' execute_run tasks taken together by the Redis broker (flows/broker.py), in one task.
 
-    `runs` holds each run's execute_run arguments; each run joins this worker's in-flight runs as its own
-    task would have (blocking while the worker is full), or executes here outside a worker.
+    `runs` holds each run's execute_run arguments. In a worker the first run waits for a free slot, as its own
+    task would; the others join this worker's in-flight runs while it has room, and the rest are enqueued again
+    for whichever worker has room first (they must not wait behind this worker's slowest runs). Outside a
+    worker each executes here.
     """
-    return [execute_run(*args) for args in runs]
+    if run_executor() is None:
+        return [execute_run(*args) for args in runs]
+    statuses: list[str | None] = []
+    for i, args in enumerate(runs):
+        if run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, wait=i == 0):
+            statuses.append("admitted")
+        else:
+            flow_run_enqueue(run_id=args[0], flow_id=args[1] if len(args) > 1 else None)
+            statuses.append("enqueued")
+    return statuses
 
 
 def execute_quick_run(run_id: str, flow_id: str | None = None) -> str | None:

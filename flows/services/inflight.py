@@ -51,11 +51,11 @@ class RunExecutor:
         self.thread.start()
         self.ledger.start()
 
-    def admit(self, run_id: str, flow_id: str | None = None) -> bool:
-        """Start executing a run on the loop; blocks while the executor is full. False once the executor drains."""
-        if not self.admitting:
+    def admit(self, run_id: str, flow_id: str | None = None, *, wait: bool = True) -> bool:
+        """Start executing a run on the loop; blocks while the executor is full (or, with `wait=False`, returns
+        False). False once the executor drains."""
+        if not self.admitting or not self.slots.acquire(blocking=wait):
             return False
-        self.slots.acquire()
         with self.idle:
             self.in_flight += 1
         asyncio.run_coroutine_threadsafe(self._run(run_id, flow_id), self.loop)
@@ -155,14 +155,15 @@ def run_executor() -> RunExecutor | None:
     return _executor
 
 
-def run_admit(*, run_id: str, flow_id: str | None = None) -> bool:
-    """Hand a run to this worker process's executor; False outside a worker, or for an id that is no run's."""
+def run_admit(*, run_id: str, flow_id: str | None = None, wait: bool = True) -> bool:
+    """Hand a run to this worker process's executor; False outside a worker, or when it is full and `wait` is False.
+    An id that is no run's is logged and dropped (True)."""
     executor = run_executor()
     if executor is None:
         return False
     try:
-        uuid.UUID(str(run_id))
+        run_id = str(uuid.UUID(str(run_id)))
     except ValueError:
         logger.error("Task for %r, which is not a run id; ignored", run_id)
         return True
-    return executor.admit(str(uuid.UUID(str(run_id))), flow_id)
+    return executor.admit(run_id, flow_id, wait=wait)

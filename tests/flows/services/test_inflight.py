@@ -244,3 +244,30 @@ def test_a_run_never_outlives_the_worker_timeout_that_bounds_its_lease(executor,
         wait_until(lambda: terminal(run), timeout=10)
     run = FlowRun.objects.get(pk=run.pk)
     assert run.status == "failed" and "time limit of 1 s" in run.error
+
+
+def test_merged_runs_a_full_worker_cannot_take_are_enqueued_again_for_another(make_flow, user, monkeypatch):
+    from flows import tasks
+    from flows.services import inflight
+
+    pool = RunExecutor(concurrency=1)
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(inflight, "_executor", pool)
+    rung = []
+    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: rung.append(kw["run_id"]))
+    try:
+        with SlowAPI(delay=0.5) as api:
+            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+            runs = [new_run(flow, user) for _ in range(3)]
+            assert tasks.execute_runs([(str(r.pk), str(flow.pk)) for r in runs]) == ["admitted", "enqueued", "enqueued"]
+            assert rung == [str(runs[1].pk), str(runs[2].pk)]
+            wait_until(lambda: terminal(runs[0]))
+            # The first run waits for a slot, as its own task would.
+            started = time.monotonic()
+            assert tasks.execute_runs([(str(runs[1].pk),), (str(runs[2].pk),)]) == ["admitted", "enqueued"]
+            assert tasks.execute_runs([(str(runs[2].pk),)]) == ["admitted"]
+            assert time.monotonic() - started >= 0.4
+            wait_until(lambda: terminal(*runs))
+    finally:
+        pool.drain(5)
+    assert set(FlowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
