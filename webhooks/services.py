@@ -24,6 +24,7 @@ from rest_framework import exceptions, status
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 from flows.services.runs import RunConditionFailed, flow_run_create
+from flows.services.variables import variables_from_headers
 from flows.services.versions import flow_version_traits
 from flows.services.waits import flow_run_wait
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
@@ -78,7 +79,13 @@ def webhook_run_create(
     so its answer is counted under its own code, not from the ledger (flows/metrics.py).
     """
     insert = functools.partial(
-        _webhook_run_insert, payload=payload, text=text, content_type=content_type, idempotency_key=idempotency_key, waits=waits
+        _webhook_run_insert,
+        payload=payload,
+        text=text,
+        content_type=content_type,
+        idempotency_key=idempotency_key,
+        waits=waits,
+        request_variables=variables_from_headers(meta=headers),
     )
     if target.only_if is not None:
         try:
@@ -112,7 +119,7 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     return target
 
 
-def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits) -> FlowRun:
+def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request_variables) -> FlowRun:
     create = functools.partial(
         flow_run_create,
         flow=target.flow,
@@ -124,6 +131,7 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         idempotency_key=idempotency_key,
         version=target.version,
         only_if=target.only_if,
+        request_variables=request_variables,
     )
     if not waits:
         return create()

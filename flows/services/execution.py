@@ -178,7 +178,7 @@ def _flow_run_prepared(run: FlowRun, parse) -> tuple[engine.Graph, engine.RunCon
     except engine.GraphValidationError as exc:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow's graph is invalid: {exc}", [])
     try:
-        context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs)
+        context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs, run=run)
     except engine.GraphValidationError as exc:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow cannot run: {exc}", [])
     return graph, context
