@@ -13,6 +13,12 @@ class FlowsConfig(AppConfig):
 
         post_migrate.connect(sweep_schedule_ensure, sender=self)
 
+        from django_q.signals import post_spawn
+
+        from flows.services.inflight import worker_spawned
+
+        post_spawn.connect(worker_spawned, dispatch_uid="langrun_worker_spawned")
+
         # Extra component modules (LANGRUN_COMPONENT_MODULES); the test suite registers its fault-injection components so.
         from importlib import import_module
 

@@ -11,7 +11,8 @@ are lost if the cluster dies, like those already in its task queue: their runs s
 Of the tasks taken together, those of quick runs (`execute_quick_run`: flows made only of
 components that never wait) become one `execute_quick_runs` task, which claims, executes
 and records them with two statements in all instead of two per run, and passes through
-the cluster's queues once. Other tasks pass through as they came. When a round trip finds
+the cluster's queues once. The tasks of other runs taken together become one `execute_runs` task, which a
+worker admits to its in-flight runs one by one (flows/services/inflight.py). Other tasks pass through as they came. When a round trip finds
 some tasks waiting but fewer than a batch, the pusher waits LANGRUN_QUEUE_LINGER seconds
 and takes those that arrived meanwhile too: while webhooks stream in, runs go to the
 workers in fuller batches. A task that finds the queue empty is taken at once (BLPOP).
@@ -32,7 +33,7 @@ from django_q.humanhash import uuid
 from django_q.signing import SignedPackage
 
 from flows.health import StatsKept
-from flows.services.queue import QUICK_RUN_TASK
+from flows.services.queue import QUICK_RUN_TASK, RUN_TASK
 
 
 class BulkRedis(StatsKept, Redis):
@@ -101,37 +102,43 @@ class BulkRedis(StatsKept, Redis):
 
 
 def quick_runs_merged(packages: list) -> list[tuple[None, bytes | str]]:
-    """The task packages as the pusher takes them, those of two or more quick runs merged into one task.
+    """The task packages as the pusher takes them, those of two or more quick runs merged into one task, and
+    those of two or more other runs into another (which a worker admits to its in-flight runs one by one).
 
     A package that cannot be read passes through unchanged: the pusher logs and drops it, as before.
     """
     from flows import tasks
 
-    passed, quick = [], []
+    groups: dict = {tasks.execute_quick_runs: [], tasks.execute_runs: []}
+    taken = []  # (package, its group or None)
     for package in packages:
         try:
             task = SignedPackage.loads(package)
         except Exception:  # the pusher meets the same error, and handles it as it always did
             task = None
         # By its dotted path, as the doorbell pushes it, or the function itself (async_task takes either).
-        if task is not None and task.get("func") in (QUICK_RUN_TASK, tasks.execute_quick_run):
-            quick.append((package, task))
-        else:
-            passed.append((None, package))
-    if len(quick) == 1:
-        passed.append((None, quick[0][0]))
-    elif quick:
-        first = quick[0][1]
-        runs = [tuple(task["args"]) for _, task in quick]
-        merged = {key: value for key, value in first.items() if key not in ("id", "name", "func", "args", "kwargs", "started")}
-        merged.update(
-            id=uuid()[1],
-            name=f"runs-{runs[0][0]}+{len(runs) - 1}",
-            func=tasks.execute_quick_runs,
-            args=(runs,),
-            kwargs={},
-        )
-        started = [task["started"] for _, task in quick if task.get("started")]
-        merged["started"] = min(started) if started else timezone.now()
-        passed.append((None, SignedPackage.dumps(merged)))
+        func = task.get("func") if task is not None else None
+        group = None
+        if func in (QUICK_RUN_TASK, tasks.execute_quick_run):
+            group = tasks.execute_quick_runs
+        elif func in (RUN_TASK, tasks.execute_run) and not task.get("kwargs"):
+            group = tasks.execute_runs
+        if group is not None:
+            groups[group].append(task)
+        taken.append((package, group))
+    # Tasks that are not merged keep their order; the merged ones follow.
+    passed: list[tuple[None, bytes | str]] = [(None, package) for package, group in taken if group is None or len(groups[group]) == 1]
+    for merged_func, group in groups.items():
+        if len(group) > 1:
+            passed.append((None, SignedPackage.dumps(_merged(merged_func, group))))
     return passed
+
+
+def _merged(func, group: list[dict]) -> dict:
+    first = group[0]
+    runs = [tuple(task["args"]) for task in group]
+    merged = {key: value for key, value in first.items() if key not in ("id", "name", "func", "args", "kwargs", "started")}
+    merged.update(id=uuid()[1], name=f"runs-{runs[0][0]}+{len(runs) - 1}", func=func, args=(runs,), kwargs={})
+    started = [task["started"] for task in group if task.get("started")]
+    merged["started"] = min(started) if started else timezone.now()
+    return merged

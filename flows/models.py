@@ -176,11 +176,13 @@ class FlowRun(models.Model):
 class NodeResult(models.Model):
     """What one node of a run did: status, output or error, and how long it took.
 
-    Rows are written together when a run ends, in execution `order`; nodes
+    A run executed by a worker's event loop writes its nodes' rows as they start (`running`) and
+    end, a fraction of a second late; the run's finish writes them all, in execution `order`. Nodes
     that never ran (after a failure, or on an unchosen branch) are `skipped`.
     """
 
     class Status(models.TextChoices):
+        RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         SKIPPED = "skipped"
@@ -253,6 +255,7 @@ class RunAttempt(models.Model):
         FAILED = "failed"
         RETRY = "retry"
         INTERRUPTED = "interrupted"
+        CANCELLED = "cancelled"
 
     # No index of its own: the unique (run, number) index leads with it.
     run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="attempt_log", db_index=False)

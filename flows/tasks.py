@@ -8,6 +8,8 @@ from django.utils import timezone
 from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute, flow_runs_execute
+from flows.services.inflight import run_admit, run_executor
+from flows.services.queue import flow_run_enqueue
 from flows.services.sweep import flow_runs_sweep
 from langrun.logs import log_context
 
@@ -15,6 +17,41 @@ logger = logging.getLogger(__name__)
 
 
 def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
+    """Execute a run. In a cluster's worker process the run joins the process's in-flight runs
+    (flows/services/inflight.py) and the task returns once it is admitted; elsewhere (django-q2's
+    sync mode, an operator's call) it executes here and now."""
+    if run_admit(run_id=run_id, flow_id=flow_id):
+        return "admitted"
+    return _execute_here(run_id, flow_id)
+
+
+def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
+    """Several runs' execute_run tasks taken together by the Redis broker (flows/broker.py), in one task.
+
+    `runs` holds each run's execute_run arguments. In a worker the first run waits for a free slot, as its own
+    task would; the others join this worker's in-flight runs while it has room, and the rest are enqueued again
+    for whichever worker has room first (they must not wait behind this worker's slowest runs). Outside a
+    worker each executes here.
+    """
+    if run_executor() is None:
+        return [execute_run(*args) for args in runs]
+    statuses: list[str | None] = []
+    for i, args in enumerate(runs):
+        if run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, wait=i == 0):
+            statuses.append("admitted")
+        else:
+            flow_run_enqueue(run_id=args[0], flow_id=args[1] if len(args) > 1 else None)
+            statuses.append("enqueued")
+    return statuses
+
+
+def execute_quick_run(run_id: str, flow_id: str | None = None) -> str | None:
+    """A run of a quick flow (made only of quick components), executed here: its work is a few milliseconds of
+    CPU, which an event loop would not shorten. The Redis broker may merge its task with others into execute_quick_runs."""
+    return _execute_here(run_id, flow_id)
+
+
+def _execute_here(run_id: str, flow_id: str | None) -> str | None:
     if flow_id is None:  # enqueued by the sweep or an operator command
         flow_id = FlowRun.objects.filter(pk=run_id).values_list("flow_id", flat=True).first()
     with log_context(run_id=run_id, flow_id=flow_id):
@@ -25,11 +62,6 @@ def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
                 "Run %s in %.3f s (version %s)", run.status, time.monotonic() - started, run.version.number if run.version_id else "-"
             )
         return run.status if run else None
-
-
-def execute_quick_run(run_id: str, flow_id: str | None = None) -> str | None:
-    """execute_run for a run of a quick flow: the Redis broker may merge its task with others into execute_quick_runs."""
-    return execute_run(run_id, flow_id)
 
 
 def execute_quick_runs(runs: list[tuple[str, ...]]) -> list[str]:

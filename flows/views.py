@@ -165,9 +165,9 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(FlowRunSerializer(run).data, status=status.HTTP_201_CREATED, headers={"Location": run_status_url(request, run.id)})
 
     @extend_schema(
-        summary="Cancel a queued run",
+        summary="Cancel a queued or running run",
         request=None,
-        responses={200: FlowRunSerializer, 409: error("The run is not queued any more (a worker has it, or it ended).")},
+        responses={200: FlowRunSerializer, 409: error("The run has finished already.")},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):

@@ -155,6 +155,10 @@ Q_CLUSTER = {
     # opened a new database connection every few seconds under load); it bounds slow leaks still.
     "recycle": env.int("LANGRUN_WORKER_RECYCLE", default=5000),
 }
+# Runs each worker process keeps in flight at once (flows/services/inflight.py): runs that wait on the network
+# (HTTPRequest, LanguageModel) overlap on one event loop; when a process has this many, it takes no further task
+# and the queue keeps the rest. An in-flight run costs some tens of kB; the database sees one connection per process.
+LANGRUN_RUN_CONCURRENCY = env.int("LANGRUN_RUN_CONCURRENCY", default=250)
 # `qcluster` lowers its CPU priority (and its workers') by this much (os.nice) so that, on a machine it
 # shares with gunicorn, accepting webhooks should come first and runs take the CPU the web leaves (a virtual
 # machine's scheduler may not oblige: README, "Production and scaling out"); 0 leaves it alone. Niceness only

@@ -161,3 +161,75 @@ def make_due(run):
 
     now = timezone.now()
     FlowRun.objects.filter(pk=run.pk).update(enqueued_at=now - timedelta(seconds=2), next_attempt_at=now - timedelta(seconds=1))
+
+
+# --- a slow local HTTP API --------------------------------------------------------
+
+
+class SlowAPI:
+    """A local HTTP server on an event loop of its own thread: answers after `delay` seconds; a path starting
+    with `/hang` never answers and counts the connections its clients closed (`closed`). Use as a context manager."""
+
+    def __init__(self, delay: float = 0.5):
+        import threading
+
+        self.delay, self.answered, self.peak, self.in_flight = delay, 0, 0, 0
+        self.hanging, self.closed = threading.Event(), threading.Event()
+
+    def __enter__(self):
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import asyncio
+
+        async def close():
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _handle(self, reader, writer):
+        import asyncio
+
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            length = next((int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.lower().startswith("content-length:")), 0)
+            await reader.readexactly(length)
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                if head.split(" ", 2)[1].startswith("/hang"):
+                    self.hanging.set()
+                    if await reader.read(1) == b"":
+                        self.closed.set()
+                    return
+                await asyncio.sleep(self.delay)
+            finally:
+                self.in_flight -= 1
+            self.answered += 1
+            writer.write(
+                b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{"ok": true}'
+            )
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+def http_flow(url: str, **params) -> dict:
+    """Webhook → HTTPRequest(url) → Output."""
+    data = copy.deepcopy(HTTP_FLOW)
+    data["nodes"][1]["params"] = {"url": url, "method": "POST", **params}
+    return data

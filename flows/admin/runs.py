@@ -220,7 +220,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
         except FlowsError as exc:
             self.message_user(request, str(exc), messages.ERROR)
 
-    @admin.action(description="Cancel selected queued runs", permissions=["cancel"])
+    @admin.action(description="Cancel selected queued or running runs", permissions=["cancel"])
     def cancel_queued(self, request, queryset):
         cancelled = skipped = 0
         for run in queryset:
@@ -231,7 +231,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
                 skipped += 1
         self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
         if skipped:
-            self.message_user(request, f"{skipped} run(s) were not queued any more and were left as they are.", messages.WARNING)
+            self.message_user(request, f"{skipped} run(s) had finished already and were left as they are.", messages.WARNING)
 
     def get_urls(self):
         return [
@@ -277,5 +277,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
             context["subtitle"] = f"Run {str(obj.pk)[:8]} of {obj.flow.name}"
             context["lr_refresh"] = obj.status not in FlowRun.TERMINAL
             context["lr_replayable"] = self.has_replay_permission(request, obj)
-            context["lr_cancellable"] = obj.status == FlowRun.Status.QUEUED and self.has_cancel_permission(request, obj)
+            context["lr_cancellable"] = obj.status in (FlowRun.Status.QUEUED, FlowRun.Status.RUNNING) and self.has_cancel_permission(
+                request, obj
+            )
         return super().render_change_form(request, context, *args, **kwargs)

@@ -4,6 +4,7 @@ work that turns out slow leaves the event loop."""
 from __future__ import annotations
 
 import contextvars
+import time
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -30,11 +31,14 @@ def json_size(value: Any, *, limit: int) -> int:
     A container reached again through another reference is measured once and counted each time, so
     a value of a few shared lists that would write out as gigabytes is measured in microseconds, and
     a large value is only walked until it passes the limit. Values JSON cannot hold count as their
-    text (as the run's record writes them). Raises NodeError for a value nested too deeply to write.
+    text (as the run's record writes them). Raises NodeError for a value nested too deeply to write, and
+    NeedsThread when measuring it holds the runner's event loop too long (see InlineBudget).
     """
     measured: dict[int, int] = {}
+    budget = InlineBudget()  # measuring a large value on the event loop moves the node to a thread
 
     def container(item: Any, total: int) -> int:
+        budget.check()
         known = measured.get(id(item))
         if known is not None:
             return known
@@ -116,3 +120,22 @@ def leave_loop_if_inline() -> None:
     """Raise NeedsThread when called inline on the runner's event loop; elsewhere (a thread) do nothing."""
     if _inline_on_loop.get():
         raise NeedsThread
+
+
+# How long a quick component's work may hold the runner's event loop before it moves to a thread.
+INLINE_SECONDS = 0.01
+
+
+class InlineBudget:
+    """A quick component's time on the event loop: past INLINE_SECONDS, `check()` raises NeedsThread, and the
+    runner finishes the component in a thread, where other runs do not wait for it. Off the loop it does nothing."""
+
+    __slots__ = ("inline", "until")
+
+    def __init__(self, seconds: float = INLINE_SECONDS):
+        self.inline = _inline_on_loop.get()
+        self.until = time.perf_counter() + seconds if self.inline else 0.0
+
+    def check(self) -> None:
+        if self.inline and time.perf_counter() > self.until:
+            raise NeedsThread

@@ -84,26 +84,34 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
         [(run, data_text, tweaks_text)] = claimed
         parse = functools.partial(_graph_parsed, data_text, tweaks_text)
     else:
-        # The general path: a flow with a concurrency limit, a run not claimable now, or a database
-        # without UPDATE … RETURNING (SQLite before 3.35). The run is read once, before the claim (which is
-        # conditional on what was read), not again after it.
-        run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
-        fields = None
-        if run is not None and run.status == FlowRun.Status.QUEUED:
-            fields = _flow_run_claim(run_id=run.pk, flow_id=run.flow_id, limit=run.flow.max_concurrent_runs, attempts=run.attempts)
-        if fields is None:
-            logger.info("Run %s is not claimable now; nothing to do", run_id)
+        taken = _flow_run_claim_general(run_id=run_id)
+        if taken is None:
             return None
-        for name, value in fields.items():
-            setattr(run, name, value)
-
-        def parse():
-            return _graph_of(flow_run_graph_data(run=run), run.tweaks)
-
+        run, parse = taken
     outcome = _flow_run_outcome(run, parse)
     if outcome is None:
         return run
     return _flow_run_finish(run, **outcome._asdict())
+
+
+def _flow_run_claim_general(*, run_id) -> tuple[FlowRun, Any] | None:
+    """The general claim: a flow with a concurrency limit, a run not claimable now, or a database without
+    UPDATE … RETURNING (SQLite before 3.35). The run is read once, before the claim (which is conditional on
+    what was read), not again after it. Returns the claimed run and a callable parsing its graph, or None."""
+    run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
+    fields = None
+    if run is not None and run.status == FlowRun.Status.QUEUED:
+        fields = _flow_run_claim(run_id=run.pk, flow_id=run.flow_id, limit=run.flow.max_concurrent_runs, attempts=run.attempts)
+    if fields is None:
+        logger.info("Run %s is not claimable now; nothing to do", run_id)
+        return None
+    for name, value in fields.items():
+        setattr(run, name, value)
+
+    def parse():
+        return _graph_of(flow_run_graph_data(run=run), run.tweaks)
+
+    return run, parse
 
 
 def flow_runs_execute(*, run_ids) -> list[FlowRun]:
@@ -153,6 +161,22 @@ def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
 
     `parse()` gives the graph the run executes and its variable references.
     """
+    prepared = _flow_run_prepared(run, parse)
+    if isinstance(prepared, RunOutcome):
+        return prepared
+    graph, context = prepared
+    return _flow_run_concluded(run, engine.run_graph(graph, context=context, timeout=_flow_run_timeout(run)))
+
+
+def _flow_run_timeout(run: FlowRun) -> float:
+    """The run's time limit: its flow's timeout, never past LANGRUN_RUN_TIMEOUT (where django-q2 stopped a task
+    executed in it, and where the sweep's lease of any run ends)."""
+    return min(run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT, settings.LANGRUN_RUN_TIMEOUT)
+
+
+def _flow_run_prepared(run: FlowRun, parse) -> tuple[engine.Graph, engine.RunContext] | RunOutcome:
+    """The graph a claimed run executes and its context (the owner's variables: a query), or the failed
+    outcome of a run that cannot start."""
     try:
         graph, refs = parse()
     except engine.GraphValidationError as exc:
@@ -161,7 +185,12 @@ def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
         context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs, run=run)
     except engine.GraphValidationError as exc:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow cannot run: {exc}", [])
-    result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)
+    return graph, context
+
+
+def _flow_run_concluded(run: FlowRun, result: engine.RunResult) -> RunOutcome | None:
+    """What the engine's result makes of a run: its storable outcome, or None when a retryable failure sent it
+    back to the queue (a write)."""
     if result.status == FlowRun.Status.FAILED and result.retryable and run.attempts < run.flow.max_attempts:
         _flow_run_retry_later(run, error=_text_storable(result.error))
         return None
@@ -259,8 +288,8 @@ def _flow_run_record(run: FlowRun, *, status: str, outputs, error: str, nodes: l
             status=run.status, outputs=run.outputs, error=run.error, finished_at=run.finished_at
         )
         if finished:
-            if run.attempts > 1:  # earlier attempts write no node results, but a run's results are its last attempt's
-                NodeResult.objects.filter(run=run).delete()
+            # Rows written while the run ran (its progress), or by an earlier attempt: a run's results are its last attempt's.
+            NodeResult.objects.filter(run=run).delete()
             NodeResult.objects.bulk_create(
                 NodeResult(
                     run=run,

@@ -153,7 +153,8 @@ def _claimed_run(row: tuple, *, now, worker) -> tuple[FlowRun, str, str | None]:
 
 # Runs and node results travel as JSON arrays (a JSON null becomes SQL NULL): two parameters for psycopg to
 # quote instead of eight per node, and the same statement (prepared once) for any number of runs. First
-# attempts only: they have no earlier node results to delete. Each run's values are looked up in `v` by
+# attempts only: they have no earlier attempt's node results to delete; the rows a run wrote while it ran (its
+# progress, flows/services/inflight.py) are overwritten. Each run's values are looked up in `v` by
 # subqueries (a batch holds at most LANGRUN_QUEUE_BULK runs), so that the ledger is reached by its primary key.
 _FINISH_SQL = """
 WITH v AS MATERIALIZED (
@@ -174,6 +175,10 @@ WITH v AS MATERIALIZED (
         duration_ms float8, position int
     )
     WHERE n.run_id IN (SELECT id FROM finished)
+    ON CONFLICT (run_id, node_id) DO UPDATE SET (component_type, status, output, error, traceback, duration_ms, "order") = (
+            EXCLUDED.component_type, EXCLUDED.status, EXCLUDED.output, EXCLUDED.error, EXCLUDED.traceback, EXCLUDED.duration_ms,
+            EXCLUDED."order"
+        )
 )
 SELECT id FROM finished
 """
@@ -217,7 +222,11 @@ _FINISH_SQLITE = (
     "UPDATE {run} SET status = %s, outputs = %s, error = %s, finished_at = %s WHERE id = %s AND status = %s AND attempts = %s",
     "UPDATE {attempt} SET outcome = %s, error = %s, finished_at = %s WHERE run_id = %s AND number = %s",
     """INSERT INTO {result} (run_id, node_id, component_type, status, output, error, traceback, duration_ms, "order")
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (run_id, node_id) DO UPDATE SET (component_type, status, output, error, traceback, duration_ms, "order") = (
+        EXCLUDED.component_type, EXCLUDED.status, EXCLUDED.output, EXCLUDED.error, EXCLUDED.traceback, EXCLUDED.duration_ms,
+        EXCLUDED."order"
+    )""",
 )
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from flows import engine
 from flows.exceptions import RunNotCancellable, RunNotReplayable, RunPayloadPruned
-from flows.models import Flow, FlowRun, FlowVersion
+from flows.models import Flow, FlowRun, FlowVersion, RunAttempt
 from flows.services import queue, versions
 from flows.services.variables import request_variables_encrypt, request_variables_of, variables_check_exist
 from flows.services.versions import flow_run_graph_data, flow_version_current
@@ -236,14 +236,32 @@ def _tweak_loc(loc: tuple, nodes: list) -> list:
 
 
 def flow_run_cancel(*, run: FlowRun) -> FlowRun:
-    """Stop a run that no worker has claimed yet; raises RunNotCancellable otherwise."""
+    """Stop a queued or running run; raises RunNotCancellable for a run already finished.
+
+    A running run ends `cancelled` here and now, conditional on the claim seen (its attempt number):
+    its worker learns of it within a fraction of a second (flows/services/inflight_ledger.py), stops
+    the work in flight (an HTTP call is closed) and records what its nodes did. Its own finish, being
+    conditional on the run still `running`, writes nothing.
+    """
     now = timezone.now()
     cancelled = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.QUEUED).update(
         status=FlowRun.Status.CANCELLED, finished_at=now, error="Cancelled before it started."
     )
+    if not cancelled:
+        current = FlowRun.objects.filter(pk=run.pk).values_list("status", "attempts").first()
+        if current is not None and current[0] == FlowRun.Status.RUNNING:
+            error = "Cancelled while running."
+            with transaction.atomic():
+                cancelled = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING, attempts=current[1]).update(
+                    status=FlowRun.Status.CANCELLED, finished_at=now, error=error
+                )
+                if cancelled:
+                    RunAttempt.objects.filter(run_id=run.pk, number=current[1]).update(
+                        outcome=RunAttempt.Outcome.CANCELLED, error=error, finished_at=now
+                    )
     run.refresh_from_db()
     if not cancelled:
-        raise RunNotCancellable(f"Run {run.id} is {run.status}; only a queued run can be cancelled.")
+        raise RunNotCancellable(f"Run {run.id} is {run.status}; only a queued or running run can be cancelled.")
     return run
 
 

@@ -71,11 +71,23 @@ def test_dequeue_merges_the_quick_runs_it_takes_together(broker):
         broker.enqueue(package(tasks.execute_quick_run, run_id))
     broker.enqueue(package(tasks.execute_run, "slow"))
     broker.enqueue(package(tasks.execute_quick_run, "q3"))
+    broker.enqueue(package(tasks.sweep, "sweep"))
     taken = [SignedPackage.loads(p) for _, p in broker.dequeue()]
     assert [(t["func"], t["args"]) for t in taken] == [
         (tasks.execute_run, ("slow",)),
+        (tasks.sweep, ("sweep",)),
         (tasks.execute_quick_runs, ([("q1",), ("q2",), ("q3",)],)),
     ]
+
+
+def test_dequeue_merges_the_other_runs_it_takes_together(broker):
+    def package(func, *args):
+        return SignedPackage.dumps({"id": args[0], "name": args[0], "func": func, "args": args, "kwargs": {}})
+
+    broker.enqueue(package(tasks.execute_run, "r1", "f1"))
+    broker.enqueue(package(tasks.execute_run, "r2"))
+    taken = [SignedPackage.loads(p) for _, p in broker.dequeue()]
+    assert [(t["func"], t["args"]) for t in taken] == [(tasks.execute_runs, ([("r1", "f1"), ("r2",)],))]
 
 
 def test_a_round_trip_that_finds_fewer_than_a_batch_waits_for_the_tasks_a_moment_behind(broker, monkeypatch, settings):

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from flows.models import FlowRun
+from flows.models import FlowRun, RunAttempt
 from flows.services.execution import flow_run_execute
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
@@ -135,12 +135,23 @@ def test_replay_whose_tweaks_name_a_variable_deleted_since_is_a_422_naming_it(ke
     assert FlowRun.objects.count() == 1
 
 
-def test_cancel_only_while_queued(key_client, flow):
+def test_cancel_only_while_queued_or_running(key_client, flow):
     run = make_run(flow)
     response = key_client.post(f"/api/v1/runs/{run.id}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     again = key_client.post(f"/api/v1/runs/{run.id}/cancel")
-    assert again.status_code == 409 and "only a queued run" in again.json()["detail"]
+    assert again.status_code == 409 and "only a queued or running run" in again.json()["detail"]
+
+
+def test_cancel_a_running_run(key_client, flow):
+    run = make_run(flow)
+    FlowRun.objects.filter(pk=run.pk).update(status="running", attempts=1)
+    RunAttempt.objects.create(run=run, number=1, started_at=run.received_at)
+    response = key_client.post(f"/api/v1/runs/{run.id}/cancel")
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["error"]) == ("cancelled", "Cancelled while running.")
+    assert RunAttempt.objects.get(run=run).outcome == "cancelled"
+    assert key_client.post(f"/api/v1/runs/{run.id}/cancel").status_code == 409
 
 
 def test_methods_not_allowed_carry_allow(key_client, flow):

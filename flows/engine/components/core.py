@@ -11,7 +11,7 @@ from typing import Any
 
 from flows.engine.components.data import REGEX_TIMEOUT, regex_search
 from flows.engine.errors import NodeError
-from flows.engine.limits import OutputTooLarge
+from flows.engine.limits import InlineBudget, OutputTooLarge
 from flows.engine.registry import Component, Input, Output, register
 
 
@@ -178,9 +178,10 @@ class _SafeFormatter(string.Formatter):
     against `limit` characters (the run's output limit) as they are rendered.
     """
 
-    def __init__(self, limit: int | None = None):
-        self.limit = limit
+    def __init__(self, limit: int | None = None, deadline: float | None = None):
+        self.limit, self.deadline = limit, deadline
         self.rendered = 0
+        self.budget = InlineBudget()  # a giant template leaves the event loop other runs share
 
     def get_field(self, field_name: str, args, kwargs):
         if not _FIELD.match(field_name):
@@ -199,6 +200,9 @@ class _SafeFormatter(string.Formatter):
         return value, field_name
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        self.budget.check()
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise NodeError("The template was still rendering at the run's time limit.")
         if format_spec:
             _check_spec(format_spec)
         try:
@@ -265,7 +269,9 @@ class Template(Component):
             raise NodeError(f"Template needs an object as input, got {_json_type(data)}.")
         values = {**(data or {}), **named}
         try:
-            formatter = _SafeFormatter(limit=getattr(self.context, "max_output_bytes", None))
+            formatter = _SafeFormatter(
+                limit=getattr(self.context, "max_output_bytes", None), deadline=getattr(self.context, "deadline", None)
+            )
             return {"text": formatter.vformat(template, (), values)}
         except (ValueError, IndexError) as exc:
             raise NodeError(f"Template is malformed: {exc}") from exc

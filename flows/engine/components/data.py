@@ -15,7 +15,7 @@ import jmespath.visitor
 import regex
 
 from flows.engine.errors import NodeError
-from flows.engine.limits import OutputTooLarge, check_output_size, leave_loop_if_inline
+from flows.engine.limits import InlineBudget, OutputTooLarge, check_output_size, leave_loop_if_inline
 from flows.engine.registry import Component, Input, Output, register
 
 MAX_REGEX = 500
@@ -122,8 +122,10 @@ class _BoundedInterpreter(jmespath.visitor.TreeInterpreter):
     def __init__(self, *, limit: int | None, deadline: float | None):
         super().__init__(jmespath.Options(custom_functions=_BoundedFunctions(limit)))
         self._limit, self._deadline = limit, deadline
+        self._budget = InlineBudget()  # a long query leaves the event loop other runs share
 
     def visit(self, node, *args, **kwargs):
+        self._budget.check()
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise NodeError("The JMESPath query was still running at the run's time limit.")
         result = super().visit(node, *args, **kwargs)

@@ -178,7 +178,7 @@ def test_replay_selected_runs(staff, make_flow):
     assert str(job.pk)[:8] in listing
 
 
-def test_cancel_queued_runs_leaves_others(staff, make_flow):
+def test_cancel_queued_runs_leaves_finished_ones(staff, make_flow):
     flow = make_flow(staff)
     queued = run_of(flow, execute=False)
     done = run_of(flow)
@@ -188,7 +188,7 @@ def test_cancel_queued_runs_leaves_others(staff, make_flow):
     assert (queued.status, done.status) == ("cancelled", "succeeded")
     msgs = messages_of(response)
     assert "Cancelled 1 run(s)." in msgs
-    assert any("1 run(s) were not queued" in m for m in msgs)
+    assert any("1 run(s) had finished already" in m for m in msgs)
 
 
 def test_actions_ignore_other_users_runs(staff, other, make_flow):
@@ -212,7 +212,7 @@ def test_replay_and_cancel_buttons(staff, make_flow):
     assert run.status == "cancelled"
     assert "Run cancelled." in messages_of(response)
     response = c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk]), follow=True)
-    assert any("only a queued run can be cancelled" in m for m in messages_of(response))
+    assert any("only a queued or running run can be cancelled" in m for m in messages_of(response))
 
     response = c.post(reverse("admin:flows_flowrun_replay", args=[run.pk]))
     replay = FlowRun.objects.get(replay_of=run)
@@ -303,3 +303,22 @@ def test_the_run_page_offers_only_the_buttons_the_user_may_use(bare_staff, make_
     grant(bare_staff, "flows.add_flowrun", "flows.change_flowrun")
     page = login(bare_staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
     assert replay_url in page and cancel_url in page
+
+
+def test_a_running_runs_page_shows_its_progress_and_cancels_it(staff, make_flow):
+    from flows.models import NodeResult, RunAttempt
+
+    flow = make_flow(staff)
+    run = run_of(flow, execute=False)
+    FlowRun.objects.filter(pk=run.pk).update(status="running", attempts=1, started_at=timezone.now())
+    RunAttempt.objects.create(run=run, number=1, started_at=timezone.now())
+    NodeResult.objects.create(run=run, node_id="hook", component_type="Webhook", status="succeeded", output={}, order=0)
+    NodeResult.objects.create(run=run, node_id="greet", component_type="Template", status="running", order=1)
+    c = login(staff)
+    html = c.get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
+    assert "lr-node-running" in html and "lr-node-succeeded" in html  # the diagram, coloured as far as it went
+    assert reverse("admin:flows_flowrun_cancel", args=[run.pk]) in html
+    response = c.post(reverse("admin:flows_flowrun_cancel", args=[run.pk]), follow=True)
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("cancelled", "Cancelled while running.")
+    assert "Run cancelled." in messages_of(response)

@@ -1,0 +1,169 @@
+"""Many runs in flight in one worker process: an event loop in a background thread executes them.
+
+A django-q2 worker process executes one task at a time. Its run task (flows.tasks.execute_run) hands
+the run's id to this process's RunExecutor and returns as soon as the run is admitted; while
+LANGRUN_RUN_CONCURRENCY runs are in flight it blocks, so the worker takes no further task and the
+queue keeps the rest (memory stays bounded). The runs' database work (claim, node progress, finish,
+cancel checks) goes through one thread with one connection (flows/services/inflight_ledger.py), so a
+process holds one connection whatever the concurrency. The ledger's guarantees are the general
+path's: the claim is conditional and fenced by the attempt number, every write of the run is
+conditional on that claim, and a run this process never finishes (it was killed, or its drain ran
+out of time) stays `running` until the sweep recovers it after its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from multiprocessing import parent_process
+from multiprocessing.util import Finalize
+
+from django.conf import settings
+
+from flows import engine
+from flows.models import FlowRun
+from flows.services.execution import _flow_run_timeout
+from flows.services.inflight_ledger import CLAIM, END, LedgerThread
+from langrun.logs import log_context
+
+logger = logging.getLogger(__name__)
+
+# When a worker process exits (recycled, or the cluster stops), the runs in flight get this long to finish;
+# the ones still going are left `running` for the sweep.
+DRAIN_SECONDS = 10.0
+
+
+class RunExecutor:
+    """Up to `concurrency` runs in flight on one event loop, in a thread of this process."""
+
+    def __init__(self, *, concurrency: int):
+        self.concurrency = max(concurrency, 1)
+        self.slots = threading.Semaphore(self.concurrency)
+        self.in_flight = 0
+        self.idle = threading.Condition()
+        self.admitting = True
+        self.loop = asyncio.new_event_loop()
+        self.ledger = LedgerThread(self.loop)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="langrun-runs", daemon=True)
+        self.thread.start()
+        self.ledger.start()
+
+    def admit(self, run_id: str, flow_id: str | None = None, *, wait: bool = True) -> bool:
+        """Start executing a run on the loop; blocks while the executor is full (or, with `wait=False`, returns
+        False). False once the executor drains."""
+        if not self.admitting or not self.slots.acquire(blocking=wait):
+            return False
+        with self.idle:
+            self.in_flight += 1
+        asyncio.run_coroutine_threadsafe(self._run(run_id, flow_id), self.loop)
+        return True
+
+    def drain(self, seconds: float = DRAIN_SECONDS) -> int:
+        """Admit no further run, wait up to `seconds` for those in flight, then stop; returns how many were left."""
+        self.admitting = False
+        deadline = time.monotonic() + seconds
+        with self.idle:
+            self.idle.wait_for(lambda: self.in_flight == 0, timeout=seconds)
+            left = self.in_flight
+        if left:
+            logger.warning("%d runs were still in flight when their worker stopped; the sweep will recover them", left)
+        self.ledger.stop(timeout=max(deadline - time.monotonic(), 1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        return left
+
+    async def _run(self, run_id: str, flow_id: str | None) -> None:
+        try:
+            with log_context(run_id=run_id, flow_id=flow_id):
+                await self._execute(run_id)
+        except Exception:
+            logger.exception("Run %s failed to execute; if it was claimed, it stays running until the sweep recovers it", run_id)
+        finally:
+            self.slots.release()
+            with self.idle:
+                self.in_flight -= 1
+                self.idle.notify_all()
+
+    async def _execute(self, run_id: str) -> None:
+        started = time.monotonic()
+        start = await self.ledger.call(CLAIM, run_id)
+        if start is None:
+            logger.info("Run %s is not claimable now; nothing to do", run_id)
+            return
+        run = start.run
+        if start.outcome is not None:
+            run = await self.ledger.call(END, (run, start.outcome))
+        else:
+            result = await self._graph(run, start.graph, start.context)
+            if result is None:
+                return
+            run = await self.ledger.call(END, (run, result))
+        version = run.version.number if run.version_id else "-"
+        logger.info("Run %s in %.3f s (version %s)", run.status, time.monotonic() - started, version)
+
+    async def _graph(self, run: FlowRun, graph: engine.Graph, context: engine.RunContext) -> engine.RunResult | None:
+        """Execute the run's graph, recording its nodes as they go; None when the run lost its claim meanwhile."""
+        cancel = asyncio.Event()
+        cancelled_here = []
+
+        def lost(cancelled: bool) -> None:  # called by the ledger thread
+            def stop() -> None:
+                cancelled_here.append(cancelled)
+                cancel.set()
+
+            self.loop.call_soon_threadsafe(stop)
+
+        self.ledger.watch(run, lost)
+        try:
+            result = await engine.run_graph_async(
+                graph,
+                context=context,
+                timeout=_flow_run_timeout(run),
+                on_node=lambda node: self.ledger.progress(run, node),
+                cancel=cancel,
+            )
+        finally:
+            self.ledger.unwatch(run)
+        if cancelled_here and not cancelled_here[0]:
+            logger.warning("Run %s attempt %d lost its claim while running; its result is discarded", run.pk, run.attempts)
+            return None
+        return result
+
+
+_executor: RunExecutor | None = None
+_in_worker = False
+
+
+def worker_spawned(sender=None, **kwargs) -> None:
+    """django-q2's post_spawn: this process is a cluster's worker. (django-q2's `sync` mode calls the worker
+    function in the caller's own process, which has no parent process: its runs stay synchronous.)"""
+    global _in_worker
+    _in_worker = parent_process() is not None
+
+
+def run_executor() -> RunExecutor | None:
+    """This worker process's executor (started on first use), or None outside a cluster's worker process."""
+    global _executor
+    if not _in_worker:
+        return None
+    if _executor is None:
+        _executor = RunExecutor(concurrency=settings.LANGRUN_RUN_CONCURRENCY)
+        # multiprocessing runs its finalizers when a worker process ends (atexit handlers are not run there).
+        Finalize(_executor, _executor.drain, exitpriority=100)
+    return _executor
+
+
+def run_admit(*, run_id: str, flow_id: str | None = None, wait: bool = True) -> bool:
+    """Hand a run to this worker process's executor; False outside a worker, or when it is full and `wait` is False.
+    An id that is no run's is logged and dropped (True)."""
+    executor = run_executor()
+    if executor is None:
+        return False
+    try:
+        run_id = str(uuid.UUID(str(run_id)))
+    except ValueError:
+        logger.error("Task for %r, which is not a run id; ignored", run_id)
+        return True
+    return executor.admit(run_id, flow_id, wait=wait)

@@ -1,0 +1,273 @@
+"""A worker process's in-flight runs (flows/services/inflight.py and inflight_ledger.py): runs that wait on the
+network overlap, their nodes are recorded while they run, a cancel or the time limit stops the HTTP call in
+flight, a hostile regex stalls only its own run, a run that lost its claim writes nothing, a full executor
+takes no further run, and the database work goes through one thread."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from flows.models import FlowRun, NodeResult, RunAttempt
+from flows.services.inflight import RunExecutor, run_admit
+from flows.services.runs import flow_run_cancel
+from tests.helpers import SlowAPI, http_flow, new_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _local_calls(settings):
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+
+
+@pytest.fixture
+def executor():
+    pool = RunExecutor(concurrency=250)
+    yield pool
+    pool.drain(5)
+
+
+def wait_until(predicate, timeout=30.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+def terminal(*runs):
+    ids = [run.pk for run in runs]
+    return FlowRun.objects.filter(pk__in=ids, status__in=FlowRun.TERMINAL).count() == len(ids)
+
+
+def test_200_runs_calling_a_slow_server_overlap(executor, make_flow, user):
+    with SlowAPI(delay=1.0) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        runs = [new_run(flow, user) for _ in range(200)]
+        started = time.monotonic()
+        for run in runs:
+            assert executor.admit(str(run.pk))
+        wait_until(lambda: terminal(*runs), timeout=60)
+        took = time.monotonic() - started
+        assert api.peak >= 100  # many calls were waiting at once
+    assert took < 20  # one after another: 200 s
+    assert set(FlowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
+    assert NodeResult.objects.filter(run__in=runs, status="succeeded").count() == 600
+    assert RunAttempt.objects.filter(run__in=runs, outcome="succeeded").count() == 200
+
+
+def test_nodes_are_recorded_while_the_run_runs(executor, make_flow, user):
+    with SlowAPI(delay=3.0) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        run = new_run(flow, user)
+        executor.admit(str(run.pk))
+
+        def progress():
+            nodes = dict(NodeResult.objects.filter(run=run).values_list("node_id", "status"))
+            return nodes if nodes.get("call") == "running" else None
+
+        nodes = wait_until(progress, timeout=2.5)
+        assert nodes["hook"] == "succeeded"
+        assert "out" not in nodes or nodes["out"] in ("running", "skipped")
+        assert FlowRun.objects.get(pk=run.pk).status == "running"
+        wait_until(lambda: terminal(run))
+    assert dict(NodeResult.objects.filter(run=run).values_list("node_id", "status")) == {
+        "hook": "succeeded",
+        "call": "succeeded",
+        "out": "succeeded",
+    }
+
+
+def test_cancelling_a_running_run_closes_its_http_call_and_records_the_finished_nodes(executor, make_flow, user):
+    with SlowAPI() as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60))
+        run = new_run(flow, user)
+        executor.admit(str(run.pk))
+        assert api.hanging.wait(10)
+        cancelled = flow_run_cancel(run=FlowRun.objects.get(pk=run.pk))
+        assert cancelled.status == "cancelled"
+        assert api.closed.wait(3)  # the worker noticed within a poll and closed the connection
+    wait_until(lambda: NodeResult.objects.filter(run=run, node_id="call", status="failed").exists(), timeout=5)
+    run = FlowRun.objects.get(pk=run.pk)
+    assert run.status == "cancelled"
+    nodes = {n.node_id: n for n in NodeResult.objects.filter(run=run)}
+    assert nodes["hook"].status == "succeeded"
+    assert nodes["call"].error == "Cancelled while running."
+    assert nodes["out"].status == "skipped"
+    assert RunAttempt.objects.get(run=run).outcome == "cancelled"
+
+
+def test_the_flow_timeout_ends_a_run_waiting_on_the_network(executor, make_flow, user):
+    with SlowAPI() as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60))
+        flow.timeout = 1
+        flow.save()
+        run = new_run(flow, user)
+        started = time.monotonic()
+        executor.admit(str(run.pk))
+        wait_until(lambda: terminal(run), timeout=10)
+        assert time.monotonic() - started < 5
+        assert api.closed.wait(3)
+    run = FlowRun.objects.get(pk=run.pk)
+    assert run.status == "failed"
+    assert "time limit of 1 s" in run.error
+
+
+def test_a_hostile_regex_fails_its_own_run_and_the_others_finish_on_time(executor, make_flow, user):
+    hostile = make_flow(
+        user=user,
+        data={
+            "nodes": [
+                {"id": "hook", "type": "Webhook"},
+                {"id": "check", "type": "Condition", "params": {"operator": "matches", "value": "^(a|aa)+$", "path": "text"}},
+            ],
+            "edges": [{"source": "hook", "target": "check", "target_input": "data"}],
+        },
+    )
+    bad = FlowRun.objects.get(pk=new_run(hostile, user).pk)
+    FlowRun.objects.filter(pk=bad.pk).update(payload={"text": "a" * 40 + "b"})
+    with SlowAPI(delay=0.5) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        runs = [new_run(flow, user) for _ in range(20)]
+        started = time.monotonic()
+        executor.admit(str(bad.pk))
+        for run in runs:
+            executor.admit(str(run.pk))
+        wait_until(lambda: terminal(*runs), timeout=20)
+        assert time.monotonic() - started < 4  # the regex's second did not hold them up
+    wait_until(lambda: terminal(bad))
+    bad = FlowRun.objects.get(pk=bad.pk)
+    assert bad.status == "failed"
+    assert "backtracks too much" in bad.error
+
+
+def test_a_run_that_lost_its_claim_writes_nothing(executor, make_flow, user):
+    with SlowAPI() as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60))
+        run = new_run(flow, user)
+        executor.admit(str(run.pk))
+        assert api.hanging.wait(10)
+        # What the sweep does to a run whose lease ran out: back to the queue, claimed again elsewhere.
+        FlowRun.objects.filter(pk=run.pk).update(status="queued", error="interrupted")
+        assert api.closed.wait(3)
+    time.sleep(0.5)
+    run = FlowRun.objects.get(pk=run.pk)
+    assert (run.status, run.error, run.attempts) == ("queued", "interrupted", 1)
+
+
+def test_a_full_executor_takes_no_further_run_until_one_ends(make_flow, user):
+    pool = RunExecutor(concurrency=2)
+    try:
+        with SlowAPI(delay=1.0) as api:
+            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+            runs = [new_run(flow, user) for _ in range(3)]
+            pool.admit(str(runs[0].pk))
+            pool.admit(str(runs[1].pk))
+            admitted = threading.Event()
+            threading.Thread(target=lambda: (pool.admit(str(runs[2].pk)), admitted.set()), daemon=True).start()
+            assert not admitted.wait(0.5)
+            assert admitted.wait(5)
+            wait_until(lambda: terminal(*runs))
+            assert api.peak == 2
+    finally:
+        pool.drain(5)
+
+
+def test_a_drained_executor_leaves_unfinished_runs_running_for_the_sweep(make_flow, user):
+    pool = RunExecutor(concurrency=5)
+    with SlowAPI() as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60))
+        run = new_run(flow, user)
+        pool.admit(str(run.pk))
+        assert api.hanging.wait(10)
+        assert pool.drain(0.2) == 1
+        assert not pool.admit(str(run.pk))
+    assert FlowRun.objects.get(pk=run.pk).status == "running"
+
+
+def test_the_runs_database_work_goes_through_one_thread(executor, make_flow, user, monkeypatch):
+    threads = set()
+    from django.db.backends.utils import CursorWrapper
+
+    execute = CursorWrapper.execute
+
+    def spy(self, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return execute(self, *args, **kwargs)
+
+    with SlowAPI(delay=0.3) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        runs = [new_run(flow, user) for _ in range(30)]
+        monkeypatch.setattr(CursorWrapper, "execute", spy)
+        for run in runs:
+            executor.admit(str(run.pk))
+        monkeypatch.setattr(CursorWrapper, "execute", execute)
+        wait_until(lambda: terminal(*runs))
+    assert threads <= {"langrun-ledger"}
+
+
+def test_outside_a_worker_process_runs_are_not_admitted(make_flow, user):
+    run = new_run(make_flow(user=user, data=http_flow("http://127.0.0.1:9/")), user)
+    assert run_admit(run_id=str(run.pk)) is False
+    assert connection.vendor in ("sqlite", "postgresql")
+
+
+def test_a_node_output_no_database_can_store_does_not_stop_the_progress_of_other_runs(executor, make_flow, user):
+    from flows.engine import NodeResult as Node
+
+    with SlowAPI(delay=3.0) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        good, bad = new_run(flow, user), new_run(flow, user)
+        executor.admit(str(good.pk))
+        wait_until(lambda: NodeResult.objects.filter(run=good, node_id="call", status="running").exists(), timeout=2.5)
+        claimed = FlowRun.objects.get(pk=good.pk)
+        FlowRun.objects.filter(pk=bad.pk).update(status="running", attempts=1)
+        executor.ledger.progress(FlowRun.objects.get(pk=bad.pk), Node("hook", "Webhook", "succeeded", 0, output={"x": "\x00"}))
+        executor.ledger.progress(claimed, Node("extra", "Output", "running", 5))
+        wait_until(lambda: NodeResult.objects.filter(run=good, node_id="extra").exists(), timeout=2)
+        spoiled = NodeResult.objects.get(run=bad, node_id="hook")
+        assert (spoiled.status, spoiled.output) == ("failed", None) and "NUL" in spoiled.error
+
+
+def test_a_run_never_outlives_the_worker_timeout_that_bounds_its_lease(executor, make_flow, user, settings):
+    settings.LANGRUN_RUN_TIMEOUT = 1
+    with SlowAPI() as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60))
+        flow.timeout = 60
+        flow.save()
+        run = new_run(flow, user)
+        executor.admit(str(run.pk))
+        wait_until(lambda: terminal(run), timeout=10)
+    run = FlowRun.objects.get(pk=run.pk)
+    assert run.status == "failed" and "time limit of 1 s" in run.error
+
+
+def test_merged_runs_a_full_worker_cannot_take_are_enqueued_again_for_another(make_flow, user, monkeypatch):
+    from flows import tasks
+    from flows.services import inflight
+
+    pool = RunExecutor(concurrency=1)
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(inflight, "_executor", pool)
+    rung = []
+    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: rung.append(kw["run_id"]))
+    try:
+        with SlowAPI(delay=0.5) as api:
+            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+            runs = [new_run(flow, user) for _ in range(3)]
+            assert tasks.execute_runs([(str(r.pk), str(flow.pk)) for r in runs]) == ["admitted", "enqueued", "enqueued"]
+            assert rung == [str(runs[1].pk), str(runs[2].pk)]
+            wait_until(lambda: terminal(runs[0]))
+            # The first run waits for a slot, as its own task would.
+            started = time.monotonic()
+            assert tasks.execute_runs([(str(runs[1].pk),), (str(runs[2].pk),)]) == ["admitted", "enqueued"]
+            assert tasks.execute_runs([(str(runs[2].pk),)]) == ["admitted"]
+            assert time.monotonic() - started >= 0.4
+            wait_until(lambda: terminal(*runs))
+    finally:
+        pool.drain(5)
+    assert set(FlowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
