@@ -5,6 +5,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 ENDPOINT_NAME_RE = r"^[a-zA-Z0-9_-]+$"
+# The HTTP methods a flow's webhook may accept, in the order they are listed (and stored).
+WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 class Flow(models.Model):
@@ -46,6 +48,11 @@ class Flow(models.Model):
     signing_secret = models.CharField(max_length=100, blank=True, editable=False)
     signing_secret_previous = models.CharField(max_length=100, blank=True, editable=False)
     signing_secret_previous_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Integrations: what the webhook accepts. Stored as canonical text ("GET,POST") so that the webhook's
+    # remembered target can check it in SQL alike on every database (webhooks/targets.py).
+    methods = models.CharField(
+        max_length=64, default="POST", help_text="HTTP methods the webhook accepts, comma-separated (GET, POST, PUT, PATCH, DELETE)."
+    )
 
     class Meta:
         ordering = ["-updated_at"]
@@ -60,6 +67,10 @@ class Flow(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def allowed_methods(self) -> tuple[str, ...]:
+        return tuple(self.methods.split(",")) if self.methods else ("POST",)
 
     @property
     def has_webhook(self) -> bool:
@@ -129,6 +140,11 @@ class FlowRun(models.Model):
         on_delete=models.SET_NULL,
         related_name="runs",
         help_text="The version of the flow's graph this run was accepted against, and executes.",
+    )
+    request = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The webhook request's method, headers and query (secrets masked); empty for runs not started by one.",
     )
     payload_pruned_at = models.DateTimeField(
         null=True, blank=True, help_text="When retention cleared the raw body and payload of this run."

@@ -130,7 +130,9 @@ def runs_prune(
         else:
             now = timezone.now()
             for ids in _ledger_batches(kept, cutoff=cutoff, batch=batch):
-                result.payloads_cleared += FlowRun.objects.filter(kept, pk__in=ids).update(body="", payload=None, payload_pruned_at=now)
+                result.payloads_cleared += FlowRun.objects.filter(kept, pk__in=ids).update(
+                    body="", payload=None, request=None, payload_pruned_at=now
+                )
     if cutoff := _cutoff(tasks_days):
         result.queue_tasks, result.queue_leftovers = _queue_tables_prune(cutoff=cutoff, dry_run=dry_run)
     logger.info(

@@ -4,7 +4,9 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_sc
 from rest_framework import serializers
 
 from flows.examples import GREETING_GRAPH
-from flows.models import Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.exceptions import WebhookSettingInvalid
+from flows.models import WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.services.webhook_settings import webhook_methods_parse
 from langrun.serializers import StrictCharField
 
 FLOW_EXAMPLE = {
@@ -47,6 +49,20 @@ class GraphField(serializers.JSONField):
     pass
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_METHODS)}, "minItems": 1, "default": ["POST"]})
+class MethodsField(serializers.Field):
+    """A flow's `methods`: a list in the API, canonical text in the database."""
+
+    def to_representation(self, value: str) -> list[str]:
+        return value.split(",") if value else ["POST"]
+
+    def to_internal_value(self, data) -> str:
+        try:
+            return ",".join(webhook_methods_parse(data))
+        except WebhookSettingInvalid as exc:
+            raise serializers.ValidationError(str(exc), code=exc.type) from exc
+
+
 @extend_schema_serializer(examples=[OpenApiExample("A greeting flow", value=FLOW_EXAMPLE, response_only=True)])
 class FlowSerializer(serializers.ModelSerializer):
     serializer_field_mapping = {
@@ -75,6 +91,10 @@ class FlowSerializer(serializers.ModelSerializer):
         min_value=1,
         help_text="Runs of this flow executing at once; more wait in the queue (null: no limit).",
     )
+    methods = MethodsField(
+        required=False,
+        help_text="HTTP methods the webhook accepts (default POST). A GET's payload is its query; another method is a 405 with Allow.",
+    )
     signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
 
     latest_run_status = serializers.SerializerMethodField(help_text="Status of the flow's most recent run; null when it never ran.")
@@ -96,6 +116,7 @@ class FlowSerializer(serializers.ModelSerializer):
             "webhook_url",
             "max_attempts",
             "max_concurrent_runs",
+            "methods",
             "signed",
             "latest_run_status",
             "latest_run_at",
@@ -176,12 +197,34 @@ class FlowRunListSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "description": (
+            "The webhook request that started the run, as its Webhook node saw it: method, headers (names lower-cased) "
+            "and query (a repeated key gives a list). x-api-key, authorization, cookie and the signature headers of the "
+            "flow's verification read `***`; x-api-key is left out of the query. Null for a run no request started."
+        ),
+        "properties": {
+            "method": {"type": "string", "enum": list(WEBHOOK_METHODS)},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "query": {"type": "object", "additionalProperties": True},
+        },
+        "example": {"method": "POST", "headers": {"content-type": "application/json", "x-api-key": "***"}, "query": {}},
+    }
+)
+class RunRequestField(serializers.JSONField):
+    pass
+
+
 @extend_schema_serializer(examples=[OpenApiExample("A finished run", value=RUN_EXAMPLE, response_only=True)])
 class FlowRunSerializer(FlowRunListSerializer):
     nodes = NodeResultSerializer(source="node_results", many=True, read_only=True)
+    request = RunRequestField(read_only=True)
 
     class Meta(FlowRunListSerializer.Meta):
-        fields = [*FlowRunListSerializer.Meta.fields, "nodes"]
+        fields = [*FlowRunListSerializer.Meta.fields, "request", "nodes"]
         read_only_fields = fields
 
 
@@ -218,6 +261,7 @@ class FlowExportSerializer(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     endpoint_name = serializers.CharField(allow_null=True)
     timeout = serializers.IntegerField(allow_null=True)
+    methods = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_METHODS))
     data = serializers.JSONField()
 
 

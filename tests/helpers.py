@@ -42,6 +42,24 @@ HTTP_FLOW = {
     ],
 }
 
+# Webhook → an Output per output: what a flow sees of the request (headers, query, method, data).
+REQUEST_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "h", "type": "Output", "params": {"name": "headers"}},
+        {"id": "q", "type": "Output", "params": {"name": "query"}},
+        {"id": "m", "type": "Output", "params": {"name": "method"}},
+        {"id": "d", "type": "Output", "params": {"name": "data"}},
+    ],
+    "edges": [
+        {"source": "hook", "source_output": "headers", "target": "h", "target_input": "value"},
+        {"source": "hook", "source_output": "query", "target": "q", "target_input": "value"},
+        {"source": "hook", "source_output": "method", "target": "m", "target_input": "value"},
+        {"source": "hook", "source_output": "data", "target": "d", "target_input": "value"},
+    ],
+}
+
+
 # A graph with a bad param type and an unknown component: what validation messages are tested on.
 BROKEN_FLOW = {
     "nodes": [

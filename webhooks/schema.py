@@ -130,6 +130,7 @@ class WebhookViewSchema(OpenApiViewExtension):
                     401: error("The flow has a signing secret and the request is not signed with it (or not signed)."),
                     403: error("API key missing or invalid (and no signature standing in for it), or the flow is another user's."),
                     404: error("No such flow (names are looked up among the caller's flows)."),
+                    405: error("The flow does not accept this method (its `methods`); `Allow` lists those it does."),
                     409: error("Authentication is off and several users have this endpoint name: add ?user_id=."),
                     413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
                     422: validation_error(
@@ -146,7 +147,67 @@ class WebhookViewSchema(OpenApiViewExtension):
             def post(self, request, flow_id_or_name: str):
                 return super().post(request, flow_id_or_name)
 
+            @extend_schema(
+                summary="Run a flow from its webhook (GET)",
+                description=(
+                    "For a flow whose `methods` include GET (a 405 otherwise): the payload is the query object "
+                    "(a repeated key gives a list; x-api-key left out). Otherwise as POST."
+                ),
+                request=None,
+                parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH), LOCATION, REPLAYED],
+                responses={
+                    202: OpenApiResponse(WebhookAcceptedSerializer, description="The run is stored and queued."),
+                    200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
+                    **_ERRORS,
+                },
+                auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
+            )
+            def get(self, request, flow_id_or_name: str):
+                return super().get(request, flow_id_or_name)
+
+            @_as_post("PUT")
+            def put(self, request, flow_id_or_name: str):
+                return super().put(request, flow_id_or_name)
+
+            @_as_post("PATCH")
+            def patch(self, request, flow_id_or_name: str):
+                return super().patch(request, flow_id_or_name)
+
+            @_as_post("DELETE")
+            def delete(self, request, flow_id_or_name: str):
+                return super().delete(request, flow_id_or_name)
+
         return Fixed
+
+
+_ERRORS = {
+    401: error("The flow verifies signatures and the request is not signed with its secret."),
+    403: error("API key missing or invalid, or the flow is another user's."),
+    404: error("No such flow."),
+    405: error("The flow does not accept this method (its `methods`); `Allow` lists those it does."),
+    422: validation_error("A malformed query parameter or header."),
+    429: OpenApiResponse(ErrorSerializer, description="Rate limit exceeded."),
+}
+
+
+def _as_post(method: str):
+    """The schema of PUT, PATCH and DELETE to a webhook: as POST's, for a flow whose `methods` include it."""
+    from webhooks.views import WebhookAcceptedSerializer
+
+    return extend_schema(
+        summary=f"Run a flow from its webhook ({method})",
+        description=f"For a flow whose `methods` include {method} (a 405 otherwise); the body is read as POST's.",
+        request={"application/json": OpenApiTypes.ANY, "*/*": {"type": "string", "format": "binary"}},
+        parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH), LOCATION, REPLAYED],
+        responses={
+            202: OpenApiResponse(WebhookAcceptedSerializer, description="The run is stored and queued."),
+            200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
+            400: error("Empty body."),
+            413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
+            **_ERRORS,
+        },
+        auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
+    )
 
 
 def webhook_body_required(result, generator, request, public):

@@ -39,6 +39,19 @@ MAX_FORM_FIELDS = 1000
 logger = logging.getLogger(__name__)
 
 
+class WebhookMethodNotAllowed(exceptions.MethodNotAllowed):
+    """405: the flow does not accept this method; `allowed` is what it does accept (the answer's `Allow`)."""
+
+    def __init__(self, method: str, allowed: tuple[str, ...]):
+        self.allowed = allowed
+        super().__init__(method)
+
+
+def webhook_method_check(*, flow: Flow, method: str) -> None:
+    if method not in flow.allowed_methods:
+        raise WebhookMethodNotAllowed(method, flow.allowed_methods)
+
+
 class EmptyBody(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = EMPTY_BODY
@@ -67,6 +80,8 @@ def webhook_run_create(
     content_type: str,
     idempotency_key: str | None,
     waits: bool = False,
+    request: dict | None = None,
+    method: str = "POST",
 ) -> FlowRun:
     """Record the webhook's run: the payload checked against the version's JSON Schemas, then the INSERT.
 
@@ -75,10 +90,18 @@ def webhook_run_create(
     refuses may be one the current version takes: then `retarget()` reads the key and the flow
     again (raising as the first lookup would), and the signature and the payload are checked
     against what it found before the run is recorded. `waits`: the caller waits for the run (`?wait=`),
-    so its answer is counted under its own code, not from the ledger (flows/metrics.py).
+    so its answer is counted under its own code, not from the ledger (flows/metrics.py). `request`: the
+    request's method, headers and query as webhooks/inbound.py records them; `method` is checked again
+    against a flow read again.
     """
     insert = functools.partial(
-        _webhook_run_insert, payload=payload, text=text, content_type=content_type, idempotency_key=idempotency_key, waits=waits
+        _webhook_run_insert,
+        payload=payload,
+        text=text,
+        content_type=content_type,
+        idempotency_key=idempotency_key,
+        waits=waits,
+        request=request,
     )
     if target.only_if is not None:
         try:
@@ -90,6 +113,7 @@ def webhook_run_create(
             pass  # decided on what the process remembered: decided again on what the database holds now
         target = retarget()
         webhook_signature_verify(flow=target.flow, body=body, headers=headers)
+        webhook_method_check(flow=target.flow, method=method)
     webhook_payload_check_schema(version=target.version, payload=payload)
     return insert(target)
 
@@ -112,7 +136,7 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     return target
 
 
-def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits) -> FlowRun:
+def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request) -> FlowRun:
     create = functools.partial(
         flow_run_create,
         flow=target.flow,
@@ -124,6 +148,7 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         idempotency_key=idempotency_key,
         version=target.version,
         only_if=target.only_if,
+        request=request,
     )
     if not waits:
         return create()
@@ -132,6 +157,17 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         if not run.deduplicated:
             webhook_wait_recorded()
     return run
+
+
+def webhook_request_check(*, record: dict) -> None:
+    """422 for a header or query value the database cannot store (a NUL, percent-encoded in the query)."""
+    if json_unstorable(record) is None:  # one walk for the usual request; the culprit is looked for only otherwise
+        return
+    for part, loc in (("query", "query"), ("headers", "header")):
+        for name, value in record[part].items():
+            problem = json_unstorable(value)
+            if problem is not None:
+                raise RequestValidationError.single([loc, name], *problem)
 
 
 def webhook_body_check_size(*, content_length: str | None) -> None:

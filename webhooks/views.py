@@ -1,7 +1,7 @@
 import functools
 
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotAcceptable
+from rest_framework.exceptions import MethodNotAllowed, NotAcceptable
 from rest_framework.generics import get_object_or_404
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
@@ -15,7 +15,7 @@ from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
 from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
-from webhooks import services, signatures, targets
+from webhooks import inbound, services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
 
@@ -67,8 +67,32 @@ class WebhookView(APIView):
     permission_classes = [AllowAny]
     parser_classes = [AnyBodyParser]
     content_negotiation_class = WebhookNegotiation
+    # HEAD is not a delivery: without it here Django would answer it with the GET handler, recording a run.
+    http_method_names = ["get", "post", "put", "patch", "delete", "options"]
+    # The flow's `methods` once a refusal names them; until then `Allow` says POST, as Langflow's webhook does.
+    flow_methods: tuple[str, ...] | None = None
+
+    def _allowed_methods(self):
+        if self.flow_methods is None:  # every method some flow may accept: what the schema lists
+            return super()._allowed_methods()
+        return [*self.flow_methods, "OPTIONS"]
+
+    @property
+    def default_response_headers(self):
+        headers = super().default_response_headers
+        headers["Allow"] = ", ".join([*(self.flow_methods or ("POST",)), "OPTIONS"])
+        return headers
 
     def post(self, request, flow_id_or_name: str):
+        return self._deliver(request, flow_id_or_name)
+
+    # The other methods a flow may accept (`methods`); a flow that does not is a 405, once the caller is known.
+    get = put = patch = delete = post
+
+    def _deliver(self, request, flow_id_or_name: str):
+        if request.method == "GET" and wants_browsable_api(request):
+            # A browser opening the URL gets the browsable API's page (a 405 with its POST form), as before.
+            raise MethodNotAllowed(request.method)
         run, status_url, wait = self._record(request._request, flow_id_or_name)
         finished = services.webhook_run_wait(run=run, seconds=wait)
         if finished is not None:
@@ -98,10 +122,16 @@ class WebhookView(APIView):
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
         target = lookup()
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
+        services.webhook_method_check(flow=target.flow, method=request.method)
         idempotency_key = services.webhook_idempotency_key(headers=meta, flow=target.flow)
         services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)
         content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
-        text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
+        record = inbound.webhook_request_record(request=request, flow=target.flow)
+        if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
+            text, payload, content_type = "", record["query"], ""
+        else:
+            text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
+        services.webhook_request_check(record=record)
         run = services.webhook_run_create(
             target=target,
             retarget=retarget,
@@ -112,8 +142,16 @@ class WebhookView(APIView):
             content_type=content_type,
             idempotency_key=idempotency_key,
             waits=wait > 0,
+            request=record,
+            method=request.method,
         )
         return run, run_status_url(request, run.id), wait
+
+    def handle_exception(self, exc):
+        if isinstance(exc, services.WebhookMethodNotAllowed):  # the flow's own `Allow`
+            self.flow_methods = exc.allowed
+            self.headers["Allow"] = ", ".join(self._allowed_methods())
+        return super().handle_exception(exc)
 
     @staticmethod
     def _accepted(run: FlowRun, status_url: str) -> tuple[dict, dict]:

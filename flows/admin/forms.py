@@ -10,9 +10,10 @@ from django.contrib.auth import get_user_model
 
 from flows import engine
 from flows.admin.common import describe_issue
-from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable
-from flows.models import Flow, Variable
+from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable, WebhookSettingInvalid
+from flows.models import WEBHOOK_METHODS, Flow, Variable
 from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
+from flows.services.webhook_settings import webhook_methods_parse
 
 
 class PrettyJSONField(forms.JSONField):
@@ -28,12 +29,31 @@ class FlowAdminForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 22, "class": "lr-json-editor", "spellcheck": "false"}),
         help_text='{"nodes": [{"id", "type", "params"}], "edges": [{"source", "target", "source_output", "target_input"}]}',
     )
+    methods = forms.MultipleChoiceField(
+        label="Methods",
+        choices=[(m, m) for m in WEBHOOK_METHODS],
+        initial=["POST"],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="HTTP methods the webhook accepts (none checked: POST). A GET's payload is its query; another method is a 405.",
+    )
     request_user = None  # set by SaveRefusalsAsFormErrors.get_form
     save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
 
     class Meta:
         model = Flow
         fields = ["user", "name", "description", "endpoint_name", "data"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["methods"].initial = list(self.instance.allowed_methods)
+
+    def clean_methods(self):
+        try:
+            return list(webhook_methods_parse(self.cleaned_data["methods"] or ["POST"]))
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def owner(self):
         if "user" in self.fields:

@@ -7,8 +7,13 @@ from typing import Any
 from django.db import transaction
 
 from flows import engine
+from flows.exceptions import WebhookSettingInvalid
 from flows.models import Flow
 from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_graph_validate
+from flows.services.webhook_settings import webhook_settings_stored
+
+# The webhook settings a native export carries (flows/services/webhook_settings.py).
+WEBHOOK_SETTINGS = ("methods",)
 
 
 def flow_import(*, user, document: Any) -> list[Flow]:
@@ -36,7 +41,11 @@ def flow_import(*, user, document: Any) -> list[Flow]:
             else:
                 native = {k2: doc.get(k2) for k2 in ("name", "description", "endpoint_name", "data", "timeout")}
                 native["name"] = str(native["name"] or "Imported flow")[:200]
+                native["webhook_settings"] = webhook_settings_stored({k2: doc[k2] for k2 in WEBHOOK_SETTINGS if k2 in doc})
             flow_graph_validate(data=native["data"], user=user)
+        except WebhookSettingInvalid as exc:
+            issues.append(engine.ValidationIssue((*loc, exc.field), str(exc), exc.type))
+            continue
         except ImportProblem as exc:
             issues += [engine.ValidationIssue((*loc, *i.loc), i.msg, i.type) for i in exc.issues]
             continue
@@ -55,6 +64,7 @@ def flow_import(*, user, document: Any) -> list[Flow]:
                 endpoint_name=_free_endpoint_name(user=user, wanted=native.get("endpoint_name")),
                 data=native["data"],
                 timeout=native.get("timeout") if isinstance(native.get("timeout"), int) and native["timeout"] > 0 else None,
+                **native.get("webhook_settings", {}),
             )
             for native in converted
         ]
@@ -81,5 +91,6 @@ def flow_export(*, flow: Flow) -> dict[str, Any]:
         "description": flow.description,
         "endpoint_name": flow.endpoint_name,
         "timeout": flow.timeout,
+        "methods": list(flow.allowed_methods),
         "data": flow.data,
     }

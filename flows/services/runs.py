@@ -42,6 +42,7 @@ def flow_run_create(
     idempotency_key: str | None = None,
     version: FlowVersion | None = None,
     only_if: tuple[str, list] | None = None,
+    request: dict | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
@@ -54,6 +55,9 @@ def flow_run_create(
     LANGRUN_IDEMPOTENCY_RETENTION returns that original run instead, with
     `run.deduplicated = True`; the database's unique constraint decides
     between concurrent requests, so exactly one of them creates the run.
+
+    `request` is the webhook request's `{method, headers, query}`, masked (webhooks/inbound.py); the
+    Webhook node gives it to the flow.
 
     `only_if` is an SQL condition and its parameters that the INSERT itself checks: when
     it does not hold, nothing is written and RunConditionFailed is raised (the webhook
@@ -76,6 +80,7 @@ def flow_run_create(
         "tweaks": tweaks or None,
         "idempotency_key": idempotency_key or None,
         "version": version,
+        "request": request,
     }
     if not idempotency_key:
         return _flow_run_insert(fields, only_if)
@@ -212,6 +217,7 @@ def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> Flo
             content_type=run.content_type,
             replay_of=run,
             tweaks=run.tweaks,
+            request=run.request,
             version=None if current_version else run.version,
         )
     except engine.GraphValidationError as exc:  # its tweaks no longer fit: a variable deleted, a component changed

@@ -124,7 +124,7 @@ def flow_run_context(*, flow: Flow, payload: Any, data: Any) -> engine.RunContex
     return _flow_run_context(user_id=flow.user_id, payload=payload, refs=engine.variable_references(data))
 
 
-def _flow_run_context(*, user_id, payload: Any, refs) -> engine.RunContext:
+def _flow_run_context(*, user_id, payload: Any, refs, request: dict | None = None) -> engine.RunContext:
     """flow_run_context given the graph's variable references `(loc, name)`: one query, and none without references."""
     values, secrets = {}, set()
     if refs:
@@ -139,6 +139,7 @@ def _flow_run_context(*, user_id, payload: Any, refs) -> engine.RunContext:
                 secrets.add(values[variable.name])
     return engine.RunContext(
         payload=payload,
+        request=request,
         variables=values,
         secrets=frozenset(s for s in secrets if s),
         http_allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS),

@@ -585,3 +585,18 @@ def test_change_permission_changes_without_deleting_and_still_not_anothers(bare_
     assert mine.name == "Renamed"
     assert c.post(reverse("admin:flows_flow_delete", args=[mine.pk]), {"post": "yes"}).status_code == 403
     assert c.get(reverse("admin:flows_flow_change", args=[theirs.pk])).status_code == 404
+
+
+def test_the_webhook_methods_are_set_on_the_change_page(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    url = reverse("admin:flows_flow_change", args=[flow.pk])
+    c = login(staff)
+    assert 'name="methods" value="POST"' in c.get(url).content.decode()
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", methods=["GET", "POST"]))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    flow.refresh_from_db()
+    assert flow.allowed_methods == ("GET", "POST")
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", methods=["TRACE"]))
+    assert response.status_code == 200 and "TRACE" in response.content.decode()
+    flow.refresh_from_db()
+    assert flow.allowed_methods == ("GET", "POST")

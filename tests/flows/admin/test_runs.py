@@ -8,13 +8,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from flows.models import FlowRun
 from flows.services.flows import flow_update
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
+from langrun.services import api_key_create
 from tests.flows.admin.helpers import messages_of, run_of
-from tests.helpers import GREETING_FLOW, grant, login
+from tests.helpers import GREETING_FLOW, grant, login, post
 
 
 def test_run_list_columns_newest_first(staff, make_flow):
@@ -277,3 +279,13 @@ def test_the_run_page_offers_only_the_buttons_the_user_may_use(bare_staff, make_
     grant(bare_staff, "flows.add_flowrun", "flows.change_flowrun")
     page = login(bare_staff).get(reverse("admin:flows_flowrun_change", args=[run.pk])).content.decode()
     assert replay_url in page and cancel_url in page
+
+
+def test_run_page_shows_the_request_masked(staff, make_flow):
+    make_flow(staff, endpoint_name="greet")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=staff, name="k").key)
+    run_id = post(client, "greet?event=push", HTTP_X_GITHUB_EVENT="push").json()["run_id"]
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run_id])).content.decode()
+    assert "&quot;x-github-event&quot;: &quot;push&quot;" in html and "&quot;event&quot;: &quot;push&quot;" in html
+    assert "&quot;x-api-key&quot;: &quot;***&quot;" in html and "sk-" not in html

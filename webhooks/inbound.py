@@ -1,0 +1,62 @@
+"""The request as a flow sees it and a run records it: method, headers (lower-cased) and query, secrets masked.
+
+Secrets never reach a flow or the database: the caller's credentials (`x-api-key`, `authorization`, `cookie`) and
+the signature headers of the verification the flow uses are replaced by MASK, and `x-api-key` is dropped from the query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.models import Flow
+
+MASK = "***"
+CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie"})
+QUERY_DROPPED = frozenset({"x-api-key"})
+# The headers each verification signs with; masked on a flow that uses it.
+SIGNATURE_HEADERS = {
+    "signing_secret": frozenset({"webhook-signature", "x-hub-signature-256"}),
+}
+# CGI names that carry request headers without the HTTP_ prefix.
+_UNPREFIXED = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+
+
+def webhook_masked_headers(*, flow: Flow) -> frozenset[str]:
+    """The header names (lower-case) whose values a flow's record of a request never holds."""
+    if flow.signing_secret:
+        return CREDENTIAL_HEADERS | SIGNATURE_HEADERS["signing_secret"]
+    return CREDENTIAL_HEADERS
+
+
+def webhook_request_headers(*, meta, masked: frozenset[str]) -> dict[str, str]:
+    headers = {}
+    for name, value in meta.items():
+        if name.startswith("HTTP_"):
+            key = name[5:].replace("_", "-").lower()
+        elif name in _UNPREFIXED:
+            if not value:  # Django's test client and some servers set an empty CONTENT_TYPE/LENGTH for no body
+                continue
+            key = _UNPREFIXED[name]
+        else:
+            continue
+        headers[key] = MASK if key in masked else value
+    return headers
+
+
+def webhook_request_query(*, query) -> dict[str, Any]:
+    """The query string as an object: a repeated key becomes a list of its values, in order."""
+    result: dict[str, Any] = {}
+    for key, values in query.lists():
+        if key.lower() in QUERY_DROPPED:
+            continue
+        result[key] = values[0] if len(values) == 1 else list(values)
+    return result
+
+
+def webhook_request_record(*, request, flow: Flow) -> dict[str, Any]:
+    """`{method, headers, query}` of a Django request to `flow`'s webhook, masked."""
+    return {
+        "method": request.method,
+        "headers": webhook_request_headers(meta=request.META, masked=webhook_masked_headers(flow=flow)),
+        "query": webhook_request_query(query=request.GET),
+    }
