@@ -1,3 +1,5 @@
+import functools
+import json
 import uuid
 
 from django.conf import settings
@@ -53,6 +55,12 @@ class Flow(models.Model):
     methods = models.CharField(
         max_length=64, default="POST", help_text="HTTP methods the webhook accepts, comma-separated (GET, POST, PUT, PATCH, DELETE)."
     )
+    verification = models.CharField(
+        max_length=300,
+        blank=True,
+        default="",
+        help_text='The signature scheme the webhook checks, as JSON ({"provider": "stripe"}); empty: Standard Webhooks or GitHub.',
+    )
 
     class Meta:
         ordering = ["-updated_at"]
@@ -73,8 +81,19 @@ class Flow(models.Model):
         return tuple(self.methods.split(",")) if self.methods else ("POST",)
 
     @property
+    def verification_settings(self) -> dict | None:
+        """The verification preset (`{"provider": …}`), or None for today's rule (Standard Webhooks or GitHub)."""
+        return _verification_parsed(self.verification) if self.verification else None
+
+    @property
     def has_webhook(self) -> bool:
         return any(isinstance(n, dict) and n.get("type") == "Webhook" for n in (self.data or {}).get("nodes", []))
+
+
+@functools.lru_cache(maxsize=256)
+def _verification_parsed(text: str) -> dict:
+    # Parsed once per distinct text: the webhook reads it on every request to a flow with a preset.
+    return json.loads(text)
 
 
 class FlowRunQuerySet(models.QuerySet):

@@ -1,3 +1,5 @@
+import json
+
 from django.conf import settings
 from django.db import models
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
@@ -6,7 +8,7 @@ from rest_framework import serializers
 from flows.examples import GREETING_GRAPH
 from flows.exceptions import WebhookSettingInvalid
 from flows.models import WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
-from flows.services.webhook_settings import webhook_methods_parse
+from flows.services.webhook_settings import VERIFICATION_PROVIDERS, webhook_methods_parse
 from langrun.serializers import StrictCharField
 
 FLOW_EXAMPLE = {
@@ -63,6 +65,29 @@ class MethodsField(serializers.Field):
             raise serializers.ValidationError(str(exc), code=exc.type) from exc
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "provider": {"type": "string", "enum": list(VERIFICATION_PROVIDERS)},
+            "header": {"type": "string", "description": "token: the header that carries the token."},
+            "query": {"type": "string", "description": "token: the query parameter that carries the token."},
+        },
+        "required": ["provider"],
+        "example": {"provider": "stripe"},
+    }
+)
+class VerificationField(serializers.Field):
+    """A flow's verification preset: an object in the API, canonical JSON text in the database (checked by the service)."""
+
+    def to_representation(self, value: str):
+        return json.loads(value) if value else None
+
+    def to_internal_value(self, data):
+        return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
+
+
 @extend_schema_serializer(examples=[OpenApiExample("A greeting flow", value=FLOW_EXAMPLE, response_only=True)])
 class FlowSerializer(serializers.ModelSerializer):
     serializer_field_mapping = {
@@ -95,6 +120,14 @@ class FlowSerializer(serializers.ModelSerializer):
         required=False,
         help_text="HTTP methods the webhook accepts (default POST). A GET's payload is its query; another method is a 405 with Allow.",
     )
+    verification = VerificationField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "The signature scheme the webhook checks with the flow's secret: standard, github, stripe, slack, shopify, or "
+            'token (with "header" or "query" naming where it is). Null: Standard Webhooks or GitHub, once a secret is set.'
+        ),
+    )
     signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
 
     latest_run_status = serializers.SerializerMethodField(help_text="Status of the flow's most recent run; null when it never ran.")
@@ -117,6 +150,7 @@ class FlowSerializer(serializers.ModelSerializer):
             "max_attempts",
             "max_concurrent_runs",
             "methods",
+            "verification",
             "signed",
             "latest_run_status",
             "latest_run_at",
@@ -262,6 +296,7 @@ class FlowExportSerializer(serializers.Serializer):
     endpoint_name = serializers.CharField(allow_null=True)
     timeout = serializers.IntegerField(allow_null=True)
     methods = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_METHODS))
+    verification = serializers.JSONField(allow_null=True, help_text="The verification preset, without its secret.")
     data = serializers.JSONField()
 
 

@@ -179,3 +179,36 @@ def make_due(run):
 
     now = timezone.now()
     FlowRun.objects.filter(pk=run.pk).update(enqueued_at=now - timedelta(seconds=2), next_attempt_at=now - timedelta(seconds=1))
+
+
+# --- Verification presets: a request signed as each provider signs it (its SDK where one is installed) ---------
+
+
+def provider_signed_headers(provider: str, secret: str, body: bytes, **preset) -> dict[str, str]:
+    """HTTP headers (real names) of a request to a flow with `provider`'s preset, signed with `secret`."""
+    import base64
+    import time
+    from datetime import UTC, datetime
+
+    now = int(time.time())
+    if provider == "standard":
+        import standardwebhooks
+
+        signature = standardwebhooks.Webhook(secret).sign("msg_e2e", datetime.fromtimestamp(now, UTC), body.decode())
+        return {"webhook-id": "msg_e2e", "webhook-timestamp": str(now), "webhook-signature": signature}
+    if provider == "github":
+        return {"X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+    if provider == "stripe":
+        import stripe
+
+        return {"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body.decode(), secret, now)}
+    if provider == "slack":
+        from slack_sdk.signature import SignatureVerifier
+
+        signature = SignatureVerifier(secret).generate_signature(timestamp=str(now), body=body)
+        return {"X-Slack-Request-Timestamp": str(now), "X-Slack-Signature": signature}
+    if provider == "shopify":
+        return {"X-Shopify-Hmac-Sha256": base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()}
+    if provider == "token":
+        return {preset["header"]: secret}
+    raise ValueError(provider)

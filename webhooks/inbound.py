@@ -9,23 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from flows.models import Flow
+from webhooks.signatures import webhook_signature_header_names
 
 MASK = "***"
 CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie"})
 QUERY_DROPPED = frozenset({"x-api-key"})
-# The headers each verification signs with; masked on a flow that uses it.
-SIGNATURE_HEADERS = {
-    "signing_secret": frozenset({"webhook-signature", "x-hub-signature-256"}),
-}
 # CGI names that carry request headers without the HTTP_ prefix.
 _UNPREFIXED = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
 
 def webhook_masked_headers(*, flow: Flow) -> frozenset[str]:
     """The header names (lower-case) whose values a flow's record of a request never holds."""
-    if flow.signing_secret:
-        return CREDENTIAL_HEADERS | SIGNATURE_HEADERS["signing_secret"]
-    return CREDENTIAL_HEADERS
+    signed = webhook_signature_header_names(flow=flow)
+    return CREDENTIAL_HEADERS | frozenset(signed) if signed else CREDENTIAL_HEADERS
+
+
+def webhook_masked_query(*, flow: Flow) -> str | None:
+    """The query parameter whose value is masked: a token preset's, when it is sent in the query."""
+    preset = flow.verification_settings
+    return preset.get("query") if preset is not None and preset["provider"] == "token" else None
 
 
 def webhook_request_headers(*, meta, masked: frozenset[str]) -> dict[str, str]:
@@ -43,13 +45,13 @@ def webhook_request_headers(*, meta, masked: frozenset[str]) -> dict[str, str]:
     return headers
 
 
-def webhook_request_query(*, query) -> dict[str, Any]:
+def webhook_request_query(*, query, masked: str | None = None) -> dict[str, Any]:
     """The query string as an object: a repeated key becomes a list of its values, in order."""
     result: dict[str, Any] = {}
     for key, values in query.lists():
         if key.lower() in QUERY_DROPPED:
             continue
-        result[key] = values[0] if len(values) == 1 else list(values)
+        result[key] = MASK if key == masked else values[0] if len(values) == 1 else list(values)
     return result
 
 
@@ -58,5 +60,5 @@ def webhook_request_record(*, request, flow: Flow) -> dict[str, Any]:
     return {
         "method": request.method,
         "headers": webhook_request_headers(meta=request.META, masked=webhook_masked_headers(flow=flow)),
-        "query": webhook_request_query(query=request.GET),
+        "query": webhook_request_query(query=request.GET, masked=webhook_masked_query(flow=flow)),
     }

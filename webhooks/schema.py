@@ -222,21 +222,24 @@ class SigningSecretSchema(OpenApiViewExtension):
     target_class = "webhooks.views.FlowSigningSecretView"
 
     def view_replacement(self):
-        from webhooks.views import SigningSecretSerializer
+        from webhooks.views import SigningSecretInputSerializer, SigningSecretSerializer
 
         class Fixed(self.target_class):
             @extend_schema(
-                summary="Create or rotate a flow's signing secret",
+                summary="Create, set or rotate a flow's signing secret",
                 description=(
-                    "From now on the flow's webhook needs a signature (webhook-signature or X-Hub-Signature-256) made "
-                    "with this secret; a previous secret stays valid for LANGRUN_SIGNING_SECRET_GRACE seconds. "
-                    "No request body. The secret is only ever shown in this answer."
+                    "From now on the flow's webhook needs a signature made with this secret (webhook-signature or "
+                    "X-Hub-Signature-256, or the scheme of the flow's `verification` preset); a previous secret stays "
+                    "valid for LANGRUN_SIGNING_SECRET_GRACE seconds. Without a body a secret is generated and shown "
+                    'only in this answer; with `{"secret": "…"}` (one Stripe, Slack or Shopify issued, or a token) that '
+                    "secret is set and not echoed (`signing_secret` is null)."
                 ),
-                request=None,
+                request={"application/json": SigningSecretInputSerializer},
                 parameters=[NO_STORE],
                 responses={
-                    201: OpenApiResponse(SigningSecretSerializer, description="The new secret."),
+                    201: OpenApiResponse(SigningSecretSerializer, description="The new secret (null when you gave it)."),
                     404: error("No flow of yours with this id."),
+                    422: validation_error("A `secret` that is not a string of 1 to 100 characters."),
                 },
             )
             def post(self, request, pk):

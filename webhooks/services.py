@@ -274,6 +274,12 @@ IDEMPOTENCY_HEADERS = ("HTTP_IDEMPOTENCY_KEY", "HTTP_WEBHOOK_ID")
 SIGNED_ID_HEADERS = ("HTTP_WEBHOOK_ID",)
 GITHUB_ID_HEADERS = ("HTTP_X_GITHUB_DELIVERY", "HTTP_IDEMPOTENCY_KEY")
 MAX_IDEMPOTENCY_KEY = 255
+# A preset's own delivery id where a header carries it (Stripe's and Slack's are in the body).
+PRESET_ID_HEADERS = {
+    "standard": SIGNED_ID_HEADERS,
+    "github": GITHUB_ID_HEADERS,
+    "shopify": ("HTTP_X_SHOPIFY_WEBHOOK_ID", "HTTP_IDEMPOTENCY_KEY"),
+}
 
 
 def webhook_body_read(*, stream, content_length: str | None) -> bytes:
@@ -301,7 +307,10 @@ def webhook_idempotency_key(*, headers, flow: Flow) -> str | None:
     sent again with a new `Idempotency-Key` is then the same delivery, not a new run.
     """
     names = IDEMPOTENCY_HEADERS
-    if flow.signing_secret:
+    preset = flow.verification_settings if flow.signing_secret else None
+    if preset is not None:
+        names = PRESET_ID_HEADERS.get(preset["provider"], ("HTTP_IDEMPOTENCY_KEY",))
+    elif flow.signing_secret:
         names = SIGNED_ID_HEADERS if headers.get("HTTP_WEBHOOK_SIGNATURE") else GITHUB_ID_HEADERS
     for header in names:
         value = headers.get(header)

@@ -1,6 +1,6 @@
 import functools
 
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.exceptions import MethodNotAllowed, NotAcceptable
 from rest_framework.generics import get_object_or_404
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -15,6 +15,8 @@ from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
 from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
+from langrun.exceptions import RequestValidationError
+from langrun.serializers import StrictCharField
 from webhooks import inbound, services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
@@ -110,12 +112,15 @@ class WebhookView(APIView):
         if wait > 0:
             webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
+        key = api_key_from_request(request)
         lookup = functools.partial(
             targets.webhook_caller_and_flow,
-            key=api_key_from_request(request),
+            key=key,
             identifier=flow_id_or_name,
             user_id=user_id,
-            signed=signatures.webhook_is_signed(headers=meta),
+            # Without a key, a request may be signed (or carry a token preset's token, under a name only the flow
+            # knows): its flow is looked up, and a signature or token that does not hold is the same 403.
+            signed=key is None or signatures.webhook_is_signed(headers=meta),
         )
         retarget = functools.partial(lookup, fresh=True)
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
@@ -164,8 +169,22 @@ class WebhookView(APIView):
 
 
 class SigningSecretSerializer(serializers.Serializer):
-    signing_secret = serializers.CharField(help_text="Shown only in this response. Standard Webhooks secret (whsec_...).")
+    signing_secret = serializers.CharField(
+        allow_null=True,
+        help_text="Shown only in this response: the generated secret (whsec_...); null when you gave the secret.",
+    )
     previous_secret_valid_until = serializers.DateTimeField(allow_null=True)
+
+
+class SigningSecretInputSerializer(serializers.Serializer):
+    secret = StrictCharField(
+        required=False,
+        min_length=1,
+        max_length=100,
+        trim_whitespace=False,
+        help_text="A secret your provider issued (Stripe's whsec_..., Slack's signing secret, Shopify's app secret) or a token; "
+        "without it one is generated.",
+    )
 
 
 class FlowSigningSecretView(APIView):
@@ -179,7 +198,21 @@ class FlowSigningSecretView(APIView):
 
     def post(self, request, pk):
         flow = self._flow(request, pk)
-        secret = signatures.webhook_signing_secret_rotate(flow=flow)
+        try:
+            data = request.data
+        except exceptions.ParseError as exc:  # an unsupported content type stays the API's usual 415
+            raise RequestValidationError.single(
+                ["body"], f'Send JSON such as {{"secret": "…"}}, or no body: {exc.detail}', "json_invalid"
+            ) from exc
+        if not isinstance(data, dict):
+            raise RequestValidationError.single(["body"], 'Send a JSON object such as {"secret": "…"}, or no body.', "dict_type")
+        given = SigningSecretInputSerializer(data=data)
+        given.is_valid(raise_exception=True)
+        if "secret" in given.validated_data:
+            signatures.webhook_signing_secret_set(flow=flow, secret=given.validated_data["secret"])
+            secret = None  # never echoed: the caller has it
+        else:
+            secret = signatures.webhook_signing_secret_rotate(flow=flow)
         data = {"signing_secret": secret, "previous_secret_valid_until": flow.signing_secret_previous_expires_at}
         return Response(SigningSecretSerializer(data).data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 

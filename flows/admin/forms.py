@@ -13,7 +13,7 @@ from flows.admin.common import describe_issue
 from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable, WebhookSettingInvalid
 from flows.models import WEBHOOK_METHODS, Flow, Variable
 from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
-from flows.services.webhook_settings import webhook_methods_parse
+from flows.services.webhook_settings import webhook_methods_parse, webhook_verification_parse
 
 
 class PrettyJSONField(forms.JSONField):
@@ -37,6 +37,13 @@ class FlowAdminForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="HTTP methods the webhook accepts (none checked: POST). A GET's payload is its query; another method is a 405.",
     )
+    verification = forms.JSONField(
+        label="Verification",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "class": "lr-json-editor", "spellcheck": "false"}),
+        help_text='A preset, e.g. {"provider": "stripe"} (standard, github, stripe, slack, shopify, or token with "header" or '
+        '"query"); set the flow\'s secret first (API: POST /api/v1/flows/{id}/signing-secret). Empty: Standard Webhooks or GitHub.',
+    )
     request_user = None  # set by SaveRefusalsAsFormErrors.get_form
     save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
 
@@ -48,6 +55,15 @@ class FlowAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.fields["methods"].initial = list(self.instance.allowed_methods)
+            self.fields["verification"].initial = self.instance.verification_settings
+
+    def clean_verification(self):
+        value = self.cleaned_data["verification"]
+        try:
+            webhook_verification_parse(value, has_secret=bool(self.instance.signing_secret))
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return value
 
     def clean_methods(self):
         try:

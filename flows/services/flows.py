@@ -48,9 +48,10 @@ def flow_create(
     message: str = "",
     **webhook_settings: Any,
 ) -> Flow:
-    """A new flow and its first version. `webhook_settings`: `methods` (flows/services/webhook_settings.py)."""
+    """A new flow and its first version. `webhook_settings`: `methods`, `verification` (flows/services/webhook_settings.py),
+    and `signing_secret` (an import's: one its provider issued)."""
     flow_graph_validate(data=data, user=user)
-    webhook_settings = webhook_settings_stored(webhook_settings)
+    webhook_settings = webhook_settings_stored(webhook_settings, has_secret=bool(webhook_settings.get("signing_secret")))
     flow = Flow(
         user=user,
         name=name,
@@ -72,7 +73,7 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     """Change a flow's fields; a changed graph also records a new FlowVersion."""
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
-    fields = webhook_settings_stored(fields)
+    fields = webhook_settings_stored(fields, has_secret=bool(flow.signing_secret))
     if "endpoint_name" in fields:
         fields["endpoint_name"] = fields["endpoint_name"] or None
     for name, value in fields.items():

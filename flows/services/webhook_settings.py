@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from flows.exceptions import WebhookSettingInvalid
@@ -27,8 +29,54 @@ def webhook_methods_parse(value: Any) -> tuple[str, ...]:
     return tuple(m for m in WEBHOOK_METHODS if m in wanted)
 
 
-def webhook_settings_stored(fields: dict[str, Any]) -> dict[str, Any]:
-    """`fields` with each webhook setting it holds checked and in its stored form."""
+# The verification presets: each provider's scheme is checked in webhooks/signatures.py.
+VERIFICATION_PROVIDERS = ("standard", "github", "stripe", "slack", "shopify", "token")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def webhook_verification_parse(value: Any, *, has_secret: bool) -> str:
+    """The stored form of a verification preset: canonical JSON, or "" for none (Standard Webhooks or GitHub).
+
+    `{"provider": "token"}` also names where the token is: `"header"` or `"query"` (one of them). A preset
+    needs the flow's secret to be set first (POST /flows/{id}/signing-secret); raises WebhookSettingInvalid.
+    """
+    if value is None or value == {} or value == "":
+        return ""
+    if not isinstance(value, dict):
+        raise WebhookSettingInvalid("verification", 'Give an object such as {"provider": "stripe"}.', "dict_type")
+    provider = value.get("provider")
+    if provider not in VERIFICATION_PROVIDERS:
+        raise WebhookSettingInvalid(
+            "verification", f"Unknown provider {provider!r}: use one of {', '.join(VERIFICATION_PROVIDERS)}.", "enum"
+        )
+    allowed = {"provider", "header", "query"} if provider == "token" else {"provider"}
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise WebhookSettingInvalid("verification", f"Unknown field {', '.join(extra)} for provider {provider}.", "extra_forbidden")
+    if provider == "token":
+        places = [k for k in ("header", "query") if k in value]
+        if len(places) != 1:
+            raise WebhookSettingInvalid("verification", "A token preset names exactly one of header or query.", "missing")
+        name = value[places[0]]
+        if not isinstance(name, str) or not _NAME.match(name) or name.lower() == "x-api-key":
+            raise WebhookSettingInvalid(
+                "verification",
+                f"The token's {places[0]} must be a name of letters, digits, '-', '_' or '.' (not x-api-key).",
+                "string_pattern_mismatch",
+            )
+    if not has_secret:
+        raise WebhookSettingInvalid(
+            "verification",
+            "This preset needs the flow's secret: set it first with POST /api/v1/flows/{id}/signing-secret.",
+            "missing_secret",
+        )
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def webhook_settings_stored(fields: dict[str, Any], *, has_secret: bool = False) -> dict[str, Any]:
+    """`fields` with each webhook setting it holds checked and in its stored form. `has_secret`: the flow has a signing secret."""
     if "methods" in fields:
         fields = {**fields, "methods": ",".join(webhook_methods_parse(fields["methods"]))}
+    if "verification" in fields:
+        fields = {**fields, "verification": webhook_verification_parse(fields["verification"], has_secret=has_secret)}
     return fields

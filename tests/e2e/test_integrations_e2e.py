@@ -3,11 +3,12 @@
 import pytest
 import requests
 
+from flows.models import FlowRun
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.e2e.helpers import wait_for_runs
-from tests.helpers import REQUEST_FLOW
+from tests.helpers import REQUEST_FLOW, provider_signed_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -37,3 +38,43 @@ def test_headers_query_and_method_reach_the_flow_masked(service, request_flow):
     get_run = requests.get(got.json()["status_url"], headers={"x-api-key": key}, timeout=10).json()
     assert get_run["outputs"]["data"] == {"hub": "1"} and get_run["outputs"]["method"] == "GET"
     assert key not in str(get_run)
+
+
+PRESETS = {
+    "standard": ("whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", {}),
+    "github": ("gh-secret-e2e", {}),
+    "stripe": ("whsec_e2e_stripe_secret_0123456789", {}),
+    "slack": ("8f742231b10e8888abcd99yyyzzz85a5", {}),
+    "shopify": ("shpss_e2e_shopify_secret", {}),
+    "token": ("tok-e2e-0123456789", {"header": "X-Hook-Token"}),
+}
+
+
+@pytest.mark.parametrize("provider", list(PRESETS))
+def test_each_preset_accepts_its_providers_signature_and_refuses_another(service, setup_flow, provider):
+    flow, key = setup_flow
+    secret, extra = PRESETS[provider]
+    answer = requests.post(
+        f"{service.url}/api/v1/flows/{flow.id}/signing-secret", json={"secret": secret}, headers={"x-api-key": key}, timeout=10
+    )
+    assert answer.status_code == 201 and secret not in answer.text
+    patched = requests.patch(
+        f"{service.url}/api/v1/flows/{flow.id}",
+        json={"verification": {"provider": provider, **extra}},
+        headers={"x-api-key": key},
+        timeout=10,
+    )
+    assert patched.status_code == 200, patched.text
+    body = b'{"id": "evt_e2e", "name": "Ada"}'
+    url = f"{service.url}/api/v1/webhook/greet"
+    signed = {"Content-Type": "application/json", **provider_signed_headers(provider, secret, body, **extra)}
+    accepted = requests.post(url, data=body, headers=signed, timeout=10)  # no API key: the signature stands in for it
+    assert accepted.status_code == 202, accepted.text
+    forged = {
+        "Content-Type": "application/json",
+        **provider_signed_headers(provider, "whsec_" + "A" * 32 if provider == "standard" else secret + "x", body, **extra),
+    }
+    assert requests.post(url, data=body, headers=forged, timeout=10).status_code == 403  # no key, no valid signature
+    assert requests.post(url, data=body, headers={**forged, "x-api-key": key}, timeout=10).status_code == 401
+    run = FlowRun.objects.get()
+    assert run.request["headers"] and secret not in str(run.request)
