@@ -55,6 +55,12 @@ class Flow(models.Model):
     methods = models.CharField(
         max_length=64, default="POST", help_text="HTTP methods the webhook accepts, comma-separated (GET, POST, PUT, PATCH, DELETE)."
     )
+    dedupe_key = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text='A JMESPath over {"headers", "query", "payload"} whose value deduplicates deliveries (e.g. payload.id).',
+    )
     verification = models.CharField(
         max_length=300,
         blank=True,

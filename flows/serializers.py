@@ -88,6 +88,13 @@ class VerificationField(serializers.Field):
         return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
 
 
+class DedupeKeyField(StrictCharField):
+    """A flow's `dedupe_key`: null in the API for none ("" in the database); checked by the service."""
+
+    def to_representation(self, value):
+        return value or None
+
+
 @extend_schema_serializer(examples=[OpenApiExample("A greeting flow", value=FLOW_EXAMPLE, response_only=True)])
 class FlowSerializer(serializers.ModelSerializer):
     serializer_field_mapping = {
@@ -120,6 +127,17 @@ class FlowSerializer(serializers.ModelSerializer):
         required=False,
         help_text="HTTP methods the webhook accepts (default POST). A GET's payload is its query; another method is a 405 with Allow.",
     )
+    dedupe_key = DedupeKeyField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text=(
+            'A JMESPath expression over {"headers", "query", "payload"} (e.g. payload.id, headers."x-github-delivery") '
+            "whose value, when present, deduplicates deliveries like an Idempotency-Key. Null: the verification "
+            "preset's delivery id, else the Idempotency-Key / webhook-id headers."
+        ),
+    )
     verification = VerificationField(
         required=False,
         allow_null=True,
@@ -151,6 +169,7 @@ class FlowSerializer(serializers.ModelSerializer):
             "max_concurrent_runs",
             "methods",
             "verification",
+            "dedupe_key",
             "signed",
             "latest_run_status",
             "latest_run_at",
@@ -297,6 +316,7 @@ class FlowExportSerializer(serializers.Serializer):
     timeout = serializers.IntegerField(allow_null=True)
     methods = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_METHODS))
     verification = serializers.JSONField(allow_null=True, help_text="The verification preset, without its secret.")
+    dedupe_key = serializers.CharField(allow_null=True)
     data = serializers.JSONField()
 
 

@@ -7,6 +7,7 @@ raises an API exception carrying its status and Langflow's message.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -323,6 +324,46 @@ def webhook_idempotency_key(*, headers, flow: Flow) -> str | None:
             )
         return value
     return None
+
+
+# Each preset's own delivery id, used when the flow sets no `dedupe_key` of its own.
+PRESET_DEDUPE_KEYS = {
+    "standard": 'headers."webhook-id"',
+    "github": 'headers."x-github-delivery"',
+    "stripe": "payload.id",
+    "slack": "payload.event_id",
+    "shopify": 'headers."x-shopify-webhook-id"',
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _dedupe_expression(expression: str):
+    import jmespath
+
+    return jmespath.compile(expression)
+
+
+def webhook_dedupe_value(*, flow: Flow, record: dict, payload: Any) -> str | None:
+    """The delivery's deduplication key from the flow's `dedupe_key` (or its preset's delivery id), or None.
+
+    A string or number found is the key (one that is too long, or not printable ASCII, by its SHA-256);
+    anything else (nothing, an object, a list, true/false) leaves the request to the headers' rule.
+    """
+    expression = flow.dedupe_key
+    if not expression and flow.signing_secret and (preset := flow.verification_settings) is not None:
+        expression = PRESET_DEDUPE_KEYS.get(preset["provider"], "")
+    if not expression:
+        return None
+    try:
+        value = _dedupe_expression(expression).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+    except Exception:  # a function applied to the wrong type: this request has no key  # noqa: BLE001
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+        return None
+    text = value if isinstance(value, str) else json.dumps(value)
+    if len(text) > MAX_IDEMPOTENCY_KEY or not text.isprintable() or not text.isascii():
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
 
 
 def webhook_rate_limit_check(*, flow: Flow, api_key_id: uuid.UUID | None) -> None:

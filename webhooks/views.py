@@ -137,6 +137,7 @@ class WebhookView(APIView):
         else:
             text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
         services.webhook_request_check(record=record)
+        idempotency_key = services.webhook_dedupe_value(flow=target.flow, record=record, payload=payload) or idempotency_key
         run = services.webhook_run_create(
             target=target,
             retarget=retarget,

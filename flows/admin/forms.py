@@ -13,7 +13,7 @@ from flows.admin.common import describe_issue
 from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable, WebhookSettingInvalid
 from flows.models import WEBHOOK_METHODS, Flow, Variable
 from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
-from flows.services.webhook_settings import webhook_methods_parse, webhook_verification_parse
+from flows.services.webhook_settings import webhook_dedupe_key_parse, webhook_methods_parse, webhook_verification_parse
 
 
 class PrettyJSONField(forms.JSONField):
@@ -49,13 +49,19 @@ class FlowAdminForm(forms.ModelForm):
 
     class Meta:
         model = Flow
-        fields = ["user", "name", "description", "endpoint_name", "data"]
+        fields = ["user", "name", "description", "endpoint_name", "data", "dedupe_key"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.fields["methods"].initial = list(self.instance.allowed_methods)
             self.fields["verification"].initial = self.instance.verification_settings
+
+    def clean_dedupe_key(self):
+        try:
+            return webhook_dedupe_key_parse(self.cleaned_data["dedupe_key"])
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean_verification(self):
         value = self.cleaned_data["verification"]

@@ -73,10 +73,31 @@ def webhook_verification_parse(value: Any, *, has_secret: bool) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+MAX_DEDUPE_KEY = 500
+
+
+def webhook_dedupe_key_parse(value: Any) -> str:
+    """A `dedupe_key` JMESPath expression, checked (it must compile); "" for none."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_DEDUPE_KEY:
+        raise WebhookSettingInvalid("dedupe_key", f"Give a JMESPath expression of at most {MAX_DEDUPE_KEY} characters.", "string_type")
+    import jmespath
+    import jmespath.exceptions
+
+    try:
+        jmespath.compile(value)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise WebhookSettingInvalid("dedupe_key", f"Not a valid JMESPath expression: {exc}", "jmespath") from exc
+    return value
+
+
 def webhook_settings_stored(fields: dict[str, Any], *, has_secret: bool = False) -> dict[str, Any]:
     """`fields` with each webhook setting it holds checked and in its stored form. `has_secret`: the flow has a signing secret."""
     if "methods" in fields:
         fields = {**fields, "methods": ",".join(webhook_methods_parse(fields["methods"]))}
+    if "dedupe_key" in fields:
+        fields = {**fields, "dedupe_key": webhook_dedupe_key_parse(fields["dedupe_key"])}
     if "verification" in fields:
         fields = {**fields, "verification": webhook_verification_parse(fields["verification"], has_secret=has_secret)}
     return fields

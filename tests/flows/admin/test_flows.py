@@ -615,6 +615,14 @@ def test_the_verification_preset_is_set_on_the_change_page(staff, make_flow):
     assert response.status_code == 302, response.content.decode()[:2000]
     flow.refresh_from_db()
     assert flow.verification_settings == {"provider": "stripe"}
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", verification='{"provider": "stripe"}', dedupe_key="payload.["))
+    assert response.status_code == 200 and "Not a valid JMESPath" in response.content.decode()
+    response = c.post(
+        url, flow_form(name="Greeting", endpoint_name="greet", verification='{"provider": "stripe"}', dedupe_key="payload.id")
+    )
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert flow.dedupe_key == "payload.id"
     assert (
         "&quot;provider&quot;: &quot;stripe&quot;" in c.get(url).content.decode() or '"provider": "stripe"' in c.get(url).content.decode()
     )

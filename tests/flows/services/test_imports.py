@@ -217,6 +217,7 @@ def test_export_is_native_and_imports_back(key_client, user, make_user, make_flo
         "endpoint_name": "paid-router",
         "timeout": None,
         "methods": ["POST"],
+        "dedupe_key": None,
         "verification": None,
         "data": flow.data,
     }
