@@ -9,6 +9,8 @@ from django.db import models
 ENDPOINT_NAME_RE = r"^[a-zA-Z0-9_-]+$"
 # The HTTP methods a flow's webhook may accept, in the order they are listed (and stored).
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# The senders' URL checks a flow may answer (webhooks/handshakes.py), in the order they are listed.
+WEBHOOK_HANDSHAKES = ("slack", "meta", "graph")
 
 
 class Flow(models.Model):
@@ -54,6 +56,12 @@ class Flow(models.Model):
     # remembered target can check it in SQL alike on every database (webhooks/targets.py).
     methods = models.CharField(
         max_length=64, default="POST", help_text="HTTP methods the webhook accepts, comma-separated (GET, POST, PUT, PATCH, DELETE)."
+    )
+    handshakes = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The senders' URL checks the webhook answers, comma-separated: slack, meta, graph.",
     )
     dedupe_key = models.CharField(
         max_length=500,

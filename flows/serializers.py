@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from flows.examples import GREETING_GRAPH
 from flows.exceptions import WebhookSettingInvalid
-from flows.models import WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
 from flows.services.webhook_settings import VERIFICATION_PROVIDERS, webhook_methods_parse
 from langrun.serializers import StrictCharField
 
@@ -88,6 +88,17 @@ class VerificationField(serializers.Field):
         return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_HANDSHAKES)}, "default": []})
+class HandshakesField(serializers.Field):
+    """A flow's `handshakes`: a list in the API, canonical text in the database (checked by the service)."""
+
+    def to_representation(self, value: str) -> list[str]:
+        return value.split(",") if value else []
+
+    def to_internal_value(self, data):
+        return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
+
+
 class DedupeKeyField(StrictCharField):
     """A flow's `dedupe_key`: null in the API for none ("" in the database); checked by the service."""
 
@@ -126,6 +137,14 @@ class FlowSerializer(serializers.ModelSerializer):
     methods = MethodsField(
         required=False,
         help_text="HTTP methods the webhook accepts (default POST). A GET's payload is its query; another method is a 405 with Allow.",
+    )
+    handshakes = HandshakesField(
+        required=False,
+        help_text=(
+            "The senders' URL checks the webhook answers before storing anything: slack (url_verification, after its "
+            "signature), meta (GET hub.challenge, hub.verify_token = the flow's secret), graph (?validationToken=, "
+            "after authentication). Default none."
+        ),
     )
     dedupe_key = DedupeKeyField(
         required=False,
@@ -170,6 +189,7 @@ class FlowSerializer(serializers.ModelSerializer):
             "methods",
             "verification",
             "dedupe_key",
+            "handshakes",
             "signed",
             "latest_run_status",
             "latest_run_at",
@@ -317,6 +337,7 @@ class FlowExportSerializer(serializers.Serializer):
     methods = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_METHODS))
     verification = serializers.JSONField(allow_null=True, help_text="The verification preset, without its secret.")
     dedupe_key = serializers.CharField(allow_null=True)
+    handshakes = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_HANDSHAKES))
     data = serializers.JSONField()
 
 

@@ -17,7 +17,7 @@ from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
 from langrun.exceptions import RequestValidationError
 from langrun.serializers import StrictCharField
-from webhooks import inbound, services, signatures, targets
+from webhooks import handshakes, inbound, services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
 
@@ -95,7 +95,10 @@ class WebhookView(APIView):
         if request.method == "GET" and wants_browsable_api(request):
             # A browser opening the URL gets the browsable API's page (a 405 with its POST form), as before.
             raise MethodNotAllowed(request.method)
-        run, status_url, wait = self._record(request._request, flow_id_or_name)
+        try:
+            run, status_url, wait = self._record(request._request, flow_id_or_name)
+        except handshakes.HandshakeAnswer as answer:
+            return answer.response
         finished = services.webhook_run_wait(run=run, seconds=wait)
         if finished is not None:
             return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})
@@ -126,7 +129,9 @@ class WebhookView(APIView):
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
         target = lookup()
+        handshakes.webhook_handshake_before_verification(flow=target.flow, method=request.method, query=request.GET)
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
+        handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
         services.webhook_method_check(flow=target.flow, method=request.method)
         idempotency_key = services.webhook_idempotency_key(headers=meta, flow=target.flow)
         services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)

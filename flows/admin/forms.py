@@ -13,7 +13,12 @@ from flows.admin.common import describe_issue
 from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable, WebhookSettingInvalid
 from flows.models import WEBHOOK_METHODS, Flow, Variable
 from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
-from flows.services.webhook_settings import webhook_dedupe_key_parse, webhook_methods_parse, webhook_verification_parse
+from flows.services.webhook_settings import (
+    webhook_dedupe_key_parse,
+    webhook_handshakes_parse,
+    webhook_methods_parse,
+    webhook_verification_parse,
+)
 
 
 class PrettyJSONField(forms.JSONField):
@@ -37,6 +42,17 @@ class FlowAdminForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="HTTP methods the webhook accepts (none checked: POST). A GET's payload is its query; another method is a 405.",
     )
+    handshakes = forms.MultipleChoiceField(
+        label="Handshakes",
+        choices=[
+            ("slack", "Slack url_verification"),
+            ("meta", "Meta hub.challenge (token: the flow's secret)"),
+            ("graph", "Microsoft Graph validationToken"),
+        ],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The senders' URL checks the webhook answers before storing anything.",
+    )
     verification = forms.JSONField(
         label="Verification",
         required=False,
@@ -56,6 +72,15 @@ class FlowAdminForm(forms.ModelForm):
         if self.instance.pk:
             self.fields["methods"].initial = list(self.instance.allowed_methods)
             self.fields["verification"].initial = self.instance.verification_settings
+            self.fields["handshakes"].initial = self.instance.handshakes.split(",") if self.instance.handshakes else []
+
+    def clean_handshakes(self):
+        value = self.cleaned_data["handshakes"]
+        try:
+            webhook_handshakes_parse(value, has_secret=bool(self.instance.signing_secret))
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return value
 
     def clean_dedupe_key(self):
         try:

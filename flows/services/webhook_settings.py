@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from flows.exceptions import WebhookSettingInvalid
-from flows.models import WEBHOOK_METHODS
+from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS
 
 
 def webhook_methods_parse(value: Any) -> tuple[str, ...]:
@@ -76,6 +76,24 @@ def webhook_verification_parse(value: Any, *, has_secret: bool) -> str:
 MAX_DEDUPE_KEY = 500
 
 
+def webhook_handshakes_parse(value: Any, *, has_secret: bool) -> str:
+    """The stored form of `handshakes` ("slack,graph"); Meta's needs the flow's secret (its verify token)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(h, str) for h in value):
+        raise WebhookSettingInvalid("handshakes", 'Give a list such as ["slack"].', "list_type")
+    unknown = sorted(set(value) - set(WEBHOOK_HANDSHAKES))
+    if unknown:
+        raise WebhookSettingInvalid("handshakes", f"Unknown handshake {', '.join(unknown)}: use {', '.join(WEBHOOK_HANDSHAKES)}.", "enum")
+    if "meta" in value and not has_secret:
+        raise WebhookSettingInvalid(
+            "handshakes", "Meta's handshake checks hub.verify_token against the flow's secret: set it first.", "missing_secret"
+        )
+    return ",".join(h for h in WEBHOOK_HANDSHAKES if h in value)
+
+
 def webhook_dedupe_key_parse(value: Any) -> str:
     """A `dedupe_key` JMESPath expression, checked (it must compile); "" for none."""
     if value is None or value == "":
@@ -96,6 +114,8 @@ def webhook_settings_stored(fields: dict[str, Any], *, has_secret: bool = False)
     """`fields` with each webhook setting it holds checked and in its stored form. `has_secret`: the flow has a signing secret."""
     if "methods" in fields:
         fields = {**fields, "methods": ",".join(webhook_methods_parse(fields["methods"]))}
+    if "handshakes" in fields:
+        fields = {**fields, "handshakes": webhook_handshakes_parse(fields["handshakes"], has_secret=has_secret)}
     if "dedupe_key" in fields:
         fields = {**fields, "dedupe_key": webhook_dedupe_key_parse(fields["dedupe_key"])}
     if "verification" in fields:

@@ -78,3 +78,25 @@ def test_each_preset_accepts_its_providers_signature_and_refuses_another(service
     assert requests.post(url, data=body, headers={**forged, "x-api-key": key}, timeout=10).status_code == 401
     run = FlowRun.objects.get()
     assert run.request["headers"] and secret not in str(run.request)
+
+
+def test_handshakes_are_answered_by_the_live_server_and_store_nothing(service, setup_flow):
+    flow, key = setup_flow
+    auth = {"x-api-key": key}
+    secret = PRESETS["slack"][0]
+    requests.post(f"{service.url}/api/v1/flows/{flow.id}/signing-secret", json={"secret": secret}, headers=auth, timeout=10)
+    patched = requests.patch(
+        f"{service.url}/api/v1/flows/{flow.id}",
+        json={"verification": {"provider": "slack"}, "handshakes": ["slack", "meta"]},
+        headers=auth,
+        timeout=10,
+    )
+    assert patched.status_code == 200, patched.text
+    url = f"{service.url}/api/v1/webhook/greet"
+    body = b'{"type": "url_verification", "challenge": "c-123", "token": "t"}'
+    signed = {"Content-Type": "application/json", **provider_signed_headers("slack", secret, body)}
+    answer = requests.post(url, data=body, headers=signed, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"challenge": "c-123"}
+    meta = requests.get(url, params={"hub.mode": "subscribe", "hub.verify_token": secret, "hub.challenge": "42"}, timeout=10)
+    assert meta.status_code == 200 and meta.text == "42"
+    assert not FlowRun.objects.exists()
