@@ -63,6 +63,12 @@ class Flow(models.Model):
         default="",
         help_text="The senders' URL checks the webhook answers, comma-separated: slack, meta, graph.",
     )
+    accept_if = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text='A JMESPath over {"headers", "query", "payload"}: when falsy the request is recorded as filtered, never run.',
+    )
     dedupe_key = models.CharField(
         max_length=500,
         blank=True,
@@ -122,7 +128,7 @@ class FlowRun(models.Model):
     Written in the same transaction that accepts the request, before the
     `202` is sent, so the payload is never lost; the task queue only rings
     the doorbell. Status moves `queued → running → succeeded | failed` (or
-    `queued → cancelled`), and terminal states never change; a replay is a
+    `queued → cancelled`; or recorded `filtered`, never executed), and terminal states never change; a replay is a
     new run pointing at the old one.
     """
 
@@ -132,6 +138,8 @@ class FlowRun(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        # The flow's `accept_if` was falsy: recorded and answered 200, never executed.
+        FILTERED = "filtered"
 
     class Trigger(models.TextChoices):
         WEBHOOK = "webhook"
@@ -183,7 +191,7 @@ class FlowRun(models.Model):
         null=True, blank=True, help_text="When retention cleared the raw body and payload of this run."
     )
 
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.FILTERED)
 
     objects = FlowRunQuerySet.as_manager()
 

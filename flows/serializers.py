@@ -138,6 +138,16 @@ class FlowSerializer(serializers.ModelSerializer):
         required=False,
         help_text="HTTP methods the webhook accepts (default POST). A GET's payload is its query; another method is a 405 with Allow.",
     )
+    accept_if = DedupeKeyField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text=(
+            'A JMESPath expression over {"headers", "query", "payload"}; when it is falsy the request is answered '
+            '200 {"status": "filtered"} and recorded as a run with status filtered, never executed. Null: every request runs.'
+        ),
+    )
     handshakes = HandshakesField(
         required=False,
         help_text=(
@@ -189,6 +199,7 @@ class FlowSerializer(serializers.ModelSerializer):
             "methods",
             "verification",
             "dedupe_key",
+            "accept_if",
             "handshakes",
             "signed",
             "latest_run_status",
@@ -337,6 +348,7 @@ class FlowExportSerializer(serializers.Serializer):
     methods = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_METHODS))
     verification = serializers.JSONField(allow_null=True, help_text="The verification preset, without its secret.")
     dedupe_key = serializers.CharField(allow_null=True)
+    accept_if = serializers.CharField(allow_null=True)
     handshakes = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_HANDSHAKES))
     data = serializers.JSONField()
 

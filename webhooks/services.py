@@ -83,6 +83,7 @@ def webhook_run_create(
     waits: bool = False,
     request: dict | None = None,
     method: str = "POST",
+    filtered: bool = False,
 ) -> FlowRun:
     """Record the webhook's run: the payload checked against the version's JSON Schemas, then the INSERT.
 
@@ -103,6 +104,7 @@ def webhook_run_create(
         idempotency_key=idempotency_key,
         waits=waits,
         request=request,
+        filtered=filtered,
     )
     if target.only_if is not None:
         try:
@@ -137,7 +139,7 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     return target
 
 
-def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request) -> FlowRun:
+def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request, filtered) -> FlowRun:
     create = functools.partial(
         flow_run_create,
         flow=target.flow,
@@ -150,6 +152,7 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         version=target.version,
         only_if=target.only_if,
         request=request,
+        filtered=filtered,
     )
     if not waits:
         return create()
@@ -364,6 +367,20 @@ def webhook_dedupe_value(*, flow: Flow, record: dict, payload: Any) -> str | Non
     if len(text) > MAX_IDEMPOTENCY_KEY or not text.isprintable() or not text.isascii():
         return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return text
+
+
+def webhook_accepts(*, flow: Flow, record: dict, payload: Any) -> bool:
+    """Whether the flow's `accept_if` holds for the request (JMESPath truth: not false, null, "", [] or {}).
+
+    An expression that fails on this request (a function given the wrong type) does not hold: the request is filtered.
+    """
+    if not flow.accept_if:
+        return True
+    try:
+        value = _dedupe_expression(flow.accept_if).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+    except Exception:  # noqa: BLE001
+        return False
+    return value not in (None, False, "", [], {})
 
 
 def webhook_rate_limit_check(*, flow: Flow, api_key_id: uuid.UUID | None) -> None:

@@ -99,6 +99,8 @@ class WebhookView(APIView):
             run, status_url, wait = self._record(request._request, flow_id_or_name)
         except handshakes.HandshakeAnswer as answer:
             return answer.response
+        if run.status == FlowRun.Status.FILTERED:
+            return self._filtered(run, status_url)
         finished = services.webhook_run_wait(run=run, seconds=wait)
         if finished is not None:
             return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})
@@ -143,6 +145,7 @@ class WebhookView(APIView):
             text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
         services.webhook_request_check(record=record)
         idempotency_key = services.webhook_dedupe_value(flow=target.flow, record=record, payload=payload) or idempotency_key
+        filtered = not services.webhook_accepts(flow=target.flow, record=record, payload=payload)
         run = services.webhook_run_create(
             target=target,
             retarget=retarget,
@@ -155,6 +158,7 @@ class WebhookView(APIView):
             waits=wait > 0,
             request=record,
             method=request.method,
+            filtered=filtered,
         )
         return run, run_status_url(request, run.id), wait
 
@@ -163,6 +167,16 @@ class WebhookView(APIView):
             self.flow_methods = exc.allowed
             self.headers["Allow"] = ", ".join(self._allowed_methods())
         return super().handle_exception(exc)
+
+    @staticmethod
+    def _filtered(run: FlowRun, status_url: str) -> Response:
+        # 200, not a 4xx: a sender retries a 4xx, and a filtered event must not come again.
+        headers = {"Location": status_url}
+        if run.deduplicated:
+            headers["Idempotent-Replayed"] = "true"
+        response = Response({"status": FlowRun.Status.FILTERED, "run_id": str(run.id), "status_url": status_url}, headers=headers)
+        response.langrun_counted_by_ledger = not run.deduplicated  # /metrics counts a new filtered run from the ledger
+        return response
 
     @staticmethod
     def _accepted(run: FlowRun, status_url: str) -> tuple[dict, dict]:

@@ -112,7 +112,7 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             return [(None, {"fields": main}), ("Webhook", {"fields": ["methods"]}), ("Graph", {"fields": ["data"]})]
         return [
             (None, {"fields": main}),
-            ("Webhook", {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "handshakes"]}),
+            ("Webhook", {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes"]}),
             ("Graph", {"fields": ["diagram", "data"]}),
             ("Latest runs", {"fields": ["latest_runs"]}),
             ("Details", {"fields": ["id", "created_at", "updated_at"], "classes": ["collapse"]}),
@@ -191,7 +191,7 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     def save_model(self, request, obj, form, change):
         fields = {
             name: form.cleaned_data[name]
-            for name in ("name", "description", "endpoint_name", "data", "methods", "verification", "dedupe_key", "handshakes")
+            for name in ("name", "description", "endpoint_name", "data", "methods", "verification", "dedupe_key", "accept_if", "handshakes")
             if name in form.cleaned_data
         }
         if change:

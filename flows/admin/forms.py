@@ -65,7 +65,7 @@ class FlowAdminForm(forms.ModelForm):
 
     class Meta:
         model = Flow
-        fields = ["user", "name", "description", "endpoint_name", "data", "dedupe_key"]
+        fields = ["user", "name", "description", "endpoint_name", "data", "dedupe_key", "accept_if"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -85,6 +85,12 @@ class FlowAdminForm(forms.ModelForm):
     def clean_dedupe_key(self):
         try:
             return webhook_dedupe_key_parse(self.cleaned_data["dedupe_key"])
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_accept_if(self):
+        try:
+            return webhook_dedupe_key_parse(self.cleaned_data["accept_if"], field="accept_if")
         except WebhookSettingInvalid as exc:
             raise forms.ValidationError(str(exc)) from exc
 

@@ -13,7 +13,7 @@ from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_gra
 from flows.services.webhook_settings import webhook_settings_stored
 
 # The webhook settings a native export carries (flows/services/webhook_settings.py).
-WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "handshakes")
+WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes")
 
 
 def flow_import(*, user, document: Any) -> list[Flow]:
@@ -103,6 +103,7 @@ def flow_export(*, flow: Flow) -> dict[str, Any]:
         "timeout": flow.timeout,
         "methods": list(flow.allowed_methods),
         "dedupe_key": flow.dedupe_key or None,
+        "accept_if": flow.accept_if or None,
         "handshakes": flow.handshakes.split(",") if flow.handshakes else [],
         "verification": flow.verification_settings,  # the secret is not exported: set it on the importing side
         "data": flow.data,

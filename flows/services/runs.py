@@ -43,6 +43,7 @@ def flow_run_create(
     version: FlowVersion | None = None,
     only_if: tuple[str, list] | None = None,
     request: dict | None = None,
+    filtered: bool = False,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
@@ -55,6 +56,9 @@ def flow_run_create(
     LANGRUN_IDEMPOTENCY_RETENTION returns that original run instead, with
     `run.deduplicated = True`; the database's unique constraint decides
     between concurrent requests, so exactly one of them creates the run.
+
+    A `filtered` run (the flow's `accept_if` was falsy) is recorded as finished with status `filtered`
+    and never enqueued.
 
     `request` is the webhook request's `{method, headers, query}`, masked (webhooks/inbound.py); the
     Webhook node gives it to the flow.
@@ -82,6 +86,8 @@ def flow_run_create(
         "version": version,
         "request": request,
     }
+    if filtered:
+        fields.update(status=FlowRun.Status.FILTERED, finished_at=timezone.now())
     if not idempotency_key:
         return _flow_run_insert(fields, only_if)
     for _ in range(3):
@@ -105,12 +111,17 @@ def _flow_run_insert(fields: dict[str, Any], only_if: tuple[str, list] | None) -
     # wait for its commit. (An atomic block here cost a BEGIN and a COMMIT per webhook.)
     # With an idempotency key the insert may hit the unique constraint, so it gets a
     # savepoint that keeps a caller's transaction usable.
-    run = FlowRun(enqueued_at=timezone.now(), **fields)
+    filtered = fields.get("status") == FlowRun.Status.FILTERED
+    run = FlowRun(enqueued_at=None if filtered else timezone.now(), **fields)
     if fields.get("idempotency_key"):
         with transaction.atomic():
             _flow_run_insert_row(run, only_if)
     else:
         _flow_run_insert_row(run, only_if)
+    if filtered:  # never executed: nothing to enqueue
+        logger.info("Run filtered by the flow's accept_if", extra={"run_id": run.id, "flow_id": run.flow_id})
+        run.deduplicated = False
+        return run
     transaction.on_commit(lambda: _flow_run_enqueue_logged(run))
     logger.info("Run accepted (trigger %s, version %s)", run.trigger, run.version.number, extra={"run_id": run.id, "flow_id": run.flow_id})
     run.deduplicated = False

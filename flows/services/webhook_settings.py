@@ -94,19 +94,19 @@ def webhook_handshakes_parse(value: Any, *, has_secret: bool) -> str:
     return ",".join(h for h in WEBHOOK_HANDSHAKES if h in value)
 
 
-def webhook_dedupe_key_parse(value: Any) -> str:
-    """A `dedupe_key` JMESPath expression, checked (it must compile); "" for none."""
+def webhook_dedupe_key_parse(value: Any, *, field: str = "dedupe_key") -> str:
+    """A JMESPath expression setting (`dedupe_key`, `accept_if`), checked (it must compile); "" for none."""
     if value is None or value == "":
         return ""
     if not isinstance(value, str) or len(value) > MAX_DEDUPE_KEY:
-        raise WebhookSettingInvalid("dedupe_key", f"Give a JMESPath expression of at most {MAX_DEDUPE_KEY} characters.", "string_type")
+        raise WebhookSettingInvalid(field, f"Give a JMESPath expression of at most {MAX_DEDUPE_KEY} characters.", "string_type")
     import jmespath
     import jmespath.exceptions
 
     try:
         jmespath.compile(value)
     except jmespath.exceptions.JMESPathError as exc:
-        raise WebhookSettingInvalid("dedupe_key", f"Not a valid JMESPath expression: {exc}", "jmespath") from exc
+        raise WebhookSettingInvalid(field, f"Not a valid JMESPath expression: {exc}", "jmespath") from exc
     return value
 
 
@@ -116,6 +116,8 @@ def webhook_settings_stored(fields: dict[str, Any], *, has_secret: bool = False)
         fields = {**fields, "methods": ",".join(webhook_methods_parse(fields["methods"]))}
     if "handshakes" in fields:
         fields = {**fields, "handshakes": webhook_handshakes_parse(fields["handshakes"], has_secret=has_secret)}
+    if "accept_if" in fields:
+        fields = {**fields, "accept_if": webhook_dedupe_key_parse(fields["accept_if"], field="accept_if")}
     if "dedupe_key" in fields:
         fields = {**fields, "dedupe_key": webhook_dedupe_key_parse(fields["dedupe_key"])}
     if "verification" in fields:

@@ -629,6 +629,10 @@ def test_the_verification_preset_is_set_on_the_change_page(staff, make_flow):
     assert response.status_code == 302
     flow.refresh_from_db()
     assert flow.handshakes == "meta,graph"
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", accept_if="payload.ok"))
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert flow.accept_if == "payload.ok"
     assert (
         "&quot;provider&quot;: &quot;stripe&quot;" in c.get(url).content.decode() or '"provider": "stripe"' in c.get(url).content.decode()
     )

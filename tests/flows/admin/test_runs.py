@@ -281,6 +281,16 @@ def test_the_run_page_offers_only_the_buttons_the_user_may_use(bare_staff, make_
     assert replay_url in page and cancel_url in page
 
 
+def test_filtered_runs_are_listed_and_filterable(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    flow_update(flow=flow, accept_if="payload.ok")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=staff, name="k").key)
+    assert post(client, "greet", b'{"ok": false}').status_code == 200
+    html = login(staff).get(reverse("admin:flows_flowrun_changelist") + "?status__exact=filtered").content.decode()
+    assert "lr-badge-filtered" in html
+
+
 def test_run_page_shows_the_request_masked(staff, make_flow):
     make_flow(staff, endpoint_name="greet")
     client = APIClient()

@@ -218,6 +218,7 @@ def test_export_is_native_and_imports_back(key_client, user, make_user, make_flo
         "timeout": None,
         "methods": ["POST"],
         "dedupe_key": None,
+        "accept_if": None,
         "handshakes": [],
         "verification": None,
         "data": flow.data,
