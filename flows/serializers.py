@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.utils import html
 
 from flows.examples import GREETING_GRAPH
 from flows.exceptions import WebhookSettingInvalid
@@ -58,23 +59,31 @@ class MethodsField(serializers.Field):
     def to_representation(self, value: str) -> list[str]:
         return value.split(",") if value else ["POST"]
 
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form repeats the key
+            return dictionary.getlist(self.field_name)
+        return super().get_value(dictionary)
+
     def to_internal_value(self, data) -> str:
+        if not isinstance(data, list):
+            raise serializers.ValidationError('Give a list of HTTP methods, e.g. ["POST"].', code="list_type")
         try:
             return ",".join(webhook_methods_parse(data))
         except WebhookSettingInvalid as exc:
             raise serializers.ValidationError(str(exc), code=exc.type) from exc
 
 
+# Described without constraints: a form-encoded request cannot carry an object, and the service checks it anyway
+# (an unknown provider or a missing secret is a 422 naming the field).
 @extend_schema_field(
     {
         "type": "object",
         "nullable": True,
-        "properties": {
-            "provider": {"type": "string", "enum": list(VERIFICATION_PROVIDERS)},
-            "header": {"type": "string", "description": "token: the header that carries the token."},
-            "query": {"type": "string", "description": "token: the query parameter that carries the token."},
-        },
-        "required": ["provider"],
+        "additionalProperties": True,
+        "description": (
+            f'A verification preset, or null (or {{}}) for none: {{"provider": one of {", ".join(VERIFICATION_PROVIDERS)}}}; '
+            'a token preset also names "header" or "query".'
+        ),
         "example": {"provider": "stripe"},
     }
 )
@@ -84,7 +93,15 @@ class VerificationField(serializers.Field):
     def to_representation(self, value: str):
         return json.loads(value) if value else None
 
+    def get_value(self, dictionary):
+        # A form cannot hold an object: its text (even empty) is refused rather than read as null.
+        if html.is_html_input(dictionary) and self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
     def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('Give an object such as {"provider": "stripe"}, or null.', code="dict_type")
         return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
 
 
@@ -95,7 +112,14 @@ class HandshakesField(serializers.Field):
     def to_representation(self, value: str) -> list[str]:
         return value.split(",") if value else []
 
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form repeats the key
+            return dictionary.getlist(self.field_name)
+        return super().get_value(dictionary)
+
     def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError('Give a list such as ["slack"].', code="list_type")
         return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
 
 

@@ -188,7 +188,10 @@ _VERIFIERS = {
 def webhook_signing_secrets(*, flow: Flow) -> list[str]:
     secrets_ = [flow.signing_secret] if flow.signing_secret else []
     if flow.signing_secret_previous:  # its expiry is read only then (the webhook's lookup defers it)
-        expires = flow.signing_secret_previous_expires_at
+        try:
+            expires = flow.signing_secret_previous_expires_at
+        except Flow.DoesNotExist:  # a remembered flow deleted since: its run's INSERT finds out, and the lookup answers
+            expires = None
         if expires and expires > timezone.now():
             secrets_.append(flow.signing_secret_previous)
     return secrets_

@@ -82,7 +82,9 @@ class WebhookView(APIView):
     @property
     def default_response_headers(self):
         headers = super().default_response_headers
-        headers["Allow"] = ", ".join([*(self.flow_methods or ("POST",)), "OPTIONS"])
+        request = getattr(self, "request", None)
+        if request is None or request.method != "OPTIONS":  # OPTIONS describes the resource: every method a flow may take
+            headers["Allow"] = ", ".join([*(self.flow_methods or ("POST",)), "OPTIONS"])
         return headers
 
     def post(self, request, flow_id_or_name: str):

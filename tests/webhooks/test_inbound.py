@@ -148,3 +148,16 @@ def test_a_remembered_target_sees_changed_methods(key_client, request_flow):
     assert post(key_client, "whole").status_code == 202  # the process now remembers key and flow
     flow_update(flow=request_flow, methods=["GET"])
     assert post(key_client, "whole").status_code == 405
+
+
+def test_options_lists_every_method_a_flow_may_take(key_client, request_flow):
+    response = key_client.options("/api/v1/webhook/whole")
+    assert response.status_code == 200 and response["Allow"] == "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def test_methods_in_a_form_and_a_string_instead_of_a_list(key_client, request_flow):
+    url = f"/api/v1/flows/{request_flow.id}"
+    response = key_client.patch(url, "methods=GET&methods=POST", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200 and response.json()["methods"] == ["GET", "POST"]
+    response = key_client.patch(url, {"methods": "GET"}, format="json")
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "methods"]
