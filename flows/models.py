@@ -158,6 +158,9 @@ class FlowRun(models.Model):
     content_type = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(null=True, blank=True, help_text="The body as parsed for the Webhook node.")
     tweaks = models.JSONField(null=True, blank=True, help_text="Per-node parameter overrides for this run only.")
+    # Langflow's X-LANGFLOW-GLOBAL-VAR-* headers: variables for this run only, a Fernet token of their JSON ("" for none).
+    # Kept for the run's retries and replays; retention clears them with the payload.
+    request_variables = models.TextField(blank=True, default="", editable=False)
     outputs = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)

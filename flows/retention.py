@@ -132,7 +132,7 @@ def runs_prune(
             now = timezone.now()
             for ids in _ledger_batches(kept, cutoff=cutoff, batch=batch):
                 result.payloads_cleared += FlowRun.objects.filter(kept, pk__in=ids).update(
-                    body="", payload=None, request=None, payload_pruned_at=now
+                    body="", payload=None, request=None, request_variables="", payload_pruned_at=now
                 )
     if cutoff := _cutoff(tasks_days):
         result.queue_tasks, result.queue_leftovers = _queue_tables_prune(cutoff=cutoff, dry_run=dry_run)

@@ -442,10 +442,23 @@ class OutputValueSerializer(serializers.Serializer):
 
 
 class ResultDataSerializer(serializers.Serializer):
-    results = serializers.JSONField(allow_null=True, help_text="The node's outputs, by output name.")
-    outputs = serializers.DictField(child=OutputValueSerializer())
+    results = serializers.JSONField(
+        allow_null=True,
+        help_text="The node's outputs by name; for an Output node whose value is text, also Langflow's chat `message` "
+        "(text, sender, sender_name, session_id, timestamp, …), which Langflow clients read as results.message.text.",
+    )
+    outputs = serializers.DictField(
+        child=OutputValueSerializer(),
+        help_text="Each output as {message, type}: type `text` for a string, `object` otherwise; plus `message` for a text Output.",
+    )
+    artifacts = serializers.DictField()
+    logs = serializers.DictField()
+    messages = serializers.ListField(child=serializers.DictField())
+    timedelta = serializers.FloatField(allow_null=True, help_text="The node's duration in seconds.")
+    duration = serializers.CharField(allow_null=True)
     component_id = serializers.CharField()
     component_display_name = serializers.CharField()
+    used_frozen_result = serializers.BooleanField()
     status = serializers.ChoiceField(choices=NodeResult.Status.choices)
     error = serializers.CharField(allow_blank=True)
 
@@ -467,8 +480,21 @@ class RunOutputsSerializer(serializers.Serializer):
                         "inputs": {"input_value": '{"name": "Ada"}'},
                         "outputs": [
                             {
-                                "results": {"value": "Hello Ada!"},
-                                "outputs": {"value": {"message": "Hello Ada!", "type": "text"}},
+                                "results": {
+                                    "value": "Hello Ada!",
+                                    "message": {
+                                        "text": "Hello Ada!",
+                                        "sender": "Machine",
+                                        "sender_name": "AI",
+                                        "session_id": "my-session",
+                                        "timestamp": "2026-11-28 12:05:00.104000 UTC",
+                                        "component_id": "out",
+                                    },
+                                },
+                                "outputs": {
+                                    "value": {"message": "Hello Ada!", "type": "text"},
+                                    "message": {"message": "Hello Ada!", "type": "text"},
+                                },
                                 "component_id": "out",
                                 "component_display_name": "Output",
                                 "status": "succeeded",
@@ -492,6 +518,15 @@ class RunResponseSerializer(serializers.Serializer):
     run_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=FlowRun.Status.choices)
     error = serializers.CharField(allow_blank=True)
+
+
+class RunFailedSerializer(serializers.Serializer):
+    """A failed `/run`: Langflow's 500 body (its error body as JSON text in `detail`), plus the recorded run."""
+
+    detail = serializers.CharField(help_text='JSON text: {"message", "traceback", "description", "code", "suggestion", "source"}.')
+    run_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=FlowRun.Status.choices)
+    status_url = serializers.URLField()
 
 
 class RunAcceptedSerializer(serializers.Serializer):

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from flows import version_views, views
+from flows import run_views, stream_views, version_views, views
 
 UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
@@ -27,7 +27,9 @@ urlpatterns = [
     re_path(rf"^flows/(?P<flow_id>{UUID_RE})/versions/?$", version_views.FlowVersionListView.as_view(), name="flowversion-list"),
     path("flows/<uuid:flow_id>/versions/<int:number>", version_views.FlowVersionDetailView.as_view(), name="flowversion-detail"),
     path("flows/<uuid:flow_id>/versions/<int:number>/restore", version_views.FlowVersionRestoreView.as_view(), name="flowversion-restore"),
-    path("run/<str:flow_id_or_name>", views.SimplifiedRunView.as_view(), name="run-flow"),
+    path("run/<str:flow_id_or_name>", run_views.SimplifiedRunView.as_view(), name="run-flow"),
+    path("runs/<uuid:pk>/events", stream_views.RunEventsView.as_view(), name="flowrun-events"),
+    path("webhook-events/<str:flow_id_or_name>", stream_views.WebhookEventsView.as_view(), name="webhook-events"),
     path("monitor/builds", views.MonitorBuildsView.as_view(), name="monitor-builds"),
     *router.urls,
 ]

@@ -24,9 +24,6 @@ from flows.serializers import (
     FlowRunSerializer,
     FlowSerializer,
     MonitorBuildsQuerySerializer,
-    RunAcceptedSerializer,
-    RunResponseSerializer,
-    SimplifiedRunRequestSerializer,
     TaskStatusSerializer,
     VariableSerializer,
     VertexBuildsSerializer,
@@ -34,13 +31,11 @@ from flows.serializers import (
 from flows.services.flows import flow_create, flow_update
 from flows.services.imports import flow_export, flow_import
 from flows.services.monitor import flow_vertex_builds
-from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_input_payload, flow_run_replay
+from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.variables import variable_create, variable_update
-from flows.services.versions import flow_run_graph_data
-from flows.services.waits import flow_run_execute_sync
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
-from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_text_unstorable
+from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser
 from langrun.schema import error, validation_error
 
 
@@ -274,7 +269,7 @@ class FlowExportView(generics.GenericAPIView):
         return Response(FlowExportSerializer(flow_export(flow=flow)).data)
 
 
-def _flow_of(user, identifier: str) -> Flow:
+def flow_of(user, identifier: str) -> Flow:
     """The caller's flow by id, or else by endpoint name."""
     flow = _by_id(Flow.objects.filter(user=user), identifier)
     if flow is None:
@@ -282,120 +277,6 @@ def _flow_of(user, identifier: str) -> Flow:
     if flow is None:
         raise NotFound(f"Flow identifier {identifier} not found")
     return flow
-
-
-def _tweak_errors(exc: GraphValidationError, data: dict) -> RequestValidationError:
-    """Locate tweak problems under ["body", "tweaks", node_id, ...], including bad tweaked params."""
-    nodes = data.get("nodes") or []
-    errors = []
-    for issue in exc.issues:
-        loc = list(issue.loc)
-        if loc[:1] == ["tweaks"]:
-            loc = loc[1:]
-        elif loc[:1] == ["nodes"] and len(loc) >= 2 and isinstance(loc[1], int) and loc[1] < len(nodes):
-            node_id = nodes[loc[1]].get("id") if isinstance(nodes[loc[1]], dict) else loc[1]
-            rest = loc[2:]
-            loc = [node_id, *(rest[1:] if rest[:1] == ["params"] else rest)]
-        errors.append({"loc": ["body", "tweaks", *loc], "msg": issue.msg, "type": issue.type})
-    return RequestValidationError(errors)
-
-
-def _run_response(run: FlowRun, *, inputs: dict, output_type: str, output_component: str, session_id: str) -> dict:
-    """Langflow's RunResponse for a finished run: the reported nodes' results."""
-    nodes = (flow_run_graph_data(run=run) or {}).get("nodes", [])
-    output_nodes = {n.get("id") for n in nodes if isinstance(n, dict) and n.get("type") == "Output"}
-    reported = []
-    for node in run.node_results.order_by("order"):
-        if output_component:
-            if node.node_id != output_component:
-                continue
-        elif output_type != "debug" and node.node_id not in output_nodes:
-            continue
-        outputs = node.output if isinstance(node.output, dict) else {}
-        reported.append(
-            {
-                "results": node.output,
-                "outputs": {
-                    name: {"message": value, "type": "text" if isinstance(value, str) else "object"} for name, value in outputs.items()
-                },
-                "component_id": node.node_id,
-                "component_display_name": node.component_type,
-                "status": node.status,
-                "error": node.error,
-            }
-        )
-    return {
-        "session_id": session_id,
-        "outputs": [{"inputs": inputs, "outputs": reported}],
-        "run_id": run.id,
-        "status": run.status,
-        "error": run.error,
-    }
-
-
-class SimplifiedRunView(APIView):
-    """Run a flow and answer with its results (Langflow's Simplified Run Flow).
-
-    The run is recorded with trigger `api` and executes in this request. When it
-    takes longer than `LANGRUN_SYNC_RUN_TIMEOUT` seconds, the answer is a 202 with
-    the run's id and status URL, and the run goes on to finish on its own.
-    """
-
-    serializer_class = SimplifiedRunRequestSerializer
-    parser_classes = [JSONParser]  # as Langflow's: tweaks are nested objects, which forms cannot carry
-
-    @extend_schema(
-        summary="Run a flow and wait for its results",
-        request=SimplifiedRunRequestSerializer,
-        responses={
-            200: RunResponseSerializer,
-            202: OpenApiResponse(RunAcceptedSerializer, description="Still running at the timeout; follow status_url."),
-            404: error("No flow of yours with this id or endpoint name."),
-        },
-        parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH, description="A flow's id or endpoint name.")],
-    )
-    def post(self, request, flow_id_or_name: str):
-        body = SimplifiedRunRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        params = body.validated_data
-        problem = json_text_unstorable(params["input_value"]) if params["input_value"] else None
-        if problem is not None:  # JSON whose value could be neither stored nor read back
-            raise RequestValidationError.single(["body", "input_value"], *problem)
-        flow = _flow_of(request.user, flow_id_or_name)
-        node_ids = {n.get("id") for n in (flow.data or {}).get("nodes", []) if isinstance(n, dict)}
-        if params["output_component"] and params["output_component"] not in node_ids:
-            raise RequestValidationError.single(
-                ["body", "output_component"], f"The flow has no node {params['output_component']!r}.", "unknown_node"
-            )
-        try:
-            run = flow_run_create(
-                flow=flow,
-                user=request.user,
-                trigger=FlowRun.Trigger.API,
-                payload=flow_run_input_payload(input_value=params["input_value"]),
-                body=params["input_value"] or "",
-                content_type="text/plain",
-                tweaks=params["tweaks"],
-            )
-        except GraphValidationError as exc:
-            raise _tweak_errors(exc, flow.data) from exc
-        run = flow_run_execute_sync(run=run, timeout=settings.LANGRUN_SYNC_RUN_TIMEOUT)
-        if run.status not in FlowRun.TERMINAL:
-            status_url = run_status_url(request, run.id)
-            accepted = {"message": "The run is still in progress", "status": "in progress", "run_id": run.id, "status_url": status_url}
-            return Response(RunAcceptedSerializer(accepted).data, status=status.HTTP_202_ACCEPTED, headers={"Location": status_url})
-        run.flow = flow
-        return Response(
-            RunResponseSerializer(
-                _run_response(
-                    run,
-                    inputs={"input_value": params["input_value"]},
-                    output_type=params["output_type"],
-                    output_component=params["output_component"],
-                    session_id=params["session_id"] or str(run.id),
-                )
-            ).data
-        )
 
 
 class MonitorBuildsView(APIView):

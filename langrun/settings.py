@@ -192,6 +192,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
 # How long `POST /api/v1/run/{flow}` may block before answering 202 with the run id (the run goes on).
 # Both waits hold a web thread (capped by LANGRUN_WAITS_PER_PROCESS and LANGRUN_WAITS_PER_USER below).
 LANGRUN_SYNC_RUN_TIMEOUT = env.float("LANGRUN_SYNC_RUN_TIMEOUT", default=20.0)
+# Event streams (`/run?stream=true`, `/runs/{id}/events`, `/webhook-events/{flow}`) read the run ledger every
+# LANGRUN_STREAM_POLL seconds, send a keep-alive after LANGRUN_STREAM_KEEPALIVE quiet seconds (which is also how soon
+# a client that went away is noticed) and end after LANGRUN_STREAM_LIFETIME seconds (a client reconnects).
+LANGRUN_STREAM_POLL = env.float("LANGRUN_STREAM_POLL", default=0.25)
+LANGRUN_STREAM_KEEPALIVE = env.float("LANGRUN_STREAM_KEEPALIVE", default=15.0)
+LANGRUN_STREAM_LIFETIME = env.float("LANGRUN_STREAM_LIFETIME", default=3600.0)
 # The most a webhook caller may ask to wait with `?wait=<seconds>`.
 LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
 # A caller that waits (`?wait=`, the synchronous run) holds a web thread meanwhile: at most this many such callers

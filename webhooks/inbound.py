@@ -1,7 +1,7 @@
 """The request as a flow sees it and a run records it: method, headers (lower-cased) and query, secrets masked.
 
-Secrets never reach a flow or the database: the caller's credentials (`x-api-key`, `authorization`, `cookie`) and
-the signature headers of the verification the flow uses are replaced by MASK, and `x-api-key` is dropped from the query.
+Secrets never reach a flow or the database: the caller's credentials (`x-api-key`, `authorization`, `cookie`),
+Langflow's per-run variable headers and the signature headers of the verification the flow uses are replaced by MASK, and `x-api-key` is dropped from the query.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from webhooks.signatures import webhook_signature_header_names
 MASK = "***"
 CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie"})
 QUERY_DROPPED = frozenset({"x-api-key"})
+# Langflow's X-LANGFLOW-GLOBAL-VAR-<NAME> headers carry a variable's value for one run (often a credential).
+VARIABLE_HEADER_PREFIX = "x-langflow-global-var-"
 # CGI names that carry request headers without the HTTP_ prefix.
 _UNPREFIXED = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
@@ -41,7 +43,7 @@ def webhook_request_headers(*, meta, masked: frozenset[str]) -> dict[str, str]:
             key = _UNPREFIXED[name]
         else:
             continue
-        headers[key] = MASK if key in masked else value
+        headers[key] = MASK if key in masked or key.startswith(VARIABLE_HEADER_PREFIX) else value
     return headers
 
 

@@ -25,6 +25,7 @@ from rest_framework import exceptions, status
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 from flows.services.runs import RunConditionFailed, flow_run_create
+from flows.services.variables import variables_from_headers
 from flows.services.versions import flow_version_traits
 from flows.services.waits import flow_run_wait
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
@@ -105,6 +106,7 @@ def webhook_run_create(
         waits=waits,
         request=request,
         filtered=filtered,
+        request_variables=variables_from_headers(meta=headers),
     )
     if target.only_if is not None:
         try:
@@ -139,7 +141,9 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     return target
 
 
-def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request, filtered) -> FlowRun:
+def _webhook_run_insert(
+    target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request, filtered, request_variables
+) -> FlowRun:
     create = functools.partial(
         flow_run_create,
         flow=target.flow,
@@ -153,6 +157,7 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         only_if=target.only_if,
         request=request,
         filtered=filtered,
+        request_variables=request_variables,
     )
     if not waits:
         return create()

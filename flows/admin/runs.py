@@ -1,4 +1,4 @@
-"""The run admin: a run's details and node results, replay and cancel."""
+"""The run admin: a run's details and node results, replay and cancel (the list's chart, search and exports: run_reports)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from django.utils.safestring import mark_safe
 
 from flows import diagram, engine
 from flows.admin.common import AdminMedia, _is_changelist, format_duration, pretty_json, preview, status_badge
+from flows.admin.run_reports import RunReportsMixin
 from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun
 from flows.services.runs import flow_run_cancel, flow_run_replay
@@ -39,7 +40,7 @@ class FlowFilter(admin.SimpleListFilter):
 
 
 @admin.register(FlowRun)
-class FlowRunAdmin(OwnedModelAdmin):
+class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
     owner_field = "flow__user"
     list_display = ["short_id", "flow", "trigger", "status_badge", "received_at", "duration", "attempts"]
     list_display_links = ["short_id"]
@@ -48,7 +49,8 @@ class FlowRunAdmin(OwnedModelAdmin):
     ordering = ["-received_at"]
     show_full_result_count = False
     list_per_page = 50
-    actions = ["replay_selected", "cancel_queued"]
+    actions = ["replay_selected", "cancel_queued", *RunReportsMixin.report_actions]
+    change_list_template = "admin/flows/flowrun/change_list.html"
     change_form_template = "admin/flows/flowrun/change_form.html"
     Media = AdminMedia
     # What happened first (where a run failed), then what was asked, then when.
@@ -238,8 +240,12 @@ class FlowRunAdmin(OwnedModelAdmin):
                 self.admin_site.admin_view(self._requiring(self.has_cancel_permission, self.cancel_view)),
                 name="flows_flowrun_cancel",
             ),
+            *self.report_urls(),
             *super().get_urls(),
         ]
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**self.report_context(request), **(extra_context or {})})
 
     def replay_view(self, request, object_id):
         if request.method != "POST":

@@ -154,7 +154,7 @@ def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:
     except engine.GraphValidationError as exc:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow's graph is invalid: {exc}", [])
     try:
-        context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs, request=run.request)
+        context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs, run=run)
     except engine.GraphValidationError as exc:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow cannot run: {exc}", [])
     result = engine.run_graph(graph, context=context, timeout=run.flow.timeout or settings.LANGRUN_FLOW_TIMEOUT)

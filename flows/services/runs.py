@@ -17,7 +17,7 @@ from flows import engine
 from flows.exceptions import RunNotCancellable, RunNotReplayable, RunPayloadPruned
 from flows.models import Flow, FlowRun, FlowVersion
 from flows.services import queue, versions
-from flows.services.variables import variables_check_exist
+from flows.services.variables import request_variables_encrypt, request_variables_of, variables_check_exist
 from flows.services.versions import flow_run_graph_data, flow_version_current
 from langrun.logs import log_context
 from langrun.parsers import json_unstorable
@@ -44,6 +44,7 @@ def flow_run_create(
     only_if: tuple[str, list] | None = None,
     request: dict | None = None,
     filtered: bool = False,
+    request_variables: dict[str, str] | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
 
@@ -63,6 +64,9 @@ def flow_run_create(
     `request` is the webhook request's `{method, headers, query}`, masked (webhooks/inbound.py); the
     Webhook node gives it to the flow.
 
+    `request_variables` (Langflow's X-LANGFLOW-GLOBAL-VAR-* headers) set variables for this run only,
+    over the owner's; they are recorded encrypted on the run, never as variables.
+
     `only_if` is an SQL condition and its parameters that the INSERT itself checks: when
     it does not hold, nothing is written and RunConditionFailed is raised (the webhook
     states so what it assumed of a key and a flow it did not read again).
@@ -72,7 +76,7 @@ def flow_run_create(
     if tweaks:
         tweaked = engine.apply_tweaks(version.data, tweaks)
         engine.parse_graph(tweaked)
-        variables_check_exist(user=flow.user, data=tweaked)
+        variables_check_exist(user=flow.user, data=tweaked, provided=set(request_variables or ()))
     fields = {
         "flow": flow,
         "user": user,
@@ -85,6 +89,7 @@ def flow_run_create(
         "idempotency_key": idempotency_key or None,
         "version": version,
         "request": request,
+        "request_variables": request_variables_encrypt(values=request_variables),
     }
     if filtered:
         fields.update(status=FlowRun.Status.FILTERED, finished_at=timezone.now())
@@ -230,6 +235,7 @@ def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> Flo
             tweaks=run.tweaks,
             request=run.request,
             version=None if current_version else run.version,
+            request_variables=request_variables_of(run=run),
         )
     except engine.GraphValidationError as exc:  # its tweaks no longer fit: a variable deleted, a component changed
         nodes = (flow_run_graph_data(run=run) if not current_version else run.flow.data).get("nodes") or []

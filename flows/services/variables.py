@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from flows import engine
 from flows.exceptions import VariableNameTaken, VariableUndecryptable
-from flows.models import Flow, Variable
+from flows.models import VARIABLE_NAME_RE, Flow, FlowRun, Variable
 
 
 def _fernet():
@@ -94,13 +97,54 @@ def _variable_save(variable: Variable) -> Variable:
     return variable
 
 
-def variables_check_exist(*, user, data: Any) -> None:
-    """Raise GraphValidationError naming every variable the flow refers to that `user` does not have."""
-    refs = engine.variable_references(data)
+def variables_check_exist(*, user, data: Any, provided: frozenset[str] | set[str] = frozenset()) -> None:
+    """Raise GraphValidationError naming every variable the flow refers to that `user` does not have
+    (and that the request does not `provide`)."""
+    refs = [(loc, name) for loc, name in engine.variable_references(data) if name not in provided]
     if not refs:
         return
     have = set(Variable.objects.filter(user=user, name__in={name for _, name in refs}).values_list("name", flat=True))
     _variables_raise_missing(refs=refs, have=have)
+
+
+# --- Variables sent with a request: Langflow's X-LANGFLOW-GLOBAL-VAR-<NAME> headers ----------------------------
+
+_HEADER_PREFIX = "HTTP_X_LANGFLOW_GLOBAL_VAR_"
+_NAME = re.compile(VARIABLE_NAME_RE)
+
+
+def variables_from_headers(*, meta: Mapping[str, Any]) -> dict[str, str]:
+    """The variables a request sets for its run, from its `X-LANGFLOW-GLOBAL-VAR-<NAME>` headers (WSGI's META).
+
+    Langflow upper-cases the name (`…-VAR-api-key` is `API_KEY`); WSGI already gives header names upper-cased
+    with `-` as `_`. A name that is not a variable name is ignored. Servers drop header names that contain `_`
+    (gunicorn, Django's own), so `…-VAR-OPENAI-API-KEY` is the spelling that reaches the run as `OPENAI_API_KEY`.
+    """
+    found = {}
+    for key, value in meta.items():
+        if key.startswith(_HEADER_PREFIX):
+            name = key[len(_HEADER_PREFIX) :]
+            if _NAME.match(name):
+                found[name] = value
+    return found
+
+
+def request_variables_encrypt(*, values: Mapping[str, str] | None) -> str:
+    """What a run records of its request's variables: a Fernet token of their JSON, or "" for none."""
+    return variable_encrypt(value=json.dumps(dict(values))) if values else ""
+
+
+def request_variables_of(*, run: FlowRun) -> dict[str, str]:
+    """The variables a run's request set (decrypted); {} for none, or for a token no current key opens."""
+    from cryptography.fernet import InvalidToken
+
+    token = run.request_variables
+    if not token:
+        return {}
+    try:
+        return json.loads(_fernet().decrypt(token.encode()))
+    except InvalidToken:
+        return {}
 
 
 def _variables_raise_missing(*, refs, have) -> None:
@@ -124,22 +168,34 @@ def flow_run_context(*, flow: Flow, payload: Any, data: Any) -> engine.RunContex
     return _flow_run_context(user_id=flow.user_id, payload=payload, refs=engine.variable_references(data))
 
 
-def _flow_run_context(*, user_id, payload: Any, refs, request: dict | None = None) -> engine.RunContext:
-    """flow_run_context given the graph's variable references `(loc, name)`: one query, and none without references."""
+def _flow_run_context(*, user_id, payload: Any, refs, run: FlowRun | None = None) -> engine.RunContext:
+    """flow_run_context given the graph's variable references `(loc, name)`: one query, and none without references.
+
+    The variables `run`'s request set override the owner's for this run (read, a query, only when the graph
+    refers to variables at all). Each is masked in the run's record as a credential is, unless it stands in
+    for a generic variable of the owner's (langrun's variables are credentials unless said otherwise).
+    """
     values, secrets = {}, set()
     if refs:
+        given = request_variables_of(run=run) if run is not None else {}
         found = {v.name: v for v in Variable.objects.filter(user=user_id, name__in={name for _, name in refs})}
-        _variables_raise_missing(refs=refs, have=found)
+        _variables_raise_missing(refs=refs, have=found.keys() | given.keys())
         for variable in found.values():
+            if variable.name in given:
+                continue
             try:
                 values[variable.name] = variable_value(variable=variable)
             except VariableUndecryptable as exc:
                 raise engine.GraphValidationError([engine.ValidationIssue(("variables", variable.name), str(exc), "variable_key")]) from exc
             if variable.kind == Variable.Kind.CREDENTIAL:
                 secrets.add(values[variable.name])
+        for name, value in given.items():
+            values[name] = value
+            if name not in found or found[name].kind == Variable.Kind.CREDENTIAL:
+                secrets.add(value)
     return engine.RunContext(
         payload=payload,
-        request=request,
+        request=run.request if run is not None else None,
         variables=values,
         secrets=frozenset(s for s in secrets if s),
         http_allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS),

@@ -57,6 +57,12 @@ def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
         return _flow_run_poll(run_id=run.id, timeout=timeout - (time.monotonic() - started))
 
 
+def flow_run_start_here(*, run: FlowRun) -> None:
+    """Start executing a committed, queued run in a thread of this process and return at once (a stream
+    follows it in the ledger). If a worker claims it first (it was also enqueued), the thread does nothing."""
+    threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True).start()
+
+
 def _flow_run_execute_thread(*, run_id) -> None:
     try:
         flow_run_execute(run_id=run_id)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from urllib.parse import quote_plus
 
 import pytest
 import requests
@@ -81,6 +82,7 @@ def screenshot(driver, name: str) -> None:
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1400, min(max(height, 800), 4000))
         driver.save_screenshot(str(ARTIFACTS / f"{name}-{theme}.png"))
+        print(f"screenshot: {ARTIFACTS / f'{name}-{theme}.png'}")
     driver.set_window_size(1400, 1000)
 
 
@@ -154,12 +156,56 @@ def test_log_in_paste_a_flow_run_it_and_see_every_node_succeed(live, browser):
     assert statuses == {"hook": "succeeded", "greet": "succeeded", "out": "succeeded"}, live.log("cluster")
     assert "Hello Ada!" in b.find_element(By.CSS_SELECTOR, ".field-outputs_display").text
     assert b.find_element(By.CSS_SELECTOR, ".field-status_badge .lr-badge").text == "succeeded"
+    run_id = b.current_url.rstrip("/").split("/")[-2]
     screenshot(b, "admin-run")
 
     # The lists: the flow's last run and the run's badge.
     b.get(f"{live.url}/admin/flows/flowrun/")
     assert b.find_element(By.CSS_SELECTOR, "#result_list .lr-badge-succeeded").text == "succeeded"
     screenshot(b, "admin-runs")
+
+    # The runs list's trend chart: this hour's bar is the succeeded run, coloured by the theme's variables.
+    chart = b.find_element(By.CSS_SELECTOR, ".lr-trend[data-range='24h'] svg.lr-chart")
+    assert len(chart.find_elements(By.CSS_SELECTOR, "g.lr-chart-slot")) == 24
+    bar = chart.find_element(By.CSS_SELECTOR, "rect.lr-chart-succeeded")
+    assert float(bar.get_attribute("height")) > 0 and bar.rect["height"] > 0
+    fills = {}
+    for theme in ("light", "dark"):
+        b.execute_script("document.documentElement.dataset.theme = arguments[0];", theme)
+        fills[theme] = b.execute_script("return getComputedStyle(arguments[0]).fill", bar)
+        assert fills[theme].startswith("rgb(") and fills[theme] != "rgb(0, 0, 0)", fills  # styled, not the default black
+    assert fills["light"] != fills["dark"], fills
+    b.find_element(By.CSS_SELECTOR, "a.lr-chart-range[href*='trends=30d']").click()
+    chart = wait(b, lambda d: d.find_element(By.CSS_SELECTOR, ".lr-trend[data-range='30d'] svg.lr-chart"))
+    assert len(chart.find_elements(By.CSS_SELECTOR, "g.lr-chart-slot")) == 30 and chart.find_elements(
+        By.CSS_SELECTOR, "rect.lr-chart-succeeded"
+    )
+    screenshot(b, "admin-runs-30-days")
+
+    # Search by the run id's first characters (a word that matches nothing finds nothing), then export what is shown.
+    def search(term: str) -> list:
+        box = b.find_element(By.ID, "searchbar")
+        box.clear()
+        box.send_keys(term)
+        box.submit()
+        wait(b, lambda d: f"q={quote_plus(term)}" in d.current_url and d.execute_script("return document.readyState") == "complete")
+        return b.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+
+    assert search("no such run") == []
+    rows = search(run_id[:8])
+    assert len(rows) == 1 and run_id[:8] in rows[0].text
+    screenshot(b, "admin-runs-search")
+    fetch = "fetch(arguments[0]).then(r => r.text().then(t => arguments[1]([r.status, r.headers.get('content-type'), t])))"
+    for fmt in ("csv", "json"):
+        href = b.find_element(By.CSS_SELECTOR, f"a.lr-export-{fmt}").get_attribute("href")
+        assert f"q={run_id[:8]}" in href and f"format={fmt}" in href
+        status, content_type, text = b.execute_async_script(fetch, href)
+        assert status == 200 and content_type.startswith("text/csv" if fmt == "csv" else "application/json"), text
+        if fmt == "csv":
+            lines = text.strip().splitlines()
+            assert lines[0].startswith("id,flow_id,flow_name,status") and len(lines) == 2 and lines[1].startswith(run_id)
+        else:
+            assert [r["id"] for r in json.loads(text)] == [run_id]
     b.get(f"{live.url}/admin/flows/flow/")
     assert b.find_element(By.CSS_SELECTOR, "#result_list .lr-badge-succeeded").text == "succeeded"
     screenshot(b, "admin-flows")

@@ -25,5 +25,5 @@ def test_synchronous_run_under_gunicorn(service, setup_flow):
         f"{service.url}/api/v1/run/greet", json={"input_value": '{"name": "Ada"}'}, headers={"x-api-key": key}, timeout=30
     )
     assert response.status_code == 200, response.text
-    assert response.json()["outputs"][0]["outputs"][0]["results"] == {"value": "Hello Ada!"}
+    assert response.json()["outputs"][0]["outputs"][0]["results"]["message"]["text"] == "Hello Ada!"
     assert FlowRun.objects.get().trigger == "api"

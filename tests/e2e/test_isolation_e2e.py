@@ -125,7 +125,7 @@ def _hostile_synchronous_runs(service) -> None:
         answers = [future.result() for future in sync]
     assert health.status_code == 200 and health_took < 10
     assert time.monotonic() - started < 20
-    assert [a.status_code for a in answers] == [200] * 4, answers[0].text
+    assert [a.status_code for a in answers] == [500] * 4, answers[0].text  # failed runs, answered as Langflow does
     runs = FlowRun.objects.filter(trigger="api")
     assert sorted(runs.values_list("status", flat=True)) == ["failed"] * 4
     assert all("took longer than 1 s" in error for error in runs.values_list("error", flat=True))

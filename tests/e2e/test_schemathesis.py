@@ -37,7 +37,7 @@ def fuzz_service(transactional_db, tmp_path):
     key = api_key_create(user=user, name="fuzz").key
     svc = Service(tmp_path)
     # No worker runs here: webhook runs stay queued, so ?wait= and synchronous runs must stay short.
-    svc.env.update({"LANGRUN_WEBHOOK_MAX_WAIT": "0.2", "LANGRUN_SYNC_RUN_TIMEOUT": "2"})
+    svc.env.update({"LANGRUN_WEBHOOK_MAX_WAIT": "0.2", "LANGRUN_SYNC_RUN_TIMEOUT": "2", "LANGRUN_STREAM_LIFETIME": "2"})
     svc.start_web()
     yield svc, key
     svc.stop()

@@ -1,5 +1,7 @@
 """POST /api/v1/run/{flow_id_or_name}: Langflow's Simplified Run Flow, executed in the request."""
 
+import json
+import re
 import threading
 from datetime import timedelta
 
@@ -9,11 +11,13 @@ from rest_framework.test import APIClient
 import tests.components  # noqa: F401 - registers the test components
 from flows.engine import Component, Input, Output, registry
 from flows.engine.registry import register
-from flows.models import FlowRun
+from flows.models import FlowRun, Variable
 from flows.services.execution import flow_run_claim, flow_run_execute
+from flows.services.flows import flow_create
 from flows.services.sweep import flow_runs_recover_interrupted
+from flows.services.variables import variable_create, variable_value
 from langrun.services import api_key_create
-from tests.helpers import new_run
+from tests.helpers import MODEL_FLOW, new_run
 
 
 @pytest.fixture
@@ -35,18 +39,43 @@ def test_runs_the_flow_and_answers_in_langflow_shape(run_client, flow):
     assert block["inputs"] == {"input_value": '{"name": "Ada"}'}
     (out,) = block["outputs"]
     assert out["component_id"] == "out" and out["component_display_name"] == "Output"
-    assert out["results"] == {"value": "Hello Ada!"}
-    assert out["outputs"] == {"value": {"message": "Hello Ada!", "type": "text"}}
+    # Langflow's message, where its clients read it, next to langrun's own output by name.
+    message = out["results"]["message"]
+    assert message["text"] == "Hello Ada!" and message["sender"] == "Machine" and message["sender_name"] == "AI"
+    assert message["session_id"] == "s1" and message["component_id"] == "out"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} UTC", message["timestamp"])
+    assert out["results"]["value"] == "Hello Ada!"
+    assert out["outputs"] == {"value": {"message": "Hello Ada!", "type": "text"}, "message": {"message": "Hello Ada!", "type": "text"}}
+    assert out["messages"][0]["message"] == "Hello Ada!" and out["artifacts"]["message"] == "Hello Ada!"
     run = FlowRun.objects.get(pk=body["run_id"])
     assert run.trigger == "api" and run.status == "succeeded" and run.payload == {"name": "Ada"}
     assert run.outputs == {"greeting": "Hello Ada!"}
+    assert message["run_id"] == str(run.id) and message["flow_id"] == str(flow.id)
+
+
+def test_without_a_session_id_the_session_is_the_flow_id(run_client, flow):
+    body = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "Ada"}'}, format="json").json()
+    assert body["session_id"] == str(flow.id)
+    assert body["outputs"][0]["outputs"][0]["results"]["message"]["session_id"] == str(flow.id)
+
+
+def test_a_structured_output_keeps_its_value_and_has_no_message(run_client, make_flow, user):
+    data = {
+        "nodes": [{"id": "hook", "type": "Webhook"}, {"id": "out", "type": "Output"}],
+        "edges": [{"source": "hook", "target": "out"}],
+    }
+    make_flow(user, data=data, endpoint_name="echo")
+    (out,) = run_client.post("/api/v1/run/echo", {"input_value": '{"a": 1}'}, format="json").json()["outputs"][0]["outputs"]
+    assert out["results"] == {"value": {"a": 1}}
+    assert out["outputs"] == {"value": {"message": {"a": 1}, "type": "object"}}
+    assert out["messages"] == []
 
 
 def test_by_flow_id_with_tweaks_recorded_on_the_run(run_client, flow):
     tweaks = {"greet": {"template": "Hi {name}"}}
     response = run_client.post(f"/api/v1/run/{flow.id}", {"input_value": '{"name": "Bo"}', "tweaks": tweaks}, format="json")
     assert response.status_code == 200
-    assert response.json()["outputs"][0]["outputs"][0]["results"] == {"value": "Hi Bo"}
+    assert response.json()["outputs"][0]["outputs"][0]["results"]["message"]["text"] == "Hi Bo"
     assert FlowRun.objects.get().tweaks == tweaks
 
 
@@ -70,10 +99,17 @@ def test_input_value_that_is_not_json_is_wrapped_and_absent_is_empty(run_client,
     assert FlowRun.objects.order_by("-received_at").first().outputs == {"got": {}}
 
 
-def test_a_failing_flow_is_200_with_status_failed(run_client, flow):
-    body = run_client.post("/api/v1/run/greet", {"input_value": '{"other": 1}'}, format="json").json()
-    assert body["status"] == "failed" and "greet" in body["error"]
-    assert body["outputs"][0]["outputs"][0]["status"] == "skipped"
+def test_a_failing_flow_answers_500_with_langflows_error_body_and_is_recorded(run_client, flow):
+    response = run_client.post("/api/v1/run/greet", {"input_value": '{"other": 1}'}, format="json")
+    assert response.status_code == 500, response.content
+    body = response.json()
+    # Langflow's detail is its error body as JSON text.
+    error = json.loads(body["detail"])
+    assert "greet" in error["message"] and set(error) >= {"message", "traceback", "description", "code", "suggestion"}
+    run = FlowRun.objects.get(pk=body["run_id"])
+    assert run.status == "failed" and run.error == error["message"]
+    assert body["status"] == "failed" and body["status_url"].endswith(f"/api/v1/runs/{run.id}")
+    assert run.node_results.get(node_id="out").status == "skipped"
 
 
 @pytest.mark.parametrize(
@@ -182,3 +218,20 @@ def test_run_detail_shows_every_attempt(key_client, flow, user, enqueued):
     log = key_client.get(f"/api/v1/runs/{run.id}/attempts").json()
     assert [(a["number"], a["outcome"]) for a in log] == [(1, "interrupted"), (2, "succeeded")]
     assert "interrupted" in log[0]["error"] and log[1]["finished_at"]
+
+
+def test_global_variable_headers_set_variables_for_the_run_only(run_client, user, server, settings):
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    variable_create(user=user, name="OPENAI_API_KEY", value="sk-wrong")
+    data = json.loads(json.dumps(MODEL_FLOW))
+    data["nodes"][2]["params"]["base_url"] = server.url + "/v1"
+    flow_create(user=user, name="model", endpoint_name="model", data=data)
+    # X-LANGFLOW-GLOBAL-VAR-openai-api-key: Langflow upper-cases the name; WSGI gives it as META does.
+    response = run_client.post(
+        "/api/v1/run/model", {"input_value": '{"text": "hi"}'}, format="json", HTTP_X_LANGFLOW_GLOBAL_VAR_OPENAI_API_KEY="sk-test-secret"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["outputs"][0]["outputs"][0]["results"]["message"]["text"] == "echo: Summarise: hi"
+    assert server.requests[0]["headers"]["authorization"] == "Bearer sk-test-secret"
+    assert variable_value(variable=Variable.objects.get(name="OPENAI_API_KEY")) == "sk-wrong"
+    assert "sk-test-secret" not in FlowRun.objects.get().request_variables

@@ -161,3 +161,10 @@ def test_methods_in_a_form_and_a_string_instead_of_a_list(key_client, request_fl
     assert response.status_code == 200 and response.json()["methods"] == ["GET", "POST"]
     response = key_client.patch(url, {"methods": "GET"}, format="json")
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "methods"]
+
+
+def test_langflows_variable_headers_are_masked(key_client, request_flow):
+    response = post(key_client, "whole", HTTP_X_LANGFLOW_GLOBAL_VAR_OPENAI_API_KEY="sk-openai-secret")
+    run = FlowRun.objects.get(pk=response.json()["run_id"])
+    assert run.request["headers"]["x-langflow-global-var-openai-api-key"] == MASK
+    assert "sk-openai-secret" not in str(run.request)

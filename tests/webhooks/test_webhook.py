@@ -373,3 +373,26 @@ def test_a_payload_at_the_depth_limit_is_accepted_and_read_back_everywhere(key_c
     ]:
         assert key_client.get(url).status_code == 200, url
     assert key_client.post(f"/api/v1/runs/{run_id}/replay").status_code in (201, 202)
+
+
+# --- Langflow's per-request global variables ------------------------------------------------------------------
+
+
+def test_global_variable_headers_reach_the_run_encrypted_and_nowhere_else(key_client, flow):
+    from flows.services.variables import request_variables_of
+
+    response = key_client.post(
+        f"/api/v1/webhook/{flow.endpoint_name}",
+        data=json.dumps({"name": "Ada"}),
+        content_type="application/json",
+        HTTP_X_LANGFLOW_GLOBAL_VAR_OPENAI_API_KEY="sk-per-request",
+        HTTP_X_LANGFLOW_GLOBAL_VAR_REGION="eu",
+    )
+    assert response.status_code == 202, response.content
+    run = FlowRun.objects.get(pk=response.json()["run_id"])
+    assert request_variables_of(run=run) == {"OPENAI_API_KEY": "sk-per-request", "REGION": "eu"}
+    assert "sk-per-request" not in run.request_variables and "sk-per-request" not in run.body
+    detail = key_client.get(f"/api/v1/runs/{run.id}").content.decode()
+    assert "sk-per-request" not in detail and "request_variables" not in detail
+    plain = key_client.post(f"/api/v1/webhook/{flow.endpoint_name}", data="{}", content_type="application/json")
+    assert FlowRun.objects.get(pk=plain.json()["run_id"]).request_variables == ""

@@ -6,11 +6,11 @@ import pytest
 
 from flows import engine
 from flows.exceptions import VariableUndecryptable
-from flows.models import FlowRun
+from flows.models import FlowRun, Variable
 from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_create
 from flows.services.runs import flow_run_create
-from flows.services.variables import variable_create, variable_value
+from flows.services.variables import variable_create, variable_value, variables_from_headers
 from tests.helpers import MODEL_FLOW
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
@@ -101,3 +101,71 @@ def test_tweaks_may_not_refer_to_missing_variables(user, make_flow):
         flow_run_create(flow=flow, user=user, trigger="api", payload={}, tweaks={"greet": {"template": {"variable": "NOPE"}}})
     assert exc.value.issues[0].type == "variable_missing"
     assert FlowRun.objects.count() == 0
+
+
+# --- Variables sent with a request (Langflow's X-LANGFLOW-GLOBAL-VAR-* headers) ----------------------------------
+
+
+def test_header_names_map_to_variable_names_as_langflows_do():
+    meta = {
+        "HTTP_X_LANGFLOW_GLOBAL_VAR_OPENAI_API_KEY": "sk-1",  # X-LANGFLOW-GLOBAL-VAR-openai-api-key (or …OPENAI_API_KEY)
+        "HTTP_X_LANGFLOW_GLOBAL_VAR_ENVIRONMENT": "production",
+        "HTTP_X_LANGFLOW_GLOBAL_VAR_": "no name",
+        "HTTP_X_LANGFLOW_GLOBAL_VAR_9LIVES": "not a variable name",
+        "HTTP_X_API_KEY": "sk-key",
+        "CONTENT_TYPE": "application/json",
+    }
+    assert variables_from_headers(meta=meta) == {"OPENAI_API_KEY": "sk-1", "ENVIRONMENT": "production"}
+    assert variables_from_headers(meta={"HTTP_X_API_KEY": "k"}) == {}
+
+
+def test_a_request_variable_overrides_the_stored_one_for_its_run_only(user, server, settings):  # noqa: F811
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    stored = variable_create(user=user, name="OPENAI_API_KEY", value="sk-wrong")
+    flow = _model_flow(user, server.url + "/v1")
+    run = flow_run_create(
+        flow=flow, user=user, trigger="api", payload={"text": f"my key is {SECRET}"}, request_variables={"OPENAI_API_KEY": SECRET}
+    )
+    assert SECRET not in (FlowRun.objects.values_list("request_variables", flat=True).get(pk=run.pk) or "")
+    flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    assert run.outputs == {"answer": "echo: Summarise: my key is ********"}  # masked, like a credential
+    records = json.dumps(list(run.node_results.values("output", "error", "traceback"))) + json.dumps(run.outputs) + run.error
+    assert SECRET not in records
+    # Never stored as a variable; the next run without the header uses the stored one again.
+    assert variable_value(variable=Variable.objects.get()) == "sk-wrong" and Variable.objects.get().pk == stored.pk
+    again = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "x"})
+    flow_run_execute(run_id=again.id)
+    again.refresh_from_db()
+    assert again.status == "failed" and "Incorrect API key" in again.error
+
+
+def test_a_request_variable_supplies_one_deleted_since_the_flow_was_saved(user, server, settings):  # noqa: F811
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+    variable = variable_create(user=user, name="OPENAI_API_KEY", value=SECRET)
+    flow = _model_flow(user, server.url + "/v1")
+    variable.delete()
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"text": "hi"}, request_variables={"OPENAI_API_KEY": SECRET})
+    flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert not Variable.objects.exists()
+
+
+def test_a_request_variable_standing_in_for_a_generic_one_is_shown(user):
+    variable_create(user=user, name="GREETING", value="Hi {name}", kind="generic")
+    data = {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "greet", "type": "Template", "params": {"template": {"variable": "GREETING"}}},
+            {"id": "out", "type": "Output", "params": {"name": "greeting"}},
+        ],
+        "edges": [{"source": "hook", "target": "greet", "target_input": "data"}, {"source": "greet", "target": "out"}],
+    }
+    flow = flow_create(user=user, name="g", data=data)
+    run = flow_run_create(flow=flow, user=user, trigger="api", payload={"name": "Ada"}, request_variables={"GREETING": "Yo {name}"})
+    flow_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.outputs == {"greeting": "Yo Ada"}

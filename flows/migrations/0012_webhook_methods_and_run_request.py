@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0010_flow_builders_group'),
+        ('flows', '0011_flowrun_request_variables'),
     ]
 
     operations = [
