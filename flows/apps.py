@@ -8,6 +8,7 @@ class FlowsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from flows import checks  # noqa: F401  registers the system checks
+        from flows.services import schedules  # noqa: F401  a deleted schedule takes its django-q2 row along
         from flows.services.sweep import sweep_schedule_ensure
 
         post_migrate.connect(sweep_schedule_ensure, sender=self)

@@ -76,3 +76,14 @@ class WebhookSettingInvalid(FlowsError):
     def __init__(self, field: str, message: str, type_: str = "value_error"):
         self.field, self.type = field, type_
         super().__init__(message, errors=[{"loc": ["body", field], "msg": message, "type": type_}])
+
+
+class ScheduleInvalid(FlowsError):
+    """A schedule needs exactly one of a valid cron expression and an interval: 422, located."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "schedule_invalid"
+
+    def __init__(self, message: str, *, field: str | None = None):
+        loc = ["body", field] if field else ["body"]
+        super().__init__(message, errors=[{"loc": loc, "msg": message, "type": "value_error"}])

@@ -6,7 +6,7 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 
-from flows.models import Flow, FlowRun
+from flows.models import Flow, FlowRun, FlowSchedule
 
 
 class UtcDateTimeField(IsoDateTimeField):
@@ -52,3 +52,11 @@ class FlowRunFilter(django_filters.FilterSet):
     class Meta:
         model = FlowRun
         fields = ["flow", "status", "trigger", "received_after", "received_before"]
+
+
+class FlowScheduleFilter(django_filters.FilterSet):
+    flow = django_filters.UUIDFilter(field_name="flow_id", help_text="Only the schedules of this flow.")
+
+    class Meta:
+        model = FlowSchedule
+        fields = ["flow"]

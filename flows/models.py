@@ -47,6 +47,8 @@ class Flow(models.Model):
     max_concurrent_runs = models.PositiveIntegerField(
         null=True, blank=True, help_text="Runs of this flow executing at once; more wait in the queue. Empty: no limit."
     )
+    # Run control: while set, the flow's runs are still recorded but no worker claims them (flows/services/pause.py).
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Paused since then: its runs are held.")
     # Webhook signing: when `signing_secret` is set, webhook requests must be signed with it
     # (or, until `signing_secret_previous_expires_at`, with the previous secret).
     signing_secret = models.CharField(max_length=100, blank=True, editable=False)
@@ -146,6 +148,7 @@ class FlowRun(models.Model):
         API = "api"
         ADMIN = "admin"
         REPLAY = "replay"
+        SCHEDULE = "schedule"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No index of its own: the (flow, -received_at) index below leads with it. Every claim and finish
@@ -366,3 +369,71 @@ class MetricCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}{{{self.labels}}} {self.value}"
+
+
+class ReplayJob(models.Model):
+    """A bulk replay running in the background: which runs it replays, and how far it got.
+
+    Created by `POST /api/v1/runs/replay` or the admin's replay action; a django-q2 task replays the
+    matching runs in batches at a bounded rate (flows/services/replays.py), each batch committed together
+    with the job's counters and its position (`cursor_*`), so a job resumed after its worker died never
+    replays a run twice. Only runs received before the job was created match, so its own replays never do.
+    `step` is the fencing token of the task currently working on the job.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="replay_jobs")
+    filters = models.JSONField(default=dict, help_text="The run filters it matched (flow, status, trigger, received_*, ids).")
+    current_version = models.BooleanField(default=False, help_text="Replays run the flow's current graph, not the original's version.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    matched = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0, help_text="Replays created so far.")
+    failed = models.PositiveIntegerField(default=0, help_text="Matched runs that could not be replayed (see errors).")
+    errors = models.JSONField(default=list, blank=True, help_text="The first errors: [{run_id, msg}].")
+    error = models.TextField(blank=True, help_text="Why the job itself failed.")
+    cursor_received_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cursor_run = models.UUIDField(null=True, blank=True, editable=False)
+    step = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"replay job {self.id} ({self.status}, {self.created}/{self.matched})"
+
+
+class FlowSchedule(models.Model):
+    """A flow running on a clock: a cron expression or an interval in minutes, with the payload each run gets.
+
+    Executed by django-q2's scheduler through the `django_q.Schedule` row it owns (kept in step by
+    flows/services/schedules.py); each firing records a run with trigger `schedule`, whose idempotency
+    key is the schedule and the time it was due, so a firing seen by two clusters records one run.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=200, blank=True)
+    cron = models.CharField(max_length=100, blank=True, help_text="A cron expression (minute hour day month weekday), in UTC.")
+    interval_minutes = models.PositiveIntegerField(null=True, blank=True, help_text="Or: run every this many minutes.")
+    payload = models.JSONField(default=dict, blank=True, help_text="What the Webhook node receives on each run.")
+    q_schedule = models.OneToOneField(
+        "django_q.Schedule", null=True, blank=True, on_delete=models.SET_NULL, editable=False, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name or (f"cron {self.cron}" if self.cron else f"every {self.interval_minutes} min")

@@ -8,7 +8,8 @@ from rest_framework.utils import html
 
 from flows.examples import GREETING_GRAPH
 from flows.exceptions import WebhookSettingInvalid
-from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowSchedule, FlowVersion, NodeResult, ReplayJob, Variable
+from flows.services.pause import flow_run_waiting_for
 from flows.services.webhook_settings import VERIFICATION_PROVIDERS, webhook_methods_parse
 from langrun.serializers import StrictCharField
 
@@ -200,6 +201,8 @@ class FlowSerializer(serializers.ModelSerializer):
         ),
     )
     signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
+    paused = serializers.SerializerMethodField(help_text="True while the flow is paused: its runs are recorded but held.")
+    paused_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When the flow was paused; null when it is not.")
 
     latest_run_status = serializers.SerializerMethodField(help_text="Status of the flow's most recent run; null when it never ran.")
     latest_run_at = serializers.SerializerMethodField(help_text="When the most recent run was received; null when it never ran.")
@@ -226,6 +229,8 @@ class FlowSerializer(serializers.ModelSerializer):
             "accept_if",
             "handshakes",
             "signed",
+            "paused",
+            "paused_at",
             "latest_run_status",
             "latest_run_at",
         ]
@@ -235,6 +240,9 @@ class FlowSerializer(serializers.ModelSerializer):
 
     def get_signed(self, flow: Flow) -> bool:
         return bool(flow.signing_secret)
+
+    def get_paused(self, flow: Flow) -> bool:
+        return flow.paused_at is not None
 
     def get_webhook_url(self, flow: Flow) -> str:
         path = f"/api/v1/webhook/{flow.endpoint_name or flow.id}"
@@ -256,6 +264,13 @@ class FlowSerializer(serializers.ModelSerializer):
     def get_latest_run_at(self, flow: Flow):
         value = self._latest(flow)[1]
         return serializers.DateTimeField().to_representation(value) if value else None
+
+
+class FlowResumedSerializer(FlowSerializer):
+    released = serializers.IntegerField(read_only=True, help_text="Held runs rung for in this request (a background task rings the rest).")
+
+    class Meta(FlowSerializer.Meta):
+        fields = [*FlowSerializer.Meta.fields, "released"]
 
 
 class NodeResultSerializer(serializers.ModelSerializer):
@@ -285,6 +300,9 @@ class FlowRunListSerializer(serializers.ModelSerializer):
         help_text="The flow version this run executes (see /flows/{id}/versions/).",
     )
     replay_of = serializers.UUIDField(source="replay_of_id", read_only=True, allow_null=True, help_text="The run this one replays.")
+    waiting_for = serializers.SerializerMethodField(
+        help_text="What a queued run waits for: `flow_paused` (its flow is paused), `retry_backoff` or `worker`; null once it started."
+    )
 
     class Meta:
         model = FlowRun
@@ -301,8 +319,17 @@ class FlowRunListSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "replay_of",
+            "waiting_for",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=["flow_paused", "retry_backoff", "worker"], allow_null=True))
+    def get_waiting_for(self, run: FlowRun) -> str | None:
+        if run.status != FlowRun.Status.QUEUED:
+            return None
+        # Lists annotate whether the flow is paused (one query for the page); a single run just asks.
+        paused = run.flow_paused if hasattr(run, "flow_paused") else run.flow.paused_at is not None
+        return flow_run_waiting_for(run=run, flow_paused=paused)
 
 
 @extend_schema_field(
@@ -556,3 +583,86 @@ class VertexBuildsSerializer(serializers.Serializer):
 
 class MonitorBuildsQuerySerializer(serializers.Serializer):
     flow_id = serializers.UUIDField()
+
+
+# --- Bulk replay and its jobs ----------------------------------------------------------------------
+
+
+class BulkReplaySerializer(serializers.Serializer):
+    """Which runs to replay (the run list's filters; at least one), how, and whether only to count them."""
+
+    flow = serializers.UUIDField(required=False, help_text="Only runs of this flow.")
+    status = serializers.ChoiceField(choices=FlowRun.Status.choices, required=False)
+    trigger = serializers.ChoiceField(choices=FlowRun.Trigger.choices, required=False)
+    received_after = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive.")
+    received_before = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive.")
+    current_version = serializers.BooleanField(default=False, help_text="Run the flow's current graph, not each run's own version.")
+    dry_run = serializers.BooleanField(default=False, help_text="Only count the runs that match.")
+
+    FILTERS = ("flow", "status", "trigger", "received_after", "received_before")
+
+    def validate(self, attrs):
+        if not any(name in attrs for name in self.FILTERS):
+            raise serializers.ValidationError(f"Give at least one filter: {', '.join(self.FILTERS)}.", code="missing")
+        return attrs
+
+
+class BulkReplayCountSerializer(serializers.Serializer):
+    matched = serializers.IntegerField(help_text="Runs a bulk replay with these filters would replay now.")
+    dry_run = serializers.BooleanField()
+
+
+class ReplayJobSerializer(serializers.ModelSerializer):
+    """A background job's progress: matched runs, replays created, runs that could not be replayed (and why)."""
+
+    kind = serializers.SerializerMethodField()
+    status_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ReplayJob
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "filters",
+            "current_version",
+            "matched",
+            "created",
+            "failed",
+            "errors",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "status_url",
+        ]
+        read_only_fields = fields
+
+    def get_kind(self, job) -> str:
+        return "replay"
+
+    def get_status_url(self, job) -> str:
+        path = f"/api/v1/jobs/{job.pk}"
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+# --- Schedules ----------------------------------------------------------------------------------------
+
+
+class FlowScheduleSerializer(serializers.ModelSerializer):
+    """A flow on a clock: exactly one of `cron` (UTC) and `interval_minutes`, and the payload each run gets."""
+
+    flow = serializers.UUIDField(source="flow_id", help_text="The flow to run (yours); cannot change afterwards.")
+    name = StrictCharField(required=False, allow_blank=True, max_length=200)
+    cron = StrictCharField(
+        required=False, allow_blank=True, max_length=100, help_text="A cron expression in UTC, e.g. `0 9 * * 1-5`; or use interval_minutes."
+    )
+    interval_minutes = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=527040)
+    payload = serializers.DictField(required=False, help_text="The JSON object the Webhook node receives on each run.")
+    next_run_at = serializers.DateTimeField(source="q_schedule.next_run", read_only=True, allow_null=True)
+
+    class Meta:
+        model = FlowSchedule
+        fields = ["id", "flow", "name", "cron", "interval_minutes", "payload", "next_run_at", "created_at", "updated_at"]
+        read_only_fields = ["id", "next_run_at", "created_at", "updated_at"]

@@ -61,3 +61,28 @@ def prune() -> dict:
     from flows.retention import runs_prune
 
     return runs_prune().as_dict()
+
+
+def release_held_runs(flow_id: str, resumed_at: str) -> int:
+    """The rest of a resumed flow's held runs, after the first batch its resume rang (flows/services/pause.py)."""
+    from datetime import datetime
+
+    from flows.services.pause import flow_runs_release
+
+    with log_context(flow_id=flow_id):
+        return flow_runs_release(flow_id=flow_id, resumed_at=datetime.fromisoformat(resumed_at))
+
+
+def replay_job_step(job_id: str) -> str:
+    """One slice of a bulk replay job (flows/services/replays.py); it rings for the next itself."""
+    from flows.services.replays import replay_job_step as step
+
+    return step(job_id=job_id).status
+
+
+def run_schedule(schedule_id: str, intended_at: str | None = None) -> str | None:
+    """One firing of a flow's schedule (django-q2's scheduler calls it): records the run, which a worker then executes."""
+    from flows.services.schedules import flow_schedule_fire
+
+    run = flow_schedule_fire(schedule_id=schedule_id, intended_at=intended_at)
+    return str(run.pk) if run else None

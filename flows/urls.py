@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from flows import run_views, stream_views, version_views, views
+from flows import job_views, run_views, schedule_views, stream_views, version_views, views
 
 UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
@@ -18,9 +18,12 @@ router = OptionalSlashRouter()
 router.register("flows", views.FlowViewSet, basename="flow")
 router.register("variables", views.VariableViewSet, basename="variable")
 router.register("runs", views.FlowRunViewSet, basename="flowrun")
+router.register("jobs", job_views.JobViewSet, basename="job")
+router.register("schedules", schedule_views.FlowScheduleViewSet, basename="schedule")
 
 urlpatterns = [
     path("task/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),
+    re_path(r"^runs/replay/?$", job_views.BulkReplayView.as_view(), name="run-bulk-replay"),  # before runs/{id}
     re_path(r"^components/?$", views.ComponentListView.as_view(), name="component-list"),
     re_path(r"^flows/upload/?$", views.FlowUploadView.as_view(), name="flow-upload"),
     re_path(r"^flows/(?P<pk>[^/]+)/export/?$", views.FlowExportView.as_view(), name="flow-export"),

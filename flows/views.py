@@ -4,7 +4,7 @@ import uuid
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db.models import OuterRef, Prefetch, Subquery
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Prefetch, Q, Subquery
 from django.urls import get_script_prefix, get_urlconf, reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -20,6 +20,7 @@ from flows.models import Flow, FlowRun, NodeResult, Variable
 from flows.serializers import (
     ComponentSerializer,
     FlowExportSerializer,
+    FlowResumedSerializer,
     FlowRunListSerializer,
     FlowRunSerializer,
     FlowSerializer,
@@ -31,6 +32,7 @@ from flows.serializers import (
 from flows.services.flows import flow_create, flow_update
 from flows.services.imports import flow_export, flow_import
 from flows.services.monitor import flow_vertex_builds
+from flows.services.pause import flow_pause, flow_resume
 from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.variables import variable_create, variable_update
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
@@ -76,9 +78,35 @@ class FlowViewSet(viewsets.ModelViewSet):
         with flow_errors_as_422():
             serializer.instance = flow_update(flow=serializer.instance, author=self.request.user, **serializer.validated_data)
 
+    @extend_schema(
+        summary="Pause a flow",
+        description="Its webhooks are still accepted (`202`) and recorded, but its runs wait (`waiting_for: flow_paused`) "
+        "until it resumes; runs already executing finish. Pausing a paused flow changes nothing.",
+        request=None,
+        responses={200: FlowSerializer, 404: error("No flow of yours with this id.")},
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        flow = flow_pause(flow=self.get_object())
+        return Response(self.get_serializer(flow).data)
+
+    @extend_schema(
+        summary="Resume a paused flow",
+        description="Its held runs are released in the order they were received (`released`: how many in this request; "
+        "a background task releases the rest of a long backlog).",
+        request=None,
+        responses={200: FlowResumedSerializer, 404: error("No flow of yours with this id.")},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        flow = self.get_object()
+        flow.released = flow_resume(flow=flow)
+        return Response(FlowResumedSerializer(flow, context=self.get_serializer_context()).data)
+
 
 def _runs_of(user):
-    return FlowRun.objects.filter(flow__user=user).select_related("version")
+    paused = ExpressionWrapper(Q(flow__paused_at__isnull=False), output_field=BooleanField())
+    return FlowRun.objects.filter(flow__user=user).select_related("version").annotate(flow_paused=paused)
 
 
 def _with_nodes(queryset):

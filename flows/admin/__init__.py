@@ -3,4 +3,4 @@
 Every change goes through flows.services, like the webhook and the API. Importing the modules registers their ModelAdmins.
 """
 
-from flows.admin import flows, runs, variables, versions  # noqa: F401
+from flows.admin import flows, jobs, runs, schedules, variables, versions  # noqa: F401

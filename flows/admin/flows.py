@@ -33,6 +33,7 @@ from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowRun, NodeResult
 from flows.services.flows import flow_create, flow_update
 from flows.services.imports import flow_import
+from flows.services.pause import flow_pause, flow_resume
 from flows.services.runs import flow_run_create
 from langrun.admin import OwnedModelAdmin
 
@@ -84,7 +85,7 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             return format_html("<code>{}</code>", url)
 
         webhook_url.short_description = "webhook URL"
-        return ["name", "endpoint_name", "owner", webhook_url, "runs", "last_run"]
+        return ["name", "endpoint_name", "owner", webhook_url, "runs", "last_run", "paused"]
 
     def get_list_filter(self, request):
         return ["user", LastStatusFilter] if request.user.is_superuser else [LastStatusFilter]
@@ -93,6 +94,26 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     def runs(self, flow):
         url = reverse("admin:flows_flowrun_changelist") + f"?flow={flow.pk}"
         return format_html('<a href="{}">{}</a>', url, flow.run_count)
+
+    @admin.display(description="paused", ordering="paused_at")
+    def paused(self, flow):
+        return status_badge("paused") if flow.paused_at else ""
+
+    # Pause and resume change the flow, so they need Django's change permission (and only touch the user's own flows).
+    actions = ["pause_selected", "resume_selected"]
+
+    @admin.action(description="Pause selected flows (their runs are held)", permissions=["change"])
+    def pause_selected(self, request, queryset):
+        flows = list(queryset)
+        for flow in flows:
+            flow_pause(flow=flow)
+        self.message_user(request, f"Paused {len(flows)} flow(s).", messages.SUCCESS)
+
+    @admin.action(description="Resume selected flows (release their held runs)", permissions=["change"])
+    def resume_selected(self, request, queryset):
+        flows = list(queryset)
+        released = sum(flow_resume(flow=flow) for flow in flows)
+        self.message_user(request, f"Resumed {len(flows)} flow(s); {released} held run(s) released.", messages.SUCCESS)
 
     @admin.display(description="owner", ordering="user__username")
     def owner(self, flow):
@@ -115,13 +136,13 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             ("Webhook", {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes"]}),
             ("Graph", {"fields": ["diagram", "data"]}),
             ("Latest runs", {"fields": ["latest_runs"]}),
-            ("Details", {"fields": ["id", "created_at", "updated_at"], "classes": ["collapse"]}),
+            ("Details", {"fields": ["id", "paused_at", "created_at", "updated_at"], "classes": ["collapse"]}),
         ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["webhook_url", "curl_example", "diagram", "latest_runs", "id", "created_at", "updated_at"]
+        return ["webhook_url", "curl_example", "diagram", "latest_runs", "id", "paused_at", "created_at", "updated_at"]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "user" and not request.user.is_superuser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
@@ -16,6 +17,8 @@ from flows.admin.common import AdminMedia, _is_changelist, format_duration, pret
 from flows.admin.run_reports import RunReportsMixin
 from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun
+from flows.services.pause import flow_run_waiting_for
+from flows.services.replays import replay_job_create
 from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.versions import flow_run_graph_data
 from langrun.admin import OwnedModelAdmin
@@ -55,7 +58,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
     Media = AdminMedia
     # What happened first (where a run failed), then what was asked, then when.
     fieldsets = [
-        (None, {"fields": ["id", "flow_link", "status_badge", "trigger", "attempts", "duration", "replay_of_link"]}),
+        (None, {"fields": ["id", "flow_link", "status_badge", "waiting_for", "trigger", "attempts", "duration", "replay_of_link"]}),
         ("Result", {"fields": ["error", "outputs_display", "node_table", "run_diagram"]}),
         ("Request", {"fields": ["request_display", "payload_display", "tweaks_display", "content_type", "body_display"]}),
         ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at"]}),
@@ -64,6 +67,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
         "id",
         "flow_link",
         "status_badge",
+        "waiting_for",
         "trigger",
         "attempts",
         "replay_of_link",
@@ -118,6 +122,10 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, run):
         return status_badge(run.status)
+
+    @admin.display(description="waiting for")
+    def waiting_for(self, run):
+        return flow_run_waiting_for(run=run, flow_paused=run.flow.paused_at is not None) or "–"
 
     @admin.display(description="duration")
     def duration(self, run):
@@ -196,16 +204,19 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
     # Actions and buttons: the same services as the API.
     @admin.action(description="Replay selected runs", permissions=["replay"])
     def replay_selected(self, request, queryset):
-        new_runs = []
-        for run in queryset.select_related("flow", "version"):
-            with self.flows_errors_as_messages(request):
-                new_runs.append(flow_run_replay(run=run, user=run.user))
-        if not new_runs:
-            return
-        links = format_html_join(
-            ", ", '<a href="{}">{}</a>', ((reverse("admin:flows_flowrun_change", args=[r.pk]), str(r.pk)[:8]) for r in new_runs)
-        )
-        self.message_user(request, format_html("Queued {} replay(s): {}", len(new_runs), links), messages.SUCCESS)
+        # The same path as the API's bulk replay: a background job (one per owner of the selected runs' flows).
+        by_owner: dict = {}
+        for run_id, owner_id in queryset.values_list("pk", "flow__user"):
+            by_owner.setdefault(owner_id, []).append(str(run_id))
+        owners = {u.pk: u for u in get_user_model().objects.filter(pk__in=by_owner)}
+        for owner_id, ids in by_owner.items():
+            job = replay_job_create(user=owners[owner_id], filters={"ids": ids})
+            link = reverse("admin:flows_replayjob_change", args=[job.pk])
+            self.message_user(
+                request,
+                format_html('Replaying {} run(s) in the background: <a href="{}">job {}</a>.', job.matched, link, str(job.pk)[:8]),
+                messages.SUCCESS,
+            )
 
     @contextmanager
     def flows_errors_as_messages(self, request):

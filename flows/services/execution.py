@@ -56,6 +56,10 @@ def _flow_run_claim(*, run_id, flow_id, limit: int | None, attempts: int) -> dic
         "worker": _worker_name(),
     }
     with transaction.atomic():
+        # Run control: a paused flow's runs stay queued (flows/services/pause.py). A query of its own: joined
+        # into the update, PostgreSQL's plan found the run through the flow's runs, not its primary key.
+        if Flow.objects.filter(pk=flow_id, paused_at__isnull=False).exists():
+            return None
         if limit:
             # Claims of this flow's runs take turns (a row lock; SQLite's write lock already serializes them).
             list(Flow.objects.select_for_update().filter(pk=flow_id).values_list("pk"))

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
+from flows.services.replays import replay_jobs_resume_stalled
 from flows.services.runs import flow_run_replay
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
         FlowRun.objects.unfinished()
         .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
+        .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
         .order_by("enqueued_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -110,6 +112,7 @@ def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
     due = list(
         FlowRun.objects.unfinished()
         .filter(status=FlowRun.Status.QUEUED, next_attempt_at__lte=now, enqueued_at__lt=F("next_attempt_at"))
+        .filter(flow__paused_at__isnull=True)
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -134,6 +137,7 @@ def flow_runs_sweep() -> dict[str, int]:
         "retried": flow_runs_enqueue_due_retries(),
         "requeued": flow_runs_requeue_stale(),
         "keys_released": flow_runs_release_idempotency_keys(),
+        "replay_jobs_resumed": replay_jobs_resume_stalled(),
     }
 
 

@@ -636,3 +636,43 @@ def test_the_verification_preset_is_set_on_the_change_page(staff, make_flow):
     assert (
         "&quot;provider&quot;: &quot;stripe&quot;" in c.get(url).content.decode() or '"provider": "stripe"' in c.get(url).content.decode()
     )
+
+
+# --- pause and resume ----------------------------------------------------------------
+
+
+def _flow_action(c, ids, name):
+    return c.post(reverse("admin:flows_flow_changelist"), {"action": name, "_selected_action": [str(i) for i in ids]}, follow=True)
+
+
+def test_pause_and_resume_actions(staff, make_flow, monkeypatch):
+    from flows.services import queue
+
+    rung = []
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id, **kw: rung.append(str(run_id)) or True)
+    flow = make_flow(staff, endpoint_name="greet")
+    c = login(staff)
+    response = _flow_action(c, [flow.pk], "pause_selected")
+    assert "Paused 1 flow(s)." in messages_of(response)
+    assert Flow.objects.get(pk=flow.pk).paused_at is not None
+    listing = c.get(reverse("admin:flows_flow_changelist")).content.decode()
+    assert "lr-badge-paused" in listing
+    held = run_of(flow, execute=False)
+    page = c.get(reverse("admin:flows_flowrun_change", args=[held.pk])).content.decode()
+    assert "flow_paused" in page
+    response = _flow_action(c, [flow.pk], "resume_selected")
+    assert "Resumed 1 flow(s); 1 held run(s) released." in messages_of(response)
+    assert Flow.objects.get(pk=flow.pk).paused_at is None and rung[-1] == str(held.pk)
+
+
+def test_pause_action_ignores_other_users_flows(staff, other, make_flow):
+    theirs = make_flow(other, endpoint_name="theirs")
+    _flow_action(login(staff), [theirs.pk], "pause_selected")
+    assert Flow.objects.get(pk=theirs.pk).paused_at is None
+
+
+def test_pause_action_needs_the_change_permission(bare_staff, make_flow):
+    grant(bare_staff, "flows.view_flow")
+    flow = make_flow(bare_staff, endpoint_name="mine")
+    _flow_action(login(bare_staff), [flow.pk], "pause_selected")
+    assert Flow.objects.get(pk=flow.pk).paused_at is None

@@ -10,8 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from flows.models import FlowRun
+from flows.models import FlowRun, ReplayJob
 from flows.services.flows import flow_update
+from flows.services.replays import replay_job_step
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
 from langrun.services import api_key_create
@@ -155,15 +156,28 @@ def action(c, ids, name):
     return c.post(reverse("admin:flows_flowrun_changelist"), {"action": name, "_selected_action": [str(i) for i in ids]}, follow=True)
 
 
+def _replay_jobs_done():
+    """Run the replay jobs the action started, as a worker would."""
+    for job in ReplayJob.objects.all():
+        replay_job_step(job_id=job.pk)
+
+
 def test_replay_selected_runs(staff, make_flow):
     flow = make_flow(staff)
     a, b = run_of(flow), run_of(flow, payload={"x": 1})
     response = action(login(staff), [a.pk, b.pk], "replay_selected")
+    job = ReplayJob.objects.get()
+    assert (job.user, job.matched, job.status) == (staff, 2, "pending")
+    assert any("Replaying 2 run(s) in the background" in m for m in messages_of(response))
+    _replay_jobs_done()
     replays = FlowRun.objects.filter(trigger="replay")
     assert sorted(r.replay_of_id for r in replays) == sorted([a.pk, b.pk])
     assert {r.status for r in replays} == {"queued"}
     assert {r.payload == FlowRun.objects.get(pk=r.replay_of_id).payload for r in replays} == {True}
-    assert any("Queued 2 replay(s)" in m for m in messages_of(response))
+    page = login(staff).get(reverse("admin:flows_replayjob_change", args=[job.pk])).content.decode()
+    assert "2 of 2 (100%)" in page and "lr-badge-succeeded" in page
+    listing = login(staff).get(reverse("admin:flows_replayjob_changelist")).content.decode()
+    assert str(job.pk)[:8] in listing
 
 
 def test_cancel_queued_runs_leaves_others(staff, make_flow):
@@ -184,6 +198,7 @@ def test_actions_ignore_other_users_runs(staff, other, make_flow):
     c = login(staff)
     action(c, [theirs.pk], "cancel_queued")
     action(c, [theirs.pk], "replay_selected")
+    _replay_jobs_done()
     theirs.refresh_from_db()
     assert theirs.status == "queued"
     assert FlowRun.objects.count() == 1
@@ -236,10 +251,19 @@ def test_replay_action_replays_what_it_can_and_says_why_not_the_others(staff, ma
     fine = run_of(flow)
     response = action(login(staff), [pruned.pk, tweaked.pk, fine.pk], "replay_selected")
     assert response.status_code == 200
+    _replay_jobs_done()
     assert list(FlowRun.objects.filter(trigger="replay").values_list("replay_of_id", flat=True)) == [fine.pk]
-    msgs = messages_of(response)
-    assert any("Queued 1 replay(s)" in m for m in msgs)
-    assert any("deleted by retention" in m for m in msgs) and any("'GREETING' does not exist" in m for m in msgs)
+    job = ReplayJob.objects.get()
+    assert (job.created, job.failed) == (1, 2)
+    page = login(staff).get(reverse("admin:flows_replayjob_change", args=[job.pk])).content.decode()
+    assert "deleted by retention" in page and "does not exist" in page
+
+
+def test_other_users_replay_jobs_are_404_in_the_admin(staff, other, make_flow):
+    from flows.services.replays import replay_job_create
+
+    job = replay_job_create(user=other, filters={"status": "failed"})
+    assert login(staff).get(reverse("admin:flows_replayjob_change", args=[job.pk])).status_code == 404
 
 
 def test_run_list_does_not_load_request_bodies(staff, make_flow):

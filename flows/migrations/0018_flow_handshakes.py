@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0014_flow_dedupe_key'),
+        ('flows', '0017_flow_dedupe_key'),
     ]
 
     operations = [

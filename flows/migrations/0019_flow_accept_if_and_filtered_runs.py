@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0015_flow_handshakes'),
+        ('flows', '0018_flow_handshakes'),
     ]
 
     operations = [

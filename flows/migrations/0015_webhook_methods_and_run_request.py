@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0011_flowrun_request_variables'),
+        ('flows', '0014_flow_schedule'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0012_webhook_methods_and_run_request'),
+        ('flows', '0015_webhook_methods_and_run_request'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0013_flow_verification_preset'),
+        ('flows', '0016_flow_verification_preset'),
     ]
 
     operations = [

@@ -1,0 +1,68 @@
+"""The schedule admin: a flow on a clock; saving goes through the schedule services (which keep django-q2's row in step)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from flows.admin.forms import PrettyJSONField
+from flows.exceptions import ScheduleInvalid
+from flows.models import Flow, FlowSchedule
+from flows.services.schedules import flow_schedule_check, flow_schedule_create, flow_schedule_update
+from langrun.admin import OwnedModelAdmin
+
+
+class FlowScheduleAdminForm(forms.ModelForm):
+    payload = PrettyJSONField(required=False, help_text="The JSON object the Webhook node receives on each run.")
+
+    class Meta:
+        model = FlowSchedule
+        fields = ["flow", "name", "cron", "interval_minutes", "payload"]
+
+    def clean_payload(self):
+        payload = self.cleaned_data.get("payload")
+        if payload in (None, ""):
+            return {}
+        if not isinstance(payload, dict):
+            raise forms.ValidationError("Give a JSON object.")
+        return payload
+
+    def clean(self):
+        data = super().clean()
+        try:
+            flow_schedule_check(cron=(data.get("cron") or "").strip(), interval_minutes=data.get("interval_minutes"))
+        except ScheduleInvalid as exc:
+            field = exc.errors[0]["loc"][1] if len(exc.errors[0]["loc"]) > 1 else None
+            self.add_error(field, str(exc))
+        return data
+
+
+@admin.register(FlowSchedule)
+class FlowScheduleAdmin(OwnedModelAdmin):
+    """Schedules of the user's flows, with when each fires next."""
+
+    owner_field = "flow__user"
+    form = FlowScheduleAdminForm
+    list_display = ["__str__", "flow", "cron", "interval_minutes", "next_run_at", "created_at"]
+    list_select_related = ["flow", "q_schedule"]
+    readonly_fields = ["next_run_at"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "flow" and not request.user.is_superuser:
+            kwargs["queryset"] = Flow.objects.filter(user=request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="next run")
+    def next_run_at(self, schedule):
+        return schedule.q_schedule.next_run if schedule.q_schedule_id else "–"
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data.get(name) for name in ("name", "cron", "interval_minutes", "payload")}
+        fields["cron"] = (fields["cron"] or "").strip()
+        if change:
+            if fields["cron"]:
+                fields["interval_minutes"] = None
+            saved = flow_schedule_update(schedule=FlowSchedule.objects.get(pk=obj.pk), **fields)
+        else:
+            saved = flow_schedule_create(flow=form.cleaned_data["flow"], **fields)
+        obj.pk = saved.pk

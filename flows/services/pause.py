@@ -1,0 +1,98 @@
+"""Pausing a flow: its runs are still recorded (the webhook answers 202), but no worker claims them until it resumes.
+
+The hold is one condition of the claim (flows/services/execution*.py: a run of a flow whose `paused_at` is set
+is not claimable), so a run queued before the pause, a retry and a scheduled run all wait alike, and a run
+already executing finishes. Resume rings the doorbell for the held runs, oldest first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from flows.models import Flow, FlowRun
+from flows.services import queue
+
+logger = logging.getLogger(__name__)
+
+RELEASE_TASK = "flows.tasks.release_held_runs"
+
+
+def flow_pause(*, flow: Flow) -> Flow:
+    """Hold the flow's runs from now on; pausing a paused flow keeps the time it was first paused."""
+    now = timezone.now()
+    Flow.objects.filter(pk=flow.pk, paused_at__isnull=True).update(paused_at=now)
+    flow.paused_at = Flow.objects.filter(pk=flow.pk).values_list("paused_at", flat=True).get()
+    logger.info("Flow paused", extra={"flow_id": flow.pk})
+    return flow
+
+
+def flow_resume(*, flow: Flow) -> int:
+    """Let workers claim the flow's runs again, and ring for the held ones in the order they were received.
+
+    Returns how many were rung here; a backlog longer than LANGRUN_RELEASE_BATCH is released by a
+    background task after the first batch, so the request stays short.
+    """
+    if not Flow.objects.filter(pk=flow.pk, paused_at__isnull=False).update(paused_at=None):
+        flow.paused_at = None
+        return 0
+    flow.paused_at = None
+    resumed_at = timezone.now()
+    released = flow_runs_release(flow_id=flow.pk, resumed_at=resumed_at, limit=settings.LANGRUN_RELEASE_BATCH)
+    if released >= settings.LANGRUN_RELEASE_BATCH:
+        _release_rest_later(flow_id=flow.pk, resumed_at=resumed_at)
+    logger.info("Flow resumed; %d held runs released", released, extra={"flow_id": flow.pk})
+    return released
+
+
+def flow_runs_release(*, flow_id, resumed_at, limit: int | None = None) -> int:
+    """Ring for the flow's queued runs not rung since it resumed (at `resumed_at`), oldest first; returns how many.
+
+    Each is marked rung (`enqueued_at`, conditionally) before its doorbell, so a page is never rung
+    twice, whether by this task, a second one, or the sweep. Runs waiting for a retry's backoff are
+    left to the sweep, which rings them when their time comes.
+    """
+    released = 0
+    page = settings.LANGRUN_RELEASE_BATCH
+    while limit is None or released < limit:
+        if Flow.objects.filter(pk=flow_id, paused_at__isnull=False).exists():
+            break  # paused again meanwhile: the rest stay held
+        now = timezone.now()
+        size = page if limit is None else min(page, limit - released)
+        held = list(
+            FlowRun.objects.unfinished()
+            .filter(flow_id=flow_id, status=FlowRun.Status.QUEUED, enqueued_at__lt=resumed_at)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .order_by("received_at", "id")
+            .values_list("pk", flat=True)[:size]
+        )
+        if not held:
+            break
+        for run_id in held:
+            if FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED, enqueued_at__lt=resumed_at).update(enqueued_at=now):
+                queue.flow_run_enqueue(run_id=run_id)
+                released += 1
+    return released
+
+
+def _release_rest_later(*, flow_id, resumed_at) -> None:
+    from django_q.tasks import async_task
+
+    try:
+        async_task(RELEASE_TASK, str(flow_id), resumed_at.isoformat(), task_name=f"release-{flow_id}")
+    except Exception:
+        logger.exception("Could not enqueue the release of flow %s's held runs; the sweep rings them", flow_id)
+
+
+def flow_run_waiting_for(*, run: FlowRun, flow_paused: bool) -> str | None:
+    """What a queued run waits for: `flow_paused`, `retry_backoff` or `worker`; None for a run that is not queued."""
+    if run.status != FlowRun.Status.QUEUED:
+        return None
+    if flow_paused:
+        return "flow_paused"
+    if run.next_attempt_at is not None and run.next_attempt_at > timezone.now():
+        return "retry_backoff"
+    return "worker"

@@ -1,0 +1,204 @@
+"""Bulk replay: a background job replaying the runs that match a filter, in batches, at a bounded rate.
+
+A request only counts the matching runs and records a ReplayJob; a django-q2 task (`flows.tasks.replay_job_step`)
+does the work in slices of at most LANGRUN_REPLAY_SLICE seconds, ringing for the next slice itself, so no request
+and no task runs long, and LANGRUN_REPLAY_RATE bounds how fast replays reach the queue. Each batch's replays are
+committed with the job's counters and position; `step` fences a task the sweep replaced (its worker died).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from flows.exceptions import FlowsError
+from flows.models import FlowRun, ReplayJob
+from flows.services.runs import flow_run_replay
+
+logger = logging.getLogger(__name__)
+
+STEP_TASK = "flows.tasks.replay_job_step"
+FILTERS = ("flow", "status", "trigger", "received_after", "received_before", "ids")
+MAX_ERRORS = 50  # kept on the job; the count of failures goes on
+
+
+def _stored(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters as JSON can hold them (UUIDs and datetimes as text), without the empty ones."""
+    stored = {}
+    for name in FILTERS:
+        value = filters.get(name)
+        if value is None or value == "" or value == []:
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        elif name == "ids":
+            value = [str(v) for v in value]
+        stored[name] = value
+    return stored
+
+
+def replay_runs_matching(*, user, filters: dict[str, Any], before: datetime | None = None) -> QuerySet:
+    """The user's flows' runs matching `filters` (the run list's, plus `ids`), received before `before` when given."""
+    filters = _stored(filters)
+    runs = FlowRun.objects.filter(flow__user=user)
+    if "flow" in filters:
+        runs = runs.filter(flow_id=filters["flow"])
+    if "status" in filters:
+        runs = runs.filter(status=filters["status"])
+    if "trigger" in filters:
+        runs = runs.filter(trigger=filters["trigger"])
+    if "received_after" in filters:
+        runs = runs.filter(received_at__gte=parse_datetime(filters["received_after"]))
+    if "received_before" in filters:
+        runs = runs.filter(received_at__lt=parse_datetime(filters["received_before"]))
+    if "ids" in filters:
+        runs = runs.filter(pk__in=filters["ids"])
+    if before is not None:
+        runs = runs.filter(received_at__lt=before)
+    return runs
+
+
+def replay_runs_count(*, user, filters: dict[str, Any]) -> int:
+    """How many runs a bulk replay with these filters would replay (a dry run)."""
+    return replay_runs_matching(user=user, filters=filters).count()
+
+
+def replay_job_create(*, user, filters: dict[str, Any], current_version: bool = False) -> ReplayJob:
+    """Record a bulk replay of the runs matching `filters` now, and ring for its first step once committed."""
+    now = timezone.now()
+    job = ReplayJob(user=user, filters=_stored(filters), current_version=current_version)
+    job.matched = replay_runs_matching(user=user, filters=filters, before=now).count()
+    job.save()
+    # The job matches what was received before it was recorded: created_at is the cut-off.
+    ReplayJob.objects.filter(pk=job.pk).update(created_at=now)
+    job.created_at = now
+    transaction.on_commit(lambda: _step_later(job_id=job.pk))
+    logger.info("Replay job %s: %d runs match", job.pk, job.matched)
+    return job
+
+
+def _step_later(*, job_id) -> None:
+    from django_q.tasks import async_task
+
+    try:
+        async_task(STEP_TASK, str(job_id), task_name=f"replay-{job_id}")
+    except Exception:
+        logger.exception("Could not enqueue replay job %s; the sweep rings for it", job_id)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def replay_job_step(*, job_id) -> ReplayJob:
+    """Work on a job for one slice: replay batches of its runs in received order, then ring for the next slice.
+
+    Does nothing for a finished job; a step that finds the job taken over by a newer step stops.
+    """
+    job = ReplayJob.objects.get(pk=job_id)
+    if job.status in (ReplayJob.Status.SUCCEEDED, ReplayJob.Status.FAILED):
+        return job
+    now = timezone.now()
+    step = job.step + 1
+    if not ReplayJob.objects.filter(pk=job.pk, step=job.step).update(
+        step=step, status=ReplayJob.Status.RUNNING, heartbeat_at=now, started_at=job.started_at or now
+    ):
+        return ReplayJob.objects.get(pk=job.pk)  # another step took it in between
+    job.refresh_from_db()
+    deadline = time.monotonic() + settings.LANGRUN_REPLAY_SLICE
+    batch = max(settings.LANGRUN_REPLAY_BATCH, 1)
+    rate = settings.LANGRUN_REPLAY_RATE
+    try:
+        while True:
+            runs = list(_remaining(job).select_related("flow", "version")[:batch])
+            if not runs:
+                ReplayJob.objects.filter(pk=job.pk, step=step).update(status=ReplayJob.Status.SUCCEEDED, finished_at=timezone.now())
+                break
+            started = time.monotonic()
+            if not _replay_batch(job, runs, step):
+                logger.info("Replay job %s was taken over by a newer step; this one stops", job.pk)
+                break
+            if rate > 0:  # the bounded rate: this batch takes at least len(runs) / rate seconds
+                _sleep(max(len(runs) / rate - (time.monotonic() - started), 0))
+            if len(runs) < batch:  # that was the last of them
+                ReplayJob.objects.filter(pk=job.pk, step=step).update(status=ReplayJob.Status.SUCCEEDED, finished_at=timezone.now())
+                break
+            if time.monotonic() >= deadline:
+                _step_later(job_id=job.pk)
+                break
+    except Exception as exc:
+        logger.exception("Replay job %s failed", job.pk)
+        ReplayJob.objects.filter(pk=job.pk, step=step).update(
+            status=ReplayJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )
+    job.refresh_from_db()
+    return job
+
+
+def _remaining(job: ReplayJob) -> QuerySet:
+    """The job's runs after its position, in received order (ties broken by id: the position is exact)."""
+    runs = replay_runs_matching(user=job.user, filters=job.filters, before=job.created_at)
+    if job.cursor_received_at is not None:
+        runs = runs.filter(Q(received_at__gt=job.cursor_received_at) | Q(received_at=job.cursor_received_at, id__gt=job.cursor_run))
+    return runs.order_by("received_at", "id")
+
+
+class _StepLost(Exception):
+    """The job's step moved on while this batch ran: roll the batch back."""
+
+
+def _replay_batch(job: ReplayJob, runs: list[FlowRun], step: int) -> bool:
+    """Replay `runs` and move the job's position past them, all in one transaction; False if the job was taken over."""
+    created, failed, errors = 0, 0, []
+    try:
+        with transaction.atomic():
+            for run in runs:
+                try:
+                    with transaction.atomic():
+                        flow_run_replay(run=run, user=job.user, current_version=job.current_version)
+                    created += 1
+                except FlowsError as exc:
+                    failed += 1
+                    errors.append({"run_id": str(run.pk), "msg": str(exc)})
+            last = runs[-1]
+            kept = ReplayJob.objects.filter(pk=job.pk).values_list("errors", flat=True).get()
+            moved = ReplayJob.objects.filter(pk=job.pk, step=step).update(
+                created=job.created + created,
+                failed=job.failed + failed,
+                errors=(kept + errors)[:MAX_ERRORS],
+                cursor_received_at=last.received_at,
+                cursor_run=last.pk,
+                heartbeat_at=timezone.now(),
+            )
+            if not moved:
+                raise _StepLost
+    except _StepLost:
+        return False
+    job.created += created
+    job.failed += failed
+    job.cursor_received_at, job.cursor_run = last.received_at, last.pk
+    return True
+
+
+def replay_jobs_resume_stalled() -> int:
+    """Ring again for jobs whose step stopped without finishing (a worker died, or a doorbell was lost); for the sweep."""
+    stale = timezone.now() - timedelta(seconds=settings.LANGRUN_REPLAY_SLICE * 3 + 60)
+    stalled = ReplayJob.objects.filter(
+        Q(status=ReplayJob.Status.RUNNING, heartbeat_at__lt=stale) | Q(status=ReplayJob.Status.PENDING, created_at__lt=stale)
+    ).values_list("pk", flat=True)
+    count = 0
+    for job_id in stalled:
+        _step_later(job_id=job_id)
+        count += 1
+    return count

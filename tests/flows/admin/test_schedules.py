@@ -1,0 +1,47 @@
+"""flows.admin.schedules: schedules saved through the services, a bad cron as a form error, owner scoping."""
+
+from django.urls import reverse
+from django_q.models import Schedule
+
+from flows.models import FlowSchedule
+from flows.services.schedules import flow_schedule_create
+from tests.helpers import login
+
+
+def test_add_change_and_list_a_schedule(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    c = login(staff)
+    response = c.post(
+        reverse("admin:flows_flowschedule_add"),
+        {"flow": str(flow.pk), "name": "weekdays", "cron": "0 9 * * 1-5", "interval_minutes": "", "payload": '{"name": "Team"}'},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    schedule = FlowSchedule.objects.get()
+    assert (schedule.cron, schedule.payload) == ("0 9 * * 1-5", {"name": "Team"})
+    assert Schedule.objects.get(pk=schedule.q_schedule_id).cron == "0 9 * * 1-5"
+    response = c.post(
+        reverse("admin:flows_flowschedule_change", args=[schedule.pk]),
+        {"flow": str(flow.pk), "name": "often", "cron": "", "interval_minutes": "5", "payload": "{}"},
+    )
+    assert response.status_code == 302
+    schedule.refresh_from_db()
+    assert (schedule.cron, schedule.interval_minutes) == ("", 5)
+    assert Schedule.objects.get(pk=schedule.q_schedule_id).minutes == 5
+    assert "often" in c.get(reverse("admin:flows_flowschedule_changelist")).content.decode()
+
+
+def test_a_bad_cron_is_a_form_error(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    response = login(staff).post(
+        reverse("admin:flows_flowschedule_add"), {"flow": str(flow.pk), "cron": "every day", "interval_minutes": "", "payload": "{}"}
+    )
+    assert response.status_code == 200
+    assert "is not a cron expression" in response.content.decode()
+    assert not FlowSchedule.objects.exists()
+
+
+def test_other_users_schedules_are_404(staff, other, make_flow):
+    schedule = flow_schedule_create(flow=make_flow(other, endpoint_name="theirs"), cron="* * * * *")
+    c = login(staff)
+    assert c.get(reverse("admin:flows_flowschedule_change", args=[schedule.pk])).status_code == 404
+    assert str(schedule) not in c.get(reverse("admin:flows_flowschedule_changelist")).content.decode()

@@ -1,0 +1,142 @@
+"""flows.services.pause: a paused flow's runs are recorded but held; resume releases them in the order received."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from flows.models import Flow, FlowRun
+from flows.services import pause
+from flows.services.execution import flow_run_execute, flow_runs_execute
+from flows.services.pause import flow_pause, flow_resume
+from flows.services.runs import flow_run_create
+from flows.services.sweep import flow_runs_enqueue_due_retries, flow_runs_requeue_stale
+
+
+def _run(flow, **fields):
+    run = flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    if fields:
+        FlowRun.objects.filter(pk=run.pk).update(**fields)
+        run.refresh_from_db()
+    return run
+
+
+def test_pause_records_when_and_is_idempotent(flow):
+    flow_pause(flow=flow)
+    first = Flow.objects.get(pk=flow.pk).paused_at
+    assert first is not None
+    flow_pause(flow=flow)
+    assert Flow.objects.get(pk=flow.pk).paused_at == first
+    assert flow.paused_at == first
+
+
+def test_a_paused_flows_run_is_accepted_but_not_claimed(flow, execute_path):
+    flow_pause(flow=flow)
+    run = _run(flow)
+    assert flow_run_execute(run_id=run.id) is None
+    run.refresh_from_db()
+    assert run.status == FlowRun.Status.QUEUED and run.attempts == 0 and run.started_at is None
+
+
+def test_a_batch_of_quick_runs_leaves_a_paused_flows_runs_queued(flow, make_flow, user, execute_path):
+    other = make_flow(user, endpoint_name="other")
+    flow_pause(flow=flow)
+    held, free = _run(flow), _run(other)
+    executed = flow_runs_execute(run_ids=[held.id, free.id])
+    assert [r.id for r in executed] == [free.id]
+    held.refresh_from_db()
+    assert held.status == FlowRun.Status.QUEUED
+
+
+def test_a_run_queued_before_the_pause_is_held_too(flow, execute_path):
+    run = _run(flow)
+    flow_pause(flow=flow)
+    assert flow_run_execute(run_id=run.id) is None
+
+
+def test_a_concurrency_limited_paused_flow_holds_its_runs(flow, execute_path):
+    Flow.objects.filter(pk=flow.pk).update(max_concurrent_runs=2)
+    flow_pause(flow=flow)
+    run = _run(flow)
+    assert flow_run_execute(run_id=run.id) is None
+
+
+def test_resume_releases_held_runs_oldest_first(flow, enqueued):
+    flow_pause(flow=flow)
+    now = timezone.now()
+    runs = [_run(flow, received_at=now - timedelta(seconds=10 - i)) for i in range(5)]
+    enqueued.clear()  # the doorbells rung on intake
+    released = flow_resume(flow=flow)
+    assert released == 5
+    assert enqueued == [str(r.id) for r in runs]
+    assert Flow.objects.get(pk=flow.pk).paused_at is None
+    for run in runs:
+        assert flow_run_execute(run_id=run.id).status == FlowRun.Status.SUCCEEDED
+
+
+def test_resume_leaves_runs_waiting_for_a_retry_to_their_time(flow, enqueued):
+    flow_pause(flow=flow)
+    waiting = _run(flow, next_attempt_at=timezone.now() + timedelta(minutes=5))
+    ready = _run(flow)
+    enqueued.clear()
+    flow_resume(flow=flow)
+    assert enqueued == [str(ready.id)]
+    assert waiting.pk
+
+
+def test_resume_of_a_large_backlog_hands_the_rest_to_a_task(flow, enqueued, monkeypatch, settings):
+    settings.LANGRUN_RELEASE_BATCH = 2
+    tasks = []
+    monkeypatch.setattr(pause, "_release_rest_later", lambda *, flow_id, resumed_at: tasks.append((str(flow_id), resumed_at)))
+    flow_pause(flow=flow)
+    now = timezone.now()
+    runs = [_run(flow, received_at=now - timedelta(seconds=10 - i)) for i in range(5)]
+    enqueued.clear()
+    assert flow_resume(flow=flow) == 2
+    assert enqueued == [str(r.id) for r in runs[:2]] and [t[0] for t in tasks] == [str(flow.pk)]
+    # The task releases the rest in pages, in order, never ringing a run twice.
+    assert tasks_release(tasks[0]) == 3
+    assert enqueued == [str(r.id) for r in runs]
+
+
+def tasks_release(task) -> int:
+    from flows.tasks import release_held_runs
+
+    flow_id, resumed_at = task
+    return release_held_runs(flow_id, resumed_at.isoformat())
+
+
+def test_resume_of_a_flow_not_paused_releases_nothing(flow, enqueued):
+    _run(flow)
+    enqueued.clear()
+    assert flow_resume(flow=flow) == 0
+    assert enqueued == []
+
+
+def test_the_sweep_leaves_a_paused_flows_runs_alone(flow, enqueued):
+    flow_pause(flow=flow)
+    old = timezone.now() - timedelta(hours=1)
+    _run(flow, enqueued_at=old)
+    _run(flow, enqueued_at=old, next_attempt_at=old + timedelta(minutes=1))
+    enqueued.clear()
+    assert flow_runs_requeue_stale() == 0
+    assert flow_runs_enqueue_due_retries() == 0
+    assert enqueued == []
+
+
+def test_waiting_for_says_why_a_queued_run_waits(flow):
+    run = _run(flow)
+    assert pause.flow_run_waiting_for(run=run, flow_paused=False) == "worker"
+    assert pause.flow_run_waiting_for(run=run, flow_paused=True) == "flow_paused"
+    run.next_attempt_at = timezone.now() + timedelta(minutes=1)
+    assert pause.flow_run_waiting_for(run=run, flow_paused=False) == "retry_backoff"
+    run.status = FlowRun.Status.SUCCEEDED
+    assert pause.flow_run_waiting_for(run=run, flow_paused=True) is None
+
+
+@pytest.mark.parametrize("status", ["running", "succeeded"])
+def test_pause_does_not_touch_runs_already_started(flow, status):
+    run = _run(flow, status=status)
+    flow_pause(flow=flow)
+    run.refresh_from_db()
+    assert run.status == status

@@ -1,0 +1,135 @@
+"""flows.services.replays: bulk replay jobs, replaying matching runs in batches at a bounded rate."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from flows.models import FlowRun, ReplayJob
+from flows.services import replays
+from flows.services.replays import replay_job_create, replay_job_step, replay_jobs_resume_stalled, replay_runs_count
+from flows.services.runs import flow_run_create
+
+
+def _run(flow, **fields):
+    run = flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    if fields:
+        FlowRun.objects.filter(pk=run.pk).update(**fields)
+        run.refresh_from_db()
+    return run
+
+
+@pytest.fixture
+def steps(monkeypatch):
+    """The job steps the service enqueues (a worker would run them), and no real sleeping."""
+    enqueued, slept = [], []
+    monkeypatch.setattr(replays, "_step_later", lambda *, job_id: enqueued.append(str(job_id)))
+    monkeypatch.setattr(replays, "_sleep", slept.append)
+    return enqueued, slept
+
+
+def test_count_matches_the_run_lists_filters_and_the_owner(flow, make_flow, make_user, user):
+    other = make_flow(make_user("bob"), endpoint_name="theirs")
+    now = timezone.now()
+    failed = [_run(flow, status="failed") for _ in range(3)]
+    _run(flow, status="succeeded")
+    _run(flow, status="failed", received_at=now - timedelta(days=3))
+    _run(other, status="failed")
+    assert replay_runs_count(user=user, filters={"status": "failed"}) == 4
+    assert replay_runs_count(user=user, filters={"status": "failed", "received_after": now - timedelta(days=1)}) == 3
+    assert replay_runs_count(user=user, filters={"flow": str(flow.pk), "trigger": "webhook"}) == 5
+    assert replay_runs_count(user=user, filters={"ids": [str(failed[0].pk), str(other.pk)]}) == 1
+    assert replay_runs_count(user=user, filters={"received_before": now - timedelta(days=1)}) == 1
+
+
+def test_a_job_replays_every_matching_run_once_in_batches(flow, user, steps, settings):
+    enqueued, slept = steps
+    settings.LANGRUN_REPLAY_BATCH = 2
+    settings.LANGRUN_REPLAY_RATE = 1
+    originals = [_run(flow, status="failed") for _ in range(5)]
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    assert (job.status, job.matched, job.created) == ("pending", 5, 0)
+    job = replay_job_step(job_id=job.pk)
+    assert (job.status, job.matched, job.created, job.failed) == ("succeeded", 5, 5, 0)
+    assert job.started_at and job.finished_at
+    replayed = FlowRun.objects.filter(trigger="replay")
+    assert sorted(r.replay_of_id for r in replayed) == sorted(r.pk for r in originals)
+    assert {r.status for r in replayed} == {"queued"}
+    # Bounded rate: 5 runs at 1 a second take 5 seconds in all (waiting, less the batches' own time), batch by batch.
+    assert 4 < sum(slept) <= 5 and len(slept) == 3
+    # Running the step again (a duplicate doorbell) replays nothing more.
+    assert replay_job_step(job_id=job.pk).created == 5
+    assert replayed.count() == 5
+
+
+def test_a_jobs_own_replays_never_match_it(flow, user, steps):
+    _run(flow)
+    job = replay_job_create(user=user, filters={"status": "queued"})
+    job = replay_job_step(job_id=job.pk)
+    assert (job.matched, job.created) == (1, 1)
+    assert FlowRun.objects.count() == 2
+
+
+def test_a_step_stops_after_its_slice_and_rings_for_the_next(flow, user, steps, settings, django_capture_on_commit_callbacks):
+    enqueued, _ = steps
+    settings.LANGRUN_REPLAY_BATCH = 2
+    settings.LANGRUN_REPLAY_SLICE = 0  # one batch per step
+    for _ in range(5):
+        _run(flow, status="failed")
+    with django_capture_on_commit_callbacks(execute=True):
+        job = replay_job_create(user=user, filters={"status": "failed"})
+    assert enqueued == [str(job.pk)]
+    job = replay_job_step(job_id=job.pk)
+    assert (job.status, job.created) == ("running", 2) and enqueued == [str(job.pk)] * 2
+    job = replay_job_step(job_id=job.pk)
+    job = replay_job_step(job_id=job.pk)
+    assert (job.status, job.created) == ("succeeded", 5)
+    assert FlowRun.objects.filter(trigger="replay").count() == 5
+
+
+def test_runs_that_cannot_be_replayed_are_counted_with_why(flow, user, steps):
+    pruned = _run(flow, status="failed", payload=None, payload_pruned_at=timezone.now())
+    _run(flow, status="failed")
+    job = replay_job_step(job_id=replay_job_create(user=user, filters={"status": "failed"}).pk)
+    assert (job.status, job.created, job.failed) == ("succeeded", 1, 1)
+    assert job.errors[0]["run_id"] == str(pruned.pk) and "retention" in job.errors[0]["msg"]
+
+
+def test_current_version_replays_run_the_flows_current_graph(flow, user, steps):
+    from flows.services.flows import flow_update
+    from tests.helpers import greeting_with_template
+
+    original = _run(flow, status="failed")
+    flow = flow_update(flow=flow, author=user, data=greeting_with_template("Hi {name}"))
+    job = replay_job_step(job_id=replay_job_create(user=user, filters={"status": "failed"}, current_version=True).pk)
+    assert job.created == 1
+    replay = FlowRun.objects.get(replay_of=original)
+    assert replay.version_id == flow.current_version_id != original.version_id
+
+
+def test_a_step_that_lost_the_job_writes_nothing(flow, user, steps, monkeypatch):
+    for _ in range(3):
+        _run(flow, status="failed")
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    real_batch = replays._replay_batch
+
+    def taken_over(job, runs, step):
+        ReplayJob.objects.filter(pk=job.pk).update(step=step + 1)  # the sweep gave the job to another step
+        return real_batch(job, runs, step)
+
+    monkeypatch.setattr(replays, "_replay_batch", taken_over)
+    replay_job_step(job_id=job.pk)
+    assert not FlowRun.objects.filter(trigger="replay").exists()
+    assert ReplayJob.objects.get(pk=job.pk).created == 0
+
+
+def test_the_sweep_resumes_a_job_whose_worker_stopped(flow, user, steps, settings):
+    enqueued, _ = steps
+    _run(flow, status="failed")
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    enqueued.clear()
+    assert replay_jobs_resume_stalled() == 0  # pending, just created: its doorbell is on its way
+    stale = timezone.now() - timedelta(seconds=settings.LANGRUN_REPLAY_SLICE * 3 + 60)
+    ReplayJob.objects.filter(pk=job.pk).update(status="running", heartbeat_at=stale, created_at=stale)
+    assert replay_jobs_resume_stalled() == 1 and enqueued == [str(job.pk)]
+    assert replay_job_step(job_id=job.pk).status == "succeeded"
