@@ -67,6 +67,17 @@ class VariableUndecryptable(FlowsError):
         super().__init__(message, errors=[{"loc": ["body", "value"], "msg": message, "type": "variable_key"}])
 
 
+class WebhookSettingInvalid(FlowsError):
+    """A flow's webhook setting (`methods`, …) is not one langrun understands: 422 naming the field."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "webhook_setting_invalid"
+
+    def __init__(self, field: str, message: str, type_: str = "value_error"):
+        self.field, self.type = field, type_
+        super().__init__(message, errors=[{"loc": ["body", field], "msg": message, "type": type_}])
+
+
 class ScheduleInvalid(FlowsError):
     """A schedule needs exactly one of a valid cron expression and an interval: 422, located."""
 

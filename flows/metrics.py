@@ -40,7 +40,7 @@ SWEEP_LAST_RUN = "langrun_sweep_last_run_timestamp_seconds"
 FAMILIES = {
     WEBHOOKS: ("counter", "Webhook calls answered, by HTTP status code (202: runs accepted)."),
     "langrun_runs_accepted": ("counter", "Runs accepted, by flow."),
-    "langrun_runs_finished": ("counter", "Runs that ended, by flow and status (succeeded, failed, cancelled)."),
+    "langrun_runs_finished": ("counter", "Runs that ended, by flow and status (succeeded, failed, cancelled, filtered)."),
     "langrun_run_duration_seconds": ("histogram", "Time from a worker's claim to the end of a run."),
     "langrun_run_queue_wait_seconds": ("histogram", "Time from accepting a run to a worker claiming it."),
     "langrun_node_duration_seconds": ("histogram", "Time one node took, by component type."),
@@ -82,8 +82,9 @@ def runs_metric_samples(runs: QuerySet) -> Samples:
         samples[("langrun_runs_accepted_total", _labels_key({"flow": flow}))] += row["n"]
         if row["status"] in FlowRun.TERMINAL:
             samples[("langrun_runs_finished_total", _labels_key({"flow": flow, "status": row["status"]}))] += row["n"]
-        if row["trigger"] == FlowRun.Trigger.WEBHOOK:
-            samples[(f"{WEBHOOKS}_total", _labels_key({"code": "202"}))] += row["n"]
+        if row["trigger"] == FlowRun.Trigger.WEBHOOK:  # a filtered delivery was answered 200
+            code = "200" if row["status"] == FlowRun.Status.FILTERED else "202"
+            samples[(f"{WEBHOOKS}_total", _labels_key({"code": code}))] += row["n"]
 
     for family, start, end, buckets, scope in (
         (
@@ -201,6 +202,8 @@ def webhook_answer_count(response, *, waits: bool = False) -> None:
 
     A replayed delivery (no new run) is counted here, as is every answer to a request that waited.
     """
+    if getattr(response, "langrun_counted_by_ledger", False):
+        return
     if response.status_code != 202 or waits or response.get("Idempotent-Replayed") == "true":
         metric_counter_add(name=f"{WEBHOOKS}_total", labels={"code": str(response.status_code)})
 

@@ -1,3 +1,5 @@
+import functools
+import json
 import uuid
 
 from django.conf import settings
@@ -5,6 +7,10 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 ENDPOINT_NAME_RE = r"^[a-zA-Z0-9_-]+$"
+# The HTTP methods a flow's webhook may accept, in the order they are listed (and stored).
+WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# The senders' URL checks a flow may answer (webhooks/handshakes.py), in the order they are listed.
+WEBHOOK_HANDSHAKES = ("slack", "meta", "graph")
 
 
 class Flow(models.Model):
@@ -48,6 +54,35 @@ class Flow(models.Model):
     signing_secret = models.CharField(max_length=100, blank=True, editable=False)
     signing_secret_previous = models.CharField(max_length=100, blank=True, editable=False)
     signing_secret_previous_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Integrations: what the webhook accepts. Stored as canonical text ("GET,POST") so that the webhook's
+    # remembered target can check it in SQL alike on every database (webhooks/targets.py).
+    methods = models.CharField(
+        max_length=64, default="POST", help_text="HTTP methods the webhook accepts, comma-separated (GET, POST, PUT, PATCH, DELETE)."
+    )
+    handshakes = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The senders' URL checks the webhook answers, comma-separated: slack, meta, graph.",
+    )
+    accept_if = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text='A JMESPath over {"headers", "query", "payload"}: when falsy the request is recorded as filtered, never run.',
+    )
+    dedupe_key = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text='A JMESPath over {"headers", "query", "payload"} whose value deduplicates deliveries (e.g. payload.id).',
+    )
+    verification = models.CharField(
+        max_length=300,
+        blank=True,
+        default="",
+        help_text='The signature scheme the webhook checks, as JSON ({"provider": "stripe"}); empty: Standard Webhooks or GitHub.',
+    )
 
     class Meta:
         ordering = ["-updated_at"]
@@ -64,8 +99,23 @@ class Flow(models.Model):
         return self.name
 
     @property
+    def allowed_methods(self) -> tuple[str, ...]:
+        return tuple(self.methods.split(",")) if self.methods else ("POST",)
+
+    @property
+    def verification_settings(self) -> dict | None:
+        """The verification preset (`{"provider": …}`), or None for today's rule (Standard Webhooks or GitHub)."""
+        return _verification_parsed(self.verification) if self.verification else None
+
+    @property
     def has_webhook(self) -> bool:
         return any(isinstance(n, dict) and n.get("type") == "Webhook" for n in (self.data or {}).get("nodes", []))
+
+
+@functools.lru_cache(maxsize=256)
+def _verification_parsed(text: str) -> dict:
+    # Parsed once per distinct text: the webhook reads it on every request to a flow with a preset.
+    return json.loads(text)
 
 
 class FlowRunQuerySet(models.QuerySet):
@@ -80,7 +130,7 @@ class FlowRun(models.Model):
     Written in the same transaction that accepts the request, before the
     `202` is sent, so the payload is never lost; the task queue only rings
     the doorbell. Status moves `queued → running → succeeded | failed` (or
-    `queued → cancelled`), and terminal states never change; a replay is a
+    `queued → cancelled`; or recorded `filtered`, never executed), and terminal states never change; a replay is a
     new run pointing at the old one.
     """
 
@@ -90,6 +140,8 @@ class FlowRun(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        # The flow's `accept_if` was falsy: recorded and answered 200, never executed.
+        FILTERED = "filtered"
 
     class Trigger(models.TextChoices):
         WEBHOOK = "webhook"
@@ -136,11 +188,16 @@ class FlowRun(models.Model):
         related_name="runs",
         help_text="The version of the flow's graph this run was accepted against, and executes.",
     )
+    request = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The webhook request's method, headers and query (secrets masked); empty for runs not started by one.",
+    )
     payload_pruned_at = models.DateTimeField(
         null=True, blank=True, help_text="When retention cleared the raw body and payload of this run."
     )
 
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.FILTERED)
 
     objects = FlowRunQuerySet.as_manager()
 

@@ -102,7 +102,7 @@ def runs_prune(
 ) -> PruneResult:
     """Apply the retention settings (or these overrides); `dry_run` only counts. 0 days keeps forever.
 
-    Succeeded runs go after `succeeded_days`, failed and cancelled runs after
+    Succeeded and filtered runs go after `succeeded_days`, failed and cancelled runs after
     `failed_days` (both by when they finished); the raw body and parsed payload of
     any finished run still kept is cleared after `payload_days`.
     """
@@ -116,7 +116,8 @@ def runs_prune(
 
     doomed = Q(pk__in=[])
     if cutoff := _cutoff(succeeded_days):
-        expired = Q(status=FlowRun.Status.SUCCEEDED, finished_at__lt=cutoff)
+        # A filtered run is kept as long as a succeeded one: both were answered as the sender wished.
+        expired = Q(status__in=[FlowRun.Status.SUCCEEDED, FlowRun.Status.FILTERED], finished_at__lt=cutoff)
         result.succeeded_runs = _delete_in_batches(expired, cutoff=cutoff, batch=batch, dry_run=dry_run)
         doomed |= expired
     if cutoff := _cutoff(failed_days):
@@ -131,7 +132,7 @@ def runs_prune(
             now = timezone.now()
             for ids in _ledger_batches(kept, cutoff=cutoff, batch=batch):
                 result.payloads_cleared += FlowRun.objects.filter(kept, pk__in=ids).update(
-                    body="", payload=None, request_variables="", payload_pruned_at=now
+                    body="", payload=None, request=None, request_variables="", payload_pruned_at=now
                 )
     if cutoff := _cutoff(tasks_days):
         result.queue_tasks, result.queue_leftovers = _queue_tables_prune(cutoff=cutoff, dry_run=dry_run)

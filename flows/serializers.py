@@ -1,11 +1,16 @@
+import json
+
 from django.conf import settings
 from django.db import models
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.utils import html
 
 from flows.examples import GREETING_GRAPH
-from flows.models import Flow, FlowRun, FlowSchedule, FlowVersion, NodeResult, ReplayJob, Variable
+from flows.exceptions import WebhookSettingInvalid
+from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowSchedule, FlowVersion, NodeResult, ReplayJob, Variable
 from flows.services.pause import flow_run_waiting_for
+from flows.services.webhook_settings import VERIFICATION_PROVIDERS, webhook_methods_parse
 from langrun.serializers import StrictCharField
 
 FLOW_EXAMPLE = {
@@ -48,6 +53,84 @@ class GraphField(serializers.JSONField):
     pass
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_METHODS)}, "minItems": 1, "default": ["POST"]})
+class MethodsField(serializers.Field):
+    """A flow's `methods`: a list in the API, canonical text in the database."""
+
+    def to_representation(self, value: str) -> list[str]:
+        return value.split(",") if value else ["POST"]
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form repeats the key
+            return dictionary.getlist(self.field_name)
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, list):
+            raise serializers.ValidationError('Give a list of HTTP methods, e.g. ["POST"].', code="list_type")
+        try:
+            return ",".join(webhook_methods_parse(data))
+        except WebhookSettingInvalid as exc:
+            raise serializers.ValidationError(str(exc), code=exc.type) from exc
+
+
+# Described without constraints: a form-encoded request cannot carry an object, and the service checks it anyway
+# (an unknown provider or a missing secret is a 422 naming the field).
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "additionalProperties": True,
+        "description": (
+            f'A verification preset, or null (or {{}}) for none: {{"provider": one of {", ".join(VERIFICATION_PROVIDERS)}}}; '
+            'a token preset also names "header" or "query".'
+        ),
+        "example": {"provider": "stripe"},
+    }
+)
+class VerificationField(serializers.Field):
+    """A flow's verification preset: an object in the API, canonical JSON text in the database (checked by the service)."""
+
+    def to_representation(self, value: str):
+        return json.loads(value) if value else None
+
+    def get_value(self, dictionary):
+        # A form cannot hold an object: its text (even empty) is refused rather than read as null.
+        if html.is_html_input(dictionary) and self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('Give an object such as {"provider": "stripe"}, or null.', code="dict_type")
+        return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_HANDSHAKES)}, "default": []})
+class HandshakesField(serializers.Field):
+    """A flow's `handshakes`: a list in the API, canonical text in the database (checked by the service)."""
+
+    def to_representation(self, value: str) -> list[str]:
+        return value.split(",") if value else []
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form repeats the key
+            return dictionary.getlist(self.field_name)
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError('Give a list such as ["slack"].', code="list_type")
+        return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
+
+
+class DedupeKeyField(StrictCharField):
+    """A flow's `dedupe_key`: null in the API for none ("" in the database); checked by the service."""
+
+    def to_representation(self, value):
+        return value or None
+
+
 @extend_schema_serializer(examples=[OpenApiExample("A greeting flow", value=FLOW_EXAMPLE, response_only=True)])
 class FlowSerializer(serializers.ModelSerializer):
     serializer_field_mapping = {
@@ -76,6 +159,47 @@ class FlowSerializer(serializers.ModelSerializer):
         min_value=1,
         help_text="Runs of this flow executing at once; more wait in the queue (null: no limit).",
     )
+    methods = MethodsField(
+        required=False,
+        help_text="HTTP methods the webhook accepts (default POST). A GET's payload is its query; another method is a 405 with Allow.",
+    )
+    accept_if = DedupeKeyField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text=(
+            'A JMESPath expression over {"headers", "query", "payload"}; when it is falsy the request is answered '
+            '200 {"status": "filtered"} and recorded as a run with status filtered, never executed. Null: every request runs.'
+        ),
+    )
+    handshakes = HandshakesField(
+        required=False,
+        help_text=(
+            "The senders' URL checks the webhook answers before storing anything: slack (url_verification, after its "
+            "signature), meta (GET hub.challenge, hub.verify_token = the flow's secret), graph (?validationToken=, "
+            "after authentication). Default none."
+        ),
+    )
+    dedupe_key = DedupeKeyField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text=(
+            'A JMESPath expression over {"headers", "query", "payload"} (e.g. payload.id, headers."x-github-delivery") '
+            "whose value, when present, deduplicates deliveries like an Idempotency-Key. Null: the verification "
+            "preset's delivery id, else the Idempotency-Key / webhook-id headers."
+        ),
+    )
+    verification = VerificationField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "The signature scheme the webhook checks with the flow's secret: standard, github, stripe, slack, shopify, or "
+            'token (with "header" or "query" naming where it is). Null: Standard Webhooks or GitHub, once a secret is set.'
+        ),
+    )
     signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
     paused = serializers.SerializerMethodField(help_text="True while the flow is paused: its runs are recorded but held.")
     paused_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When the flow was paused; null when it is not.")
@@ -99,6 +223,11 @@ class FlowSerializer(serializers.ModelSerializer):
             "webhook_url",
             "max_attempts",
             "max_concurrent_runs",
+            "methods",
+            "verification",
+            "dedupe_key",
+            "accept_if",
+            "handshakes",
             "signed",
             "paused",
             "paused_at",
@@ -203,12 +332,34 @@ class FlowRunListSerializer(serializers.ModelSerializer):
         return flow_run_waiting_for(run=run, flow_paused=paused)
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "description": (
+            "The webhook request that started the run, as its Webhook node saw it: method, headers (names lower-cased) "
+            "and query (a repeated key gives a list). x-api-key, authorization, cookie and the signature headers of the "
+            "flow's verification read `***`; x-api-key is left out of the query. Null for a run no request started."
+        ),
+        "properties": {
+            "method": {"type": "string", "enum": list(WEBHOOK_METHODS)},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "query": {"type": "object", "additionalProperties": True},
+        },
+        "example": {"method": "POST", "headers": {"content-type": "application/json", "x-api-key": "***"}, "query": {}},
+    }
+)
+class RunRequestField(serializers.JSONField):
+    pass
+
+
 @extend_schema_serializer(examples=[OpenApiExample("A finished run", value=RUN_EXAMPLE, response_only=True)])
 class FlowRunSerializer(FlowRunListSerializer):
     nodes = NodeResultSerializer(source="node_results", many=True, read_only=True)
+    request = RunRequestField(read_only=True)
 
     class Meta(FlowRunListSerializer.Meta):
-        fields = [*FlowRunListSerializer.Meta.fields, "nodes"]
+        fields = [*FlowRunListSerializer.Meta.fields, "request", "nodes"]
         read_only_fields = fields
 
 
@@ -245,6 +396,11 @@ class FlowExportSerializer(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     endpoint_name = serializers.CharField(allow_null=True)
     timeout = serializers.IntegerField(allow_null=True)
+    methods = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_METHODS))
+    verification = serializers.JSONField(allow_null=True, help_text="The verification preset, without its secret.")
+    dedupe_key = serializers.CharField(allow_null=True)
+    accept_if = serializers.CharField(allow_null=True)
+    handshakes = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_HANDSHAKES))
     data = serializers.JSONField()
 
 

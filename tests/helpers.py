@@ -42,6 +42,24 @@ HTTP_FLOW = {
     ],
 }
 
+# Webhook → an Output per output: what a flow sees of the request (headers, query, method, data).
+REQUEST_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {"id": "h", "type": "Output", "params": {"name": "headers"}},
+        {"id": "q", "type": "Output", "params": {"name": "query"}},
+        {"id": "m", "type": "Output", "params": {"name": "method"}},
+        {"id": "d", "type": "Output", "params": {"name": "data"}},
+    ],
+    "edges": [
+        {"source": "hook", "source_output": "headers", "target": "h", "target_input": "value"},
+        {"source": "hook", "source_output": "query", "target": "q", "target_input": "value"},
+        {"source": "hook", "source_output": "method", "target": "m", "target_input": "value"},
+        {"source": "hook", "source_output": "data", "target": "d", "target_input": "value"},
+    ],
+}
+
+
 # A graph with a bad param type and an unknown component: what validation messages are tested on.
 BROKEN_FLOW = {
     "nodes": [
@@ -233,3 +251,36 @@ def http_flow(url: str, **params) -> dict:
     data = copy.deepcopy(HTTP_FLOW)
     data["nodes"][1]["params"] = {"url": url, "method": "POST", **params}
     return data
+
+
+# --- Verification presets: a request signed as each provider signs it (its SDK where one is installed) ---------
+
+
+def provider_signed_headers(provider: str, secret: str, body: bytes, **preset) -> dict[str, str]:
+    """HTTP headers (real names) of a request to a flow with `provider`'s preset, signed with `secret`."""
+    import base64
+    import time
+    from datetime import UTC, datetime
+
+    now = int(time.time())
+    if provider == "standard":
+        import standardwebhooks
+
+        signature = standardwebhooks.Webhook(secret).sign("msg_e2e", datetime.fromtimestamp(now, UTC), body.decode())
+        return {"webhook-id": "msg_e2e", "webhook-timestamp": str(now), "webhook-signature": signature}
+    if provider == "github":
+        return {"X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+    if provider == "stripe":
+        import stripe
+
+        return {"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body.decode(), secret, now)}
+    if provider == "slack":
+        from slack_sdk.signature import SignatureVerifier
+
+        signature = SignatureVerifier(secret).generate_signature(timestamp=str(now), body=body)
+        return {"X-Slack-Request-Timestamp": str(now), "X-Slack-Signature": signature}
+    if provider == "shopify":
+        return {"X-Shopify-Hmac-Sha256": base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()}
+    if provider == "token":
+        return {preset["header"]: secret}
+    raise ValueError(provider)

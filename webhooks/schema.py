@@ -130,6 +130,7 @@ class WebhookViewSchema(OpenApiViewExtension):
                     401: error("The flow has a signing secret and the request is not signed with it (or not signed)."),
                     403: error("API key missing or invalid (and no signature standing in for it), or the flow is another user's."),
                     404: error("No such flow (names are looked up among the caller's flows)."),
+                    405: error("The flow does not accept this method (its `methods`); `Allow` lists those it does."),
                     409: error("Authentication is off and several users have this endpoint name: add ?user_id=."),
                     413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
                     422: validation_error(
@@ -146,7 +147,67 @@ class WebhookViewSchema(OpenApiViewExtension):
             def post(self, request, flow_id_or_name: str):
                 return super().post(request, flow_id_or_name)
 
+            @extend_schema(
+                summary="Run a flow from its webhook (GET)",
+                description=(
+                    "For a flow whose `methods` include GET (a 405 otherwise): the payload is the query object "
+                    "(a repeated key gives a list; x-api-key left out). Otherwise as POST."
+                ),
+                request=None,
+                parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH), LOCATION, REPLAYED],
+                responses={
+                    202: OpenApiResponse(WebhookAcceptedSerializer, description="The run is stored and queued."),
+                    200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
+                    **_ERRORS,
+                },
+                auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
+            )
+            def get(self, request, flow_id_or_name: str):
+                return super().get(request, flow_id_or_name)
+
+            @_as_post("PUT")
+            def put(self, request, flow_id_or_name: str):
+                return super().put(request, flow_id_or_name)
+
+            @_as_post("PATCH")
+            def patch(self, request, flow_id_or_name: str):
+                return super().patch(request, flow_id_or_name)
+
+            @_as_post("DELETE")
+            def delete(self, request, flow_id_or_name: str):
+                return super().delete(request, flow_id_or_name)
+
         return Fixed
+
+
+_ERRORS = {
+    401: error("The flow verifies signatures and the request is not signed with its secret."),
+    403: error("API key missing or invalid, or the flow is another user's."),
+    404: error("No such flow."),
+    405: error("The flow does not accept this method (its `methods`); `Allow` lists those it does."),
+    422: validation_error("A malformed query parameter or header."),
+    429: OpenApiResponse(ErrorSerializer, description="Rate limit exceeded."),
+}
+
+
+def _as_post(method: str):
+    """The schema of PUT, PATCH and DELETE to a webhook: as POST's, for a flow whose `methods` include it."""
+    from webhooks.views import WebhookAcceptedSerializer
+
+    return extend_schema(
+        summary=f"Run a flow from its webhook ({method})",
+        description=f"For a flow whose `methods` include {method} (a 405 otherwise); the body is read as POST's.",
+        request={"application/json": OpenApiTypes.ANY, "*/*": {"type": "string", "format": "binary"}},
+        parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH), LOCATION, REPLAYED],
+        responses={
+            202: OpenApiResponse(WebhookAcceptedSerializer, description="The run is stored and queued."),
+            200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
+            400: error("Empty body."),
+            413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
+            **_ERRORS,
+        },
+        auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
+    )
 
 
 def webhook_body_required(result, generator, request, public):
@@ -161,21 +222,24 @@ class SigningSecretSchema(OpenApiViewExtension):
     target_class = "webhooks.views.FlowSigningSecretView"
 
     def view_replacement(self):
-        from webhooks.views import SigningSecretSerializer
+        from webhooks.views import SigningSecretInputSerializer, SigningSecretSerializer
 
         class Fixed(self.target_class):
             @extend_schema(
-                summary="Create or rotate a flow's signing secret",
+                summary="Create, set or rotate a flow's signing secret",
                 description=(
-                    "From now on the flow's webhook needs a signature (webhook-signature or X-Hub-Signature-256) made "
-                    "with this secret; a previous secret stays valid for LANGRUN_SIGNING_SECRET_GRACE seconds. "
-                    "No request body. The secret is only ever shown in this answer."
+                    "From now on the flow's webhook needs a signature made with this secret (webhook-signature or "
+                    "X-Hub-Signature-256, or the scheme of the flow's `verification` preset); a previous secret stays "
+                    "valid for LANGRUN_SIGNING_SECRET_GRACE seconds. Without a body a secret is generated and shown "
+                    'only in this answer; with `{"secret": "…"}` (one Stripe, Slack or Shopify issued, or a token) that '
+                    "secret is set and not echoed (`signing_secret` is null)."
                 ),
-                request=None,
+                request={"application/json": SigningSecretInputSerializer},
                 parameters=[NO_STORE],
                 responses={
-                    201: OpenApiResponse(SigningSecretSerializer, description="The new secret."),
+                    201: OpenApiResponse(SigningSecretSerializer, description="The new secret (null when you gave it)."),
                     404: error("No flow of yours with this id."),
+                    422: validation_error("A `secret` that is not a string of 1 to 100 characters."),
                 },
             )
             def post(self, request, pk):

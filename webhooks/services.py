@@ -7,6 +7,7 @@ raises an API exception carrying its status and Langflow's message.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -40,6 +41,19 @@ MAX_FORM_FIELDS = 1000
 logger = logging.getLogger(__name__)
 
 
+class WebhookMethodNotAllowed(exceptions.MethodNotAllowed):
+    """405: the flow does not accept this method; `allowed` is what it does accept (the answer's `Allow`)."""
+
+    def __init__(self, method: str, allowed: tuple[str, ...]):
+        self.allowed = allowed
+        super().__init__(method)
+
+
+def webhook_method_check(*, flow: Flow, method: str) -> None:
+    if method not in flow.allowed_methods:
+        raise WebhookMethodNotAllowed(method, flow.allowed_methods)
+
+
 class EmptyBody(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = EMPTY_BODY
@@ -68,6 +82,9 @@ def webhook_run_create(
     content_type: str,
     idempotency_key: str | None,
     waits: bool = False,
+    request: dict | None = None,
+    method: str = "POST",
+    filtered: bool = False,
 ) -> FlowRun:
     """Record the webhook's run: the payload checked against the version's JSON Schemas, then the INSERT.
 
@@ -76,7 +93,9 @@ def webhook_run_create(
     refuses may be one the current version takes: then `retarget()` reads the key and the flow
     again (raising as the first lookup would), and the signature and the payload are checked
     against what it found before the run is recorded. `waits`: the caller waits for the run (`?wait=`),
-    so its answer is counted under its own code, not from the ledger (flows/metrics.py).
+    so its answer is counted under its own code, not from the ledger (flows/metrics.py). `request`: the
+    request's method, headers and query as webhooks/inbound.py records them; `method` is checked again
+    against a flow read again.
     """
     insert = functools.partial(
         _webhook_run_insert,
@@ -85,6 +104,8 @@ def webhook_run_create(
         content_type=content_type,
         idempotency_key=idempotency_key,
         waits=waits,
+        request=request,
+        filtered=filtered,
         request_variables=variables_from_headers(meta=headers),
     )
     if target.only_if is not None:
@@ -97,6 +118,7 @@ def webhook_run_create(
             pass  # decided on what the process remembered: decided again on what the database holds now
         target = retarget()
         webhook_signature_verify(flow=target.flow, body=body, headers=headers)
+        webhook_method_check(flow=target.flow, method=method)
     webhook_payload_check_schema(version=target.version, payload=payload)
     return insert(target)
 
@@ -119,7 +141,9 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     return target
 
 
-def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request_variables) -> FlowRun:
+def _webhook_run_insert(
+    target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request, filtered, request_variables
+) -> FlowRun:
     create = functools.partial(
         flow_run_create,
         flow=target.flow,
@@ -131,6 +155,8 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         idempotency_key=idempotency_key,
         version=target.version,
         only_if=target.only_if,
+        request=request,
+        filtered=filtered,
         request_variables=request_variables,
     )
     if not waits:
@@ -140,6 +166,17 @@ def _webhook_run_insert(target: WebhookTarget, *, payload, text, content_type, i
         if not run.deduplicated:
             webhook_wait_recorded()
     return run
+
+
+def webhook_request_check(*, record: dict) -> None:
+    """422 for a header or query value the database cannot store (a NUL, percent-encoded in the query)."""
+    if json_unstorable(record) is None:  # one walk for the usual request; the culprit is looked for only otherwise
+        return
+    for part, loc in (("query", "query"), ("headers", "header")):
+        for name, value in record[part].items():
+            problem = json_unstorable(value)
+            if problem is not None:
+                raise RequestValidationError.single([loc, name], *problem)
 
 
 def webhook_body_check_size(*, content_length: str | None) -> None:
@@ -246,6 +283,12 @@ IDEMPOTENCY_HEADERS = ("HTTP_IDEMPOTENCY_KEY", "HTTP_WEBHOOK_ID")
 SIGNED_ID_HEADERS = ("HTTP_WEBHOOK_ID",)
 GITHUB_ID_HEADERS = ("HTTP_X_GITHUB_DELIVERY", "HTTP_IDEMPOTENCY_KEY")
 MAX_IDEMPOTENCY_KEY = 255
+# A preset's own delivery id where a header carries it (Stripe's and Slack's are in the body).
+PRESET_ID_HEADERS = {
+    "standard": SIGNED_ID_HEADERS,
+    "github": GITHUB_ID_HEADERS,
+    "shopify": ("HTTP_X_SHOPIFY_WEBHOOK_ID", "HTTP_IDEMPOTENCY_KEY"),
+}
 
 
 def webhook_body_read(*, stream, content_length: str | None) -> bytes:
@@ -273,7 +316,10 @@ def webhook_idempotency_key(*, headers, flow: Flow) -> str | None:
     sent again with a new `Idempotency-Key` is then the same delivery, not a new run.
     """
     names = IDEMPOTENCY_HEADERS
-    if flow.signing_secret:
+    preset = flow.verification_settings if flow.signing_secret else None
+    if preset is not None:
+        names = PRESET_ID_HEADERS.get(preset["provider"], ("HTTP_IDEMPOTENCY_KEY",))
+    elif flow.signing_secret:
         names = SIGNED_ID_HEADERS if headers.get("HTTP_WEBHOOK_SIGNATURE") else GITHUB_ID_HEADERS
     for header in names:
         value = headers.get(header)
@@ -286,6 +332,60 @@ def webhook_idempotency_key(*, headers, flow: Flow) -> str | None:
             )
         return value
     return None
+
+
+# Each preset's own delivery id, used when the flow sets no `dedupe_key` of its own.
+PRESET_DEDUPE_KEYS = {
+    "standard": 'headers."webhook-id"',
+    "github": 'headers."x-github-delivery"',
+    "stripe": "payload.id",
+    "slack": "payload.event_id",
+    "shopify": 'headers."x-shopify-webhook-id"',
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _dedupe_expression(expression: str):
+    import jmespath
+
+    return jmespath.compile(expression)
+
+
+def webhook_dedupe_value(*, flow: Flow, record: dict, payload: Any) -> str | None:
+    """The delivery's deduplication key from the flow's `dedupe_key` (or its preset's delivery id), or None.
+
+    A string or number found is the key (one that is too long, or not printable ASCII, by its SHA-256);
+    anything else (nothing, an object, a list, true/false) leaves the request to the headers' rule.
+    """
+    expression = flow.dedupe_key
+    if not expression and flow.signing_secret and (preset := flow.verification_settings) is not None:
+        expression = PRESET_DEDUPE_KEYS.get(preset["provider"], "")
+    if not expression:
+        return None
+    try:
+        value = _dedupe_expression(expression).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+    except Exception:  # a function applied to the wrong type: this request has no key  # noqa: BLE001
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+        return None
+    text = value if isinstance(value, str) else json.dumps(value)
+    if len(text) > MAX_IDEMPOTENCY_KEY or not text.isprintable() or not text.isascii():
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
+
+
+def webhook_accepts(*, flow: Flow, record: dict, payload: Any) -> bool:
+    """Whether the flow's `accept_if` holds for the request (JMESPath truth: not false, null, "", [] or {}).
+
+    An expression that fails on this request (a function given the wrong type) does not hold: the request is filtered.
+    """
+    if not flow.accept_if:
+        return True
+    try:
+        value = _dedupe_expression(flow.accept_if).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+    except Exception:  # noqa: BLE001
+        return False
+    return value not in (None, False, "", [], {})
 
 
 def webhook_rate_limit_check(*, flow: Flow, api_key_id: uuid.UUID | None) -> None:

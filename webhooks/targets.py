@@ -94,7 +94,7 @@ def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None) -> Fl
 # Only the columns the webhook reads are selected; the instances built from them defer the rest,
 # so code that reads another field still gets it (with a query of its own: the expiry of a previous
 # signing secret, read only while a flow has one).
-_TARGET_SQL = """SELECT f.id, f.user_id, f.current_version_id, f.signing_secret, f.signing_secret_previous,
+_TARGET_SQL = """SELECT f.id, f.user_id, f.current_version_id, f.signing_secret, f.signing_secret_previous, f.methods, f.verification, f.dedupe_key, f.accept_if, f.handshakes,
        v.number, k.id, k.hashed_key
 FROM {flow} f
 JOIN {user} u ON u.id = f.user_id
@@ -104,12 +104,12 @@ WHERE k.prefix = %s AND k.is_active AND u.is_active AND f.{column} = %s
 LIMIT 1"""
 
 # What a remembered target assumes, checked by the run's INSERT in the same statement: the key is still
-# active, its owner too, and the flow still has that identifier, that owner, version and signing secrets.
+# active, its owner too, and the flow still has that identifier, that owner, version, signing secrets and webhook settings.
 _TARGET_HOLDS_SQL = """EXISTS (SELECT 1 FROM {flow} f
 JOIN {user} u ON u.id = f.user_id
 JOIN {key} k ON k.user_id = u.id
 WHERE f.id = %s AND f.{column} = %s AND f.current_version_id = %s AND f.signing_secret = %s
-    AND f.signing_secret_previous = %s AND k.id = %s AND k.hashed_key = %s AND k.is_active AND u.is_active)"""
+    AND f.signing_secret_previous = %s AND f.methods = %s AND f.verification = %s AND f.dedupe_key = %s AND f.accept_if = %s AND f.handshakes = %s AND k.id = %s AND k.hashed_key = %s AND k.is_active AND u.is_active)"""
 
 
 @functools.cache
@@ -173,8 +173,8 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
         _known_targets.forget((digest, identifier))
     elif (known := _known_targets.get((digest, identifier))) is not None:
         row, column, value = known
-        flow_id, _, version_id, secret, previous_secret, _, api_key_id, key_hash = row
-        holds = [flow_id, value, version_id, secret, previous_secret, api_key_id, key_hash]
+        flow_id, _, version_id, secret, previous_secret, *settings_, _, api_key_id, key_hash = row
+        holds = [flow_id, value, version_id, secret, previous_secret, *settings_, api_key_id, key_hash]
         return _webhook_target_of_row(row, only_if=(_target_sql(_TARGET_HOLDS_SQL, column), holds))
     try:
         value, column = Flow._meta.pk.get_db_prep_value(uuid.UUID(identifier), connection), "id"
@@ -185,18 +185,20 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
     with connection.cursor() as cursor:
         cursor.execute(_target_sql(_TARGET_SQL, column), [prefix, value])
         row = cursor.fetchone()
-    if row is None or not api_key_matches(hashed_key=row[7], key=key):
+    if row is None or not api_key_matches(hashed_key=row[-1], key=key):
         return None
     _known_targets.remember((digest, identifier), (row, column, value))
     return _webhook_target_of_row(row, only_if=None)
 
 
 def _webhook_target_of_row(row: tuple, *, only_if: tuple[str, list] | None) -> WebhookTarget:
-    flow_id, user_id, version_id, secret, previous_secret, version_number, api_key_id, _ = row
+    flow_id, user_id, version_id, secret, previous_secret, methods, verification, dedupe_key, accept_if, handshakes = row[:10]
+    version_number, api_key_id = row[10:12]
     as_uuid = Flow._meta.pk.to_python  # UUIDs as UUIDs on every database (SQLite returns their hex)
     flow = loaded_instance(
         Flow, id=as_uuid(flow_id), user_id=as_uuid(user_id), current_version_id=version_id,
-        signing_secret=secret, signing_secret_previous=previous_secret,
+        signing_secret=secret, signing_secret_previous=previous_secret, methods=methods, verification=verification,
+        dedupe_key=dedupe_key, accept_if=accept_if, handshakes=handshakes,
     )  # fmt: skip
     flow.user = loaded_instance(User, id=flow.user_id, is_active=True)
     version = loaded_instance(FlowVersion, id=version_id, flow_id=flow.pk, number=version_number)

@@ -1,7 +1,7 @@
 import functools
 
-from rest_framework import serializers, status
-from rest_framework.exceptions import NotAcceptable
+from rest_framework import exceptions, serializers, status
+from rest_framework.exceptions import MethodNotAllowed, NotAcceptable
 from rest_framework.generics import get_object_or_404
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
@@ -15,7 +15,9 @@ from flows.models import Flow, FlowRun, RunAttempt
 from flows.serializers import FlowRunSerializer
 from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
-from webhooks import services, signatures, targets
+from langrun.exceptions import RequestValidationError
+from langrun.serializers import StrictCharField
+from webhooks import handshakes, inbound, services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
 
@@ -67,9 +69,40 @@ class WebhookView(APIView):
     permission_classes = [AllowAny]
     parser_classes = [AnyBodyParser]
     content_negotiation_class = WebhookNegotiation
+    # HEAD is not a delivery: without it here Django would answer it with the GET handler, recording a run.
+    http_method_names = ["get", "post", "put", "patch", "delete", "options"]
+    # The flow's `methods` once a refusal names them; until then `Allow` says POST, as Langflow's webhook does.
+    flow_methods: tuple[str, ...] | None = None
+
+    def _allowed_methods(self):
+        if self.flow_methods is None:  # every method some flow may accept: what the schema lists
+            return super()._allowed_methods()
+        return [*self.flow_methods, "OPTIONS"]
+
+    @property
+    def default_response_headers(self):
+        headers = super().default_response_headers
+        request = getattr(self, "request", None)
+        if request is None or request.method != "OPTIONS":  # OPTIONS describes the resource: every method a flow may take
+            headers["Allow"] = ", ".join([*(self.flow_methods or ("POST",)), "OPTIONS"])
+        return headers
 
     def post(self, request, flow_id_or_name: str):
-        run, status_url, wait = self._record(request._request, flow_id_or_name)
+        return self._deliver(request, flow_id_or_name)
+
+    # The other methods a flow may accept (`methods`); a flow that does not is a 405, once the caller is known.
+    get = put = patch = delete = post
+
+    def _deliver(self, request, flow_id_or_name: str):
+        if request.method == "GET" and wants_browsable_api(request):
+            # A browser opening the URL gets the browsable API's page (a 405 with its POST form), as before.
+            raise MethodNotAllowed(request.method)
+        try:
+            run, status_url, wait = self._record(request._request, flow_id_or_name)
+        except handshakes.HandshakeAnswer as answer:
+            return answer.response
+        if run.status == FlowRun.Status.FILTERED:
+            return self._filtered(run, status_url)
         finished = services.webhook_run_wait(run=run, seconds=wait)
         if finished is not None:
             return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})
@@ -86,22 +119,35 @@ class WebhookView(APIView):
         if wait > 0:
             webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
+        key = api_key_from_request(request)
         lookup = functools.partial(
             targets.webhook_caller_and_flow,
-            key=api_key_from_request(request),
+            key=key,
             identifier=flow_id_or_name,
             user_id=user_id,
-            signed=signatures.webhook_is_signed(headers=meta),
+            # Without a key, a request may be signed (or carry a token preset's token, under a name only the flow
+            # knows): its flow is looked up, and a signature or token that does not hold is the same 403.
+            signed=key is None or signatures.webhook_is_signed(headers=meta),
         )
         retarget = functools.partial(lookup, fresh=True)
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
         target = lookup()
+        handshakes.webhook_handshake_before_verification(flow=target.flow, method=request.method, query=request.GET)
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
+        handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
+        services.webhook_method_check(flow=target.flow, method=request.method)
         idempotency_key = services.webhook_idempotency_key(headers=meta, flow=target.flow)
         services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)
         content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
-        text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
+        record = inbound.webhook_request_record(request=request, flow=target.flow)
+        if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
+            text, payload, content_type = "", record["query"], ""
+        else:
+            text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
+        services.webhook_request_check(record=record)
+        idempotency_key = services.webhook_dedupe_value(flow=target.flow, record=record, payload=payload) or idempotency_key
+        filtered = not services.webhook_accepts(flow=target.flow, record=record, payload=payload)
         run = services.webhook_run_create(
             target=target,
             retarget=retarget,
@@ -112,8 +158,27 @@ class WebhookView(APIView):
             content_type=content_type,
             idempotency_key=idempotency_key,
             waits=wait > 0,
+            request=record,
+            method=request.method,
+            filtered=filtered,
         )
         return run, run_status_url(request, run.id), wait
+
+    def handle_exception(self, exc):
+        if isinstance(exc, services.WebhookMethodNotAllowed):  # the flow's own `Allow`
+            self.flow_methods = exc.allowed
+            self.headers["Allow"] = ", ".join(self._allowed_methods())
+        return super().handle_exception(exc)
+
+    @staticmethod
+    def _filtered(run: FlowRun, status_url: str) -> Response:
+        # 200, not a 4xx: a sender retries a 4xx, and a filtered event must not come again.
+        headers = {"Location": status_url}
+        if run.deduplicated:
+            headers["Idempotent-Replayed"] = "true"
+        response = Response({"status": FlowRun.Status.FILTERED, "run_id": str(run.id), "status_url": status_url}, headers=headers)
+        response.langrun_counted_by_ledger = not run.deduplicated  # /metrics counts a new filtered run from the ledger
+        return response
 
     @staticmethod
     def _accepted(run: FlowRun, status_url: str) -> tuple[dict, dict]:
@@ -126,8 +191,22 @@ class WebhookView(APIView):
 
 
 class SigningSecretSerializer(serializers.Serializer):
-    signing_secret = serializers.CharField(help_text="Shown only in this response. Standard Webhooks secret (whsec_...).")
+    signing_secret = serializers.CharField(
+        allow_null=True,
+        help_text="Shown only in this response: the generated secret (whsec_...); null when you gave the secret.",
+    )
     previous_secret_valid_until = serializers.DateTimeField(allow_null=True)
+
+
+class SigningSecretInputSerializer(serializers.Serializer):
+    secret = StrictCharField(
+        required=False,
+        min_length=1,
+        max_length=100,
+        trim_whitespace=False,
+        help_text="A secret your provider issued (Stripe's whsec_..., Slack's signing secret, Shopify's app secret) or a token; "
+        "without it one is generated.",
+    )
 
 
 class FlowSigningSecretView(APIView):
@@ -141,7 +220,21 @@ class FlowSigningSecretView(APIView):
 
     def post(self, request, pk):
         flow = self._flow(request, pk)
-        secret = signatures.webhook_signing_secret_rotate(flow=flow)
+        try:
+            data = request.data
+        except exceptions.ParseError as exc:  # an unsupported content type stays the API's usual 415
+            raise RequestValidationError.single(
+                ["body"], f'Send JSON such as {{"secret": "…"}}, or no body: {exc.detail}', "json_invalid"
+            ) from exc
+        if not isinstance(data, dict):
+            raise RequestValidationError.single(["body"], 'Send a JSON object such as {"secret": "…"}, or no body.', "dict_type")
+        given = SigningSecretInputSerializer(data=data)
+        given.is_valid(raise_exception=True)
+        if "secret" in given.validated_data:
+            signatures.webhook_signing_secret_set(flow=flow, secret=given.validated_data["secret"])
+            secret = None  # never echoed: the caller has it
+        else:
+            secret = signatures.webhook_signing_secret_rotate(flow=flow)
         data = {"signing_secret": secret, "previous_secret_valid_until": flow.signing_secret_previous_expires_at}
         return Response(SigningSecretSerializer(data).data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 

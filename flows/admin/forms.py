@@ -10,9 +10,15 @@ from django.contrib.auth import get_user_model
 
 from flows import engine
 from flows.admin.common import describe_issue
-from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable
-from flows.models import Flow, Variable
+from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable, WebhookSettingInvalid
+from flows.models import WEBHOOK_METHODS, Flow, Variable
 from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
+from flows.services.webhook_settings import (
+    webhook_dedupe_key_parse,
+    webhook_handshakes_parse,
+    webhook_methods_parse,
+    webhook_verification_parse,
+)
 
 
 class PrettyJSONField(forms.JSONField):
@@ -28,12 +34,79 @@ class FlowAdminForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 22, "class": "lr-json-editor", "spellcheck": "false"}),
         help_text='{"nodes": [{"id", "type", "params"}], "edges": [{"source", "target", "source_output", "target_input"}]}',
     )
+    methods = forms.MultipleChoiceField(
+        label="Methods",
+        choices=[(m, m) for m in WEBHOOK_METHODS],
+        initial=["POST"],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="HTTP methods the webhook accepts (none checked: POST). A GET's payload is its query; another method is a 405.",
+    )
+    handshakes = forms.MultipleChoiceField(
+        label="Handshakes",
+        choices=[
+            ("slack", "Slack url_verification"),
+            ("meta", "Meta hub.challenge (token: the flow's secret)"),
+            ("graph", "Microsoft Graph validationToken"),
+        ],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The senders' URL checks the webhook answers before storing anything.",
+    )
+    verification = forms.JSONField(
+        label="Verification",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "class": "lr-json-editor", "spellcheck": "false"}),
+        help_text='A preset, e.g. {"provider": "stripe"} (standard, github, stripe, slack, shopify, or token with "header" or '
+        '"query"); set the flow\'s secret first (API: POST /api/v1/flows/{id}/signing-secret). Empty: Standard Webhooks or GitHub.',
+    )
     request_user = None  # set by SaveRefusalsAsFormErrors.get_form
     save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
 
     class Meta:
         model = Flow
-        fields = ["user", "name", "description", "endpoint_name", "data"]
+        fields = ["user", "name", "description", "endpoint_name", "data", "dedupe_key", "accept_if"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["methods"].initial = list(self.instance.allowed_methods)
+            self.fields["verification"].initial = self.instance.verification_settings
+            self.fields["handshakes"].initial = self.instance.handshakes.split(",") if self.instance.handshakes else []
+
+    def clean_handshakes(self):
+        value = self.cleaned_data["handshakes"]
+        try:
+            webhook_handshakes_parse(value, has_secret=bool(self.instance.signing_secret))
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return value
+
+    def clean_dedupe_key(self):
+        try:
+            return webhook_dedupe_key_parse(self.cleaned_data["dedupe_key"])
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_accept_if(self):
+        try:
+            return webhook_dedupe_key_parse(self.cleaned_data["accept_if"], field="accept_if")
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_verification(self):
+        value = self.cleaned_data["verification"]
+        try:
+            webhook_verification_parse(value, has_secret=bool(self.instance.signing_secret))
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return value
+
+    def clean_methods(self):
+        try:
+            return list(webhook_methods_parse(self.cleaned_data["methods"] or ["POST"]))
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def owner(self):
         if "user" in self.fields:

@@ -60,7 +60,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
     fieldsets = [
         (None, {"fields": ["id", "flow_link", "status_badge", "waiting_for", "trigger", "attempts", "duration", "replay_of_link"]}),
         ("Result", {"fields": ["error", "outputs_display", "node_table", "run_diagram"]}),
-        ("Request", {"fields": ["payload_display", "tweaks_display", "content_type", "body_display"]}),
+        ("Request", {"fields": ["request_display", "payload_display", "tweaks_display", "content_type", "body_display"]}),
         ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at"]}),
     ]
     readonly_fields = [
@@ -76,6 +76,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
         "started_at",
         "finished_at",
         "duration",
+        "request_display",
         "payload_display",
         "tweaks_display",
         "content_type",
@@ -90,7 +91,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
         qs = super().get_queryset(request)
         if _is_changelist(request, self):
             # Bodies may be up to LANGRUN_MAX_BODY_BYTES each; a page of 50 must not load them.
-            qs = qs.defer("body", "payload", "tweaks", "outputs", "error")
+            qs = qs.defer("body", "payload", "tweaks", "outputs", "error", "request")
         return qs
 
     def has_add_permission(self, request):
@@ -139,6 +140,11 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
         if run.replay_of_id is None:
             return "–"
         return format_html('<a href="{}">{}</a>', reverse("admin:flows_flowrun_change", args=[run.replay_of_id]), run.replay_of_id)
+
+    @admin.display(description="request")
+    def request_display(self, run):
+        # Method, headers (lower-cased) and query, as the Webhook node saw them: secrets were masked before storing.
+        return pretty_json(run.request) if run.request else "–"
 
     @admin.display(description="payload")
     def payload_display(self, run):

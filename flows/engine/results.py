@@ -18,6 +18,8 @@ class RunContext:
     the owner's variables (plain values, resolved by the caller), and the limits the run works within."""
 
     payload: Any = None
+    # The webhook request's {method, headers, query}, secrets masked; None for a run no request started.
+    request: dict[str, Any] | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
     # Values that must never appear in a run's record (credential variables); they are masked.

@@ -34,12 +34,12 @@ WITH claimed AS (
         AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)
         AND (SELECT COALESCE(f.max_concurrent_runs, 0) + (CASE WHEN f.paused_at IS NULL THEN 0 ELSE 1 END)
              FROM {flow} AS f WHERE f.id = r.flow_id) = 0
-    RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks
+    RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks, r.request
 ), attempt AS (
     INSERT INTO {attempt} (run_id, number, outcome, error, started_at)
     SELECT id, attempts, %(running)s, '', %(now)s FROM claimed
 )
-SELECT c.id, c.flow_id, c.user_id, c.version_id, c.trigger, c.attempts, c.payload, c.tweaks,
+SELECT c.id, c.flow_id, c.user_id, c.version_id, c.trigger, c.attempts, c.payload, c.tweaks, c.request,
     f.user_id, f.timeout, f.max_attempts, f.max_concurrent_runs, COALESCE(v.data, CASE WHEN c.version_id IS NULL THEN f.data END),
     v.number
 FROM claimed AS c JOIN {flow} AS f ON f.id = c.flow_id LEFT JOIN {version} AS v ON v.id = c.version_id
@@ -77,7 +77,7 @@ _CLAIM_SQLITE = (
     WHERE id = %(id)s AND status = %(queued)s AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
         AND EXISTS (SELECT 1 FROM {flow} AS f WHERE f.id = {run}.flow_id AND COALESCE(f.max_concurrent_runs, 0) = 0
             AND f.paused_at IS NULL)
-    RETURNING id, flow_id, user_id, version_id, trigger, attempts, payload, tweaks""",
+    RETURNING id, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, request""",
     """INSERT INTO {attempt} (run_id, number, outcome, error, started_at) VALUES (%(id)s, %(attempts)s, %(running)s, '', %(now)s)""",
     """SELECT f.user_id, f.timeout, f.max_attempts, f.max_concurrent_runs, COALESCE(v.data, f.data), v.number
     FROM {flow} AS f LEFT JOIN {version} AS v ON v.id = %(version)s WHERE f.id = %(flow)s""",
@@ -93,14 +93,14 @@ def _flow_run_claim_row_sqlite(*, run_id, now, worker) -> tuple | None:
         claimed = cursor.fetchall()
         if not claimed:
             return None
-        pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks = claimed[0]
+        pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, request = claimed[0]
         cursor.execute(attempt, {**params, "attempts": attempts})
         cursor.execute(read, {"version": version_id, "flow": flow_id})
         owner_id, timeout, max_attempts, limit, data, number = cursor.fetchone()
     as_uuid = FlowRun._meta.pk.to_python  # SQLite returns UUIDs as their hex
     user_pk = FlowRun._meta.get_field("user").target_field.to_python
     return (
-        as_uuid(pk), as_uuid(flow_id), user_pk(user_id), version_id, trigger, attempts, payload, tweaks,
+        as_uuid(pk), as_uuid(flow_id), user_pk(user_id), version_id, trigger, attempts, payload, tweaks, request,
         user_pk(owner_id), timeout, max_attempts, limit, data, number,
     )  # fmt: skip
 
@@ -128,7 +128,9 @@ def _flow_runs_claim_returning(*, run_ids) -> list[tuple[FlowRun, str, str | Non
 
 
 def _claimed_run(row: tuple, *, now, worker) -> tuple[FlowRun, str, str | None]:
-    pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, owner_id, timeout, max_attempts, limit, data, number = row
+    pk, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, request, owner_id, timeout, max_attempts, limit, data, number = (
+        row
+    )
     # jsonb arrives as text (Django's PostgreSQL backend leaves decoding to the fields).
     run = loaded_instance(
         FlowRun,
@@ -141,6 +143,7 @@ def _claimed_run(row: tuple, *, now, worker) -> tuple[FlowRun, str, str | None]:
         attempts=attempts,
         payload=json.loads(payload) if payload is not None else None,
         tweaks=json.loads(tweaks) if tweaks is not None else None,
+        request=json.loads(request) if request is not None else None,
         started_at=now,
         next_attempt_at=None,
         worker=worker,

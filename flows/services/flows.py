@@ -11,6 +11,7 @@ from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowVersion
 from flows.services.variables import variables_check_exist
 from flows.services.versions import flow_version_record
+from flows.services.webhook_settings import webhook_settings_stored
 
 
 def flow_graph_validate(*, data: Any, user=None) -> engine.Graph:
@@ -45,8 +46,12 @@ def flow_create(
     max_concurrent_runs: int | None = None,
     author=None,
     message: str = "",
+    **webhook_settings: Any,
 ) -> Flow:
+    """A new flow and its first version. `webhook_settings`: `methods`, `verification` (flows/services/webhook_settings.py),
+    and `signing_secret` (an import's: one its provider issued)."""
     flow_graph_validate(data=data, user=user)
+    webhook_settings = webhook_settings_stored(webhook_settings, has_secret=bool(webhook_settings.get("signing_secret")))
     flow = Flow(
         user=user,
         name=name,
@@ -56,6 +61,7 @@ def flow_create(
         timeout=timeout,
         max_attempts=max_attempts,
         max_concurrent_runs=max_concurrent_runs,
+        **webhook_settings,
     )
     with transaction.atomic():  # the flow and its first version, or neither
         _flow_save(flow)
@@ -67,6 +73,7 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     """Change a flow's fields; a changed graph also records a new FlowVersion."""
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
+    fields = webhook_settings_stored(fields, has_secret=bool(flow.signing_secret))
     if "endpoint_name" in fields:
         fields["endpoint_name"] = fields["endpoint_name"] or None
     for name, value in fields.items():

@@ -7,8 +7,13 @@ from typing import Any
 from django.db import transaction
 
 from flows import engine
+from flows.exceptions import WebhookSettingInvalid
 from flows.models import Flow
 from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_graph_validate
+from flows.services.webhook_settings import webhook_settings_stored
+
+# The webhook settings a native export carries (flows/services/webhook_settings.py).
+WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes")
 
 
 def flow_import(*, user, document: Any) -> list[Flow]:
@@ -36,7 +41,11 @@ def flow_import(*, user, document: Any) -> list[Flow]:
             else:
                 native = {k2: doc.get(k2) for k2 in ("name", "description", "endpoint_name", "data", "timeout")}
                 native["name"] = str(native["name"] or "Imported flow")[:200]
+                native["webhook_settings"] = _import_webhook_settings(doc)
             flow_graph_validate(data=native["data"], user=user)
+        except WebhookSettingInvalid as exc:
+            issues.append(engine.ValidationIssue((*loc, exc.field), str(exc), exc.type))
+            continue
         except ImportProblem as exc:
             issues += [engine.ValidationIssue((*loc, *i.loc), i.msg, i.type) for i in exc.issues]
             continue
@@ -55,9 +64,20 @@ def flow_import(*, user, document: Any) -> list[Flow]:
                 endpoint_name=_free_endpoint_name(user=user, wanted=native.get("endpoint_name")),
                 data=native["data"],
                 timeout=native.get("timeout") if isinstance(native.get("timeout"), int) and native["timeout"] > 0 else None,
+                **native.get("webhook_settings", {}),
             )
             for native in converted
         ]
+
+
+def _import_webhook_settings(doc: dict) -> dict[str, Any]:
+    """The webhook settings of a native document, checked; its `signing_secret` (never exported) is what a preset needs."""
+    secret = doc.get("signing_secret")
+    if secret is not None and not (isinstance(secret, str) and 0 < len(secret) <= 100):
+        raise WebhookSettingInvalid("signing_secret", "The signing secret must be a string of 1 to 100 characters.", "string_type")
+    settings = {k: doc[k] for k in WEBHOOK_SETTINGS if k in doc}
+    webhook_settings_stored(settings, has_secret=bool(secret))  # checked before any flow is saved; flow_create stores them
+    return {**settings, "signing_secret": secret} if secret else settings
 
 
 def _free_endpoint_name(*, user, wanted: Any) -> str | None:
@@ -81,5 +101,10 @@ def flow_export(*, flow: Flow) -> dict[str, Any]:
         "description": flow.description,
         "endpoint_name": flow.endpoint_name,
         "timeout": flow.timeout,
+        "methods": list(flow.allowed_methods),
+        "dedupe_key": flow.dedupe_key or None,
+        "accept_if": flow.accept_if or None,
+        "handshakes": flow.handshakes.split(",") if flow.handshakes else [],
+        "verification": flow.verification_settings,  # the secret is not exported: set it on the importing side
         "data": flow.data,
     }

@@ -42,6 +42,8 @@ def flow_run_create(
     idempotency_key: str | None = None,
     version: FlowVersion | None = None,
     only_if: tuple[str, list] | None = None,
+    request: dict | None = None,
+    filtered: bool = False,
     request_variables: dict[str, str] | None = None,
 ) -> FlowRun:
     """Record a run as `queued` and enqueue it once the transaction commits.
@@ -55,6 +57,12 @@ def flow_run_create(
     LANGRUN_IDEMPOTENCY_RETENTION returns that original run instead, with
     `run.deduplicated = True`; the database's unique constraint decides
     between concurrent requests, so exactly one of them creates the run.
+
+    A `filtered` run (the flow's `accept_if` was falsy) is recorded as finished with status `filtered`
+    and never enqueued.
+
+    `request` is the webhook request's `{method, headers, query}`, masked (webhooks/inbound.py); the
+    Webhook node gives it to the flow.
 
     `request_variables` (Langflow's X-LANGFLOW-GLOBAL-VAR-* headers) set variables for this run only,
     over the owner's; they are recorded encrypted on the run, never as variables.
@@ -80,8 +88,11 @@ def flow_run_create(
         "tweaks": tweaks or None,
         "idempotency_key": idempotency_key or None,
         "version": version,
+        "request": request,
         "request_variables": request_variables_encrypt(values=request_variables),
     }
+    if filtered:
+        fields.update(status=FlowRun.Status.FILTERED, finished_at=timezone.now())
     if not idempotency_key:
         return _flow_run_insert(fields, only_if)
     for _ in range(3):
@@ -105,12 +116,17 @@ def _flow_run_insert(fields: dict[str, Any], only_if: tuple[str, list] | None) -
     # wait for its commit. (An atomic block here cost a BEGIN and a COMMIT per webhook.)
     # With an idempotency key the insert may hit the unique constraint, so it gets a
     # savepoint that keeps a caller's transaction usable.
-    run = FlowRun(enqueued_at=timezone.now(), **fields)
+    filtered = fields.get("status") == FlowRun.Status.FILTERED
+    run = FlowRun(enqueued_at=None if filtered else timezone.now(), **fields)
     if fields.get("idempotency_key"):
         with transaction.atomic():
             _flow_run_insert_row(run, only_if)
     else:
         _flow_run_insert_row(run, only_if)
+    if filtered:  # never executed: nothing to enqueue
+        logger.info("Run filtered by the flow's accept_if", extra={"run_id": run.id, "flow_id": run.flow_id})
+        run.deduplicated = False
+        return run
     transaction.on_commit(lambda: _flow_run_enqueue_logged(run))
     logger.info("Run accepted (trigger %s, version %s)", run.trigger, run.version.number, extra={"run_id": run.id, "flow_id": run.flow_id})
     run.deduplicated = False
@@ -217,6 +233,7 @@ def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> Flo
             content_type=run.content_type,
             replay_of=run,
             tweaks=run.tweaks,
+            request=run.request,
             version=None if current_version else run.version,
             request_variables=request_variables_of(run=run),
         )

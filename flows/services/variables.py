@@ -195,6 +195,7 @@ def _flow_run_context(*, user_id, payload: Any, refs, run: FlowRun | None = None
                 secrets.add(value)
     return engine.RunContext(
         payload=payload,
+        request=run.request if run is not None else None,
         variables=values,
         secrets=frozenset(s for s in secrets if s),
         http_allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS),

@@ -113,6 +113,7 @@ def test_run_status_and_task_status(key_client, flow, user):
         "attempts",
         "outputs",
         "error",
+        "request",
         "received_at",
         "started_at",
         "finished_at",

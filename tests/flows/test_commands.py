@@ -67,7 +67,7 @@ def test_status_shows_depth_last_hour_oldest_and_heartbeat(flow, user):
 
     status = json.loads(run_command("langrun_status", "--json"))
     assert status["queue_depth"] == 2 and status["running"] == 0
-    assert status["last_hour"] == {"queued": 2, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0}
+    assert status["last_hour"] == {"queued": 2, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0, "filtered": 0}
     assert status["oldest_queued"]["run_id"] == str(old.id) and 1790 < status["oldest_queued"]["age_s"] < 1900
     assert status["last_sweep_age_s"] is None
 

@@ -131,9 +131,10 @@ def test_zero_days_keeps_forever(flow, user):
 
 def test_replay_of_a_run_whose_payload_was_cleared_is_refused(flow, user):
     run = _bulk(flow, user, status="failed", days_old=40, n=1)
+    FlowRun.objects.filter(pk=run.pk).update(request={"method": "POST", "headers": {}, "query": {"a": "1"}})
     runs_prune()
     run.refresh_from_db()
-    assert run.payload_pruned_at is not None and run.payload is None
+    assert run.payload_pruned_at is not None and run.payload is None and run.request is None
     with pytest.raises(RunPayloadPruned):
         flow_run_replay(run=run, user=user)
 

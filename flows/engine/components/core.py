@@ -20,6 +20,8 @@ class Webhook(Component):
     """The request's payload, as parsed by the webhook endpoint.
 
     JSON bodies arrive as their value, form bodies as an object, other text as `{"payload": text}`.
+    `headers`, `query` and `method` are the request's (secrets masked by the webhook); a run no request
+    started (API, admin) produces only `data`, so nodes fed only by the others are skipped.
     With a `schema` (JSON Schema), the webhook endpoint refuses a payload that does not match it
     (422, one entry per violation) before accepting the run; the node checks it again when it runs.
     """
@@ -36,7 +38,12 @@ class Webhook(Component):
             connectable=False,
         ),
     )
-    outputs = (Output("data", "any", "The parsed request payload."),)
+    outputs = (
+        Output("data", "any", "The parsed request payload (a GET's: its query)."),
+        Output("headers", "object", "The request's headers, names lower-cased; credentials and signatures masked as ***."),
+        Output("query", "object", "The query string; a repeated key gives a list. Without x-api-key."),
+        Output("method", "str", "The request's HTTP method."),
+    )
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -58,7 +65,15 @@ class Webhook(Component):
                 path, msg, _ = problems[0]
                 where = "/".join(map(str, path)) or "(the payload)"
                 raise NodeError(f"The payload does not match the Webhook's schema at {where}: {msg}")
-        return {"data": self.context.payload}
+        request = self.context.request
+        if request is None:  # not started by a request (API, admin): nothing to read, and today's record unchanged
+            return {"data": self.context.payload}
+        return {
+            "data": self.context.payload,
+            "headers": request.get("headers") or {},
+            "query": request.get("query") or {},
+            "method": request.get("method"),
+        }
 
 
 def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None) -> list[tuple[list, str, str]]:

@@ -587,6 +587,57 @@ def test_change_permission_changes_without_deleting_and_still_not_anothers(bare_
     assert c.get(reverse("admin:flows_flow_change", args=[theirs.pk])).status_code == 404
 
 
+def test_the_webhook_methods_are_set_on_the_change_page(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    url = reverse("admin:flows_flow_change", args=[flow.pk])
+    c = login(staff)
+    assert 'name="methods" value="POST"' in c.get(url).content.decode()
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", methods=["GET", "POST"]))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    flow.refresh_from_db()
+    assert flow.allowed_methods == ("GET", "POST")
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", methods=["TRACE"]))
+    assert response.status_code == 200 and "TRACE" in response.content.decode()
+    flow.refresh_from_db()
+    assert flow.allowed_methods == ("GET", "POST")
+
+
+def test_the_verification_preset_is_set_on_the_change_page(staff, make_flow):
+    from webhooks.signatures import webhook_signing_secret_set
+
+    flow = make_flow(staff, endpoint_name="greet")
+    url = reverse("admin:flows_flow_change", args=[flow.pk])
+    c = login(staff)
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", verification='{"provider": "stripe"}'))
+    assert response.status_code == 200 and "needs the flow&#x27;s secret" in response.content.decode()
+    webhook_signing_secret_set(flow=flow, secret="whsec_abc")
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", verification='{"provider": "stripe"}'))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    flow.refresh_from_db()
+    assert flow.verification_settings == {"provider": "stripe"}
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", verification='{"provider": "stripe"}', dedupe_key="payload.["))
+    assert response.status_code == 200 and "Not a valid JMESPath" in response.content.decode()
+    response = c.post(
+        url, flow_form(name="Greeting", endpoint_name="greet", verification='{"provider": "stripe"}', dedupe_key="payload.id")
+    )
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert flow.dedupe_key == "payload.id"
+    response = c.post(
+        url, flow_form(name="Greeting", endpoint_name="greet", verification='{"provider": "stripe"}', handshakes=["meta", "graph"])
+    )
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert flow.handshakes == "meta,graph"
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", accept_if="payload.ok"))
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert flow.accept_if == "payload.ok"
+    assert (
+        "&quot;provider&quot;: &quot;stripe&quot;" in c.get(url).content.decode() or '"provider": "stripe"' in c.get(url).content.decode()
+    )
+
+
 # --- pause and resume ----------------------------------------------------------------
 
 

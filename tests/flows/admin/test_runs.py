@@ -8,14 +8,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from flows.models import FlowRun, ReplayJob
 from flows.services.flows import flow_update
 from flows.services.replays import replay_job_step
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
+from langrun.services import api_key_create
 from tests.flows.admin.helpers import messages_of, run_of
-from tests.helpers import GREETING_FLOW, grant, login
+from tests.helpers import GREETING_FLOW, grant, login, post
 
 
 def test_run_list_columns_newest_first(staff, make_flow):
@@ -322,3 +324,23 @@ def test_a_running_runs_page_shows_its_progress_and_cancels_it(staff, make_flow)
     run.refresh_from_db()
     assert (run.status, run.error) == ("cancelled", "Cancelled while running.")
     assert "Run cancelled." in messages_of(response)
+
+
+def test_filtered_runs_are_listed_and_filterable(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    flow_update(flow=flow, accept_if="payload.ok")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=staff, name="k").key)
+    assert post(client, "greet", b'{"ok": false}').status_code == 200
+    html = login(staff).get(reverse("admin:flows_flowrun_changelist") + "?status__exact=filtered").content.decode()
+    assert "lr-badge-filtered" in html
+
+
+def test_run_page_shows_the_request_masked(staff, make_flow):
+    make_flow(staff, endpoint_name="greet")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=staff, name="k").key)
+    run_id = post(client, "greet?event=push", HTTP_X_GITHUB_EVENT="push").json()["run_id"]
+    html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run_id])).content.decode()
+    assert "&quot;x-github-event&quot;: &quot;push&quot;" in html and "&quot;event&quot;: &quot;push&quot;" in html
+    assert "&quot;x-api-key&quot;: &quot;***&quot;" in html and "sk-" not in html

@@ -211,7 +211,18 @@ def test_export_is_native_and_imports_back(key_client, user, make_user, make_flo
     response = key_client.get(f"/api/v1/flows/{flow.id}/export")
     assert response.status_code == 200
     exported = response.json()
-    assert exported == {"name": "Paid router", "description": "", "endpoint_name": "paid-router", "timeout": None, "data": flow.data}
+    assert exported == {
+        "name": "Paid router",
+        "description": "",
+        "endpoint_name": "paid-router",
+        "timeout": None,
+        "methods": ["POST"],
+        "dedupe_key": None,
+        "accept_if": None,
+        "handshakes": [],
+        "verification": None,
+        "data": flow.data,
+    }
     again = key_client.post("/api/v1/flows/upload/", exported, format="json")
     assert again.status_code == 201 and again.json()[0]["endpoint_name"] == "paid-router-1"
     assert again.json()[0]["data"] == flow.data

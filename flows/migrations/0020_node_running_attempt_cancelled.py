@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('flows', '0014_flow_schedule'),
+        ('flows', '0019_flow_accept_if_and_filtered_runs'),
     ]
 
     operations = [
