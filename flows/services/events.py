@@ -6,16 +6,14 @@ stream works whichever process or machine executes the run, and needs no broker 
 
 A *source* has `poll() -> (chunks, done)`: the text to send since the last poll, and whether the stream is
 over. `event_stream()` drives a source as a plain generator, with keep-alives and a bounded lifetime; a
-view hands it to a StreamingHttpResponse. An async server can drive the same source with `asyncio.sleep`
-between polls (`event_stream_async`), the polls themselves being short database reads.
+view hands it to a StreamingHttpResponse.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -88,36 +86,6 @@ def event_stream(
                 yield beat
             last = now
         sleep(poll)
-
-
-async def event_stream_async(
-    source: EventSource, *, poll: float | None = None, keepalive: float | None = None, lifetime: float | None = None
-) -> AsyncIterator[str]:
-    """event_stream for an async server: the same loop, each poll in a thread, `asyncio.sleep` between polls."""
-    from asgiref.sync import sync_to_async
-
-    read = sync_to_async(source.poll, thread_sensitive=False)
-    poll = settings.LANGRUN_STREAM_POLL if poll is None else poll
-    keepalive = settings.LANGRUN_STREAM_KEEPALIVE if keepalive is None else keepalive
-    lifetime = settings.LANGRUN_STREAM_LIFETIME if lifetime is None else lifetime
-    started = last = time.monotonic()
-    while True:
-        chunks, done = await read()
-        now = time.monotonic()
-        if chunks:
-            yield "".join(chunks)
-            last = now
-        if done:
-            return
-        if now - started >= lifetime:
-            yield source.expired()
-            return
-        if now - last >= keepalive:
-            beat = source.keepalive()
-            if beat:
-                yield beat
-            last = now
-        await asyncio.sleep(poll)
 
 
 # --- Reading a run's progress --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from flows import engine
 from flows.models import Flow, FlowRun, NodeResult, RunAttempt
 from flows.services import queue
 from flows.services.execution_sql import _flow_run_finish_rows_sqlite, _flow_runs_claim_returning, _flow_runs_finish_rows_pg, _worker_name
-from flows.services.storable import RunOutcome, _json_text, _jsonable, _outcome_storable, _text_storable
+from flows.services.storable import RunOutcome, _json_text, _jsonable, _outcome_storable, _text_storable, node_result_row
 from flows.services.variables import _flow_run_context
 from flows.services.versions import flow_run_graph_data
 from langrun.logs import log_context
@@ -290,20 +290,7 @@ def _flow_run_record(run: FlowRun, *, status: str, outputs, error: str, nodes: l
         if finished:
             # Rows written while the run ran (its progress), or by an earlier attempt: a run's results are its last attempt's.
             NodeResult.objects.filter(run=run).delete()
-            NodeResult.objects.bulk_create(
-                NodeResult(
-                    run=run,
-                    node_id=n.node_id,
-                    component_type=n.type,
-                    status=n.status,
-                    output=_jsonable(n.output),
-                    error=n.error,
-                    traceback=n.traceback,
-                    duration_ms=n.duration_ms,
-                    order=n.order,
-                )
-                for n in nodes
-            )
+            NodeResult.objects.bulk_create(node_result_row(run.pk, n) for n in nodes)
             RunAttempt.objects.filter(run=run, number=run.attempts).update(outcome=status, error=error, finished_at=run.finished_at)
     if not finished:
         logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)

@@ -32,7 +32,7 @@ from flows.services.execution import (
     _returning_sql,
 )
 from flows.services.execution_sql import _flow_runs_claim_returning
-from flows.services.storable import RunOutcome, _jsonable, _outcome_storable
+from flows.services.storable import RunOutcome, _outcome_storable, node_result_row
 
 logger = logging.getLogger(__name__)
 
@@ -189,17 +189,7 @@ class LedgerThread:
                 .values_list("pk", "attempts")
             )
             rows = [
-                NodeResult(
-                    run_id=pk,
-                    node_id=n.node_id,
-                    component_type=n.type,
-                    status=n.status,
-                    output=_jsonable(n.output),
-                    error=n.error,
-                    traceback=n.traceback,
-                    duration_ms=n.duration_ms,
-                    order=n.order,
-                )
+                node_result_row(pk, n)
                 for (pk, attempt), nodes in pending.items()
                 if (pk, attempt) in current
                 for n in _storable(nodes.values())
@@ -270,17 +260,7 @@ def _flow_run_record_cancelled(run: FlowRun, nodes: list[engine.NodeResult]) -> 
         if FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.CANCELLED, attempts=run.attempts).exists():
             NodeResult.objects.bulk_create(
                 [
-                    NodeResult(
-                        run_id=run.pk,
-                        node_id=n.node_id,
-                        component_type=n.type,
-                        status=NodeResult.Status.FAILED if n.status == NodeResult.Status.RUNNING else n.status,
-                        output=_jsonable(n.output),
-                        error=n.error,
-                        traceback=n.traceback,
-                        duration_ms=n.duration_ms,
-                        order=n.order,
-                    )
+                    node_result_row(run.pk, n, status=NodeResult.Status.FAILED if n.status == NodeResult.Status.RUNNING else n.status)
                     for n in _storable(nodes)
                 ],
                 update_conflicts=True,

@@ -89,3 +89,18 @@ def _jsonable(value: Any) -> Any:
     """`value` as it comes back from a JSON column once `_json_text` has written it."""
     text = _json_text(value)
     return None if text is None else json.loads(text)
+
+
+def node_result_row(run_id, node: engine.NodeResult, *, status: str | None = None) -> NodeResult:
+    """The NodeResult row of one node's result in the engine's terms (its output made JSON-able)."""
+    return NodeResult(
+        run_id=run_id,
+        node_id=node.node_id,
+        component_type=node.type,
+        status=status or node.status,
+        output=_jsonable(node.output),
+        error=node.error,
+        traceback=node.traceback,
+        duration_ms=node.duration_ms,
+        order=node.order,
+    )
