@@ -157,7 +157,8 @@ def test_ctrl_c_in_a_terminal_stops_web_and_worker_within_10_seconds(transaction
 def test_a_stop_with_a_backlog_takes_at_most_the_grace_and_leaves_the_rest_to_the_sweep(transactional_db, tmp_path):
     """A busy cluster works through every task its pusher has taken before it stops (measured before the grace:
     13 s embedded, 47 s with Redis, for 3-s runs); serve waits `--stop-grace` seconds, then kills it. Nothing is
-    lost: the runs not finished are still `queued` or `running` in the ledger, for the sweep."""
+    lost: the runs not finished are still `queued` or `running` in the ledger, for the sweep. The runs take longer
+    than the grace, so that the worker, which keeps many runs in flight at once, cannot finish them all first."""
     import tests.components  # noqa: F401 - registers TestSideEffect here too (the servers load it by LANGRUN_COMPONENT_MODULES)
     from flows.models import FlowRun
     from flows.services.flows import flow_create
@@ -168,7 +169,7 @@ def test_a_stop_with_a_backlog_takes_at_most_the_grace_and_leaves_the_rest_to_th
     slow = {
         "nodes": [
             {"id": "hook", "type": "Webhook"},
-            {"id": "slow", "type": "TestSideEffect", "params": {"path": str(tmp_path / "effects"), "delay": 3}},
+            {"id": "slow", "type": "TestSideEffect", "params": {"path": str(tmp_path / "effects"), "delay": 20}},
             {"id": "out", "type": "Output", "params": {"name": "echo"}},
         ],
         "edges": [{"source": "hook", "target": "slow", "target_input": "data"}, {"source": "slow", "target": "out"}],
@@ -199,8 +200,9 @@ def test_a_stop_with_a_backlog_takes_at_most_the_grace_and_leaves_the_rest_to_th
         print(f"\nserve with a backlog: SIGTERM stopped {len(tree) + 1} processes in {took:.1f} s; runs: {counts}")
         assert not survivors, _names(survivors)
         assert took < STOP_WITHIN, (took, counts, svc.log("serve"))
-        assert set(counts) <= {"queued", "running", "succeeded"} and sum(counts.values()) == 40, counts
-        assert counts.get("queued", 0) >= 20, counts  # the backlog waits for the next cluster or the sweep
+        # None could end within the grace: every run waits in the ledger for the next cluster or the sweep.
+        assert set(counts) <= {"queued", "running"} and sum(counts.values()) == 40, counts
+        assert counts.get("running", 0) >= 1, counts  # the stop did catch runs in flight
         assert "did not stop in 7 s: killed" in svc.log("serve")
     finally:
         svc.stop()
