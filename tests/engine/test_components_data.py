@@ -207,7 +207,9 @@ def test_condition_matches_fails_at_the_runs_remaining_time():
     started = time.monotonic()
     with pytest.raises(NodeError, match="regular expression .* took longer than"):
         registry.get("Condition")(node_id="c", context=context).run(data=VICTIM, operator="matches", value=HOSTILE)
-    assert 0.25 < time.monotonic() - started < 1.5
+    # Not at once (a fixed short cap would), and not past the run's time. The regex package's timeout counts the
+    # process's CPU time, which the process's other threads advance too, so it may end a little before the deadline.
+    assert 0.15 < time.monotonic() - started < 1.5
 
 
 def test_condition_matches_is_capped_without_a_run_deadline():
