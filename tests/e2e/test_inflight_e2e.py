@@ -129,7 +129,9 @@ def test_500_runs_in_flight_hold_about_one_database_connection_per_process(servi
         processes = process_tree([cluster.pid])
         peak = max(peak, database_connections(processes))
         time.sleep(0.1)
-    assert api.peak >= 490, service.log("cluster")  # the last few may still be on their way
+    # Most of them at once; one merged task (up to `bulk` runs) that met a full worker process may still wait to be
+    # queued again while the other process has room.
+    assert api.peak >= 450, service.log("cluster")
     processes = process_tree([cluster.pid])
     peak = max(peak, database_connections(processes))
     # qcluster, its sentinel, monitor, pusher and two workers: each worker's runs share one connection.
