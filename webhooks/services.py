@@ -31,6 +31,7 @@ from flows.services.waits import flow_run_wait
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.parsers import NON_FINITE_MESSAGE, json_unstorable, too_deep_problem
 from langrun.services import api_key_record_use
+from webhooks import inbound
 from webhooks.signatures import InvalidSignature, webhook_signature_verify
 from webhooks.targets import MISSING_API_KEY, WebhookTarget
 
@@ -69,6 +70,36 @@ def webhook_user_id_parse(*, raw: str | None) -> uuid.UUID | None:
         raise RequestValidationError.single(
             ["query", "user_id"], f"Input should be a valid UUID, got {raw[:100]!r}.", "uuid_parsing"
         ) from exc
+
+
+def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, waits: bool) -> FlowRun:
+    """Record the run of a request whose flow, signature and method were checked: its payload decoded (a GET's is
+    its query), its request recorded and checked, deduplicated by the flow's `dedupe_key` or the request's
+    idempotency key, and `filtered` when the flow's `accept_if` refuses it. Takes Django's request."""
+    meta, flow = request.META, target.flow
+    idempotency_key = webhook_idempotency_key(headers=meta, flow=flow)
+    webhook_rate_limit_check(flow=flow, api_key_id=target.api_key_id)
+    content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
+    record = inbound.webhook_request_record(request=request, flow=flow)
+    if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
+        text, payload, content_type = "", record["query"], ""
+    else:
+        text, payload = webhook_payload_decode(body=body, content_type=content_type)
+    webhook_request_check(record=record)
+    return webhook_run_create(
+        target=target,
+        retarget=retarget,
+        body=body,
+        headers=meta,
+        payload=payload,
+        text=text,
+        content_type=content_type,
+        idempotency_key=webhook_dedupe_value(flow=flow, record=record, payload=payload) or idempotency_key,
+        waits=waits,
+        request=record,
+        method=request.method,
+        filtered=not webhook_accepts(flow=flow, record=record, payload=payload),
+    )
 
 
 def webhook_run_create(

@@ -17,7 +17,7 @@ from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
 from langrun.exceptions import RequestValidationError
 from langrun.serializers import StrictCharField
-from webhooks import handshakes, inbound, services, signatures, targets
+from webhooks import handshakes, services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
 
@@ -137,31 +137,7 @@ class WebhookView(APIView):
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
         handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
         services.webhook_method_check(flow=target.flow, method=request.method)
-        idempotency_key = services.webhook_idempotency_key(headers=meta, flow=target.flow)
-        services.webhook_rate_limit_check(flow=target.flow, api_key_id=target.api_key_id)
-        content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
-        record = inbound.webhook_request_record(request=request, flow=target.flow)
-        if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
-            text, payload, content_type = "", record["query"], ""
-        else:
-            text, payload = services.webhook_payload_decode(body=body, content_type=content_type)
-        services.webhook_request_check(record=record)
-        idempotency_key = services.webhook_dedupe_value(flow=target.flow, record=record, payload=payload) or idempotency_key
-        filtered = not services.webhook_accepts(flow=target.flow, record=record, payload=payload)
-        run = services.webhook_run_create(
-            target=target,
-            retarget=retarget,
-            body=body,
-            headers=meta,
-            payload=payload,
-            text=text,
-            content_type=content_type,
-            idempotency_key=idempotency_key,
-            waits=wait > 0,
-            request=record,
-            method=request.method,
-            filtered=filtered,
-        )
+        run = services.webhook_intake(target=target, retarget=retarget, request=request, body=body, waits=wait > 0)
         return run, run_status_url(request, run.id), wait
 
     def handle_exception(self, exc):
