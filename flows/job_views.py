@@ -7,8 +7,8 @@ from rest_framework import generics, mixins, status, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
+from flows.control_serializers import BulkReplayCountSerializer, BulkReplaySerializer, ReplayJobSerializer
 from flows.models import Flow, ReplayJob
-from flows.serializers import BulkReplayCountSerializer, BulkReplaySerializer, ReplayJobSerializer
 from flows.services.replays import replay_job_create, replay_runs_count
 from langrun.parsers import JSONParser
 from langrun.schema import error, validation_error

@@ -7,8 +7,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flows.engine import GraphValidationError
+from flows.langflow_serializers import RunAcceptedSerializer, RunFailedSerializer, RunResponseSerializer, SimplifiedRunRequestSerializer
 from flows.models import FlowRun
-from flows.serializers import RunAcceptedSerializer, RunFailedSerializer, RunResponseSerializer, SimplifiedRunRequestSerializer
 from flows.services.events import RunStreamSource, event_stream
 from flows.services.langflow import run_error_detail, run_response
 from flows.services.runs import flow_run_create, flow_run_input_payload

@@ -6,9 +6,9 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.exceptions import NotFound
 
+from flows.control_serializers import FlowScheduleSerializer
 from flows.filters import FlowScheduleFilter
 from flows.models import Flow, FlowSchedule
-from flows.serializers import FlowScheduleSerializer
 from flows.services.schedules import flow_schedule_create, flow_schedule_delete, flow_schedule_update
 from langrun.schema import error, validation_error
 

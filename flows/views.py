@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from flows.engine import GraphValidationError
 from flows.filters import FlowFilter, FlowRunFilter
+from flows.langflow_serializers import MonitorBuildsQuerySerializer, VertexBuildsSerializer
 from flows.models import Flow, FlowRun, NodeResult, Variable
 from flows.serializers import (
     ComponentSerializer,
@@ -24,10 +25,8 @@ from flows.serializers import (
     FlowRunListSerializer,
     FlowRunSerializer,
     FlowSerializer,
-    MonitorBuildsQuerySerializer,
     TaskStatusSerializer,
     VariableSerializer,
-    VertexBuildsSerializer,
 )
 from flows.services.flows import flow_create, flow_update
 from flows.services.imports import flow_export, flow_import
