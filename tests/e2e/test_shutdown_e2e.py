@@ -29,7 +29,7 @@ def _descendants(pid: int) -> set[tuple[int, str]]:
         for task in tasks:
             try:
                 children = [int(c) for c in (task / "children").read_text().split()]
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):
                 continue
             for child in children:
                 started = _start_time(child)
@@ -42,7 +42,7 @@ def _descendants(pid: int) -> set[tuple[int, str]]:
 def _start_time(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (FileNotFoundError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError):  # gone, or going while /proc is read
         return None
 
 
@@ -51,7 +51,7 @@ def _alive(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
     for pid, started in processes:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone, or going while /proc is read
             continue
         if state != "Z" and _start_time(pid) == started:
             alive.add((pid, started))
@@ -63,7 +63,7 @@ def _names(processes: set[tuple[int, str]]) -> list[str]:
     for pid, _ in processes:
         try:
             names.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             names.append(f"{pid}: gone")
     return names
 
@@ -134,7 +134,7 @@ def test_langrun_serve_stops_web_and_worker_within_10_seconds(transactional_db, 
 
 
 def test_ctrl_c_in_a_terminal_stops_web_and_worker_within_10_seconds(transactional_db, tmp_path):
-    """A terminal's Ctrl-C signals the whole foreground process group (serve and gunicorn), not only serve."""
+    """A terminal's Ctrl-C signals the whole foreground process group, not only serve."""
     svc = Service(tmp_path)
     proc = svc.start("serve", ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(svc.port), "--web-workers", "2"])
     try:
@@ -206,3 +206,38 @@ def test_a_stop_with_a_backlog_takes_at_most_the_grace_and_leaves_the_rest_to_th
         assert "did not stop in 7 s: killed" in svc.log("serve")
     finally:
         svc.stop()
+
+
+def test_a_web_worker_that_does_not_stop_is_killed_with_the_web_server(transactional_db, tmp_path):
+    """A gunicorn worker that never handles its stop signal (here: stopped with SIGSTOP; in the wild, one caught
+    between two signals or stuck in a request) keeps its master waiting; serve kills the master after the grace, and
+    the worker with it: nothing is left behind."""
+    svc = Service(tmp_path)
+    args = ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(svc.port), "--web-workers", "2", "--stop-grace", "2"]
+    proc = svc.start("serve", args)
+    try:
+        _wait_healthy(svc, proc, "serve")
+        tree = _descendants(proc.pid)
+        web_workers = [pid for pid, _ in tree if "gunicorn" in _names({(pid, "")})[0] and _parent(pid) != proc.pid]
+        assert web_workers, _names(tree)
+        os.kill(web_workers[0], signal.SIGSTOP)
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        while (_alive(tree) or proc.poll() is None) and time.monotonic() - started < 30:
+            time.sleep(0.05)
+        took = time.monotonic() - started
+        survivors = _alive(tree)
+        for pid, _ in survivors:
+            os.kill(pid, signal.SIGKILL)
+        assert not survivors, (took, _names(survivors), svc.log("serve"))
+        assert took < STOP_WITHIN, (took, svc.log("serve"))
+        assert "The web server did not stop in 2 s: killed." in svc.log("serve")
+    finally:
+        svc.stop()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None

@@ -54,7 +54,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, web_workers: int, stop_grace: float, **options):
-        web = subprocess.Popen(web_command(host=host, port=port, workers=web_workers))
+        # Each child leads a process group of its own, which serve signals itself: a terminal's Ctrl-C reaches serve
+        # alone, so that gunicorn's workers do not get it twice (from the terminal and from their master), and
+        # whatever a child leaves behind when it is killed (a web worker that did not stop, the cluster's sentinel and
+        # workers) is killed with its group.
+        web = subprocess.Popen(web_command(host=host, port=port, workers=web_workers), process_group=0)
         cluster = self._start_cluster()
         self.stdout.write(f"langrun is listening on http://{host}:{port}/ (admin: /admin/, API docs: /api/docs/)")
         stopping = False
@@ -95,15 +99,14 @@ class Command(BaseCommand):
                     self.stderr.write(f"{'The web server' if p is web else 'The cluster'} did not stop in {stop_grace:.0f} s: killed.")
                     p.kill()
                     p.wait()
-            if cluster is not None:
-                # The cluster's sentinel and workers too, had the cluster itself been killed (they outlive it).
-                _group_kill(cluster)
+            # Their children too, had a child been killed (they outlive it).
+            for p in (web, cluster):
+                if p is not None:
+                    _group_kill(p)
         if web_died or web.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             sys.exit(1)
 
     def _start_cluster(self) -> subprocess.Popen:
-        # A process group of its own, so that a dead cluster's children can be stopped with it; serve hands on
-        # Ctrl-C (and a closed terminal's hang-up) itself.
         return subprocess.Popen(worker_command(), process_group=0)
 
 
