@@ -28,20 +28,28 @@ def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
 def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
     """Several runs' execute_run tasks taken together by the Redis broker (flows/broker.py), in one task.
 
-    `runs` holds each run's execute_run arguments. In a worker the first run waits for a free slot, as its own
-    task would; the others join this worker's in-flight runs while it has room, and the rest are enqueued again
-    for whichever worker has room first (they must not wait behind this worker's slowest runs). Outside a
-    worker each executes here.
+    `runs` holds each run's execute_run arguments. In a worker the runs join this worker's in-flight runs while it has
+    room, and the rest are enqueued again at once for whichever worker has room first (they must not wait behind
+    this worker's slowest runs). When this worker has no room at all, the first run waits for a slot, as its own
+    task would, after the others have been handed on. Outside a worker each executes here.
     """
     if run_executor() is None:
         return [execute_run(*args) for args in runs]
-    statuses: list[str | None] = []
+
+    def admit(args: tuple[str, ...], *, wait: bool) -> bool:
+        return run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, wait=wait)
+
+    def hand_on(args: tuple[str, ...]) -> str:
+        flow_run_enqueue(run_id=args[0], flow_id=args[1] if len(args) > 1 else None)
+        return "enqueued"
+
+    statuses: list[str | None] = ["admitted" if admit(args, wait=False) else None for args in runs]
+    waiting = None if "admitted" in statuses else 0
     for i, args in enumerate(runs):
-        if run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, wait=i == 0):
-            statuses.append("admitted")
-        else:
-            flow_run_enqueue(run_id=args[0], flow_id=args[1] if len(args) > 1 else None)
-            statuses.append("enqueued")
+        if statuses[i] is None and i != waiting:
+            statuses[i] = hand_on(args)
+    if waiting is not None:  # a draining worker admits nothing: the run goes back to the queue
+        statuses[waiting] = "admitted" if admit(runs[waiting], wait=True) else hand_on(runs[waiting])
     return statuses
 
 

@@ -271,3 +271,31 @@ def test_merged_runs_a_full_worker_cannot_take_are_enqueued_again_for_another(ma
     finally:
         pool.drain(5)
     assert set(FlowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_merged_task_that_meets_a_full_worker_hands_the_rest_on_before_it_waits(make_flow, user, monkeypatch):
+    """Only the first run of the task waits for this worker's slot; the others are queued again at once, for a worker
+    with room, not after that wait."""
+    from flows import tasks
+    from flows.services import inflight
+
+    pool = RunExecutor(concurrency=1)
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(inflight, "_executor", pool)
+    rung = []
+    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: rung.append(kw["run_id"]))
+    statuses = []
+    try:
+        with SlowAPI(delay=1.0) as api:
+            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+            runs = [new_run(flow, user) for _ in range(3)]
+            assert pool.admit(str(runs[0].pk))  # the worker is full
+            merged = threading.Thread(target=lambda: statuses.extend(tasks.execute_runs([(str(r.pk),) for r in runs[1:]])))
+            merged.start()
+            wait_until(lambda: rung, timeout=0.5)
+            assert rung == [str(runs[2].pk)] and not terminal(runs[0])
+            merged.join(10)
+            assert statuses == ["admitted", "enqueued"]
+            wait_until(lambda: terminal(runs[0], runs[1]))
+    finally:
+        pool.drain(5)
