@@ -14,7 +14,7 @@ from flows.services.langflow import run_error_detail, run_response
 from flows.services.runs import flow_run_create, flow_run_input_payload
 from flows.services.variables import variables_from_headers
 from flows.services.waits import flow_run_execute_sync, flow_run_start_here
-from flows.stream_views import StreamNegotiation, event_stream_response
+from flows.stream_views import STREAM_REFUSED, StreamNegotiation, StreamSlot
 from flows.views import flow_of, run_status_url
 from langrun.exceptions import RequestValidationError
 from langrun.parsers import JSONParser, json_text_unstorable
@@ -77,6 +77,7 @@ class SimplifiedRunView(APIView):
             ),
             202: OpenApiResponse(RunAcceptedSerializer, description="Still running at the timeout; follow status_url."),
             404: error("No flow of yours with this id or endpoint name."),
+            429: STREAM_REFUSED,
             500: OpenApiResponse(
                 RunFailedSerializer,
                 description="The run failed (it is recorded): Langflow's error body as JSON text in `detail`, with the run's id.",
@@ -103,32 +104,22 @@ class SimplifiedRunView(APIView):
             raise RequestValidationError.single(
                 ["body", "output_component"], f"The flow has no node {params['output_component']!r}.", "unknown_node"
             )
-        try:
-            run = flow_run_create(
-                flow=flow,
-                user=request.user,
-                trigger=FlowRun.Trigger.API,
-                payload=flow_run_input_payload(input_value=params["input_value"]),
-                body=params["input_value"] or "",
-                content_type="text/plain",
-                tweaks=params["tweaks"],
-                request_variables=variables_from_headers(meta=request.META),
-            )
-        except GraphValidationError as exc:
-            raise _tweak_errors(exc, flow.data) from exc
+        if stream:  # an open stream holds a web thread: it takes a slot first (429 when none is free)
+            with StreamSlot(request.user) as slot:
+                run = self._create(request, flow, params)
+                flow_run_start_here(run=run)
+                source = RunStreamSource(
+                    run_id=run.id,
+                    flow=flow,
+                    input_value=params["input_value"],
+                    output_type=params["output_type"],
+                    output_component=params["output_component"],
+                    session_id=params["session_id"] or str(flow.id),
+                    render=lambda answer: RunResponseSerializer(answer).data,
+                )
+                return slot.response(event_stream(source))
+        run = self._create(request, flow, params)
         session_id = params["session_id"] or str(flow.id)
-        if stream:
-            flow_run_start_here(run=run)
-            source = RunStreamSource(
-                run_id=run.id,
-                flow=flow,
-                input_value=params["input_value"],
-                output_type=params["output_type"],
-                output_component=params["output_component"],
-                session_id=session_id,
-                render=lambda answer: RunResponseSerializer(answer).data,
-            )
-            return event_stream_response(event_stream(source))
         run = flow_run_execute_sync(run=run, timeout=settings.LANGRUN_SYNC_RUN_TIMEOUT)
         status_url = run_status_url(request, run.id)
         if run.status not in FlowRun.TERMINAL:
@@ -149,3 +140,19 @@ class SimplifiedRunView(APIView):
             session_id=session_id,
         )
         return Response(RunResponseSerializer(answer).data)
+
+    @staticmethod
+    def _create(request, flow, params) -> FlowRun:
+        try:
+            return flow_run_create(
+                flow=flow,
+                user=request.user,
+                trigger=FlowRun.Trigger.API,
+                payload=flow_run_input_payload(input_value=params["input_value"]),
+                body=params["input_value"] or "",
+                content_type="text/plain",
+                tweaks=params["tweaks"],
+                request_variables=variables_from_headers(meta=request.META),
+            )
+        except GraphValidationError as exc:
+            raise _tweak_errors(exc, flow.data) from exc

@@ -216,6 +216,11 @@ LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
 # was accepted; its status URL tells when it is done). Keep the first below WEB_THREADS (gunicorn.conf.py).
 LANGRUN_WAITS_PER_PROCESS = env.int("LANGRUN_WAITS_PER_PROCESS", default=4)
 LANGRUN_WAITS_PER_USER = env.int("LANGRUN_WAITS_PER_USER", default=2)
+# An open event stream holds a web thread too, for as long as its client listens: at most this many per web process,
+# and per account in a process; a client past either gets 429 with Retry-After (an EventSource comes back by itself).
+# Waits and streams together should leave some of WEB_THREADS to everything else.
+LANGRUN_STREAMS_PER_PROCESS = env.int("LANGRUN_STREAMS_PER_PROCESS", default=2)
+LANGRUN_STREAMS_PER_USER = env.int("LANGRUN_STREAMS_PER_USER", default=1)
 
 # --- Flow engine -------------------------------------------------------------
 # Seconds a flow's run may take before it fails (a flow can set its own `timeout`).

@@ -1,9 +1,10 @@
-"""Slots for requests that hold their thread while they wait (for a run to finish).
+"""Slots for requests that hold their thread for long: callers that wait for a run, and open event streams.
 
 A web process has a fixed number of threads. Callers that wait (`?wait=`, the synchronous run) may hold at most
-LANGRUN_WAITS_PER_PROCESS of them, and one account at most LANGRUN_WAITS_PER_USER, so that waiting callers can
-never take every thread from the rest (health checks, webhooks that answer at once, other accounts). The counts
-are per process: they guard that process's threads, cost nothing to keep and cannot leak when a process dies.
+LANGRUN_WAITS_PER_PROCESS of them, and one account at most LANGRUN_WAITS_PER_USER; open event streams at most
+LANGRUN_STREAMS_PER_PROCESS, one account at most LANGRUN_STREAMS_PER_USER. So neither can take every thread from the
+rest (health checks, webhooks that answer at once, other accounts). The counts are per process: they guard that
+process's threads, cost nothing to keep and cannot leak when a process dies.
 """
 
 from __future__ import annotations
@@ -14,25 +15,48 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
-_lock = threading.Lock()
-_waiting: dict[str, int] = {}
+
+class Slots:
+    """A budget of long-held threads in this process, with a share per account; the limits are read from settings
+    at each use, so that they can be changed (and tested) without a restart of the module."""
+
+    def __init__(self, *, per_process: str, per_user: str):
+        self.per_process, self.per_user = per_process, per_user
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def take(self, *, owner: str) -> bool:
+        """Whether `owner` may hold one more (and now does); False when its share or the process's budget is used up."""
+        with self._lock:
+            mine, everyone = self._held.get(owner, 0), sum(self._held.values())
+            if mine >= getattr(settings, self.per_user) or everyone >= getattr(settings, self.per_process):
+                return False
+            self._held[owner] = mine + 1
+            return True
+
+    def give_back(self, *, owner: str) -> None:
+        with self._lock:
+            left = self._held[owner] - 1
+            if left:
+                self._held[owner] = left
+            else:
+                del self._held[owner]
+
+    @contextmanager
+    def hold(self, *, owner: str) -> Iterator[bool]:
+        """Whether this request may hold a slot (True while it does), given back whatever happens."""
+        granted = self.take(owner=owner)
+        try:
+            yield granted
+        finally:
+            if granted:
+                self.give_back(owner=owner)
 
 
-@contextmanager
-def wait_slot(*, owner: str) -> Iterator[bool]:
-    """Whether this request may wait (True while it holds a slot); False when its account or the process has no slot free."""
-    with _lock:
-        mine, everyone = _waiting.get(owner, 0), sum(_waiting.values())
-        granted = mine < settings.LANGRUN_WAITS_PER_USER and everyone < settings.LANGRUN_WAITS_PER_PROCESS
-        if granted:
-            _waiting[owner] = mine + 1
-    try:
-        yield granted
-    finally:
-        if granted:
-            with _lock:
-                left = _waiting[owner] - 1
-                if left:
-                    _waiting[owner] = left
-                else:
-                    del _waiting[owner]
+WAITS = Slots(per_process="LANGRUN_WAITS_PER_PROCESS", per_user="LANGRUN_WAITS_PER_USER")
+STREAMS = Slots(per_process="LANGRUN_STREAMS_PER_PROCESS", per_user="LANGRUN_STREAMS_PER_USER")
+
+
+def wait_slot(*, owner: str):
+    """A waiting caller's slot (see Slots.hold)."""
+    return WAITS.hold(owner=owner)

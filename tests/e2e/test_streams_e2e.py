@@ -111,8 +111,9 @@ def test_a_stream_whose_client_went_away_releases_its_thread(tmp_path, transacti
 
     flow, key = setup_flow
     service = Service(tmp_path)
-    service.env.update(WEB_THREADS="2", LANGRUN_STREAM_KEEPALIVE="0.5")
-    service.start_web()  # 2 processes x 2 threads: four streams hold every thread
+    # Streams allowed on every thread (an operator's choice): 2 processes x 2 threads, four streams hold them all.
+    service.env.update(WEB_THREADS="2", LANGRUN_STREAM_KEEPALIVE="0.5", LANGRUN_STREAMS_PER_PROCESS="2", LANGRUN_STREAMS_PER_USER="2")
+    service.start_web()
     try:
         streams = [
             requests.get(f"{service.url}/api/v1/webhook-events/greet", headers={"x-api-key": key}, stream=True, timeout=10)
@@ -125,4 +126,36 @@ def test_a_stream_whose_client_went_away_releases_its_thread(tmp_path, transacti
         assert requests.get(f"{service.url}/health", timeout=10).status_code == 200
         assert time.monotonic() - started < 5
     finally:
+        service.stop()
+
+
+def test_streams_past_the_share_are_refused_and_leave_threads_to_webhooks(tmp_path, transactional_db, setup_flow):
+    """One account opening many streams cannot take every thread of the web: past its share each gets 429 with
+    Retry-After, and a webhook is still answered at once while the others stay open."""
+    from tests.e2e.helpers import Service
+
+    flow, key = setup_flow
+    service = Service(tmp_path)
+    service.env.update(WEB_THREADS="2", LANGRUN_STREAMS_PER_PROCESS="1", LANGRUN_STREAMS_PER_USER="1")
+    service.start_web()  # 2 processes x 2 threads, one stream each
+    opened = []
+    try:
+        codes = []
+        for _ in range(8):
+            answer = requests.get(f"{service.url}/api/v1/webhook-events/greet", headers={"x-api-key": key}, stream=True, timeout=10)
+            codes.append(answer.status_code)
+            if answer.status_code == 200:
+                opened.append(answer)
+                assert next(answer.iter_lines()).startswith(b"event: connected")
+            else:
+                assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0, answer.text
+        assert 1 <= codes.count(200) <= 2, codes
+        started = time.monotonic()
+        for n in range(10):
+            hook = requests.post(f"{service.url}/api/v1/webhook/greet", json={"n": n}, headers={"x-api-key": key}, timeout=10)
+            assert hook.status_code == 202, hook.text
+        assert time.monotonic() - started < 5
+    finally:
+        for answer in opened:
+            answer.close()
         service.stop()
