@@ -137,7 +137,7 @@ _JMESPATH_KEY = {
     {
         "type": "object",
         "nullable": True,
-        "properties": {"limit": {"type": "integer", "minimum": 1}, "key": _JMESPATH_KEY},
+        "properties": {"limit": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "key": _JMESPATH_KEY},
         "required": ["limit"],
         "additionalProperties": False,
         "example": {"limit": 1, "key": "payload.customer_id"},
@@ -167,8 +167,8 @@ class ConcurrencyField(serializers.Field):
         "type": "object",
         "nullable": True,
         "properties": {
-            "limit": {"type": "integer", "minimum": 1},
-            "period": {"type": "integer", "minimum": 1, "description": "Seconds."},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+            "period": {"type": "integer", "minimum": 1, "maximum": 2147483647, "description": "Seconds."},
             "key": _JMESPATH_KEY,
         },
         "required": ["limit", "period"],

@@ -220,9 +220,15 @@ def flow_run_waiting_by_key(*, run: FlowRun, flow: Flow) -> Wait | None:
 # --- Settings: the API's objects and the flow's columns ---------------------------------------------------------
 
 
+# The largest limit or period a column holds (PostgreSQL's integer).
+MAX_SETTING = 2_147_483_647
+
+
 def _positive(field: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise WebhookSettingInvalid(f"{field}.{name}", f"{field}.{name} must be an integer of at least 1.", "greater_than_equal")
+    if value > MAX_SETTING:
+        raise WebhookSettingInvalid(f"{field}.{name}", f"{field}.{name} must be at most {MAX_SETTING}.", "less_than_equal")
     return value
 
 

@@ -50,6 +50,7 @@ def test_max_concurrent_runs_is_the_keyless_concurrency(key_client):
         ({"throttle": {"limit": 1}}, ["body", "throttle"], "missing"),
         ({"throttle": {"limit": 1, "period": "soon"}}, ["body", "throttle", "period"], "greater_than_equal"),
         ({"throttle": [1, 60]}, ["body", "throttle"], "dict_type"),
+        ({"throttle": {"limit": 2**40, "period": 1}}, ["body", "throttle", "limit"], "less_than_equal"),
     ],
 )
 def test_bad_run_control_is_422_naming_the_field(key_client, fields, loc, type_):
