@@ -196,10 +196,10 @@ def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int
     )
     rung = 0
     for flow_id, key in groups:
-        limit = Flow.objects.filter(pk=flow_id).values_list("max_concurrent_runs", flat=True).first()
+        flow_limit = Flow.objects.filter(pk=flow_id).values_list("max_concurrent_runs", flat=True).first()
         unfinished = FlowRun.objects.unfinished().filter(flow_id=flow_id, concurrency_key=key)
         # A flow whose limit was removed since: its runs are rung like any other.
-        free = limit - unfinished.filter(status=FlowRun.Status.RUNNING).count() if limit else 1000
+        free = flow_limit - unfinished.filter(status=FlowRun.Status.RUNNING).count() if flow_limit else limit
         if free <= 0:
             continue
         head = unfinished.filter(status=FlowRun.Status.QUEUED).filter(_startable(now)).order_by("received_at", "id")
