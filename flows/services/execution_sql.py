@@ -32,8 +32,8 @@ WITH claimed AS (
     SET status = %(running)s, started_at = %(now)s, attempts = r.attempts + 1, next_attempt_at = NULL, worker = %(worker)s
     WHERE r.id = ANY(%(ids)s::uuid[]) AND r.status = %(queued)s
         AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)
-        AND (SELECT COALESCE(f.max_concurrent_runs, 0) + COALESCE(f.throttle_limit, 0) + (CASE WHEN f.paused_at IS NULL THEN 0 ELSE 1 END)
-             FROM {flow} AS f WHERE f.id = r.flow_id) = 0
+        AND (SELECT COALESCE(f.max_concurrent_runs, 0) = 0 AND COALESCE(f.throttle_limit, 0) = 0 AND f.paused_at IS NULL
+             FROM {flow} AS f WHERE f.id = r.flow_id)
     RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks, r.request
 ), attempt AS (
     INSERT INTO {attempt} (run_id, number, outcome, error, started_at)
@@ -76,7 +76,7 @@ _CLAIM_SQLITE = (
         worker = %(worker)s
     WHERE id = %(id)s AND status = %(queued)s AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
         AND EXISTS (SELECT 1 FROM {flow} AS f WHERE f.id = {run}.flow_id AND COALESCE(f.max_concurrent_runs, 0) = 0
-            AND f.throttle_limit IS NULL AND f.paused_at IS NULL)
+            AND COALESCE(f.throttle_limit, 0) = 0 AND f.paused_at IS NULL)
     RETURNING id, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, request""",
     """INSERT INTO {attempt} (run_id, number, outcome, error, started_at) VALUES (%(id)s, %(attempts)s, %(running)s, '', %(now)s)""",
     """SELECT f.user_id, f.timeout, f.max_attempts, f.max_concurrent_runs, COALESCE(v.data, f.data), v.number

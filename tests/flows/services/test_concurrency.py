@@ -283,3 +283,15 @@ def test_a_start_rings_for_the_next_of_its_key_while_a_slot_is_left(flow, enqueu
         assert flow_run_claim(run_id=older.id)
     assert enqueued == [str(younger.id)]
     assert flow_run_claim(run_id=younger.id)
+
+
+def test_the_largest_limits_do_not_break_the_batch_claim(flow, make_flow, user, enqueued, later):
+    """The hand-written claim tells limited flows apart without adding their limits up (an integer overflow would
+    fail the whole batch's statement)."""
+    from flows.services.execution import flow_runs_execute
+
+    _limit(flow, max_concurrent_runs=2_147_483_647, throttle_limit=2_147_483_647, throttle_period=1)
+    other = make_flow(user, endpoint_name="other")
+    limited, free = _run(flow, "a"), _run(other, "a")
+    executed = flow_runs_execute(run_ids=[limited.id, free.id])
+    assert sorted(str(r.id) for r in executed) == sorted([str(limited.id), str(free.id)])
