@@ -75,7 +75,8 @@ class WebhookSettingInvalid(FlowsError):
 
     def __init__(self, field: str, message: str, type_: str = "value_error"):
         self.field, self.type = field, type_
-        super().__init__(message, errors=[{"loc": ["body", field], "msg": message, "type": type_}])
+        # A setting inside an object ("concurrency.key") is located by its path.
+        super().__init__(message, errors=[{"loc": ["body", *field.split(".")], "msg": message, "type": type_}])
 
 
 class ScheduleInvalid(FlowsError):

@@ -45,7 +45,27 @@ class Flow(models.Model):
         default=1, help_text="Attempts a run may take; failures marked retryable are tried again with backoff."
     )
     max_concurrent_runs = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Runs of this flow executing at once; more wait in the queue. Empty: no limit."
+        null=True,
+        blank=True,
+        help_text="Runs of this flow executing at once (per key, with a key); more wait in the queue. Empty: no limit.",
+    )
+    # Run control by key (flows/services/concurrency.py): JMESPath over {"headers", "query", "payload"}, evaluated
+    # once when a run is recorded; its value is stored on the run (FlowRun.concurrency_key / throttle_key).
+    concurrency_key = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text='A JMESPath over {"headers", "query", "payload"}: max_concurrent_runs applies per value of it. Empty: per flow.',
+    )
+    throttle_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs (per throttle key) that may start per throttle period; more wait. Empty: no throttle."
+    )
+    throttle_period = models.PositiveIntegerField(null=True, blank=True, help_text="The throttle's period, in seconds.")
+    throttle_key = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text='A JMESPath over {"headers", "query", "payload"}: the throttle applies per value of it. Empty: per flow.',
     )
     # Run control: while set, the flow's runs are still recorded but no worker claims them (flows/services/pause.py).
     paused_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Paused since then: its runs are held.")
@@ -106,6 +126,20 @@ class Flow(models.Model):
     def verification_settings(self) -> dict | None:
         """The verification preset (`{"provider": …}`), or None for today's rule (Standard Webhooks or GitHub)."""
         return _verification_parsed(self.verification) if self.verification else None
+
+    @property
+    def concurrency(self) -> dict | None:
+        """`{"limit", "key"}`: at most `limit` runs per value of `key` (per flow without one) execute at once; None: no limit."""
+        if not self.max_concurrent_runs:
+            return None
+        return {"limit": self.max_concurrent_runs, "key": self.concurrency_key or None}
+
+    @property
+    def throttle(self) -> dict | None:
+        """`{"limit", "period", "key"}`: at most `limit` runs per value of `key` start per `period` seconds; None: no throttle."""
+        if not self.throttle_limit:
+            return None
+        return {"limit": self.throttle_limit, "period": self.throttle_period, "key": self.throttle_key or None}
 
     @property
     def has_webhook(self) -> bool:
@@ -196,6 +230,14 @@ class FlowRun(models.Model):
     payload_pruned_at = models.DateTimeField(
         null=True, blank=True, help_text="When retention cleared the raw body and payload of this run."
     )
+    # The values of the flow's concurrency and throttle keys for this run, evaluated once when it was recorded
+    # (flows/services/concurrency.py); NULL when the flow had none (a throttle without a key stores "").
+    concurrency_key = models.CharField(  # noqa: DJ001 - NULL means "not limited by key"
+        max_length=255, null=True, blank=True, editable=False, help_text="The run's value of its flow's concurrency key."
+    )
+    throttle_key = models.CharField(  # noqa: DJ001 - NULL means "not throttled"
+        max_length=255, null=True, blank=True, editable=False, help_text="The run's value of its flow's throttle key."
+    )
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.FILTERED)
 
@@ -211,6 +253,23 @@ class FlowRun(models.Model):
             # A query can only use this index by saying `finished_at IS NULL` (FlowRun.objects.unfinished()).
             models.Index(fields=["status", "enqueued_at"], condition=models.Q(finished_at__isnull=True), name="flow_run_unfinished"),
             models.Index(fields=["flow", "-received_at"]),
+            # Run control by key: a key's runs not yet finished (running ones counted, queued ones in received order),
+            # and when a throttled key's runs started. Partial: runs without a key are in neither.
+            models.Index(
+                fields=["flow", "concurrency_key", "received_at"],
+                condition=models.Q(finished_at__isnull=True, concurrency_key__isnull=False),
+                name="flow_run_concurrency_key",
+            ),
+            models.Index(
+                fields=["flow", "throttle_key", "received_at"],
+                condition=models.Q(finished_at__isnull=True, throttle_key__isnull=False),
+                name="flow_run_throttle_key_waiting",
+            ),
+            models.Index(
+                fields=["flow", "throttle_key", "started_at"],
+                condition=models.Q(throttle_key__isnull=False),
+                name="flow_run_throttle_key_started",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -1,4 +1,5 @@
 import json
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -9,7 +10,7 @@ from rest_framework.utils import html
 from flows.examples import GREETING_GRAPH
 from flows.exceptions import WebhookSettingInvalid
 from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
-from flows.services.pause import flow_run_waiting_for
+from flows.services.pause import WAITING_REASONS, flow_run_waiting
 from flows.services.webhook_settings import VERIFICATION_PROVIDERS, webhook_methods_parse
 from langrun.serializers import StrictCharField
 
@@ -124,6 +125,66 @@ class HandshakesField(serializers.Field):
         return data  # checked by flows.services.webhook_settings, which knows whether the flow has its secret
 
 
+_JMESPATH_KEY = {
+    "type": "string",
+    "nullable": True,
+    "maxLength": 500,
+    "description": 'A JMESPath expression over {"headers", "query", "payload"}; null: one key for the whole flow.',
+}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "properties": {"limit": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "key": _JMESPATH_KEY},
+        "required": ["limit"],
+        "additionalProperties": False,
+        "example": {"limit": 1, "key": "payload.customer_id"},
+    }
+)
+class ConcurrencyField(serializers.Field):
+    """A flow's concurrency: an object in the API, `max_concurrent_runs` and `concurrency_key` in the database (checked by the service)."""
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form cannot hold an object
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
+    def to_representation(self, value):
+        return value
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                'Give an object such as {"limit": 1, "key": "payload.customer_id"}, or null.', code="dict_type"
+            )
+        return data
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "limit": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+            "period": {"type": "integer", "minimum": 1, "maximum": 2147483647, "description": "Seconds."},
+            "key": _JMESPATH_KEY,
+        },
+        "required": ["limit", "period"],
+        "additionalProperties": False,
+        "example": {"limit": 10, "period": 60, "key": "payload.customer_id"},
+    }
+)
+class ThrottleField(ConcurrencyField):
+    """A flow's throttle: an object in the API, `throttle_limit`, `throttle_period` and `throttle_key` in the database."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('Give an object such as {"limit": 10, "period": 60}, or null.', code="dict_type")
+        return data
+
+
 class DedupeKeyField(StrictCharField):
     """A flow's `dedupe_key`: null in the API for none ("" in the database); checked by the service."""
 
@@ -157,7 +218,24 @@ class FlowSerializer(serializers.ModelSerializer):
         required=False,
         allow_null=True,
         min_value=1,
-        help_text="Runs of this flow executing at once; more wait in the queue (null: no limit).",
+        help_text="Runs of this flow executing at once (per key, with concurrency.key); more wait in the queue (null: no limit).",
+    )
+    concurrency = ConcurrencyField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "At most `limit` runs per value of `key` (a JMESPath over headers, query and payload, evaluated when the "
+            "request is recorded) execute at once; the others wait queued and start in received order per key. "
+            "Without a key it is max_concurrent_runs. Null: no limit."
+        ),
+    )
+    throttle = ThrottleField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "At most `limit` runs per value of `key` start in any `period` seconds (a sliding window); the others wait "
+            "queued, never refused. Null: no throttle."
+        ),
     )
     methods = MethodsField(
         required=False,
@@ -223,6 +301,8 @@ class FlowSerializer(serializers.ModelSerializer):
             "webhook_url",
             "max_attempts",
             "max_concurrent_runs",
+            "concurrency",
+            "throttle",
             "methods",
             "verification",
             "dedupe_key",
@@ -301,7 +381,18 @@ class FlowRunListSerializer(serializers.ModelSerializer):
     )
     replay_of = serializers.UUIDField(source="replay_of_id", read_only=True, allow_null=True, help_text="The run this one replays.")
     waiting_for = serializers.SerializerMethodField(
-        help_text="What a queued run waits for: `flow_paused` (its flow is paused), `retry_backoff` or `worker`; null once it started."
+        help_text=(
+            "What a queued run waits for: `flow_paused` (its flow is paused), `retry_backoff`, `concurrency` (its key's "
+            "runs are at the limit, or an older run of its key starts first), `throttle` (its key's starts in the period "
+            "are at the limit) or `worker`; null once it started. `waiting` has the details."
+        )
+    )
+    waiting = serializers.SerializerMethodField(
+        help_text=(
+            'What a queued run waits for, in detail: {"reason", …}; a concurrency\'s `key`, `limit` and `running`, a '
+            "throttle's `key`, `limit`, `period` and `next_start_at`, a retry's `next_attempt_at`; `behind_older_run` when an "
+            "older run of the same key starts first. Null once it started."
+        )
     )
 
     class Meta:
@@ -320,16 +411,49 @@ class FlowRunListSerializer(serializers.ModelSerializer):
             "finished_at",
             "replay_of",
             "waiting_for",
+            "waiting",
         ]
         read_only_fields = fields
 
-    @extend_schema_field(serializers.ChoiceField(choices=["flow_paused", "retry_backoff", "worker"], allow_null=True))
-    def get_waiting_for(self, run: FlowRun) -> str | None:
+    def _waiting(self, run: FlowRun) -> dict | None:
         if run.status != FlowRun.Status.QUEUED:
             return None
-        # Lists annotate whether the flow is paused (one query for the page); a single run just asks.
-        paused = run.flow_paused if hasattr(run, "flow_paused") else run.flow.paused_at is not None
-        return flow_run_waiting_for(run=run, flow_paused=paused)
+        if not hasattr(run, "_waiting_detail"):
+            # Lists annotate whether the flow is paused or limited (one query for the page); a single run just asks.
+            paused = run.flow_paused if hasattr(run, "flow_paused") else run.flow.paused_at is not None
+            limited = run.flow_limited if hasattr(run, "flow_limited") else True
+            run._waiting_detail = flow_run_waiting(run=run, flow_paused=paused, flow=run.flow if limited else None)
+        return run._waiting_detail
+
+    @extend_schema_field(serializers.ChoiceField(choices=list(WAITING_REASONS), allow_null=True))
+    def get_waiting_for(self, run: FlowRun) -> str | None:
+        detail = self._waiting(run)
+        return detail["reason"] if detail is not None else None
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "reason": {"type": "string", "enum": list(WAITING_REASONS)},
+                "key": {"type": "string", "nullable": True},
+                "limit": {"type": "integer"},
+                "running": {"type": "integer"},
+                "period": {"type": "integer"},
+                "next_start_at": {"type": "string", "format": "date-time", "nullable": True},
+                "next_attempt_at": {"type": "string", "format": "date-time"},
+                "behind_older_run": {"type": "boolean"},
+            },
+            "required": ["reason"],
+            "example": {"reason": "concurrency", "key": "cus_42", "limit": 1, "running": 1, "behind_older_run": False},
+        }
+    )
+    def get_waiting(self, run: FlowRun) -> dict | None:
+        detail = self._waiting(run)
+        if detail is None:
+            return None
+        as_time = serializers.DateTimeField().to_representation
+        return {name: as_time(value) if isinstance(value, datetime) else value for name, value in detail.items()}
 
 
 @extend_schema_field(

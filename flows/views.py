@@ -105,7 +105,10 @@ class FlowViewSet(viewsets.ModelViewSet):
 
 def _runs_of(user):
     paused = ExpressionWrapper(Q(flow__paused_at__isnull=False), output_field=BooleanField())
-    return FlowRun.objects.filter(flow__user=user).select_related("version").annotate(flow_paused=paused)
+    limited = ExpressionWrapper(
+        Q(flow__max_concurrent_runs__isnull=False) | Q(flow__throttle_limit__isnull=False), output_field=BooleanField()
+    )
+    return FlowRun.objects.filter(flow__user=user).select_related("version").annotate(flow_paused=paused, flow_limited=limited)
 
 
 def _with_nodes(queryset):

@@ -24,6 +24,7 @@ from rest_framework import exceptions, status
 
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
+from flows.services.concurrency import jmespath_compiled
 from flows.services.runs import RunConditionFailed, flow_run_create
 from flows.services.variables import variables_from_headers
 from flows.services.versions import flow_version_traits
@@ -375,13 +376,6 @@ PRESET_DEDUPE_KEYS = {
 }
 
 
-@functools.lru_cache(maxsize=256)
-def _dedupe_expression(expression: str):
-    import jmespath
-
-    return jmespath.compile(expression)
-
-
 def webhook_dedupe_value(*, flow: Flow, record: dict, payload: Any) -> str | None:
     """The delivery's deduplication key from the flow's `dedupe_key` (or its preset's delivery id), or None.
 
@@ -394,7 +388,7 @@ def webhook_dedupe_value(*, flow: Flow, record: dict, payload: Any) -> str | Non
     if not expression:
         return None
     try:
-        value = _dedupe_expression(expression).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+        value = jmespath_compiled(expression).search({"headers": record["headers"], "query": record["query"], "payload": payload})
     except Exception:  # a function applied to the wrong type: this request has no key  # noqa: BLE001
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
@@ -413,7 +407,7 @@ def webhook_accepts(*, flow: Flow, record: dict, payload: Any) -> bool:
     if not flow.accept_if:
         return True
     try:
-        value = _dedupe_expression(flow.accept_if).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+        value = jmespath_compiled(flow.accept_if).search({"headers": record["headers"], "query": record["query"], "payload": payload})
     except Exception:  # noqa: BLE001
         return False
     return value not in (None, False, "", [], {})

@@ -37,6 +37,10 @@ from flows.services.pause import flow_pause, flow_resume
 from flows.services.runs import flow_run_create
 from langrun.admin import OwnedModelAdmin
 
+# The form's fields a save hands to the services.
+FLOW_FORM_SETTINGS = ("name", "description", "endpoint_name", "data", "methods", "verification", "dedupe_key", "accept_if", "handshakes")
+RUN_CONTROL_FIELDS = ("max_concurrent_runs", "concurrency_key", "throttle_limit", "throttle_period", "throttle_key")
+
 
 class LastStatusFilter(admin.SimpleListFilter):
     title = "last run status"
@@ -134,6 +138,10 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         return [
             (None, {"fields": main}),
             ("Webhook", {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes"]}),
+            (
+                "Run control",
+                {"fields": [("max_concurrent_runs", "concurrency_key"), ("throttle_limit", "throttle_period", "throttle_key")]},
+            ),
             ("Graph", {"fields": ["diagram", "data"]}),
             ("Latest runs", {"fields": ["latest_runs"]}),
             ("Details", {"fields": ["id", "paused_at", "created_at", "updated_at"], "classes": ["collapse"]}),
@@ -210,11 +218,7 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        fields = {
-            name: form.cleaned_data[name]
-            for name in ("name", "description", "endpoint_name", "data", "methods", "verification", "dedupe_key", "accept_if", "handshakes")
-            if name in form.cleaned_data
-        }
+        fields = {name: form.cleaned_data[name] for name in (*FLOW_FORM_SETTINGS, *RUN_CONTROL_FIELDS) if name in form.cleaned_data}
         if change:
             if "user" in form.cleaned_data:
                 fields["user"] = form.cleaned_data["user"]

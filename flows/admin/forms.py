@@ -65,7 +65,20 @@ class FlowAdminForm(forms.ModelForm):
 
     class Meta:
         model = Flow
-        fields = ["user", "name", "description", "endpoint_name", "data", "dedupe_key", "accept_if"]
+        fields = [
+            "user",
+            "name",
+            "description",
+            "endpoint_name",
+            "data",
+            "dedupe_key",
+            "accept_if",
+            "max_concurrent_runs",
+            "concurrency_key",
+            "throttle_limit",
+            "throttle_period",
+            "throttle_key",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -93,6 +106,29 @@ class FlowAdminForm(forms.ModelForm):
             return webhook_dedupe_key_parse(self.cleaned_data["accept_if"], field="accept_if")
         except WebhookSettingInvalid as exc:
             raise forms.ValidationError(str(exc)) from exc
+
+    def clean_concurrency_key(self):
+        try:
+            return webhook_dedupe_key_parse(self.cleaned_data["concurrency_key"], field="concurrency_key")
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_throttle_key(self):
+        try:
+            return webhook_dedupe_key_parse(self.cleaned_data["throttle_key"], field="throttle_key")
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean(self):
+        cleaned = super().clean()
+        # Run control (flows/services/concurrency.py): a key needs its limit; a throttle needs both numbers.
+        if cleaned.get("concurrency_key") and not cleaned.get("max_concurrent_runs"):
+            self.add_error("max_concurrent_runs", "A concurrency key needs a limit.")
+        if bool(cleaned.get("throttle_limit")) != bool(cleaned.get("throttle_period")):
+            self.add_error("throttle_period", "A throttle needs both a limit and a period.")
+        if cleaned.get("throttle_key") and not cleaned.get("throttle_limit"):
+            self.add_error("throttle_limit", "A throttle key needs a limit and a period.")
+        return cleaned
 
     def clean_verification(self):
         value = self.cleaned_data["verification"]

@@ -17,7 +17,7 @@ from flows.admin.common import AdminMedia, _is_changelist, format_duration, pret
 from flows.admin.run_reports import RunReportsMixin
 from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun
-from flows.services.pause import flow_run_waiting_for
+from flows.services.pause import flow_run_waiting
 from flows.services.replays import replay_job_create
 from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.versions import flow_run_graph_data
@@ -59,6 +59,7 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
     # What happened first (where a run failed), then what was asked, then when.
     fieldsets = [
         (None, {"fields": ["id", "flow_link", "status_badge", "waiting_for", "trigger", "attempts", "duration", "replay_of_link"]}),
+        ("Run control", {"fields": ["concurrency_key", "throttle_key"], "classes": ["collapse"]}),
         ("Result", {"fields": ["error", "outputs_display", "node_table", "run_diagram"]}),
         ("Request", {"fields": ["request_display", "payload_display", "tweaks_display", "content_type", "body_display"]}),
         ("Timing", {"fields": ["received_at", "enqueued_at", "started_at", "finished_at"]}),
@@ -68,6 +69,8 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
         "flow_link",
         "status_badge",
         "waiting_for",
+        "concurrency_key",
+        "throttle_key",
         "trigger",
         "attempts",
         "replay_of_link",
@@ -125,7 +128,11 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
 
     @admin.display(description="waiting for")
     def waiting_for(self, run):
-        return flow_run_waiting_for(run=run, flow_paused=run.flow.paused_at is not None) or "–"
+        detail = flow_run_waiting(run=run, flow_paused=run.flow.paused_at is not None, flow=run.flow)
+        if detail is None:
+            return "–"
+        extra = ", ".join(f"{name}: {value}" for name, value in detail.items() if name != "reason" and value not in (None, False))
+        return f"{detail['reason']} ({extra})" if extra else detail["reason"]
 
     @admin.display(description="duration")
     def duration(self, run):

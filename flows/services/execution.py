@@ -17,6 +17,7 @@ from django.utils import timezone
 from flows import engine
 from flows.models import Flow, FlowRun, NodeResult, RunAttempt
 from flows.services import queue
+from flows.services.concurrency import run_control_release, run_control_started, run_control_wait
 from flows.services.execution_sql import _flow_run_finish_rows_sqlite, _flow_runs_claim_returning, _flow_runs_finish_rows_pg, _worker_name
 from flows.services.storable import RunOutcome, _json_text, _jsonable, _outcome_storable, _text_storable, node_result_row
 from flows.services.variables import _flow_run_context
@@ -30,20 +31,20 @@ def flow_run_claim(*, run_id) -> bool:
     """Move a run from `queued` to `running` in one conditional update; False if someone else has it.
 
     A run waiting for a retry's backoff is not claimed before its time, nor a
-    run whose flow already has `max_concurrent_runs` running (it stays queued:
-    a finishing run of that flow, or the sweep, rings again). Each claim opens
+    run its flow's concurrency or throttle holds back (flows/services/concurrency.py:
+    it stays queued, and is rung again when it may start). Each claim opens
     a RunAttempt; `attempts` doubles as the fencing token of the claim.
     """
-    row = FlowRun.objects.filter(pk=run_id).values_list("flow_id", "flow__max_concurrent_runs", "attempts").first()
-    if row is None:
+    run = FlowRun.objects.select_related("flow").filter(pk=run_id).first()
+    if run is None:
         return False
-    flow_id, limit, attempts = row
-    return _flow_run_claim(run_id=run_id, flow_id=flow_id, limit=limit, attempts=attempts) is not None
+    return _flow_run_claim(run=run, attempts=run.attempts) is not None
 
 
-def _flow_run_claim(*, run_id, flow_id, limit: int | None, attempts: int) -> dict[str, Any] | None:
-    """The claim itself, given what was read of the run; returns the fields it set, or None."""
+def _flow_run_claim(*, run: FlowRun, attempts: int) -> dict[str, Any] | None:
+    """The claim itself, given what was read of the run (and its flow); returns the fields it set, or None."""
     now = timezone.now()
+    run_id, flow = run.pk, run.flow
     # Conditional on the attempts count read before too, so the attempt number this claim opens is exact.
     claimable = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED, attempts=attempts).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
@@ -58,17 +59,23 @@ def _flow_run_claim(*, run_id, flow_id, limit: int | None, attempts: int) -> dic
     with transaction.atomic():
         # Run control: a paused flow's runs stay queued (flows/services/pause.py). A query of its own: joined
         # into the update, PostgreSQL's plan found the run through the flow's runs, not its primary key.
-        if Flow.objects.filter(pk=flow_id, paused_at__isnull=False).exists():
+        if Flow.objects.filter(pk=flow.pk, paused_at__isnull=False).exists():
             return None
-        if limit:
-            # Claims of this flow's runs take turns (a row lock; SQLite's write lock already serializes them).
-            list(Flow.objects.select_for_update().filter(pk=flow_id).values_list("pk"))
-            if FlowRun.objects.unfinished().filter(flow_id=flow_id, status=FlowRun.Status.RUNNING).count() >= limit:
-                logger.info("Run %s waits: its flow already has %d running", run_id, limit)
+        if flow.max_concurrent_runs or flow.throttle_limit:
+            # Claims of this flow's runs take turns (a row lock; SQLite's write lock already serializes them),
+            # so that two of one key cannot both find a free slot.
+            list(Flow.objects.select_for_update().filter(pk=flow.pk).values_list("pk"))
+            wait = run_control_wait(run=run, flow=flow, now=now)
+            if wait is not None:
+                logger.info("Run %s waits for its %s (key %r, limit %d)", run_id, wait.reason, wait.key, wait.limit)
+                if wait.next_start_at is not None and not wait.behind:  # the next of its key: rung when its window opens
+                    queue.flow_run_enqueue_later(run_id=run_id, at=wait.next_start_at)
                 return None
         if claimable.update(**fields) != 1:
             return None
         RunAttempt.objects.create(run_id=run_id, number=attempts + 1, started_at=now)
+        if run.concurrency_key is not None or run.throttle_key is not None:
+            transaction.on_commit(lambda: run_control_started(run=run))
     return fields
 
 
@@ -101,7 +108,7 @@ def _flow_run_claim_general(*, run_id) -> tuple[FlowRun, Any] | None:
     run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
     fields = None
     if run is not None and run.status == FlowRun.Status.QUEUED:
-        fields = _flow_run_claim(run_id=run.pk, flow_id=run.flow_id, limit=run.flow.max_concurrent_runs, attempts=run.attempts)
+        fields = _flow_run_claim(run=run, attempts=run.attempts)
     if fields is None:
         logger.info("Run %s is not claimable now; nothing to do", run_id)
         return None
@@ -239,7 +246,7 @@ def _flow_run_retry_later(run: FlowRun, *, error: str) -> FlowRun:
     if requeued:
         run.status, run.error = FlowRun.Status.QUEUED, error
         logger.info("Run %s attempt %d failed (retryable); next attempt after %s", run.id, run.attempts, run.next_attempt_at)
-        _flow_release_waiting(run.flow)
+        run_control_release(run=run)
     return run
 
 
@@ -269,7 +276,7 @@ def _flow_run_finish_unrecorded(run: FlowRun, exc: Exception) -> FlowRun:
         logger.exception("Run %s's failure could not be recorded either; it stays running until the sweep recovers it", run.id)
         return run
     if finished:
-        _flow_release_waiting(run.flow)
+        run_control_release(run=run)
     return run
 
 
@@ -296,7 +303,7 @@ def _flow_run_record(run: FlowRun, *, status: str, outputs, error: str, nodes: l
         logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
         run.refresh_from_db()
         return run
-    _flow_release_waiting(run.flow)
+    run_control_release(run=run)
     return run
 
 
@@ -348,23 +355,9 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
         if str(run.pk) in finished:
             run.status, run.error, run.finished_at = outcome.status, outcome.error, finished_at
             run.outputs = json.loads(text) if text is not None else None
-            _flow_release_waiting(run.flow)
+            run_control_release(run=run)
         else:
             logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
             run.refresh_from_db()
         recorded[str(run.pk)] = run
     return [alone.get(str(run.pk)) or recorded[str(run.pk)] for run, _ in items]
-
-
-def _flow_release_waiting(flow: Flow) -> None:
-    """A slot of a concurrency-limited flow came free: ring for the runs waiting for it."""
-    if not flow.max_concurrent_runs:
-        return
-    now = timezone.now()
-    waiting = (
-        FlowRun.objects.unfinished()
-        .filter(flow=flow, status=FlowRun.Status.QUEUED)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-    )
-    for run_id in waiting.order_by("received_at").values_list("pk", flat=True)[: flow.max_concurrent_runs]:
-        queue.flow_run_enqueue(run_id=run_id)

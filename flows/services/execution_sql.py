@@ -32,8 +32,8 @@ WITH claimed AS (
     SET status = %(running)s, started_at = %(now)s, attempts = r.attempts + 1, next_attempt_at = NULL, worker = %(worker)s
     WHERE r.id = ANY(%(ids)s::uuid[]) AND r.status = %(queued)s
         AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)
-        AND (SELECT COALESCE(f.max_concurrent_runs, 0) + (CASE WHEN f.paused_at IS NULL THEN 0 ELSE 1 END)
-             FROM {flow} AS f WHERE f.id = r.flow_id) = 0
+        AND (SELECT COALESCE(f.max_concurrent_runs, 0) = 0 AND COALESCE(f.throttle_limit, 0) = 0 AND f.paused_at IS NULL
+             FROM {flow} AS f WHERE f.id = r.flow_id)
     RETURNING r.id, r.flow_id, r.user_id, r.version_id, r.trigger, r.attempts, r.payload, r.tweaks, r.request
 ), attempt AS (
     INSERT INTO {attempt} (run_id, number, outcome, error, started_at)
@@ -76,7 +76,7 @@ _CLAIM_SQLITE = (
         worker = %(worker)s
     WHERE id = %(id)s AND status = %(queued)s AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
         AND EXISTS (SELECT 1 FROM {flow} AS f WHERE f.id = {run}.flow_id AND COALESCE(f.max_concurrent_runs, 0) = 0
-            AND f.paused_at IS NULL)
+            AND COALESCE(f.throttle_limit, 0) = 0 AND f.paused_at IS NULL)
     RETURNING id, flow_id, user_id, version_id, trigger, attempts, payload, tweaks, request""",
     """INSERT INTO {attempt} (run_id, number, outcome, error, started_at) VALUES (%(id)s, %(attempts)s, %(running)s, '', %(now)s)""",
     """SELECT f.user_id, f.timeout, f.max_attempts, f.max_concurrent_runs, COALESCE(v.data, f.data), v.number
@@ -112,7 +112,7 @@ def _flow_runs_claim_returning(*, run_ids) -> list[tuple[FlowRun, str, str | Non
     four queries; a single statement is atomic, and the row lock makes exactly one of two
     racing workers match `status = queued`, so the `attempts` it returns is this claim's
     fencing token. Leaves out the runs not claimable here, including every run of a flow
-    with `max_concurrent_runs` (its claim takes turns on the flow's row) or a paused one
+    with `max_concurrent_runs` or a throttle (its claim takes turns on the flow's row) or a paused one
     (flows/services/pause.py): the general path then decides. For each run claimed: the run (other fields deferred), its graph's JSON text
     and its tweaks' text. On PostgreSQL one statement claims any number of runs; on SQLite the
     same three steps are statements of their own in one IMMEDIATE transaction per run, whose

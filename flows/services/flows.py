@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from flows import engine
 from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowVersion
+from flows.services.concurrency import run_control_settings_stored
 from flows.services.variables import variables_check_exist
 from flows.services.versions import flow_version_record
 from flows.services.webhook_settings import webhook_settings_stored
@@ -49,9 +50,10 @@ def flow_create(
     **webhook_settings: Any,
 ) -> Flow:
     """A new flow and its first version. `webhook_settings`: `methods`, `verification` (flows/services/webhook_settings.py),
-    and `signing_secret` (an import's: one its provider issued)."""
+    `concurrency` and `throttle` (flows/services/concurrency.py), and `signing_secret` (an import's: one its provider issued)."""
     flow_graph_validate(data=data, user=user)
     webhook_settings = webhook_settings_stored(webhook_settings, has_secret=bool(webhook_settings.get("signing_secret")))
+    webhook_settings = run_control_settings_stored({"max_concurrent_runs": max_concurrent_runs, **webhook_settings})
     flow = Flow(
         user=user,
         name=name,
@@ -60,7 +62,6 @@ def flow_create(
         data=data,
         timeout=timeout,
         max_attempts=max_attempts,
-        max_concurrent_runs=max_concurrent_runs,
         **webhook_settings,
     )
     with transaction.atomic():  # the flow and its first version, or neither
@@ -74,6 +75,7 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
     fields = webhook_settings_stored(fields, has_secret=bool(flow.signing_secret))
+    fields = run_control_settings_stored(fields)
     if "endpoint_name" in fields:
         fields["endpoint_name"] = fields["endpoint_name"] or None
     for name, value in fields.items():

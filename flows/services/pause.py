@@ -15,10 +15,13 @@ from django.utils import timezone
 
 from flows.models import Flow, FlowRun
 from flows.services import queue
+from flows.services.concurrency import flow_run_waiting_by_key
 
 logger = logging.getLogger(__name__)
 
 RELEASE_TASK = "flows.tasks.release_held_runs"
+# What a queued run may wait for (flow_run_waiting).
+WAITING_REASONS = ("flow_paused", "retry_backoff", "concurrency", "throttle", "worker")
 
 
 def flow_pause(*, flow: Flow) -> Flow:
@@ -87,12 +90,23 @@ def _release_rest_later(*, flow_id, resumed_at) -> None:
         logger.exception("Could not enqueue the release of flow %s's held runs; the sweep rings them", flow_id)
 
 
-def flow_run_waiting_for(*, run: FlowRun, flow_paused: bool) -> str | None:
-    """What a queued run waits for: `flow_paused`, `retry_backoff` or `worker`; None for a run that is not queued."""
+def flow_run_waiting_for(*, run: FlowRun, flow_paused: bool, flow: Flow | None = None) -> str | None:
+    """What a queued run waits for: `flow_paused`, `retry_backoff`, `concurrency`, `throttle` or `worker`; None for a
+    run that is not queued. The run's key is looked at only with its `flow`."""
+    detail = flow_run_waiting(run=run, flow_paused=flow_paused, flow=flow)
+    return detail["reason"] if detail is not None else None
+
+
+def flow_run_waiting(*, run: FlowRun, flow_paused: bool, flow: Flow | None = None) -> dict | None:
+    """flow_run_waiting_for with its details: a concurrency's key, limit and runs running, a throttle's key, limit,
+    period and next possible start (flows/services/concurrency.py), a retry's time."""
     if run.status != FlowRun.Status.QUEUED:
         return None
     if flow_paused:
-        return "flow_paused"
+        return {"reason": "flow_paused"}
     if run.next_attempt_at is not None and run.next_attempt_at > timezone.now():
-        return "retry_backoff"
-    return "worker"
+        return {"reason": "retry_backoff", "next_attempt_at": run.next_attempt_at}
+    wait = flow_run_waiting_by_key(run=run, flow=flow) if flow is not None else None
+    if wait is not None:
+        return wait.as_dict()
+    return {"reason": "worker"}

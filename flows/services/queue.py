@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from datetime import datetime
+
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +61,43 @@ def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False) -> bool:
         logger.exception("Could not enqueue run %s; the sweep will enqueue it again", run_id)
         return False
     return True
+
+
+# Runs with a doorbell set for later in this process, and when: one timer per run (its latest time wins).
+_later: dict[str, float] = {}
+_later_lock = threading.Lock()
+
+
+def flow_run_enqueue_later(*, run_id, at: datetime) -> None:
+    """Ring the doorbell for a run at `at` (a throttled run, when its window opens), from a timer of this process.
+
+    The timer is not durable: should the process end first, the sweep rings the run, a minute late at most.
+    Not in django-q2's sync mode (tests, an operator's call), where a doorbell would execute the run in the timer.
+    """
+    from django_q.conf import Conf
+
+    if Conf.SYNC:
+        return
+    delay = max((at - timezone.now()).total_seconds(), 0.0) + 0.01
+    due = time.monotonic() + delay
+    key = str(run_id)
+    with _later_lock:
+        if key in _later and _later[key] <= due + 0.5:
+            return  # a timer already rings it by then
+        _later[key] = due
+    timer = threading.Timer(delay, _ring_later, kwargs={"run_id": key, "due": due})
+    timer.daemon = True
+    timer.start()
+
+
+def _ring_later(*, run_id: str, due: float) -> None:
+    from django.db import connections
+
+    with _later_lock:
+        if _later.get(run_id) != due:
+            return  # a later timer replaced this one
+        del _later[run_id]
+    try:
+        flow_run_enqueue(run_id=run_id)
+    finally:
+        connections.close_all()  # this thread's own (the database broker's), never another thread's

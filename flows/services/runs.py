@@ -17,6 +17,7 @@ from flows import engine
 from flows.exceptions import RunNotCancellable, RunNotReplayable, RunPayloadPruned
 from flows.models import Flow, FlowRun, FlowVersion, RunAttempt
 from flows.services import queue, versions
+from flows.services.concurrency import run_control_keys, run_control_release
 from flows.services.variables import request_variables_encrypt, request_variables_of, variables_check_exist
 from flows.services.versions import flow_run_graph_data, flow_version_current
 from langrun.logs import log_context
@@ -62,7 +63,8 @@ def flow_run_create(
     and never enqueued.
 
     `request` is the webhook request's `{method, headers, query}`, masked (webhooks/inbound.py); the
-    Webhook node gives it to the flow.
+    Webhook node gives it to the flow. With it and the payload the flow's concurrency and throttle keys are
+    evaluated, once (flows/services/concurrency.py).
 
     `request_variables` (Langflow's X-LANGFLOW-GLOBAL-VAR-* headers) set variables for this run only,
     over the owner's; they are recorded encrypted on the run, never as variables.
@@ -93,6 +95,8 @@ def flow_run_create(
     }
     if filtered:
         fields.update(status=FlowRun.Status.FILTERED, finished_at=timezone.now())
+    elif flow.max_concurrent_runs or flow.throttle_limit:
+        fields.update(run_control_keys(flow=flow, request=request, payload=payload))
     if not idempotency_key:
         return _flow_run_insert(fields, only_if)
     for _ in range(3):
@@ -276,6 +280,7 @@ def flow_run_cancel(*, run: FlowRun) -> FlowRun:
                     RunAttempt.objects.filter(run_id=run.pk, number=current[1]).update(
                         outcome=RunAttempt.Outcome.CANCELLED, error=error, finished_at=now
                     )
+                    transaction.on_commit(lambda: run_control_release(run=run))  # its slot is free
     run.refresh_from_db()
     if not cancelled:
         raise RunNotCancellable(f"Run {run.id} is {run.status}; only a queued or running run can be cancelled.")

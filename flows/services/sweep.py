@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
+from flows.services.concurrency import run_control_release_keys
 from flows.services.replays import replay_jobs_resume_stalled
 from flows.services.runs import flow_run_replay
 
@@ -40,6 +41,7 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
         .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
         .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
+        .filter(concurrency_key__isnull=True)  # a key's waiting runs are rung per key, when it has a free slot
         .order_by("enqueued_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -136,6 +138,7 @@ def flow_runs_sweep() -> dict[str, int]:
         "recovered": flow_runs_recover_interrupted(),
         "retried": flow_runs_enqueue_due_retries(),
         "requeued": flow_runs_requeue_stale(),
+        "waiting_keys_rung": run_control_release_keys(older_than=timedelta(seconds=settings.LANGRUN_REQUEUE_AFTER)),
         "keys_released": flow_runs_release_idempotency_keys(),
         "replay_jobs_resumed": replay_jobs_resume_stalled(),
     }

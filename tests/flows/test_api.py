@@ -119,6 +119,7 @@ def test_run_status_and_task_status(key_client, flow, user):
         "finished_at",
         "replay_of",
         "waiting_for",
+        "waiting",
         "nodes",
     }
     assert body["status"] == "succeeded" and body["outputs"] == {"greeting": "Hello Ada!"} and body["flow_id"] == str(flow.id)

@@ -4,7 +4,7 @@ from flows.services.sweep import flow_runs_sweep
 
 
 class Command(BaseCommand):
-    help = "Run the periodic sweep once: recover interrupted runs, enqueue due retries and lost runs, expire idempotency keys."
+    help = "Run the periodic sweep once: recover interrupted runs, enqueue due retries, lost runs and runs waiting for a free key, expire idempotency keys."
 
     def handle(self, *args, **options):
         counts = flow_runs_sweep()

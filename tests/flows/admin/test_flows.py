@@ -246,6 +246,37 @@ def test_editing_a_flow_validates_and_saves_through_the_service(staff, make_flow
     assert (flow.name, flow.endpoint_name, flow.data) == ("Renamed", None, changed)
 
 
+def test_run_control_is_set_in_the_admin_and_a_bad_key_is_a_field_error(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    c = login(staff)
+    url = reverse("admin:flows_flow_change", args=[flow.pk])
+    page = c.get(url)
+    assert b"Run control" in page.content and b"concurrency_key" in page.content
+    fields = {"max_concurrent_runs": "1", "concurrency_key": "payload.[", "throttle_limit": "", "throttle_period": "", "throttle_key": ""}
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", **fields))
+    assert response.status_code == 200
+    assert "concurrency_key" in response.context["adminform"].form.errors
+    fields.update(concurrency_key="payload.customer", throttle_limit="5")  # a throttle without its period
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", **fields))
+    assert "throttle_period" in response.context["adminform"].form.errors
+    fields.update(throttle_period="60", throttle_key='headers."x-tenant"')
+    response = c.post(url, flow_form(name="Greeting", endpoint_name="greet", **fields))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    flow.refresh_from_db()
+    assert flow.concurrency == {"limit": 1, "key": "payload.customer"}
+    assert flow.throttle == {"limit": 5, "period": 60, "key": 'headers."x-tenant"'}
+
+
+def test_a_waiting_runs_page_says_what_it_waits_for(staff, make_flow, enqueued):
+    flow = make_flow(staff, endpoint_name="greet")
+    Flow.objects.filter(pk=flow.pk).update(max_concurrent_runs=1, concurrency_key="payload.name")
+    flow.refresh_from_db()
+    first, second = run_of(flow, execute=False), run_of(flow, execute=False)
+    FlowRun.objects.filter(pk=first.pk).update(status="running")
+    page = login(staff).get(reverse("admin:flows_flowrun_change", args=[second.pk])).content.decode()
+    assert "concurrency (key: Ada, limit: 1, running: 1)" in page
+
+
 # --- run now ----------------------------------------------------------------------
 
 

@@ -95,7 +95,14 @@ def test_default_lease_is_the_flows_timeout_plus_margin_capped_by_the_task_timeo
 
 
 def test_sweep_does_all_its_jobs(flow, user, enqueued, capsys):
-    assert flow_runs_sweep() == {"recovered": 0, "retried": 0, "requeued": 0, "keys_released": 0, "replay_jobs_resumed": 0}
+    assert flow_runs_sweep() == {
+        "recovered": 0,
+        "retried": 0,
+        "requeued": 0,
+        "waiting_keys_rung": 0,
+        "keys_released": 0,
+        "replay_jobs_resumed": 0,
+    }
     call_command("sweep_runs")
     assert "recovered: 0" in capsys.readouterr().out
 

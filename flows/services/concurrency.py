@@ -1,0 +1,272 @@
+"""Run control by key: how many runs of one key may execute at once (concurrency), and start per period (throttle).
+
+A flow's `concurrency_key` and `throttle_key` are JMESPath expressions over the request (`{headers, query,
+payload}`), evaluated once when a run is recorded (run_control_keys); their values are stored on the run. A
+run that may not start yet is never refused: it stays `queued`, its attempts untouched. The worker's claim
+(flows/services/execution.py) asks run_control_wait under the flow's row lock (SQLite's write lock does the
+same), so two workers claiming two runs of one key cannot both pass the count. A key's runs start in the
+order they were received: a run waits while an older run of its key could start.
+
+Who rings a waiting run: the finish of a run of its key (run_control_release), the start of a throttled run
+(the next of its key), a throttled run's own timer for when its window opens (queue.flow_run_enqueue_later),
+and the sweep for anything those missed (flows/services/sweep.py). The throttle window slides: a run may
+start when fewer than `limit` runs of its key started in the last `period` seconds. Without a key, the
+concurrency limit is the flow's `max_concurrent_runs` as it always was (runs counted per flow, no order).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from django.db.models import Q
+from django.utils import timezone
+
+from flows.exceptions import WebhookSettingInvalid
+from flows.models import Flow, FlowRun
+from flows.services import queue
+from flows.services.webhook_settings import webhook_dedupe_key_parse
+
+logger = logging.getLogger(__name__)
+
+# A key's value longer than this (the column's size), or not printable, is stored as its SHA-256.
+MAX_KEY = 255
+
+
+@functools.lru_cache(maxsize=256)
+def jmespath_compiled(expression: str):
+    """A flow's JMESPath setting, compiled once per process (it was checked when the flow was saved)."""
+    import jmespath
+
+    return jmespath.compile(expression)
+
+
+def run_control_key_value(expression: str, *, request: dict | None, payload: Any) -> str:
+    """The value of a key expression for one request, as stored: text as it is, anything else as compact JSON.
+
+    Nothing found (or an expression that fails on this request) is the empty key "": such runs share one key.
+    """
+    request = request or {}
+    data = {"headers": request.get("headers") or {}, "query": request.get("query") or {}, "payload": payload}
+    try:
+        value = jmespath_compiled(expression).search(data)
+    except Exception:  # a function given the wrong type: this request has no value  # noqa: BLE001
+        value = None
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_KEY or not text.isprintable():
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
+
+
+def run_control_keys(*, flow: Flow, request: dict | None, payload: Any) -> dict[str, str | None]:
+    """The run's `concurrency_key` and `throttle_key` columns: NULL when the flow has no such limit by key
+    (a throttle without a key stores "", so that its window is found through the same index)."""
+    concurrency = None
+    if flow.concurrency_key and flow.max_concurrent_runs:
+        concurrency = run_control_key_value(flow.concurrency_key, request=request, payload=payload)
+    throttle = None
+    if flow.throttle_limit:
+        throttle = run_control_key_value(flow.throttle_key, request=request, payload=payload) if flow.throttle_key else ""
+    return {"concurrency_key": concurrency, "throttle_key": throttle}
+
+
+class Wait(NamedTuple):
+    """Why a queued run may not start now. `next_start_at`: when a throttle's window lets the run start."""
+
+    reason: str  # "concurrency" or "throttle"
+    key: str | None
+    limit: int
+    running: int | None = None
+    period: int | None = None
+    next_start_at: datetime | None = None
+    behind: bool = False  # an older run of the key starts first
+
+    def as_dict(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"reason": self.reason, "key": self.key, "limit": self.limit}
+        if self.reason == "concurrency":
+            detail["running"] = self.running
+        else:
+            detail["period"] = self.period
+            detail["next_start_at"] = self.next_start_at
+        detail["behind_older_run"] = self.behind
+        return detail
+
+
+def _startable(now) -> Q:
+    return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+
+
+def _older_waiting(runs, run: FlowRun, now) -> bool:
+    """Whether an older run among `runs` (of the same key) is queued and could start: it goes first."""
+    older = Q(received_at__lt=run.received_at) | Q(received_at=run.received_at, pk__lt=run.pk)
+    return runs.filter(older, status=FlowRun.Status.QUEUED).filter(_startable(now)).exclude(pk=run.pk).exists()
+
+
+def run_control_wait(*, run: FlowRun, flow: Flow, now: datetime | None = None) -> Wait | None:
+    """What keeps a queued run from starting now under its flow's concurrency and throttle; None when nothing does.
+
+    The claim asks this holding the flow's row lock; the run's status body asks it as it is.
+    """
+    now = now or timezone.now()
+    unfinished = FlowRun.objects.unfinished().filter(flow_id=flow.pk)
+    limit = flow.max_concurrent_runs
+    if limit:
+        if run.concurrency_key is None:  # per flow, as max_concurrent_runs always was
+            running = unfinished.filter(status=FlowRun.Status.RUNNING).count()
+            if running >= limit:
+                return Wait("concurrency", None, limit, running=running)
+        else:
+            same = unfinished.filter(concurrency_key=run.concurrency_key)
+            running = same.filter(status=FlowRun.Status.RUNNING).count()
+            if running >= limit:
+                return Wait("concurrency", run.concurrency_key, limit, running=running)
+            if _older_waiting(same, run, now):
+                return Wait("concurrency", run.concurrency_key, limit, running=running, behind=True)
+    if flow.throttle_limit and flow.throttle_period and run.throttle_key is not None:
+        period = timedelta(seconds=flow.throttle_period)
+        starts = list(
+            FlowRun.objects.filter(flow_id=flow.pk, throttle_key=run.throttle_key, started_at__gt=now - period)
+            .exclude(pk=run.pk)
+            .order_by("started_at")
+            .values_list("started_at", flat=True)
+        )
+        behind = _older_waiting(unfinished.filter(throttle_key=run.throttle_key), run, now)
+        if len(starts) >= flow.throttle_limit:
+            # The window slides: the run may start once enough of these starts are older than the period.
+            next_start_at = starts[len(starts) - flow.throttle_limit] + period
+        elif behind:
+            next_start_at = None
+        else:
+            return None
+        return Wait(
+            "throttle", run.throttle_key, flow.throttle_limit, period=flow.throttle_period, next_start_at=next_start_at, behind=behind
+        )
+    return None
+
+
+def run_control_release(*, run: FlowRun) -> int:
+    """A run of a concurrency-limited flow ended (or went back to wait for a retry): ring for the oldest runs
+    waiting for its slot. Per key, in received order; without a key, the flow's oldest (as always). Returns how many."""
+    flow = run.flow
+    if not flow.max_concurrent_runs:
+        return 0
+    now = timezone.now()
+    waiting = FlowRun.objects.unfinished().filter(flow_id=flow.pk, status=FlowRun.Status.QUEUED).filter(_startable(now))
+    key = run.concurrency_key
+    if key is not None:
+        waiting = waiting.filter(concurrency_key=key)
+    rung = 0
+    for run_id in waiting.order_by("received_at", "id").values_list("pk", flat=True)[: flow.max_concurrent_runs]:
+        rung += queue.flow_run_enqueue(run_id=run_id)
+    return rung
+
+
+def run_control_started(*, run: FlowRun) -> None:
+    """A run limited by key started: ring for the next of its key, which a younger run's doorbell may have found
+    waiting behind this one. It starts now, or (throttled) sets its timer for when its window opens."""
+    now = timezone.now()
+    queued = FlowRun.objects.unfinished().filter(flow_id=run.flow_id, status=FlowRun.Status.QUEUED).filter(_startable(now))
+    following = set()
+    if run.concurrency_key is not None and (run.flow.max_concurrent_runs or 0) > 1:  # with a limit of 1 no slot is left
+        following.add(queued.filter(concurrency_key=run.concurrency_key).order_by("received_at", "id").values_list("pk", flat=True).first())
+    if run.throttle_key is not None and run.flow.throttle_limit:
+        following.add(queued.filter(throttle_key=run.throttle_key).order_by("received_at", "id").values_list("pk", flat=True).first())
+    for run_id in following - {None}:
+        queue.flow_run_enqueue(run_id=run_id)
+
+
+def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int = 1000) -> int:
+    """For the sweep: ring for the oldest waiting runs of every key that has a free slot and a run rung longer than
+    `older_than` ago (a finish's doorbell lost, a worker killed). Returns how many were rung."""
+    now = timezone.now()
+    groups = (
+        FlowRun.objects.unfinished()
+        .filter(status=FlowRun.Status.QUEUED, concurrency_key__isnull=False, flow__paused_at__isnull=True)
+        .filter(enqueued_at__lt=now - older_than)
+        .filter(_startable(now))
+        .values_list("flow_id", "concurrency_key")
+        .order_by()
+        .distinct()[:limit]
+    )
+    rung = 0
+    for flow_id, key in groups:
+        flow_limit = Flow.objects.filter(pk=flow_id).values_list("max_concurrent_runs", flat=True).first()
+        unfinished = FlowRun.objects.unfinished().filter(flow_id=flow_id, concurrency_key=key)
+        # A flow whose limit was removed since: its runs are rung like any other.
+        free = flow_limit - unfinished.filter(status=FlowRun.Status.RUNNING).count() if flow_limit else limit
+        if free <= 0:
+            continue
+        head = unfinished.filter(status=FlowRun.Status.QUEUED).filter(_startable(now)).order_by("received_at", "id")
+        for run_id in head.values_list("pk", flat=True)[:free]:
+            rung += queue.flow_run_enqueue(run_id=run_id)
+    if rung:
+        logger.info("Rang for %d runs waiting for a free slot of their key", rung)
+    return rung
+
+
+def flow_run_waiting_by_key(*, run: FlowRun, flow: Flow) -> Wait | None:
+    """What a queued run of an unpaused flow waits for under its flow's concurrency and throttle, if anything."""
+    if run.status != FlowRun.Status.QUEUED or not (flow.max_concurrent_runs or flow.throttle_limit):
+        return None
+    return run_control_wait(run=run, flow=flow)
+
+
+# --- Settings: the API's objects and the flow's columns ---------------------------------------------------------
+
+
+# The largest limit or period a column holds (PostgreSQL's integer).
+MAX_SETTING = 2_147_483_647
+
+
+def _positive(field: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WebhookSettingInvalid(f"{field}.{name}", f"{field}.{name} must be an integer of at least 1.", "greater_than_equal")
+    if value > MAX_SETTING:
+        raise WebhookSettingInvalid(f"{field}.{name}", f"{field}.{name} must be at most {MAX_SETTING}.", "less_than_equal")
+    return value
+
+
+def _settings_object(field: str, value: Any, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(value, dict):
+        raise WebhookSettingInvalid(field, f"Give an object with {', '.join(allowed)}, or null.", "dict_type")
+    extra = sorted(set(value) - set(allowed))
+    if extra:
+        raise WebhookSettingInvalid(field, f"Unknown field {', '.join(extra)}: use {', '.join(allowed)}.", "extra_forbidden")
+    if "limit" not in value:
+        raise WebhookSettingInvalid(field, f"{field} needs a limit.", "missing")
+    return value
+
+
+def run_control_settings_stored(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` with the API's `concurrency` and `throttle` objects (or null) turned into the flow's columns, checked:
+    a key that is not a JMESPath expression is a 422 naming the field. `max_concurrent_runs` alone is the keyless
+    concurrency; setting it to null drops a key with it."""
+    fields = dict(fields)
+    if "concurrency" in fields:
+        value = fields.pop("concurrency")
+        if value is None:
+            fields.update(max_concurrent_runs=None, concurrency_key="")
+        else:
+            value = _settings_object("concurrency", value, ("limit", "key"))
+            fields["max_concurrent_runs"] = _positive("concurrency", "limit", value["limit"])
+            fields["concurrency_key"] = webhook_dedupe_key_parse(value.get("key"), field="concurrency.key")
+    elif "max_concurrent_runs" in fields and not fields["max_concurrent_runs"]:
+        fields["concurrency_key"] = ""
+    if "throttle" in fields:
+        value = fields.pop("throttle")
+        if value is None:
+            fields.update(throttle_limit=None, throttle_period=None, throttle_key="")
+        else:
+            value = _settings_object("throttle", value, ("limit", "period", "key"))
+            if "period" not in value:
+                raise WebhookSettingInvalid("throttle", "throttle needs a period (seconds).", "missing")
+            fields["throttle_limit"] = _positive("throttle", "limit", value["limit"])
+            fields["throttle_period"] = _positive("throttle", "period", value["period"])
+            fields["throttle_key"] = webhook_dedupe_key_parse(value.get("key"), field="throttle.key")
+    return fields
