@@ -63,8 +63,8 @@ def answer_headers_problem(headers: Any, *, values: bool = True) -> str | None:
             return f"Header {name} cannot be set: the server sets it (not allowed: {', '.join(sorted(UNSAFE_HEADERS))})."
         if not isinstance(value, str):
             return f"Header {name}'s value must be text."
-        if values and (len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\x00") or not value.isprintable()):
-            return f"Header {name}'s value must be at most {MAX_HEADER_VALUE} printable characters on one line."
+        if values and (len(value) > MAX_HEADER_VALUE or not value.isascii() or not value.isprintable()):
+            return f"Header {name}'s value must be at most {MAX_HEADER_VALUE} printable ASCII characters on one line."
     return None
 
 
@@ -85,7 +85,11 @@ class Respond(Component):
         Input("data", "any", required=False, description="An object whose keys fill the placeholders."),
         Input("status", "int", required=False, default=200, description=f"The HTTP status ({ANSWER_STATUS_MIN} to {ANSWER_STATUS_MAX})."),
         Input(
-            "headers", "object", required=False, description="Headers of the answer; values may hold {field} placeholders.", connectable=False
+            "headers",
+            "object",
+            required=False,
+            description="Headers of the answer; values may hold {field} placeholders.",
+            connectable=False,
         ),
         Input(
             "body",
