@@ -130,10 +130,13 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     def get_fieldsets(self, request, obj=None):
         main = ["name", "user", "endpoint_name", "description"] if request.user.is_superuser else ["name", "endpoint_name", "description"]
         if obj is None:
-            return [(None, {"fields": main}), ("Webhook", {"fields": ["methods"]}), ("Graph", {"fields": ["data"]})]
+            return [(None, {"fields": main}), ("Webhook", {"fields": ["methods", "response"]}), ("Graph", {"fields": ["data"]})]
         return [
             (None, {"fields": main}),
-            ("Webhook", {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes"]}),
+            (
+                "Webhook",
+                {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes", "response"]},
+            ),
             ("Graph", {"fields": ["diagram", "data"]}),
             ("Latest runs", {"fields": ["latest_runs"]}),
             ("Details", {"fields": ["id", "paused_at", "created_at", "updated_at"], "classes": ["collapse"]}),
@@ -212,7 +215,18 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     def save_model(self, request, obj, form, change):
         fields = {
             name: form.cleaned_data[name]
-            for name in ("name", "description", "endpoint_name", "data", "methods", "verification", "dedupe_key", "accept_if", "handshakes")
+            for name in (
+                "name",
+                "description",
+                "endpoint_name",
+                "data",
+                "methods",
+                "verification",
+                "dedupe_key",
+                "accept_if",
+                "handshakes",
+                "response",
+            )  # fmt: skip
             if name in form.cleaned_data
         }
         if change:
