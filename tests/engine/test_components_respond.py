@@ -54,6 +54,7 @@ def graph(**params):
         ({"headers": {"Content-Length": "3"}}, "headers"),
         ({"headers": {"set-cookie": "a=1"}}, "headers"),
         ({"headers": {"Bad Name": "x"}}, "headers"),
+        ({"headers": {"X-Id": "a\nb"}}, "headers"),
         ({"body": "{unclosed"}, "body"),
         ({"body": {"a": ["{x"]}}, "body"),
     ],

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_update
-from tests.helpers import RESPOND_FLOW, post
+from tests.helpers import GREETING_FLOW, RESPOND_FLOW, post
 from webhooks import services as webhook_services
 
 ORDER = b'{"order": 42}'
@@ -222,3 +222,27 @@ def test_answers_are_counted_once_under_their_code(key_client, flow, settings, r
     flow_update(flow=flow, data=RESPOND_FLOW, response={"mode": "flow"})
     assert post(key_client, "greet", ORDER).status_code == 201
     assert _webhook_counts(key_client) == {"202": 1, "201": 1}
+
+
+def test_a_changed_response_answers_the_next_request(key_client, flow, runs_during_the_wait):
+    assert post(key_client, "greet").status_code == 202  # the process now remembers the flow as it was
+    flow_update(flow=flow, response={"mode": "static", "status": 200, "body": "changed"})
+    assert post(key_client, "greet").content == b"changed"
+    flow_update(flow=flow, data=RESPOND_FLOW, response={"mode": "flow"})
+    assert post(key_client, "greet", ORDER).status_code == 201
+    flow_update(flow=flow, data=GREETING_FLOW, response=None)
+    assert post(key_client, "greet").status_code == 202
+
+
+def test_a_header_a_placeholder_breaks_fails_the_node_and_is_a_502(key_client, flow, runs_during_the_wait):
+    data = {
+        "nodes": [
+            {"id": "hook", "type": "Webhook"},
+            {"id": "answer", "type": "Respond", "params": {"headers": {"X-Order": "{order}"}, "body": "ok"}},
+        ],
+        "edges": [{"source": "hook", "target": "answer", "target_input": "data"}],
+    }
+    flow_update(flow=flow, data=data, response={"mode": "flow"})
+    response = post(key_client, "greet", b'{"order": "1\\r\\nSet-Cookie: a=1"}')
+    assert response.status_code == 502 and "Set-Cookie" not in response
+    assert "one line" in FlowRun.objects.get().node_results.get(node_id="answer").error

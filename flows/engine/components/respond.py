@@ -50,8 +50,8 @@ def answer_status_problem(status: Any) -> str | None:
     return None
 
 
-def answer_headers_problem(headers: Any, *, values: bool = True) -> str | None:
-    """Why `headers` cannot be an answer's headers, or None. `values`: check the values too (once rendered)."""
+def answer_headers_problem(headers: Any) -> str | None:
+    """Why `headers` cannot be an answer's headers, or None (a template's text, or the values it rendered)."""
     if not isinstance(headers, dict):
         return 'The headers must be an object such as {"X-Handled-By": "langrun"}.'
     if len(headers) > MAX_HEADERS:
@@ -63,7 +63,7 @@ def answer_headers_problem(headers: Any, *, values: bool = True) -> str | None:
             return f"Header {name} cannot be set: the server sets it (not allowed: {', '.join(sorted(UNSAFE_HEADERS))})."
         if not isinstance(value, str):
             return f"Header {name}'s value must be text."
-        if values and (len(value) > MAX_HEADER_VALUE or not value.isascii() or not value.isprintable()):
+        if len(value) > MAX_HEADER_VALUE or not value.isascii() or not value.isprintable():
             return f"Header {name}'s value must be at most {MAX_HEADER_VALUE} printable ASCII characters on one line."
     return None
 
@@ -108,7 +108,7 @@ class Respond(Component):
         problems = []
         if "status" in params and (problem := answer_status_problem(params["status"])):
             problems.append(("status", problem, "status_range"))
-        if params.get("headers") is not None and (problem := answer_headers_problem(params["headers"], values=False)):
+        if params.get("headers") is not None and (problem := answer_headers_problem(params["headers"])):
             problems.append(("headers", problem, "header_not_allowed"))
         elif isinstance(params.get("headers"), dict):
             problems += [("headers", p, "template") for p in map(_template_problem, params["headers"].values()) if p]
