@@ -126,22 +126,28 @@ class HandshakesField(serializers.Field):
 
 RESPONSE_SCHEMA = {
     "type": "object",
+    "nullable": True,
     "description": (
         "What the webhook answers. accepted (default): the 202 with run_id and status_url. static: a fixed answer, "
         "sent once the run is recorded: status 200-499 (default 200), headers (not those the server sets: "
         "Content-Length, Transfer-Encoding, Connection, Set-Cookie …), body (text, or any JSON). flow: the request "
         "waits up to timeout seconds (default 10, at most LANGRUN_WEBHOOK_MAX_WAIT) for the run and answers what its "
         "Respond node produced (without one: the run's outputs as JSON; a run that failed first: 502); not done "
-        "in time: the 202. A flow with a Respond node needs flow mode."
+        "in time: the 202. A flow with a Respond node needs flow mode. Null or {}: accepted."
     ),
     "properties": {
         "mode": {"type": "string", "enum": list(RESPONSE_MODES), "default": "accepted"},
         "status": {"type": "integer", "minimum": 200, "maximum": 499, "default": 200, "description": "static: the status."},
         "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "static: the headers."},
         "body": {"description": "static: the body; text is sent as text/plain, anything else as JSON."},
-        "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10, "description": "flow: seconds the request waits."},
+        "timeout": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            "default": 10,
+            "description": "flow: seconds the request waits.",
+        },
     },
-    "required": ["mode"],
     "example": {"mode": "static", "status": 200, "headers": {"X-Handled-By": "langrun"}, "body": "ok"},
 }
 
