@@ -60,7 +60,8 @@ class WebhookAcceptedSerializer(serializers.Serializer):
 class WebhookView(APIView):
     """Run a flow with the request body as its payload (Langflow's Webhook Run Flow).
 
-    Answers 202 once the run is committed; the flow runs in the background. The view has no DRF
+    Answers 202 once the run is committed; the flow runs in the background (or the flow's `response` answers:
+    a static answer, or what its run's Respond node produced, webhooks/answers.py). The view has no DRF
     authentication, permission or throttle classes: the webhook authenticates (an API key in
     webhooks/targets.py, or a signature in webhooks/signatures.py) and rate-limits itself
     (webhooks/services.py), with Langflow's answers.
