@@ -103,6 +103,12 @@ class Flow(models.Model):
         default="",
         help_text='The signature scheme the webhook checks, as JSON ({"provider": "stripe"}); empty: Standard Webhooks or GitHub.',
     )
+    # Canonical JSON (flows/services/webhook_settings.py), compared as text by the remembered target like the others.
+    response = models.TextField(
+        blank=True,
+        default="",
+        help_text='What the webhook answers, as JSON: {"mode": "static", …} or {"mode": "flow", "timeout": 10}; empty: the 202.',
+    )
 
     class Meta:
         ordering = ["-updated_at"]
@@ -125,7 +131,12 @@ class Flow(models.Model):
     @property
     def verification_settings(self) -> dict | None:
         """The verification preset (`{"provider": …}`), or None for today's rule (Standard Webhooks or GitHub)."""
-        return _verification_parsed(self.verification) if self.verification else None
+        return _json_setting_parsed(self.verification) if self.verification else None
+
+    @property
+    def response_settings(self) -> dict:
+        """What the webhook answers: `{"mode": "accepted"}` (the 202), a static answer, or the run's (`flow`)."""
+        return _json_setting_parsed(self.response) if self.response else {"mode": "accepted"}
 
     @property
     def concurrency(self) -> dict | None:
@@ -147,8 +158,8 @@ class Flow(models.Model):
 
 
 @functools.lru_cache(maxsize=256)
-def _verification_parsed(text: str) -> dict:
-    # Parsed once per distinct text: the webhook reads it on every request to a flow with a preset.
+def _json_setting_parsed(text: str) -> dict:
+    # Parsed once per distinct text: the webhook reads it (a preset, a response) on every request to its flow.
     return json.loads(text)
 
 

@@ -11,7 +11,7 @@ from flows.examples import GREETING_GRAPH
 from flows.exceptions import WebhookSettingInvalid
 from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
 from flows.services.pause import WAITING_REASONS, flow_run_waiting
-from flows.services.webhook_settings import VERIFICATION_PROVIDERS, webhook_methods_parse
+from flows.services.webhook_settings import RESPONSE_MODES, VERIFICATION_PROVIDERS, webhook_methods_parse
 from langrun.serializers import StrictCharField
 
 FLOW_EXAMPLE = {
@@ -185,6 +185,58 @@ class ThrottleField(ConcurrencyField):
         return data
 
 
+RESPONSE_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": (
+        "What the webhook answers. accepted (default): the 202 with run_id and status_url. static: a fixed answer, "
+        "sent once the run is recorded: status 200-499 (default 200), headers (not those the server sets: "
+        "Content-Length, Transfer-Encoding, Connection, Set-Cookie …), body (text, or any JSON). flow: the request "
+        "waits up to timeout seconds (default 10, at most LANGRUN_WEBHOOK_MAX_WAIT) for the run and answers what its "
+        "Respond node produced (without one: the run's outputs as JSON; a run that failed first: 502); not done "
+        "in time: the 202. A flow with a Respond node needs flow mode. Null or {}: accepted."
+    ),
+    "properties": {
+        "mode": {"type": "string", "enum": list(RESPONSE_MODES), "default": "accepted"},
+        "status": {"type": "integer", "minimum": 200, "maximum": 499, "default": 200, "description": "static: the status."},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "static: the headers."},
+        "body": {"description": "static: the body; text is sent as text/plain, anything else as JSON."},
+        "timeout": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            "default": 10,
+            "description": "flow: seconds the request waits.",
+        },
+    },
+    "example": {"mode": "static", "status": 200, "headers": {"X-Handled-By": "langrun"}, "body": "ok"},
+}
+
+
+@extend_schema_field(RESPONSE_SCHEMA)
+class ResponseField(serializers.Field):
+    """A flow's `response`: an object in the API (`{"mode": "accepted"}` by default), canonical JSON text in the database."""
+
+    def to_representation(self, value: str):
+        return json.loads(value) if value else {"mode": "accepted"}
+
+    def get_value(self, dictionary):
+        # A form cannot hold an object: its text is refused rather than read as the default.
+        if html.is_html_input(dictionary) and self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('Give an object such as {"mode": "flow", "timeout": 10}, or null.', code="dict_type")
+        return data  # checked by flows.services.webhook_settings, with the flow's graph (a Respond node needs flow mode)
+
+
+@extend_schema_field(RESPONSE_SCHEMA)
+class ResponseExportField(serializers.JSONField):
+    """A flow's `response` in its native export: the object itself."""
+
+
 class DedupeKeyField(StrictCharField):
     """A flow's `dedupe_key`: null in the API for none ("" in the database); checked by the service."""
 
@@ -278,6 +330,7 @@ class FlowSerializer(serializers.ModelSerializer):
             'token (with "header" or "query" naming where it is). Null: Standard Webhooks or GitHub, once a secret is set.'
         ),
     )
+    response = ResponseField(required=False, allow_null=True)
     signed = serializers.SerializerMethodField(help_text="True when webhook requests must be signed (the flow has a signing secret).")
     paused = serializers.SerializerMethodField(help_text="True while the flow is paused: its runs are recorded but held.")
     paused_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When the flow was paused; null when it is not.")
@@ -308,6 +361,7 @@ class FlowSerializer(serializers.ModelSerializer):
             "dedupe_key",
             "accept_if",
             "handshakes",
+            "response",
             "signed",
             "paused",
             "paused_at",
@@ -525,6 +579,7 @@ class FlowExportSerializer(serializers.Serializer):
     dedupe_key = serializers.CharField(allow_null=True)
     accept_if = serializers.CharField(allow_null=True)
     handshakes = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_HANDSHAKES))
+    response = ResponseExportField()
     data = serializers.JSONField()
 
 

@@ -59,6 +59,19 @@ REQUEST_FLOW = {
     ],
 }
 
+# Webhook → Respond: a flow in `flow` response mode that answers 201 with the order's id (issue 21, item 8).
+RESPOND_FLOW = {
+    "nodes": [
+        {"id": "hook", "type": "Webhook"},
+        {
+            "id": "answer",
+            "type": "Respond",
+            "params": {"status": 201, "headers": {"X-Order": "{order}"}, "body": {"received": "{order}", "text": "order {order}"}},
+        },
+    ],
+    "edges": [{"source": "hook", "source_output": "data", "target": "answer", "target_input": "data"}],
+}
+
 
 # A graph with a bad param type and an unknown component: what validation messages are tested on.
 BROKEN_FLOW = {

@@ -83,6 +83,21 @@ RETRY_AFTER = OpenApiParameter(
 )
 
 
+RUN_ENDED = OpenApiResponse(
+    {
+        "type": "object",
+        "properties": {
+            "detail": {"type": "string"},
+            "status": {"type": "string", "enum": ["failed", "cancelled"]},
+            "run_id": {"type": "string", "format": "uuid"},
+            "status_url": {"type": "string", "format": "uri"},
+        },
+        "required": ["detail", "status", "run_id", "status_url"],
+    },
+    description="A flow in `flow` response mode whose run failed or was cancelled before a Respond node answered.",
+)
+
+
 class WebhookViewSchema(OpenApiViewExtension):
     target_class = "webhooks.views.WebhookView"
 
@@ -96,7 +111,10 @@ class WebhookViewSchema(OpenApiViewExtension):
                     "Langflow's Webhook Run Flow. The body, of any content type, becomes the Webhook node's payload: "
                     'JSON gives its value, a form an object, other text `{"payload": text}`. The run is stored before '
                     "the answer; 202 means it runs in the background. With `?wait=<seconds>` the answer waits up to "
-                    "that long (capped by LANGRUN_WEBHOOK_MAX_WAIT) and is a 200 with the run's status when it finished."
+                    "that long (capped by LANGRUN_WEBHOOK_MAX_WAIT) and is a 200 with the run's status when it finished. "
+                    "A flow's `response` may answer otherwise, once the run is stored: `static`, its fixed status (200-499), "
+                    "headers and body; `flow`, after waiting up to its timeout, what its Respond node produced (else the "
+                    "run's outputs as JSON, 200), a 502 when the run failed before answering, or the 202 when not done in time."
                 ),
                 # An empty body is a 400. Forms are one of the "any" content types (*/*).
                 request={
@@ -120,12 +138,17 @@ class WebhookViewSchema(OpenApiViewExtension):
                     RETRY_AFTER,
                 ],
                 responses={
-                    200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
+                    200: OpenApiResponse(
+                        FlowRunSerializer,
+                        description="With ?wait=: the run finished in time. A flow's static or flow `response` answers its own "
+                        "status, headers and body (text or JSON) instead.",
+                    ),
                     202: OpenApiResponse(
                         WebhookAcceptedSerializer,
                         description="The run is stored and queued; follow status_url (also in the Location header).",
                         examples=[OpenApiExample("Accepted", value=ACCEPTED_EXAMPLE, status_codes=["202"])],
                     ),
+                    502: RUN_ENDED,
                     400: error("Empty body."),
                     401: error("The flow has a signing secret and the request is not signed with it (or not signed)."),
                     403: error("API key missing or invalid (and no signature standing in for it), or the flow is another user's."),
@@ -181,6 +204,7 @@ class WebhookViewSchema(OpenApiViewExtension):
 
 
 _ERRORS = {
+    502: RUN_ENDED,
     401: error("The flow verifies signatures and the request is not signed with its secret."),
     403: error("API key missing or invalid, or the flow is another user's."),
     404: error("No such flow."),

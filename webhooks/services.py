@@ -191,12 +191,15 @@ def _webhook_run_insert(
         filtered=filtered,
         request_variables=request_variables,
     )
-    if not waits:
-        return create()
-    with transaction.atomic():
+    # A flow that answers for itself (its `response`) is answered under its own code, as a caller who waits.
+    if not (waits or target.flow.response):
         run = create()
-        if not run.deduplicated:
-            webhook_wait_recorded()
+    else:
+        with transaction.atomic():
+            run = create()
+            if not run.deduplicated and run.status != FlowRun.Status.FILTERED:  # the ledger counts a filtered run as its 200
+                webhook_wait_recorded()
+    run.flow = target.flow  # the flow as this request found it: its `response` decides the answer
     return run
 
 

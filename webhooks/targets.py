@@ -96,7 +96,7 @@ def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None) -> Fl
 # signing secret, read only while a flow has one).
 _TARGET_SQL = """SELECT f.id, f.user_id, f.current_version_id, f.signing_secret, f.signing_secret_previous, f.methods, f.verification, f.dedupe_key, f.accept_if, f.handshakes,
        COALESCE(f.max_concurrent_runs, 0), f.concurrency_key, COALESCE(f.throttle_limit, 0), f.throttle_key,
-       v.number, k.id, k.hashed_key
+       f.response, v.number, k.id, k.hashed_key
 FROM {flow} f
 JOIN {user} u ON u.id = f.user_id
 JOIN {key} k ON k.user_id = u.id
@@ -112,7 +112,7 @@ JOIN {key} k ON k.user_id = u.id
 WHERE f.id = %s AND f.{column} = %s AND f.current_version_id = %s AND f.signing_secret = %s
     AND f.signing_secret_previous = %s AND f.methods = %s AND f.verification = %s AND f.dedupe_key = %s AND f.accept_if = %s AND f.handshakes = %s
     AND COALESCE(f.max_concurrent_runs, 0) = %s AND f.concurrency_key = %s AND COALESCE(f.throttle_limit, 0) = %s AND f.throttle_key = %s
-    AND k.id = %s AND k.hashed_key = %s AND k.is_active AND u.is_active)"""
+    AND f.response = %s AND k.id = %s AND k.hashed_key = %s AND k.is_active AND u.is_active)"""
 
 
 @functools.cache
@@ -196,14 +196,14 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
 
 def _webhook_target_of_row(row: tuple, *, only_if: tuple[str, list] | None) -> WebhookTarget:
     flow_id, user_id, version_id, secret, previous_secret, methods, verification, dedupe_key, accept_if, handshakes = row[:10]
-    limit, concurrency_key, throttle_limit, throttle_key = row[10:14]
-    version_number, api_key_id = row[14:16]
+    limit, concurrency_key, throttle_limit, throttle_key, response = row[10:15]
+    version_number, api_key_id = row[15:17]
     as_uuid = Flow._meta.pk.to_python  # UUIDs as UUIDs on every database (SQLite returns their hex)
     flow = loaded_instance(
         Flow, id=as_uuid(flow_id), user_id=as_uuid(user_id), current_version_id=version_id,
         signing_secret=secret, signing_secret_previous=previous_secret, methods=methods, verification=verification,
         dedupe_key=dedupe_key, accept_if=accept_if, handshakes=handshakes, max_concurrent_runs=limit or None,
-        concurrency_key=concurrency_key, throttle_limit=throttle_limit or None, throttle_key=throttle_key,
+        concurrency_key=concurrency_key, throttle_limit=throttle_limit or None, throttle_key=throttle_key, response=response,
     )  # fmt: skip
     flow.user = loaded_instance(User, id=flow.user_id, is_active=True)
     version = loaded_instance(FlowVersion, id=version_id, flow_id=flow.pk, number=version_number)

@@ -1,5 +1,6 @@
 import functools
 
+from django.conf import settings
 from rest_framework import exceptions, serializers, status
 from rest_framework.exceptions import MethodNotAllowed, NotAcceptable
 from rest_framework.generics import get_object_or_404
@@ -17,7 +18,7 @@ from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
 from langrun.exceptions import RequestValidationError
 from langrun.serializers import StrictCharField
-from webhooks import handshakes, services, signatures, targets
+from webhooks import answers, handshakes, services, signatures, targets
 
 ACCEPTED_MESSAGE = "Task started in the background"
 
@@ -59,7 +60,8 @@ class WebhookAcceptedSerializer(serializers.Serializer):
 class WebhookView(APIView):
     """Run a flow with the request body as its payload (Langflow's Webhook Run Flow).
 
-    Answers 202 once the run is committed; the flow runs in the background. The view has no DRF
+    Answers 202 once the run is committed; the flow runs in the background (or the flow's `response` answers:
+    a static answer, or what its run's Respond node produced, webhooks/answers.py). The view has no DRF
     authentication, permission or throttle classes: the webhook authenticates (an API key in
     webhooks/targets.py, or a signature in webhooks/signatures.py) and rate-limits itself
     (webhooks/services.py), with Langflow's answers.
@@ -98,19 +100,30 @@ class WebhookView(APIView):
             # A browser opening the URL gets the browsable API's page (a 405 with its POST form), as before.
             raise MethodNotAllowed(request.method)
         try:
-            run, status_url, wait = self._record(request._request, flow_id_or_name)
+            run, status_url, wait, answer = self._record(request._request, flow_id_or_name)
         except handshakes.HandshakeAnswer as answer:
             return answer.response
         if run.status == FlowRun.Status.FILTERED:
             return self._filtered(run, status_url)
+        if answer["mode"] == "static":
+            return answers.webhook_static_answer(response=answer, replayed=run.deduplicated)
         finished = services.webhook_run_wait(run=run, seconds=wait)
+        if finished is not None and answer["mode"] == "flow":
+            return answers.webhook_run_answer(run=finished, status_url=status_url, replayed=run.deduplicated)
         if finished is not None:
             return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})
         body, headers = self._accepted(run, status_url)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
-    def _record(self, request, flow_id_or_name: str) -> tuple[FlowRun, str, float]:
-        """Check the request and record its run: the run, its status URL and the `wait` asked for.
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in getattr(response, "langrun_flow_headers", {}).items():  # the flow's own, over DRF's Allow and Vary
+            response[name] = value
+        return response
+
+    def _record(self, request, flow_id_or_name: str) -> tuple[FlowRun, str, float, dict]:
+        """Check the request and record its run: the run, its status URL, the seconds to wait for it, and the flow's
+        `response` setting (in `flow` mode its timeout is the wait; `?wait=` is the caller's in `accepted` mode only).
 
         Takes Django's request: the body is read raw from its stream, never parsed by DRF."""
         meta = request.META
@@ -138,7 +151,11 @@ class WebhookView(APIView):
         handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
         services.webhook_method_check(flow=target.flow, method=request.method)
         run = services.webhook_intake(target=target, retarget=retarget, request=request, body=body, waits=wait > 0)
-        return run, run_status_url(request, run.id), wait
+        answer = run.flow.response_settings  # the flow as the intake found it (read again if what was remembered changed)
+        if answer["mode"] != "accepted":
+            wait = min(answer.get("timeout", 0), settings.LANGRUN_WEBHOOK_MAX_WAIT)
+            webhook_waits(request)  # not the ledger's 202: counted under the code answered
+        return run, run_status_url(request, run.id), wait, answer
 
     def handle_exception(self, exc):
         if isinstance(exc, services.WebhookMethodNotAllowed):  # the flow's own `Allow`

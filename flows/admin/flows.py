@@ -38,7 +38,18 @@ from flows.services.runs import flow_run_create
 from langrun.admin import OwnedModelAdmin
 
 # The form's fields a save hands to the services.
-FLOW_FORM_SETTINGS = ("name", "description", "endpoint_name", "data", "methods", "verification", "dedupe_key", "accept_if", "handshakes")
+FLOW_FORM_SETTINGS = (
+    "name",
+    "description",
+    "endpoint_name",
+    "data",
+    "methods",
+    "verification",
+    "dedupe_key",
+    "accept_if",
+    "handshakes",
+    "response",
+)
 RUN_CONTROL_FIELDS = ("max_concurrent_runs", "concurrency_key", "throttle_limit", "throttle_period", "throttle_key")
 
 
@@ -134,10 +145,13 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     def get_fieldsets(self, request, obj=None):
         main = ["name", "user", "endpoint_name", "description"] if request.user.is_superuser else ["name", "endpoint_name", "description"]
         if obj is None:
-            return [(None, {"fields": main}), ("Webhook", {"fields": ["methods"]}), ("Graph", {"fields": ["data"]})]
+            return [(None, {"fields": main}), ("Webhook", {"fields": ["methods", "response"]}), ("Graph", {"fields": ["data"]})]
         return [
             (None, {"fields": main}),
-            ("Webhook", {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes"]}),
+            (
+                "Webhook",
+                {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes", "response"]},
+            ),
             (
                 "Run control",
                 {"fields": [("max_concurrent_runs", "concurrency_key"), ("throttle_limit", "throttle_period", "throttle_key")]},

@@ -17,6 +17,8 @@ from flows.services.webhook_settings import (
     webhook_dedupe_key_parse,
     webhook_handshakes_parse,
     webhook_methods_parse,
+    webhook_response_graph_check,
+    webhook_response_parse,
     webhook_verification_parse,
 )
 
@@ -60,6 +62,14 @@ class FlowAdminForm(forms.ModelForm):
         help_text='A preset, e.g. {"provider": "stripe"} (standard, github, stripe, slack, shopify, or token with "header" or '
         '"query"); set the flow\'s secret first (API: POST /api/v1/flows/{id}/signing-secret). Empty: Standard Webhooks or GitHub.',
     )
+    response = forms.JSONField(
+        label="Response",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "lr-json-editor", "spellcheck": "false"}),
+        help_text='What the webhook answers. Empty: the 202 with run_id. {"mode": "static", "status": 200, "headers": {…}, '
+        '"body": "ok"}: a fixed answer once the run is recorded. {"mode": "flow", "timeout": 10}: waits for the run and '
+        "answers what its Respond node produced (a flow with a Respond node needs this mode).",
+    )
     request_user = None  # set by SaveRefusalsAsFormErrors.get_form
     save_refused = None  # the service's refusal of this POST's first save (SaveRefusalsAsFormErrors)
 
@@ -84,8 +94,18 @@ class FlowAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.fields["methods"].initial = list(self.instance.allowed_methods)
-            self.fields["verification"].initial = self.instance.verification_settings
             self.fields["handshakes"].initial = self.instance.handshakes.split(",") if self.instance.handshakes else []
+            # The instance's stored text would be shown as a JSON string (and posted back as one): the form shows the object.
+            self.initial["verification"] = self.instance.verification_settings
+            self.initial["response"] = self.instance.response_settings if self.instance.response else None
+
+    def clean_response(self):
+        value = self.cleaned_data["response"]
+        try:
+            webhook_response_parse(value)
+        except WebhookSettingInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return value
 
     def clean_handshakes(self):
         value = self.cleaned_data["handshakes"]
@@ -121,6 +141,11 @@ class FlowAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if "response" in cleaned and "data" in cleaned:  # both valid on their own: a Respond node needs flow mode
+            try:
+                webhook_response_graph_check(response=webhook_response_parse(cleaned["response"]), data=cleaned["data"])
+            except WebhookSettingInvalid as exc:
+                self.add_error("response", str(exc))
         # Run control (flows/services/concurrency.py): a key needs its limit; a throttle needs both numbers.
         if cleaned.get("concurrency_key") and not cleaned.get("max_concurrent_runs"):
             self.add_error("max_concurrent_runs", "A concurrency key needs a limit.")

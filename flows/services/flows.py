@@ -12,7 +12,7 @@ from flows.models import Flow, FlowVersion
 from flows.services.concurrency import run_control_settings_stored
 from flows.services.variables import variables_check_exist
 from flows.services.versions import flow_version_record
-from flows.services.webhook_settings import webhook_settings_stored
+from flows.services.webhook_settings import webhook_response_graph_check, webhook_settings_stored
 
 
 def flow_graph_validate(*, data: Any, user=None) -> engine.Graph:
@@ -49,10 +49,12 @@ def flow_create(
     message: str = "",
     **webhook_settings: Any,
 ) -> Flow:
-    """A new flow and its first version. `webhook_settings`: `methods`, `verification` (flows/services/webhook_settings.py),
-    `concurrency` and `throttle` (flows/services/concurrency.py), and `signing_secret` (an import's: one its provider issued)."""
+    """A new flow and its first version. `webhook_settings`: `methods`, `verification`, `response` … (flows/services/
+    webhook_settings.py), `concurrency` and `throttle` (flows/services/concurrency.py), and `signing_secret` (an
+    import's: one its provider issued)."""
     flow_graph_validate(data=data, user=user)
     webhook_settings = webhook_settings_stored(webhook_settings, has_secret=bool(webhook_settings.get("signing_secret")))
+    webhook_response_graph_check(response=webhook_settings.get("response", ""), data=data)
     webhook_settings = run_control_settings_stored({"max_concurrent_runs": max_concurrent_runs, **webhook_settings})
     flow = Flow(
         user=user,
@@ -75,6 +77,8 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
     fields = webhook_settings_stored(fields, has_secret=bool(flow.signing_secret))
+    if "data" in fields or "response" in fields:
+        webhook_response_graph_check(response=fields.get("response", flow.response), data=fields.get("data", flow.data))
     fields = run_control_settings_stored(fields)
     if "endpoint_name" in fields:
         fields["endpoint_name"] = fields["endpoint_name"] or None

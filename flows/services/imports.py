@@ -10,10 +10,10 @@ from flows import engine
 from flows.exceptions import WebhookSettingInvalid
 from flows.models import Flow
 from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_graph_validate
-from flows.services.webhook_settings import webhook_settings_stored
+from flows.services.webhook_settings import webhook_response_graph_check, webhook_settings_stored
 
 # The webhook settings a native export carries (flows/services/webhook_settings.py).
-WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes")
+WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes", "response")
 
 
 def flow_import(*, user, document: Any) -> list[Flow]:
@@ -76,7 +76,8 @@ def _import_webhook_settings(doc: dict) -> dict[str, Any]:
     if secret is not None and not (isinstance(secret, str) and 0 < len(secret) <= 100):
         raise WebhookSettingInvalid("signing_secret", "The signing secret must be a string of 1 to 100 characters.", "string_type")
     settings = {k: doc[k] for k in WEBHOOK_SETTINGS if k in doc}
-    webhook_settings_stored(settings, has_secret=bool(secret))  # checked before any flow is saved; flow_create stores them
+    stored = webhook_settings_stored(settings, has_secret=bool(secret))  # checked before any flow is saved; flow_create stores them
+    webhook_response_graph_check(response=stored.get("response", ""), data=doc.get("data"))
     return {**settings, "signing_secret": secret} if secret else settings
 
 
@@ -106,5 +107,6 @@ def flow_export(*, flow: Flow) -> dict[str, Any]:
         "accept_if": flow.accept_if or None,
         "handshakes": flow.handshakes.split(",") if flow.handshakes else [],
         "verification": flow.verification_settings,  # the secret is not exported: set it on the importing side
+        "response": flow.response_settings,
         "data": flow.data,
     }

@@ -6,6 +6,9 @@ import json
 import re
 from typing import Any
 
+from django.conf import settings
+
+from flows.engine.components.respond import BODILESS_STATUSES, answer_headers_problem, answer_status_problem
 from flows.exceptions import WebhookSettingInvalid
 from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS
 
@@ -110,6 +113,73 @@ def webhook_dedupe_key_parse(value: Any, *, field: str = "dedupe_key") -> str:
     return value
 
 
+# What the webhook answers (webhooks/answers.py): the 202 (stored as ""), a fixed answer, or what the run produced.
+RESPONSE_MODES = ("accepted", "static", "flow")
+RESPONSE_FLOW_TIMEOUT = 10.0
+MAX_RESPONSE = 16384  # characters of the stored JSON: a static answer is an acknowledgement, not a document
+_RESPONSE_FIELDS = {"accepted": {"mode"}, "static": {"mode", "status", "headers", "body"}, "flow": {"mode", "timeout"}}
+
+
+def webhook_response_parse(value: Any) -> str:
+    """The stored form of `response`: canonical JSON with its defaults filled in, or "" for the 202 (`accepted`).
+
+    `static`: `status` (200 to 499, default 200), `headers` (none the server sets) and `body` (text, or any JSON);
+    `flow`: `timeout`, the seconds the request waits for its run (default 10, at most LANGRUN_WEBHOOK_MAX_WAIT).
+    """
+    if value is None or value == "" or value == {}:
+        return ""
+    if not isinstance(value, dict):
+        raise WebhookSettingInvalid("response", 'Give an object such as {"mode": "flow", "timeout": 10}.', "dict_type")
+    mode = value.get("mode")
+    if mode not in RESPONSE_MODES:
+        raise WebhookSettingInvalid("response", f"Unknown mode {mode!r}: use one of {', '.join(RESPONSE_MODES)}.", "enum")
+    extra = sorted(set(value) - _RESPONSE_FIELDS[mode])
+    if extra:
+        raise WebhookSettingInvalid("response", f"Unknown field {', '.join(extra)} for mode {mode}.", "extra_forbidden")
+    if mode == "accepted":
+        return ""
+    if mode == "static":
+        stored = {"mode": mode, "status": value.get("status", 200), "headers": value.get("headers") or {}, "body": value.get("body", "")}
+        if problem := answer_status_problem(stored["status"]):
+            raise WebhookSettingInvalid("response", problem, "status_range")
+        if problem := answer_headers_problem(stored["headers"]):
+            raise WebhookSettingInvalid("response", problem, "header_not_allowed")
+        if stored["status"] in BODILESS_STATUSES and stored["body"] not in ("", None):
+            raise WebhookSettingInvalid("response", f"A {stored['status']} answer has no body: leave body out.", "body_not_allowed")
+    else:
+        limit = settings.LANGRUN_WEBHOOK_MAX_WAIT
+        timeout = value.get("timeout", min(RESPONSE_FLOW_TIMEOUT, limit))
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= limit:
+            raise WebhookSettingInvalid(
+                "response", f"The timeout must be a number of seconds above 0, at most {limit:g} (LANGRUN_WEBHOOK_MAX_WAIT).", "timeout"
+            )
+        stored = {"mode": mode, "timeout": timeout}
+    try:
+        text = json.dumps(stored, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        json.dumps(stored, ensure_ascii=False).encode()  # what is sent: UTF-8, which a lone surrogate is not
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise WebhookSettingInvalid(
+            "response", "The body must be JSON in UTF-8 (no NaN, Infinity or lone surrogate).", "json_invalid"
+        ) from exc
+    if len(text) > MAX_RESPONSE:
+        raise WebhookSettingInvalid("response", f"The answer must be at most {MAX_RESPONSE} characters as JSON.", "too_long")
+    return text
+
+
+def webhook_response_graph_check(*, response: str, data: Any) -> None:
+    """A Respond node answers only in `flow` mode: 422 on `response` for one in a flow whose mode is another."""
+    if response.startswith('{"mode":"flow"'):
+        return
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    respond = [n.get("id") for n in nodes or () if isinstance(n, dict) and n.get("type") == "Respond"]
+    if respond:
+        raise WebhookSettingInvalid(
+            "response",
+            f'Respond node {respond[0]!r} answers the webhook only in flow mode: set response to {{"mode": "flow"}} or remove it.',
+            "respond_needs_flow_mode",
+        )
+
+
 def webhook_settings_stored(fields: dict[str, Any], *, has_secret: bool = False) -> dict[str, Any]:
     """`fields` with each webhook setting it holds checked and in its stored form. `has_secret`: the flow has a signing secret."""
     if "methods" in fields:
@@ -122,4 +192,6 @@ def webhook_settings_stored(fields: dict[str, Any], *, has_secret: bool = False)
         fields = {**fields, "dedupe_key": webhook_dedupe_key_parse(fields["dedupe_key"])}
     if "verification" in fields:
         fields = {**fields, "verification": webhook_verification_parse(fields["verification"], has_secret=has_secret)}
+    if "response" in fields:
+        fields = {**fields, "response": webhook_response_parse(fields["response"])}
     return fields

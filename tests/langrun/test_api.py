@@ -146,7 +146,7 @@ def test_schema_documents_the_merged_endpoints(db):
 
     webhook = paths["/api/v1/webhook/{flow_id_or_name}"]["post"]
     responses = webhook["responses"]
-    assert {"200", "202", "400", "401", "403", "404", "405", "409", "413", "422", "429"} == set(responses)
+    assert {"200", "202", "400", "401", "403", "404", "405", "409", "413", "422", "429", "502"} == set(responses)
     assert responses["429"]["headers"]["Retry-After"]["required"] is True
     assert responses["202"]["headers"]["Location"]["required"] is True and "Idempotent-Replayed" in responses["202"]["headers"]
     headers = {p["name"]: p for p in webhook["parameters"] if p["in"] == "header"}

@@ -1,3 +1,3 @@
 """Built-in components. Importing this package registers them."""
 
-from flows.engine.components import core, data, http  # noqa: F401
+from flows.engine.components import core, data, http, respond  # noqa: F401

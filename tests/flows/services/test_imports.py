@@ -221,6 +221,7 @@ def test_export_is_native_and_imports_back(key_client, user, make_user, make_flo
         "accept_if": None,
         "handshakes": [],
         "verification": None,
+        "response": {"mode": "accepted"},
         "data": flow.data,
     }
     again = key_client.post("/api/v1/flows/upload/", exported, format="json")
