@@ -316,7 +316,7 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"run_context": {"()": "langrun.logs.RunContextFilter"}},
+    "filters": {"run_context": {"()": "langrun.logs.RunContextFilter"}, "secret_paths": {"()": "langrun.logs.SecretPathFilter"}},
     "formatters": {
         "text": {"()": "langrun.logs.TextFormatter"},
         "json": {"()": "langrun.logs.JsonFormatter"},
@@ -325,7 +325,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
-            "filters": ["run_context"],
+            "filters": ["run_context", "secret_paths"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

@@ -6,6 +6,7 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -87,18 +88,18 @@ class WebhookView(APIView):
             headers["Allow"] = ", ".join([*(self.flow_methods or ("POST",)), "OPTIONS"])
         return headers
 
-    def post(self, request, flow_id_or_name: str):
-        return self._deliver(request, flow_id_or_name)
+    def post(self, request, **route):
+        return self._deliver(request, route)
 
     # The other methods a flow may accept (`methods`); a flow that does not is a 405, once the caller is known.
     get = put = patch = delete = post
 
-    def _deliver(self, request, flow_id_or_name: str):
+    def _deliver(self, request, route: dict):
         if request.method == "GET" and wants_browsable_api(request):
             # A browser opening the URL gets the browsable API's page (a 405 with its POST form), as before.
             raise MethodNotAllowed(request.method)
         try:
-            run, status_url, wait = self._record(request._request, flow_id_or_name)
+            run, status_url, wait = self._record(request._request, route)
         except handshakes.HandshakeAnswer as answer:
             return answer.response
         if run.status == FlowRun.Status.FILTERED:
@@ -109,7 +110,7 @@ class WebhookView(APIView):
         body, headers = self._accepted(run, status_url)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
-    def _record(self, request, flow_id_or_name: str) -> tuple[FlowRun, str, float]:
+    def _record(self, request, route: dict) -> tuple[FlowRun, str, float]:
         """Check the request and record its run: the run, its status URL and the `wait` asked for.
 
         Takes Django's request: the body is read raw from its stream, never parsed by DRF."""
@@ -119,16 +120,7 @@ class WebhookView(APIView):
         if wait > 0:
             webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
-        key = api_key_from_request(request)
-        lookup = functools.partial(
-            targets.webhook_caller_and_flow,
-            key=key,
-            identifier=flow_id_or_name,
-            user_id=user_id,
-            # Without a key, a request may be signed (or carry a token preset's token, under a name only the flow
-            # knows): its flow is looked up, and a signature or token that does not hold is the same 403.
-            signed=key is None or signatures.webhook_is_signed(headers=meta),
-        )
+        lookup = self._lookup(request, route, user_id)
         retarget = functools.partial(lookup, fresh=True)
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
@@ -139,6 +131,19 @@ class WebhookView(APIView):
         services.webhook_method_check(flow=target.flow, method=request.method)
         run = services.webhook_intake(target=target, retarget=retarget, request=request, body=body, waits=wait > 0)
         return run, run_status_url(request, run.id), wait
+
+    def _lookup(self, request, route: dict, user_id):
+        """The call that finds the caller and the flow (`fresh=True` reads them again): by the API key, or a signature."""
+        key = api_key_from_request(request)
+        return functools.partial(
+            targets.webhook_caller_and_flow,
+            key=key,
+            identifier=route["flow_id_or_name"],
+            user_id=user_id,
+            # Without a key, a request may be signed (or carry a token preset's token, under a name only the flow
+            # knows): its flow is looked up, and a signature or token that does not hold is the same 403.
+            signed=key is None or signatures.webhook_is_signed(headers=request.META),
+        )
 
     def handle_exception(self, exc):
         if isinstance(exc, services.WebhookMethodNotAllowed):  # the flow's own `Allow`
@@ -164,6 +169,20 @@ class WebhookView(APIView):
         if run.deduplicated:
             headers["Idempotent-Replayed"] = "true"
         return body, headers
+
+
+class IngestTokenWebhookView(WebhookView):
+    """A flow's webhook at its ingest token's own URL, for senders that can set neither headers nor a query string.
+
+    The same checks and intake as WebhookView; only the caller is found otherwise: the token in the path names the
+    flow and stands in for the API key. A token that does not hold is the 403 of a request without credentials.
+    JSON answers only: the browsable API's page would print the URL, token included.
+    """
+
+    renderer_classes = [JSONRenderer]
+
+    def _lookup(self, request, route: dict, user_id):
+        return functools.partial(targets.webhook_target_of_ingest_token, token=route["token"])
 
 
 class SigningSecretSerializer(serializers.Serializer):
