@@ -1,4 +1,4 @@
-"""Identity services: creating and checking API keys."""
+"""Identity services: creating and checking API keys; recording the uses of a key (or of any credential row) in batches."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from flows.models import Flow
@@ -19,8 +20,6 @@ class StateFilter(admin.SimpleListFilter):
         return [("active", "active"), ("revoked", "revoked"), ("expired", "expired")]
 
     def queryset(self, request, queryset):
-        from django.utils import timezone
-
         now = timezone.now()
         if self.value() == "revoked":
             return queryset.filter(revoked_at__isnull=False)
@@ -35,7 +34,8 @@ class StateFilter(admin.SimpleListFilter):
 class IngestTokenAdmin(OwnedModelAdmin):
     owner_field = "flow__user"
     list_display = ["name", "masked", "flow", "state", "created_at", "expires_at", "last_used_at", "use_count"]
-    list_filter = [StateFilter, "flow"]
+    # Only the flows of the tokens listed (the user's own): a plain "flow" filter would name every user's flows.
+    list_filter = [StateFilter, ("flow", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "prefix", "flow__name"]
     list_select_related = ["flow"]
     actions = ["revoke"]

@@ -10,7 +10,7 @@ from flows.models import Flow
 from langrun.schema import error, validation_error
 from langrun.serializers import StrictCharField
 from webhooks.models import IngestToken
-from webhooks.tokens import ingest_token_create, ingest_token_revoke
+from webhooks.tokens import ingest_token_create, ingest_token_delete, ingest_token_revoke
 
 
 class IngestTokenSerializer(serializers.ModelSerializer):
@@ -92,8 +92,8 @@ class IngestTokenListView(_FlowIngestTokensMixin, generics.ListAPIView):
         return Response(data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
 
-class IngestTokenDetailView(_FlowIngestTokensMixin, generics.RetrieveAPIView):
-    """One ingest token of your flow (never its secret); DELETE revokes it."""
+class IngestTokenDetailView(_FlowIngestTokensMixin, generics.RetrieveDestroyAPIView):
+    """One ingest token of your flow (never its secret); DELETE deletes it (refused from then on, and gone from lists)."""
 
     serializer_class = IngestTokenSerializer
     lookup_url_kwarg = "token_id"
@@ -103,11 +103,29 @@ class IngestTokenDetailView(_FlowIngestTokensMixin, generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
+        summary="Delete an ingest token",
+        description="The token is refused from now on, as an invalid key is, and no longer listed (revoke it to keep it listed).",
+        responses={204: OpenApiResponse(description="Deleted."), 404: error("No such token on a flow of yours.")},
+    )
+    def delete(self, request, *args, **kwargs):
+        return super().delete(request, *args, **kwargs)
+
+    def perform_destroy(self, instance):
+        ingest_token_delete(ingest_token=instance)
+
+
+class IngestTokenRevokeView(_FlowIngestTokensMixin, generics.GenericAPIView):
+    """Revoke one ingest token of your flow: refused from now on, it stays listed as `revoked`."""
+
+    serializer_class = IngestTokenSerializer
+    lookup_url_kwarg = "token_id"
+
+    @extend_schema(
         summary="Revoke an ingest token",
         description="The token is refused from now on, as an invalid key is; it stays listed as `revoked`. Revoking it again changes nothing.",
         request=None,
-        responses={204: OpenApiResponse(description="Revoked."), 404: error("No such token on a flow of yours.")},
+        responses={200: IngestTokenSerializer, 404: error("No such token on a flow of yours.")},
     )
-    def delete(self, request, flow_id, token_id):
-        ingest_token_revoke(ingest_token=self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def post(self, request, flow_id, token_id):
+        revoked = ingest_token_revoke(ingest_token=self.get_object())
+        return Response(IngestTokenSerializer(revoked).data)

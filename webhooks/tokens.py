@@ -59,6 +59,11 @@ def ingest_token_revoke(*, ingest_token: IngestToken) -> IngestToken:
     return ingest_token
 
 
+def ingest_token_delete(*, ingest_token: IngestToken) -> None:
+    """Delete a token: requests carrying it are refused from now on."""
+    ingest_token.delete()
+
+
 def ingest_token_prefix(token: str) -> str | None:
     """The stored prefix that finds `token`'s row, or None when `token` cannot be an ingest token at all."""
     if not token.startswith(TOKEN_PREFIX) or len(token) <= _PREFIX_LENGTH or len(token) > 200:

@@ -49,6 +49,18 @@ def test_an_expiry_in_the_past_is_a_form_error(staff, make_flow):
     assert not IngestToken.objects.exists()
 
 
+def test_the_list_filters_by_state(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="crm")
+    ingest_token_create(flow=flow, name="live")
+    old = ingest_token_create(flow=flow, name="old")
+    IngestToken.objects.filter(pk=old.ingest_token.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    c = login(staff)
+    changelist = reverse("admin:webhooks_ingesttoken_changelist")
+    assert [t.name for t in c.get(changelist + "?state=active").context["cl"].result_list] == ["live"]
+    assert [t.name for t in c.get(changelist + "?state=expired").context["cl"].result_list] == ["old"]
+    assert [t.name for t in c.get(changelist + f"?flow__id__exact={flow.pk}").context["cl"].result_list] == ["old", "live"]
+
+
 def test_revoke_action(staff, make_flow):
     flow = make_flow(staff, endpoint_name="crm")
     new = ingest_token_create(flow=flow)
@@ -64,9 +76,12 @@ def test_revoke_action(staff, make_flow):
 
 def test_staff_see_and_issue_tokens_only_for_their_own_flows(staff, other, make_flow):
     mine = make_flow(staff, endpoint_name="mine")
-    theirs = make_flow(other, endpoint_name="theirs")
+    theirs = make_flow(other, endpoint_name="theirs", name="Their secret flow")
     their_token = ingest_token_create(flow=theirs, name="their-token")
+    ingest_token_create(flow=mine, name="my-token")
     c = login(staff)
+    listing = c.get(reverse("admin:webhooks_ingesttoken_changelist")).content.decode()
+    assert "my-token" in listing and "Their secret flow" not in listing
     assert c.get(reverse("admin:webhooks_ingesttoken_change", args=[their_token.ingest_token.pk])).status_code == 404
     assert "their-token" not in c.get(reverse("admin:webhooks_ingesttoken_changelist")).content.decode()
     choices = c.get(reverse("admin:webhooks_ingesttoken_add")).context["adminform"].form.fields["flow"].queryset

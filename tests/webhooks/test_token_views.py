@@ -63,13 +63,25 @@ def test_create_refuses_bad_input_with_422(key_client, flow, payload, loc):
     assert not IngestToken.objects.exists()
 
 
-def test_revoke_refuses_the_token_from_then_on(key_client, client, flow):
+def test_revoke_refuses_the_token_from_then_on_and_keeps_it_listed(key_client, client, flow):
     new = ingest_token_create(flow=flow)
-    assert key_client.delete(url(flow, new.ingest_token.pk)).status_code == 204
-    assert key_client.delete(url(flow, new.ingest_token.pk)).status_code == 204  # again: nothing changes
-    assert key_client.get(url(flow, new.ingest_token.pk)).json()["state"] == "revoked"
+    revoke = url(flow, new.ingest_token.pk) + "/revoke"
+    first = key_client.post(revoke)
+    assert (first.status_code, first.json()["state"]) == (200, "revoked")
+    again = key_client.post(revoke)  # again: nothing changes
+    assert again.status_code == 200 and again.json()["revoked_at"] == first.json()["revoked_at"]
+    assert key_client.get(url(flow)).json()["results"][0]["state"] == "revoked"
     response = client.post(f"/api/v1/webhook/t/{new.token}", {"name": "Ada"}, format="json")
     assert response.status_code == 403
+
+
+def test_delete_refuses_the_token_and_forgets_it(key_client, client, flow):
+    new = ingest_token_create(flow=flow)
+    assert key_client.delete(url(flow, new.ingest_token.pk)).status_code == 204
+    assert key_client.get(url(flow, new.ingest_token.pk)).status_code == 404
+    assert key_client.delete(url(flow, new.ingest_token.pk)).status_code == 404
+    assert key_client.get(url(flow)).json()["count"] == 0
+    assert client.post(f"/api/v1/webhook/t/{new.token}", {"name": "Ada"}, format="json").status_code == 403
 
 
 def test_an_expired_token_is_listed_as_expired(key_client, flow):
@@ -89,6 +101,7 @@ def test_another_users_flow_and_tokens_are_404(flow, make_user, make_flow):
     assert bob_client.post(url(flow), {"name": "x"}, format="json").status_code == 404
     assert bob_client.get(url(flow, mine.ingest_token.pk)).status_code == 404
     assert bob_client.delete(url(flow, mine.ingest_token.pk)).status_code == 404
+    assert bob_client.post(url(flow, mine.ingest_token.pk) + "/revoke").status_code == 404
     assert bob_client.get(url(theirs, mine.ingest_token.pk)).status_code == 404  # a token of another flow
     assert IngestToken.objects.get(pk=mine.ingest_token.pk).revoked_at is None
     assert bob_client.get(url(theirs)).json()["count"] == 1 and their_token.token not in str(bob_client.get(url(theirs)).json())
@@ -104,6 +117,7 @@ def test_the_schema_lists_the_token_endpoints(key_client):
     paths = schema["paths"]
     assert set(paths["/api/v1/flows/{flow_id}/ingest-tokens"]) == {"get", "post"}
     assert set(paths["/api/v1/flows/{flow_id}/ingest-tokens/{token_id}"]) == {"get", "delete"}
+    assert set(paths["/api/v1/flows/{flow_id}/ingest-tokens/{token_id}/revoke"]) == {"post"}
     token_url = paths["/api/v1/webhook/t/{token}"]
     assert set(token_url) == {"get", "post", "put", "patch", "delete"}
     assert token_url["post"].get("security", []) == []  # no scheme: the token in the path is the credential
