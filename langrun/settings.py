@@ -307,6 +307,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "flows.models.FlowRun.Status",
         "RunTriggerEnum": "flows.models.FlowRun.Trigger",
         "NodeStatusEnum": "flows.models.NodeResult.Status",
+        "IngestTokenStateEnum": "webhooks.models.IngestToken.State",
     },
 }
 

@@ -17,15 +17,15 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("active", "active"), ("revoked", "revoked"), ("expired", "expired")]
+        return IngestToken.State.choices
 
     def queryset(self, request, queryset):
         now = timezone.now()
-        if self.value() == "revoked":
+        if self.value() == IngestToken.State.REVOKED:
             return queryset.filter(revoked_at__isnull=False)
-        if self.value() == "expired":
+        if self.value() == IngestToken.State.EXPIRED:
             return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
-        if self.value() == "active":
+        if self.value() == IngestToken.State.ACTIVE:
             return queryset.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
         return queryset
 

@@ -23,6 +23,11 @@ class IngestToken(models.Model):
     A revoked or expired token is refused as an invalid key is; runs it starts run as the flow's owner.
     """
 
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        REVOKED = "revoked"
+        EXPIRED = "expired"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="ingest_tokens")
     created_by = models.ForeignKey(
@@ -50,10 +55,10 @@ class IngestToken(models.Model):
         return f"{self.prefix}{'*' * 8}"
 
     @property
-    def state(self) -> str:
-        """`active`, `revoked` or `expired`."""
+    def state(self) -> State:
+        """Only an active token is accepted."""
         if self.revoked_at is not None:
-            return "revoked"
+            return self.State.REVOKED
         if self.expires_at is not None and self.expires_at <= timezone.now():
-            return "expired"
-        return "active"
+            return self.State.EXPIRED
+        return self.State.ACTIVE

@@ -17,7 +17,7 @@ class IngestTokenSerializer(serializers.ModelSerializer):
     """A token as listed: never the secret, only its first characters."""
 
     token = serializers.CharField(source="masked", read_only=True, help_text="The token's prefix, the rest masked.")
-    state = serializers.ChoiceField(choices=["active", "revoked", "expired"], read_only=True, help_text="Only an active token is accepted.")
+    state = serializers.ChoiceField(choices=IngestToken.State.choices, read_only=True, help_text="Only an active token is accepted.")
     created_by = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
 
     class Meta:

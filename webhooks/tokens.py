@@ -87,7 +87,7 @@ def ingest_token_authenticate(*, token: str) -> IngestToken | None:
     ingest_token = found[0] if found else None
     if ingest_token is None or not hmac.compare_digest(ingest_token.hashed_token, _hash(token)):
         return None
-    if ingest_token.state != "active" or not ingest_token.flow.user.is_active:
+    if ingest_token.state != IngestToken.State.ACTIVE or not ingest_token.flow.user.is_active:
         return None
     _uses.record(ingest_token.pk)
     return ingest_token
