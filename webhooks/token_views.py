@@ -7,6 +7,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
 from flows.models import Flow
+from langrun.parsers import JSONParser
 from langrun.schema import error, validation_error
 from langrun.serializers import StrictCharField
 from webhooks.models import IngestToken
@@ -65,6 +66,8 @@ class IngestTokenListView(_FlowIngestTokensMixin, generics.ListAPIView):
     """Your flow's ingest tokens, newest first, revoked and expired ones too; never the secrets. Another user's flow is a 404."""
 
     serializer_class = IngestTokenSerializer
+    # JSON only: a form's empty `expires_at` would read as null, where the schema promises a date-time.
+    parser_classes = [JSONParser]
 
     @extend_schema(
         summary="Create an ingest token",

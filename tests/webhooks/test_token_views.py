@@ -43,8 +43,10 @@ def test_create_answers_the_token_once_and_it_runs_the_flow(key_client, client, 
 
 
 def test_create_without_a_body_makes_an_unnamed_token_that_never_expires(key_client, flow):
-    body = key_client.post(url(flow)).json()
+    body = key_client.post(url(flow), format="json").json()
     assert (body["name"], body["expires_at"]) == ("", None)
+    form = key_client.post(url(flow), {"name": "x", "expires_at": ""})  # a form's empty field is no date-time
+    assert form.status_code == 415 and IngestToken.objects.count() == 1
 
 
 @pytest.mark.parametrize(
