@@ -6,6 +6,10 @@ See docs/performance.md for what they bought.
 
 import os
 
+from gunicorn import glogging
+
+from langrun.logs import mask_secret_paths
+
 # Threads in each worker process, not one request per process: a caller that waits (`?wait=`, the synchronous
 # run) or a client that sends its request slowly holds one thread, and the process's other threads go on
 # answering (health checks, webhooks). Waiting callers may take at most LANGRUN_WAITS_PER_PROCESS threads of a
@@ -17,6 +21,18 @@ threads = int(os.environ.get("WEB_THREADS", "8"))
 # threads). Hence no keep-alive either, like the sync workers before: an idle kept-alive connection would count.
 worker_connections = threads
 keepalive = 0
+
+
+class AccessLogger(glogging.Logger):
+    """gunicorn's logger, with the secret of a path that carries one (an ingest token's URL) masked in every access
+    log field that may hold it: the path, the request line, the referer, the request's headers and environ."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {name: mask_secret_paths(value) if isinstance(value, str) else value for name, value in atoms.items()}
+
+
+logger_class = AccessLogger
 
 # Load the application once in the master and fork the workers from it: the workers share those
 # pages, about 100 MB less memory (summed PSS) with 3 workers. Nothing opens a connection at import,

@@ -3,7 +3,9 @@
 A line logged while a run is being handled carries its `run_id` and `flow_id`,
 taken from `extra={...}` or from the context that `log_context()` sets.
 Only the message and a few known fields are written: payloads are never logged
-by langrun, and fields whose names suggest secrets are masked.
+by langrun, fields whose names suggest secrets are masked, and so are the paths
+that carry a secret (a flow's ingest token in `/webhook/t/<token>`), in these
+lines as in gunicorn's access log.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -19,6 +22,8 @@ _flow_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("langrun_f
 
 CONTEXT_FIELDS = ("run_id", "flow_id")
 SECRET_WORDS = ("key", "secret", "password", "token", "authorization", "payload", "body", "cookie")
+# A path segment that is itself a credential: an ingest token's webhook URL (webhooks/urls.py).
+SECRET_PATH = re.compile(r"(/webhook/t/)[^/?#\s\"]+", re.IGNORECASE)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", *CONTEXT_FIELDS}
 
 
@@ -31,6 +36,22 @@ def log_context(*, run_id=None, flow_id=None):
     finally:
         _flow_id.reset(tokens[1])
         _run_id.reset(tokens[0])
+
+
+def mask_secret_paths(text: str) -> str:
+    """`text` with the secret in any path that carries one replaced by `***`."""
+    return SECRET_PATH.sub(r"\1***", text) if "/t/" in text or "/T/" in text else text
+
+
+class SecretPathFilter(logging.Filter):
+    """Masks the secret of a path that carries one (Django logs a refused request's path: `Forbidden: /api/…`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secret_paths(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
 
 
 class RunContextFilter(logging.Filter):
@@ -49,7 +70,7 @@ def _extras(record: logging.LogRecord) -> dict:
         if name in _STANDARD or name.startswith("_"):
             continue
         if hasattr(value, "method") and hasattr(value, "path"):  # an HttpRequest: its repr has the query string (?x-api-key=…)
-            value = f"{value.method} {value.path}"
+            value = mask_secret_paths(f"{value.method} {value.path}")
         out[name] = "[redacted]" if any(w in name.lower() for w in SECRET_WORDS) else value
     return out
 

@@ -1,4 +1,4 @@
-"""Identity services: creating and checking API keys."""
+"""Identity services: creating and checking API keys; recording the uses of a key (or of any credential row) in batches."""
 
 from __future__ import annotations
 
@@ -90,43 +90,76 @@ def api_key_delete(*, api_key: ApiKey) -> None:
 # process: every webhook call writing the same row made concurrent requests queue for
 # its row lock (and cost a commit each). Uses in between are counted in memory and
 # added with the next write, or when the process exits.
-_usage_lock = threading.Lock()
-_pending_uses: dict = {}
-_last_written: dict = {}
+class UsageRecorder:
+    """Counts uses of a model's rows (`last_used_at`, `use_count`), writing each row at most once per interval."""
+
+    def __init__(self, model):
+        self.model = model
+        self._lock = threading.Lock()
+        self._pending: dict = {}
+        self._last_written: dict = {}
+
+    def record(self, pk) -> None:
+        """Count one use of a row (written at once, or with the next write; see above)."""
+        now = time.monotonic()
+        interval = settings.LANGRUN_API_KEY_USAGE_INTERVAL
+        with self._lock:
+            uses = self._pending.pop(pk, 0) + 1
+            last = self._last_written.get(pk)
+            if interval > 0 and last is not None and now - last < interval:
+                self._pending[pk] = uses
+                return
+            self._last_written[pk] = now
+        self._write(pk, uses)
+
+    def flush(self) -> int:
+        """Write the uses counted in memory but not yet stored; returns how many rows were written."""
+        with self._lock:
+            pending = dict(self._pending)
+            self._pending.clear()
+            now = time.monotonic()
+            for pk in pending:
+                self._last_written[pk] = now
+        for pk, uses in pending.items():
+            self._write(pk, uses)
+        return len(pending)
+
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def _write(self, pk, uses: int) -> None:
+        self.model.objects.filter(pk=pk).update(last_used_at=timezone.now(), use_count=F("use_count") + uses)
+
+
+_recorders: list[UsageRecorder] = []
+
+
+def usage_recorder(model) -> UsageRecorder:
+    """The recorder of `model`'s uses; its pending uses are written when the process exits."""
+    recorder = UsageRecorder(model)
+    _recorders.append(recorder)
+    return recorder
+
+
+_api_key_uses = usage_recorder(ApiKey)
 
 
 def api_key_record_use(*, api_key_id) -> None:
     """Count one use of a key (written at once, or with the next write; see above)."""
-    now = time.monotonic()
-    interval = settings.LANGRUN_API_KEY_USAGE_INTERVAL
-    with _usage_lock:
-        uses = _pending_uses.pop(api_key_id, 0) + 1
-        last = _last_written.get(api_key_id)
-        if interval > 0 and last is not None and now - last < interval:
-            _pending_uses[api_key_id] = uses
-            return
-        _last_written[api_key_id] = now
-    ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now(), use_count=F("use_count") + uses)
+    _api_key_uses.record(api_key_id)
 
 
 def api_key_usage_flush() -> int:
     """Write the uses counted in memory but not yet stored; returns how many keys were written."""
-    with _usage_lock:
-        pending = dict(_pending_uses)
-        _pending_uses.clear()
-        now = time.monotonic()
-        for api_key_id in pending:
-            _last_written[api_key_id] = now
-    for api_key_id, uses in pending.items():
-        ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now(), use_count=F("use_count") + uses)
-    return len(pending)
+    return _api_key_uses.flush()
 
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if not _pending_uses:
-        return
-    try:
-        api_key_usage_flush()
-    except Exception:  # the database may be gone already; a few uses go uncounted
-        logger.warning("Could not record the last API key uses at exit", exc_info=True)
+    for recorder in _recorders:
+        if not recorder.has_pending():
+            continue
+        try:
+            recorder.flush()
+        except Exception:  # the database may be gone already; a few uses go uncounted
+            logger.warning("Could not record the last uses of %s at exit", recorder.model._meta.verbose_name_plural, exc_info=True)

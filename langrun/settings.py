@@ -312,6 +312,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "flows.models.FlowRun.Status",
         "RunTriggerEnum": "flows.models.FlowRun.Trigger",
         "NodeStatusEnum": "flows.models.NodeResult.Status",
+        "IngestTokenStateEnum": "webhooks.models.IngestToken.State",
     },
 }
 
@@ -321,7 +322,7 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"run_context": {"()": "langrun.logs.RunContextFilter"}},
+    "filters": {"run_context": {"()": "langrun.logs.RunContextFilter"}, "secret_paths": {"()": "langrun.logs.SecretPathFilter"}},
     "formatters": {
         "text": {"()": "langrun.logs.TextFormatter"},
         "json": {"()": "langrun.logs.JsonFormatter"},
@@ -330,7 +331,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
-            "filters": ["run_context"],
+            "filters": ["run_context", "secret_paths"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

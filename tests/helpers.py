@@ -117,12 +117,16 @@ def grant(user, *codenames: str) -> None:
 
 
 def grant_owned_models(user) -> None:
-    """Every permission on the objects users own (flows, runs, versions, variables, API keys): what a staff user is
-    given to manage their own objects in the admin."""
+    """Every permission on the objects users own (flows, runs, versions, variables, API keys, ingest tokens): what a
+    staff user is given to manage their own objects in the admin."""
     from django.contrib.auth.models import Permission
     from django.db.models import Q
 
-    owned = Q(content_type__app_label="flows") | Q(content_type__app_label="langrun", content_type__model="apikey")
+    owned = (
+        Q(content_type__app_label="flows")
+        | Q(content_type__app_label="langrun", content_type__model="apikey")
+        | Q(content_type__app_label="webhooks", content_type__model="ingesttoken")
+    )
     user.user_permissions.add(*Permission.objects.filter(owned))
 
 

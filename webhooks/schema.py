@@ -98,115 +98,150 @@ RUN_ENDED = OpenApiResponse(
 )
 
 
+FLOW_PARAMETER = OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH, description="A flow's id or endpoint name.")
+TOKEN_PARAMETER = OpenApiParameter(
+    "token",
+    str,
+    OpenApiParameter.PATH,
+    description="One of the flow's ingest tokens (`it-...`): it names the flow and authorises the call.",
+)
+KEY_AUTH = [{"ApiKeyHeader": []}, {"ApiKeyQuery": []}]
+TOKEN_NOTE = (
+    "\n\nThis is the flow's webhook at an ingest token's own URL, for senders that can set neither headers nor a query "
+    "string: the token in the path stands in for the API key, and everything else is as `/api/v1/webhook/{flow_id_or_name}`. "
+    "A token that is unknown, revoked or expired is a 403."
+)
+
+
+def _webhook_operations(target_class, *, path_parameter: OpenApiParameter, auth: list, note: str = ""):
+    """The webhook's operations, for a view whose path names the flow by `path_parameter` (its id or name, or a token)."""
+    from webhooks.views import WebhookAcceptedSerializer
+
+    name = path_parameter.name
+    query = [] if name == "token" else [
+        OpenApiParameter("user_id", OpenApiTypes.UUID, description="The flow owner's id, when authentication is off and names clash.")
+    ]  # fmt: skip
+
+    class Fixed(target_class):
+        @extend_schema(
+            summary="Run a flow from its webhook" + (" (ingest token URL)" if note else ""),
+            description=(
+                "Langflow's Webhook Run Flow. The body, of any content type, becomes the Webhook node's payload: "
+                'JSON gives its value, a form an object, other text `{"payload": text}`. The run is stored before '
+                "the answer; 202 means it runs in the background. With `?wait=<seconds>` the answer waits up to "
+                "that long (capped by LANGRUN_WEBHOOK_MAX_WAIT) and is a 200 with the run's status when it finished. "
+                "A flow's `response` may answer otherwise, once the run is stored: `static`, its fixed status (200-499), "
+                "headers and body; `flow`, after waiting up to its timeout, what its Respond node produced (else the "
+                "run's outputs as JSON, 200), a 502 when the run failed before answering, or the 202 when not done in time." + note
+            ),
+            # An empty body is a 400. Forms are one of the "any" content types (*/*).
+            request={
+                "application/json": OpenApiTypes.ANY,
+                "text/plain": {"type": "string", "minLength": 1},
+                "*/*": {"type": "string", "format": "binary"},
+            },
+            parameters=[
+                path_parameter,
+                *query,
+                OpenApiParameter(
+                    "wait",
+                    {"type": "number", "minimum": 0},
+                    description="Seconds to wait for the run to finish (0 or more, capped by LANGRUN_WEBHOOK_MAX_WAIT).",
+                ),
+                *HEADERS,
+                LOCATION,
+                REPLAYED,
+                RETRY_AFTER,
+            ],
+            responses={
+                200: OpenApiResponse(
+                    FlowRunSerializer,
+                    description="With ?wait=: the run finished in time. A flow's static or flow `response` answers its own "
+                    "status, headers and body (text or JSON) instead.",
+                ),
+                202: OpenApiResponse(
+                    WebhookAcceptedSerializer,
+                    description="The run is stored and queued; follow status_url (also in the Location header).",
+                    examples=[OpenApiExample("Accepted", value=ACCEPTED_EXAMPLE, status_codes=["202"])],
+                ),
+                502: RUN_ENDED,
+                400: error("Empty body."),
+                401: error("The flow has a signing secret and the request is not signed with it (or not signed)."),
+                403: error(
+                    "API key or ingest token missing or invalid (and no signature standing in for it), or the flow is another user's."
+                ),
+                404: error("No such flow (names are looked up among the caller's flows)."),
+                405: error("The flow does not accept this method (its `methods`); `Allow` lists those it does."),
+                409: error("Authentication is off and several users have this endpoint name: add ?user_id=."),
+                413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
+                422: validation_error(
+                    "Malformed JSON, non-UTF-8 body, NUL characters, a payload against the Webhook node's schema, "
+                    "or a malformed query parameter or Idempotency-Key."
+                ),
+                429: OpenApiResponse(
+                    ErrorSerializer,
+                    description=(
+                        "More than LANGRUN_RATE_LIMIT_FLOW (per flow) or LANGRUN_RATE_LIMIT_KEY (per API key or ingest token) this minute."
+                    ),
+                ),
+            },
+            auth=auth,
+        )
+        def post(self, request, **route):
+            return super().post(request, **route)
+
+        @extend_schema(
+            summary="Run a flow from its webhook (GET)" + (" (ingest token URL)" if note else ""),
+            description=(
+                "For a flow whose `methods` include GET (a 405 otherwise): the payload is the query object "
+                "(a repeated key gives a list; x-api-key left out). Otherwise as POST." + note
+            ),
+            request=None,
+            parameters=[path_parameter, LOCATION, REPLAYED],
+            responses={
+                202: OpenApiResponse(WebhookAcceptedSerializer, description="The run is stored and queued."),
+                200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
+                **_ERRORS,
+            },
+            auth=auth,
+        )
+        def get(self, request, **route):
+            return super().get(request, **route)
+
+        @_as_post("PUT", path_parameter, auth, note)
+        def put(self, request, **route):
+            return super().put(request, **route)
+
+        @_as_post("PATCH", path_parameter, auth, note)
+        def patch(self, request, **route):
+            return super().patch(request, **route)
+
+        @_as_post("DELETE", path_parameter, auth, note)
+        def delete(self, request, **route):
+            return super().delete(request, **route)
+
+    return Fixed
+
+
 class WebhookViewSchema(OpenApiViewExtension):
     target_class = "webhooks.views.WebhookView"
 
     def view_replacement(self):
-        from webhooks.views import WebhookAcceptedSerializer
+        return _webhook_operations(self.target_class, path_parameter=FLOW_PARAMETER, auth=KEY_AUTH)
 
-        class Fixed(self.target_class):
-            @extend_schema(
-                summary="Run a flow from its webhook",
-                description=(
-                    "Langflow's Webhook Run Flow. The body, of any content type, becomes the Webhook node's payload: "
-                    'JSON gives its value, a form an object, other text `{"payload": text}`. The run is stored before '
-                    "the answer; 202 means it runs in the background. With `?wait=<seconds>` the answer waits up to "
-                    "that long (capped by LANGRUN_WEBHOOK_MAX_WAIT) and is a 200 with the run's status when it finished. "
-                    "A flow's `response` may answer otherwise, once the run is stored: `static`, its fixed status (200-499), "
-                    "headers and body; `flow`, after waiting up to its timeout, what its Respond node produced (else the "
-                    "run's outputs as JSON, 200), a 502 when the run failed before answering, or the 202 when not done in time."
-                ),
-                # An empty body is a 400. Forms are one of the "any" content types (*/*).
-                request={
-                    "application/json": OpenApiTypes.ANY,
-                    "text/plain": {"type": "string", "minLength": 1},
-                    "*/*": {"type": "string", "format": "binary"},
-                },
-                parameters=[
-                    OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH, description="A flow's id or endpoint name."),
-                    OpenApiParameter(
-                        "user_id", OpenApiTypes.UUID, description="The flow owner's id, when authentication is off and names clash."
-                    ),
-                    OpenApiParameter(
-                        "wait",
-                        {"type": "number", "minimum": 0},
-                        description="Seconds to wait for the run to finish (0 or more, capped by LANGRUN_WEBHOOK_MAX_WAIT).",
-                    ),
-                    *HEADERS,
-                    LOCATION,
-                    REPLAYED,
-                    RETRY_AFTER,
-                ],
-                responses={
-                    200: OpenApiResponse(
-                        FlowRunSerializer,
-                        description="With ?wait=: the run finished in time. A flow's static or flow `response` answers its own "
-                        "status, headers and body (text or JSON) instead.",
-                    ),
-                    202: OpenApiResponse(
-                        WebhookAcceptedSerializer,
-                        description="The run is stored and queued; follow status_url (also in the Location header).",
-                        examples=[OpenApiExample("Accepted", value=ACCEPTED_EXAMPLE, status_codes=["202"])],
-                    ),
-                    502: RUN_ENDED,
-                    400: error("Empty body."),
-                    401: error("The flow has a signing secret and the request is not signed with it (or not signed)."),
-                    403: error("API key missing or invalid (and no signature standing in for it), or the flow is another user's."),
-                    404: error("No such flow (names are looked up among the caller's flows)."),
-                    405: error("The flow does not accept this method (its `methods`); `Allow` lists those it does."),
-                    409: error("Authentication is off and several users have this endpoint name: add ?user_id=."),
-                    413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
-                    422: validation_error(
-                        "Malformed JSON, non-UTF-8 body, NUL characters, a payload against the Webhook node's schema, "
-                        "or a malformed query parameter or Idempotency-Key."
-                    ),
-                    429: OpenApiResponse(
-                        ErrorSerializer,
-                        description="More than LANGRUN_RATE_LIMIT_FLOW (per flow) or LANGRUN_RATE_LIMIT_KEY (per API key) this minute.",
-                    ),
-                },
-                auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
-            )
-            def post(self, request, flow_id_or_name: str):
-                return super().post(request, flow_id_or_name)
 
-            @extend_schema(
-                summary="Run a flow from its webhook (GET)",
-                description=(
-                    "For a flow whose `methods` include GET (a 405 otherwise): the payload is the query object "
-                    "(a repeated key gives a list; x-api-key left out). Otherwise as POST."
-                ),
-                request=None,
-                parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH), LOCATION, REPLAYED],
-                responses={
-                    202: OpenApiResponse(WebhookAcceptedSerializer, description="The run is stored and queued."),
-                    200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
-                    **_ERRORS,
-                },
-                auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
-            )
-            def get(self, request, flow_id_or_name: str):
-                return super().get(request, flow_id_or_name)
+class IngestTokenWebhookViewSchema(OpenApiViewExtension):
+    target_class = "webhooks.views.IngestTokenWebhookView"
 
-            @_as_post("PUT")
-            def put(self, request, flow_id_or_name: str):
-                return super().put(request, flow_id_or_name)
-
-            @_as_post("PATCH")
-            def patch(self, request, flow_id_or_name: str):
-                return super().patch(request, flow_id_or_name)
-
-            @_as_post("DELETE")
-            def delete(self, request, flow_id_or_name: str):
-                return super().delete(request, flow_id_or_name)
-
-        return Fixed
+    def view_replacement(self):
+        # No security scheme: the token in the path is the credential.
+        return _webhook_operations(self.target_class, path_parameter=TOKEN_PARAMETER, auth=[], note=TOKEN_NOTE)
 
 
 _ERRORS = {
     502: RUN_ENDED,
     401: error("The flow verifies signatures and the request is not signed with its secret."),
-    403: error("API key missing or invalid, or the flow is another user's."),
+    403: error("API key or ingest token missing or invalid, or the flow is another user's."),
     404: error("No such flow."),
     405: error("The flow does not accept this method (its `methods`); `Allow` lists those it does."),
     422: validation_error("A malformed query parameter or header."),
@@ -214,15 +249,15 @@ _ERRORS = {
 }
 
 
-def _as_post(method: str):
+def _as_post(method: str, path_parameter: OpenApiParameter, auth: list, note: str = ""):
     """The schema of PUT, PATCH and DELETE to a webhook: as POST's, for a flow whose `methods` include it."""
     from webhooks.views import WebhookAcceptedSerializer
 
     return extend_schema(
-        summary=f"Run a flow from its webhook ({method})",
-        description=f"For a flow whose `methods` include {method} (a 405 otherwise); the body is read as POST's.",
+        summary=f"Run a flow from its webhook ({method})" + (" (ingest token URL)" if note else ""),
+        description=f"For a flow whose `methods` include {method} (a 405 otherwise); the body is read as POST's." + note,
         request={"application/json": OpenApiTypes.ANY, "*/*": {"type": "string", "format": "binary"}},
-        parameters=[OpenApiParameter("flow_id_or_name", str, OpenApiParameter.PATH), LOCATION, REPLAYED],
+        parameters=[path_parameter, LOCATION, REPLAYED],
         responses={
             202: OpenApiResponse(WebhookAcceptedSerializer, description="The run is stored and queued."),
             200: OpenApiResponse(FlowRunSerializer, description="With ?wait=: the run finished in time."),
@@ -230,7 +265,7 @@ def _as_post(method: str):
             413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
             **_ERRORS,
         },
-        auth=[{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
+        auth=auth,
     )
 
 

@@ -79,7 +79,7 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
     idempotency key, and `filtered` when the flow's `accept_if` refuses it. Takes Django's request."""
     meta, flow = request.META, target.flow
     idempotency_key = webhook_idempotency_key(headers=meta, flow=flow)
-    webhook_rate_limit_check(flow=flow, api_key_id=target.api_key_id)
+    webhook_rate_limit_check(flow=flow, key_id=target.credential_id)
     content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
     record = inbound.webhook_request_record(request=request, flow=flow)
     if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
@@ -163,7 +163,7 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
     try:
         webhook_signature_verify(flow=target.flow, body=body, headers=headers)
     except InvalidSignature:
-        if target.api_key_id is None and settings.LANGRUN_WEBHOOK_AUTH:
+        if target.credential_id is None and settings.LANGRUN_WEBHOOK_AUTH:
             # No key, and a signature that does not hold: as a request without credentials (_webhook_flow_of_signed).
             raise exceptions.PermissionDenied(MISSING_API_KEY) from None
         if target.only_if is None:
@@ -416,15 +416,17 @@ def webhook_accepts(*, flow: Flow, record: dict, payload: Any) -> bool:
     return value not in (None, False, "", [], {})
 
 
-def webhook_rate_limit_check(*, flow: Flow, api_key_id: uuid.UUID | None) -> None:
+def webhook_rate_limit_check(*, flow: Flow, key_id: uuid.UUID | None) -> None:
     """Count the request against the per-flow and per-key limits (per minute, in the shared cache); 429 past one.
+
+    `key_id` is the API key's or the ingest token's: each counts against LANGRUN_RATE_LIMIT_KEY.
 
     Counting is best effort: when the cache is unreachable the request passes (and the failure is logged), so a
     cache outage never turns into refused webhooks.
     """
     limits = [("flow", flow.pk, settings.LANGRUN_RATE_LIMIT_FLOW)]
-    if api_key_id is not None:
-        limits.append(("key", api_key_id, settings.LANGRUN_RATE_LIMIT_KEY))
+    if key_id is not None:
+        limits.append(("key", key_id, settings.LANGRUN_RATE_LIMIT_KEY))
     now = time.time()
     window = int(now // 60)
     for scope, ident, limit in limits:

@@ -23,6 +23,7 @@ from langrun.db import loaded_instance
 from langrun.exceptions import Conflict
 from langrun.models import ApiKey, User
 from langrun.services import api_key_authenticate, api_key_digest, api_key_matches, api_key_prefix, api_key_record_use
+from webhooks.tokens import ingest_token_authenticate, ingest_token_prefix
 
 MISSING_API_KEY = "API key required when webhook authentication is enabled"
 ACCESS_DENIED = "Access denied: You can only execute webhooks for flows you own"
@@ -31,7 +32,8 @@ ENDPOINT_NAME = re.compile(ENDPOINT_NAME_RE)
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """Who calls and what runs: the API key's id and its user (None without authentication), the flow and the version a run executes.
+    """Who calls and what runs: the API key's id and its user (None without authentication), or the ingest token's id
+    (its caller is the flow's owner), the flow and the version a run executes.
 
     `only_if` is set when the process remembered the target instead of reading it now: the condition
     (SQL and its parameters) under which it still holds, which the run's INSERT checks.
@@ -42,6 +44,12 @@ class WebhookTarget:
     flow: Flow
     version: FlowVersion
     only_if: tuple[str, list] | None = None
+    ingest_token_id: uuid.UUID | None = None
+
+    @property
+    def credential_id(self) -> uuid.UUID | None:
+        """The API key or ingest token the request authenticated with (what the per-key rate limit counts)."""
+        return self.api_key_id or self.ingest_token_id
 
 
 def webhook_caller_and_flow(
@@ -58,6 +66,8 @@ def webhook_caller_and_flow(
     again); anything else takes the step-by-step path, which finds the precise error.
     """
     auth = settings.LANGRUN_WEBHOOK_AUTH
+    if auth and key and ingest_token_prefix(key) is not None:
+        return webhook_target_of_ingest_token(token=key, identifier=identifier, user_id=user_id, refusal=INVALID_API_KEY)
     if auth and key and user_id is None:
         target = _webhook_target_of_key(key=key, identifier=identifier, fresh=fresh)
         if target is not None:
@@ -72,6 +82,32 @@ def webhook_caller_and_flow(
     flow = webhook_flow_lookup(identifier=identifier, caller=caller, user_id=user_id)
     api_key_id = api_key.pk if api_key is not None else None
     return WebhookTarget(api_key_id=api_key_id, caller=caller, flow=flow, version=flow_version_current(flow=flow))
+
+
+def webhook_target_of_ingest_token(
+    *, token: str, identifier: str | None = None, user_id: uuid.UUID | None = None, refusal: str = MISSING_API_KEY, fresh: bool = False
+) -> WebhookTarget:
+    """The flow an ingest token authorises, as the caller's target; the token's URL gives no `identifier`.
+
+    A token that is unknown, revoked or expired, or names another flow than `identifier` (or another owner than
+    `user_id`), is refused with `refusal`: as an invalid key in `x-api-key`, as a request without credentials in
+    the token's URL. Nothing is remembered between requests (`fresh` is accepted for the webhook's retarget).
+    """
+    found = ingest_token_authenticate(token=token)
+    flow = found.flow if found is not None else None
+    if flow is None or (identifier is not None and not _identifies(identifier, flow)):
+        raise exceptions.PermissionDenied(refusal)
+    if user_id is not None and user_id != flow.user_id:
+        raise exceptions.PermissionDenied(refusal)
+    return WebhookTarget(api_key_id=None, caller=flow.user, flow=flow, version=flow_version_current(flow=flow), ingest_token_id=found.pk)
+
+
+def _identifies(identifier: str, flow: Flow) -> bool:
+    """Whether a webhook's identifier names `flow`: a UUID is an id, anything else an endpoint name (webhook_flow_lookup's rule)."""
+    try:
+        return uuid.UUID(identifier) == flow.pk
+    except ValueError:
+        return bool(flow.endpoint_name) and identifier == flow.endpoint_name
 
 
 def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None) -> Flow:

@@ -7,6 +7,7 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -89,18 +90,18 @@ class WebhookView(APIView):
             headers["Allow"] = ", ".join([*(self.flow_methods or ("POST",)), "OPTIONS"])
         return headers
 
-    def post(self, request, flow_id_or_name: str):
-        return self._deliver(request, flow_id_or_name)
+    def post(self, request, **route):
+        return self._deliver(request, route)
 
     # The other methods a flow may accept (`methods`); a flow that does not is a 405, once the caller is known.
     get = put = patch = delete = post
 
-    def _deliver(self, request, flow_id_or_name: str):
+    def _deliver(self, request, route: dict):
         if request.method == "GET" and wants_browsable_api(request):
             # A browser opening the URL gets the browsable API's page (a 405 with its POST form), as before.
             raise MethodNotAllowed(request.method)
         try:
-            run, status_url, wait, answer = self._record(request._request, flow_id_or_name)
+            run, status_url, wait, answer = self._record(request._request, route)
         except handshakes.HandshakeAnswer as answer:
             return answer.response
         if run.status == FlowRun.Status.FILTERED:
@@ -121,7 +122,7 @@ class WebhookView(APIView):
             response[name] = value
         return response
 
-    def _record(self, request, flow_id_or_name: str) -> tuple[FlowRun, str, float, dict]:
+    def _record(self, request, route: dict) -> tuple[FlowRun, str, float, dict]:
         """Check the request and record its run: the run, its status URL, the seconds to wait for it, and the flow's
         `response` setting (in `flow` mode its timeout is the wait; `?wait=` is the caller's in `accepted` mode only).
 
@@ -132,16 +133,7 @@ class WebhookView(APIView):
         if wait > 0:
             webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
-        key = api_key_from_request(request)
-        lookup = functools.partial(
-            targets.webhook_caller_and_flow,
-            key=key,
-            identifier=flow_id_or_name,
-            user_id=user_id,
-            # Without a key, a request may be signed (or carry a token preset's token, under a name only the flow
-            # knows): its flow is looked up, and a signature or token that does not hold is the same 403.
-            signed=key is None or signatures.webhook_is_signed(headers=meta),
-        )
+        lookup = self._lookup(request, route, user_id)
         retarget = functools.partial(lookup, fresh=True)
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
@@ -156,6 +148,19 @@ class WebhookView(APIView):
             wait = min(answer.get("timeout", 0), settings.LANGRUN_WEBHOOK_MAX_WAIT)
             webhook_waits(request)  # not the ledger's 202: counted under the code answered
         return run, run_status_url(request, run.id), wait, answer
+
+    def _lookup(self, request, route: dict, user_id):
+        """The call that finds the caller and the flow (`fresh=True` reads them again): by the API key, or a signature."""
+        key = api_key_from_request(request)
+        return functools.partial(
+            targets.webhook_caller_and_flow,
+            key=key,
+            identifier=route["flow_id_or_name"],
+            user_id=user_id,
+            # Without a key, a request may be signed (or carry a token preset's token, under a name only the flow
+            # knows): its flow is looked up, and a signature or token that does not hold is the same 403.
+            signed=key is None or signatures.webhook_is_signed(headers=request.META),
+        )
 
     def handle_exception(self, exc):
         if isinstance(exc, services.WebhookMethodNotAllowed):  # the flow's own `Allow`
@@ -181,6 +186,20 @@ class WebhookView(APIView):
         if run.deduplicated:
             headers["Idempotent-Replayed"] = "true"
         return body, headers
+
+
+class IngestTokenWebhookView(WebhookView):
+    """A flow's webhook at its ingest token's own URL, for senders that can set neither headers nor a query string.
+
+    The same checks and intake as WebhookView; only the caller is found otherwise: the token in the path names the
+    flow and stands in for the API key. A token that does not hold is the 403 of a request without credentials.
+    JSON answers only: the browsable API's page would print the URL, token included.
+    """
+
+    renderer_classes = [JSONRenderer]
+
+    def _lookup(self, request, route: dict, user_id):
+        return functools.partial(targets.webhook_target_of_ingest_token, token=route["token"])
 
 
 class SigningSecretSerializer(serializers.Serializer):

@@ -36,6 +36,7 @@ from flows.services.imports import flow_import
 from flows.services.pause import flow_pause, flow_resume
 from flows.services.runs import flow_run_create
 from langrun.admin import OwnedModelAdmin
+from webhooks.models import IngestToken
 
 # The form's fields a save hands to the services.
 FLOW_FORM_SETTINGS = (
@@ -150,7 +151,19 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             (None, {"fields": main}),
             (
                 "Webhook",
-                {"fields": ["webhook_url", "curl_example", "methods", "verification", "dedupe_key", "accept_if", "handshakes", "response"]},
+                {
+                    "fields": [
+                        "webhook_url",
+                        "curl_example",
+                        "ingest_tokens",
+                        "methods",
+                        "verification",
+                        "dedupe_key",
+                        "accept_if",
+                        "handshakes",
+                        "response",
+                    ]
+                },
             ),
             (
                 "Run control",
@@ -164,7 +177,7 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["webhook_url", "curl_example", "diagram", "latest_runs", "id", "paused_at", "created_at", "updated_at"]
+        return ["webhook_url", "curl_example", "ingest_tokens", "diagram", "latest_runs", "id", "paused_at", "created_at", "updated_at"]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "user" and not request.user.is_superuser:
@@ -194,6 +207,43 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             reverse("admin:langrun_apikey_changelist"),
         )
         return copyable_block("lr-curl", command) + help_text
+
+    @admin.display(description="ingest tokens")
+    def ingest_tokens(self, flow):
+        tokens = list(IngestToken.objects.filter(flow=flow).order_by("-created_at"))
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:webhooks_ingesttoken_change", args=[token.pk]),
+                    token.name or "(no name)",
+                    token.masked,
+                    token.state,
+                    token.expires_at.strftime("%Y-%m-%d %H:%M") if token.expires_at else "never",
+                    token.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if token.last_used_at else "never",
+                )
+                for token in tokens
+            ),
+        )
+        table = (
+            format_html(
+                '<table class="lr-table"><thead><tr><th>name</th><th>token</th><th>state</th><th>expires</th><th>last used</th>'
+                "</tr></thead><tbody>{}</tbody></table>",
+                rows,
+            )
+            if tokens
+            else "No ingest tokens."
+        )
+        add_url = reverse("admin:webhooks_ingesttoken_add") + f"?flow={flow.pk}"
+        list_url = reverse("admin:webhooks_ingesttoken_changelist") + f"?flow__id__exact={flow.pk}"
+        return format_html(
+            '{}<p><a href="{}">Add an ingest token</a> · <a href="{}">Revoke tokens</a></p>'
+            '<p class="lr-hint">A token authorises only this flow\'s webhook, as x-api-key or in a URL of its own.</p>',
+            table,
+            add_url,
+            list_url,
+        )
 
     @admin.display(description="diagram")
     def diagram(self, flow):

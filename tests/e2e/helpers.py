@@ -58,8 +58,9 @@ class Service:
         self.procs[name] = proc
         return proc
 
-    def start_web(self) -> None:
-        self.start("web", ["-m", "gunicorn", "langrun.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2"])
+    def start_web(self, args: list[str] | None = None) -> None:
+        """gunicorn, by default as `gunicorn langrun.wsgi` in the repository; `args` (after the interpreter) otherwise."""
+        self.start("web", args or ["-m", "gunicorn", "langrun.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2"])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

@@ -8,7 +8,7 @@ import pytest
 
 from flows import tasks
 from flows.services.runs import flow_run_create
-from langrun.logs import JsonFormatter, RunContextFilter, TextFormatter, log_context
+from langrun.logs import JsonFormatter, RunContextFilter, SecretPathFilter, TextFormatter, log_context, mask_secret_paths
 
 SECRET = "card-4242-4242-4242-4242"
 
@@ -19,6 +19,7 @@ def log_lines():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(RunContextFilter())
+    handler.addFilter(SecretPathFilter())
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     old_level = root.level
@@ -99,3 +100,63 @@ def test_serve_access_log_leaves_out_query_strings_and_referers():
     assert "%(U)s" in ACCESS_LOG_FORMAT
     for field in ("%(r)s", "%(q)s", "%(f)s", "%({"):
         assert field not in ACCESS_LOG_FORMAT
+
+
+TOKEN = "it-Zx9_secret-token-value"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (f"/api/v1/webhook/t/{TOKEN}", "/api/v1/webhook/t/***"),
+        (f"POST /api/v1/webhook/t/{TOKEN}/?wait=1 HTTP/1.1", "POST /api/v1/webhook/t/***/?wait=1 HTTP/1.1"),
+        (f"/api/v1/WEBHOOK/T/{TOKEN}", "/api/v1/WEBHOOK/T/***"),
+        ("/api/v1/webhook/greet", "/api/v1/webhook/greet"),
+        ("/api/v1/webhook/t", "/api/v1/webhook/t"),
+    ],
+)
+def test_a_token_in_a_path_is_masked(text, masked):
+    assert mask_secret_paths(text) == masked
+
+
+def test_djangos_line_and_the_request_extra_mask_a_token_path(log_lines, rf):
+    stream = log_lines(JsonFormatter())
+    request = rf.post(f"/api/v1/webhook/t/{TOKEN}")
+    logging.getLogger("django.request").warning("Forbidden: %s", request.path, extra={"status_code": 403, "request": request})
+    entry = json.loads(stream.getvalue())
+    assert (entry["message"], entry["request"]) == ("Forbidden: /api/v1/webhook/t/***", "POST /api/v1/webhook/t/***")
+    assert TOKEN not in stream.getvalue()
+
+
+def test_the_settings_put_the_mask_on_the_console():
+    from django.conf import settings
+
+    assert "secret_paths" in settings.LOGGING["handlers"]["console"]["filters"]
+
+
+def test_gunicorns_access_log_masks_a_token_path():
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from langrun.gunicorn_conf import AccessLogger, logger_class
+    from langrun.processes import ACCESS_LOG_FORMAT
+
+    assert logger_class is AccessLogger
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": f"/api/v1/webhook/t/{TOKEN}?wait=1",
+        "PATH_INFO": f"/api/v1/webhook/t/{TOKEN}",
+        "QUERY_STRING": "wait=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_REFERER": f"https://example.com/webhook/t/{TOKEN}",
+    }
+    response = SimpleNamespace(status="202 Accepted", sent=10, headers=[])
+    request = SimpleNamespace(headers=[("REFERER", environ["HTTP_REFERER"])])
+    atoms = AccessLogger(Config()).atoms(response, request, environ, timedelta(milliseconds=5))
+    assert TOKEN not in str(atoms)
+    assert atoms["U"] == "/api/v1/webhook/t/***" and atoms["r"] == "POST /api/v1/webhook/t/***?wait=1 HTTP/1.1"
+    line = ACCESS_LOG_FORMAT % atoms
+    assert '"POST /api/v1/webhook/t/*** HTTP/1.1" 202' in line
