@@ -56,3 +56,15 @@ def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False) -> bool:
         logger.exception("Could not enqueue run %s; the sweep will enqueue it again", run_id)
         return False
     return True
+
+
+def task_enqueue(*, func: str, args: tuple, task_name: str) -> bool:
+    """Push any task by its dotted path on the process's broker. Never raises: the caller's sweep covers a refusal."""
+    from django_q.tasks import async_task
+
+    try:
+        async_task(func, *args, broker=_get_broker(), task_name=task_name)
+    except Exception:
+        logger.exception("Could not enqueue %s %s; its sweep will ring again", func, task_name)
+        return False
+    return True
