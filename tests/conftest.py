@@ -196,3 +196,9 @@ def server():
     httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def local_allowed(settings):
+    """A test's local servers listen on loopback, which the outbound address guard refuses unless allowed."""
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]

@@ -104,12 +104,16 @@ def grant(user, *codenames: str) -> None:
 
 
 def grant_owned_models(user) -> None:
-    """Every permission on the objects users own (flows, runs, versions, variables, API keys): what a staff user is
+    """Every permission on the objects users own (flows, runs, versions, variables, subscriptions, API keys): what a staff user is
     given to manage their own objects in the admin."""
     from django.contrib.auth.models import Permission
     from django.db.models import Q
 
-    owned = Q(content_type__app_label="flows") | Q(content_type__app_label="langrun", content_type__model="apikey")
+    owned = (
+        Q(content_type__app_label="flows")
+        | Q(content_type__app_label="alerts", content_type__model__in=["subscription", "delivery"])
+        | Q(content_type__app_label="langrun", content_type__model="apikey")
+    )
     user.user_permissions.add(*Permission.objects.filter(owned))
 
 

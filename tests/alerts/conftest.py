@@ -22,12 +22,6 @@ def alert_tasks(monkeypatch) -> list[dict]:
 
 
 @pytest.fixture
-def local_allowed(settings):
-    """The test's receivers listen on loopback, which the address guard refuses unless allowed."""
-    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
-
-
-@pytest.fixture
 def receiver(local_allowed):
     with AlertReceiver() as r:
         yield r
