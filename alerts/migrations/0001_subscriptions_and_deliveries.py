@@ -6,6 +6,30 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+GROUP = "Flow builders"
+# A flow builder manages their own subscriptions and sees (and retries) their deliveries.
+PERMISSIONS = {"subscription": ["add", "change", "delete", "view"], "delivery": ["change", "view"]}
+
+
+def grant_flow_builders(apps, schema_editor):
+    from django.contrib.auth.management import create_permissions
+
+    # Django creates permissions after the last migration; the group needs them now.
+    config = apps.get_app_config("alerts")
+    previous = getattr(config, "models_module", None)
+    config.models_module = previous or True
+    try:
+        create_permissions(config, apps=apps, verbosity=0)
+    finally:
+        config.models_module = previous
+    group = apps.get_model("auth", "Group").objects.filter(name=GROUP).first()
+    if group is None:
+        return
+    Permission = apps.get_model("auth", "Permission")
+    codenames = [f"{action}_{model}" for model, actions in PERMISSIONS.items() for action in actions]
+    group.permissions.add(*Permission.objects.filter(content_type__app_label="alerts", codename__in=codenames))
+
+
 class Migration(migrations.Migration):
 
     initial = True
@@ -13,6 +37,8 @@ class Migration(migrations.Migration):
     dependencies = [
         ('flows', '0020_node_running_attempt_cancelled'),
         ('langrun', '0001_initial'),
+        ('auth', '0012_alter_user_first_name_max_length'),
+        ('contenttypes', '0002_remove_content_type_name'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -80,4 +106,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('run', 'subscription', 'event'), name='delivery_once_per_run_event')],
             },
         ),
+        migrations.RunPython(grant_flow_builders, migrations.RunPython.noop),
     ]

@@ -46,3 +46,12 @@ def test_deliveries_with_attempts_filtered_by_status_and_retried(staff, other, l
     c.post("/admin/alerts/delivery/", {"action": "retry_now", "_selected_action": [failed.pk]})
     failed.refresh_from_db()
     assert failed.status == "pending" and failed.attempt_count == 0
+
+
+def test_flow_builders_manage_their_own_subscriptions(bare_staff, local_allowed):
+    from django.contrib.auth.models import Group
+
+    bare_staff.groups.add(Group.objects.get(name="Flow builders"))
+    c = login(bare_staff)
+    assert c.get("/admin/alerts/subscription/add/").status_code == 200
+    assert c.get("/admin/alerts/delivery/").status_code == 200
