@@ -1,10 +1,12 @@
-"""The alerts' sweep (every minute): send the deliveries that are due, and watch flows' backlogs."""
+"""The alerts' sweep (every minute): send the deliveries that are due, watch flows' backlogs, forget old deliveries."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Min
 from django.utils import timezone
@@ -87,8 +89,25 @@ def _crossed(sub: Subscription, row: dict[str, Any], now) -> bool:
     return sub.backlog_age_seconds is not None and (now - row["oldest"]).total_seconds() > sub.backlog_age_seconds
 
 
+def deliveries_prune() -> int:
+    """Delete finished deliveries kept longer than the runs they are about: delivered ones after
+    LANGRUN_KEEP_SUCCEEDED_DAYS, failed ones after LANGRUN_KEEP_FAILED_DAYS (0: forever); one batch per sweep."""
+    now, deleted = timezone.now(), 0
+    for status, days in (
+        (Delivery.Status.DELIVERED, settings.LANGRUN_KEEP_SUCCEEDED_DAYS),
+        (Delivery.Status.FAILED, settings.LANGRUN_KEEP_FAILED_DAYS),
+    ):
+        if days <= 0:
+            continue
+        old = Delivery.objects.filter(status=status, finished_at__lt=now - timedelta(days=days)).values_list("pk", flat=True)
+        ids = list(old[: settings.LANGRUN_PRUNE_BATCH])
+        if ids:
+            deleted += Delivery.objects.filter(pk__in=ids).delete()[0]
+    return deleted
+
+
 def alerts_sweep() -> dict[str, int]:
-    return {"deliveries_rung": deliveries_send_due(), "backlog_alerts": flow_backlogs_check()}
+    return {"deliveries_rung": deliveries_send_due(), "backlog_alerts": flow_backlogs_check(), "deliveries_pruned": deliveries_prune()}
 
 
 def alerts_sweep_schedule_ensure(sender=None, using: str = "default", **kwargs: Any) -> None:

@@ -51,3 +51,18 @@ def test_migrate_installs_the_alerts_sweep_schedule(db):
 
     schedule = Schedule.objects.get(name=SWEEP_SCHEDULE_NAME)
     assert schedule.func == "alerts.tasks.sweep" and schedule.minutes == 1
+
+
+def test_old_finished_deliveries_are_pruned_with_the_runs_retention(user, settings):
+    from alerts.services.sweep import deliveries_prune
+
+    settings.LANGRUN_KEEP_SUCCEEDED_DAYS, settings.LANGRUN_KEEP_FAILED_DAYS = 30, 90
+    long_ago = timezone.now() - timedelta(days=60)
+
+    def make(status, finished_at):
+        return Delivery.objects.create(user=user, event="run.failed", url="http://x/", payload={}, status=status, finished_at=finished_at)
+
+    make("delivered", long_ago)
+    kept = [make("failed", long_ago), make("delivered", timezone.now()), make("pending", None)]
+    assert deliveries_prune() == 1
+    assert set(Delivery.objects.values_list("pk", flat=True)) == {d.pk for d in kept}
