@@ -38,8 +38,8 @@ def alert_url_check(*, url: str, loc: list) -> None:
         vet_host(parts.hostname, port, settings.LANGRUN_HTTP_ALLOWED_HOSTS)
     except BlockedAddressError as exc:
         raise RequestValidationError.single(loc, str(exc), "url_blocked") from None
-    except httpcore.ConnectError as exc:
-        raise RequestValidationError.single(loc, str(exc), "url_unresolvable") from None
+    except (httpcore.ConnectError, OSError, ValueError) as exc:  # no address, or a name no resolver takes
+        raise RequestValidationError.single(loc, f"Cannot resolve the URL's host: {exc}", "url_unresolvable") from None
 
 
 def subscription_create(

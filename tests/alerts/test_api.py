@@ -116,3 +116,10 @@ def test_the_schema_describes_subscriptions_and_deliveries(client, db):
     assert {"/api/v1/subscriptions/{id}/rotate-secret", "/api/v1/subscriptions/{id}/deliveries"} <= paths
     created = schema["paths"]["/api/v1/subscriptions/"]["post"]["responses"]
     assert "422" in created and "secret" in str(schema["components"]["schemas"]["SubscriptionCreated"])
+
+
+def test_a_host_that_does_not_resolve_or_a_malformed_url_is_a_422(key_client):
+    for url in ("http://no-such-host.invalid/hook", "http://[::1/", "http://example.com:99999/", "http://exa mple.com/"):
+        answer = _create(key_client, url=url)
+        assert answer.status_code == 422, (url, answer.content)
+        assert answer.json()["detail"][0]["loc"] == ["body", "url"]
