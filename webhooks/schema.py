@@ -114,6 +114,12 @@ class WebhookViewSchema(OpenApiViewExtension):
                         {"type": "number", "minimum": 0},
                         description="Seconds to wait for the run to finish (0 or more, capped by LANGRUN_WEBHOOK_MAX_WAIT).",
                     ),
+                    OpenApiParameter(
+                        "callback_url",
+                        {"type": "string", "format": "uri"},
+                        description="Send this run's end (run.succeeded or run.failed, signed with your callback secret) to this "
+                        "URL; it must pass the outbound address guard (no private or loopback addresses unless allowed).",
+                    ),
                     *HEADERS,
                     LOCATION,
                     REPLAYED,
@@ -135,7 +141,7 @@ class WebhookViewSchema(OpenApiViewExtension):
                     413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
                     422: validation_error(
                         "Malformed JSON, non-UTF-8 body, NUL characters, a payload against the Webhook node's schema, "
-                        "or a malformed query parameter or Idempotency-Key."
+                        "a malformed query parameter or Idempotency-Key, or a callback_url the address guard refuses."
                     ),
                     429: OpenApiResponse(
                         ErrorSerializer,

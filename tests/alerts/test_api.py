@@ -116,6 +116,8 @@ def test_the_schema_describes_subscriptions_and_deliveries(client, db):
     assert {"/api/v1/subscriptions/{id}/rotate-secret", "/api/v1/subscriptions/{id}/deliveries"} <= paths
     created = schema["paths"]["/api/v1/subscriptions/"]["post"]["responses"]
     assert "422" in created and "secret" in str(schema["components"]["schemas"]["SubscriptionCreated"])
+    webhook = schema["paths"]["/api/v1/webhook/{flow_id_or_name}"]["post"]
+    assert "callback_url" in [p["name"] for p in webhook["parameters"]]
 
 
 def test_a_host_that_does_not_resolve_or_a_malformed_url_is_a_422(key_client):
