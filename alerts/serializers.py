@@ -1,5 +1,7 @@
 """Serializers of subscriptions, their secrets, and deliveries."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from rest_framework import serializers
 
 from alerts.models import Delivery, Subscription
@@ -13,7 +15,8 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         source="flow_id", required=False, allow_null=True, help_text="Only this flow's runs; empty: all your flows."
     )
     url = StrictCharField(required=False, allow_blank=True, max_length=2000, help_text="Where events are POSTed.")
-    email = serializers.EmailField(required=False, allow_blank=True, help_text="Or an address events are mailed to.")
+    # Not an EmailField: its schema's `format: email` would not hold for the empty value a URL subscription has.
+    email = StrictCharField(required=False, allow_blank=True, max_length=254, help_text="Or an address events are mailed to.")
     events = serializers.ListField(child=serializers.ChoiceField(choices=Subscription.Event.choices), min_length=1)
     deliveries_url = serializers.SerializerMethodField()
 
@@ -38,6 +41,14 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         path = f"/api/v1/deliveries?subscription={sub.pk}"
         return request.build_absolute_uri(path) if request is not None else path
+
+    def validate_email(self, value: str) -> str:
+        if value:
+            try:
+                validate_email(value)
+            except DjangoValidationError:
+                raise serializers.ValidationError("Enter a valid email address.", code="invalid") from None
+        return value
 
     def validate(self, attrs):
         url = attrs.get("url", getattr(self.instance, "url", ""))
@@ -75,6 +86,8 @@ class DeliverySerializer(serializers.ModelSerializer):
     run = serializers.UUIDField(source="run_id", read_only=True, allow_null=True)
     flow = serializers.UUIDField(source="flow_id", read_only=True, allow_null=True)
     attempts = serializers.ListField(child=serializers.DictField(), read_only=True)
+    url = serializers.CharField(read_only=True, help_text="Where it is POSTed; empty for an e-mail.")
+    email = serializers.CharField(read_only=True, help_text="Where it is mailed; empty for a URL.")
 
     class Meta:
         model = Delivery

@@ -15,6 +15,7 @@ from alerts.serializers import DeliverySerializer, SecretSerializer, Subscriptio
 from alerts.services.sending import delivery_retry_now
 from alerts.services.subscriptions import callback_secret_rotate, subscription_create, subscription_secret_rotate, subscription_update
 from flows.models import Flow
+from langrun.parsers import JSONParser
 from langrun.schema import error, validation_error
 
 _BAD_INPUT = validation_error("An unknown event name, a URL the address guard refuses, neither or both of url and email.")
@@ -47,6 +48,8 @@ class SubscriptionViewSet(_UuidLookup, viewsets.ModelViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     queryset = Subscription.objects.none()  # for the schema; get_queryset scopes to the owner
     filterset_class = SubscriptionFilter
+    # JSON only: a form cannot say `"flow": null`, and DRF reads its empty field as one.
+    parser_classes = [JSONParser]
 
     def get_queryset(self):
         return Subscription.objects.filter(user=self.request.user)

@@ -116,8 +116,8 @@ class WebhookViewSchema(OpenApiViewExtension):
                     ),
                     OpenApiParameter(
                         "callback_url",
-                        {"type": "string", "format": "uri"},
-                        description="Send this run's end (run.succeeded or run.failed, signed with your callback secret) to this "
+                        str,
+                        description="An http(s) URL: send this run's end (run.succeeded or run.failed, signed with your callback secret) to this "
                         "URL; it must pass the outbound address guard (no private or loopback addresses unless allowed).",
                     ),
                     *HEADERS,

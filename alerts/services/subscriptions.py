@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 import httpcore
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
 
 from alerts.models import CallbackSecret, RunCallback, Subscription
@@ -34,6 +36,10 @@ def alert_url_check(*, url: str, loc: list) -> None:
         raise RequestValidationError.single(loc, "Input should be a valid URL.", "url_parsing") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RequestValidationError.single(loc, "Input should be an http or https URL with a host.", "url_scheme")
+    try:
+        URLValidator(schemes=["http", "https"])(url)
+    except ValidationError:
+        raise RequestValidationError.single(loc, "Input should be a valid URL.", "url_parsing") from None
     try:
         vet_host(parts.hostname, port, settings.LANGRUN_HTTP_ALLOWED_HOSTS)
     except BlockedAddressError as exc:

@@ -125,3 +125,10 @@ def test_a_host_that_does_not_resolve_or_a_malformed_url_is_a_422(key_client):
         answer = _create(key_client, url=url)
         assert answer.status_code == 422, (url, answer.content)
         assert answer.json()["detail"][0]["loc"] == ["body", "url"]
+
+
+def test_a_malformed_email_is_a_422_and_forms_are_not_taken(key_client):
+    answer = key_client.post("/api/v1/subscriptions", {"email": "not-an-address", "events": ["run.failed"]}, format="json")
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "email"]
+    form = key_client.post("/api/v1/subscriptions", {"email": "ops@example.com", "events": "run.failed", "flow": ""})
+    assert form.status_code == 415
