@@ -9,7 +9,7 @@ from django.utils.safestring import mark_safe
 
 from alerts.models import Delivery, Subscription
 from alerts.services.sending import delivery_retry_now
-from alerts.services.subscriptions import alert_url_check, subscription_create, subscription_update
+from alerts.services.subscriptions import alert_url_check, subscription_create, subscription_secret_rotate, subscription_update
 from flows.admin.common import AdminMedia, pretty_json, status_badge
 from flows.models import Flow
 from langrun.admin import OwnedModelAdmin
@@ -51,6 +51,7 @@ class SubscriptionAdmin(OwnedModelAdmin):
     list_display = ["__str__", "flow", "owner", "is_active", "created_at"]
     list_filter = ["is_active"]
     list_select_related = ["flow", "user"]
+    actions = ["rotate_secret"]
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
@@ -66,6 +67,12 @@ class SubscriptionAdmin(OwnedModelAdmin):
     @admin.display(description="owner", ordering="user__username")
     def owner(self, sub):
         return sub.user
+
+    @admin.action(description="Rotate the signing secret (shown once)")
+    def rotate_secret(self, request, queryset):
+        for sub in queryset:
+            secret = subscription_secret_rotate(subscription=sub)
+            messages.warning(request, format_html("New signing secret of {}, shown only now: <code>{}</code>", sub, secret))
 
     def save_model(self, request, obj, form, change):
         data = {

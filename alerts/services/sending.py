@@ -58,6 +58,11 @@ def delivery_send(*, delivery_id) -> Delivery | None:
         return None
     started = time.monotonic()
     code, error = None, ""
+    if delivery.kind == Delivery.Kind.SUBSCRIPTION and delivery.subscription_id is None:
+        # Its subscription was deleted: nobody is to be told any more, and no retry will change that.
+        delivery.attempt_count = max(delivery.attempt_count, settings.LANGRUN_ALERTS_MAX_ATTEMPTS)
+        attempt = {"number": delivery.attempt_count, "at": timezone.now().isoformat(), "status_code": None, "duration_ms": 0.0}
+        return _delivery_record(delivery, {**attempt, "error": "Its subscription was deleted."})
     try:
         if delivery.email:
             _mail(delivery)
@@ -117,8 +122,6 @@ def delivery_signing_secret(delivery: Delivery) -> str:
     """A subscription's own secret; for a run's callback, its caller's callback secret."""
     if delivery.kind == Delivery.Kind.CALLBACK:
         return CallbackSecret.objects.get(user_id=delivery.user_id).secret
-    if delivery.subscription is None:
-        raise LookupError("its subscription was deleted")
     return delivery.subscription.secret
 
 

@@ -55,3 +55,10 @@ def test_flow_builders_manage_their_own_subscriptions(bare_staff, local_allowed)
     c = login(bare_staff)
     assert c.get("/admin/alerts/subscription/add/").status_code == 200
     assert c.get("/admin/alerts/delivery/").status_code == 200
+
+
+def test_the_rotate_action_shows_the_new_secret_once(staff, local_allowed):
+    sub = subscription_create(user=staff, url=URL, events=["run.failed"])
+    answer = login(staff).post("/admin/alerts/subscription/", {"action": "rotate_secret", "_selected_action": [sub.pk]}, follow=True)
+    sub.refresh_from_db()
+    assert sub.secret in answer.content.decode()

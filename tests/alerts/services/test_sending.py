@@ -134,3 +134,10 @@ def test_an_email_subscription_is_mailed(flow, user, settings):
     assert delivery_send(delivery_id=Delivery.objects.get().pk).status == "delivered"
     [message] = mail.outbox
     assert message.to == ["ops@example.com"] and "run.succeeded" in message.subject and str(run.id) in message.body
+
+
+def test_a_delivery_whose_subscription_was_deleted_fails_at_once_without_a_request(flow, user, receiver):
+    sub, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    sub.delete()
+    sent = delivery_send(delivery_id=delivery.pk)
+    assert sent.status == "failed" and sent.attempts[0]["error"] == "Its subscription was deleted." and not receiver.requests
