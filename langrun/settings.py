@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "langrun",
     "flows",  # before django_q: its `qcluster` command (flows/management/commands/qcluster.py) takes precedence
     "webhooks",
+    "alerts",
     "django_q",
 ]
 
@@ -251,6 +252,23 @@ LANGRUN_SIGNING_SECRET_GRACE = env.int("LANGRUN_SIGNING_SECRET_GRACE", default=2
 # Webhook requests per minute, per flow and per API key (0: no limit); counted in the shared cache.
 LANGRUN_RATE_LIMIT_FLOW = env.int("LANGRUN_RATE_LIMIT_FLOW", default=0)
 LANGRUN_RATE_LIMIT_KEY = env.int("LANGRUN_RATE_LIMIT_KEY", default=0)
+
+# --- Alerts and callbacks ------------------------------------------------------
+# The address receivers reach this service at: the start of the `status_url` in alerts (none: the path alone).
+LANGRUN_PUBLIC_URL = env.str("LANGRUN_PUBLIC_URL", default="")
+# Attempts at one alert delivery before it is marked failed; between them base * 2^(attempt-1) seconds (at most an hour).
+LANGRUN_ALERTS_MAX_ATTEMPTS = env.int("LANGRUN_ALERTS_MAX_ATTEMPTS", default=5)
+LANGRUN_ALERTS_BACKOFF = env.float("LANGRUN_ALERTS_BACKOFF", default=10.0)
+# Seconds one delivery attempt may take (connecting, sending and the answer) before it counts as failed.
+LANGRUN_ALERTS_TIMEOUT = env.float("LANGRUN_ALERTS_TIMEOUT", default=5.0)
+# E-mail alerts go through Django's mail settings: the console backend (the worker's log) unless set.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="langrun@localhost")
 
 # The cache holds the rate-limit counters, so every process must share it: Redis in production,
 # a database table (created by `migrate`) on the embedded default.

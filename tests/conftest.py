@@ -6,6 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from rest_framework.test import APIClient
 
+from flows.services import execution
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
@@ -67,6 +68,25 @@ def key_client(api_key):
     c = APIClient()
     c.credentials(HTTP_X_API_KEY=api_key)
     return c
+
+
+# --- the worker's two ways to claim and finish a run ----------------------------------------
+
+
+@pytest.fixture(params=["returning", "general"])
+def execute_path(request, monkeypatch):
+    """Runs a test once per way the worker claims and finishes a run.
+
+    `returning`: the hand-written claim and finish (one statement each on PostgreSQL, one transaction
+    each on SQLite 3.35 or later); `general`: the ORM
+    transactions every database has, which PostgreSQL also uses for concurrency-limited flows.
+    """
+    if request.param == "returning":
+        if not execution._returning_sql():
+            pytest.skip("the hand-written claim and finish need PostgreSQL or SQLite 3.35 (UPDATE … RETURNING)")
+    else:
+        monkeypatch.setattr(execution, "_returning_sql", lambda: False)
+    return request.param
 
 
 # --- admin users ----------------------------------------------------------------
@@ -176,3 +196,9 @@ def server():
     httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def local_allowed(settings):
+    """A test's local servers listen on loopback, which the outbound address guard refuses unless allowed."""
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]

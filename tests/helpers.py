@@ -117,13 +117,14 @@ def grant(user, *codenames: str) -> None:
 
 
 def grant_owned_models(user) -> None:
-    """Every permission on the objects users own (flows, runs, versions, variables, API keys, ingest tokens): what a
-    staff user is given to manage their own objects in the admin."""
+    """Every permission on the objects users own (flows, runs, versions, variables, subscriptions, API keys, ingest
+    tokens): what a staff user is given to manage their own objects in the admin."""
     from django.contrib.auth.models import Permission
     from django.db.models import Q
 
     owned = (
         Q(content_type__app_label="flows")
+        | Q(content_type__app_label="alerts", content_type__model__in=["subscription", "delivery"])
         | Q(content_type__app_label="langrun", content_type__model="apikey")
         | Q(content_type__app_label="webhooks", content_type__model="ingesttoken")
     )
@@ -301,3 +302,64 @@ def provider_signed_headers(provider: str, secret: str, body: bytes, **preset) -
     if provider == "token":
         return {preset["header"]: secret}
     raise ValueError(provider)
+
+
+# --- a receiver of alerts ---------------------------------------------------------
+
+
+class AlertReceiver:
+    """A local HTTP server receiving alert deliveries: each distinct `webhook-id` is answered 500 for its first
+    `fail_first` attempts, then 204; a path starting with `/hang` never answers. Records every request
+    (`requests`: headers and body). Use as a context manager."""
+
+    def __init__(self, fail_first: int = 0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.fail_first, self.requests, self.seen = fail_first, [], {}
+        self.lock, self.release = threading.Lock(), threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.requests.append({"path": self.path, "headers": headers, "body": body})
+                    tries = receiver.seen[headers.get("webhook-id")] = receiver.seen.get(headers.get("webhook-id"), 0) + 1
+                if self.path.startswith("/hang"):
+                    receiver.release.wait(30)
+                    return
+                self.send_response(500 if tries <= receiver.fail_first else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a sender that gave up (the timeout tests) is expected
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def verified(self, secret: str) -> list[dict]:
+        """The bodies of the requests whose Standard Webhooks signature holds for `secret` (raises otherwise)."""
+        import standardwebhooks
+
+        hook = standardwebhooks.Webhook(secret)
+        return [hook.verify(r["body"], r["headers"]) for r in self.requests]

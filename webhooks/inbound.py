@@ -1,7 +1,7 @@
 """The request as a flow sees it and a run records it: method, headers (lower-cased) and query, secrets masked.
 
 Secrets never reach a flow or the database: the caller's credentials (`x-api-key`, `authorization`, `cookie`),
-Langflow's per-run variable headers and the signature headers of the verification the flow uses are replaced by MASK, and `x-api-key` is dropped from the query.
+Langflow's per-run variable headers and the signature headers of the verification the flow uses are replaced by MASK, `x-api-key` is dropped from the query and a `callback_url` masked.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from webhooks.signatures import webhook_signature_header_names
 MASK = "***"
 CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie"})
 QUERY_DROPPED = frozenset({"x-api-key"})
+# A callback URL may carry its receiver's token: recorded by name only (alerts/services/outbox.py looks for the name).
+QUERY_MASKED = frozenset({"callback_url"})
 # Langflow's X-LANGFLOW-GLOBAL-VAR-<NAME> headers carry a variable's value for one run (often a credential).
 VARIABLE_HEADER_PREFIX = "x-langflow-global-var-"
 # CGI names that carry request headers without the HTTP_ prefix.
@@ -53,7 +55,7 @@ def webhook_request_query(*, query, masked: str | None = None) -> dict[str, Any]
     for key, values in query.lists():
         if key.lower() in QUERY_DROPPED:
             continue
-        result[key] = MASK if key == masked else values[0] if len(values) == 1 else list(values)
+        result[key] = MASK if key == masked or key in QUERY_MASKED else values[0] if len(values) == 1 else list(values)
     return result
 
 

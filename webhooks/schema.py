@@ -148,6 +148,12 @@ def _webhook_operations(target_class, *, path_parameter: OpenApiParameter, auth:
                     {"type": "number", "minimum": 0},
                     description="Seconds to wait for the run to finish (0 or more, capped by LANGRUN_WEBHOOK_MAX_WAIT).",
                 ),
+                OpenApiParameter(
+                    "callback_url",
+                    str,
+                    description="An http(s) URL: send this run's end (run.succeeded or run.failed, signed with your callback secret) to this "
+                    "URL; it must pass the outbound address guard (no private or loopback addresses unless allowed).",
+                ),
                 *HEADERS,
                 LOCATION,
                 REPLAYED,
@@ -176,7 +182,7 @@ def _webhook_operations(target_class, *, path_parameter: OpenApiParameter, auth:
                 413: error("Body larger than LANGRUN_MAX_BODY_BYTES."),
                 422: validation_error(
                     "Malformed JSON, non-UTF-8 body, NUL characters, a payload against the Webhook node's schema, "
-                    "or a malformed query parameter or Idempotency-Key."
+                    "a malformed query parameter or Idempotency-Key, or a callback_url the address guard refuses."
                 ),
                 429: OpenApiResponse(
                     ErrorSerializer,

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Prefetch
 from rest_framework import exceptions, status
 
+from alerts.services.subscriptions import alert_url_check, run_callback_set
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 from flows.services.concurrency import jmespath_compiled
@@ -73,10 +74,11 @@ def webhook_user_id_parse(*, raw: str | None) -> uuid.UUID | None:
         ) from exc
 
 
-def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, waits: bool) -> FlowRun:
+def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, waits: bool, callback_url: str | None = None) -> FlowRun:
     """Record the run of a request whose flow, signature and method were checked: its payload decoded (a GET's is
     its query), its request recorded and checked, deduplicated by the flow's `dedupe_key` or the request's
-    idempotency key, and `filtered` when the flow's `accept_if` refuses it. Takes Django's request."""
+    idempotency key, and `filtered` when the flow's `accept_if` refuses it; a `callback_url` is recorded with the
+    run in the same transaction (a worker never sees the run without it). Takes Django's request."""
     meta, flow = request.META, target.flow
     idempotency_key = webhook_idempotency_key(headers=meta, flow=flow)
     webhook_rate_limit_check(flow=flow, key_id=target.credential_id)
@@ -87,7 +89,8 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
     else:
         text, payload = webhook_payload_decode(body=body, content_type=content_type)
     webhook_request_check(record=record)
-    return webhook_run_create(
+    create = functools.partial(
+        webhook_run_create,
         target=target,
         retarget=retarget,
         body=body,
@@ -101,6 +104,21 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
         method=request.method,
         filtered=not webhook_accepts(flow=flow, record=record, payload=payload),
     )
+    if not callback_url:
+        return create()
+    with transaction.atomic():
+        run = create()
+        if not run.deduplicated and run.status != FlowRun.Status.FILTERED:
+            run_callback_set(run=run, url=callback_url)
+    return run
+
+
+def webhook_callback_parse(*, raw: str | None) -> str | None:
+    """The `?callback_url=` a request gives its run, checked by the outbound address guard (422 when refused)."""
+    if not raw:
+        return None
+    alert_url_check(url=raw, loc=["query", "callback_url"])
+    return raw
 
 
 def webhook_run_create(

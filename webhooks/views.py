@@ -142,7 +142,11 @@ class WebhookView(APIView):
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
         handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
         services.webhook_method_check(flow=target.flow, method=request.method)
-        run = services.webhook_intake(target=target, retarget=retarget, request=request, body=body, waits=wait > 0)
+        # Checked once the caller is known: the guard resolves the host, which an anonymous request must not make us do.
+        callback_url = services.webhook_callback_parse(raw=request.GET.get("callback_url"))
+        run = services.webhook_intake(
+            target=target, retarget=retarget, request=request, body=body, waits=wait > 0, callback_url=callback_url
+        )
         answer = run.flow.response_settings  # the flow as the intake found it (read again if what was remembered changed)
         if answer["mode"] != "accepted":
             wait = min(answer.get("timeout", 0), settings.LANGRUN_WEBHOOK_MAX_WAIT)

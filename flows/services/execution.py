@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from alerts.services import outbox
 from flows import engine
 from flows.models import Flow, FlowRun, NodeResult, RunAttempt
 from flows.services import queue
@@ -271,6 +273,8 @@ def _flow_run_finish_unrecorded(run: FlowRun, exc: Exception) -> FlowRun:
             )
             if finished:
                 RunAttempt.objects.filter(run=run, number=run.attempts).update(outcome=FlowRun.Status.FAILED, error=error, finished_at=now)
+                if outbox.runs_wanting_events([run]):
+                    outbox.run_events_record(ends=[(run, FlowRun.Status.FAILED, error)])
         run.refresh_from_db()
     except Exception:
         logger.exception("Run %s's failure could not be recorded either; it stays running until the sweep recovers it", run.id)
@@ -299,6 +303,8 @@ def _flow_run_record(run: FlowRun, *, status: str, outputs, error: str, nodes: l
             NodeResult.objects.filter(run=run).delete()
             NodeResult.objects.bulk_create(node_result_row(run.pk, n) for n in nodes)
             RunAttempt.objects.filter(run=run, number=run.attempts).update(outcome=status, error=error, finished_at=run.finished_at)
+            if outbox.runs_wanting_events([run]):  # the run's alerts commit with its finish, or not at all
+                outbox.run_events_record(ends=[(run, status, error)])
     if not finished:
         logger.warning("Run %s attempt %d finished after losing its claim; its result is discarded", run.id, run.attempts)
         run.refresh_from_db()
@@ -329,9 +335,13 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
         else:
             writable.append((run, outcome))
     finished: set[str] = set()
+    # Runs someone wants to hear of finish in a transaction with their alerts (outbox rows); the others as before.
+    wanted = outbox.runs_wanting_events(run for run, _ in writable)
     if connection.vendor == "postgresql" and writable:
         try:
-            finished = _flow_runs_finish_rows_pg(writable, outputs_texts=texts, finished_at=finished_at)
+            with transaction.atomic() if wanted else contextlib.nullcontext():
+                finished = _flow_runs_finish_rows_pg(writable, outputs_texts=texts, finished_at=finished_at)
+                _flow_runs_alert(writable, finished & wanted)
         except Exception as exc:
             if len(writable) == 1:
                 alone[str(writable[0][0].pk)] = _flow_run_finish_unrecorded(writable[0][0], exc)
@@ -342,10 +352,12 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
     elif writable:
         for (run, outcome), text in zip(writable, texts, strict=True):
             try:
-                if _flow_run_finish_rows_sqlite(
-                    run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
-                ):
-                    finished.add(str(run.pk))
+                with transaction.atomic() if str(run.pk) in wanted else contextlib.nullcontext():
+                    if _flow_run_finish_rows_sqlite(
+                        run, status=outcome.status, outputs_text=text, error=outcome.error, finished_at=finished_at, nodes=outcome.nodes
+                    ):
+                        finished.add(str(run.pk))
+                        _flow_runs_alert([(run, outcome)], {str(run.pk)} & wanted)
             except Exception as exc:
                 alone[str(run.pk)] = _flow_run_finish_unrecorded(run, exc)
     recorded = {}
@@ -361,3 +373,9 @@ def _flow_runs_finish_returning(items: list[tuple[FlowRun, RunOutcome]]) -> list
             run.refresh_from_db()
         recorded[str(run.pk)] = run
     return [alone.get(str(run.pk)) or recorded[str(run.pk)] for run, _ in items]
+
+
+def _flow_runs_alert(items: list[tuple[FlowRun, RunOutcome]], run_ids: set[str]) -> None:
+    """The alerts of the runs among `items` that just finished and that someone wants to hear of."""
+    if run_ids:
+        outbox.run_events_record(ends=[(run, outcome.status, outcome.error) for run, outcome in items if str(run.pk) in run_ids])

@@ -101,3 +101,15 @@ def _ring_later(*, run_id: str, due: float) -> None:
         flow_run_enqueue(run_id=run_id)
     finally:
         connections.close_all()  # this thread's own (the database broker's), never another thread's
+
+
+def task_enqueue(*, func: str, args: tuple, task_name: str) -> bool:
+    """Push any task by its dotted path on the process's broker. Never raises: the caller's sweep covers a refusal."""
+    from django_q.tasks import async_task
+
+    try:
+        async_task(func, *args, broker=_get_broker(), task_name=task_name)
+    except Exception:
+        logger.exception("Could not enqueue %s %s; its sweep will ring again", func, task_name)
+        return False
+    return True

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from alerts.services import outbox
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
 from flows.services.concurrency import run_control_release_keys
@@ -95,6 +96,8 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
             else:
                 error = f"{interrupted} No attempts left ({attempts} of {max_attempts})."
                 changed = current.update(status=FlowRun.Status.FAILED, error=error, finished_at=now)
+                if changed:
+                    outbox.run_ended(run_id=run_id)
             if changed:
                 RunAttempt.objects.filter(run_id=run_id, number=attempts).update(
                     outcome=RunAttempt.Outcome.INTERRUPTED, error=interrupted, finished_at=now

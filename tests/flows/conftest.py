@@ -1,24 +1,8 @@
 import pytest
 from django_q.signing import SignedPackage
 
-from flows.services import execution, queue
+from flows.services import queue
 from flows.services.runs import flow_run_create
-
-
-@pytest.fixture(params=["returning", "general"])
-def execute_path(request, monkeypatch):
-    """Runs a test once per way the worker claims and finishes a run.
-
-    `returning`: the hand-written claim and finish (one statement each on PostgreSQL, one transaction
-    each on SQLite 3.35 or later); `general`: the ORM
-    transactions every database has, which PostgreSQL also uses for concurrency-limited flows.
-    """
-    if request.param == "returning":
-        if not execution._returning_sql():
-            pytest.skip("the hand-written claim and finish need PostgreSQL or SQLite 3.35 (UPDATE … RETURNING)")
-    else:
-        monkeypatch.setattr(execution, "_returning_sql", lambda: False)
-    return request.param
 
 
 @pytest.fixture

@@ -160,7 +160,7 @@ def test_schema_documents_the_merged_endpoints(db):
     }
     assert not any(p.get("required") for p in headers.values())
     assert headers["Idempotency-Key"]["schema"]["maxLength"] == 255
-    assert {p["name"] for p in webhook["parameters"] if p["in"] == "query"} == {"user_id", "wait"}
+    assert {p["name"] for p in webhook["parameters"] if p["in"] == "query"} == {"user_id", "wait", "callback_url"}
 
     secret = paths["/api/v1/flows/{id}/signing-secret"]
     assert not secret["post"]["requestBody"].get("required") and {"201", "404", "422"} <= set(secret["post"]["responses"])

@@ -1,0 +1,159 @@
+"""The admin of alerts: subscriptions (the secret shown once, on create) and deliveries with their attempts."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from alerts.models import Delivery, Subscription
+from alerts.services.sending import delivery_retry_now
+from alerts.services.subscriptions import alert_url_check, subscription_create, subscription_secret_rotate, subscription_update
+from flows.admin.common import AdminMedia, pretty_json, status_badge
+from flows.models import Flow
+from langrun.admin import OwnedModelAdmin
+from langrun.exceptions import RequestValidationError
+
+
+class SubscriptionAdminForm(forms.ModelForm):
+    url = forms.URLField(required=False, max_length=2000, assume_scheme="https", help_text=Subscription._meta.get_field("url").help_text)
+    events = forms.MultipleChoiceField(choices=Subscription.Event.choices, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = Subscription
+        fields = ["user", "flow", "url", "email", "events", "backlog_threshold", "backlog_age_seconds", "is_active"]
+
+    def clean_url(self):
+        url = self.cleaned_data.get("url", "")
+        if url:
+            try:
+                alert_url_check(url=url, loc=["url"])
+            except RequestValidationError as exc:
+                raise forms.ValidationError(exc.errors[0]["msg"]) from None
+        return url
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("url")) == bool(data.get("email")):
+            self.add_error("url", "Give either a URL or an e-mail address, not both.")
+        if Subscription.Event.FLOW_BACKLOG in (data.get("events") or []) and data.get("backlog_threshold") is None:
+            if data.get("backlog_age_seconds") is None:
+                self.add_error("backlog_threshold", "flow.backlog needs a threshold, an age or both.")
+        return data
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(OwnedModelAdmin):
+    """Who is told about runs, and where; the signing secret is shown once, when the subscription is made."""
+
+    form = SubscriptionAdminForm
+    list_display = ["__str__", "flow", "owner", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    list_select_related = ["flow", "user"]
+    actions = ["rotate_secret"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if not request.user.is_superuser and "user" in form.base_fields:
+            form.base_fields["user"].queryset = form.base_fields["user"].queryset.filter(pk=request.user.pk)
+        return form
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "flow" and not request.user.is_superuser:
+            kwargs["queryset"] = Flow.objects.filter(user=request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="owner", ordering="user__username")
+    def owner(self, sub):
+        return sub.user
+
+    @admin.action(description="Rotate the signing secret (shown once)")
+    def rotate_secret(self, request, queryset):
+        for sub in queryset:
+            secret = subscription_secret_rotate(subscription=sub)
+            messages.warning(request, format_html("New signing secret of {}, shown only now: <code>{}</code>", sub, secret))
+
+    def save_model(self, request, obj, form, change):
+        data = {
+            name: form.cleaned_data.get(name) for name in ("flow", "url", "email", "events", "backlog_threshold", "backlog_age_seconds")
+        }
+        data["url"], data["email"] = data["url"] or "", data["email"] or ""
+        if change:
+            subscription_update(subscription=obj, is_active=form.cleaned_data.get("is_active", True), **data)
+            return
+        saved = subscription_create(user=form.cleaned_data["user"], **data)
+        obj.pk = saved.pk
+        messages.warning(request, format_html("Signing secret, shown only now: <code>{}</code>", saved.secret))
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(OwnedModelAdmin):
+    """Every event sent (or being sent) to a subscription or a run's callback, with each attempt; "retry now"
+    sends a pending or failed one again under the same webhook-id."""
+
+    list_display = ["event", "target", "status_badge", "attempt_count", "run", "created_at", "next_attempt_at"]
+    list_filter = ["status", "event", "kind"]
+    list_select_related = ["run"]
+    ordering = ["-created_at"]
+    actions = ["retry_now"]
+    Media = AdminMedia
+    fields = [
+        "id",
+        "webhook_id",
+        "kind",
+        "event",
+        "target",
+        "status_badge",
+        "subscription",
+        "run",
+        "flow",
+        "attempt_count",
+        "next_attempt_at",
+        "attempts_display",
+        "payload_display",
+        "created_at",
+        "finished_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # written by runs' ends and the sweep
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="to")
+    def target(self, delivery):
+        return delivery.url or delivery.email
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, delivery):
+        return status_badge(delivery.status)
+
+    @admin.display(description="attempts")
+    def attempts_display(self, delivery):
+        if not delivery.attempts:
+            return "–"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
+            (
+                (a.get("number"), a.get("at"), a.get("status_code") or "–", a.get("error") or "ok", a.get("duration_ms"))
+                for a in delivery.attempts
+            ),
+        )
+        head = mark_safe("<tr><th>#</th><th>at</th><th>status</th><th>error</th><th>took</th></tr>")  # noqa: S308 - a constant
+        return format_html("<table>{}{}</table>", head, rows)
+
+    @admin.display(description="payload")
+    def payload_display(self, delivery):
+        return pretty_json(delivery.payload)
+
+    @admin.action(description="Retry now")
+    def retry_now(self, request, queryset):
+        sent = 0
+        for delivery in queryset.exclude(status=Delivery.Status.DELIVERED):
+            delivery_retry_now(delivery=delivery)
+            sent += 1
+        self.message_user(request, f"{sent} deliveries will be sent again now.")

@@ -1,0 +1,177 @@
+"""Sending a delivery: claim it, POST it signed (or mail it), record the attempt, and retry later with backoff.
+
+A claim is a conditional update that moves `next_attempt_at` past the attempt's timeout: only one sender holds
+a delivery at a time, and one whose sender died is due again once that lease has passed (the sweep sends it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from datetime import timedelta
+
+import standardwebhooks
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import connection
+from django.utils import timezone
+
+from alerts.models import CallbackSecret, Delivery
+from alerts.services.outbox import deliveries_enqueue
+from flows.engine.components.http import guarded_client
+
+logger = logging.getLogger(__name__)
+
+# A claimed attempt holds its delivery for its timeout plus this, before the sweep may send it again.
+LEASE_MARGIN = 30
+USER_AGENT = "langrun-alerts"
+
+
+def delivery_backoff(*, attempt: int) -> timedelta:
+    """Wait after failed attempt `attempt`: LANGRUN_ALERTS_BACKOFF doubled each time, at most an hour."""
+    return timedelta(seconds=min(3600, settings.LANGRUN_ALERTS_BACKOFF * 2 ** max(attempt - 1, 0)))
+
+
+def delivery_claim(*, delivery_id) -> Delivery | None:
+    """Take a due pending delivery for one attempt; None when it is not due or someone else took it."""
+    now = timezone.now()
+    delivery = Delivery.objects.select_related("subscription").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != Delivery.Status.PENDING or (delivery.next_attempt_at and delivery.next_attempt_at > now):
+        return None
+    lease = now + timedelta(seconds=settings.LANGRUN_ALERTS_TIMEOUT + LEASE_MARGIN)
+    taken = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING, attempt_count=delivery.attempt_count).update(
+        next_attempt_at=lease, attempt_count=delivery.attempt_count + 1
+    )
+    if taken != 1:
+        return None
+    delivery.attempt_count += 1
+    return delivery
+
+
+def delivery_send(*, delivery_id) -> Delivery | None:
+    """One attempt at a delivery, recorded; the delivery as it now stands, or None when it was not ours to send."""
+    delivery = delivery_claim(delivery_id=delivery_id)
+    if delivery is None:
+        return None
+    started = time.monotonic()
+    code, error = None, ""
+    if delivery.kind == Delivery.Kind.SUBSCRIPTION and delivery.subscription_id is None:
+        # Its subscription was deleted: nobody is to be told any more, and no retry will change that.
+        delivery.attempt_count = max(delivery.attempt_count, settings.LANGRUN_ALERTS_MAX_ATTEMPTS)
+        attempt = {"number": delivery.attempt_count, "at": timezone.now().isoformat(), "status_code": None, "duration_ms": 0.0}
+        return _delivery_record(delivery, {**attempt, "error": "Its subscription was deleted."})
+    try:
+        if delivery.email:
+            _mail(delivery)
+        else:
+            code = _post(delivery)
+            if not 200 <= code < 300:
+                error = f"HTTP {code}"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000] or type(exc).__name__
+    attempt = {
+        "number": delivery.attempt_count,
+        "at": timezone.now().isoformat(),
+        "status_code": code,
+        "error": error,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+    return _delivery_record(delivery, attempt)
+
+
+def _delivery_record(delivery: Delivery, attempt: dict) -> Delivery:
+    now = timezone.now()
+    fields = {"attempts": [*delivery.attempts, attempt]}
+    if not attempt["error"]:
+        fields.update(status=Delivery.Status.DELIVERED, finished_at=now, next_attempt_at=None)
+    elif delivery.attempt_count >= settings.LANGRUN_ALERTS_MAX_ATTEMPTS:
+        fields.update(status=Delivery.Status.FAILED, finished_at=now, next_attempt_at=None)
+        logger.warning(
+            "Delivery %s of %s failed after %d attempts: %s", delivery.pk, delivery.event, delivery.attempt_count, attempt["error"]
+        )
+    else:
+        fields.update(next_attempt_at=now + delivery_backoff(attempt=delivery.attempt_count))
+    # Under the same claim only: a sender whose lease ran out (and whose delivery was taken again) writes nothing.
+    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING, attempt_count=delivery.attempt_count).update(**fields)
+    for name, value in fields.items():
+        setattr(delivery, name, value)
+    if delivery.status == Delivery.Status.PENDING:
+        _ring_later(str(delivery.pk), (delivery.next_attempt_at - now).total_seconds())
+    return delivery
+
+
+def _ring_later(delivery_id: str, seconds: float) -> None:
+    """Ring again when the backoff ends, from a timer of this process; should the process end first, the sweep
+    (every minute) sends the delivery once due."""
+
+    def ring() -> None:
+        try:
+            deliveries_enqueue(delivery_ids=[delivery_id])
+        finally:
+            connection.close()  # the timer's thread opened its own connection (the database broker)
+
+    timer = threading.Timer(max(seconds, 0), ring)
+    timer.daemon = True
+    timer.start()
+
+
+def delivery_signing_secret(delivery: Delivery) -> str:
+    """A subscription's own secret; for a run's callback, its caller's callback secret."""
+    if delivery.kind == Delivery.Kind.CALLBACK:
+        return CallbackSecret.objects.get(user_id=delivery.user_id).secret
+    return delivery.subscription.secret
+
+
+def delivery_body(delivery: Delivery) -> bytes:
+    return json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def delivery_headers(delivery: Delivery, body: bytes) -> dict[str, str]:
+    """Standard Webhooks' headers: the delivery's id (the same on every attempt), the time, the signature."""
+    now = timezone.now()
+    signature = standardwebhooks.Webhook(delivery_signing_secret(delivery)).sign(delivery.webhook_id, now, body.decode())
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def _post(delivery: Delivery) -> int:
+    body = delivery_body(delivery)
+    headers = delivery_headers(delivery, body)
+    timeout = settings.LANGRUN_ALERTS_TIMEOUT
+
+    async def post() -> int:
+        # The HTTPRequest component's client: the same refusal of private and loopback addresses.
+        async with guarded_client(allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS), timeout=timeout) as client:
+            async with asyncio.timeout(timeout):
+                response = await client.post(delivery.url, content=body, headers=headers, follow_redirects=False)
+        return response.status_code
+
+    return asyncio.run(post())
+
+
+def _mail(delivery: Delivery) -> None:
+    data = delivery.payload.get("data", {})
+    subject = f"[langrun] {delivery.event}: {data.get('flow_name') or data.get('flow_id', '')}"
+    send_mail(subject, json.dumps(delivery.payload, indent=2), None, [delivery.email], fail_silently=False)
+
+
+def delivery_retry_now(*, delivery: Delivery) -> Delivery:
+    """Send a pending or failed delivery again now (the admin's and the API's "retry now"); a failed one gets
+    a fresh round of attempts, under the same webhook-id."""
+    if delivery.status == Delivery.Status.DELIVERED:
+        return delivery
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk).exclude(status=Delivery.Status.DELIVERED).update(
+        status=Delivery.Status.PENDING, next_attempt_at=now, finished_at=None, attempt_count=0
+    )
+    delivery.refresh_from_db()
+    deliveries_enqueue(delivery_ids=[str(delivery.pk)])
+    return delivery

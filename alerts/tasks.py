@@ -1,0 +1,14 @@
+"""django-q2 task entry points of the alerts. They take ids, and call services."""
+
+from alerts.services.sending import delivery_send
+from alerts.services.sweep import alerts_sweep
+
+
+def deliver(delivery_id: str) -> str | None:
+    """One attempt at a delivery (a retry is rung again after its backoff, or by the sweep)."""
+    delivery = delivery_send(delivery_id=delivery_id)
+    return delivery.status if delivery is not None else None
+
+
+def sweep() -> dict[str, int]:
+    return alerts_sweep()

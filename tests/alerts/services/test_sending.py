@@ -1,0 +1,143 @@
+"""Sending a delivery: signed with Standard Webhooks, each attempt recorded, retried with backoff, then failed."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from alerts.models import CallbackSecret, Delivery, RunCallback
+from alerts.services import sending
+from alerts.services.sending import delivery_retry_now, delivery_send
+from alerts.services.subscriptions import subscription_create
+from alerts.services.sweep import deliveries_send_due
+from flows.models import FlowRun
+from flows.services.execution import flow_run_execute
+from tests.helpers import AlertReceiver, run_of
+
+
+@pytest.fixture(autouse=True)
+def no_timers(monkeypatch):
+    """The prompt re-send after a backoff is a timer of the worker's; here the tests send when they choose."""
+    rung = []
+    monkeypatch.setattr(sending, "_ring_later", lambda delivery_id, seconds: rung.append((delivery_id, seconds)))
+    return rung
+
+
+def _delivery_of_a_run(flow, user, url, events=("run.succeeded",)):
+    sub = subscription_create(user=user, url=url, events=list(events))
+    run = run_of(flow, user)
+    flow_run_execute(run_id=run.id)
+    return sub, run, Delivery.objects.get(run=run)
+
+
+def test_a_delivery_is_posted_signed_with_its_subscriptions_secret(flow, user, receiver):
+    sub, run, delivery = _delivery_of_a_run(flow, user, receiver.url + "/hook")
+    sent = delivery_send(delivery_id=delivery.pk)
+    assert sent.status == "delivered" and sent.attempt_count == 1
+    [body] = receiver.verified(sub.secret)
+    assert body["type"] == "run.succeeded" and body["data"]["run_id"] == str(run.id)
+    [request] = receiver.requests
+    assert request["headers"]["webhook-id"] == delivery.webhook_id and request["path"] == "/hook"
+    delivery.refresh_from_db()
+    [attempt] = delivery.attempts
+    assert attempt["status_code"] == 204 and attempt["error"] == "" and attempt["duration_ms"] >= 0
+    assert delivery_send(delivery_id=delivery.pk) is None  # delivered: never sent again
+    assert len(receiver.requests) == 1
+
+
+def test_failures_retry_with_backoff_under_the_same_webhook_id_then_succeed(flow, user, local_allowed, no_timers, settings):
+    settings.LANGRUN_ALERTS_BACKOFF = 10
+    with AlertReceiver(fail_first=2) as receiver:
+        sub, run, delivery = _delivery_of_a_run(flow, user, receiver.url)
+        first = delivery_send(delivery_id=delivery.pk)
+        assert first.status == "pending" and first.attempts[0]["status_code"] == 500 and first.attempts[0]["error"] == "HTTP 500"
+        assert timedelta(seconds=9) < first.next_attempt_at - timezone.now() <= timedelta(seconds=10)
+        assert delivery_send(delivery_id=delivery.pk) is None  # not due yet
+        assert no_timers[0][0] == str(delivery.pk) and 9 < no_timers[0][1] <= 10
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        second = delivery_send(delivery_id=delivery.pk)
+        assert second.status == "pending" and 19 < (second.next_attempt_at - timezone.now()).total_seconds() <= 20
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        assert delivery_send(delivery_id=delivery.pk).status == "delivered"
+        assert len(receiver.requests) == 3 and len({r["headers"]["webhook-id"] for r in receiver.requests}) == 1
+        assert [b["data"]["run_id"] for b in receiver.verified(sub.secret)] == [str(run.id)] * 3
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+
+
+def test_an_endpoint_that_never_answers_times_out_and_fails_after_the_last_attempt(flow, user, local_allowed, settings):
+    settings.LANGRUN_ALERTS_TIMEOUT = 0.3
+    settings.LANGRUN_ALERTS_MAX_ATTEMPTS = 2
+    with AlertReceiver() as receiver:
+        _, run, delivery = _delivery_of_a_run(flow, user, receiver.url + "/hang")
+        first = delivery_send(delivery_id=delivery.pk)
+        assert first.status == "pending" and "Timeout" in first.attempts[0]["error"] and first.attempts[0]["duration_ms"] < 2000
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        last = delivery_send(delivery_id=delivery.pk)
+    assert last.status == "failed" and last.finished_at and len(last.attempts) == 2 and last.next_attempt_at is None
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+
+
+def test_the_send_refuses_a_private_address_the_guard_no_longer_allows(flow, user, receiver, settings):
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = []
+    sent = delivery_send(delivery_id=delivery.pk)
+    assert sent.status == "pending" and "not a public address" in sent.attempts[0]["error"] and not receiver.requests
+
+
+def test_the_sweep_rings_for_due_deliveries_only(flow, user, receiver, alert_tasks):
+    _, _, due = _delivery_of_a_run(flow, user, receiver.url)
+    later = Delivery.objects.create(
+        user=user, event="run.succeeded", url=receiver.url, payload={}, next_attempt_at=timezone.now() + timedelta(hours=1)
+    )
+    alert_tasks.clear()
+    assert deliveries_send_due() == 1
+    assert [t["args"] for t in alert_tasks] == [(str(due.pk),)] and later.pk
+
+
+def test_a_claimed_delivery_is_not_sent_twice_until_its_lease_ends(flow, user, receiver):
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    assert sending.delivery_claim(delivery_id=delivery.pk) is not None
+    assert sending.delivery_claim(delivery_id=delivery.pk) is None
+    assert not Delivery.objects.due(now=timezone.now()).exists()
+    assert Delivery.objects.due(now=timezone.now() + timedelta(seconds=60)).exists()  # its sender died: due again
+
+
+def test_retry_now_sends_a_failed_delivery_again(flow, user, receiver, alert_tasks):
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    Delivery.objects.filter(pk=delivery.pk).update(status="failed", attempt_count=5)
+    alert_tasks.clear()
+    again = delivery_retry_now(delivery=delivery)
+    assert again.status == "pending" and [t["args"] for t in alert_tasks] == [(str(delivery.pk),)]
+    assert delivery_send(delivery_id=delivery.pk).status == "delivered"
+
+
+def test_a_callback_is_signed_with_its_callers_callback_secret(flow, user, receiver):
+    run = run_of(flow, user)
+    FlowRun.objects.filter(pk=run.pk).update(request={"method": "POST", "headers": {}, "query": {"callback_url": "***"}})
+    RunCallback.objects.create(run=run, url=receiver.url + "/cb?token=t")
+    secret = CallbackSecret.objects.create(user=user, secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").secret
+    flow_run_execute(run_id=run.id)
+    delivery = Delivery.objects.get(run=run)
+    assert delivery_send(delivery_id=delivery.pk).status == "delivered"
+    [body] = receiver.verified(secret)
+    assert body["data"]["status"] == "succeeded" and receiver.requests[0]["path"] == "/cb?token=t"
+
+
+def test_an_email_subscription_is_mailed(flow, user, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    subscription_create(user=user, email="ops@example.com", events=["run.succeeded"])
+    run = run_of(flow, user)
+    flow_run_execute(run_id=run.id)
+    assert delivery_send(delivery_id=Delivery.objects.get().pk).status == "delivered"
+    [message] = mail.outbox
+    assert message.to == ["ops@example.com"] and "run.succeeded" in message.subject and str(run.id) in message.body
+
+
+def test_a_delivery_whose_subscription_was_deleted_fails_at_once_without_a_request(flow, user, receiver):
+    sub, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    sub.delete()
+    sent = delivery_send(delivery_id=delivery.pk)
+    assert sent.status == "failed" and sent.attempts[0]["error"] == "Its subscription was deleted." and not receiver.requests

@@ -1,0 +1,64 @@
+"""The admin of alerts: a subscription's secret is shown once, deliveries list their attempts and can be retried."""
+
+from alerts.models import Delivery, Subscription
+from alerts.services.subscriptions import subscription_create
+from tests.helpers import login
+
+URL = "http://127.0.0.1:9/hook"
+
+
+def test_adding_a_subscription_shows_its_secret_once(staff, make_flow, local_allowed):
+    flow = make_flow(staff)
+    c = login(staff)
+    answer = c.post(
+        "/admin/alerts/subscription/add/",
+        {"user": staff.pk, "flow": flow.pk, "url": URL, "events": ["run.failed", "run.succeeded"], "is_active": "on"},
+        follow=True,
+    )
+    sub = Subscription.objects.get()
+    assert sub.user == staff and sub.flow == flow and sub.events == ["run.failed", "run.succeeded"]
+    assert sub.secret in answer.content.decode()
+    page = c.get(f"/admin/alerts/subscription/{sub.pk}/change/").content.decode()
+    assert sub.secret not in page
+
+
+def test_a_url_the_guard_refuses_is_a_form_error(staff):
+    answer = login(staff).post("/admin/alerts/subscription/add/", {"user": staff.pk, "url": URL, "events": ["run.failed"]})
+    assert answer.status_code == 200 and "not a public address" in answer.content.decode() and not Subscription.objects.exists()
+
+
+def test_deliveries_with_attempts_filtered_by_status_and_retried(staff, other, local_allowed, monkeypatch):
+    from alerts.services import sending
+
+    monkeypatch.setattr(sending, "deliveries_enqueue", lambda *, delivery_ids: len(delivery_ids))
+    sub = subscription_create(user=staff, url=URL, events=["run.failed"])
+    failed = Delivery.objects.create(
+        user=staff, subscription=sub, event="run.failed", url=URL, payload={"type": "run.failed"}, status="failed", attempt_count=5,
+        attempts=[{"number": 1, "at": "2026-01-01T00:00:00Z", "status_code": 503, "error": "HTTP 503", "duration_ms": 4.2}],
+    )  # fmt: skip
+    theirs = Delivery.objects.create(user=other, event="run.failed", url=URL, payload={}, status="failed")
+    c = login(staff)
+    listed = c.get("/admin/alerts/delivery/", {"status__exact": "failed"}).content.decode()
+    assert str(failed.pk) in listed and str(theirs.pk) not in listed
+    detail = c.get(f"/admin/alerts/delivery/{failed.pk}/change/").content.decode()
+    assert "HTTP 503" in detail and failed.webhook_id in detail
+    assert c.get(f"/admin/alerts/delivery/{theirs.pk}/change/").status_code == 404
+    c.post("/admin/alerts/delivery/", {"action": "retry_now", "_selected_action": [failed.pk]})
+    failed.refresh_from_db()
+    assert failed.status == "pending" and failed.attempt_count == 0
+
+
+def test_flow_builders_manage_their_own_subscriptions(bare_staff, local_allowed):
+    from django.contrib.auth.models import Group
+
+    bare_staff.groups.add(Group.objects.get(name="Flow builders"))
+    c = login(bare_staff)
+    assert c.get("/admin/alerts/subscription/add/").status_code == 200
+    assert c.get("/admin/alerts/delivery/").status_code == 200
+
+
+def test_the_rotate_action_shows_the_new_secret_once(staff, local_allowed):
+    sub = subscription_create(user=staff, url=URL, events=["run.failed"])
+    answer = login(staff).post("/admin/alerts/subscription/", {"action": "rotate_secret", "_selected_action": [sub.pk]}, follow=True)
+    sub.refresh_from_db()
+    assert sub.secret in answer.content.decode()
