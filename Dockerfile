@@ -10,7 +10,6 @@ COPY pyproject.toml requirements.txt README.md ./
 COPY langrun ./langrun
 COPY flows ./flows
 COPY webhooks ./webhooks
-COPY alerts ./alerts
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # Run stage: the installed package only, no build tools and no source tree.

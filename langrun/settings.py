@@ -46,7 +46,6 @@ INSTALLED_APPS = [
     "langrun",
     "flows",  # before django_q: its `qcluster` command (flows/management/commands/qcluster.py) takes precedence
     "webhooks",
-    "alerts",
     "django_q",
 ]
 

@@ -17,7 +17,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include("webhooks.urls")),
     path("api/v1/", include("flows.urls")),
-    path("api/v1/", include("alerts.urls")),
+    path("api/v1/", include("webhooks.alerts.urls")),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -124,7 +124,7 @@ def grant_owned_models(user) -> None:
 
     owned = (
         Q(content_type__app_label="flows")
-        | Q(content_type__app_label="alerts", content_type__model__in=["subscription", "delivery"])
+        | Q(content_type__app_label="webhooks", content_type__model__in=["subscription", "delivery"])
         | Q(content_type__app_label="langrun", content_type__model="apikey")
         | Q(content_type__app_label="webhooks", content_type__model="ingesttoken")
     )

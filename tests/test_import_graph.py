@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("alerts", "flows", "langrun", "webhooks")
+PACKAGES = ("flows", "langrun", "webhooks")
 
 
 def _module_name(path: Path) -> str:

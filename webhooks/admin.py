@@ -1,4 +1,7 @@
-"""The admin for ingest tokens: listed per flow (and on the flow's page), created with the token shown once, revoked by an action."""
+"""The admin for ingest tokens: listed per flow (and on the flow's page), created with the token shown once, revoked by an action.
+
+The outgoing webhooks' admin (subscriptions, deliveries) is in `webhooks/alerts/admin.py`, registered by importing it here.
+"""
 
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
@@ -8,6 +11,7 @@ from django.utils.cache import add_never_cache_headers
 
 from flows.models import Flow
 from langrun.admin import OwnedModelAdmin
+from webhooks.alerts import admin as alerts_admin  # noqa: F401  registers subscriptions and deliveries
 from webhooks.models import IngestToken
 from webhooks.tokens import ingest_token_create, ingest_token_revoke
 

@@ -14,7 +14,7 @@ from webhooks.signatures import webhook_signature_header_names
 MASK = "***"
 CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "cookie"})
 QUERY_DROPPED = frozenset({"x-api-key"})
-# A callback URL may carry its receiver's token: recorded by name only (alerts/services/outbox.py looks for the name).
+# A callback URL may carry its receiver's token: recorded by name only (webhooks/alerts/services/outbox.py looks for the name).
 QUERY_MASKED = frozenset({"callback_url"})
 # Langflow's X-LANGFLOW-GLOBAL-VAR-<NAME> headers carry a variable's value for one run (often a credential).
 VARIABLE_HEADER_PREFIX = "x-langflow-global-var-"

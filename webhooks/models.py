@@ -7,6 +7,11 @@ from django.utils import timezone
 
 from flows.models import Flow
 
+# The outgoing webhooks' models (alerts and callbacks) live in their own module; importing them here registers them.
+from webhooks.alerts.models import CallbackSecret, Delivery, RunCallback, Subscription
+
+__all__ = ["CallbackSecret", "Delivery", "IngestToken", "RunCallback", "Subscription", "expires_in_the_future"]
+
 
 def expires_in_the_future(value) -> None:
     if value is not None and value <= timezone.now():

@@ -22,7 +22,6 @@ from django.db import transaction
 from django.db.models import Prefetch
 from rest_framework import exceptions, status
 
-from alerts.services.subscriptions import alert_url_check, run_callback_set
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 from flows.services.concurrency import jmespath_compiled
@@ -34,6 +33,7 @@ from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.parsers import NON_FINITE_MESSAGE, json_unstorable, too_deep_problem
 from langrun.services import api_key_record_use
 from webhooks import inbound
+from webhooks.alerts.services.subscriptions import alert_url_check, run_callback_set
 from webhooks.signatures import InvalidSignature, webhook_signature_verify
 from webhooks.targets import MISSING_API_KEY, WebhookTarget
 

@@ -15,7 +15,6 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from alerts.services import outbox
 from flows import engine
 from flows.models import Flow, FlowRun, NodeResult, RunAttempt
 from flows.services import queue
@@ -25,6 +24,7 @@ from flows.services.storable import RunOutcome, _json_text, _jsonable, _outcome_
 from flows.services.variables import _flow_run_context
 from flows.services.versions import flow_run_graph_data
 from langrun.logs import log_context
+from webhooks.alerts.services import outbox
 
 logger = logging.getLogger(__name__)
 

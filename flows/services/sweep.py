@@ -11,12 +11,12 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from alerts.services import outbox
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
 from flows.services.concurrency import run_control_release_keys
 from flows.services.replays import replay_jobs_resume_stalled
 from flows.services.runs import flow_run_replay
+from webhooks.alerts.services import outbox
 
 logger = logging.getLogger(__name__)
 

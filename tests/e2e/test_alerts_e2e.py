@@ -7,11 +7,11 @@ import pytest
 import requests
 
 import tests.components  # noqa: F401 - registers the test components
-from alerts.models import Delivery
 from flows.models import FlowRun
 from flows.services.flows import flow_create
 from tests.e2e.helpers import wait_for_runs
 from tests.helpers import AlertReceiver, flaky_flow
+from webhooks.alerts.models import Delivery
 
 pytestmark = pytest.mark.e2e
 

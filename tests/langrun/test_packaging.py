@@ -20,13 +20,13 @@ def test_package_holds_the_apps_and_their_files_and_a_langrun_command():
     assert project["project"]["scripts"] == {"langrun": "langrun.cli:main"}
     assert "setuptools" in project["build-system"]["requires"][0]
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert {"langrun", "flows", "webhooks", "alerts"} <= set(include) and not any(p.startswith(("tests", "bench")) for p in include)
+    assert {"langrun", "flows", "webhooks"} <= set(include) and not any(p.startswith(("tests", "bench")) for p in include)
     data = project["tool"]["setuptools"]["package-data"]
     for app, patterns in data.items():
         for pattern in patterns:
             assert list((ROOT / app).glob(pattern)), f"{app}/{pattern} matches nothing"
     # Every app folder holding templates or static files has them listed.
-    for app in ("langrun", "flows", "webhooks", "alerts"):
+    for app in ("langrun", "flows", "webhooks"):
         for folder in ("templates", "static"):
             if (ROOT / app / folder).exists():
                 assert any(p.startswith(folder) for p in data.get(app, [])), f"{app}/{folder} is not packaged"

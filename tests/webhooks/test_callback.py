@@ -1,8 +1,8 @@
 """`?callback_url=` on the webhook: checked by the outbound address guard at intake, recorded with the run, masked."""
 
-from alerts.models import CallbackSecret, Delivery, RunCallback
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute
+from webhooks.alerts.models import CallbackSecret, Delivery, RunCallback
 
 
 def _post(client, query, **extra):

@@ -11,13 +11,13 @@ from django.db import transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from alerts.models import Delivery, Subscription
-from alerts.services.outbox import _delivery, deliveries_enqueue
 from flows.models import Flow, FlowRun
+from webhooks.alerts.models import Delivery, Subscription
+from webhooks.alerts.services.outbox import _delivery, deliveries_enqueue
 
 logger = logging.getLogger(__name__)
 
-SWEEP_TASK = "alerts.tasks.sweep"
+SWEEP_TASK = "webhooks.alerts.tasks.sweep"
 SWEEP_SCHEDULE_NAME = "langrun-alerts-sweep"
 
 

@@ -19,9 +19,9 @@ from django.core.mail import send_mail
 from django.db import connection
 from django.utils import timezone
 
-from alerts.models import CallbackSecret, Delivery
-from alerts.services.outbox import deliveries_enqueue
 from flows.engine.components.http import guarded_client
+from webhooks.alerts.models import CallbackSecret, Delivery
+from webhooks.alerts.services.outbox import deliveries_enqueue
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from rest_framework import serializers
 
-from alerts.models import Delivery, Subscription
 from langrun.serializers import StrictCharField
+from webhooks.alerts.models import Delivery, Subscription
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):

@@ -2,7 +2,7 @@
 
 import django_filters
 
-from alerts.models import Delivery, Subscription
+from webhooks.alerts.models import Delivery, Subscription
 
 
 class SubscriptionFilter(django_filters.FilterSet):

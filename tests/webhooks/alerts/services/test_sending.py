@@ -6,14 +6,14 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from alerts.models import CallbackSecret, Delivery, RunCallback
-from alerts.services import sending
-from alerts.services.sending import delivery_retry_now, delivery_send
-from alerts.services.subscriptions import subscription_create
-from alerts.services.sweep import deliveries_send_due
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute
 from tests.helpers import AlertReceiver, run_of
+from webhooks.alerts.models import CallbackSecret, Delivery, RunCallback
+from webhooks.alerts.services import sending
+from webhooks.alerts.services.sending import delivery_retry_now, delivery_send
+from webhooks.alerts.services.subscriptions import subscription_create
+from webhooks.alerts.services.sweep import deliveries_send_due
 
 
 @pytest.fixture(autouse=True)

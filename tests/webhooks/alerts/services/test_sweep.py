@@ -4,11 +4,11 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from alerts.models import Delivery, Subscription
-from alerts.services.subscriptions import subscription_create
-from alerts.services.sweep import SWEEP_SCHEDULE_NAME, flow_backlogs_check
 from flows.models import FlowRun
 from tests.helpers import run_of
+from webhooks.alerts.models import Delivery, Subscription
+from webhooks.alerts.services.subscriptions import subscription_create
+from webhooks.alerts.services.sweep import SWEEP_SCHEDULE_NAME, flow_backlogs_check
 
 
 def _backlog(user, flow=None, **thresholds):
@@ -50,11 +50,11 @@ def test_migrate_installs_the_alerts_sweep_schedule(db):
     from django_q.models import Schedule
 
     schedule = Schedule.objects.get(name=SWEEP_SCHEDULE_NAME)
-    assert schedule.func == "alerts.tasks.sweep" and schedule.minutes == 1
+    assert schedule.func == "webhooks.alerts.tasks.sweep" and schedule.minutes == 1
 
 
 def test_old_finished_deliveries_are_pruned_with_the_runs_retention(user, settings):
-    from alerts.services.sweep import deliveries_prune
+    from webhooks.alerts.services.sweep import deliveries_prune
 
     settings.LANGRUN_KEEP_SUCCEEDED_DAYS, settings.LANGRUN_KEEP_FAILED_DAYS = 30, 90
     long_ago = timezone.now() - timedelta(days=60)

@@ -12,10 +12,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
 
-from alerts.models import CallbackSecret, RunCallback, Subscription
 from flows.engine.components.http import BlockedAddressError, vet_host
 from flows.models import Flow, FlowRun
 from langrun.exceptions import RequestValidationError
+from webhooks.alerts.models import CallbackSecret, RunCallback, Subscription
 
 SECRET_PREFIX = "whsec_"
 

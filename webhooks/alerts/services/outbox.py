@@ -21,13 +21,13 @@ from django.db.models.signals import post_delete, post_save
 from django.urls import reverse
 from django.utils import timezone
 
-from alerts.models import Delivery, RunCallback, Subscription
 from flows.models import Flow, FlowRun
 from flows.services.queue import task_enqueue
+from webhooks.alerts.models import Delivery, RunCallback, Subscription
 
 logger = logging.getLogger(__name__)
 
-DELIVER_TASK = "alerts.tasks.deliver"
+DELIVER_TASK = "webhooks.alerts.tasks.deliver"
 # The query parameter of a webhook request that names its callback; the recorded request keeps it masked.
 CALLBACK_PARAM = "callback_url"
 # How long a process trusts its list of the owners with subscriptions (another process's change shows up within it).

@@ -7,13 +7,13 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from alerts.models import Delivery, Subscription
-from alerts.services.sending import delivery_retry_now
-from alerts.services.subscriptions import alert_url_check, subscription_create, subscription_secret_rotate, subscription_update
 from flows.admin.common import AdminMedia, pretty_json, status_badge
 from flows.models import Flow
 from langrun.admin import OwnedModelAdmin
 from langrun.exceptions import RequestValidationError
+from webhooks.alerts.models import Delivery, Subscription
+from webhooks.alerts.services.sending import delivery_retry_now
+from webhooks.alerts.services.subscriptions import alert_url_check, subscription_create, subscription_secret_rotate, subscription_update
 
 
 class SubscriptionAdminForm(forms.ModelForm):

@@ -3,8 +3,8 @@
 import pytest
 from rest_framework.test import APIClient
 
-from alerts.models import CallbackSecret, Delivery, Subscription
 from langrun.services import api_key_create
+from webhooks.alerts.models import CallbackSecret, Delivery, Subscription
 
 URL = "http://127.0.0.1:9/hook"
 

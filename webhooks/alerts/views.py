@@ -9,14 +9,19 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alerts.filters import DeliveryFilter, SubscriptionFilter
-from alerts.models import Delivery, Subscription
-from alerts.serializers import DeliverySerializer, SecretSerializer, SubscriptionCreatedSerializer, SubscriptionSerializer
-from alerts.services.sending import delivery_retry_now
-from alerts.services.subscriptions import callback_secret_rotate, subscription_create, subscription_secret_rotate, subscription_update
 from flows.models import Flow
 from langrun.parsers import JSONParser
 from langrun.schema import error, validation_error
+from webhooks.alerts.filters import DeliveryFilter, SubscriptionFilter
+from webhooks.alerts.models import Delivery, Subscription
+from webhooks.alerts.serializers import DeliverySerializer, SecretSerializer, SubscriptionCreatedSerializer, SubscriptionSerializer
+from webhooks.alerts.services.sending import delivery_retry_now
+from webhooks.alerts.services.subscriptions import (
+    callback_secret_rotate,
+    subscription_create,
+    subscription_secret_rotate,
+    subscription_update,
+)
 
 _BAD_INPUT = validation_error("An unknown event name, a URL the address guard refuses, neither or both of url and email.")
 _NO_STORE = {"Cache-Control": "no-store"}

@@ -1,8 +1,8 @@
 """The admin of alerts: a subscription's secret is shown once, deliveries list their attempts and can be retried."""
 
-from alerts.models import Delivery, Subscription
-from alerts.services.subscriptions import subscription_create
 from tests.helpers import login
+from webhooks.alerts.models import Delivery, Subscription
+from webhooks.alerts.services.subscriptions import subscription_create
 
 URL = "http://127.0.0.1:9/hook"
 
@@ -11,24 +11,24 @@ def test_adding_a_subscription_shows_its_secret_once(staff, make_flow, local_all
     flow = make_flow(staff)
     c = login(staff)
     answer = c.post(
-        "/admin/alerts/subscription/add/",
+        "/admin/webhooks/subscription/add/",
         {"user": staff.pk, "flow": flow.pk, "url": URL, "events": ["run.failed", "run.succeeded"], "is_active": "on"},
         follow=True,
     )
     sub = Subscription.objects.get()
     assert sub.user == staff and sub.flow == flow and sub.events == ["run.failed", "run.succeeded"]
     assert sub.secret in answer.content.decode()
-    page = c.get(f"/admin/alerts/subscription/{sub.pk}/change/").content.decode()
+    page = c.get(f"/admin/webhooks/subscription/{sub.pk}/change/").content.decode()
     assert sub.secret not in page
 
 
 def test_a_url_the_guard_refuses_is_a_form_error(staff):
-    answer = login(staff).post("/admin/alerts/subscription/add/", {"user": staff.pk, "url": URL, "events": ["run.failed"]})
+    answer = login(staff).post("/admin/webhooks/subscription/add/", {"user": staff.pk, "url": URL, "events": ["run.failed"]})
     assert answer.status_code == 200 and "not a public address" in answer.content.decode() and not Subscription.objects.exists()
 
 
 def test_deliveries_with_attempts_filtered_by_status_and_retried(staff, other, local_allowed, monkeypatch):
-    from alerts.services import sending
+    from webhooks.alerts.services import sending
 
     monkeypatch.setattr(sending, "deliveries_enqueue", lambda *, delivery_ids: len(delivery_ids))
     sub = subscription_create(user=staff, url=URL, events=["run.failed"])
@@ -38,12 +38,12 @@ def test_deliveries_with_attempts_filtered_by_status_and_retried(staff, other, l
     )  # fmt: skip
     theirs = Delivery.objects.create(user=other, event="run.failed", url=URL, payload={}, status="failed")
     c = login(staff)
-    listed = c.get("/admin/alerts/delivery/", {"status__exact": "failed"}).content.decode()
+    listed = c.get("/admin/webhooks/delivery/", {"status__exact": "failed"}).content.decode()
     assert str(failed.pk) in listed and str(theirs.pk) not in listed
-    detail = c.get(f"/admin/alerts/delivery/{failed.pk}/change/").content.decode()
+    detail = c.get(f"/admin/webhooks/delivery/{failed.pk}/change/").content.decode()
     assert "HTTP 503" in detail and failed.webhook_id in detail
-    assert c.get(f"/admin/alerts/delivery/{theirs.pk}/change/").status_code == 404
-    c.post("/admin/alerts/delivery/", {"action": "retry_now", "_selected_action": [failed.pk]})
+    assert c.get(f"/admin/webhooks/delivery/{theirs.pk}/change/").status_code == 404
+    c.post("/admin/webhooks/delivery/", {"action": "retry_now", "_selected_action": [failed.pk]})
     failed.refresh_from_db()
     assert failed.status == "pending" and failed.attempt_count == 0
 
@@ -53,12 +53,12 @@ def test_flow_builders_manage_their_own_subscriptions(bare_staff, local_allowed)
 
     bare_staff.groups.add(Group.objects.get(name="Flow builders"))
     c = login(bare_staff)
-    assert c.get("/admin/alerts/subscription/add/").status_code == 200
-    assert c.get("/admin/alerts/delivery/").status_code == 200
+    assert c.get("/admin/webhooks/subscription/add/").status_code == 200
+    assert c.get("/admin/webhooks/delivery/").status_code == 200
 
 
 def test_the_rotate_action_shows_the_new_secret_once(staff, local_allowed):
     sub = subscription_create(user=staff, url=URL, events=["run.failed"])
-    answer = login(staff).post("/admin/alerts/subscription/", {"action": "rotate_secret", "_selected_action": [sub.pk]}, follow=True)
+    answer = login(staff).post("/admin/webhooks/subscription/", {"action": "rotate_secret", "_selected_action": [sub.pk]}, follow=True)
     sub.refresh_from_db()
     assert sub.secret in answer.content.decode()

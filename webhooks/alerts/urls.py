@@ -1,7 +1,7 @@
 from django.urls import re_path
 
-from alerts import views
 from langrun.routers import OptionalSlashRouter
+from webhooks.alerts import views
 
 router = OptionalSlashRouter()
 router.register("subscriptions", views.SubscriptionViewSet, basename="subscription")

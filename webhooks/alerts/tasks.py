@@ -1,7 +1,7 @@
 """django-q2 task entry points of the alerts. They take ids, and call services."""
 
-from alerts.services.sending import delivery_send
-from alerts.services.sweep import alerts_sweep
+from webhooks.alerts.services.sending import delivery_send
+from webhooks.alerts.services.sweep import alerts_sweep
 
 
 def deliver(delivery_id: str) -> str | None:
