@@ -129,8 +129,9 @@ def test_500_runs_in_flight_hold_about_one_database_connection_per_process(servi
         processes = process_tree([cluster.pid])
         peak = max(peak, database_connections(processes))
         time.sleep(0.1)
-    # All of them at once: a merged task that meets a full worker process hands its runs on to the other.
-    assert api.peak == 500, service.log("cluster")
+    # Nearly all at once. A merged task (Redis) that meets a full worker process hands its runs on to the other; a
+    # single task taken by a full worker waits there for a slot (first in, first out), which may hold a few back.
+    assert api.peak >= 490, service.log("cluster")
     processes = process_tree([cluster.pid])
     peak = max(peak, database_connections(processes))
     # qcluster, its sentinel, monitor, pusher and two workers: each worker's runs share one connection.

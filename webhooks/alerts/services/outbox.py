@@ -49,7 +49,7 @@ def _subscribed_owners() -> frozenset:
     if at is None or now - at > INTEREST_SECONDS:
         with _interest_lock:
             if _interest["at"] is None or now - _interest["at"] > INTEREST_SECONDS:
-                owners = Subscription.objects.filter(is_active=True).values_list("user_id", flat=True).distinct()
+                owners = Subscription.objects.filter(is_active=True).order_by().values_list("user_id", flat=True).distinct()
                 _interest["owners"] = frozenset(owners)
                 _interest["at"] = now
     return _interest["owners"]
@@ -77,7 +77,7 @@ def runs_wanting_events(runs: Iterable[FlowRun]) -> set[str]:
     if not runs:
         return set()
     owners = _subscribed_owners()
-    return {str(run.pk) for run in runs if _owner_id(run) in owners or run_has_callback(run)}
+    return {str(run.pk) for run in runs if (owners and _owner_id(run) in owners) or run_has_callback(run)}
 
 
 def _owner_id(run: FlowRun):
