@@ -14,22 +14,36 @@ from flows.services.webhook_settings import RESPONSE_MODES, VERIFICATION_PROVIDE
 from langrun.serializers import StrictCharField
 
 
+class _ListSetting(serializers.Field):
+    """A setting that is a list: a form gives it by repeating its key."""
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:
+            return dictionary.getlist(self.field_name)
+        return super().get_value(dictionary)
+
+
+class _ObjectSetting(serializers.Field):
+    """A setting that is an object, which a form cannot hold: a form's text (even empty) is refused, not read as
+    null or as the default."""
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
+
 @extend_schema_field({"type": "object", "additionalProperties": True, "example": GREETING_GRAPH})
 class GraphField(serializers.JSONField):
     pass
 
 
 @extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_METHODS)}, "minItems": 1, "default": ["POST"]})
-class MethodsField(serializers.Field):
+class MethodsField(_ListSetting):
     """A flow's `methods`: a list in the API, canonical text in the database."""
 
     def to_representation(self, value: str) -> list[str]:
         return value.split(",") if value else ["POST"]
-
-    def get_value(self, dictionary):
-        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form repeats the key
-            return dictionary.getlist(self.field_name)
-        return super().get_value(dictionary)
 
     def to_internal_value(self, data) -> str:
         if not isinstance(data, list):
@@ -54,17 +68,11 @@ class MethodsField(serializers.Field):
         "example": {"provider": "stripe"},
     }
 )
-class VerificationField(serializers.Field):
+class VerificationField(_ObjectSetting):
     """A flow's verification preset: an object in the API, canonical JSON text in the database (checked by the service)."""
 
     def to_representation(self, value: str):
         return json.loads(value) if value else None
-
-    def get_value(self, dictionary):
-        # A form cannot hold an object: its text (even empty) is refused rather than read as null.
-        if html.is_html_input(dictionary) and self.field_name in dictionary:
-            return dictionary[self.field_name]
-        return super().get_value(dictionary)
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
@@ -73,16 +81,11 @@ class VerificationField(serializers.Field):
 
 
 @extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_HANDSHAKES)}, "default": []})
-class HandshakesField(serializers.Field):
+class HandshakesField(_ListSetting):
     """A flow's `handshakes`: a list in the API, canonical text in the database (checked by the service)."""
 
     def to_representation(self, value: str) -> list[str]:
         return value.split(",") if value else []
-
-    def get_value(self, dictionary):
-        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form repeats the key
-            return dictionary.getlist(self.field_name)
-        return super().get_value(dictionary)
 
     def to_internal_value(self, data):
         if not isinstance(data, list):
@@ -108,13 +111,8 @@ _JMESPATH_KEY = {
         "example": {"limit": 1, "key": "payload.customer_id"},
     }
 )
-class ConcurrencyField(serializers.Field):
+class ConcurrencyField(_ObjectSetting):
     """A flow's concurrency: an object in the API, `max_concurrent_runs` and `concurrency_key` in the database (checked by the service)."""
-
-    def get_value(self, dictionary):
-        if html.is_html_input(dictionary) and self.field_name in dictionary:  # a form cannot hold an object
-            return dictionary[self.field_name]
-        return super().get_value(dictionary)
 
     def to_representation(self, value):
         return value
@@ -179,17 +177,11 @@ RESPONSE_SCHEMA = {
 
 
 @extend_schema_field(RESPONSE_SCHEMA)
-class ResponseField(serializers.Field):
+class ResponseField(_ObjectSetting):
     """A flow's `response`: an object in the API (`{"mode": "accepted"}` by default), canonical JSON text in the database."""
 
     def to_representation(self, value: str):
         return json.loads(value) if value else {"mode": "accepted"}
-
-    def get_value(self, dictionary):
-        # A form cannot hold an object: its text is refused rather than read as the default.
-        if html.is_html_input(dictionary) and self.field_name in dictionary:
-            return dictionary[self.field_name]
-        return super().get_value(dictionary)
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):

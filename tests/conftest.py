@@ -4,9 +4,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django_q.signing import SignedPackage
 from rest_framework.test import APIClient
 
-from flows.services import execution
+from flows.services import execution, queue
 from flows.services.flows import flow_create
 from langrun.models import User
 from langrun.services import api_key_create
@@ -202,3 +203,19 @@ def server():
 def local_allowed(settings):
     """A test's local servers listen on loopback, which the outbound address guard refuses unless allowed."""
     settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]
+
+
+@pytest.fixture
+def pushed_tasks(monkeypatch) -> list[dict]:
+    """The tasks the doorbell pushes, unpacked as a worker unpacks them: a broker that records instead of Redis."""
+    pushed = []
+
+    class Broker:
+        list_key = "recording"
+
+        def enqueue(self, package):
+            pushed.append(SignedPackage.loads(package))
+            return len(pushed)
+
+    monkeypatch.setattr(queue, "_broker", Broker())
+    return pushed

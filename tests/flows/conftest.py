@@ -1,24 +1,7 @@
 import pytest
-from django_q.signing import SignedPackage
 
 from flows.services import queue
 from flows.services.runs import flow_run_create
-
-
-@pytest.fixture
-def pushed_tasks(monkeypatch) -> list[dict]:
-    """The tasks the doorbell pushes, unpacked as a worker unpacks them: a broker that records instead of Redis."""
-    pushed = []
-
-    class Broker:
-        list_key = "recording"
-
-        def enqueue(self, package):
-            pushed.append(SignedPackage.loads(package))
-            return len(pushed)
-
-    monkeypatch.setattr(queue, "_broker", Broker())
-    return pushed
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def subscribe(user, local_allowed):
 
 
 def test_a_succeeded_run_writes_one_delivery_per_subscription_with_its_finish(
-    flow, user, subscribe, alert_tasks, execute_path, django_capture_on_commit_callbacks
+    flow, user, subscribe, pushed_tasks, execute_path, django_capture_on_commit_callbacks
 ):
     everything, this_flow = subscribe(), subscribe(flow=flow, events=["run.succeeded"])
     subscribe(events=["run.failed"])  # not this event
@@ -39,7 +39,7 @@ def test_a_succeeded_run_writes_one_delivery_per_subscription_with_its_finish(
     data = delivery.payload["data"]
     assert data["run_id"] == str(run.id) and data["flow_id"] == str(flow.id) and data["status"] == "succeeded"
     assert data["flow_name"] == flow.name and data["error"] == "" and data["status_url"].endswith(f"/api/v1/runs/{run.id}")
-    assert sorted(t["args"][0] for t in alert_tasks if t["func"] == outbox.DELIVER_TASK) == sorted(str(d.pk) for d in deliveries)
+    assert sorted(t["args"][0] for t in pushed_tasks if t["func"] == outbox.DELIVER_TASK) == sorted(str(d.pk) for d in deliveries)
 
 
 def test_another_flows_subscription_and_another_users_get_nothing(flow, make_flow, user, other, subscribe, local_allowed):

@@ -87,14 +87,14 @@ def test_the_send_refuses_a_private_address_the_guard_no_longer_allows(flow, use
     assert sent.status == "pending" and "not a public address" in sent.attempts[0]["error"] and not receiver.requests
 
 
-def test_the_sweep_rings_for_due_deliveries_only(flow, user, receiver, alert_tasks):
+def test_the_sweep_rings_for_due_deliveries_only(flow, user, receiver, pushed_tasks):
     _, _, due = _delivery_of_a_run(flow, user, receiver.url)
     later = Delivery.objects.create(
         user=user, event="run.succeeded", url=receiver.url, payload={}, next_attempt_at=timezone.now() + timedelta(hours=1)
     )
-    alert_tasks.clear()
+    pushed_tasks.clear()
     assert deliveries_send_due() == 1
-    assert [t["args"] for t in alert_tasks] == [(str(due.pk),)] and later.pk
+    assert [t["args"] for t in pushed_tasks] == [(str(due.pk),)] and later.pk
 
 
 def test_a_claimed_delivery_is_not_sent_twice_until_its_lease_ends(flow, user, receiver):
@@ -105,12 +105,12 @@ def test_a_claimed_delivery_is_not_sent_twice_until_its_lease_ends(flow, user, r
     assert Delivery.objects.due(now=timezone.now() + timedelta(seconds=60)).exists()  # its sender died: due again
 
 
-def test_retry_now_sends_a_failed_delivery_again(flow, user, receiver, alert_tasks):
+def test_retry_now_sends_a_failed_delivery_again(flow, user, receiver, pushed_tasks):
     _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
     Delivery.objects.filter(pk=delivery.pk).update(status="failed", attempt_count=5)
-    alert_tasks.clear()
+    pushed_tasks.clear()
     again = delivery_retry_now(delivery=delivery)
-    assert again.status == "pending" and [t["args"] for t in alert_tasks] == [(str(delivery.pk),)]
+    assert again.status == "pending" and [t["args"] for t in pushed_tasks] == [(str(delivery.pk),)]
     assert delivery_send(delivery_id=delivery.pk).status == "delivered"
 
 
