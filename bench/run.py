@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from bench.procs import MemorySampler, cpu_s, machine_cpu_s, process_tree, pss_mb
+from bench.procs import MemorySampler, cpu_s, machine_cpu_s, pss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -384,24 +384,25 @@ def _all_done_s(hook: dict) -> float | None:
 
 
 def drain(bench: Bench, key: str) -> dict:
-    """How fast the clusters alone work through a backlog: accept N runs while they are paused, then resume them.
+    """How fast the clusters alone work through a backlog: accept N runs while the flow is paused, then resume it.
 
     While runs are accepted at the same time, completion can never outrun acceptance; this shows what
-    the clusters themselves manage (and how that grows with CLUSTERS).
+    the clusters themselves manage (and how that grows with CLUSTERS). The flow is paused as an operator pauses it
+    (its runs are held, not executed); stopping the cluster's processes instead could catch one holding SQLite's
+    write lock, and the web would wait for it.
     """
     from django.db.models import Max
 
-    from flows.models import FlowRun
+    from flows.models import Flow, FlowRun
+    from flows.services.pause import flow_pause, flow_resume
 
-    pids = process_tree(bench.cluster_pids())
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    flow = Flow.objects.get(endpoint_name=ENDPOINT)
+    flow_pause(flow=flow)
     try:
         backlog = bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, "backlog")
     finally:
         resumed = time.time()
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+        flow_resume(flow=flow)
     ids = [r[2] for r in backlog["results"] if r[0] == 202 and r[2]]
     bench.wait_terminal([])
     runs = FlowRun.objects.filter(pk__in=ids)
