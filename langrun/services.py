@@ -20,7 +20,8 @@ from langrun.models import ApiKey, User
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "sk-"
-_PREFIX_LENGTH = len(KEY_PREFIX) + 8
+# Characters of a secret after its kind that its row stores in clear, to find it.
+_PREFIX_CHARS = 8
 
 
 @dataclass(frozen=True)
@@ -33,26 +34,47 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def secret_mint(*, kind: str, model) -> tuple[str, str]:
+    """A new secret starting with `kind` (`sk-`, `it-`) and the stored prefix that finds its row, which no row of
+    `model` has yet. The secret exists in clear only in the caller's hands; rows keep `secret_digest` of it."""
+    while True:
+        secret = kind + secrets.token_urlsafe(32)
+        prefix = secret[: len(kind) + _PREFIX_CHARS]
+        if not model.objects.filter(prefix=prefix).exists():
+            return secret, prefix
+
+
+def secret_prefix(secret: str, *, kind: str) -> str | None:
+    """The stored prefix that finds `secret`'s row, or None when `secret` cannot be one of `kind` at all."""
+    length = len(kind) + _PREFIX_CHARS
+    if not secret.startswith(kind) or len(secret) <= length or len(secret) > 200 or not (secret.isascii() and secret.isprintable()):
+        return None
+    return secret[:length]
+
+
+def secret_matches(*, digest: str, secret: str) -> bool:
+    return hmac.compare_digest(digest, _hash(secret))
+
+
+def secret_digest(secret: str) -> str:
+    """What a row stores of a secret: a name for it that is not the secret."""
+    return _hash(secret)
+
+
 def api_key_create(*, user: User, name: str = "") -> NewApiKey:
     """Create a key for `user`; the returned `key` is the only time the secret exists in clear."""
-    while True:
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        prefix = key[:_PREFIX_LENGTH]
-        if not ApiKey.objects.filter(prefix=prefix).exists():
-            break
+    key, prefix = secret_mint(kind=KEY_PREFIX, model=ApiKey)
     api_key = ApiKey.objects.create(user=user, name=name, prefix=prefix, hashed_key=_hash(key))
     return NewApiKey(api_key=api_key, key=key)
 
 
 def api_key_prefix(key: str) -> str | None:
     """The stored prefix that finds `key`'s row, or None when `key` cannot be a key at all."""
-    if not key.startswith(KEY_PREFIX) or len(key) <= _PREFIX_LENGTH or len(key) > 200 or not (key.isascii() and key.isprintable()):
-        return None
-    return key[:_PREFIX_LENGTH]
+    return secret_prefix(key, kind=KEY_PREFIX)
 
 
 def api_key_matches(*, hashed_key: str, key: str) -> bool:
-    return hmac.compare_digest(hashed_key, _hash(key))
+    return secret_matches(digest=hashed_key, secret=key)
 
 
 def api_key_digest(key: str) -> str:

@@ -5,9 +5,6 @@ The webhook's rules for them (which flow a token may call, its refusals) are in 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,11 +12,10 @@ from django.utils import timezone
 
 from flows.models import Flow
 from langrun.models import User
-from langrun.services import usage_recorder
+from langrun.services import secret_digest, secret_matches, secret_mint, secret_prefix, usage_recorder
 from webhooks.models import IngestToken
 
 TOKEN_PREFIX = "it-"
-_PREFIX_LENGTH = len(TOKEN_PREFIX) + 8
 
 _uses = usage_recorder(IngestToken)
 
@@ -30,21 +26,13 @@ class NewIngestToken:
     token: str  # the full secret, available only here, once
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def ingest_token_create(
     *, flow: Flow, name: str = "", expires_at: datetime | None = None, created_by: User | None = None
 ) -> NewIngestToken:
     """Create a token for `flow`'s webhook; the returned `token` is the only time the secret exists in clear."""
-    while True:
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        prefix = token[:_PREFIX_LENGTH]
-        if not IngestToken.objects.filter(prefix=prefix).exists():
-            break
+    token, prefix = secret_mint(kind=TOKEN_PREFIX, model=IngestToken)
     ingest_token = IngestToken.objects.create(
-        flow=flow, name=name, expires_at=expires_at, created_by=created_by, prefix=prefix, hashed_token=_hash(token)
+        flow=flow, name=name, expires_at=expires_at, created_by=created_by, prefix=prefix, hashed_token=secret_digest(token)
     )
     return NewIngestToken(ingest_token=ingest_token, token=token)
 
@@ -66,11 +54,7 @@ def ingest_token_delete(*, ingest_token: IngestToken) -> None:
 
 def ingest_token_prefix(token: str) -> str | None:
     """The stored prefix that finds `token`'s row, or None when `token` cannot be an ingest token at all."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) <= _PREFIX_LENGTH or len(token) > 200:
-        return None
-    if not (token.isascii() and token.isprintable()):
-        return None
-    return token[:_PREFIX_LENGTH]
+    return secret_prefix(token, kind=TOKEN_PREFIX)
 
 
 def ingest_token_authenticate(*, token: str) -> IngestToken | None:
@@ -85,7 +69,7 @@ def ingest_token_authenticate(*, token: str) -> IngestToken | None:
         .order_by()[:1]
     )
     ingest_token = found[0] if found else None
-    if ingest_token is None or not hmac.compare_digest(ingest_token.hashed_token, _hash(token)):
+    if ingest_token is None or not secret_matches(digest=ingest_token.hashed_token, secret=token):
         return None
     if ingest_token.state != IngestToken.State.ACTIVE or not ingest_token.flow.user.is_active:
         return None
