@@ -98,3 +98,15 @@ def _client_went_away(response) -> None:
         response.close()
     finally:
         request_finished.connect(close_old_connections)
+
+
+def test_a_streamed_run_refused_after_its_slot_was_taken_gives_the_slot_back(key_client, flow, settings):
+    """A 422 raised while the stream holds its slot (tweaks naming no node) records nothing and leaves the slot free."""
+    settings.LANGRUN_STREAMS_PER_PROCESS, settings.LANGRUN_STREAMS_PER_USER = 1, 1
+    bad = {"input_value": "hi", "tweaks": {"nope": {"x": 1}}}
+    refused = key_client.post("/api/v1/run/greet?stream=true", bad, content_type="application/json")
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "tweaks", "nope"]
+    assert not FlowRun.objects.exists()
+    opened = key_client.get("/api/v1/webhook-events/greet", HTTP_ACCEPT="text/event-stream")
+    assert opened.status_code == 200
+    _client_went_away(opened)
