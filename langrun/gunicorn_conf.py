@@ -9,17 +9,22 @@ import os
 from gunicorn import glogging
 
 from langrun.logs import mask_secret_paths
+from langrun.waits import STREAMS_PER_PROCESS, WAITS_PER_PROCESS
 
-# Threads in each worker process, not one request per process: a caller that waits (`?wait=`, the synchronous
-# run) or a client that sends its request slowly holds one thread, and the process's other threads go on
-# answering (health checks, webhooks). Waiting callers may take at most LANGRUN_WAITS_PER_PROCESS threads of a
-# process. Each thread keeps its own database connection (CONN_MAX_AGE): up to workers x threads connections.
-worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
-# A process takes no more connections than it has threads: one whose threads are all busy leaves new connections
-# to the other processes, as a sync worker does (otherwise it would accept them and queue them behind its busy
-# threads). Hence no keep-alive either, like the sync workers before: an idle kept-alive connection would count.
-worker_connections = threads
+# Threaded workers that take connections as sync workers do: a process answers at most WEB_THREADS requests at once
+# and leaves further connections to the other processes. Requests that wait for a run or stream its events park
+# (langrun/waits.py): they hold a thread of their own but are not counted (langrun/gunicorn_worker.py), so each
+# process has threads for as many as LANGRUN_WAITS_PER_PROCESS and LANGRUN_STREAMS_PER_PROCESS allow, and for
+# connections whose first bytes are late. No keep-alive: an idle kept-alive connection would count.
+worker_class = "langrun.gunicorn_worker.ParkingThreadWorker"
+worker_connections = int(os.environ.get("WEB_THREADS", "4"))
+SLOW_STARTS = 8
+threads = (
+    worker_connections
+    + int(os.environ.get("LANGRUN_WAITS_PER_PROCESS", WAITS_PER_PROCESS))
+    + int(os.environ.get("LANGRUN_STREAMS_PER_PROCESS", STREAMS_PER_PROCESS))
+    + SLOW_STARTS
+)
 keepalive = 0
 
 
@@ -51,3 +56,11 @@ def pre_fork(server, worker):
     import gc
 
     gc.freeze()
+
+
+def post_fork(server, worker):
+    """The process's threads share a pool of database connections: the requests it answers at once, the ledger's
+    watch (flows/services/watch.py) and one spare, unless WEB_DB_CONNECTIONS says otherwise (0: one per thread)."""
+    from langrun.db import connection_pool_use
+
+    connection_pool_use(size=int(os.environ.get("WEB_DB_CONNECTIONS", worker_connections + 2)))

@@ -9,6 +9,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from langrun import waits
 from langrun.config import environment_load, home_dir
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -201,7 +202,7 @@ LANGRUN_REPLAY_RATE = env.float("LANGRUN_REPLAY_RATE", default=100.0)
 LANGRUN_REPLAY_SLICE = env.int("LANGRUN_REPLAY_SLICE", default=30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
 # How long `POST /api/v1/run/{flow}` may block before answering 202 with the run id (the run goes on).
-# Both waits hold a web thread (capped by LANGRUN_WAITS_PER_PROCESS and LANGRUN_WAITS_PER_USER below).
+# Both waits hold a parked web thread (capped by LANGRUN_WAITS_PER_PROCESS and LANGRUN_WAITS_PER_USER below).
 LANGRUN_SYNC_RUN_TIMEOUT = env.float("LANGRUN_SYNC_RUN_TIMEOUT", default=20.0)
 # Event streams (`/run?stream=true`, `/runs/{id}/events`, `/webhook-events/{flow}`) read the run ledger every
 # LANGRUN_STREAM_POLL seconds, send a keep-alive after LANGRUN_STREAM_KEEPALIVE quiet seconds (which is also how soon
@@ -211,16 +212,16 @@ LANGRUN_STREAM_KEEPALIVE = env.float("LANGRUN_STREAM_KEEPALIVE", default=15.0)
 LANGRUN_STREAM_LIFETIME = env.float("LANGRUN_STREAM_LIFETIME", default=3600.0)
 # The most a webhook caller may ask to wait with `?wait=<seconds>`.
 LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
-# A caller that waits (`?wait=`, the synchronous run) holds a web thread meanwhile: at most this many such callers
-# per web process, and per account in a process; a caller past either is answered at once with the run's 202 (it
-# was accepted; its status URL tells when it is done). Keep the first below WEB_THREADS (gunicorn.conf.py).
-LANGRUN_WAITS_PER_PROCESS = env.int("LANGRUN_WAITS_PER_PROCESS", default=4)
-LANGRUN_WAITS_PER_USER = env.int("LANGRUN_WAITS_PER_USER", default=2)
-# An open event stream holds a web thread too, for as long as its client listens: at most this many per web process,
-# and per account in a process; a client past either gets 429 with Retry-After (an EventSource comes back by itself).
-# Waits and streams together should leave some of WEB_THREADS to everything else.
-LANGRUN_STREAMS_PER_PROCESS = env.int("LANGRUN_STREAMS_PER_PROCESS", default=2)
-LANGRUN_STREAMS_PER_USER = env.int("LANGRUN_STREAMS_PER_USER", default=1)
+# A caller that waits (`?wait=`, the synchronous run) holds a thread of its web process meanwhile (parked: no database
+# connection, not counted among the requests being answered): at most this many such callers per web process, and
+# per account in a process; a caller past either is answered at once with the run's 202 (it was accepted; its status
+# URL tells when it is done). gunicorn's settings give each process a thread for each (langrun/gunicorn_conf.py).
+LANGRUN_WAITS_PER_PROCESS = env.int("LANGRUN_WAITS_PER_PROCESS", default=waits.WAITS_PER_PROCESS)
+LANGRUN_WAITS_PER_USER = env.int("LANGRUN_WAITS_PER_USER", default=waits.WAITS_PER_USER)
+# An open event stream holds a parked thread too, for as long as its client listens: at most this many per web
+# process, and per account in a process; a client past either gets 429 with Retry-After (an EventSource comes back).
+LANGRUN_STREAMS_PER_PROCESS = env.int("LANGRUN_STREAMS_PER_PROCESS", default=waits.STREAMS_PER_PROCESS)
+LANGRUN_STREAMS_PER_USER = env.int("LANGRUN_STREAMS_PER_USER", default=waits.STREAMS_PER_USER)
 
 # --- Flow engine -------------------------------------------------------------
 # Seconds a flow's run may take before it fails (a flow can set its own `timeout`).

@@ -5,6 +5,10 @@ LANGRUN_WAITS_PER_PROCESS of them, and one account at most LANGRUN_WAITS_PER_USE
 LANGRUN_STREAMS_PER_PROCESS, one account at most LANGRUN_STREAMS_PER_USER. So neither can take every thread from the
 rest (health checks, webhooks that answer at once, other accounts). The counts are per process: they guard that
 process's threads, cost nothing to keep and cannot leak when a process dies.
+
+While a request waits it is *parked* (`parked()`): it holds a thread but no database connection and no CPU, and
+the web server (langrun/gunicorn_worker.py) does not count it among the requests it is answering, so its process
+takes other requests as if the parked one were not there.
 """
 
 from __future__ import annotations
@@ -14,6 +18,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+
+# The defaults of the caps, also read by gunicorn's settings (langrun/gunicorn_conf.py), which give each web process
+# threads for that many parked requests.
+WAITS_PER_PROCESS = 40
+WAITS_PER_USER = 20
+STREAMS_PER_PROCESS = 40
+STREAMS_PER_USER = 20
+
+
+class Parking:
+    """How many of this process's requests are parked, and who to tell when one parks."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+        self.on_park = None  # set by the web server: called (from the parking thread) when a request parks
+
+    @contextmanager
+    def parked(self) -> Iterator[None]:
+        with self._lock:
+            self.count += 1
+        if self.on_park is not None:
+            self.on_park()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
+PARKING = Parking()
+parked = PARKING.parked
 
 
 class Slots:

@@ -19,12 +19,15 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
 from flows.models import Flow, FlowRun, NodeResult
 from flows.services import langflow
 from flows.services.versions import flow_run_graph_data
+from flows.services.watch import WATCH
+from langrun.waits import parked
 
 KEEPALIVE = ": keep-alive\n\n"
 EXPIRED = ": the stream's lifetime is over; reconnect to go on\n\n"
@@ -60,32 +63,56 @@ def langflow_record(event: str, data: Any) -> str:
 
 
 def event_stream(
-    source: EventSource, *, poll: float | None = None, keepalive: float | None = None, lifetime: float | None = None, sleep=time.sleep
+    source: EventSource, *, poll: float | None = None, keepalive: float | None = None, lifetime: float | None = None, sleep=None
 ) -> Iterator[str]:
     """Drive `source` until it is done or `lifetime` seconds passed, sending a keep-alive when nothing was sent
     for `keepalive` seconds. A client that went away is noticed at the next write (at the latest the next
-    keep-alive): the server closes this generator, and nothing is left behind."""
+    keep-alive): the server closes this generator, and nothing is left behind.
+
+    Between two reads the stream is parked (langrun.waits), without a database connection from its process's pool:
+    it reads again when the process's watch of the ledger (flows/services/watch.py) rings its doorbell, or for a
+    keep-alive. Given `sleep` (or inside a transaction, whose rows the watch cannot see) it reads every `poll` seconds.
+    """
     poll = settings.LANGRUN_STREAM_POLL if poll is None else poll
     keepalive = settings.LANGRUN_STREAM_KEEPALIVE if keepalive is None else keepalive
     lifetime = settings.LANGRUN_STREAM_LIFETIME if lifetime is None else lifetime
+    follows = getattr(source, "follows", None)
+    doorbell = WATCH.follow(follows) if sleep is None and follows is not None and not connection.in_atomic_block else None
+    sleep = sleep or time.sleep
     started = last = time.monotonic()
-    while True:
-        chunks, done = source.poll()
-        now = time.monotonic()
-        if chunks:
-            yield "".join(chunks)
-            last = now
-        if done:
-            return
-        if now - started >= lifetime:
-            yield source.expired()
-            return
-        if now - last >= keepalive:
-            beat = source.keepalive()
-            if beat:
-                yield beat
-            last = now
-        sleep(poll)
+    try:
+        while True:
+            chunks, done = source.poll()
+            _connection_give_back()
+            now = time.monotonic()
+            if chunks:
+                yield "".join(chunks)
+                last = now
+            if done:
+                return
+            if now - started >= lifetime:
+                yield source.expired()
+                return
+            if now - last >= keepalive:
+                beat = source.keepalive()
+                if beat:
+                    yield beat
+                last = now
+            with parked():
+                if doorbell is None:
+                    sleep(poll)
+                else:
+                    doorbell.wait(min(last + keepalive, started + lifetime) - time.monotonic())
+    finally:
+        if doorbell is not None:
+            WATCH.unfollow(doorbell)
+
+
+def _connection_give_back() -> None:
+    """Between two reads a stream holds no connection from its process's pool (langrun.db.connection_pool_use).
+    Without a pool the connection is kept: opening one for each read would cost more than holding it."""
+    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+        connection.close()
 
 
 # --- Reading a run's progress --------------------------------------------------------------------------------
@@ -123,6 +150,7 @@ class RunEventsSource:
 
     def __init__(self, *, run_id):
         self.run_id = run_id
+        self.follows = ("run", str(run_id))
         self.progress = _Progress()
 
     def keepalive(self) -> str:
@@ -161,6 +189,7 @@ class RunStreamSource:
         self.output_component = output_component
         self.session_id = session_id
         self.render = render  # the RunResponse as the API renders it (the view's serializer)
+        self.follows = ("run", str(run_id))
         self.progress = _Progress()
         self.outputs: set[str] | None = None
         self.greeted = False
@@ -228,6 +257,7 @@ class WebhookEventsSource:
         self.clock = clock
         self.opened = clock()
         self.last_poll = self.opened
+        self.follows = ("flow", str(flow.id), self.opened)
         self.runs: dict[Any, _Progress] = {}
         self.ended: dict[Any, Any] = {}  # run id -> when it ended, kept while a poll could still see it
         self.greeted = False

@@ -1,6 +1,7 @@
-"""Database helpers shared by the hot paths that read rows with hand-written SQL."""
+"""Database helpers: a pool of connections for a web process, and the instances the hot paths build from their rows."""
 
 import functools
+import select
 
 from django.db import connection
 from django.db.models import Model, signals
@@ -38,3 +39,37 @@ def loaded_instance(model, **values):
     state.db = connection.alias
     instance.__dict__.update(values)
     return instance
+
+
+def connection_quiet(connection) -> bool:
+    """Whether an open psycopg connection is fine without a round trip: nothing to read on its socket.
+
+    A server that ends a session (restart, `pg_terminate_backend`, an idle timeout) first sends its error and
+    closes the socket, so an idle connection with nothing to read is alive. poll(), not select(): select()
+    refuses descriptors numbered 1024 or more, which a process with many open files hands out.
+    """
+    if connection.closed or connection.broken:
+        return False
+    poller = select.poll()
+    try:
+        poller.register(connection.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
+def connection_pool_use(*, size: int) -> None:
+    """This process's threads share at most `size` PostgreSQL connections (Django's connection pool).
+
+    For a web process, whose threads mostly wait (parked requests, langrun/waits.py): one connection per thread
+    would be as many connections as threads. Called before the process's first query (gunicorn's post_fork); a
+    forked process must not share its parent's pool, so nothing that forks uses one.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "langrun.db.postgresql" or size <= 0:
+        return
+    database["CONN_MAX_AGE"] = 0
+    database["CONN_HEALTH_CHECKS"] = False  # the backend checks each connection the pool hands out, more cheaply
+    database.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": size, "timeout": 30}

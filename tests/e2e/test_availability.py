@@ -39,7 +39,18 @@ def _slow_sockets(url: str, count: int) -> list[socket.socket]:
     return sockets
 
 
-def test_waiting_callers_and_slow_clients_leave_health_answering(service, transactional_db, tmp_path):
+@pytest.fixture
+def shared_service(transactional_db, tmp_path):
+    """The web with small shares of waiting: two callers per account and process."""
+    svc = Service(tmp_path)
+    svc.env.update(LANGRUN_WAITS_PER_USER="2")
+    svc.start_web()
+    yield svc
+    svc.stop()
+
+
+def test_waiting_callers_and_slow_clients_leave_health_answering(shared_service, tmp_path):
+    service = shared_service
     # No qcluster runs: every run stays queued, so each `?wait=` holds its request for the whole wait.
     callers = []
     for name in ("waiter1", "waiter2", "waiter3"):
@@ -104,7 +115,7 @@ def test_slow_clients_alone_do_not_take_the_web(service):
             s.close()
 
 
-def test_threads_keep_and_reuse_one_database_connection_each(service, setup_flow):
+def test_web_processes_share_a_pool_of_database_connections(service, setup_flow):
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -131,8 +142,9 @@ def test_threads_keep_and_reuse_one_database_connection_each(service, setup_flow
     burst()
     after_one = web_connections()
     burst()
-    # 300 requests, and no more connections than two processes of eight threads, each thread keeping its own.
-    assert 0 < after_one <= 2 * 8 and web_connections() <= 2 * 8
+    # 300 requests, and no more connections than two processes' pools: the requests each answers at once
+    # (WEB_THREADS, 4), its ledger watch and a spare.
+    assert 0 < after_one <= 2 * (4 + 2) and web_connections() <= 2 * (4 + 2)
 
 
 def _children(pid: int) -> list[int]:

@@ -11,24 +11,27 @@ broken) is the `SELECT 1` run, which decides as before.
 
 from __future__ import annotations
 
-import select
-
 from django.db.backends.postgresql import base
+from django.db.backends.postgresql.base import Database
+
+from langrun.db import connection_quiet
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
-    def is_usable(self) -> bool:
-        connection = self.connection
-        if connection is None or connection.closed or connection.broken:
-            return False
-        # poll(), not select(): select() refuses descriptors numbered 1024 or more, which a process with
-        # many open files hands out, and every connection would then look broken and be reopened.
-        poller = select.poll()
+    def get_new_connection(self, conn_params):
+        connection = super().get_new_connection(conn_params)
+        if self.pool is None or connection_quiet(connection):
+            return connection
+        # A pooled connection the server may have ended: a round trip decides, and a broken one goes back to the
+        # pool, which discards it, for another.
         try:
-            poller.register(connection.fileno(), select.POLLIN)
-            events = poller.poll(0)
-        except (OSError, ValueError):
+            connection.execute("")
+        except Database.Error:
+            self.pool.putconn(connection)
+            return super().get_new_connection(conn_params)
+        return connection
+
+    def is_usable(self) -> bool:
+        if self.connection is None or self.connection.closed or self.connection.broken:
             return False
-        if not events:
-            return True
-        return super().is_usable()
+        return connection_quiet(self.connection) or super().is_usable()

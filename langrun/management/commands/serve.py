@@ -11,7 +11,7 @@ from langrun.processes import web_command, worker_command
 
 
 def web_workers_default(database_vendor: str) -> int:
-    """gunicorn worker processes for this machine (each with WEB_THREADS threads, gunicorn.conf.py), measured in the
+    """gunicorn worker processes for this machine (each answering WEB_THREADS requests at once, gunicorn.conf.py), measured in the
     README's "Performance" with one request per process: three per core with
     PostgreSQL (a webhook waits on the database and Redis part of its time, and a waiting worker holds its
     request), two with SQLite (in the process, nothing to wait for; more workers only queue for its write lock)."""
