@@ -170,10 +170,18 @@ TABLE = [
     ("machine CPU ms: baseline req / webhook + run", None),
     ("start-up to first 202, s", "startup_s"),
     ("backlog drained by the clusters, runs/s", "drain_rps"),
-    ("io: API delay, s", "delay_s"),
+    ("slow API delay, s", "delay_s"),
     ("io: first request to last run ended, s", "all_done_s"),
     ("io: runs waiting on the API at once, peak", "in_flight_peak"),
-    ("io: database connections, peak", "db_connections_peak"),
+    ("held: requests / accounts", None),
+    ("held: in place after, s", "held_settle_s"),
+    ("held: still held when the load ended", "held_open_at_load_end"),
+    ("waits answered 200 / 202 / other", None),
+    ("waits: longest answer, s", "held_answer_s_max"),
+    ("streams open / refused / errors", None),
+    ("streams: events received", "held_events_received"),
+    ("database connections, peak", "db_connections_peak"),
+    ("web threads, peak", "web_threads_peak"),
 ]
 
 
@@ -193,7 +201,13 @@ def print_table(r: dict) -> None:
             f"{r['web_cpu_ms_per_baseline_request']} / {r['web_cpu_ms_per_webhook']} / {r['cluster_cpu_ms_per_run']}"
         ),
     }
+    if "held" in r:
+        derived["held: requests / accounts"] = f"{r['held']} ({r['scenario']}) / {r['held_accounts']}"
+    if "held_answered_200" in r:
+        derived["waits answered 200 / 202 / other"] = f"{r['held_answered_200']} / {r['held_answered_202']} / {r['held_other']}"
+    if "held_open" in r:
+        derived["streams open / refused / errors"] = f"{r['held_open']} / {r['held_refused']} / {r['held_errors']}"
     width = max(len(label) for label, _ in TABLE)
     for label, key in TABLE:
-        if key is None or key in r:
+        if (key is None and label in derived) or key in r:
             print(f"{label:<{width}}  {derived[label] if key is None else r[key]}")

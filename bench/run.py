@@ -10,6 +10,8 @@ With ROUNDS, the two phases take turns that many times and the figures pool them
 SCENARIO=io runs a flow that calls a local API answering after DELAY seconds
 (bench/slow_server.py) instead, and also reports when the last run ended, how many
 runs waited on that API at once, and the most database connections the service held.
+SCENARIO=waits and SCENARIO=streams send the webhooks while HELD requests are held open
+(callers waiting for slow runs, or event streams; bench/held.py) and report what became of those.
 Prints a table and writes bench/results/latest.json.
 """
 
@@ -24,14 +26,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from bench.procs import MemorySampler, cpu_s, machine_cpu_s, pss_mb
+from bench import held as held_requests
+from bench.procs import ConnectionSampler, MemorySampler, PeakSampler, cpu_s, machine_cpu_s, pss_mb, threads
 from bench.report import print_table, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +103,10 @@ class Bench:
             env["DATABASE_URL"] = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
         if args.workers:
             env["LANGRUN_WORKERS"] = str(args.workers)
-        if args.scenario == "io":
+        if args.scenario in ("io", *held_requests.SCENARIOS):
             env["LANGRUN_HTTP_ALLOWED_HOSTS"] = "127.0.0.1"
+        if args.scenario == "waits":  # the held callers' `?wait=` is what they get, unless the caller set a cap
+            env.setdefault("LANGRUN_WEBHOOK_MAX_WAIT", str(held_requests.WAIT_S))
         self.env = env
         self.api_url = ""
 
@@ -255,11 +259,14 @@ class Bench:
 
 def run(args: argparse.Namespace) -> dict:
     bench = Bench(args)
+    holds = args.scenario in held_requests.SCENARIOS
     try:
-        if args.scenario == "io":
+        if args.scenario == "io" or holds:
             bench.start_slow_api()
         bench.create_database()
         key, flow_shape = bench.create_flow()
+        if holds:
+            accounts = held_requests.accounts_create(count=args.held_accounts or args.held, flow_data=io_flow(bench.api_url))
         from django.db import connections
 
         connections.close_all()
@@ -276,6 +283,10 @@ def run(args: argparse.Namespace) -> dict:
         sampler = MemorySampler(bench.root_pids())
         sampler.start()
         connections_sampler = ConnectionSampler(bench.db_name) if bench.pg_admin_url else None
+        threads_sampler = PeakSampler(lambda: threads(bench.web_pids()), interval=0.5) if holds else None
+        if threads_sampler:
+            threads_sampler.start()
+        held = None
         # Each round measures the baseline and then the webhook, in that order; the figures pool the rounds.
         # The machine's speed drifts by more than 10% within minutes, and pairs close in time share it.
         baselines, hooks = [], []
@@ -285,16 +296,25 @@ def run(args: argparse.Namespace) -> dict:
         for i in range(1, args.rounds + 1):
             web_0, machine_0 = cpu_s(bench.web_pids()), machine_cpu_s()
             baselines.append(bench.load(f"{bench.url}/bench/baseline", None, f"baseline-{i}"))
+            web_1, machine_1 = cpu_s(bench.web_pids()), machine_cpu_s()
+            web["baseline"] += web_1 - web_0
+            machine["baseline"] += machine_1 - machine_0
+            if holds:  # after the baseline, which stays the machine's floor without them
+                held = held_requests.HeldRequests(scenario=args.scenario, base_url=bench.url, accounts=accounts, held=args.held)
+                held.open()
             web_1, machine_1, cluster_1 = cpu_s(bench.web_pids()), machine_cpu_s(), cpu_s(bench.cluster_pids())
-            hooks.append(bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, f"webhook-{i}"))
-            web_2 = cpu_s(bench.web_pids())
+            try:
+                hooks.append(bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, f"webhook-{i}"))
+                web_2 = cpu_s(bench.web_pids())
+            finally:
+                if held:
+                    held.load_ended()
+                    held.close()
             if args.clusters:  # CLUSTERS=0 measures accepting alone; the runs stay queued
                 bench.wait_terminal([])
             cluster_cpu += cpu_s(bench.cluster_pids()) - cluster_1
             machine_2 = machine_cpu_s()
-            web["baseline"] += web_1 - web_0
             web["webhook"] += web_2 - web_1
-            machine["baseline"] += machine_1 - machine_0
             machine["webhook"] += machine_2 - machine_1
         # PSS can shrink a little between two samples (pages freed or newly shared), so the idle sample counts
         # towards the peak too: a short run whose load never outgrew the idle memory reports the idle figure.
@@ -307,6 +327,15 @@ def run(args: argparse.Namespace) -> dict:
                 all_done_s=max(_all_done_s(hook) for hook in hooks),
                 in_flight_peak=bench.slow_api_stats()["peak"],
                 db_connections_peak=connections_sampler.stop() if connections_sampler else None,
+            )
+        elif holds:
+            report.update(
+                delay_s=args.delay,
+                held=args.held,
+                held_accounts=len(accounts),
+                **held.figures(),
+                db_connections_peak=connections_sampler.stop() if connections_sampler else None,
+                web_threads_peak=threads_sampler.stop(),
             )
         elif connections_sampler:
             connections_sampler.stop()
@@ -332,42 +361,6 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"logs kept in {bench.tmp}", file=sys.stderr)
             else:
                 subprocess.run(["rm", "-rf", str(bench.tmp)], check=False)
-
-
-class ConnectionSampler(threading.Thread):
-    """The most connections the service held to its PostgreSQL database at once (the benchmark's own left out)."""
-
-    def __init__(self, db_name: str, interval: float = 0.2):
-        super().__init__(daemon=True)
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            self.own = [cursor.fetchone()[0]]
-        self.db_name, self.interval, self.peak = db_name, interval, 0
-        self._done = threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        from django.db import connection
-
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                self.own.append(cursor.fetchone()[0])
-                while not self._done.is_set():
-                    cursor.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND NOT pid = ANY(%s)", [self.db_name, self.own]
-                    )
-                    self.peak = max(self.peak, cursor.fetchone()[0])
-                    self._done.wait(self.interval)
-        finally:
-            connection.close()
-
-    def stop(self) -> int:
-        self._done.set()
-        self.join()
-        return self.peak
 
 
 def _all_done_s(hook: dict) -> float | None:
@@ -433,13 +426,25 @@ def _libpq(url: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["embedded", "production"], default="production")
-    parser.add_argument("--scenario", choices=["quick", "io"], default="quick", help="quick flows, or flows that wait on an API")
-    parser.add_argument("--delay", type=float, default=1.0, help="seconds the io scenario's API takes to answer")
+    parser.add_argument(
+        "--scenario",
+        choices=["quick", "io", *held_requests.SCENARIOS],
+        default="quick",
+        help="quick flows, flows that wait on an API, or quick flows while requests are held open (bench/held.py)",
+    )
+    parser.add_argument(
+        "--delay", type=float, default=None, help="seconds the slow API takes to answer (default: 1 for io, 20 for waits and streams)"
+    )
+    parser.add_argument("--held", type=_at_least_one, default=200, help="requests held open in the waits and streams scenarios")
+    parser.add_argument("--held-accounts", type=int, default=0, help="accounts the held requests come from (default: one each)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
     parser.add_argument(
-        "--rounds", type=_at_least_one, default=3, help="baseline and webhook phases measured this many times, in turn, and pooled"
+        "--rounds",
+        type=_at_least_one,
+        default=None,
+        help="baseline and webhook phases measured this many times, in turn, and pooled (default 3; waits and streams: 1)",
     )
     parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: as `serve`)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
@@ -455,7 +460,13 @@ def main() -> None:
         help="the load generator (bench/load.py); auto: wrk when it is installed, else aiohttp",
     )
     args = parser.parse_args()
-    if args.scenario == "io":
+    holds = args.scenario in held_requests.SCENARIOS
+    if holds and args.rounds not in (None, 1):
+        parser.error("--rounds: the waits and streams scenarios measure one round")
+    args.rounds = args.rounds or (1 if holds else 3)
+    if args.delay is None:
+        args.delay = 20.0 if holds else 1.0
+    if args.scenario == "io" or holds:
         args.drain = False  # the backlog phase measures quick runs' throughput
     if args.client == "auto":
         args.client = "wrk" if shutil.which("wrk") else "aiohttp"
