@@ -79,8 +79,8 @@ class HeldRequests:
         self.terminal = {str(status) for status in FlowRun.TERMINAL}
         self.settle_s: float | None = None
         self.open_at_load_end: int | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="held-requests", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
 
@@ -90,6 +90,8 @@ class HeldRequests:
         """Send every held request, and return once they are in place: for waits, every caller's run is recorded
         (a caller the service holds is then waiting) or answered; for streams, every stream has its response
         headers or has ended. At most SETTLE_TIMEOUT_S; `settle_s` says how long it took."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="held-requests", daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
         started, deadline = time.monotonic(), time.monotonic() + SETTLE_TIMEOUT_S
@@ -103,6 +105,8 @@ class HeldRequests:
     def close(self) -> None:
         """Waiting callers get until their wait is over (plus a grace) to be answered; streams end now. Whatever is
         left is cancelled: its connection is closed, and the service notices at its next write."""
+        if self._loop is None:
+            return
         if self.scenario == "waits":
             deadline = max(r.started for r in self.requests) + WAIT_S + ANSWER_GRACE_S
             while any(r.ended is None for r in self.requests) and time.monotonic() < deadline:
@@ -137,7 +141,8 @@ class HeldRequests:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._session.close()
+        if self._session is not None:
+            await self._session.close()
 
     # the requests
 

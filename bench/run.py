@@ -1,4 +1,4 @@
-"""The benchmark: `make bench [PROFILE=embedded|production] [SCENARIO=quick|io] [N=5000] [C=32] [CLUSTERS=1] [ROUNDS=3]`.
+"""The benchmark: `make bench [PROFILE=embedded|production] [SCENARIO=quick|io|waits|streams] [N=5000] [C=32] [CLUSTERS=1] [ROUNDS=3]`.
 
 One run: a fresh database of its own (a temporary SQLite file, or a dedicated
 PostgreSQL database that is dropped at the end), a unique django-q2 cluster name,
