@@ -201,6 +201,9 @@ class HeldRequests:
             out.update(
                 held_answered_200=sum(1 for r in self.requests if r.finished_run),
                 held_answered_202=sum(1 for r in self.requests if r.status == 202),
+                # Of those, the callers the service held until their wait ran out (the run was not done in time);
+                # a caller past a cap is answered as fast as any webhook.
+                held_answered_202_waited=sum(1 for r in self.requests if r.status == 202 and (r.answer_s or 0) >= WAIT_S / 2),
                 held_other=sum(1 for r in self.requests if not r.finished_run and r.status != 202),
                 held_answer_s_max=round(max(answered), 2) if answered else None,
             )

@@ -176,7 +176,7 @@ TABLE = [
     ("held: requests / accounts", None),
     ("held: in place after, s", "held_settle_s"),
     ("held: still held when the load ended", "held_open_at_load_end"),
-    ("waits answered 200 / 202 / other", None),
+    ("waits answered 200 / 202 (after waiting) / other", None),
     ("waits: longest answer, s", "held_answer_s_max"),
     ("streams open / refused / errors", None),
     ("streams: events received", "held_events_received"),
@@ -204,7 +204,9 @@ def print_table(r: dict) -> None:
     if "held" in r:
         derived["held: requests / accounts"] = f"{r['held']} ({r['scenario']}) / {r['held_accounts']}"
     if "held_answered_200" in r:
-        derived["waits answered 200 / 202 / other"] = f"{r['held_answered_200']} / {r['held_answered_202']} / {r['held_other']}"
+        derived["waits answered 200 / 202 (after waiting) / other"] = (
+            f"{r['held_answered_200']} / {r['held_answered_202']} ({r['held_answered_202_waited']}) / {r['held_other']}"
+        )
     if "held_open" in r:
         derived["streams open / refused / errors"] = f"{r['held_open']} / {r['held_refused']} / {r['held_errors']}"
     width = max(len(label) for label, _ in TABLE)

@@ -13,14 +13,15 @@ def test_a_wait_counts_as_honoured_only_with_a_finished_run():
     requests = [
         Held(status=200, finished_run=True, answer_s=3.2, ended=1.0),
         Held(status=202, answer_s=0.1, ended=1.0),
+        Held(status=202, answer_s=30.4, ended=1.0),  # held until its wait ran out
         Held(status=200, finished_run=False, answer_s=0.2, ended=1.0),  # a 200 without a terminal run
         Held(status=429, answer_s=0.1, ended=1.0),
         Held(error="ClientConnectionError", ended=1.0),
         Held(error="cancelled", ended=1.0),
     ]
     figures = _held("waits", requests).figures()
-    assert (figures["held_answered_200"], figures["held_answered_202"], figures["held_other"]) == (1, 1, 4)
-    assert figures["held_answer_s_max"] == 3.2
+    assert (figures["held_answered_200"], figures["held_answered_202"], figures["held_other"]) == (1, 2, 4)
+    assert figures["held_answered_202_waited"] == 1 and figures["held_answer_s_max"] == 30.4
 
 
 def test_a_stream_is_open_with_its_headers_refused_with_another_status_and_an_error_without_any():
