@@ -35,17 +35,21 @@ test: dev-venv
 
 # The benchmark (bench/run.py): a fresh database of its own, the service as deployed, N webhooks at concurrency C.
 # SCENARIO=io: a flow that calls a local API answering after DELAY seconds (1,000 webhooks, one round by default).
+# SCENARIO=waits|streams: the N webhooks while HELD callers wait (`?wait=30`) or HELD event streams are open, on
+# runs that wait DELAY seconds on that API (one round).
 PROFILE ?= production
 SCENARIO ?= quick
-DELAY ?= 1
+HELD_SCENARIOS := waits streams
+DELAY ?= $(if $(filter $(HELD_SCENARIOS),$(SCENARIO)),20,1)
 N ?= $(if $(filter io,$(SCENARIO)),1000,5000)
 C ?= 32
 CLUSTERS ?= 1
 CLIENT ?= auto
-ROUNDS ?= $(if $(filter io,$(SCENARIO)),1,3)
+ROUNDS ?= $(if $(filter io $(HELD_SCENARIOS),$(SCENARIO)),1,3)
+HELD ?= 200
 bench: dev-venv
 	$(BIN)/python -m bench.run --profile "$(PROFILE)" --scenario "$(SCENARIO)" --delay "$(DELAY)" --n "$(N)" --c "$(C)" \
-		--clusters "$(CLUSTERS)" --rounds "$(ROUNDS)" --client "$(CLIENT)" $(BENCH_ARGS)
+		--clusters "$(CLUSTERS)" --rounds "$(ROUNDS)" --client "$(CLIENT)" --held "$(HELD)" $(BENCH_ARGS)
 
 lint: dev-venv
 	$(BIN)/ruff check .

@@ -1,9 +1,11 @@
-"""The processes a benchmark measures: their trees, memory (summed PSS) and CPU time, read from /proc."""
+"""The processes a benchmark measures: their trees, memory (summed PSS), CPU time and threads, read from /proc, and
+the database connections they hold, read from PostgreSQL."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 
 def _children() -> dict[int, list[int]]:
@@ -72,20 +74,78 @@ def machine_cpu_s() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-class MemorySampler(threading.Thread):
-    # Each sample reads smaps_rollup of every process, which walks its page tables in the kernel: at four
-    # samples a second that took 0.12 of this machine's two cores away from the service it measures.
-    def __init__(self, root_pids: list[int], interval: float = 1.0):
+def threads(root_pids: list[int]) -> int:
+    """Threads of the process trees now (gunicorn's threaded workers start theirs as requests need them)."""
+    total = 0
+    for pid in process_tree(root_pids):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Threads:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+class PeakSampler(threading.Thread):
+    """The highest value `measure()` gave, sampled every `interval` seconds from start() to stop()."""
+
+    def __init__(self, measure: Callable[[], float], interval: float):
         super().__init__(daemon=True)
-        self.root_pids, self.interval, self.peak = root_pids, interval, 0.0
+        self.measure, self.interval, self.peak = measure, interval, 0
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
-            self.peak = max(self.peak, pss_mb(self.root_pids))
+            self.peak = max(self.peak, self.measure())
             self._done.wait(self.interval)
 
     def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.peak
+
+
+class MemorySampler(PeakSampler):
+    # Each sample reads smaps_rollup of every process, which walks its page tables in the kernel: at four
+    # samples a second that took 0.12 of this machine's two cores away from the service it measures.
+    def __init__(self, root_pids: list[int], interval: float = 1.0):
+        super().__init__(lambda: pss_mb(root_pids), interval)
+
+
+class ConnectionSampler(threading.Thread):
+    """The most connections the service held to its PostgreSQL database at once (the benchmark's own left out)."""
+
+    def __init__(self, db_name: str, interval: float = 0.2):
+        super().__init__(daemon=True)
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            self.own = [cursor.fetchone()[0]]
+        self.db_name, self.interval, self.peak = db_name, interval, 0
+        self._done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                self.own.append(cursor.fetchone()[0])
+                while not self._done.is_set():
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND NOT pid = ANY(%s)", [self.db_name, self.own]
+                    )
+                    self.peak = max(self.peak, cursor.fetchone()[0])
+                    self._done.wait(self.interval)
+        finally:
+            connection.close()
+
+    def stop(self) -> int:
         self._done.set()
         self.join()
         return self.peak

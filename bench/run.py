@@ -1,4 +1,4 @@
-"""The benchmark: `make bench [PROFILE=embedded|production] [SCENARIO=quick|io] [N=5000] [C=32] [CLUSTERS=1] [ROUNDS=3]`.
+"""The benchmark: `make bench [PROFILE=embedded|production] [SCENARIO=quick|io|waits|streams] [N=5000] [C=32] [CLUSTERS=1] [ROUNDS=3]`.
 
 One run: a fresh database of its own (a temporary SQLite file, or a dedicated
 PostgreSQL database that is dropped at the end), a unique django-q2 cluster name,
@@ -10,31 +10,31 @@ With ROUNDS, the two phases take turns that many times and the figures pool them
 SCENARIO=io runs a flow that calls a local API answering after DELAY seconds
 (bench/slow_server.py) instead, and also reports when the last run ended, how many
 runs waited on that API at once, and the most database connections the service held.
+SCENARIO=waits and SCENARIO=streams send the webhooks while HELD requests are held open
+(callers waiting for slow runs, or event streams; bench/held.py) and report what became of those.
 Prints a table and writes bench/results/latest.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from bench.procs import MemorySampler, cpu_s, machine_cpu_s, pss_mb
+from bench import held as held_requests
+from bench.procs import ConnectionSampler, MemorySampler, PeakSampler, cpu_s, machine_cpu_s, pss_mb, threads
+from bench.report import print_table, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -103,8 +103,10 @@ class Bench:
             env["DATABASE_URL"] = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
         if args.workers:
             env["LANGRUN_WORKERS"] = str(args.workers)
-        if args.scenario == "io":
+        if args.scenario in ("io", *held_requests.SCENARIOS):
             env["LANGRUN_HTTP_ALLOWED_HOSTS"] = "127.0.0.1"
+        if args.scenario == "waits":  # the held callers' `?wait=` is what they get, unless the caller set a cap
+            env.setdefault("LANGRUN_WEBHOOK_MAX_WAIT", str(held_requests.WAIT_S))
         self.env = env
         self.api_url = ""
 
@@ -257,11 +259,14 @@ class Bench:
 
 def run(args: argparse.Namespace) -> dict:
     bench = Bench(args)
+    holds = args.scenario in held_requests.SCENARIOS
     try:
-        if args.scenario == "io":
+        if args.scenario == "io" or holds:
             bench.start_slow_api()
         bench.create_database()
         key, flow_shape = bench.create_flow()
+        if holds:
+            accounts = held_requests.accounts_create(count=args.held_accounts or args.held, flow_data=io_flow(bench.api_url))
         from django.db import connections
 
         connections.close_all()
@@ -278,6 +283,10 @@ def run(args: argparse.Namespace) -> dict:
         sampler = MemorySampler(bench.root_pids())
         sampler.start()
         connections_sampler = ConnectionSampler(bench.db_name) if bench.pg_admin_url else None
+        threads_sampler = PeakSampler(lambda: threads(bench.web_pids()), interval=0.5) if holds else None
+        if threads_sampler:
+            threads_sampler.start()
+        held = None
         # Each round measures the baseline and then the webhook, in that order; the figures pool the rounds.
         # The machine's speed drifts by more than 10% within minutes, and pairs close in time share it.
         baselines, hooks = [], []
@@ -287,16 +296,25 @@ def run(args: argparse.Namespace) -> dict:
         for i in range(1, args.rounds + 1):
             web_0, machine_0 = cpu_s(bench.web_pids()), machine_cpu_s()
             baselines.append(bench.load(f"{bench.url}/bench/baseline", None, f"baseline-{i}"))
+            web_1, machine_1 = cpu_s(bench.web_pids()), machine_cpu_s()
+            web["baseline"] += web_1 - web_0
+            machine["baseline"] += machine_1 - machine_0
+            if holds:  # after the baseline, which stays the machine's floor without them
+                held = held_requests.HeldRequests(scenario=args.scenario, base_url=bench.url, accounts=accounts, held=args.held)
+                held.open()
             web_1, machine_1, cluster_1 = cpu_s(bench.web_pids()), machine_cpu_s(), cpu_s(bench.cluster_pids())
-            hooks.append(bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, f"webhook-{i}"))
-            web_2 = cpu_s(bench.web_pids())
+            try:
+                hooks.append(bench.load(f"{bench.url}/api/v1/webhook/{ENDPOINT}", key, f"webhook-{i}"))
+                web_2 = cpu_s(bench.web_pids())
+            finally:
+                if held:
+                    held.load_ended()
+                    held.close()
             if args.clusters:  # CLUSTERS=0 measures accepting alone; the runs stay queued
                 bench.wait_terminal([])
             cluster_cpu += cpu_s(bench.cluster_pids()) - cluster_1
             machine_2 = machine_cpu_s()
-            web["baseline"] += web_1 - web_0
             web["webhook"] += web_2 - web_1
-            machine["baseline"] += machine_1 - machine_0
             machine["webhook"] += machine_2 - machine_1
         # PSS can shrink a little between two samples (pages freed or newly shared), so the idle sample counts
         # towards the peak too: a short run whose load never outgrew the idle memory reports the idle figure.
@@ -309,6 +327,15 @@ def run(args: argparse.Namespace) -> dict:
                 all_done_s=max(_all_done_s(hook) for hook in hooks),
                 in_flight_peak=bench.slow_api_stats()["peak"],
                 db_connections_peak=connections_sampler.stop() if connections_sampler else None,
+            )
+        elif holds:
+            report.update(
+                delay_s=args.delay,
+                held=args.held,
+                held_accounts=len(accounts),
+                **held.figures(),
+                db_connections_peak=connections_sampler.stop() if connections_sampler else None,
+                web_threads_peak=threads_sampler.stop(),
             )
         elif connections_sampler:
             connections_sampler.stop()
@@ -334,42 +361,6 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"logs kept in {bench.tmp}", file=sys.stderr)
             else:
                 subprocess.run(["rm", "-rf", str(bench.tmp)], check=False)
-
-
-class ConnectionSampler(threading.Thread):
-    """The most connections the service held to its PostgreSQL database at once (the benchmark's own left out)."""
-
-    def __init__(self, db_name: str, interval: float = 0.2):
-        super().__init__(daemon=True)
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            self.own = [cursor.fetchone()[0]]
-        self.db_name, self.interval, self.peak = db_name, interval, 0
-        self._done = threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        from django.db import connection
-
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                self.own.append(cursor.fetchone()[0])
-                while not self._done.is_set():
-                    cursor.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND NOT pid = ANY(%s)", [self.db_name, self.own]
-                    )
-                    self.peak = max(self.peak, cursor.fetchone()[0])
-                    self._done.wait(self.interval)
-        finally:
-            connection.close()
-
-    def stop(self) -> int:
-        self._done.set()
-        self.join()
-        return self.peak
 
 
 def _all_done_s(hook: dict) -> float | None:
@@ -412,192 +403,6 @@ def drain(bench: Bench, key: str) -> dict:
     return {"drain_rps": round(done / seconds, 1) if seconds > 0 else 0.0, "drain_lost": len(ids) - done}
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
-
-
-def _latency_ms(latencies: list[float]) -> dict[str, float | None]:
-    """p50, p95, p99, max and mean of each request's latency (ms, sorted)."""
-    return {
-        "p50": _percentile(latencies, 0.50),
-        "p95": _percentile(latencies, 0.95),
-        "p99": _percentile(latencies, 0.99),
-        "max": latencies[-1] if latencies else None,
-        "mean": statistics.fmean(latencies) if latencies else None,
-    }
-
-
-def _phase_latency(phase: dict) -> dict[str, float | None]:
-    if "latency_ms" in phase:
-        latency = phase["latency_ms"] and {name: phase["latency_ms"][name] for name in ("p50", "p95", "p99", "max", "mean")}
-    else:
-        latency = _latency_ms(sorted(r[1] * 1000 for r in phase["results"] if r[1] is not None))
-    return latency or dict.fromkeys(("p50", "p95", "p99", "max", "mean"))  # no answer at all: no latency to report
-
-
-def pooled(phases: list[dict]) -> dict:
-    """The rounds of one phase as one: every answer, the time they took together, and their latencies pooled.
-
-    The aiohttp client records each request's latency; wrk reports its histogram's quantiles, which
-    pool into the quantiles of all the rounds' requests (to a thousandth of them).
-    """
-    if len(phases) == 1:
-        return phases[0]
-    out = {
-        "client": phases[0].get("client", "aiohttp"),
-        "elapsed_s": sum(p["elapsed_s"] for p in phases),
-        "results": [r for p in phases for r in p["results"]],
-    }
-    if all("sent" in p for p in phases):
-        out["sent"] = sum(p["sent"] for p in phases)
-    if any("latency_ms" in p for p in phases):
-        out["latency_ms"] = _pooled_quantiles(phases)
-    return out
-
-
-def _pooled_quantiles(phases: list[dict]) -> dict[str, float] | None:
-    tables = [
-        (sum(1 for r in p["results"] if r[0]), p["latency_ms"]) for p in phases if p.get("latency_ms") and p["latency_ms"].get("quantiles")
-    ]
-    tables = [(n, latency) for n, latency in tables if n]
-    if not tables:
-        return None
-    total = sum(n for n, _ in tables)
-
-    def share_at_most(value: float) -> float:
-        return sum(n * bisect.bisect_right(t["quantiles"], value) / len(t["quantiles"]) for n, t in tables) / total
-
-    values = sorted({v for _, t in tables for v in t["quantiles"]})
-
-    def quantile(q: float) -> float:
-        low, high = 0, len(values) - 1  # the smallest value with at least a share q of the requests at or below it
-        while low < high:
-            mid = (low + high) // 2
-            if share_at_most(values[mid]) >= q:
-                high = mid
-            else:
-                low = mid + 1
-        return values[low]
-
-    return {
-        "p50": quantile(0.50),
-        "p95": quantile(0.95),
-        "p99": quantile(0.99),
-        "max": max(t["max"] for _, t in tables),
-        "mean": sum(n * t["mean"] for n, t in tables) / total,
-    }
-
-
-def _rate(phase: dict) -> float:
-    return sum(1 for r in phase["results"] if r[0] == 202) / phase["elapsed_s"] if phase["elapsed_s"] else 0.0
-
-
-def summarise(args, bench: Bench, baselines: list[dict], hooks: list[dict], flow_shape: str) -> dict:
-    from django.db.models import Count, Max, Min
-
-    from flows.models import FlowRun
-
-    baseline, hook = pooled(baselines), pooled(hooks)
-    ok = [r for r in hook["results"] if r[0] == 202]
-    latency, baseline_latency = _phase_latency(hook), _phase_latency(baseline)
-    accepted_ids = [r[2] for r in ok if r[2]]
-    runs = FlowRun.objects.filter(pk__in=accepted_ids)
-    by_status = dict(runs.values_list("status").annotate(n=Count("pk")))
-    succeeded = by_status.get(FlowRun.Status.SUCCEEDED, 0)
-    failed = by_status.get(FlowRun.Status.FAILED, 0)
-    completed = succeeded + failed
-    # Each round's runs complete from its first accept to its last completion; the baseline rounds between do not count.
-    completed_s = 0.0
-    for round_hook in hooks:
-        ids = [r[2] for r in round_hook["results"] if r[0] == 202 and r[2]]
-        span = FlowRun.objects.filter(pk__in=ids).aggregate(first=Min("received_at"), last=Max("finished_at"))
-        completed_s += (span["last"] - span["first"]).total_seconds() if span["first"] and span["last"] else 0.0
-    workers = dict(runs.exclude(worker="").values_list("worker").annotate(n=Count("pk")))
-    attempts_over_1 = runs.filter(attempts__gt=1).count()
-    baseline_ok = sum(1 for r in baseline["results"] if r[0] == 202)
-    return {
-        "profile": args.profile,
-        "n": args.n,
-        "c": args.c,
-        "clusters": args.clusters,
-        "rounds": args.rounds,
-        "web_workers": args.web_workers,
-        "cluster_workers": int(bench.env.get("LANGRUN_WORKERS", "2")),
-        "flow": flow_shape,
-        "accepted_rps": round(len(ok) / hook["elapsed_s"], 1),
-        "baseline_rps": round(baseline_ok / baseline["elapsed_s"], 1),
-        "baseline_non_202": len(baseline["results"]) - baseline_ok,
-        "client": hook.get("client", "aiohttp"),
-        **{f"{name}_ms": round(value, 1) if value is not None else None for name, value in latency.items()},
-        # The same server answering the bare insert: what the machine allows at this concurrency.
-        **{f"baseline_{name}_ms": round(value, 1) if value is not None else None for name, value in baseline_latency.items()},
-        "non_202": len(hook["results"]) - len(ok),
-        # Each round's own figures: how much of the spread between runs is the machine's.
-        "round_ratios": [round(_rate(h) / _rate(b), 3) if _rate(b) else None for b, h in zip(baselines, hooks, strict=True)],
-        "round_p99_ms": [None if (p99 := _phase_latency(h)["p99"]) is None else round(p99, 1) for h in hooks],
-        "completed_rps": round(completed / completed_s, 1) if completed_s else 0.0,
-        "succeeded": succeeded,
-        "failed": failed,
-        "lost": len(ok) - succeeded - failed,
-        "attempts_over_1": attempts_over_1,
-        "runs_per_worker_process": sorted(workers.values(), reverse=True),
-        "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-# --- Output --------------------------------------------------------------------
-
-TABLE = [
-    ("profile", "profile"),
-    ("flow", "flow"),
-    ("load client", "client"),
-    ("n / c / clusters / rounds", None),
-    ("baseline (insert + 202), req/s", "baseline_rps"),
-    ("webhook accepted, req/s", "accepted_rps"),
-    ("accepted / baseline", None),
-    ("latency p50 / p95 / p99 / max, ms", None),
-    ("baseline latency p50 / p99, ms", None),
-    ("non-202", "non_202"),
-    ("runs completed/s", "completed_rps"),
-    ("succeeded / failed / lost", None),
-    ("memory idle / peak, MB PSS", None),
-    ("CPU ms: baseline req / webhook / run", None),
-    ("machine CPU ms: baseline req / webhook + run", None),
-    ("start-up to first 202, s", "startup_s"),
-    ("backlog drained by the clusters, runs/s", "drain_rps"),
-    ("io: API delay, s", "delay_s"),
-    ("io: first request to last run ended, s", "all_done_s"),
-    ("io: runs waiting on the API at once, peak", "in_flight_peak"),
-    ("io: database connections, peak", "db_connections_peak"),
-]
-
-
-def print_table(r: dict) -> None:
-    derived = {
-        "n / c / clusters / rounds": f"{r['n']} / {r['c']} / {r['clusters']} / {r['rounds']}",
-        "accepted / baseline": (f"{r['accepted_rps'] / r['baseline_rps']:.2f}" if r["baseline_rps"] else "-")
-        + (f" (rounds: {', '.join(f'{x:.2f}' for x in r['round_ratios'] if x is not None)})" if r["rounds"] > 1 else ""),
-        "latency p50 / p95 / p99 / max, ms": f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']}",
-        "baseline latency p50 / p99, ms": f"{r.get('baseline_p50_ms')} / {r.get('baseline_p99_ms')}",
-        "succeeded / failed / lost": f"{r['succeeded']} / {r['failed']} / {r['lost']}",
-        "memory idle / peak, MB PSS": f"{r['mem_idle_mb']} / {r['mem_peak_mb']}",
-        "machine CPU ms: baseline req / webhook + run": (
-            f"{r.get('machine_cpu_ms_per_baseline_request')} / {r.get('machine_cpu_ms_per_webhook_and_run')}"
-        ),
-        "CPU ms: baseline req / webhook / run": (
-            f"{r['web_cpu_ms_per_baseline_request']} / {r['web_cpu_ms_per_webhook']} / {r['cluster_cpu_ms_per_run']}"
-        ),
-    }
-    width = max(len(label) for label, _ in TABLE)
-    for label, key in TABLE:
-        if key is None or key in r:
-            print(f"{label:<{width}}  {derived[label] if key is None else r[key]}")
-
-
 def _at_least_one(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -621,13 +426,25 @@ def _libpq(url: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["embedded", "production"], default="production")
-    parser.add_argument("--scenario", choices=["quick", "io"], default="quick", help="quick flows, or flows that wait on an API")
-    parser.add_argument("--delay", type=float, default=1.0, help="seconds the io scenario's API takes to answer")
+    parser.add_argument(
+        "--scenario",
+        choices=["quick", "io", *held_requests.SCENARIOS],
+        default="quick",
+        help="quick flows, flows that wait on an API, or quick flows while requests are held open (bench/held.py)",
+    )
+    parser.add_argument(
+        "--delay", type=float, default=None, help="seconds the slow API takes to answer (default: 1 for io, 20 for waits and streams)"
+    )
+    parser.add_argument("--held", type=_at_least_one, default=200, help="requests held open in the waits and streams scenarios")
+    parser.add_argument("--held-accounts", type=int, default=0, help="accounts the held requests come from (default: one each)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
     parser.add_argument(
-        "--rounds", type=_at_least_one, default=3, help="baseline and webhook phases measured this many times, in turn, and pooled"
+        "--rounds",
+        type=_at_least_one,
+        default=None,
+        help="baseline and webhook phases measured this many times, in turn, and pooled (default 3; waits and streams: 1)",
     )
     parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers (default: as `serve`)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes per qcluster (default: LANGRUN_WORKERS)")
@@ -643,7 +460,13 @@ def main() -> None:
         help="the load generator (bench/load.py); auto: wrk when it is installed, else aiohttp",
     )
     args = parser.parse_args()
-    if args.scenario == "io":
+    holds = args.scenario in held_requests.SCENARIOS
+    if holds and args.rounds not in (None, 1):
+        parser.error("--rounds: the waits and streams scenarios measure one round")
+    args.rounds = args.rounds or (1 if holds else 3)
+    if args.delay is None:
+        args.delay = 20.0 if holds else 1.0
+    if args.scenario == "io" or holds:
         args.drain = False  # the backlog phase measures quick runs' throughput
     if args.client == "auto":
         args.client = "wrk" if shutil.which("wrk") else "aiohttp"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.run import _phase_latency, pooled
+from bench.report import _phase_latency, pooled
 
 
 def _wrk_phase(answers: int, elapsed_s: float, low_ms: float, high_ms: float) -> dict:

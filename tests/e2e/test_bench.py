@@ -75,3 +75,33 @@ def test_the_wrk_client_records_every_refusal_as_a_non_202(tmp_path):
     assert report["sent"] >= 25 and 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["max"]
     quantiles = report["latency_ms"]["quantiles"]  # what bench.run pools rounds with: sorted, ending at the maximum
     assert len(quantiles) == 1001 and quantiles == sorted(quantiles) and quantiles[-1] == report["latency_ms"]["max"]
+
+
+@pytest.mark.parametrize("scenario", ["waits", "streams"])
+def test_the_held_scenarios_report_what_became_of_the_held_requests(tmp_path, scenario):
+    # Small: six held requests on runs that wait 3 s on the slow API, 200 webhooks meanwhile. Which held requests
+    # the service honours depends on its caps and on how its processes share them; every one is accounted for.
+    profile = "production" if settings.REDIS_URL else "embedded"
+    out = tmp_path / "latest.json"
+    argv = [sys.executable, "-m", "bench.run", "--profile", profile, "--scenario", scenario, "--held", "6", "--delay", "3"]
+    argv += ["--n", "200", "--c", "4", "--client", "aiohttp", "--out", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert set(PINNED) <= set(report)
+    assert (report["scenario"], report["held"], report["held_accounts"], report["delay_s"], report["rounds"]) == (scenario, 6, 6, 3.0, 1)
+    assert (report["non_202"], report["lost"], report["failed"], report["succeeded"]) == (0, 0, 0, 200)
+    assert 0 < report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]
+    assert 0 <= report["held_settle_s"] < 60 and 0 <= report["held_open_at_load_end"] <= 6
+    if scenario == "waits":
+        assert report["held_answered_200"] + report["held_answered_202"] + report["held_other"] == 6
+        assert report["held_other"] == 0 and report["held_answered_200"] >= 1
+        assert 3 <= report["held_answer_s_max"] < 30  # an honoured wait lasted at least the API's delay
+        assert 0 <= report["held_answered_202_waited"] <= report["held_answered_202"]
+        assert "waits answered 200 / 202 (after waiting) / other" in done.stdout
+    else:
+        assert report["held_open"] + report["held_refused"] + report["held_errors"] == 6
+        assert report["held_errors"] == 0 and report["held_open"] >= 1 and report["held_events_received"] >= 1
+        assert "streams open / refused / errors" in done.stdout
+    assert report["web_threads_peak"] > 0
+    assert (report["db_connections_peak"] > 0) if profile == "production" else (report["db_connections_peak"] is None)
