@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 TICK = 0.05
 # Ids per query (SQLite's older builds take at most 999 parameters).
 CHUNK = 500
-# A stream's doorbell rings this often whatever the ledger says, in case a change escaped its signature.
-STREAM_RING_ANYWAY = 5.0
 _NODE_DONE = Q(node_results__status__in=[NodeResult.Status.SUCCEEDED, NodeResult.Status.FAILED, NodeResult.Status.SKIPPED])
 
 
@@ -40,10 +38,8 @@ class Doorbell:
         self.follows = follows  # ("run", run_id) or ("flow", flow_id, opened_at)
         self._rung = threading.Event()
         self.signature = None
-        self.rung_at = 0.0
 
     def ring(self) -> None:
-        self.rung_at = time.monotonic()
         self._rung.set()
 
     def wait(self, timeout: float) -> bool:
@@ -131,16 +127,16 @@ class LedgerWatch:
             time.sleep(self.tick)
 
     def _ring(self, doorbells: list[Doorbell]) -> None:
-        """Ring the doorbells whose signature changed since the last read (or not rung for a while)."""
+        """Ring the doorbells whose signature changed since the last read. (A stream also reads by itself before each
+        keep-alive, so a change no signature shows is late, never lost.)"""
         runs = {d.follows[1] for d in doorbells if d.follows[0] == "run"}
         flows = [d.follows for d in doorbells if d.follows[0] == "flow"]
         signatures = {("run", pk): sig for pk, sig in self._run_signatures(runs).items()} if runs else {}
         if flows:
             signatures.update({("flow", pk): sig for pk, sig in self._flow_signatures(flows).items()})
-        now = time.monotonic()
         for doorbell in doorbells:
-            signature = signatures.get(doorbell.follows[:2])
-            if signature != doorbell.signature or now - doorbell.rung_at >= STREAM_RING_ANYWAY:
+            signature = signatures.get(doorbell.follows[:2], ())
+            if signature != doorbell.signature:
                 doorbell.signature = signature
                 doorbell.ring()
 
@@ -161,18 +157,14 @@ class LedgerWatch:
 
     @staticmethod
     def _flow_signatures(follows: list[tuple]) -> dict:
-        """Per flow: its webhook runs received since its earliest follower opened, that are going or ended lately,
+        """Per flow: its webhook runs received since the earliest follower opened, that are going or ended lately,
         counted by stage, and their nodes, started and finished."""
-        since: dict[str, object] = {}
-        for _, flow_id, opened in follows:
-            key = str(flow_id)
-            since[key] = min(since.get(key, opened), opened)
+        since = min(opened for _, _, opened in follows)
         lately = timezone.now() - timedelta(seconds=10)
-        condition = Q()
-        for flow_id, opened in since.items():
-            condition |= Q(flow_id=flow_id, received_at__gte=opened)
         rows = (
-            FlowRun.objects.filter(condition, trigger=FlowRun.Trigger.WEBHOOK)
+            FlowRun.objects.filter(
+                flow_id__in={flow_id for _, flow_id, _ in follows}, trigger=FlowRun.Trigger.WEBHOOK, received_at__gte=since
+            )
             .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=lately))
             .values("flow_id")
             .annotate(
