@@ -159,7 +159,7 @@ class LedgerThread:
                 claimed[str(run.pk)] = (run, functools.partial(_graph_parsed, data_text, tweaks_text))
         for run_id, future in items:
             try:
-                taken = claimed.get(run_id) or _flow_run_claim_general(run_id=run_id)
+                taken = claimed.pop(run_id, None) or _flow_run_claim_general(run_id=run_id)  # once, were it asked for twice
                 if taken is None:
                     self._resolve(future, None)
                     continue

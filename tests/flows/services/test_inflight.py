@@ -3,6 +3,7 @@ network overlap, their nodes are recorded while they run, a cancel or the time l
 flight, a hostile regex stalls only its own run, a run that lost its claim writes nothing, a full executor
 takes no further run, and the database work goes through one thread."""
 
+import asyncio
 import threading
 import time
 
@@ -11,6 +12,7 @@ from django.db import connection
 
 from flows.models import FlowRun, NodeResult, RunAttempt
 from flows.services.inflight import RunExecutor, run_admit
+from flows.services.inflight_ledger import LedgerThread
 from flows.services.runs import flow_run_cancel
 from tests.helpers import SlowAPI, http_flow, new_run
 
@@ -299,3 +301,19 @@ def test_a_merged_task_that_meets_a_full_worker_hands_the_rest_on_before_it_wait
             wait_until(lambda: terminal(runs[0], runs[1]))
     finally:
         pool.drain(5)
+
+
+def test_a_run_asked_for_twice_in_one_batch_of_claims_is_started_once(make_flow, user):
+    # A doorbell rung twice can bring both of its tasks to one worker at once: one claim, one execution.
+    run = new_run(make_flow(user=user, data=http_flow("http://127.0.0.1:9/")), user)
+    loop = asyncio.new_event_loop()
+    try:
+        ledger = LedgerThread(loop)
+        first, second = loop.create_future(), loop.create_future()
+        ledger._claims([(str(run.pk), first), (str(run.pk), second)])
+        loop.run_until_complete(asyncio.sleep(0))
+        started = [future.result() for future in (first, second)]
+    finally:
+        loop.close()
+    assert [start is not None for start in started] == [True, False]
+    assert started[0].run.attempts == 1 and RunAttempt.objects.filter(run=run).count() == 1
