@@ -17,7 +17,7 @@ from langrun.waits import STREAMS_PER_PROCESS, WAITS_PER_PROCESS
 # process has threads for as many as LANGRUN_WAITS_PER_PROCESS and LANGRUN_STREAMS_PER_PROCESS allow, and for
 # connections whose first bytes are late. No keep-alive: an idle kept-alive connection would count.
 worker_class = "langrun.gunicorn_worker.ParkingThreadWorker"
-worker_connections = int(os.environ.get("WEB_THREADS", "4"))
+worker_connections = int(os.environ.get("WEB_THREADS", "1"))
 SLOW_STARTS = 8
 threads = (
     worker_connections

@@ -21,10 +21,10 @@ from django.conf import settings
 
 # The defaults of the caps, also read by gunicorn's settings (langrun/gunicorn_conf.py), which give each web process
 # threads for that many parked requests.
-WAITS_PER_PROCESS = 40
-WAITS_PER_USER = 20
-STREAMS_PER_PROCESS = 40
-STREAMS_PER_USER = 20
+WAITS_PER_PROCESS = 64
+WAITS_PER_USER = 32
+STREAMS_PER_PROCESS = 64
+STREAMS_PER_USER = 32
 
 
 class Parking:

@@ -143,8 +143,8 @@ def test_web_processes_share_a_pool_of_database_connections(service, setup_flow)
     after_one = web_connections()
     burst()
     # 300 requests, and no more connections than two processes' pools: the requests each answers at once
-    # (WEB_THREADS, 4), its ledger watch and a spare.
-    assert 0 < after_one <= 2 * (4 + 2) and web_connections() <= 2 * (4 + 2)
+    # (WEB_THREADS, 1), its ledger watch and a spare.
+    assert 0 < after_one <= 2 * (1 + 2) and web_connections() <= 2 * (1 + 2)
 
 
 def _children(pid: int) -> list[int]:
