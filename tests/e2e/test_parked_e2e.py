@@ -14,13 +14,14 @@ from tests.e2e.helpers import Service, wait_for_runs
 pytestmark = pytest.mark.e2e
 
 HELD = 40
-# Each of the two web processes answers one request at once and has threads for 30 parked ones.
+# Each of the two web processes answers one request at once, and may park all forty (the processes need not take
+# them evenly).
 PARKED_ENV = {
     "WEB_THREADS": "1",
-    "LANGRUN_WAITS_PER_PROCESS": "30",
-    "LANGRUN_WAITS_PER_USER": "30",
-    "LANGRUN_STREAMS_PER_PROCESS": "30",
-    "LANGRUN_STREAMS_PER_USER": "30",
+    "LANGRUN_WAITS_PER_PROCESS": str(HELD),
+    "LANGRUN_WAITS_PER_USER": str(HELD),
+    "LANGRUN_STREAMS_PER_PROCESS": str(HELD),
+    "LANGRUN_STREAMS_PER_USER": str(HELD),
     "LANGRUN_STREAM_KEEPALIVE": "1",
     "LANGRUN_WEBHOOK_MAX_WAIT": "60",
 }
