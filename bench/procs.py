@@ -36,19 +36,24 @@ def process_tree(root_pids: list[int]) -> list[int]:
     return seen
 
 
-def pss_mb(root_pids: list[int]) -> float:
-    """Summed proportional set size of the process trees: shared pages count once overall."""
-    total_kb = 0
+def _field_sum(root_pids: list[int], name: str, field: str) -> int:
+    """The sum over the process trees of one `field:` line of /proc/<pid>/<name> (its first number)."""
+    total = 0
     for pid in process_tree(root_pids):
         try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
+            with open(f"/proc/{pid}/{name}") as f:
                 for line in f:
-                    if line.startswith("Pss:"):
-                        total_kb += int(line.split()[1])
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
                         break
         except OSError:
             continue
-    return total_kb / 1024
+    return total
+
+
+def pss_mb(root_pids: list[int]) -> float:
+    """Summed proportional set size of the process trees: shared pages count once overall."""
+    return _field_sum(root_pids, "smaps_rollup", "Pss") / 1024
 
 
 def cpu_s(root_pids: list[int]) -> float:
@@ -76,17 +81,7 @@ def machine_cpu_s() -> float:
 
 def threads(root_pids: list[int]) -> int:
     """Threads of the process trees now (gunicorn's threaded workers start theirs as requests need them)."""
-    total = 0
-    for pid in process_tree(root_pids):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("Threads:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total
+    return _field_sum(root_pids, "status", "Threads")
 
 
 class PeakSampler(threading.Thread):
