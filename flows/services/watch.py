@@ -143,11 +143,10 @@ class LedgerWatch:
     @staticmethod
     def _run_signatures(run_ids) -> dict:
         """Per run: its status and how many of its nodes started and finished."""
-        ids = [str(pk) for pk in run_ids]
         found = {}
-        for start in range(0, len(ids), CHUNK):
+        for chunk in _chunks([str(pk) for pk in run_ids]):
             rows = (
-                FlowRun.objects.filter(pk__in=ids[start : start + CHUNK])
+                FlowRun.objects.filter(pk__in=chunk)
                 .values_list("pk", "status")
                 .annotate(nodes=Count("node_results"), done=Count("node_results", filter=_NODE_DONE))
                 .order_by()
@@ -181,11 +180,14 @@ class LedgerWatch:
     @staticmethod
     def _ended(keys: list[str]) -> set[str]:
         ended = set()
-        for start in range(0, len(keys), CHUNK):
-            chunk = keys[start : start + CHUNK]
+        for chunk in _chunks(keys):
             rows = FlowRun.objects.filter(pk__in=chunk, status__in=FlowRun.TERMINAL).values_list("pk", flat=True)
             ended.update(str(pk) for pk in rows)
         return ended
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
 
 
 WATCH = LedgerWatch()

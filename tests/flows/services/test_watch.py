@@ -149,3 +149,21 @@ def test_an_event_stream_reads_when_rung_and_stops_following_when_closed(flow, s
     text = "".join(reads)
     assert "event: node_finished" in text and "event: run_finished" in text
     assert WATCH._doorbells == []
+
+
+def test_a_failed_read_of_the_ledger_is_logged_and_the_waiters_are_told_at_the_next(flow, monkeypatch, caplog):
+    run = _queued(flow)
+    FlowRun.objects.filter(pk=run.pk).update(status=FlowRun.Status.SUCCEEDED)
+    watch = LedgerWatch(tick=0.02)
+    real, calls = LedgerWatch._ended, []
+
+    def flaky(keys):
+        calls.append(keys)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real(keys)
+
+    monkeypatch.setattr(LedgerWatch, "_ended", staticmethod(flaky))
+    assert watch.wait_for_end(run_id=run.pk, timeout=5) is True
+    assert len(calls) >= 2
+    assert "Could not read the ledger" in caplog.text
