@@ -216,3 +216,26 @@ def _health_ok(url: str) -> bool:
         return requests.get(f"{url}/health", timeout=5).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_pooled_connections_the_server_ended_are_replaced_without_an_error(service, setup_flow):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("ends the server's connections")
+    _, key = setup_flow
+
+    def webhooks(count: int) -> list[int]:
+        return [
+            requests.post(f"{service.url}/api/v1/webhook/greet", json={}, headers={"x-api-key": key}, timeout=30).status_code
+            for _ in range(count)
+        ]
+
+    assert set(webhooks(20)) == {202}  # each process's pool now holds connections
+    with connection.cursor() as cursor:  # as a restart or an idle timeout on the server would
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] > 0
+    time.sleep(0.5)
+    assert set(webhooks(20)) == {202}

@@ -20,15 +20,20 @@ from langrun.db import connection_quiet
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params):
         connection = super().get_new_connection(conn_params)
-        if self.pool is None or connection_quiet(connection):
+        if self.pool is None:
             return connection
-        # A pooled connection the server may have ended: a round trip decides, and a broken one goes back to the
-        # pool, which discards it, for another.
-        try:
-            connection.execute("")
-        except Database.Error:
-            self.pool.putconn(connection)
-            return super().get_new_connection(conn_params)
+        # Pooled connections the server may have ended (a restart ends them all): a round trip decides for one that
+        # has something to say, and a broken one goes back to the pool, which discards it, for the next.
+        for _ in range(self.pool.max_size):
+            if connection_quiet(connection):
+                return connection
+            try:
+                connection.execute("")
+            except Database.Error:
+                self.pool.putconn(connection)
+                connection = super().get_new_connection(conn_params)
+            else:
+                return connection
         return connection
 
     def is_usable(self) -> bool:
