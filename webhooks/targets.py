@@ -5,15 +5,12 @@ Each function raises an API exception carrying its status and Langflow's message
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from rest_framework import exceptions
 
 from flows.models import ENDPOINT_NAME_RE, Flow, FlowVersion
@@ -125,57 +122,53 @@ def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None) -> Fl
     return flow
 
 
-# Key, owner, flow and current version in one hand-written query: built with the ORM, the same
-# join cost about 1.5 ms of CPU per webhook to compile, ten times what the database takes to run it.
-# Only the columns the webhook reads are selected; the instances built from them defer the rest,
-# so code that reads another field still gets it (with a query of its own: the expiry of a previous
-# signing secret, read only while a flow has one).
-_TARGET_SQL = """SELECT f.id, f.user_id, f.current_version_id, f.signing_secret, f.signing_secret_previous, f.methods, f.verification, f.dedupe_key, f.accept_if, f.handshakes,
-       COALESCE(f.max_concurrent_runs, 0), f.concurrency_key, COALESCE(f.throttle_limit, 0), f.throttle_key,
-       f.response, v.number, k.id, k.hashed_key
-FROM {flow} f
-JOIN {user} u ON u.id = f.user_id
-JOIN {key} k ON k.user_id = u.id
-JOIN {version} v ON v.id = f.current_version_id
-WHERE k.prefix = %s AND k.is_active AND u.is_active AND f.{column} = %s
-LIMIT 1"""
-
-# What a remembered target assumes, checked by the run's INSERT in the same statement: the key is still
-# active, its owner too, and the flow still has that identifier, that owner, version, signing secrets and webhook settings.
-_TARGET_HOLDS_SQL = """EXISTS (SELECT 1 FROM {flow} f
-JOIN {user} u ON u.id = f.user_id
-JOIN {key} k ON k.user_id = u.id
-WHERE f.id = %s AND f.{column} = %s AND f.current_version_id = %s AND f.signing_secret = %s
-    AND f.signing_secret_previous = %s AND f.methods = %s AND f.verification = %s AND f.dedupe_key = %s AND f.accept_if = %s AND f.handshakes = %s
-    AND COALESCE(f.max_concurrent_runs, 0) = %s AND f.concurrency_key = %s AND COALESCE(f.throttle_limit, 0) = %s AND f.throttle_key = %s
-    AND f.response = %s AND k.id = %s AND k.hashed_key = %s AND k.is_active AND u.is_active)"""
+# The flow's fields the webhook reads, in the order of a target's row; the instances built from them defer the rest,
+# so code that reads another field still gets it (with a query of its own). A remembered target holds while these,
+# the flow's identifier and the key are as they were.
+_FLOW_FIELDS = (
+    "id", "user_id", "current_version_id", "signing_secret", "signing_secret_previous", "methods", "verification",
+    "dedupe_key", "accept_if", "handshakes", "max_concurrent_runs", "concurrency_key", "throttle_limit", "throttle_key",
+    "response",
+)  # fmt: skip
+_KEY = "user__api_keys__"
 
 
-@functools.cache
-def _target_sql(template: str, column: str) -> str:
-    tables = {"flow": Flow, "user": User, "key": ApiKey, "version": FlowVersion}
-    return template.format(column=column, **{name: connection.ops.quote_name(model._meta.db_table) for name, model in tables.items()})
+def _target_row(*, column: str, value, prefix: str) -> tuple | None:
+    """Key, owner, flow and current version in one query: the flow's fields, its version's number, the key's id and hash."""
+    flows = Flow.objects.filter(**{column: value, "user__is_active": True, f"{_KEY}prefix": prefix, f"{_KEY}is_active": True})
+    rows = flows.order_by().values_list(*_FLOW_FIELDS, "current_version__number", f"{_KEY}id", f"{_KEY}hashed_key")[:1]
+    return next(iter(rows), None)
+
+
+def _target_holds(*, column: str, value, row: tuple) -> tuple[str, list]:
+    """The SQL condition (and its parameters) under which a remembered target still holds, for the run's INSERT."""
+    fields = dict(zip(_FLOW_FIELDS, row[: len(_FLOW_FIELDS)], strict=True))
+    del fields["user_id"]
+    fields.update({column: value, "user__is_active": True, f"{_KEY}id": row[-2], f"{_KEY}hashed_key": row[-1], f"{_KEY}is_active": True})
+    holds = Flow.objects.filter(**fields)
+    sql, params = holds.order_by().values("pk").query.sql_with_params()
+    return f"EXISTS ({sql})", list(params)
 
 
 class KnownTargets:
-    """The targets this process has found, by the key's digest and the flow identifier, as _TARGET_SQL's row.
+    """The targets this process has found, by the key's digest and the flow identifier: the row and its condition.
 
     A webhook whose key and flow the process already knows skips the lookup (a round trip and about a fifth
-    of the webhook's CPU), and its INSERT checks _TARGET_HOLDS_SQL instead. When that no longer holds nothing
+    of the webhook's CPU), and its INSERT checks the target's condition instead. When that no longer holds nothing
     is written, and the webhook reads the target again. At most `size`; the oldest go first. A process's
     threads share it, so every access holds the lock.
     """
 
     def __init__(self, *, size: int):
         self.size = size
-        self._items: dict[tuple[str, str], tuple[tuple, str, Any]] = {}
+        self._items: dict[tuple[str, str], tuple[tuple, tuple[str, list]]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str]) -> tuple[tuple, str, Any] | None:
+    def get(self, key: tuple[str, str]) -> tuple[tuple, tuple[str, list]] | None:
         with self._lock:
             return self._items.get(key)
 
-    def remember(self, key: tuple[str, str], value: tuple[tuple, str, Any]) -> None:
+    def remember(self, key: tuple[str, str], value: tuple[tuple, tuple[str, list]]) -> None:
         with self._lock:
             self._items.pop(key, None)
             while self._items and len(self._items) >= self.size:
@@ -211,22 +204,18 @@ def _webhook_target_of_key(*, key: str, identifier: str, fresh: bool = False) ->
     if fresh:
         _known_targets.forget((digest, identifier))
     elif (known := _known_targets.get((digest, identifier))) is not None:
-        row, column, value = known
-        flow_id, _, version_id, secret, previous_secret, *settings_, _, api_key_id, key_hash = row
-        holds = [flow_id, value, version_id, secret, previous_secret, *settings_, api_key_id, key_hash]
-        return _webhook_target_of_row(row, only_if=(_target_sql(_TARGET_HOLDS_SQL, column), holds))
+        row, only_if = known
+        return _webhook_target_of_row(row, only_if=only_if)
     try:
-        value, column = Flow._meta.pk.get_db_prep_value(uuid.UUID(identifier), connection), "id"
+        value, column = uuid.UUID(identifier), "id"
     except ValueError:
         if not ENDPOINT_NAME.fullmatch(identifier):
             return None
         value, column = identifier, "endpoint_name"
-    with connection.cursor() as cursor:
-        cursor.execute(_target_sql(_TARGET_SQL, column), [prefix, value])
-        row = cursor.fetchone()
+    row = _target_row(column=column, value=value, prefix=prefix)
     if row is None or not api_key_matches(hashed_key=row[-1], key=key):
         return None
-    _known_targets.remember((digest, identifier), (row, column, value))
+    _known_targets.remember((digest, identifier), (row, _target_holds(column=column, value=value, row=row)))
     return _webhook_target_of_row(row, only_if=None)
 
 
