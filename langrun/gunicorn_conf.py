@@ -9,22 +9,12 @@ import os
 from gunicorn import glogging
 
 from langrun.logs import mask_secret_paths
-from langrun.waits import STREAMS_PER_PROCESS, WAITS_PER_PROCESS
 
-# Threaded workers that take connections as sync workers do: a process answers at most WEB_THREADS requests at once
-# and leaves further connections to the other processes. Requests that wait for a run or stream its events park
-# (langrun/waits.py): they hold a thread of their own but are not counted (langrun/gunicorn_worker.py), so each
-# process has threads for as many as LANGRUN_WAITS_PER_PROCESS and LANGRUN_STREAMS_PER_PROCESS allow, and for
-# connections whose first bytes are late. No keep-alive: an idle kept-alive connection would count.
-worker_class = "langrun.gunicorn_worker.ParkingThreadWorker"
+# Sync workers with threads for the requests that park: a process answers at most WEB_THREADS requests at once and
+# leaves further connections to the other processes; requests that wait for a run or stream its events park
+# (langrun/waits.py) and finish on threads of their own, no longer counted (langrun/gunicorn_worker.py).
+worker_class = "langrun.gunicorn_worker.ParkingWorker"
 worker_connections = int(os.environ.get("WEB_THREADS", "1"))
-SLOW_STARTS = 8
-threads = (
-    worker_connections
-    + int(os.environ.get("LANGRUN_WAITS_PER_PROCESS", WAITS_PER_PROCESS))
-    + int(os.environ.get("LANGRUN_STREAMS_PER_PROCESS", STREAMS_PER_PROCESS))
-    + SLOW_STARTS
-)
 keepalive = 0
 
 

@@ -1,80 +1,146 @@
-"""gunicorn's threaded worker, counting only the requests it is answering, not those that are parked.
+"""gunicorn's sync worker, with threads for the requests that park.
 
-A gthread process takes a new connection while it has fewer than `worker_connections`. langrun's requests that
-wait for a run or stream its events park (langrun.waits.parked): they hold a thread, but no CPU and no database
-connection. This worker counts a parked request (and a connection still sending its headers) out, so a
-process with parked requests goes on taking as many requests to answer as one without; it has threads for them
-(langrun/gunicorn_conf.py). A process whose requests being answered are at the limit leaves new connections to the
-other processes, as a sync worker does.
+A sync worker answers one request at a time, in one thread, and takes the next connection only when it is done: no
+hand-off between threads, and connections left to the processes that are free. langrun's requests that wait for a
+run or stream its events park (langrun.waits.parked): they hold a thread, but no CPU and no database connection.
+In this worker a process answers `worker_connections` requests at once (WEB_THREADS), each on a thread of its own
+that accepts and answers as a sync worker does; a request that parks gives its turn to a new thread, which goes on
+accepting, and finishes on its own thread, no longer counted. The main thread only tells the arbiter the process
+is alive, and ends it.
 """
 
 from __future__ import annotations
 
+import errno
+import select
 import socket
+import threading
 import time
 
-from gunicorn.workers import gthread
+from django.db import connections
+from gunicorn import util
+from gunicorn.workers.sync import SyncWorker
 
 from langrun.waits import PARKING
 
+# A new connection's request headers should come with it; one whose headers are not all in at once parks while they
+# arrive, at most this long (then it is closed, so slow clients cannot hold the threads that answer), and at most
+# this many at once per process (more are closed at once).
+HEADERS_TIMEOUT = 5.0
+SLOW_STARTS = 8
 # The most read (without taking it) to find the end of a request's headers; longer headers go to gunicorn's parser.
 MAX_HEADERS = 65536
 
 
-def _wake() -> None:
-    """Nothing: the main loop, woken, looks again at whether it may take connections."""
-
-
-class ParkingThreadWorker(gthread.ThreadWorker):
-    @property
-    def worker_connections(self) -> int:
-        # The limit the main loop compares its connections with: the requests it may answer at once, plus those
-        # parked (at most the threads kept for them) and those waiting in the poller for their first bytes.
-        parked = min(PARKING.count, self.cfg.threads - self._answering)
-        return self._answering + parked + len(getattr(self, "pending_conns", ()))
-
-    @worker_connections.setter
-    def worker_connections(self, value: int) -> None:
-        self._answering = value
-
+class ParkingWorker(SyncWorker):
     def run(self):
-        # A request that parks wakes the main loop, which then takes connections again at once (not at its next
-        # tick, up to a second later).
-        PARKING.on_park = lambda: self.method_queue.defer(_wake)
-        super().run()
+        for listener in self.sockets:
+            listener.setblocking(False)
+        self._turn = threading.local()  # whether this thread's requests count as answered (it holds a turn)
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self._slow_starts = 0
+        PARKING.on_park = self._give_turn
+        for _ in range(max(self.cfg.worker_connections, 1)):
+            self._answer_in_new_thread()
+        while self.alive and self.is_parent_alive():
+            self.notify()
+            time.sleep(min(self.timeout or 1.0, 1.0) / 2)
+        self._stop()
 
-    def handle(self, conn):
-        # A new connection is not being answered until its request's headers are all in: parked while the thread
-        # waits for them. One whose first bytes do not come soon goes back to gunicorn's poller; one that trickles
-        # its headers for longer than that is closed, so slow clients cannot hold the threads that answer.
-        if not conn.initialized and not self.cfg.is_ssl:
-            with PARKING.parked():
-                arrived = headers_arrived(conn, timeout=gthread.DEFAULT_WORKER_DATA_TIMEOUT)
-            if arrived is None:
-                return gthread._DEFER
-            if not arrived:
-                # Closed at once: gunicorn's graceful close would wait on its main loop for the client to finish.
-                conn.close()
-                return False
-        return super().handle(conn)
+    def _answer_in_new_thread(self) -> None:
+        thread = threading.Thread(target=self._answer, daemon=True, name="langrun-web")
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
 
+    def _give_turn(self) -> None:
+        # Called on the thread of a request that parks: its turn goes to a new thread, and it finishes uncounted.
+        if getattr(self._turn, "held", False):
+            self._turn.held = False
+            if self.alive:
+                self._answer_in_new_thread()
 
-def headers_arrived(conn, *, timeout: float) -> bool | None:
-    """Whether the connection's request headers have all arrived within `timeout` seconds (read without being taken
-    from the socket); None when nothing at all arrived. A closed connection, or more than a request's headers may
-    hold, counts as arrived: gunicorn's parser answers them as usual."""
-    deadline = time.monotonic() + timeout
-    if not conn.wait_for_data(timeout):
-        return None
-    while True:
+    def _answer(self) -> None:
+        self._turn.held = True
         try:
-            seen = conn.sock.recv(MAX_HEADERS, socket.MSG_PEEK)
-        except BlockingIOError:
-            seen = b"..."
-        except OSError:
-            return True
-        if not seen or b"\r\n\r\n" in seen or len(seen) >= MAX_HEADERS:
-            return True
+            while self.alive and self._turn.held:
+                for listener in self._ready_listeners():
+                    try:
+                        client, addr = listener.accept()
+                    except OSError as e:
+                        if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                            raise
+                        continue
+                    client.setblocking(True)
+                    util.close_on_exec(client)
+                    self._serve(listener, client, addr)
+                    break
+        except Exception:
+            self.log.exception("A web thread failed; the process stops")
+            self.alive = False
+        finally:
+            connections.close_all()
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _ready_listeners(self):
+        try:
+            ready, _, _ = select.select(self.sockets, [], [], 1.0)
+        except OSError as e:
+            if e.errno in (errno.EINTR, errno.EBADF):
+                return []
+            raise
+        return ready
+
+    def _serve(self, listener, client, addr) -> None:
+        if not self.cfg.is_ssl and not headers_arrived(client, timeout=0):
+            with self._lock:
+                slow = self._slow_starts < SLOW_STARTS
+                self._slow_starts += slow
+            if not slow:
+                client.close()
+                return
+            try:
+                with PARKING.parked():
+                    arrived = headers_arrived(client, timeout=HEADERS_TIMEOUT)
+            finally:
+                with self._lock:
+                    self._slow_starts -= 1
+            if not arrived:
+                client.close()
+                return
+        self.handle(listener, client, addr)
+
+    def _stop(self) -> None:
+        # Requests being answered or parked get the graceful timeout to end; the process then exits without them.
+        self.alive = False
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                return
+            threads[0].join(max(0.0, deadline - time.monotonic()))
+
+
+def headers_arrived(sock: socket.socket, *, timeout: float) -> bool:
+    """Whether the request headers on a new connection have all arrived within `timeout` seconds (read without being
+    taken from the socket). A closed connection, or more than a request's headers may hold, counts as arrived:
+    gunicorn's parser answers them as usual."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    while True:
+        if poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            try:
+                seen = sock.recv(MAX_HEADERS, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                seen = b"..."
+            except OSError:
+                return True
+            if not seen or b"\r\n\r\n" in seen or len(seen) >= MAX_HEADERS:
+                return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)

@@ -1,95 +1,115 @@
-"""langrun.gunicorn_worker: a process counts the requests it answers, not the parked ones."""
+"""langrun.gunicorn_worker: a process answers as a sync worker does, and a request that parks gives its turn away."""
 
+import contextlib
+import socket
 import threading
-from collections import deque
+import time
 from types import SimpleNamespace
 
-from langrun.gunicorn_worker import ParkingThreadWorker
+import pytest
+
+from langrun import gunicorn_worker
+from langrun.gunicorn_worker import ParkingWorker, headers_arrived
 from langrun.waits import PARKING, parked
 
 
-def _worker(*, answering: int, threads: int) -> ParkingThreadWorker:
-    worker = ParkingThreadWorker.__new__(ParkingThreadWorker)  # the accounting alone, without a server
-    worker.cfg = SimpleNamespace(threads=threads)
-    worker.worker_connections = answering
-    worker.pending_conns = deque()
+@pytest.fixture
+def worker(monkeypatch):
+    """The worker's accounting alone, without a server: new answering threads are counted, not started."""
+    worker = ParkingWorker.__new__(ParkingWorker)
+    worker.alive = True
+    worker.cfg = SimpleNamespace(is_ssl=False)
+    worker._turn = threading.local()
+    worker._lock = threading.Lock()
+    worker._slow_starts = 0
+    worker.started = []
+    worker.handled = []
+    monkeypatch.setattr(worker, "_answer_in_new_thread", lambda: worker.started.append(threading.current_thread()))
+    monkeypatch.setattr(worker, "handle", lambda listener, client, addr: worker.handled.append(client))
+    monkeypatch.setattr(PARKING, "on_park", worker._give_turn)
     return worker
 
 
-def test_parked_requests_and_connections_waiting_for_their_first_bytes_do_not_count():
-    worker = _worker(answering=2, threads=10)
-    assert worker.worker_connections == 2
-    with parked(), parked(), parked():
-        assert worker.worker_connections == 2 + 3
-        worker.pending_conns.append(object())
-        assert worker.worker_connections == 2 + 3 + 1
-    assert worker.worker_connections == 2 + 1
-
-
-def test_parked_requests_count_out_only_as_many_as_the_threads_kept_for_them():
-    worker = _worker(answering=2, threads=4)
-    release = threading.Event()
-    holders = [threading.Thread(target=lambda: _park_until(release)) for _ in range(5)]
-    for holder in holders:
-        holder.start()
-    try:
-        _until(lambda: PARKING.count == 5)
-        assert worker.worker_connections == 4  # 2 answered + the 2 threads left; more would queue for a thread
-    finally:
-        release.set()
-        for holder in holders:
-            holder.join()
-    assert PARKING.count == 0
-
-
-def test_a_request_that_parks_wakes_the_process_main_loop():
-    woken = []
-    PARKING.on_park = lambda: woken.append(True)
-    try:
-        with parked():
-            assert woken == [True]
-    finally:
-        PARKING.on_park = None
-
-
-def _park_until(event: threading.Event) -> None:
-    with parked():
-        event.wait(10)
-
-
-def _until(predicate, timeout: float = 5.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
-def _connection(sent: bytes = b"", *, close: bool = False):
-    import socket
-
-    from gunicorn.workers.gthread import TConn
-
+def _pair(sent: bytes = b"", *, close: bool = False):
     server, client = socket.socketpair()
     if sent:
         client.sendall(sent)
     if close:
         client.close()
-    return TConn(SimpleNamespace(), server, ("127.0.0.1", 1), ("127.0.0.1", 2)), client
+    return server, client
 
 
-def test_a_request_is_answered_once_its_headers_are_all_in_and_not_while_they_trickle():
-    from langrun.gunicorn_worker import headers_arrived
+def test_a_request_that_parks_gives_its_turn_to_a_new_thread_once(worker):
+    def request():
+        worker._turn.held = True
+        with parked():
+            pass
+        with parked():  # a stream parks between its reads: its turn went at the first
+            pass
+        assert worker._turn.held is False
 
-    complete, _c1 = _connection(b"POST /api/v1/webhook/greet HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    assert worker.started == [thread]
+
+
+def test_a_thread_without_a_turn_gives_nothing_when_it_parks(worker):
+    with parked():
+        pass
+    assert worker.started == []
+
+
+def test_a_stopping_process_starts_no_thread_for_a_parked_request(worker):
+    worker.alive = False
+    worker._turn.held = True
+    with parked():
+        pass
+    assert worker.started == [] and worker._turn.held is False
+
+
+def test_a_request_whose_headers_came_with_it_is_answered_on_its_turn(worker):
+    server, _client = _pair(b"POST /api/v1/webhook/greet HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    worker._turn.held = True
+    worker._serve(None, server, ("127.0.0.1", 1))
+    assert worker.handled == [server] and worker.started == [] and worker._turn.held is True
+
+
+def test_a_connection_whose_headers_are_late_parks_and_is_answered_once_they_are_in(worker):
+    server, client = _pair(b"POST /api/v1/webhook/greet HTTP/1.1\r\n")
+    worker._turn.held = True
+    threading.Timer(0.1, lambda: client.sendall(b"Host: x\r\n\r\n")).start()
+    worker._serve(None, server, ("127.0.0.1", 1))
+    assert worker.handled == [server] and len(worker.started) == 1 and worker._slow_starts == 0
+
+
+def test_slow_connections_beyond_the_process_share_are_closed_at_once(worker):
+    worker._slow_starts = gunicorn_worker.SLOW_STARTS
+    server, client = _pair(b"POST / HTTP/1.1\r\n")
+    started = time.monotonic()
+    worker._serve(None, server, ("127.0.0.1", 1))
+    assert time.monotonic() - started < 0.5 and worker.handled == [] and server.fileno() == -1
+    with contextlib.suppress(ConnectionResetError):  # reset, when what it sent was never read
+        assert client.recv(10) == b""
+
+
+def test_a_connection_that_trickles_its_headers_is_closed(worker, monkeypatch):
+    monkeypatch.setattr(gunicorn_worker, "HEADERS_TIMEOUT", 0.2)
+    server, _client = _pair(b"POST /api/v1/webhook/greet HTTP/1.1\r\nX-Drip: ")
+    worker._serve(None, server, ("127.0.0.1", 1))
+    assert worker.handled == [] and server.fileno() == -1 and worker._slow_starts == 0
+
+
+def test_headers_are_looked_at_without_being_taken():
+    complete, _c1 = _pair(b"POST /api/v1/webhook/greet HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
     assert headers_arrived(complete, timeout=1) is True
-    assert complete.sock.recv(4) == b"POST"  # only looked at: gunicorn's parser still reads it all
-    trickling, _c2 = _connection(b"POST /api/v1/webhook/greet HTTP/1.1\r\nHost: x\r\nX-Drip: ")
-    assert headers_arrived(trickling, timeout=0.2) is False  # closed by the worker: it holds no thread that answers
-    silent, _c3 = _connection()
-    assert headers_arrived(silent, timeout=0.1) is None  # nothing yet: back to gunicorn's poller
-    gone, _ = _connection(b"POST / HTT", close=True)
+    assert complete.recv(4) == b"POST"  # gunicorn's parser still reads it all
+    trickling, _c2 = _pair(b"POST /api/v1/webhook/greet HTTP/1.1\r\nHost: x\r\nX-Drip: ")
+    assert headers_arrived(trickling, timeout=0.2) is False
+    silent, _c3 = _pair()
+    assert headers_arrived(silent, timeout=0.1) is False
+    assert headers_arrived(silent, timeout=0) is False
+    gone, _ = _pair(b"POST / HTT", close=True)
     assert headers_arrived(gone, timeout=0.2) is False
-    closed, _ = _connection(close=True)
+    closed, _ = _pair(close=True)
     assert headers_arrived(closed, timeout=0.2) is True  # gunicorn's parser sees the end of the connection

@@ -154,7 +154,7 @@ def test_serve_waits_longer_after_each_death_of_the_cluster_in_a_row():
     assert [restart_delay(n) for n in (1, 2, 3, 4, 5, 6, 20)] == [1, 2, 4, 8, 16, 30, 30]
 
 
-def test_gunicorn_workers_answer_web_threads_requests_at_once_with_threads_for_the_parked(monkeypatch):
+def test_gunicorn_workers_answer_web_threads_requests_at_once(monkeypatch):
     from gunicorn.app.base import Application
     from gunicorn.config import Config
 
@@ -167,10 +167,7 @@ def test_gunicorn_workers_answer_web_threads_requests_at_once_with_threads_for_t
             raise AssertionError("only the configuration is read")
 
     monkeypatch.setenv("WEB_THREADS", "12")
-    monkeypatch.setenv("LANGRUN_WAITS_PER_PROCESS", "30")
-    monkeypatch.setenv("LANGRUN_STREAMS_PER_PROCESS", "20")
     monkeypatch.delitem(sys.modules, "langrun.gunicorn_conf", raising=False)  # read again, with this environment
     cfg = ConfigOnly().cfg
-    assert cfg.worker_class_str == "langrun.gunicorn_worker.ParkingThreadWorker" and cfg.keepalive == 0
-    # 12 requests answered at once, and threads for the parked ones: 30 waits, 20 streams, 8 late first bytes.
-    assert cfg.worker_connections == 12 and cfg.threads == 12 + 30 + 20 + 8
+    assert cfg.worker_class_str == "langrun.gunicorn_worker.ParkingWorker" and cfg.keepalive == 0
+    assert cfg.worker_connections == 12
