@@ -24,10 +24,10 @@ from gunicorn.workers.sync import SyncWorker
 from langrun.waits import PARKING
 
 # A new connection's request headers should come with it; one whose headers are not all in at once parks while they
-# arrive, at most this long (then it is closed, so slow clients cannot hold the threads that answer), and at most
-# this many at once per process (more are closed at once).
+# arrive (at most this many per process; past them a connection waits on the thread's turn), and is closed when they
+# are not all in within HEADERS_TIMEOUT seconds, so slow clients cannot hold the threads that answer for long.
 HEADERS_TIMEOUT = 5.0
-SLOW_STARTS = 8
+SLOW_STARTS = 64
 # The most read (without taking it) to find the end of a request's headers; longer headers go to gunicorn's parser.
 MAX_HEADERS = 65536
 
@@ -98,15 +98,15 @@ class ParkingWorker(SyncWorker):
             with self._lock:
                 slow = self._slow_starts < SLOW_STARTS
                 self._slow_starts += slow
-            if not slow:
-                client.close()
-                return
-            try:
-                with PARKING.parked():
-                    arrived = headers_arrived(client, timeout=HEADERS_TIMEOUT)
-            finally:
-                with self._lock:
-                    self._slow_starts -= 1
+            if slow:
+                try:
+                    with PARKING.parked():
+                        arrived = headers_arrived(client, timeout=HEADERS_TIMEOUT)
+                finally:
+                    with self._lock:
+                        self._slow_starts -= 1
+            else:
+                arrived = headers_arrived(client, timeout=HEADERS_TIMEOUT)
             if not arrived:
                 client.close()
                 return
