@@ -50,7 +50,7 @@ def pre_fork(server, worker):
 
 def post_fork(server, worker):
     """The process's threads share a pool of database connections: the requests it answers at once, the ledger's
-    watch (flows/services/watch.py) and one spare, unless WEB_DB_CONNECTIONS says otherwise (0: one per thread)."""
+    watch (flows/services/watch.py), unless WEB_DB_CONNECTIONS says otherwise (0: one per thread)."""
     from langrun.db import connection_pool_use
 
-    connection_pool_use(size=int(os.environ.get("WEB_DB_CONNECTIONS", worker_connections + 2)))
+    connection_pool_use(size=int(os.environ.get("WEB_DB_CONNECTIONS", worker_connections + 1)))

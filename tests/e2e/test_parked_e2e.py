@@ -77,8 +77,8 @@ def test_waiting_callers_are_parked_and_webhooks_are_answered_at_once(parked_ser
         # Two processes answering one request each, 40 callers parked on them: other webhooks are answered at once.
         assert max(_webhooks_answered_at_once(url, key)) < 1.0
         connections = _database_connections()
-        if connections is not None:  # each process's pool: one request answered, the ledger's watch, one spare
-            assert connections <= 2 * (1 + 2), connections
+        if connections is not None:  # each process's pool: one request answered and the ledger's watch
+            assert connections <= 2 * (1 + 1), connections
         # A worker executes the runs: each waiting caller gets its run's result.
         parked_service.start_cluster()
         answers = [f.result(timeout=90) for f in waits]
