@@ -215,7 +215,7 @@ LANGRUN_WEBHOOK_MAX_WAIT = env.float("LANGRUN_WEBHOOK_MAX_WAIT", default=20.0)
 # A caller that waits (`?wait=`, the synchronous run) holds a thread of its web process meanwhile (parked: no database
 # connection, not counted among the requests being answered): at most this many such callers per web process, and
 # per account in a process; a caller past either is answered at once with the run's 202 (it was accepted; its status
-# URL tells when it is done). gunicorn's settings give each process a thread for each (langrun/gunicorn_conf.py).
+# URL tells when it is done).
 LANGRUN_WAITS_PER_PROCESS = env.int("LANGRUN_WAITS_PER_PROCESS", default=waits.WAITS_PER_PROCESS)
 LANGRUN_WAITS_PER_USER = env.int("LANGRUN_WAITS_PER_USER", default=waits.WAITS_PER_USER)
 # An open event stream holds a parked thread too, for as long as its client listens: at most this many per web

@@ -1,14 +1,14 @@
 """Slots for requests that hold their thread for long: callers that wait for a run, and open event streams.
 
-A web process has a fixed number of threads. Callers that wait (`?wait=`, the synchronous run) may hold at most
+Each held request costs its web process a thread. Callers that wait (`?wait=`, the synchronous run) may hold at most
 LANGRUN_WAITS_PER_PROCESS of them, and one account at most LANGRUN_WAITS_PER_USER; open event streams at most
-LANGRUN_STREAMS_PER_PROCESS, one account at most LANGRUN_STREAMS_PER_USER. So neither can take every thread from the
-rest (health checks, webhooks that answer at once, other accounts). The counts are per process: they guard that
-process's threads, cost nothing to keep and cannot leak when a process dies.
+LANGRUN_STREAMS_PER_PROCESS, one account at most LANGRUN_STREAMS_PER_USER. So neither can grow a process without
+bound, nor one account take every slot from the others. The counts are per process: they cost nothing to keep and
+cannot leak when a process dies.
 
 While a request waits it is *parked* (`parked()`): it holds a thread but no database connection and no CPU, and
-the web server (langrun/gunicorn_worker.py) does not count it among the requests it is answering, so its process
-takes other requests as if the parked one were not there.
+the web server (langrun/gunicorn_worker.py) gives its turn to a new thread, so its process takes other requests as
+if the parked one were not there.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
-# The defaults of the caps, also read by gunicorn's settings (langrun/gunicorn_conf.py), which give each web process
-# threads for that many parked requests.
+# The defaults of the caps (settings.py reads them from the environment).
 WAITS_PER_PROCESS = 64
 WAITS_PER_USER = 32
 STREAMS_PER_PROCESS = 64
