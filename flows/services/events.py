@@ -27,6 +27,7 @@ from flows.models import Flow, FlowRun, NodeResult
 from flows.services import langflow
 from flows.services.versions import flow_run_graph_data
 from flows.services.watch import WATCH
+from langrun.db import connection_give_back
 from langrun.waits import parked
 
 KEEPALIVE = ": keep-alive\n\n"
@@ -83,7 +84,7 @@ def event_stream(
     try:
         while True:
             chunks, done = source.poll()
-            _connection_give_back()
+            connection_give_back()
             now = time.monotonic()
             if chunks:
                 yield "".join(chunks)
@@ -106,13 +107,6 @@ def event_stream(
     finally:
         if doorbell is not None:
             WATCH.unfollow(doorbell)
-
-
-def _connection_give_back() -> None:
-    """Between two reads a stream holds no connection from its process's pool (langrun.db.connection_pool_use).
-    Without a pool the connection is kept: opening one for each read would cost more than holding it."""
-    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
-        connection.close()
 
 
 # --- Reading a run's progress --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from flows.services.execution_sql import _flow_run_finish_rows_sqlite, _flow_run
 from flows.services.storable import RunOutcome, _json_text, _jsonable, _outcome_storable, _text_storable, node_result_row
 from flows.services.variables import _flow_run_context
 from flows.services.versions import flow_run_graph_data
+from langrun.db import connection_give_back
 from langrun.logs import log_context
 from webhooks.alerts.services import outbox
 
@@ -97,6 +98,8 @@ def flow_run_execute(*, run_id) -> FlowRun | None:
         if taken is None:
             return None
         run, parse = taken
+    # In a web process (a synchronous run) the pool's connections are few and shared: none is held while nodes run.
+    connection_give_back()
     outcome = _flow_run_outcome(run, parse)
     if outcome is None:
         return run

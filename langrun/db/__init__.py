@@ -73,3 +73,12 @@ def connection_pool_use(*, size: int) -> None:
     database["CONN_MAX_AGE"] = 0
     database["CONN_HEALTH_CHECKS"] = False  # the backend checks each connection the pool hands out, more cheaply
     database.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": size, "timeout": 30}
+
+
+def connection_give_back() -> None:
+    """Give this thread's connection back to its process's pool (connection_pool_use) while the thread does something
+    else for long: an event stream between its reads, a run executing in a web process while its nodes run. The next
+    query takes one again. Without a pool, or inside a transaction, the connection is kept: opening one per use would
+    cost more than holding it."""
+    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+        connection.close()
