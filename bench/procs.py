@@ -80,7 +80,7 @@ def machine_cpu_s() -> float:
 
 
 def threads(root_pids: list[int]) -> int:
-    """Threads of the process trees now (gunicorn's threaded workers start theirs as requests need them)."""
+    """Threads of the process trees now (a web process starts one for each request that parks)."""
     return _field_sum(root_pids, "status", "Threads")
 
 

@@ -36,17 +36,21 @@ class ParkingWorker(SyncWorker):
     def run(self):
         for listener in self.sockets:
             listener.setblocking(False)
-        self._turn = threading.local()  # whether this thread's requests count as answered (it holds a turn)
-        self._threads: set[threading.Thread] = set()
-        self._lock = threading.Lock()
-        self._slow_starts = 0
-        PARKING.on_park = self._give_turn
+        self.prepare()
         for _ in range(max(self.cfg.worker_connections, 1)):
             self._answer_in_new_thread()
         while self.alive and self.is_parent_alive():
             self.notify()
             time.sleep(min(self.timeout or 1.0, 1.0) / 2)
         self._stop()
+
+    def prepare(self) -> None:
+        """The worker's own state, before its first thread answers."""
+        self._turn = threading.local()  # whether this thread's requests count as answered (it holds a turn)
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self._slow_starts = 0
+        PARKING.on_park = self._give_turn
 
     def _answer_in_new_thread(self) -> None:
         thread = threading.Thread(target=self._answer, daemon=True, name="langrun-web")
@@ -94,23 +98,25 @@ class ParkingWorker(SyncWorker):
         return ready
 
     def _serve(self, listener, client, addr) -> None:
-        if not self.cfg.is_ssl and not headers_arrived(client, timeout=0):
-            with self._lock:
-                slow = self._slow_starts < SLOW_STARTS
-                self._slow_starts += slow
-            if slow:
-                try:
-                    with PARKING.parked():
-                        arrived = headers_arrived(client, timeout=HEADERS_TIMEOUT)
-                finally:
-                    with self._lock:
-                        self._slow_starts -= 1
-            else:
-                arrived = headers_arrived(client, timeout=HEADERS_TIMEOUT)
-            if not arrived:
-                client.close()
-                return
+        if not self.cfg.is_ssl and not headers_arrived(client, timeout=0) and not self._headers_awaited(client):
+            client.close()
+            return
         self.handle(listener, client, addr)
+
+    def _headers_awaited(self, client) -> bool:
+        """Whether a connection's late headers arrive in time: parked while they do, within the process's share of
+        such connections; past it, on this thread's turn."""
+        with self._lock:
+            slow = self._slow_starts < SLOW_STARTS
+            self._slow_starts += slow
+        if not slow:
+            return headers_arrived(client, timeout=HEADERS_TIMEOUT)
+        try:
+            with PARKING.parked():
+                return headers_arrived(client, timeout=HEADERS_TIMEOUT)
+        finally:
+            with self._lock:
+                self._slow_starts -= 1
 
     def _stop(self) -> None:
         # Requests being answered or parked get the graceful timeout to end; the process then exits without them.

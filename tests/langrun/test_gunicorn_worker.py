@@ -1,5 +1,7 @@
 """langrun.gunicorn_worker: a process answers as a sync worker does, and a request that parks gives its turn away."""
 
+import errno
+import logging
 import socket
 import threading
 from types import SimpleNamespace
@@ -17,14 +19,13 @@ def worker(monkeypatch):
     worker = ParkingWorker.__new__(ParkingWorker)
     worker.alive = True
     worker.cfg = SimpleNamespace(is_ssl=False)
-    worker._turn = threading.local()
-    worker._lock = threading.Lock()
-    worker._slow_starts = 0
+    worker.log = logging.getLogger("test.gunicorn")
+    monkeypatch.setattr(PARKING, "on_park", None)  # put back after the test: prepare() sets it
+    worker.prepare()
     worker.started = []
     worker.handled = []
     monkeypatch.setattr(worker, "_answer_in_new_thread", lambda: worker.started.append(threading.current_thread()))
     monkeypatch.setattr(worker, "handle", lambda listener, client, addr: worker.handled.append(client))
-    monkeypatch.setattr(PARKING, "on_park", worker._give_turn)
     return worker
 
 
@@ -125,3 +126,21 @@ def test_headers_are_looked_at_without_being_taken():
     assert headers_arrived(gone, timeout=0.2) is False
     closed, _ = _pair(close=True)
     assert headers_arrived(closed, timeout=0.2) is True  # gunicorn's parser sees the end of the connection
+
+
+def test_a_thread_that_cannot_accept_stops_the_process_and_gives_its_connections_back(worker, monkeypatch):
+    # As a sync worker does on an accept error other than "nothing to take": the process exits and the arbiter
+    # starts another.
+    closed = []
+
+    class Failing:
+        def accept(self):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(worker, "_ready_listeners", lambda: [Failing()])
+    monkeypatch.setattr(gunicorn_worker.connections, "close_all", lambda: closed.append(True))
+    thread = threading.Thread(target=worker._answer)
+    worker._threads.add(thread)
+    thread.start()
+    thread.join(5)
+    assert worker.alive is False and closed == [True] and worker._threads == set()
