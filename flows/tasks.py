@@ -8,7 +8,7 @@ from django.utils import timezone
 from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute, flow_runs_execute
-from flows.services.inflight import run_admit, run_executor
+from flows.services.inflight import run_admit, run_executor, run_room_wait
 from flows.services.queue import flow_run_enqueue
 from flows.services.sweep import flow_runs_sweep
 from langrun.logs import log_context
@@ -21,6 +21,7 @@ def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
     (flows/services/inflight.py) and the task returns once it is admitted; elsewhere (django-q2's
     sync mode, an operator's call) it executes here and now."""
     if run_admit(run_id=run_id, flow_id=flow_id):
+        run_room_wait()
         return "admitted"
     return _execute_here(run_id, flow_id)
 
@@ -31,7 +32,8 @@ def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
     `runs` holds each run's execute_run arguments. In a worker the runs join this worker's in-flight runs while it has
     room, and the rest are enqueued again at once for whichever worker has room first (they must not wait behind
     this worker's slowest runs). When this worker has no room at all, the first run waits for a slot, as its own
-    task would, after the others have been handed on. Outside a worker each executes here.
+    task would, after the others have been handed on. The task returns once the worker has room for a batch again
+    (run_room_wait), so runs are rarely handed on. Outside a worker each executes here.
     """
     if run_executor() is None:
         return [execute_run(*args) for args in runs]
@@ -50,6 +52,7 @@ def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
             statuses[i] = hand_on(args)
     if waiting is not None:  # a draining worker admits nothing: the run goes back to the queue
         statuses[waiting] = "admitted" if admit(runs[waiting], wait=True) else hand_on(runs[waiting])
+    run_room_wait()
     return statuses
 
 

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 # When a worker process exits (recycled, or the cluster stops), the runs in flight get this long to finish;
 # the ones still going are left `running` for the sweep.
 DRAIN_SECONDS = 10.0
+# The longest a task waits for its worker to have room again (room_wait): well inside django-q2's task timeout, which
+# would kill the worker process and every run in flight in it.
+ROOM_WAIT_SECONDS = 30.0
 
 
 class RunExecutor:
@@ -61,11 +64,18 @@ class RunExecutor:
         asyncio.run_coroutine_threadsafe(self._run(run_id, flow_id), self.loop)
         return True
 
+    def room_wait(self, room: int, seconds: float = ROOM_WAIT_SECONDS) -> None:
+        """Block until `room` more runs could be admitted, the executor drains, or `seconds` pass."""
+        room = min(max(room, 1), self.concurrency)
+        with self.idle:
+            self.idle.wait_for(lambda: not self.admitting or self.concurrency - self.in_flight >= room, timeout=seconds)
+
     def drain(self, seconds: float = DRAIN_SECONDS) -> int:
         """Admit no further run, wait up to `seconds` for those in flight, then stop; returns how many were left."""
         self.admitting = False
         deadline = time.monotonic() + seconds
         with self.idle:
+            self.idle.notify_all()  # a task waiting for room returns
             self.idle.wait_for(lambda: self.in_flight == 0, timeout=seconds)
             left = self.in_flight
         if left:
@@ -167,3 +177,15 @@ def run_admit(*, run_id: str, flow_id: str | None = None, wait: bool = True) -> 
         logger.error("Task for %r, which is not a run id; ignored", run_id)
         return True
     return executor.admit(run_id, flow_id, wait=wait)
+
+
+def run_room_wait() -> None:
+    """Return once this worker process has room for a batch of runs (what the Redis broker merges into one task, at
+    most an eighth of its concurrency). A task that admitted runs calls this before it returns, so that a full worker
+    takes no further task: it could admit none of it, and would enqueue every run again, over and over while a backlog
+    waits. The queue keeps the runs meanwhile, for whichever worker has room first."""
+    from django_q.conf import Conf
+
+    executor = run_executor()
+    if executor is not None:
+        executor.room_wait(min(Conf.BULK or 1, executor.concurrency // 8))

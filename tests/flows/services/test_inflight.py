@@ -317,3 +317,37 @@ def test_a_run_asked_for_twice_in_one_batch_of_claims_is_started_once(make_flow,
         loop.close()
     assert [start is not None for start in started] == [True, False]
     assert started[0].run.attempts == 1 and RunAttempt.objects.filter(run=run).count() == 1
+
+
+def test_a_worker_that_filled_up_takes_no_further_task_until_it_has_room_for_a_batch(make_flow, user, monkeypatch):
+    """A task that leaves its worker full returns once a batch would fit again: a full worker that took the next
+    merged task would admit none of it and enqueue every run again, over and over while a backlog waits."""
+    from django_q.conf import Conf
+
+    from flows import tasks
+    from flows.services import inflight
+
+    pool = RunExecutor(concurrency=16)  # room for a batch: min(bulk, an eighth of the concurrency) = 2
+    monkeypatch.setattr(Conf, "BULK", 30)
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(inflight, "_executor", pool)
+    rung = []
+    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: rung.append(kw["run_id"]))
+    try:
+        with SlowAPI(delay=1.0) as api:
+            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+            runs = [new_run(flow, user) for _ in range(16)]
+            for run in runs[:15]:
+                assert pool.admit(str(run.pk))
+            started = time.monotonic()
+            assert tasks.execute_runs([(str(runs[15].pk),)]) == ["admitted"]
+            took = time.monotonic() - started
+            assert 0.5 <= took < 5 and pool.concurrency - pool.in_flight >= 2
+            # A worker with room returns at once.
+            started = time.monotonic()
+            assert tasks.execute_runs([(str(new_run(flow, user).pk),)]) == ["admitted"]
+            assert time.monotonic() - started < 0.5
+            wait_until(lambda: pool.in_flight == 0)
+    finally:
+        pool.drain(5)
+    assert rung == []
