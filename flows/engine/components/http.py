@@ -1,6 +1,6 @@
 """Components that call other services: any HTTP API, and OpenAI-compatible chat completions.
 
-Outbound requests go through `guarded_client`, which refuses to connect to loopback,
+Outbound requests go through `guarded_session`, which refuses to connect to loopback,
 private, link-local (cloud metadata) and other non-public addresses (an IPv6 address
 that stands for an IPv4 one, such as NAT64 or 6to4, is judged as that IPv4 address), checked on the
 address actually connected to (after DNS resolution, and again for every redirect),
@@ -10,6 +10,8 @@ unless the host is in the run's allow-list (`RunContext.http_allowed_hosts`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -18,8 +20,8 @@ import ssl
 from typing import Any
 from urllib.parse import quote
 
-import httpcore
-import httpx
+import aiohttp
+import aiohttp.abc
 
 from flows.engine.components.core import _SafeFormatter
 from flows.engine.components.data import as_text
@@ -34,6 +36,10 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 class BlockedAddressError(Exception):
     """The request would reach an address a flow may not reach (loopback, private network, metadata service)."""
+
+
+class UnresolvableHostError(OSError):
+    """No address for the host: the name resolves to nothing, or no resolver takes it."""
 
 
 def _parse_allow_list(entries: tuple[str, ...] | list[str]) -> tuple[set[str], list]:
@@ -92,7 +98,7 @@ def vet_host(host: str, port: int, allowed_hosts: tuple[str, ...] | list[str]) -
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise httpcore.ConnectError(f"Cannot resolve host {host!r}: {exc}") from exc
+        raise UnresolvableHostError(f"Cannot resolve host {host!r}: {exc}") from exc
     return _vetted(host, infos, allowed_hosts)
 
 
@@ -104,7 +110,7 @@ async def vet_host_async(host: str, port: int, allowed_hosts: tuple[str, ...] | 
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"Cannot resolve host {host!r}: {exc}") from exc
+            raise UnresolvableHostError(f"Cannot resolve host {host!r}: {exc}") from exc
     else:  # an address needs no resolver
         infos = [(None, None, None, "", (str(literal), port))]
     return _vetted(host, infos, allowed_hosts)
@@ -114,7 +120,7 @@ def _vetted(host: str, infos: list, allowed_hosts: tuple[str, ...] | list[str]) 
     names, networks = _parse_allow_list(allowed_hosts)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
     if not addresses:
-        raise httpcore.ConnectError(f"Host {host!r} has no address.")
+        raise UnresolvableHostError(f"Host {host!r} has no address.")
     if host.lower().rstrip(".").strip("[]") not in names:
         for ip in addresses:
             if _forbidden(ip) and not _allowed_by(ip, networks):
@@ -125,87 +131,103 @@ def _vetted(host: str, infos: list, allowed_hosts: tuple[str, ...] | list[str]) 
     return str(addresses[0])
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Connects only to vetted addresses; TLS still verifies the original host name."""
+class _Guard(aiohttp.abc.AbstractResolver):
+    """Resolves host names to vetted addresses, and vets every address a socket is opened to.
+
+    aiohttp asks the resolver for names only; an address in the URL (or in a redirect's Location) goes
+    straight to a socket, which `socket` vets by the allow-list's networks. An address the resolver
+    vetted for a host allowed by name passes there too. TLS still verifies the original host name.
+    """
 
     def __init__(self, allowed_hosts: tuple[str, ...]):
-        self._inner = httpcore.AnyIOBackend()
         self._allowed = allowed_hosts
+        self._resolved: set[str] = set()
 
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
         address = await vet_host_async(host, port, self._allowed)
-        return await self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+        self._resolved.add(address)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [{"hostname": host, "host": address, "port": port, "family": family, "proto": 0, "flags": socket.AI_NUMERICHOST}]
 
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # pragma: no cover - never configured
-        raise BlockedAddressError("Unix sockets are not reachable from flows.")
+    async def close(self) -> None:
+        pass
 
-    async def sleep(self, seconds: float) -> None:  # pragma: no cover - used by httpcore retries only
-        await self._inner.sleep(seconds)
+    def socket(self, addr_info: tuple) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        if sockaddr[0] not in self._resolved:
+            _vetted(sockaddr[0], [addr_info], self._allowed)
+        return socket.socket(family=family, type=type_, proto=proto)
 
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     # Loading the CA bundle takes milliseconds: once per process, not per request.
-    return httpx.create_ssl_context(trust_env=False)
+    return ssl.create_default_context()
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, allowed_hosts: tuple[str, ...]):
-        super().__init__(verify=_ssl_context(), trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(ssl_context=_ssl_context(), network_backend=_GuardedBackend(allowed_hosts))
+@contextlib.asynccontextmanager
+async def guarded_session(*, allowed_hosts: tuple[str, ...] | list[str]):
+    """An aiohttp session that refuses non-public addresses (see module docstring), ignores the environment's
+    proxies (one would connect on our behalf, unchecked) and keeps no cookies between requests."""
+    guard = _Guard(tuple(allowed_hosts))
+    connector = aiohttp.TCPConnector(resolver=guard, socket_factory=guard.socket, use_dns_cache=False, ssl=_ssl_context())
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False) as session:
+        yield session
 
 
-def guarded_client(*, allowed_hosts: tuple[str, ...], timeout: float) -> httpx.AsyncClient:
-    """An httpx client that follows redirects and refuses non-public addresses (see module docstring).
-
-    `timeout` bounds each wait for the network; `_send` bounds the whole request (connecting,
-    sending, the answer's headers and body, and any redirects) by the same number of seconds.
-    """
-    return httpx.AsyncClient(
-        transport=_GuardedTransport(tuple(allowed_hosts)),
-        trust_env=False,  # an environment proxy would connect on our behalf, unchecked
-        follow_redirects=True,
-        max_redirects=MAX_REDIRECTS,
-        timeout=timeout,
-    )
+def json_body(value: Any) -> bytes:
+    """A JSON body as compact UTF-8; NaN and infinities are refused (ValueError), as no JSON reader takes them."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
-async def _send(
-    client: httpx.AsyncClient, request: httpx.Request, what: str, *, seconds: float, context: Any
-) -> tuple[httpx.Response, bytes]:
+@dataclasses.dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    content: bytes
+    charset: str | None
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    what: str,
+    *,
+    seconds: float,
+    context: Any = None,
+    follow_redirects: bool = True,
+    **kwargs: Any,
+) -> Answer:
     """Send and read at most MAX_RESPONSE_BYTES (or the run's output limit, when lower) within `seconds` in all
     (a server that drips its answer a byte at a time is cut off), mapping transport failures to node errors."""
     output_limit = getattr(context, "max_output_bytes", None)
     limit = MAX_RESPONSE_BYTES if output_limit is None else min(MAX_RESPONSE_BYTES, output_limit)
     try:
         async with asyncio.timeout(seconds):
-            response = await client.send(request, stream=True)
-            try:
+            async with session.request(method, url, allow_redirects=follow_redirects, max_redirects=MAX_REDIRECTS, **kwargs) as response:
                 content = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.content.iter_chunked(64 * 1024):
                     content += chunk
                     if len(content) > limit:
                         raise NodeError(f"{what}: the response is larger than {limit} bytes.")
-            finally:
-                await response.aclose()
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                return Answer(response.status, headers, bytes(content), response.charset)
     except BlockedAddressError as exc:
         raise NodeError(f"{what}: {exc}") from exc
     except TimeoutError as exc:
         raise RetryableNodeError(f"{what}: timed out: no complete answer within {seconds:.3g} s.") from exc
-    except httpx.TimeoutException as exc:
-        raise RetryableNodeError(f"{what}: timed out: no complete answer within {seconds:.3g} s ({type(exc).__name__}).") from exc
-    except httpx.TooManyRedirects as exc:
+    except aiohttp.TooManyRedirects as exc:
         raise NodeError(f"{what}: more than {MAX_REDIRECTS} redirects.") from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+    except (aiohttp.InvalidURL, ValueError) as exc:
         raise NodeError(f"{what}: {exc}") from exc
-    except httpx.TransportError as exc:
+    except aiohttp.ClientError as exc:
         raise RetryableNodeError(f"{what}: connection failed: {exc}") from exc
-    return response, bytes(content)
 
 
-def _decode(response: httpx.Response, content: bytes) -> Any:
-    text = content.decode(response.encoding or "utf-8", errors="replace")
-    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _decode(answer: Answer) -> Any:
+    text = answer.content.decode(answer.charset or "utf-8", errors="replace")
+    media_type = answer.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
         try:
             return json.loads(text)
@@ -309,25 +331,21 @@ class HTTPRequest(Component):
             raise NodeError(f"URL or body template is malformed: {exc}") from exc
         if not url.lower().startswith(("http://", "https://")):
             raise NodeError(f"The URL must start with http:// or https://, got {url[:100]!r}.")
+        what = f"{method} {url.split('?', 1)[0]}"
         kwargs: dict[str, Any] = {"headers": {k: str(v) for k, v in (headers or {}).items()}, "params": query or None}
         if isinstance(body, dict | list):
-            kwargs["json"] = body
-        elif body is not None:
-            kwargs["content"] = as_text(body).encode()
-        what = f"{method} {url.split('?', 1)[0]}"
-        seconds = _timeout(timeout, self.context)
-        async with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
             try:
-                request = client.build_request(method, url, **kwargs)
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+                kwargs["data"] = json_body(body)
+            except ValueError as exc:
                 raise NodeError(f"{what}: {exc}") from exc
-            response, content = await _send(client, request, what, seconds=seconds, context=self.context)
-        status = response.status_code
-        result = {
-            "status": status,
-            "headers": {k.lower(): v for k, v in response.headers.items()},
-            "body": _decode(response, content),
-        }
+            kwargs["headers"].setdefault("Content-Type", "application/json")
+        elif body is not None:
+            kwargs["data"] = as_text(body).encode()
+        seconds = _timeout(timeout, self.context)
+        async with guarded_session(allowed_hosts=self.context.http_allowed_hosts) as session:
+            answer = await send(session, method, url, what, seconds=seconds, context=self.context, **kwargs)
+        status = answer.status
+        result = {"status": status, "headers": answer.headers, "body": _decode(answer)}
         if expected_status is not None and status == expected_status:
             return result
         snippet = as_text(result["body"])[:200]
@@ -412,17 +430,18 @@ class LanguageModel(Component):
         url = base_url.rstrip("/") + "/chat/completions"
         what = f"Language model at {base_url.rstrip('/')}"
         seconds = _timeout(timeout, self.context)
-        async with guarded_client(allowed_hosts=self.context.http_allowed_hosts, timeout=seconds) as client:
-            try:
-                request = client.build_request("POST", url, json=body, headers=headers)
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-                raise NodeError(f"{what}: {exc}") from exc
-            response, content = await _send(client, request, what, seconds=seconds, context=self.context)
-        answer = _decode(response, content)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableNodeError(f"{what} answered {response.status_code}: {_api_error(answer)}")
-        if response.status_code >= 400:
-            raise NodeError(f"{what} answered {response.status_code}: {_api_error(answer)}")
+        try:
+            data = json_body(body)
+        except ValueError as exc:
+            raise NodeError(f"{what}: {exc}") from exc
+        headers["Content-Type"] = "application/json"
+        async with guarded_session(allowed_hosts=self.context.http_allowed_hosts) as session:
+            reply = await send(session, "POST", url, what, seconds=seconds, context=self.context, data=data, headers=headers)
+        answer = _decode(reply)
+        if reply.status == 429 or reply.status >= 500:
+            raise RetryableNodeError(f"{what} answered {reply.status}: {_api_error(answer)}")
+        if reply.status >= 400:
+            raise NodeError(f"{what} answered {reply.status}: {_api_error(answer)}")
         try:
             text = answer["choices"][0]["message"]["content"]
         except (TypeError, KeyError, IndexError) as exc:

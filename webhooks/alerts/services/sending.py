@@ -19,7 +19,7 @@ from django.core.mail import send_mail
 from django.db import connection
 from django.utils import timezone
 
-from flows.engine.components.http import guarded_client
+from flows.engine.components.http import guarded_session
 from webhooks.alerts.models import CallbackSecret, Delivery
 from webhooks.alerts.services.outbox import deliveries_enqueue
 
@@ -149,10 +149,10 @@ def _post(delivery: Delivery) -> int:
 
     async def post() -> int:
         # The HTTPRequest component's client: the same refusal of private and loopback addresses.
-        async with guarded_client(allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS), timeout=timeout) as client:
+        async with guarded_session(allowed_hosts=settings.LANGRUN_HTTP_ALLOWED_HOSTS) as session:
             async with asyncio.timeout(timeout):
-                response = await client.post(delivery.url, content=body, headers=headers, follow_redirects=False)
-        return response.status_code
+                async with session.post(delivery.url, data=body, headers=headers, allow_redirects=False) as response:
+                    return response.status
 
     return asyncio.run(post())
 

@@ -6,7 +6,6 @@ import base64
 import secrets
 from urllib.parse import urlsplit
 
-import httpcore
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -44,7 +43,7 @@ def alert_url_check(*, url: str, loc: list) -> None:
         vet_host(parts.hostname, port, settings.LANGRUN_HTTP_ALLOWED_HOSTS)
     except BlockedAddressError as exc:
         raise RequestValidationError.single(loc, str(exc), "url_blocked") from None
-    except (httpcore.ConnectError, OSError, ValueError) as exc:  # no address, or a name no resolver takes
+    except (OSError, ValueError) as exc:  # no address, or a name no resolver takes
         raise RequestValidationError.single(loc, f"Cannot resolve the URL's host: {exc}", "url_unresolvable") from None
 
 
