@@ -158,8 +158,9 @@ Q_CLUSTER = {
 }
 # Runs each worker process keeps in flight at once (flows/services/inflight.py): runs that wait on the network
 # (HTTPRequest, LanguageModel) overlap on one event loop; when a process has this many, it takes no further task
-# and the queue keeps the rest. An in-flight run costs some tens of kB; the database sees one connection per process.
-LANGRUN_RUN_CONCURRENCY = env.int("LANGRUN_RUN_CONCURRENCY", default=250)
+# and the queue keeps the rest. An in-flight run costs some tens of kB and one socket; the database sees one connection
+# per process.
+LANGRUN_RUN_CONCURRENCY = env.int("LANGRUN_RUN_CONCURRENCY", default=500)
 # `qcluster` lowers its CPU priority (and its workers') by this much (os.nice) so that, on a machine it
 # shares with gunicorn, accepting webhooks should come first and runs take the CPU the web leaves (a virtual
 # machine's scheduler may not oblige: README, "Production and scaling out"); 0 leaves it alone. Niceness only
