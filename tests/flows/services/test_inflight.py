@@ -248,59 +248,92 @@ def test_a_run_never_outlives_the_worker_timeout_that_bounds_its_lease(executor,
     assert run.status == "failed" and "time limit of 1 s" in run.error
 
 
-def test_merged_runs_a_full_worker_cannot_take_are_enqueued_again_for_another(make_flow, user, monkeypatch):
+@pytest.fixture
+def worker(monkeypatch):
+    """A worker process's executor as its tasks see it, made by `worker(concurrency)`; the runs its tasks enqueue
+    again are listed in `worker.rung` instead of being pushed."""
     from flows import tasks
     from flows.services import inflight
 
-    pool = RunExecutor(concurrency=1)
-    monkeypatch.setattr(inflight, "_in_worker", True)
-    monkeypatch.setattr(inflight, "_executor", pool)
-    rung = []
-    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: rung.append(kw["run_id"]))
-    try:
-        with SlowAPI(delay=0.5) as api:
-            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
-            runs = [new_run(flow, user) for _ in range(3)]
-            assert tasks.execute_runs([(str(r.pk), str(flow.pk)) for r in runs]) == ["admitted", "enqueued", "enqueued"]
-            assert rung == [str(runs[1].pk), str(runs[2].pk)]
-            wait_until(lambda: terminal(runs[0]))
-            # The first run waits for a slot, as its own task would.
-            started = time.monotonic()
-            assert tasks.execute_runs([(str(runs[1].pk),), (str(runs[2].pk),)]) == ["admitted", "enqueued"]
-            assert tasks.execute_runs([(str(runs[2].pk),)]) == ["admitted"]
-            assert time.monotonic() - started >= 0.4
-            wait_until(lambda: terminal(*runs))
-    finally:
+    pools = []
+
+    def make(concurrency: int) -> RunExecutor:
+        pool = RunExecutor(concurrency=concurrency)
+        pools.append(pool)
+        monkeypatch.setattr(inflight, "_in_worker", True)
+        monkeypatch.setattr(inflight, "_executor", pool)
+        return pool
+
+    make.rung = []
+    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: make.rung.append(kw["run_id"]))
+    yield make
+    for pool in pools:
         pool.drain(5)
+
+
+def test_merged_runs_a_full_worker_cannot_take_are_enqueued_again_for_another(make_flow, user, worker):
+    from flows import tasks
+
+    worker(concurrency=1)
+    with SlowAPI(delay=0.5) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        runs = [new_run(flow, user) for _ in range(3)]
+        assert tasks.execute_runs([(str(r.pk), str(flow.pk)) for r in runs]) == ["admitted", "enqueued", "enqueued"]
+        assert worker.rung == [str(runs[1].pk), str(runs[2].pk)]
+        wait_until(lambda: terminal(runs[0]))
+        # The first run waits for a slot, as its own task would.
+        started = time.monotonic()
+        assert tasks.execute_runs([(str(runs[1].pk),), (str(runs[2].pk),)]) == ["admitted", "enqueued"]
+        assert tasks.execute_runs([(str(runs[2].pk),)]) == ["admitted"]
+        assert time.monotonic() - started >= 0.4
+        wait_until(lambda: terminal(*runs))
     assert set(FlowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
 
 
-def test_a_merged_task_that_meets_a_full_worker_hands_the_rest_on_before_it_waits(make_flow, user, monkeypatch):
+def test_a_merged_task_that_meets_a_full_worker_hands_the_rest_on_before_it_waits(make_flow, user, worker):
     """Only the first run of the task waits for this worker's slot; the others are queued again at once, for a worker
     with room, not after that wait."""
     from flows import tasks
-    from flows.services import inflight
 
-    pool = RunExecutor(concurrency=1)
-    monkeypatch.setattr(inflight, "_in_worker", True)
-    monkeypatch.setattr(inflight, "_executor", pool)
-    rung = []
-    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: rung.append(kw["run_id"]))
+    pool = worker(concurrency=1)
     statuses = []
-    try:
-        with SlowAPI(delay=1.0) as api:
-            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
-            runs = [new_run(flow, user) for _ in range(3)]
-            assert pool.admit(str(runs[0].pk))  # the worker is full
-            merged = threading.Thread(target=lambda: statuses.extend(tasks.execute_runs([(str(r.pk),) for r in runs[1:]])))
-            merged.start()
-            wait_until(lambda: rung, timeout=0.5)
-            assert rung == [str(runs[2].pk)] and not terminal(runs[0])
-            merged.join(10)
-            assert statuses == ["admitted", "enqueued"]
-            wait_until(lambda: terminal(runs[0], runs[1]))
-    finally:
-        pool.drain(5)
+    with SlowAPI(delay=1.0) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        runs = [new_run(flow, user) for _ in range(3)]
+        assert pool.admit(str(runs[0].pk))  # the worker is full
+        merged = threading.Thread(target=lambda: statuses.extend(tasks.execute_runs([(str(r.pk),) for r in runs[1:]])))
+        merged.start()
+        wait_until(lambda: worker.rung, timeout=0.5)
+        assert worker.rung == [str(runs[2].pk)] and not terminal(runs[0])
+        merged.join(10)
+        assert statuses == ["admitted", "enqueued"]
+        wait_until(lambda: terminal(runs[0], runs[1]))
+
+
+def test_a_worker_that_filled_up_takes_no_further_task_until_it_has_room_for_a_batch(make_flow, user, worker, monkeypatch):
+    """A task that leaves its worker full returns once a batch would fit again: a full worker that took the next
+    merged task would admit none of it and enqueue every run again, over and over while a backlog waits."""
+    from django_q.conf import Conf
+
+    from flows import tasks
+
+    pool = worker(concurrency=16)  # room for a batch: min(bulk, an eighth of the concurrency) = 2
+    monkeypatch.setattr(Conf, "BULK", 30)
+    with SlowAPI(delay=1.0) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        runs = [new_run(flow, user) for _ in range(16)]
+        for run in runs[:15]:
+            assert pool.admit(str(run.pk))
+        started = time.monotonic()
+        assert tasks.execute_runs([(str(runs[15].pk),)]) == ["admitted"]
+        took = time.monotonic() - started
+        assert 0.5 <= took < 5 and pool.concurrency - pool.in_flight >= 2
+        # A worker with room returns at once.
+        started = time.monotonic()
+        assert tasks.execute_runs([(str(new_run(flow, user).pk),)]) == ["admitted"]
+        assert time.monotonic() - started < 0.5
+        wait_until(lambda: pool.in_flight == 0)
+    assert worker.rung == []
 
 
 def test_a_run_asked_for_twice_in_one_batch_of_claims_is_started_once(make_flow, user):
@@ -317,37 +350,3 @@ def test_a_run_asked_for_twice_in_one_batch_of_claims_is_started_once(make_flow,
         loop.close()
     assert [start is not None for start in started] == [True, False]
     assert started[0].run.attempts == 1 and RunAttempt.objects.filter(run=run).count() == 1
-
-
-def test_a_worker_that_filled_up_takes_no_further_task_until_it_has_room_for_a_batch(make_flow, user, monkeypatch):
-    """A task that leaves its worker full returns once a batch would fit again: a full worker that took the next
-    merged task would admit none of it and enqueue every run again, over and over while a backlog waits."""
-    from django_q.conf import Conf
-
-    from flows import tasks
-    from flows.services import inflight
-
-    pool = RunExecutor(concurrency=16)  # room for a batch: min(bulk, an eighth of the concurrency) = 2
-    monkeypatch.setattr(Conf, "BULK", 30)
-    monkeypatch.setattr(inflight, "_in_worker", True)
-    monkeypatch.setattr(inflight, "_executor", pool)
-    rung = []
-    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: rung.append(kw["run_id"]))
-    try:
-        with SlowAPI(delay=1.0) as api:
-            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
-            runs = [new_run(flow, user) for _ in range(16)]
-            for run in runs[:15]:
-                assert pool.admit(str(run.pk))
-            started = time.monotonic()
-            assert tasks.execute_runs([(str(runs[15].pk),)]) == ["admitted"]
-            took = time.monotonic() - started
-            assert 0.5 <= took < 5 and pool.concurrency - pool.in_flight >= 2
-            # A worker with room returns at once.
-            started = time.monotonic()
-            assert tasks.execute_runs([(str(new_run(flow, user).pk),)]) == ["admitted"]
-            assert time.monotonic() - started < 0.5
-            wait_until(lambda: pool.in_flight == 0)
-    finally:
-        pool.drain(5)
-    assert rung == []
