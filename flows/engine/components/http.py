@@ -251,6 +251,16 @@ def _fill(value: Any, values: dict, formatter: _SafeFormatter) -> Any:
     return value
 
 
+def _timeout_input(*, default: float) -> Input:
+    return Input(
+        "timeout",
+        "number",
+        default=default,
+        description="Seconds the whole request may take: connecting, sending, the answer and any redirects.",
+        connectable=False,
+    )
+
+
 def _timeout(own: float, context: Any) -> float:
     remaining = context.remaining() if hasattr(context, "remaining") else None
     return own if remaining is None else min(own, remaining)
@@ -276,13 +286,7 @@ class HTTPRequest(Component):
         Input("headers", "object", required=False, description="Request headers.", connectable=False),
         Input("query", "object", required=False, description="Query parameters.", connectable=False),
         Input("body", "any", required=False, description="Object/list (sent as JSON) or text.", connectable=False),
-        Input(
-            "timeout",
-            "number",
-            default=10,
-            description="Seconds the whole request may take: connecting, sending, the answer and any redirects.",
-            connectable=False,
-        ),
+        _timeout_input(default=10),
         Input("expected_status", "int", required=False, description="The only acceptable status code.", connectable=False),
     )
     outputs = (
@@ -377,13 +381,7 @@ class LanguageModel(Component):
         Input("system_prompt", "str", required=False, description="System message.", connectable=False),
         Input("temperature", "number", required=False, description="Sampling temperature (0 to 2).", connectable=False),
         Input("max_tokens", "int", required=False, description="Most tokens to generate.", connectable=False),
-        Input(
-            "timeout",
-            "number",
-            default=60,
-            description="Seconds the whole request may take: connecting, sending, the answer and any redirects.",
-            connectable=False,
-        ),
+        _timeout_input(default=60),
     )
     outputs = (
         Output("text", "str", "The answer's text."),
