@@ -1,15 +1,20 @@
-"""HTTPRequest and LanguageModel against small HTTP servers started on 127.0.0.1."""
+"""HTTPRequest and LanguageModel against small HTTP servers started on 127.0.0.1 (and 127.0.0.2)."""
 
 import asyncio
+import contextlib
+import functools
 import json
+import socket
 import socketserver
 import threading
 import time
+import zlib
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 
 from flows.engine import NodeError, RetryableNodeError, RunContext, registry
-from flows.engine.components.http import BlockedAddressError, vet_host
+from flows.engine.components.http import BlockedAddressError, guarded_session, vet_host
 
 LOCAL = ("127.0.0.1",)
 
@@ -281,3 +286,200 @@ def test_a_flooding_server_is_read_up_to_the_output_limit(drip):
         call("HTTPRequest", context, url=drip.url + "/flood", timeout=10)
     drip.stop.set()
     assert drip.sent < 5_000_000
+
+
+# --- Against a raw server on 127.0.0.2 (a "public" origin, allowed by CIDR) and its forbidden twin on 127.0.0.1 ---
+
+PUBLIC = ("127.0.0.2/32",)
+
+
+@functools.cache
+def bomb(encoding, megabytes):
+    """`megabytes` MB of zeros, gzip- or deflate- (zlib-) compressed: a few KB on the wire."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+    return b"".join(compressor.compress(bytes(1 << 20)) for _ in range(megabytes)) + compressor.flush()
+
+
+class Raw(socketserver.BaseRequestHandler):
+    """Records each request, and answers with raw bytes by path: /redir?to=URL[&cookie=1] redirects there (setting a
+    cookie), /chain/N redirects N times, /charset, /dupes and /bighdr send odd headers, /gzip and /deflate[?chunked=1]
+    a compression bomb; any other path answers {"path": ..., "headers": ...} (the request's)."""
+
+    def handle(self):
+        self.request.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            if not (chunk := self.request.recv(65536)):
+                return
+            data += chunk
+        lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        target, headers = lines[0].split(" ")[1], {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.server.requests.append({"target": target, "headers": headers})
+        with contextlib.suppress(OSError):
+            self.request.sendall(self.answer(target, headers))
+
+    def answer(self, target, headers):
+        path, query = urlsplit(target).path, dict(parse_qsl(urlsplit(target).query))
+        code, extra, ctype = 200, [], "application/json"
+        body = json.dumps({"path": target, "headers": headers}).encode()
+        if path == "/redir":
+            code, extra = 302, [f"Location: {query['to']}"] + ["Set-Cookie: session=s3cret; Path=/"] * ("cookie" in query)
+        elif path.startswith("/chain/") and path != "/chain/0":
+            code, extra = 302, [f"Location: /chain/{int(path[7:]) - 1}"]
+        elif path == "/charset":
+            body, ctype = b'{"a": 1}', "application/json; charset=bogus"
+        elif path == "/dupes":
+            extra = ["Set-Cookie: a=1", "Set-Cookie: b=2", "X-Dup: one", "X-Dup: two"]
+        elif path == "/bighdr":
+            extra = ["X-Big: " + "a" * 12_000]
+        elif path in ("/gzip", "/deflate"):
+            body, ctype, extra = bomb(path[1:], 16), "text/plain", [f"Content-Encoding: {path[1:]}"]
+        if "chunked" in query:
+            parts = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+            body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+            extra.append("Transfer-Encoding: chunked")
+        else:
+            extra.append(f"Content-Length: {len(body)}")
+        head = [f"HTTP/1.1 {code} X", f"Content-Type: {ctype}", "Connection: close", *extra]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class RawServer(socketserver.ThreadingTCPServer):
+    daemon_threads = allow_reuse_address = True
+
+    def __init__(self, host, port=0):
+        super().__init__((host, port), Raw)
+        self.requests = []
+        self.url = f"http://{host}:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def handle_error(self, request, client_address):
+        pass  # a client that gave up (a refused bomb) is expected
+
+
+@pytest.fixture
+def origin():
+    """The server on 127.0.0.2, with `.twin`, the same on 127.0.0.1 at the same port: what a refused redirect would reach."""
+    for _ in range(5):  # the port may be taken on 127.0.0.1: try another
+        server = RawServer("127.0.0.2")
+        server.port = server.server_address[1]
+        try:
+            server.twin = RawServer("127.0.0.1", server.port)
+            break
+        except OSError:
+            server.shutdown()
+            server.server_close()
+    yield server
+    for each in (server, server.twin):
+        each.shutdown()
+        each.server_close()
+
+
+def public(**values):
+    return http(allowed=PUBLIC, **values)
+
+
+def redirect(base, to, **query):
+    return f"{base}/redir?to={quote(to, safe='')}" + "".join(f"&{k}={v}" for k, v in query.items())
+
+
+def test_an_unknown_charset_falls_back_to_utf8(origin):
+    assert public(url=origin.url + "/charset")["body"] == {"a": 1}
+
+
+def test_repeated_response_headers_are_all_kept(origin):
+    headers = public(url=origin.url + "/dupes")["headers"]
+    assert headers["set-cookie"] == "a=1, b=2" and headers["x-dup"] == "one, two"
+
+
+def test_five_redirects_are_followed_and_a_sixth_is_refused(origin):
+    assert public(url=origin.url + "/chain/5")["body"]["path"] == "/chain/0"
+    with pytest.raises(NodeError, match="more than 5 redirects"):
+        public(url=origin.url + "/chain/6")
+
+
+@pytest.mark.parametrize("to", ["file:///etc/passwd", "ftp://example.com/"])
+def test_a_redirect_to_another_scheme_fails_and_is_not_retryable(origin, to):
+    with pytest.raises(NodeError) as exc:
+        public(url=redirect(origin.url, to))
+    assert not isinstance(exc.value, RetryableNodeError)
+
+
+def test_query_values_true_false_and_none_are_sent_as_true_false_and_empty(origin):
+    result = public(url=origin.url + "/q", query={"yes": True, "no": False, "none": None})
+    assert result["body"]["path"] == "/q?yes=true&no=false&none="
+
+
+def test_the_session_adds_no_deadline_of_its_own():
+    # aiohttp's default (total=300, sock_connect=30) would cut a longer node short; send()'s deadline is the only one.
+    async def timeout():
+        async with guarded_session(allowed_hosts=()) as session:
+            return session.timeout
+
+    session_timeout = asyncio.run(timeout())
+    assert session_timeout.total is None and session_timeout.sock_connect is None
+
+
+def test_a_long_response_header_is_accepted(origin):
+    assert public(url=origin.url + "/bighdr")["headers"]["x-big"] == "a" * 12_000
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1", "2130706433", "0x7f.1", "127.0.0.1.", "localhost", "[::1]", "[::ffff:127.0.0.1]"])
+def test_a_redirect_to_a_form_of_loopback_is_refused(origin, host):
+    with pytest.raises(NodeError):
+        public(url=redirect(origin.url, f"http://{host}:{origin.port}/"))
+    assert len(origin.requests) == 1 and origin.twin.requests == []
+
+
+def test_a_name_that_resolves_elsewhere_on_a_redirect_is_refused(origin, monkeypatch):
+    real, answers = socket.getaddrinfo, iter(["127.0.0.2", "127.0.0.1"])  # DNS rebinding
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "rebind.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(NodeError, match="not a public address"):
+        public(url=redirect(f"http://rebind.test:{origin.port}", f"http://rebind.test:{origin.port}/"))
+    assert len(origin.requests) == 1 and origin.twin.requests == []
+
+
+@pytest.mark.parametrize("path", ["/gzip", "/gzip?chunked=1", "/deflate"])
+def test_a_compression_bomb_is_cut_at_the_output_limit_counted_decompressed(origin, path):
+    # 16 MB of zeros travel as some 16 KB: well under the limit as sent, far over it as read.
+    context = RunContext(http_allowed_hosts=PUBLIC, max_output_bytes=1_000_000)
+    with pytest.raises(NodeError, match="larger than 1000000 bytes"):
+        call("HTTPRequest", context, url=origin.url + path)
+
+
+def test_credentials_are_dropped_on_a_cross_origin_redirect(origin):
+    secrets = {"Authorization": "Bearer S", "Cookie": "sid=S", "Proxy-Authorization": "Basic S"}
+    http(allowed=(*PUBLIC, "127.0.0.1"), url=redirect(origin.url, origin.twin.url + "/echo"), headers=secrets)
+    assert origin.requests[0]["headers"]["authorization"] == "Bearer S"
+    assert not {"authorization", "cookie", "proxy-authorization"} & set(origin.twin.requests[0]["headers"])
+
+
+def test_environment_proxies_are_ignored(origin, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, origin.url)  # an allowed proxy that would reach the forbidden twin for us
+    with pytest.raises(NodeError, match="not a public address"):
+        public(url=origin.twin.url + "/")
+    assert origin.requests == [] and origin.twin.requests == []
+
+
+def test_a_cookie_set_by_a_redirect_reaches_the_next_hop_but_not_another_call(origin):
+    assert public(url=redirect(origin.url, "/echo", cookie=1))["body"]["headers"]["cookie"] == "session=s3cret"
+    assert "cookie" not in public(url=origin.url + "/echo")["body"]["headers"]
+
+
+def test_a_host_allowed_by_name_lets_a_redirect_reach_its_address_on_the_same_port_only(origin, server):
+    named = f"http://localhost:{origin.port}"  # the twin, reached by its allowed name
+    with pytest.raises(NodeError, match="not a public address"):
+        http(allowed=("localhost",), url=redirect(named, server.url + "/json"))
+    assert server.requests == []
+    assert http(allowed=("localhost",), url=redirect(named, origin.twin.url + "/echo"))["body"]["path"] == "/echo"
+    assert [request["target"].split("?")[0] for request in origin.twin.requests] == ["/redir", "/redir", "/echo"]

@@ -135,17 +135,18 @@ class _Guard(aiohttp.abc.AbstractResolver):
     """Resolves host names to vetted addresses, and vets every address a socket is opened to.
 
     aiohttp asks the resolver for names only; an address in the URL (or in a redirect's Location) goes
-    straight to a socket, which `socket` vets by the allow-list's networks. An address the resolver
-    vetted for a host allowed by name passes there too. TLS still verifies the original host name.
+    straight to a socket, which `socket` vets by the allow-list's networks. The address and port the resolver
+    vetted for a host allowed by name pass there too (they reach what the name does). TLS still verifies the
+    original host name.
     """
 
     def __init__(self, allowed_hosts: tuple[str, ...]):
         self._allowed = allowed_hosts
-        self._resolved: set[str] = set()
+        self._resolved: set[tuple[str, int]] = set()
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
         address = await vet_host_async(host, port, self._allowed)
-        self._resolved.add(address)
+        self._resolved.add((address, port))
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         return [{"hostname": host, "host": address, "port": port, "family": family, "proto": 0, "flags": socket.AI_NUMERICHOST}]
 
@@ -154,7 +155,7 @@ class _Guard(aiohttp.abc.AbstractResolver):
 
     def socket(self, addr_info: tuple) -> socket.socket:
         family, type_, proto, _, sockaddr = addr_info
-        if sockaddr[0] not in self._resolved:
+        if (sockaddr[0], sockaddr[1]) not in self._resolved:
             _vetted(sockaddr[0], [addr_info], self._allowed)
         return socket.socket(family=family, type=type_, proto=proto)
 
@@ -167,11 +168,19 @@ def _ssl_context() -> ssl.SSLContext:
 
 @contextlib.asynccontextmanager
 async def guarded_session(*, allowed_hosts: tuple[str, ...] | list[str]):
-    """An aiohttp session that refuses non-public addresses (see module docstring), ignores the environment's
-    proxies (one would connect on our behalf, unchecked) and keeps no cookies between requests."""
+    """An aiohttp session for one call that refuses non-public addresses (see module docstring) and ignores the
+    environment's proxies (one would connect on our behalf, unchecked)."""
     guard = _Guard(tuple(allowed_hosts))
     connector = aiohttp.TCPConnector(resolver=guard, socket_factory=guard.socket, use_dns_cache=False, ssl=_ssl_context())
-    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False) as session:
+    async with aiohttp.ClientSession(
+        connector=connector,
+        # A session per call: cookies a redirect sets reach its next hop, and no other call.
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(),  # none of aiohttp's own: send()'s deadline bounds the whole call
+        max_line_size=65536,
+        max_field_size=65536,
+    ) as session:
         yield session
 
 
@@ -205,13 +214,18 @@ async def send(
     limit = MAX_RESPONSE_BYTES if output_limit is None else min(MAX_RESPONSE_BYTES, output_limit)
     try:
         async with asyncio.timeout(seconds):
-            async with session.request(method, url, allow_redirects=follow_redirects, max_redirects=MAX_REDIRECTS, **kwargs) as response:
+            # aiohttp counts the redirect that reaches its limit as one too many.
+            redirects = MAX_REDIRECTS + 1
+            async with session.request(method, url, allow_redirects=follow_redirects, max_redirects=redirects, **kwargs) as response:
                 content = bytearray()
                 async for chunk in response.content.iter_chunked(64 * 1024):
                     content += chunk
                     if len(content) > limit:
                         raise NodeError(f"{what}: the response is larger than {limit} bytes.")
-                headers = {k.lower(): v for k, v in response.headers.items()}
+                headers: dict[str, str] = {}
+                for name, value in response.headers.items():  # a repeated header's values joined, as HTTP reads them
+                    name = name.lower()
+                    headers[name] = f"{headers[name]}, {value}" if name in headers else value
                 return Answer(response.status, headers, bytes(content), response.charset)
     except BlockedAddressError as exc:
         raise NodeError(f"{what}: {exc}") from exc
@@ -219,14 +233,17 @@ async def send(
         raise RetryableNodeError(f"{what}: timed out: no complete answer within {seconds:.3g} s.") from exc
     except aiohttp.TooManyRedirects as exc:
         raise NodeError(f"{what}: more than {MAX_REDIRECTS} redirects.") from exc
-    except (aiohttp.InvalidURL, ValueError) as exc:
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
         raise NodeError(f"{what}: {exc}") from exc
     except aiohttp.ClientError as exc:
         raise RetryableNodeError(f"{what}: connection failed: {exc}") from exc
 
 
 def _decode(answer: Answer) -> Any:
-    text = answer.content.decode(answer.charset or "utf-8", errors="replace")
+    try:
+        text = answer.content.decode(answer.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        text = answer.content.decode("utf-8", errors="replace")
     media_type = answer.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
         try:
@@ -259,6 +276,15 @@ def _timeout_input(*, default: float) -> Input:
         description="Seconds the whole request may take: connecting, sending, the answer and any redirects.",
         connectable=False,
     )
+
+
+def _query_value(value: Any) -> str | int | float:
+    """A query parameter's value as text or a number: true/false for a boolean, empty for null."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return value if isinstance(value, str | int | float) else as_text(value)
 
 
 def _timeout(own: float, context: Any) -> float:
@@ -336,7 +362,10 @@ class HTTPRequest(Component):
         if not url.lower().startswith(("http://", "https://")):
             raise NodeError(f"The URL must start with http:// or https://, got {url[:100]!r}.")
         what = f"{method} {url.split('?', 1)[0]}"
-        kwargs: dict[str, Any] = {"headers": {k: str(v) for k, v in (headers or {}).items()}, "params": query or None}
+        kwargs: dict[str, Any] = {
+            "headers": {k: str(v) for k, v in (headers or {}).items()},
+            "params": {k: _query_value(v) for k, v in (query or {}).items()} or None,
+        }
         if isinstance(body, dict | list):
             try:
                 kwargs["data"] = json_body(body)
