@@ -55,6 +55,15 @@ def test_post_json_body_templated_from_data(server):
     assert sent["headers"]["content-type"] == "application/json"
 
 
+def test_a_json_body_no_json_reader_takes_fails_the_node_and_sends_nothing(server):
+    with pytest.raises(NodeError, match="not JSON compliant") as exc:
+        http(method="POST", url=server.url + "/hook", body={"n": float("nan")})
+    assert not isinstance(exc.value, RetryableNodeError)
+    with pytest.raises(NodeError, match="not JSON compliant"):
+        llm(base_url=server.url, model="m", prompt="hi", temperature=float("inf"))
+    assert server.requests == []
+
+
 def test_text_body_and_text_answer(server):
     result = http(method="PUT", url=server.url + "/text", body="raw words")
     assert result["body"] == "plain text"

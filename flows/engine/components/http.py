@@ -184,11 +184,6 @@ async def guarded_session(*, allowed_hosts: tuple[str, ...] | list[str]):
         yield session
 
 
-def json_body(value: Any) -> bytes:
-    """A JSON body as compact UTF-8; NaN and infinities are refused (ValueError), as no JSON reader takes them."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-
-
 @dataclasses.dataclass
 class Answer:
     status: int
@@ -206,17 +201,27 @@ async def send(
     seconds: float,
     context: Any = None,
     follow_redirects: bool = True,
+    json_body: Any = None,
+    headers: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> Answer:
     """Send and read at most MAX_RESPONSE_BYTES (or the run's output limit, when lower) within `seconds` in all
-    (a server that drips its answer a byte at a time is cut off), mapping transport failures to node errors."""
+    (a server that drips its answer a byte at a time is cut off), mapping transport failures to node errors.
+
+    `json_body` is sent as compact UTF-8 JSON; NaN and infinities, which no JSON reader takes, fail the node."""
+    headers = dict(headers or {})
     output_limit = getattr(context, "max_output_bytes", None)
     limit = MAX_RESPONSE_BYTES if output_limit is None else min(MAX_RESPONSE_BYTES, output_limit)
     try:
+        if json_body is not None:
+            kwargs["data"] = json.dumps(json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            headers.setdefault("Content-Type", "application/json")
         async with asyncio.timeout(seconds):
             # aiohttp counts the redirect that reaches its limit as one too many.
             redirects = MAX_REDIRECTS + 1
-            async with session.request(method, url, allow_redirects=follow_redirects, max_redirects=redirects, **kwargs) as response:
+            async with session.request(
+                method, url, allow_redirects=follow_redirects, max_redirects=redirects, headers=headers, **kwargs
+            ) as response:
                 content = bytearray()
                 async for chunk in response.content.iter_chunked(64 * 1024):
                     content += chunk
@@ -367,11 +372,7 @@ class HTTPRequest(Component):
             "params": {k: _query_value(v) for k, v in (query or {}).items()} or None,
         }
         if isinstance(body, dict | list):
-            try:
-                kwargs["data"] = json_body(body)
-            except ValueError as exc:
-                raise NodeError(f"{what}: {exc}") from exc
-            kwargs["headers"].setdefault("Content-Type", "application/json")
+            kwargs["json_body"] = body
         elif body is not None:
             kwargs["data"] = as_text(body).encode()
         seconds = _timeout(timeout, self.context)
@@ -457,13 +458,8 @@ class LanguageModel(Component):
         url = base_url.rstrip("/") + "/chat/completions"
         what = f"Language model at {base_url.rstrip('/')}"
         seconds = _timeout(timeout, self.context)
-        try:
-            data = json_body(body)
-        except ValueError as exc:
-            raise NodeError(f"{what}: {exc}") from exc
-        headers["Content-Type"] = "application/json"
         async with guarded_session(allowed_hosts=self.context.http_allowed_hosts) as session:
-            reply = await send(session, "POST", url, what, seconds=seconds, context=self.context, data=data, headers=headers)
+            reply = await send(session, "POST", url, what, seconds=seconds, context=self.context, json_body=body, headers=headers)
         answer = _decode(reply)
         if reply.status == 429 or reply.status >= 500:
             raise RetryableNodeError(f"{what} answered {reply.status}: {_api_error(answer)}")
