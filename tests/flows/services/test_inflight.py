@@ -350,3 +350,24 @@ def test_a_run_asked_for_twice_in_one_batch_of_claims_is_started_once(make_flow,
         loop.close()
     assert [start is not None for start in started] == [True, False]
     assert started[0].run.attempts == 1 and RunAttempt.objects.filter(run=run).count() == 1
+
+
+def test_a_task_waiting_for_room_returns_when_its_worker_drains_or_its_wait_runs_out(make_flow, user):
+    pool = RunExecutor(concurrency=1)
+    try:
+        with SlowAPI() as api:
+            run = new_run(make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60)), user)
+            assert pool.admit(str(run.pk))  # full until the drain
+            assert api.hanging.wait(10)
+            started = time.monotonic()
+            pool.room_wait(1, seconds=0.3)  # never more than its bound, well inside django-q2's task timeout
+            assert 0.25 <= time.monotonic() - started < 2
+            waiter = threading.Thread(target=pool.room_wait, args=(1,))
+            waiter.start()
+            time.sleep(0.2)
+            assert waiter.is_alive()
+            pool.drain(0.5)
+            waiter.join(2)
+            assert not waiter.is_alive()
+    finally:
+        pool.drain(0.1)
