@@ -5,8 +5,9 @@ hand-off between threads, and connections left to the processes that are free. l
 run or stream its events park (langrun.waits.parked): they hold a thread, but no CPU and no database connection.
 In this worker a process answers `worker_connections` requests at once (WEB_THREADS), each on a thread of its own
 that accepts and answers as a sync worker does; a request that parks gives its turn to a new thread, which goes on
-accepting, and finishes on its own thread, no longer counted. The main thread only tells the arbiter the process
-is alive, and ends it.
+accepting, and finishes on its own thread, no longer counted. So do a new connection whose headers are late and a
+client slow to close its end after the answer. The main thread only tells the arbiter the process is alive, and
+ends it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ HEADERS_TIMEOUT = 5.0
 SLOW_STARTS = 64
 # The most read (without taking it) to find the end of a request's headers; longer headers go to gunicorn's parser.
 MAX_HEADERS = 65536
+# After an answer gunicorn half-closes the connection and reads until the client closes its end too (up to 2 s), so
+# that request bytes left unread do not turn the close into a reset that could cut the answer short. A client that
+# keeps its end open would hold the thread's turn all that time: when it has not closed within LINGER_GRACE seconds,
+# the turn goes to a new thread and the close goes on uncounted (at most LINGERING per process; past them the close
+# does not wait for the client).
+LINGER_GRACE = 0.02
+LINGERING = 64
 
 
 class ParkingWorker(SyncWorker):
@@ -50,6 +58,7 @@ class ParkingWorker(SyncWorker):
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._slow_starts = 0
+        self._lingering = 0
         PARKING.on_park = self._give_turn
 
     def _answer_in_new_thread(self) -> None:
@@ -76,6 +85,8 @@ class ParkingWorker(SyncWorker):
                         if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                             raise
                         continue
+                    client = _Client(client.family, client.type, client.proto, fileno=client.detach())
+                    client.worker = self
                     client.setblocking(True)
                     util.close_on_exec(client)
                     self._serve(listener, client, addr)
@@ -101,7 +112,26 @@ class ParkingWorker(SyncWorker):
         if not self.cfg.is_ssl and not headers_arrived(client, timeout=0) and not self._headers_awaited(client):
             client.close()
             return
-        self.handle(listener, client, addr)
+        try:
+            self.handle(listener, client, addr)
+        finally:
+            if getattr(self._turn, "lingering", False):
+                self._turn.lingering = False
+                with self._lock:
+                    self._lingering -= 1
+
+    def linger(self, client: socket.socket) -> None:
+        """Called when gunicorn has half-closed a connection after its answer, before it waits for the client's end."""
+        if peer_closed(client, timeout=LINGER_GRACE) or not getattr(self._turn, "held", False):
+            return
+        with self._lock:
+            room = self._lingering < LINGERING
+            self._lingering += room
+        if room:
+            self._turn.lingering = True
+            self._give_turn()
+        else:
+            client.shutdown(socket.SHUT_RD)  # gunicorn's wait then reads what is left and closes
 
     def _headers_awaited(self, client) -> bool:
         """Whether a connection's late headers arrive in time: parked while they do, within the process's share of
@@ -128,6 +158,24 @@ class ParkingWorker(SyncWorker):
             if not threads:
                 return
             threads[0].join(max(0.0, deadline - time.monotonic()))
+
+
+class _Client(socket.socket):
+    """A client connection that tells its worker when gunicorn half-closes it after the answer."""
+
+    __slots__ = ("worker",)
+
+    def shutdown(self, how):
+        super().shutdown(how)
+        if how == socket.SHUT_WR:
+            self.worker.linger(self)
+
+
+def peer_closed(sock: socket.socket, *, timeout: float) -> bool:
+    """Whether the other end has closed (or reset) the connection, or does so within `timeout` seconds."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return bool(poller.poll(timeout * 1000))
 
 
 def headers_arrived(sock: socket.socket, *, timeout: float) -> bool:

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,6 +114,33 @@ def test_slow_clients_alone_do_not_take_the_web(service):
     finally:
         for s in slow:
             s.close()
+
+
+def _answered_and_left_open(url: str, stop: threading.Event, held: list[socket.socket]) -> None:
+    """Requests whose answers are read to the end, then their connections kept open: the client never closes."""
+    host, port = url.removeprefix("http://").split(":")
+    while not stop.is_set():
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        while s.recv(65536):  # until the server's end is closed
+            pass
+        held.append(s)
+
+
+def test_clients_that_do_not_close_do_not_take_the_web(service):
+    stop, held = threading.Event(), []
+    pool = ThreadPoolExecutor(max_workers=2)
+    clients = [pool.submit(_answered_and_left_open, service.url, stop, held) for _ in range(2)]
+    try:
+        time.sleep(1)
+        assert max(_health_seconds(service.url) for _ in range(10)) < 0.5
+    finally:
+        stop.set()
+        for client in clients:
+            client.result()
+        for s in held:
+            s.close()
+    assert len(held) > 10  # the clients kept going, each answered in full
 
 
 def test_web_processes_share_a_pool_of_database_connections(service, setup_flow):

@@ -4,9 +4,11 @@ import errno
 import logging
 import socket
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
+from gunicorn import util as gunicorn_util
 
 from langrun import gunicorn_worker
 from langrun.gunicorn_worker import ParkingWorker, headers_arrived
@@ -144,3 +146,50 @@ def test_a_thread_that_cannot_accept_stops_the_process_and_gives_its_connections
     thread.start()
     thread.join(5)
     assert worker.alive is False and closed == [True] and worker._threads == set()
+
+
+def _answered(worker) -> tuple[socket.socket, socket.socket]:
+    """A TCP connection as the worker holds it once its answer is written (the server's end, the client's end)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        accepted, _ = listener.accept()
+    server = gunicorn_worker._Client(accepted.family, accepted.type, accepted.proto, fileno=accepted.detach())
+    server.worker = worker
+    server.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    return server, client
+
+
+def _closed_gracefully(worker, server) -> float:
+    """gunicorn's close after an answer, on a thread that holds a turn: how long it took."""
+    worker._turn.held = True
+    started = time.monotonic()
+    worker.handle = lambda listener, client, addr: gunicorn_util.close_graceful(client)
+    worker._serve(None, server, ("127.0.0.1", 1))
+    return time.monotonic() - started
+
+
+def test_a_client_that_closes_after_its_answer_is_closed_on_the_turn(worker):
+    server, client = _answered(worker)
+    client.recv(1024)
+    client.close()
+    assert _closed_gracefully(worker, server) < 1
+    assert worker.started == [] and worker._turn.held is True and worker._lingering == 0
+
+
+def test_a_client_that_keeps_its_end_open_gets_the_close_waited_for_off_the_turn(worker):
+    server, client = _answered(worker)
+    seen = []
+    # Looked at while the close waits for the client: the turn has gone to a new thread.
+    threading.Timer(0.3, lambda: (seen.append((len(worker.started), worker._lingering)), client.close())).start()
+    assert _closed_gracefully(worker, server) >= 0.3  # the close still waits for the client, on this thread
+    assert seen == [(1, 1)]
+    assert worker._turn.held is False and worker._lingering == 0
+
+
+def test_past_its_share_of_waiting_closes_a_process_closes_at_once(worker):
+    worker._lingering = gunicorn_worker.LINGERING
+    server, client = _answered(worker)
+    assert _closed_gracefully(worker, server) < 0.5
+    assert worker.started == [] and worker._turn.held is True and worker._lingering == gunicorn_worker.LINGERING
+    assert client.recv(1024).startswith(b"HTTP/1.1 200 OK") and client.recv(1024) == b""  # the answer, then the end
