@@ -36,7 +36,7 @@ MAX_HEADERS = 65536
 # keeps its end open would hold the thread's turn all that time: when it has not closed within LINGER_GRACE seconds,
 # the turn goes to a new thread and the close goes on uncounted (at most LINGERING per process; past them the close
 # does not wait for the client).
-LINGER_GRACE = 0.02
+LINGER_GRACE = 0.005
 LINGERING = 64
 
 
@@ -65,7 +65,12 @@ class ParkingWorker(SyncWorker):
         thread = threading.Thread(target=self._answer, daemon=True, name="langrun-web")
         with self._lock:
             self._threads.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the process stops (its caller's thread fails), without waiting for this one
+            with self._lock:
+                self._threads.discard(thread)
+            raise
 
     def _give_turn(self) -> None:
         # Called on the thread of a request that parks: its turn goes to a new thread, and it finishes uncounted.
@@ -122,16 +127,19 @@ class ParkingWorker(SyncWorker):
 
     def linger(self, client: socket.socket) -> None:
         """Called when gunicorn has half-closed a connection after its answer, before it waits for the client's end."""
-        if peer_closed(client, timeout=LINGER_GRACE) or not getattr(self._turn, "held", False):
-            return
+        if not POLLRDHUP or not getattr(self._turn, "held", False):
+            return  # where a client's close cannot be told from its data, gunicorn's wait stays on the turn
         with self._lock:
             room = self._lingering < LINGERING
-            self._lingering += room
-        if room:
-            self._turn.lingering = True
-            self._give_turn()
-        else:
+        if not room:
             client.shutdown(socket.SHUT_RD)  # gunicorn's wait then reads what is left and closes
+            return
+        if peer_closed(client, timeout=LINGER_GRACE):
+            return
+        with self._lock:
+            self._lingering += 1
+        self._turn.lingering = True
+        self._give_turn()
 
     def _headers_awaited(self, client) -> bool:
         """Whether a connection's late headers arrive in time: parked while they do, within the process's share of
@@ -171,10 +179,14 @@ class _Client(socket.socket):
             self.worker.linger(self)
 
 
+# Linux's poll flag for "the other end has closed": a close is told apart from data still coming.
+POLLRDHUP = getattr(select, "POLLRDHUP", 0)
+
+
 def peer_closed(sock: socket.socket, *, timeout: float) -> bool:
     """Whether the other end has closed (or reset) the connection, or does so within `timeout` seconds."""
     poller = select.poll()
-    poller.register(sock.fileno(), select.POLLRDHUP)
+    poller.register(sock.fileno(), POLLRDHUP)
     return bool(poller.poll(timeout * 1000))
 
 

@@ -190,6 +190,25 @@ def test_a_client_that_keeps_its_end_open_gets_the_close_waited_for_off_the_turn
 def test_past_its_share_of_waiting_closes_a_process_closes_at_once(worker):
     worker._lingering = gunicorn_worker.LINGERING
     server, client = _answered(worker)
-    assert _closed_gracefully(worker, server) < 0.5
+    assert _closed_gracefully(worker, server) < gunicorn_worker.LINGER_GRACE + 0.5
     assert worker.started == [] and worker._turn.held is True and worker._lingering == gunicorn_worker.LINGERING
     assert client.recv(1024).startswith(b"HTTP/1.1 200 OK") and client.recv(1024) == b""  # the answer, then the end
+
+
+def test_where_a_close_cannot_be_told_from_data_the_wait_stays_on_the_turn(worker, monkeypatch):
+    monkeypatch.setattr(gunicorn_worker, "POLLRDHUP", 0)  # not Linux
+    server, client = _answered(worker)
+    threading.Timer(0.2, client.close).start()
+    assert _closed_gracefully(worker, server) >= 0.2
+    assert worker.started == [] and worker._turn.held is True and worker._lingering == 0
+
+
+def test_a_thread_that_cannot_be_started_is_not_waited_for(worker, monkeypatch):
+    class Unstartable(threading.Thread):
+        def start(self):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(gunicorn_worker.threading, "Thread", Unstartable)
+    with pytest.raises(RuntimeError):
+        ParkingWorker._answer_in_new_thread(worker)
+    assert worker._threads == set()
