@@ -5,7 +5,13 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "langrun.settings")
 application = get_wsgi_application()
 
-# Under gunicorn's preload_app this module is imported once, in the master, before it forks the workers.
+# Under gunicorn's preload_app this module is imported once, in the master, before it forks the workers: what is
+# loaded here is shared by them, and not loaded again by each worker while it answers its first requests (the
+# URLconf imports every view, serializer and the schema's modules; on a small machine a restart's workers all doing
+# that at once made the first seconds' slowest answers several times slower).
+from django.urls import get_resolver  # noqa: E402
+
 from flows.services.queue import broker_preload  # noqa: E402  (needs the application set up)
 
 broker_preload()
+get_resolver().url_patterns  # noqa: B018  (imports the URLconf)

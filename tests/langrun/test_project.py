@@ -91,23 +91,24 @@ def test_bootstrap_creates_demo_once(db):
 
 WSGI_IMPORT = (
     "import sys, langrun.wsgi; from django.db import connection;"
-    " print('flows.broker' in sys.modules, 'redis' in sys.modules, connection.connection is None)"
+    " print('flows.broker' in sys.modules, 'redis' in sys.modules, connection.connection is None, 'webhooks.views' in sys.modules)"
 )
 
 
 def test_the_wsgi_module_imports_the_task_broker_without_connecting():
-    # gunicorn's master imports langrun.wsgi before forking the workers: the broker's modules load there, and
-    # nothing connects (neither address has a server).
+    # gunicorn's master imports langrun.wsgi before forking the workers: the broker's modules and the views (by the
+    # URLconf) load there, once, rather than in every worker at its first requests; and nothing connects (neither
+    # address has a server).
     result = run_python(
         WSGI_IMPORT, SECRET_KEY="k" * 50, DATABASE_URL="postgres://u@127.0.0.1:1/langrun", REDIS_URL="redis://127.0.0.1:1/0", DEBUG="false"
     )
-    assert result.stdout.split() == ["True", "True", "True"], result.stderr
+    assert result.stdout.split() == ["True", "True", "True", "True"], result.stderr
 
 
 def test_the_wsgi_module_leaves_the_embedded_database_unopened(tmp_path):
     # A worker forked with its master's SQLite connection would share the file handle: the master must not open one.
     result = run_python(WSGI_IMPORT, SECRET_KEY="k" * 50, LANGRUN_DATA_DIR=str(tmp_path), DEBUG="false")
-    assert result.stdout.split() == ["False", "False", "True"], result.stderr
+    assert result.stdout.split() == ["False", "False", "True", "True"], result.stderr
 
 
 def test_serve_starts_three_web_workers_per_core_on_postgresql_and_two_on_sqlite(monkeypatch):
