@@ -7,11 +7,11 @@ application = get_wsgi_application()
 
 # Under gunicorn's preload_app this module is imported once, in the master, before it forks the workers: what is
 # loaded here is shared by them, and not loaded again by each worker while it answers its first requests (the
-# URLconf imports every view, serializer and the schema's modules; on a small machine a restart's workers all doing
+# URLconf imports every view, serializer and the schema's modules, and the first `reverse()` builds its table; on a small machine a restart's workers all doing
 # that at once made the first seconds' slowest answers several times slower).
 from django.urls import get_resolver  # noqa: E402
 
 from flows.services.queue import broker_preload  # noqa: E402  (needs the application set up)
 
 broker_preload()
-get_resolver().url_patterns  # noqa: B018  (imports the URLconf)
+get_resolver().reverse_dict  # noqa: B018  (imports the URLconf and builds the table `reverse()` reads)

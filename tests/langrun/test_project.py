@@ -90,8 +90,9 @@ def test_bootstrap_creates_demo_once(db):
 
 
 WSGI_IMPORT = (
-    "import sys, langrun.wsgi; from django.db import connection;"
-    " print('flows.broker' in sys.modules, 'redis' in sys.modules, connection.connection is None, 'webhooks.views' in sys.modules)"
+    "import sys, langrun.wsgi; from django.db import connection; from django.urls import get_resolver;"
+    " print('flows.broker' in sys.modules, 'redis' in sys.modules, connection.connection is None,"
+    " 'webhooks.views' in sys.modules and get_resolver()._populated)"
 )
 
 
