@@ -21,7 +21,7 @@ from flows.services import queue
 from flows.services.concurrency import run_control_release, run_control_started, run_control_wait
 from flows.services.execution_sql import _flow_run_finish_rows_sqlite, _flow_runs_claim_returning, _flow_runs_finish_rows_pg, _worker_name
 from flows.services.storable import RunOutcome, _json_text, _jsonable, _outcome_storable, _text_storable, node_result_row
-from flows.services.variables import _flow_run_context
+from flows.services.variables import flow_run_context
 from flows.services.versions import flow_run_graph_data
 from langrun.db import connection_give_back
 from langrun.logs import log_context
@@ -194,7 +194,7 @@ def _flow_run_prepared(run: FlowRun, parse) -> tuple[engine.Graph, engine.RunCon
     except engine.GraphValidationError as exc:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow's graph is invalid: {exc}", [])
     try:
-        context = _flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs, run=run)
+        context = flow_run_context(user_id=run.flow.user_id, payload=run.payload, refs=refs, run=run)
     except engine.GraphValidationError as exc:
         return RunOutcome(FlowRun.Status.FAILED, None, f"The flow cannot run: {exc}", [])
     return graph, context

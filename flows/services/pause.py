@@ -90,16 +90,11 @@ def _release_rest_later(*, flow_id, resumed_at) -> None:
         logger.exception("Could not enqueue the release of flow %s's held runs; the sweep rings them", flow_id)
 
 
-def flow_run_waiting_for(*, run: FlowRun, flow_paused: bool, flow: Flow | None = None) -> str | None:
-    """What a queued run waits for: `flow_paused`, `retry_backoff`, `concurrency`, `throttle` or `worker`; None for a
-    run that is not queued. The run's key is looked at only with its `flow`."""
-    detail = flow_run_waiting(run=run, flow_paused=flow_paused, flow=flow)
-    return detail["reason"] if detail is not None else None
-
-
 def flow_run_waiting(*, run: FlowRun, flow_paused: bool, flow: Flow | None = None) -> dict | None:
-    """flow_run_waiting_for with its details: a concurrency's key, limit and runs running, a throttle's key, limit,
-    period and next possible start (flows/services/concurrency.py), a retry's time."""
+    """What a queued run waits for, `reason` (`flow_paused`, `retry_backoff`, `concurrency`, `throttle` or `worker`)
+    and its details: a concurrency's key, limit and runs running, a throttle's key, limit, period and next possible
+    start (flows/services/concurrency.py), a retry's time. None for a run that is not queued. The run's key is looked
+    at only with its `flow`."""
     if run.status != FlowRun.Status.QUEUED:
         return None
     if flow_paused:

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from flows import engine
 from flows.exceptions import VariableNameTaken, VariableUndecryptable
-from flows.models import VARIABLE_NAME_RE, Flow, FlowRun, Variable
+from flows.models import VARIABLE_NAME_RE, FlowRun, Variable
 
 
 def _fernet():
@@ -158,18 +158,10 @@ def _variables_raise_missing(*, refs, have) -> None:
         raise engine.GraphValidationError(missing)
 
 
-def flow_run_context(*, flow: Flow, payload: Any, data: Any) -> engine.RunContext:
-    """What the engine needs for a run: the payload, the referenced variables' plain values
-    (credentials also listed as secrets to mask), and the outbound HTTP allow-list.
-
-    Raises GraphValidationError when a referenced variable is missing or cannot be decrypted.
-    """
-    # The owner's id is enough (loading `flow.user` cost a query per run).
-    return _flow_run_context(user_id=flow.user_id, payload=payload, refs=engine.variable_references(data))
-
-
-def _flow_run_context(*, user_id, payload: Any, refs, run: FlowRun | None = None) -> engine.RunContext:
-    """flow_run_context given the graph's variable references `(loc, name)`: one query, and none without references.
+def flow_run_context(*, user_id, payload: Any, refs, run: FlowRun | None = None) -> engine.RunContext:
+    """What the engine needs for a run: the payload, the plain values of the variables the graph refers to (`refs`,
+    `(loc, name)`; credentials also listed as secrets to mask) and the outbound HTTP allow-list. One query, and none
+    without references; GraphValidationError when a referenced variable is missing or cannot be decrypted.
 
     The variables `run`'s request set override the owner's for this run (read, a query, only when the graph
     refers to variables at all). Each is masked in the run's record as a credential is, unless it stands in

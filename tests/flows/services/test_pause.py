@@ -126,12 +126,12 @@ def test_the_sweep_leaves_a_paused_flows_runs_alone(flow, enqueued):
 
 def test_waiting_for_says_why_a_queued_run_waits(flow):
     run = _run(flow)
-    assert pause.flow_run_waiting_for(run=run, flow_paused=False) == "worker"
-    assert pause.flow_run_waiting_for(run=run, flow_paused=True) == "flow_paused"
+    assert pause.flow_run_waiting(run=run, flow_paused=False) == {"reason": "worker"}
+    assert pause.flow_run_waiting(run=run, flow_paused=True) == {"reason": "flow_paused"}
     run.next_attempt_at = timezone.now() + timedelta(minutes=1)
-    assert pause.flow_run_waiting_for(run=run, flow_paused=False) == "retry_backoff"
+    assert pause.flow_run_waiting(run=run, flow_paused=False) == {"reason": "retry_backoff", "next_attempt_at": run.next_attempt_at}
     run.status = FlowRun.Status.SUCCEEDED
-    assert pause.flow_run_waiting_for(run=run, flow_paused=True) is None
+    assert pause.flow_run_waiting(run=run, flow_paused=True) is None
 
 
 @pytest.mark.parametrize("status", ["running", "succeeded"])
