@@ -129,15 +129,14 @@ class ParkingWorker(SyncWorker):
         """Called when gunicorn has half-closed a connection after its answer, before it waits for the client's end."""
         if not POLLRDHUP or not getattr(self._turn, "held", False):
             return  # where a client's close cannot be told from its data, gunicorn's wait stays on the turn
-        with self._lock:
+        if self._lingering < LINGERING and peer_closed(client, timeout=LINGER_GRACE):
+            return
+        with self._lock:  # the share is taken here, where it is counted
             room = self._lingering < LINGERING
+            self._lingering += room
         if not room:
             client.shutdown(socket.SHUT_RD)  # gunicorn's wait then reads what is left and closes
             return
-        if peer_closed(client, timeout=LINGER_GRACE):
-            return
-        with self._lock:
-            self._lingering += 1
         self._turn.lingering = True
         self._give_turn()
 

@@ -6,9 +6,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "langrun.settings")
 application = get_wsgi_application()
 
 # Under gunicorn's preload_app this module is imported once, in the master, before it forks the workers: what is
-# loaded here is shared by them, and not loaded again by each worker while it answers its first requests (the
-# URLconf imports every view, serializer and the schema's modules, and the first `reverse()` builds its table; on a small machine a restart's workers all doing
-# that at once made the first seconds' slowest answers several times slower).
+# loaded here is shared by them, instead of each worker loading it while it answers its first requests, all of them
+# at once after a restart. The URLconf imports every view, serializer and the schema's modules; the first
+# `reverse()` builds the resolver's table.
 from django.urls import get_resolver  # noqa: E402
 
 from flows.services.queue import broker_preload  # noqa: E402  (needs the application set up)
