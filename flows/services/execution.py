@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from flows import engine
 from flows.models import Flow, FlowRun, NodeResult, RunAttempt
-from flows.services import queue
+from flows.services import pause, queue
 from flows.services.concurrency import run_control_release, run_control_started, run_control_wait
 from flows.services.execution_sql import _flow_run_finish_rows_sqlite, _flow_runs_claim_returning, _flow_runs_finish_rows_pg, _worker_name
 from flows.services.storable import RunOutcome, _json_text, _jsonable, _outcome_storable, _text_storable, node_result_row
@@ -141,9 +141,9 @@ def flow_runs_execute(*, run_ids) -> list[FlowRun]:
     run's outcome never sinks another's. Returns the runs executed here.
     """
     run_ids = list(dict.fromkeys(str(run_id) for run_id in run_ids))
-    if len(run_ids) == 1 or not _returning_sql():
+    if len(run_ids) == 1:
         return [run for run in (flow_run_execute(run_id=run_id) for run_id in run_ids) if run is not None]
-    claimed = _flow_runs_claim_returning(run_ids=run_ids)
+    claimed, held = flow_runs_claim_batch(run_ids=run_ids)
     executed, finishing = [], []
     for run, data_text, tweaks_text in claimed:
         try:
@@ -159,13 +159,29 @@ def flow_runs_execute(*, run_ids) -> list[FlowRun]:
         else:
             executed.append(_flow_run_finish(run, **outcome._asdict()))
     executed += _flow_runs_finish_returning(finishing)
-    taken = {str(run.pk) for run, _, _ in claimed}
+    taken = {str(run.pk) for run, _, _ in claimed} | held
     for run_id in run_ids:
         if run_id not in taken:
             run = flow_run_execute(run_id=run_id)
             if run is not None:
                 executed.append(run)
     return executed
+
+
+def flow_runs_claim_batch(*, run_ids: list[str]) -> tuple[list[tuple[FlowRun, str, str | None]], set[str]]:
+    """The batched claim of these runs (_flow_runs_claim_returning), and which of them a paused flow holds.
+
+    The held runs stay queued without a claim of their own (resume rings for them). The others the batched claim
+    leaves out go through the general claim one by one. On PostgreSQL the batch is one statement, and only the runs
+    it left out are looked at; elsewhere each run is a claim of its own, so the held ones are told apart first.
+    """
+    if connection.vendor == "postgresql" and _returning_sql():
+        claimed = _flow_runs_claim_returning(run_ids=run_ids)
+        taken = {str(run.pk) for run, _, _ in claimed}
+        return claimed, pause.flow_runs_held(run_ids=[run_id for run_id in run_ids if run_id not in taken])
+    held = pause.flow_runs_held(run_ids=run_ids)
+    claimable = [run_id for run_id in run_ids if run_id not in held]
+    return (_flow_runs_claim_returning(run_ids=claimable) if claimable and _returning_sql() else []), held
 
 
 def _flow_run_outcome(run: FlowRun, parse) -> RunOutcome | None:

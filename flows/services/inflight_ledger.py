@@ -30,8 +30,8 @@ from flows.services.execution import (
     _flow_runs_finish_returning,
     _graph_parsed,
     _returning_sql,
+    flow_runs_claim_batch,
 )
-from flows.services.execution_sql import _flow_runs_claim_returning
 from flows.services.storable import RunOutcome, _outcome_storable, node_result_row
 
 logger = logging.getLogger(__name__)
@@ -153,13 +153,14 @@ class LedgerThread:
     def _claims(self, items: list[tuple[str, asyncio.Future]]) -> None:
         if not items:
             return
-        claimed = {}
-        if _returning_sql():
-            for run, data_text, tweaks_text in _flow_runs_claim_returning(run_ids=[run_id for run_id, _ in items]):
-                claimed[str(run.pk)] = (run, functools.partial(_graph_parsed, data_text, tweaks_text))
+        batch, held = flow_runs_claim_batch(run_ids=list(dict.fromkeys(run_id for run_id, _ in items)))
+        claimed = {str(run.pk): (run, functools.partial(_graph_parsed, data_text, tweaks_text)) for run, data_text, tweaks_text in batch}
         for run_id, future in items:
             try:
-                taken = claimed.pop(run_id, None) or _flow_run_claim_general(run_id=run_id)  # once, were it asked for twice
+                if run_id in held:
+                    taken = None
+                else:  # once, were it asked for twice
+                    taken = claimed.pop(run_id, None) or _flow_run_claim_general(run_id=run_id)
                 if taken is None:
                     self._resolve(future, None)
                     continue

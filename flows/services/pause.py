@@ -81,6 +81,21 @@ def flow_runs_release(*, flow_id, resumed_at, limit: int | None = None) -> int:
     return released
 
 
+def flow_runs_held(*, run_ids) -> set[str]:
+    """Of these runs, the queued ones whose flow is paused, as text ids: one query for a worker's whole batch.
+
+    The worker leaves them as they are, as their claim would (resume rings for them), without a claim each: a paused
+    flow that keeps receiving webhooks must not keep busy the workers that other flows' runs need.
+    """
+    if not run_ids:
+        return set()
+    held = FlowRun.objects.filter(pk__in=run_ids, status=FlowRun.Status.QUEUED, flow__paused_at__isnull=False)
+    held = {str(pk) for pk in held.values_list("pk", flat=True)}
+    if held:
+        logger.info("%d runs left queued: their flow is paused", len(held))
+    return held
+
+
 def _release_rest_later(*, flow_id, resumed_at) -> None:
     from django_q.tasks import async_task
 

@@ -352,6 +352,32 @@ def test_a_run_asked_for_twice_in_one_batch_of_claims_is_started_once(make_flow,
     assert started[0].run.attempts == 1 and RunAttempt.objects.filter(run=run).count() == 1
 
 
+def test_a_paused_flows_runs_are_told_apart_once_per_batch_of_claims(make_flow, user):
+    # A paused flow's doorbells must not cost the worker's database thread a claim each (which other runs wait behind).
+    from django.test.utils import CaptureQueriesContext
+
+    from flows.services.pause import flow_pause
+
+    flow = make_flow(user=user, data=http_flow("http://127.0.0.1:9/"))
+    flow_pause(flow=flow)
+    loop = asyncio.new_event_loop()
+    costs = []
+    try:
+        ledger = LedgerThread(loop)
+        for size in (2, 12):
+            runs = [new_run(flow, user) for _ in range(size)]
+            futures = [loop.create_future() for _ in runs]
+            with CaptureQueriesContext(connection) as queries:
+                ledger._claims([(str(run.pk), future) for run, future in zip(runs, futures, strict=True)])
+            loop.run_until_complete(asyncio.sleep(0))
+            assert [future.result() for future in futures] == [None] * size
+            costs.append(len(queries))
+    finally:
+        loop.close()
+    assert costs[0] == costs[1]
+    assert FlowRun.objects.filter(flow=flow, status=FlowRun.Status.QUEUED, attempts=0).count() == 14
+
+
 def test_a_task_waiting_for_room_returns_when_its_worker_drains_or_its_wait_runs_out(make_flow, user):
     pool = RunExecutor(concurrency=1)
     try:

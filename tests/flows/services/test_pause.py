@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from flows.models import Flow, FlowRun
@@ -46,6 +48,23 @@ def test_a_batch_of_quick_runs_leaves_a_paused_flows_runs_queued(flow, make_flow
     assert [r.id for r in executed] == [free.id]
     held.refresh_from_db()
     assert held.status == FlowRun.Status.QUEUED
+
+
+def test_a_batch_of_a_paused_flows_runs_costs_the_worker_the_same_few_queries_whatever_its_size(flow, make_flow, user, execute_path):
+    # A paused flow that keeps receiving webhooks must not keep the workers (which other flows' runs need) busy:
+    # its runs are told apart once per batch, not claimed one by one.
+    other = make_flow(user, endpoint_name="other")
+    flow_pause(flow=flow)
+    costs = []
+    for size in (2, 12):
+        held = [_run(flow) for _ in range(size)]
+        free = _run(other)
+        with CaptureQueriesContext(connection) as queries:
+            executed = flow_runs_execute(run_ids=[*(run.id for run in held), free.id])
+        assert [run.id for run in executed] == [free.id]
+        assert FlowRun.objects.filter(pk__in=[run.id for run in held], status=FlowRun.Status.QUEUED, attempts=0).count() == size
+        costs.append(len(queries))
+    assert costs[0] == costs[1]
 
 
 def test_a_run_queued_before_the_pause_is_held_too(flow, execute_path):
