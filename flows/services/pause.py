@@ -92,7 +92,7 @@ def flow_runs_held(*, run_ids) -> set[str]:
     held = FlowRun.objects.filter(pk__in=run_ids, status=FlowRun.Status.QUEUED, flow__paused_at__isnull=False)
     held = {str(pk) for pk in held.values_list("pk", flat=True)}
     if held:
-        logger.info("%d runs left queued: their flow is paused", len(held))
+        logger.info("Runs left queued, their flow paused: %d", len(held))
     return held
 
 
