@@ -1,8 +1,7 @@
 """The django-q2 Redis broker, with a dequeue that takes the waiting tasks in bulk and batches quick runs.
 
 django-q2's Redis broker pops one task per round trip (BLPOP). With a backlog, the
-cluster's pusher then spends more CPU per run than the monitor and about a third of a
-worker's share, on the same cores that accept webhooks. `LPOP key count` takes up to
+cluster's pusher then spends a round trip of CPU per run, on the same cores that accept webhooks. `LPOP key count` takes up to
 Q_CLUSTER["bulk"] tasks in one round trip; an empty queue still blocks in BLPOP, so an
 idle cluster wakes as soon as a task arrives. Tasks taken but not yet handed to a worker
 are lost if the cluster dies, like those already in its task queue: their runs stay

@@ -117,8 +117,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The same backend, with a health check that skips the `SELECT 1` round trip while the socket is quiet.
     DATABASES["default"]["ENGINE"] = "langrun.db.postgresql"
     # Parameters bound by the server, and a statement run this many times on a connection is prepared there:
-    # PostgreSQL then plans it once per connection instead of on every execution. Planning the webhook's
-    # key + flow join cost ten times what running it does. 0 turns preparing off (needed behind a PgBouncer
+    # PostgreSQL then plans it once per connection instead of on every execution: planning the webhook's
+    # key + flow join costs more than running it. 0 turns preparing off (needed behind a PgBouncer
     # older than 1.21 in transaction mode).
     _prepare_threshold = env.int("LANGRUN_DB_PREPARE_THRESHOLD", default=5)
     DATABASES["default"].setdefault("OPTIONS", {}).update(
