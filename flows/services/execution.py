@@ -112,7 +112,9 @@ def _flow_run_claim_general(*, run_id) -> tuple[FlowRun, Any] | None:
     what was read), not again after it. Returns the claimed run and a callable parsing its graph, or None."""
     run = FlowRun.objects.select_related("flow", "version").filter(pk=run_id).first()
     fields = None
-    if run is not None and run.status == FlowRun.Status.QUEUED:
+    # A paused flow's run is left as it is without the claim's transaction (SQLite's write lock, which every insert
+    # needs); the claim checks the pause again, for a flow paused since this read.
+    if run is not None and run.status == FlowRun.Status.QUEUED and run.flow.paused_at is None:
         fields = _flow_run_claim(run=run, attempts=run.attempts)
     if fields is None:
         logger.info("Run %s is not claimable now; nothing to do", run_id)

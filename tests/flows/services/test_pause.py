@@ -67,6 +67,17 @@ def test_a_batch_of_a_paused_flows_runs_costs_the_worker_the_same_few_queries_wh
     assert costs[0] == costs[1]
 
 
+def test_a_paused_flows_run_alone_is_left_queued_after_one_read(flow, execute_path):
+    # No transaction (on SQLite, the database's write lock, which every webhook's insert needs) for a run that is held.
+    flow_pause(flow=flow)
+    run = _run(flow)
+    with CaptureQueriesContext(connection) as queries:
+        assert flow_run_execute(run_id=run.id) is None
+    claims = 1 if execute_path == "returning" else 0  # the hand-written claim, tried first
+    sqlite_transaction = 2 if execute_path == "returning" and connection.vendor == "sqlite" else 0  # its BEGIN and COMMIT
+    assert len(queries) == 1 + claims + sqlite_transaction, [q["sql"][:80] for q in queries]
+
+
 def test_a_run_queued_before_the_pause_is_held_too(flow, execute_path):
     run = _run(flow)
     flow_pause(flow=flow)
