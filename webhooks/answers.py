@@ -19,11 +19,20 @@ RESPOND = "Respond"
 FAILED_BEFORE_ANSWER = "The flow's run ended before a Respond node answered."
 
 
+# An answer is the flow owner's content served from this server's address, where the admin's and the API's sessions
+# live: whatever its type (an HTML page, an SVG), a browser treats it as a page of no origin, which runs no script,
+# sends no cookies and reaches nothing of this origin; and never as a type other than the one it says.
+SANDBOX_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+_SANDBOX_NAMES = frozenset(name.lower() for name in SANDBOX_HEADERS)
+
+
 def webhook_answer(*, status: int, headers: dict[str, str], body: Any, replayed: bool) -> HttpResponse:
     """An answer of the flow's making: text as text/plain, anything else as JSON, unless its headers say otherwise.
 
-    `langrun_flow_headers` keeps the flow's headers for the view to put back over those DRF sets (Allow, Vary).
+    Sandboxed (SANDBOX_HEADERS, over the flow's own). `langrun_flow_headers` keeps these headers for the view to put
+    back over those DRF sets (Allow, Vary).
     """
+    headers = {name: value for name, value in headers.items() if name.lower() not in _SANDBOX_NAMES} | SANDBOX_HEADERS
     if isinstance(body, str):
         content, content_type = body.encode("utf-8", "replace"), "text/plain; charset=utf-8"
     else:

@@ -54,6 +54,24 @@ def test_a_static_json_body_and_a_repeat_gets_the_same_answer(key_client, flow):
     assert FlowRun.objects.count() == 1
 
 
+def test_a_static_html_answer_runs_no_script_on_the_services_origin(key_client, flow):
+    # An answer is the flow owner's content served from this server's address: a browser must treat it as a page
+    # of no origin (no script, no cookies, no same-origin requests), whatever type or policy the flow gives it.
+    page = "<script>fetch('/api/v1/api_key/', {method: 'POST'})</script>"
+    headers = {"Content-Type": "text/html", "content-security-policy": "script-src *", "X-Content-Type-Options": "sniff"}
+    flow_update(flow=flow, response={"mode": "static", "status": 200, "headers": headers, "body": page})
+    response = post(key_client, "greet")
+    assert response.status_code == 200 and response.content == page.encode() and response["Content-Type"] == "text/html"
+    assert response["Content-Security-Policy"] == "sandbox" and response["X-Content-Type-Options"] == "nosniff"
+    assert [name for name, _ in response.items() if name.lower() == "content-security-policy"] == ["Content-Security-Policy"]
+
+
+def test_a_respond_nodes_answer_is_sandboxed_too(key_client, respond_flow, runs_during_the_wait):
+    response = post(key_client, "greet", ORDER)
+    assert response.status_code == 201 and response["Content-Security-Policy"] == "sandbox"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
 def test_static_mode_ignores_wait(key_client, flow):
     flow_update(flow=flow, response={"mode": "static", "status": 204})
     started = time.monotonic()
