@@ -76,6 +76,53 @@ def test_invalid_schema_is_refused_when_the_flow_is_saved(key_client):
     assert response.json()["detail"][0]["type"] == "json_schema"
 
 
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("http://127.0.0.1:9/schema.json", "points outside the schema"),
+        ("other.json#/definitions/a", "points outside the schema"),
+        ("#/definitions/nope", "does not point to a part of the schema"),
+    ],
+)
+def test_a_schema_reference_that_leaves_the_schema_or_points_nowhere_is_refused_when_saved(key_client, ref, message):
+    # Nothing is ever fetched: a remote $ref would make the web and the workers request any URL the flow names.
+    schema = {"definitions": {"a": {"type": "string"}}, "properties": {"id": {"$ref": ref}}}
+    data = {"nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": schema}}], "edges": []}
+    response = key_client.post("/api/v1/flows/", {"name": "x", "data": data}, format="json")
+    assert response.status_code == 422, response.content
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "data", "nodes", 0, "params", "schema"] and message in problem["msg"]
+
+
+def test_references_within_the_schema_are_followed(key_client, make_flow, user):
+    schema = {"$defs": {"id": {"type": "integer"}}, "properties": {"id": {"$ref": "#/$defs/id"}}}
+    make_flow(user, data={"nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": schema}}], "edges": []}, endpoint_name="refs")
+    assert key_client.post("/api/v1/webhook/refs", {"id": 1}, format="json").status_code == 202
+    refused = key_client.post("/api/v1/webhook/refs", {"id": "one"}, format="json")
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "id"]
+
+
+def test_a_stored_schema_with_a_remote_reference_fetches_nothing_and_is_a_422(key_client, make_flow, user, monkeypatch):
+    # A flow saved before references were checked: its webhook refuses with a clear 422, never a 500, and fetches nothing.
+    import urllib.request
+
+    from flows.models import Flow, FlowVersion
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("a schema reference was fetched")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_fetch)
+    flow = make_flow(user, endpoint_name="remote")
+    schema = {"properties": {"id": {"$ref": "http://127.0.0.1:9/schema.json"}}}
+    data = {"nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": schema}}], "edges": []}
+    Flow.objects.filter(pk=flow.pk).update(data=data)
+    FlowVersion.objects.filter(pk=flow.current_version_id).update(data=data)
+    response = key_client.post("/api/v1/webhook/remote", {"id": 1}, format="json")
+    assert response.status_code == 422, response.content
+    assert "cannot be resolved" in response.json()["detail"][0]["msg"]
+    assert FlowRun.objects.count() == 0
+
+
 def test_flows_without_schema_accept_anything(key_client, flow):
     assert key_client.post("/api/v1/webhook/greet", [1, 2], format="json").status_code == 202
 

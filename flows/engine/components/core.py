@@ -56,6 +56,8 @@ class Webhook(Component):
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
             return [("schema", f"Not a valid JSON Schema: {exc.message}", "json_schema")]
+        if problem := _schema_reference_problem(schema):
+            return [("schema", problem, "json_schema")]
         return []
 
     def run(self, *, schema: dict | None = None) -> dict[str, Any]:
@@ -83,15 +85,56 @@ def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None
     the run `context` has less time left); one still matching then is a violation that says so.
     """
     import jsonschema
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
 
     budget = _RegexBudget(context)
     token = _regex_budget.set(budget)
     try:
-        validator = _bounded_validator(jsonschema.validators.validator_for(schema))(schema, format_checker=jsonschema.FormatChecker())
+        # An empty registry: a reference is followed within the schema only, never fetched (jsonschema's default
+        # would request any URL a flow names, from the web and the workers).
+        cls = _bounded_validator(jsonschema.validators.validator_for(schema))
+        validator = cls(schema, format_checker=jsonschema.FormatChecker(), registry=Registry())
         errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    except Unresolvable as exc:  # a schema stored before references were checked when a flow is saved
+        return [([], f"The Webhook's schema has a $ref that cannot be resolved: {str(exc)[:200]}", "$ref")]
     finally:
         _regex_budget.reset(token)
     return [(list(e.absolute_path), e.message, str(e.validator)) for e in errors]
+
+
+_REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+_SCHEMA_URI = "urn:langrun:webhook-schema"
+
+
+def _schema_reference_problem(schema: dict) -> str | None:
+    """Why a schema's references cannot stand, or None: each must point to a part of the schema itself."""
+    from referencing import Registry, Resource
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    resolver = Registry().with_resource(_SCHEMA_URI, resource).resolver(_SCHEMA_URI)
+    for ref in _schema_references(schema):
+        if not ref.startswith("#"):
+            return f"$ref {ref[:100]!r} points outside the schema: only references within it (#/...) are followed."
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"$ref {ref[:100]!r} does not point to a part of the schema."
+    return None
+
+
+def _schema_references(schema: Any) -> list[str]:
+    found, pending = [], [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            found += [node[k] for k in _REFERENCE_KEYWORDS if isinstance(node.get(k), str)]
+            pending += node.values()
+        elif isinstance(node, list):
+            pending += node
+    return found
 
 
 class _RegexBudget:
