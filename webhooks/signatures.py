@@ -66,6 +66,15 @@ def webhook_signature_header_names(*, flow: Flow) -> tuple[str, ...]:
     return tuple(n[5:].replace("_", "-").lower() for n in names)
 
 
+def webhook_signature_holds(flow: Flow, *, body: bytes, headers) -> bool:
+    """Whether the request is signed with one of the flow's secrets (webhook_signature_verify, as a yes or no)."""
+    try:
+        webhook_signature_verify(flow=flow, body=body, headers=headers)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def webhook_signature_verify(*, flow: Flow, body: bytes, headers) -> None:
     """Check a signed request against the flow's signing secrets (current, and previous during its grace period).
 

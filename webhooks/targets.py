@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -50,7 +51,13 @@ class WebhookTarget:
 
 
 def webhook_caller_and_flow(
-    *, key: str | None, identifier: str, user_id: uuid.UUID | None, signed: bool, fresh: bool = False
+    *,
+    key: str | None,
+    identifier: str,
+    user_id: uuid.UUID | None,
+    signed: bool,
+    fresh: bool = False,
+    signed_by: Callable[[Flow], bool] | None = None,
 ) -> WebhookTarget:
     """Who calls and which flow they mean, with the webhook's auth rules.
 
@@ -60,7 +67,9 @@ def webhook_caller_and_flow(
     active key of the flow's owner) costs one query for key, owner, flow and
     version together, or none when the process already knows them (then the
     target carries the condition the run's INSERT checks; `fresh` reads them
-    again); anything else takes the step-by-step path, which finds the precise error.
+    again); anything else takes the step-by-step path, which finds the precise error. `signed_by(flow)` tells
+    whether the request's signature holds for a flow: it picks, among flows several users gave the same endpoint
+    name, the one a request without a key means.
     """
     auth = settings.LANGRUN_WEBHOOK_AUTH
     if auth and key and ingest_token_prefix(key) is not None:
@@ -73,7 +82,7 @@ def webhook_caller_and_flow(
     if auth and api_key is None:
         if not signed:
             raise exceptions.PermissionDenied(MISSING_API_KEY)
-        flow = _webhook_flow_of_signed(identifier=identifier, user_id=user_id)
+        flow = _webhook_flow_of_signed(identifier=identifier, user_id=user_id, signed_by=signed_by)
         return WebhookTarget(api_key_id=None, caller=None, flow=flow, version=flow_version_current(flow=flow))
     caller = api_key.user if api_key is not None else None
     flow = webhook_flow_lookup(identifier=identifier, caller=caller, user_id=user_id)
@@ -107,7 +116,7 @@ def _identifies(identifier: str, flow: Flow) -> bool:
         return bool(flow.endpoint_name) and identifier == flow.endpoint_name
 
 
-def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None) -> Flow:
+def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None, signed_by: Callable[[Flow], bool] | None) -> Flow:
     """The flow a signature without an API key may stand for: one with a signing secret (checked later, on the body).
 
     Anything else answers as a request without credentials: until the signature is verified, a caller
@@ -115,11 +124,30 @@ def _webhook_flow_of_signed(*, identifier: str, user_id: uuid.UUID | None) -> Fl
     """
     try:
         flow = webhook_flow_lookup(identifier=identifier, caller=None, user_id=user_id)
-    except (exceptions.NotFound, Conflict):
+    except exceptions.NotFound:
         flow = None
+    except Conflict:
+        flow = _webhook_flow_signed_among_namesakes(name=identifier, signed_by=signed_by)
     if flow is None or not flow.signing_secret:
         raise exceptions.PermissionDenied(MISSING_API_KEY)
     return flow
+
+
+# Flows with a signing secret looked at for a name several users share: bounded, since each is a signature check.
+MAX_SIGNED_NAMESAKES = 20
+
+
+def _webhook_flow_signed_among_namesakes(*, name: str, signed_by: Callable[[Flow], bool] | None) -> Flow | None:
+    """Of the flows with a signing secret that several users named `name`, the one whose secret signed the request.
+
+    A request without a key names no owner, and one user's naming must not break another's signed webhook: a
+    namesake without a secret is not a candidate, and one with a secret of its own is not signed for.
+    """
+    if signed_by is None:
+        return None
+    namesakes = Flow.objects.select_related("user", "current_version").filter(endpoint_name=name).exclude(signing_secret="")
+    signed = [flow for flow in namesakes.order_by("created_at", "id")[:MAX_SIGNED_NAMESAKES] if signed_by(flow)]
+    return signed[0] if len(signed) == 1 else None
 
 
 # The flow's fields the webhook reads, in the order of a target's row; the instances built from them defer the rest,

@@ -133,10 +133,10 @@ class WebhookView(APIView):
         if wait > 0:
             webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
-        lookup = self._lookup(request, route, user_id)
-        retarget = functools.partial(lookup, fresh=True)
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
+        lookup = self._lookup(request, route, user_id, body)
+        retarget = functools.partial(lookup, fresh=True)
         target = lookup()
         handshakes.webhook_handshake_before_verification(flow=target.flow, method=request.method, query=request.GET)
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
@@ -153,7 +153,7 @@ class WebhookView(APIView):
             webhook_waits(request)  # not the ledger's 202: counted under the code answered
         return run, run_status_url(request, run.id), wait, answer
 
-    def _lookup(self, request, route: dict, user_id):
+    def _lookup(self, request, route: dict, user_id, body: bytes):
         """The call that finds the caller and the flow (`fresh=True` reads them again): by the API key, or a signature."""
         key = api_key_from_request(request)
         return functools.partial(
@@ -164,6 +164,7 @@ class WebhookView(APIView):
             # Without a key, a request may be signed (or carry a token preset's token, under a name only the flow
             # knows): its flow is looked up, and a signature or token that does not hold is the same 403.
             signed=key is None or signatures.webhook_is_signed(headers=request.META),
+            signed_by=functools.partial(signatures.webhook_signature_holds, body=body, headers=request.META),
         )
 
     def handle_exception(self, exc):
@@ -202,7 +203,7 @@ class IngestTokenWebhookView(WebhookView):
 
     renderer_classes = [JSONRenderer]
 
-    def _lookup(self, request, route: dict, user_id):
+    def _lookup(self, request, route: dict, user_id, body: bytes):
         return functools.partial(targets.webhook_target_of_ingest_token, token=route["token"])
 
 

@@ -244,3 +244,24 @@ def test_a_signing_secret_body_that_is_not_a_json_object_is_422(key_client, flow
     assert key_client.generic("POST", url, b"secret", content_type="text/plain").status_code == 415
     flow.refresh_from_db()
     assert not flow.signing_secret
+
+
+# --- A name several users gave their flows -----------------------------------------------
+
+
+def test_a_signed_request_without_a_key_finds_its_flow_among_namesakes(client, flow, make_user, make_flow):
+    # One user's naming must not break another's signed webhook: of the flows with the name, the one whose secret
+    # signed the request is meant (a namesake without a secret, or with a secret of its own, changes nothing).
+    preset(flow, STRIPE_SECRET, provider="stripe")
+    bob = make_user()
+    namesake = make_flow(bob, endpoint_name=flow.endpoint_name)
+    response = post(client, flow.endpoint_name, BODY, **stripe_headers())
+    assert response.status_code == 202, response.content
+    preset(namesake, "whsec_bobs_own_secret", provider="stripe")
+    second = b'{"id": "evt_2"}'  # Stripe's event id is the delivery's: a new event for each
+    assert post(client, flow.endpoint_name, second, **stripe_headers(second)).status_code == 202
+    assert post(client, flow.endpoint_name, BODY, **stripe_headers(secret="whsec_bobs_own_secret")).status_code == 202
+    owners = sorted(FlowRun.objects.values_list("flow__user__username", flat=True))
+    assert owners == sorted([flow.user.username, flow.user.username, bob.username])
+    unknown = post(client, flow.endpoint_name, b'{"id": "evt_3"}', **stripe_headers(b'{"id": "evt_3"}', secret="whsec_nobodys"))
+    assert unknown.status_code == 403 and FlowRun.objects.count() == 3
