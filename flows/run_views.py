@@ -17,6 +17,7 @@ from flows.services.waits import flow_run_execute_sync, flow_run_start_here
 from flows.stream_views import STREAM_REFUSED, StreamNegotiation, StreamSlot
 from flows.views import flow_of, run_status_url
 from langrun.exceptions import RequestValidationError
+from langrun.filters import query_value
 from langrun.parsers import JSONParser, json_text_unstorable
 from langrun.schema import error
 
@@ -91,7 +92,7 @@ class SimplifiedRunView(APIView):
         ],
     )
     def post(self, request, flow_id_or_name: str):
-        stream = _stream_param(request.GET.get("stream"))
+        stream = _stream_param(query_value(request.GET, "stream"))
         body = SimplifiedRunRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         params = body.validated_data

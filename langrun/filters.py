@@ -9,6 +9,14 @@ from rest_framework import filters
 from langrun.exceptions import RequestValidationError
 
 
+def query_value(query, name: str) -> str | None:
+    """A query parameter an endpoint reads itself, given at most once (else a 422 at `["query", name]`); None when absent."""
+    values = query.getlist(name)
+    if len(values) > 1:
+        raise RequestValidationError.single(["query", name], f"Give {name} once.", "too_long")
+    return values[0] if values else None
+
+
 class FilterBackend(DjangoFilterBackend):
     """django-filter's backend, strict: a filter given twice, an empty non-text filter, or an
     invalid value is a 422 located at `["query", name]` (django-filter alone would ignore the first two)."""

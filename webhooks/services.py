@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from typing import Any
@@ -40,6 +41,7 @@ from webhooks.targets import MISSING_API_KEY, WebhookTarget
 EMPTY_BODY = "Request body is empty. You should provide a JSON payload containing the flow ID."
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 1000
+SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 logger = logging.getLogger(__name__)
 
@@ -468,10 +470,8 @@ def webhook_wait_parse(*, raw: str | None) -> float:
     """Seconds the caller asked to wait for the run (`?wait=`), capped by LANGRUN_WEBHOOK_MAX_WAIT; 0 when absent."""
     if raw is None or raw == "":
         return 0.0
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = float("nan")
+    # Digits with an optional fraction: float() would also take signs, spaces, underscores and exponents.
+    seconds = float(raw) if SECONDS.fullmatch(raw) else float("nan")
     if not math.isfinite(seconds) or seconds < 0:
         raise RequestValidationError.single(
             ["query", "wait"], f"Input should be a number of seconds, 0 or more, got {raw[:100]!r}.", "float_parsing"

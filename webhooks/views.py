@@ -18,6 +18,7 @@ from flows.serializers import FlowRunSerializer
 from flows.views import run_status_url
 from langrun.authentication import api_key_from_request
 from langrun.exceptions import RequestValidationError
+from langrun.filters import query_value
 from langrun.serializers import StrictCharField
 from webhooks import answers, handshakes, services, signatures, targets
 
@@ -128,8 +129,8 @@ class WebhookView(APIView):
 
         Takes Django's request: the body is read raw from its stream, never parsed by DRF."""
         meta = request.META
-        user_id = services.webhook_user_id_parse(raw=request.GET.get("user_id"))
-        wait = services.webhook_wait_parse(raw=request.GET.get("wait"))
+        user_id = services.webhook_user_id_parse(raw=query_value(request.GET, "user_id"))
+        wait = services.webhook_wait_parse(raw=query_value(request.GET, "wait"))
         if wait > 0:
             webhook_waits(request)
         services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
@@ -143,7 +144,7 @@ class WebhookView(APIView):
         handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
         services.webhook_method_check(flow=target.flow, method=request.method)
         # Checked once the caller is known: the guard resolves the host, which an anonymous request must not make us do.
-        callback_url = services.webhook_callback_parse(raw=request.GET.get("callback_url"))
+        callback_url = services.webhook_callback_parse(raw=query_value(request.GET, "callback_url"))
         run = services.webhook_intake(
             target=target, retarget=retarget, request=request, body=body, waits=wait > 0, callback_url=callback_url
         )

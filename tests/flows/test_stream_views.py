@@ -110,3 +110,8 @@ def test_a_streamed_run_refused_after_its_slot_was_taken_gives_the_slot_back(key
     opened = key_client.get("/api/v1/webhook-events/greet", HTTP_ACCEPT="text/event-stream")
     assert opened.status_code == 200
     _client_went_away(opened)
+
+
+def test_run_stream_given_twice_is_422(key_client, flow):
+    answer = key_client.post("/api/v1/run/greet?stream=true&stream=false", {"input_value": "hi"}, content_type="application/json")
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["query", "stream"]

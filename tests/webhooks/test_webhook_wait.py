@@ -14,12 +14,25 @@ def post(client, query=""):
     return client.post(f"/api/v1/webhook/greet{query}", {"name": "Ada"}, format="json")
 
 
-@pytest.mark.parametrize("raw", ["abc", "-1", "nan", "inf", "1e999"])
+@pytest.mark.parametrize("raw", ["abc", "-1", "nan", "inf", "1e999", "1_0", "+5", "%203", "1e1", "1&wait=2"])
 def test_bad_wait_is_422_and_stores_nothing(key_client, flow, raw):
     response = post(key_client, f"?wait={raw}")
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "wait"]
     assert not FlowRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?user_id=00000000-0000-0000-0000-000000000001&user_id=00000000-0000-0000-0000-000000000002",
+        "?callback_url=https://a.example/&callback_url=https://b.example/",
+    ],
+)
+def test_a_parameter_of_the_webhooks_own_given_twice_is_422(key_client, flow, query):
+    response = post(key_client, query)
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"][0]["loc"] == ["query", query[1:].split("=")[0]] and not FlowRun.objects.exists()
 
 
 def test_run_not_finished_within_the_wait_is_the_usual_202(key_client, flow):
