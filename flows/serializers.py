@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from flows.examples import GREETING_GRAPH
 from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.services.concurrency import MAX_SETTING
 from flows.services.pause import WAITING_REASONS, flow_run_waiting
 from flows.setting_fields import (
     ConcurrencyField,
@@ -82,6 +83,7 @@ class FlowSerializer(serializers.ModelSerializer):
         required=False,
         allow_null=True,
         min_value=1,
+        max_value=MAX_SETTING,
         help_text="Runs of this flow executing at once (per key, with concurrency.key); more wait in the queue (null: no limit).",
     )
     concurrency = ConcurrencyField(
