@@ -221,6 +221,13 @@ class FlowResumedSerializer(FlowSerializer):
         fields = [*FlowSerializer.Meta.fields, "released"]
 
 
+class FlowImportSettingsSerializer(FlowSerializer):
+    """The settings of one flow in a native export that the upload takes as the flow create API does, by the same fields."""
+
+    class Meta(FlowSerializer.Meta):
+        fields = ["endpoint_name", "timeout", "methods"]
+
+
 class NodeResultSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="node_id")
     type = serializers.CharField(source="component_type")
