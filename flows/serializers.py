@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from flows.examples import GREETING_GRAPH
 from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
+from flows.services.concurrency import MAX_SETTING
 from flows.services.pause import WAITING_REASONS, flow_run_waiting
 from flows.setting_fields import (
     ConcurrencyField,
@@ -82,6 +83,7 @@ class FlowSerializer(serializers.ModelSerializer):
         required=False,
         allow_null=True,
         min_value=1,
+        max_value=MAX_SETTING,
         help_text="Runs of this flow executing at once (per key, with concurrency.key); more wait in the queue (null: no limit).",
     )
     concurrency = ConcurrencyField(
@@ -217,6 +219,13 @@ class FlowResumedSerializer(FlowSerializer):
 
     class Meta(FlowSerializer.Meta):
         fields = [*FlowSerializer.Meta.fields, "released"]
+
+
+class FlowImportSettingsSerializer(FlowSerializer):
+    """The settings of one flow in a native export that the upload takes as the flow create API does, by the same fields."""
+
+    class Meta(FlowSerializer.Meta):
+        fields = ["endpoint_name", "timeout", "methods"]
 
 
 class NodeResultSerializer(serializers.ModelSerializer):

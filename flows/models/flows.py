@@ -9,6 +9,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 ENDPOINT_NAME_RE = r"^[a-zA-Z0-9_-]+$"
+ENDPOINT_NAME_UNIQUE = "flow_endpoint_name_unique_per_user"
 # The HTTP methods a flow's webhook may accept, in the order they are listed (and stored).
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # The senders' URL checks a flow may answer (webhooks/handshakes.py), in the order they are listed.
@@ -118,7 +119,7 @@ class Flow(models.Model):
             models.UniqueConstraint(
                 fields=["user", "endpoint_name"],
                 condition=models.Q(endpoint_name__isnull=False),
-                name="flow_endpoint_name_unique_per_user",
+                name=ENDPOINT_NAME_UNIQUE,
             )
         ]
         indexes = [models.Index(fields=["endpoint_name"])]

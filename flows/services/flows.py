@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 
 from flows import engine
 from flows.exceptions import EndpointNameTaken
-from flows.models import Flow, FlowVersion
+from flows.models import ENDPOINT_NAME_UNIQUE, Flow, FlowVersion
 from flows.services.concurrency import run_control_settings_stored
 from flows.services.variables import variables_check_exist
 from flows.services.versions import flow_version_record
@@ -97,9 +97,22 @@ def _flow_save(flow: Flow) -> Flow:
     try:
         with transaction.atomic():
             flow.save()
-    except IntegrityError as exc:  # a concurrent save took the name between the check and the insert
-        raise EndpointNameTaken(flow.endpoint_name) from exc
+    except IntegrityError as exc:
+        # A concurrent save may take the name between the check and the insert; any other constraint is a bug.
+        if _endpoint_name_clash(exc):
+            raise EndpointNameTaken(flow.endpoint_name) from exc
+        raise
     return flow
+
+
+def _endpoint_name_clash(exc: IntegrityError) -> bool:
+    constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+    if constraint is not None:  # PostgreSQL names the constraint
+        return constraint == ENDPOINT_NAME_UNIQUE
+    message = str(exc)  # SQLite names the index's columns (or the index) in its message
+    return message.startswith("UNIQUE constraint failed:") and (
+        f"{Flow._meta.db_table}.endpoint_name" in message or ENDPOINT_NAME_UNIQUE in message
+    )
 
 
 def flow_version_restore(*, flow: Flow, number: int, author=None) -> FlowVersion:

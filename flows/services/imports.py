@@ -11,6 +11,7 @@ from flows.exceptions import WebhookSettingInvalid
 from flows.models import Flow
 from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_graph_validate
 from flows.services.webhook_settings import webhook_response_graph_check, webhook_settings_stored
+from langrun.exceptions import flatten_errors
 
 # The webhook settings a native export carries (flows/services/webhook_settings.py).
 WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes", "response")
@@ -39,8 +40,13 @@ def flow_import(*, user, document: Any) -> list[Flow]:
             if is_langflow_flow(doc):
                 native = langflow_to_native(doc)
             else:
-                native = {k2: doc.get(k2) for k2 in ("name", "description", "endpoint_name", "data", "timeout")}
+                native = {k2: doc.get(k2) for k2 in ("name", "description", "data")}
                 native["name"] = str(native["name"] or "Imported flow")[:200]
+                checked, problems = _import_settings(doc)
+                if problems:
+                    issues += [engine.ValidationIssue((*loc, *p["loc"]), p["msg"], p["type"]) for p in problems]
+                    continue
+                native.update(checked)
                 native["webhook_settings"] = _import_webhook_settings(doc)
             flow_graph_validate(data=native["data"], user=user)
         except WebhookSettingInvalid as exc:
@@ -63,11 +69,22 @@ def flow_import(*, user, document: Any) -> list[Flow]:
                 description=native.get("description") or "",
                 endpoint_name=_free_endpoint_name(user=user, wanted=native.get("endpoint_name")),
                 data=native["data"],
-                timeout=native.get("timeout") if isinstance(native.get("timeout"), int) and native["timeout"] > 0 else None,
+                timeout=native.get("timeout"),
                 **native.get("webhook_settings", {}),
             )
             for native in converted
         ]
+
+
+def _import_settings(doc: dict) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A native document's `endpoint_name` and `timeout`, checked (with `methods`) by the flow API's own fields; and the
+    problems, located in the document."""
+    from flows.serializers import FlowImportSettingsSerializer
+
+    serializer = FlowImportSettingsSerializer(data={k: doc[k] for k in FlowImportSettingsSerializer.Meta.fields if k in doc})
+    if not serializer.is_valid():
+        return {}, flatten_errors(serializer.errors, [])
+    return {k: serializer.validated_data.get(k) for k in ("endpoint_name", "timeout")}, []
 
 
 def _import_webhook_settings(doc: dict) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
@@ -30,8 +30,19 @@ def flow_schedule_check(*, cron: str, interval_minutes: int | None) -> None:
     """Raise ScheduleInvalid unless exactly one of a valid cron expression and an interval is given."""
     if bool(cron) == bool(interval_minutes):
         raise ScheduleInvalid("Give either a cron expression (`cron`) or an interval (`interval_minutes`), not both.")
-    if cron and not croniter.is_valid(cron):
-        raise ScheduleInvalid(f"{cron!r} is not a cron expression (minute hour day month weekday).", field="cron")
+    if cron:
+        _cron_check(cron)
+
+
+def _cron_check(cron: str) -> None:
+    # croniter also takes seconds and years (six or seven fields) and expressions with no next date; django-q2 computes
+    # every due schedule's next firing in one transaction, so one such schedule would stop all of them.
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise ScheduleInvalid(f"{cron!r} is not a cron expression of five fields (minute hour day month weekday).", field="cron")
+    try:
+        croniter(cron, timezone.now()).get_next(datetime)
+    except CroniterError:
+        raise ScheduleInvalid(f"{cron!r} never fires: no date matches it.", field="cron") from None
 
 
 def _next_run(*, cron: str, interval_minutes: int | None) -> datetime:

@@ -164,3 +164,33 @@ def test_flow_api_sets_attempts_and_concurrency(key_client):
     bad = key_client.post("/api/v1/flows/", {**body, "max_attempts": 0}, format="json")
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "max_attempts"]
     assert key_client.post("/api/v1/flows/", {"name": "D", "data": GREETING_FLOW}, format="json").json()["max_attempts"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"max_concurrent_runs": 2**31}, ["body", "max_concurrent_runs"]),
+        ({"max_concurrent_runs": 2**62}, ["body", "max_concurrent_runs"]),
+        ({"max_concurrent_runs": 2**63}, ["body", "max_concurrent_runs"]),
+        ({"timeout": 2**63}, ["body", "timeout"]),
+        ({"max_attempts": 2**63}, ["body", "max_attempts"]),
+        ({"concurrency": {"limit": 2**63}}, ["body", "concurrency", "limit"]),
+        ({"throttle": {"limit": 1, "period": 2**63}}, ["body", "throttle", "period"]),
+        ({"response": {"mode": "static", "status": 2**63}}, ["body", "response"]),
+        ({"response": {"mode": "flow", "timeout": 2**63}}, ["body", "response"]),
+    ],
+)
+def test_an_integer_setting_past_its_bound_is_422_naming_it_and_changes_nothing(key_client, flow, fields, loc):
+    response = key_client.patch(f"/api/v1/flows/{flow.pk}", fields, format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"][0]["loc"] == loc
+    flow.refresh_from_db()
+    assert (flow.max_concurrent_runs, flow.timeout, flow.max_attempts, flow.throttle_period) == (None, None, 1, None)
+    assert create(key_client, endpoint_name="new", **fields).status_code == 422
+
+
+def test_the_largest_max_concurrent_runs_is_kept(key_client, flow):
+    response = key_client.patch(f"/api/v1/flows/{flow.pk}", {"max_concurrent_runs": 2**31 - 1}, format="json")
+    assert response.status_code == 200 and response.json()["max_concurrent_runs"] == 2**31 - 1
+    flow.refresh_from_db()
+    assert flow.max_concurrent_runs == 2**31 - 1

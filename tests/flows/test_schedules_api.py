@@ -43,6 +43,8 @@ def test_create_list_change_delete(key_client, flow):
     ("body", "loc"),
     [
         ({"cron": "not a cron"}, ["body", "cron"]),
+        ({"cron": "8 11 7 12 * 0 2026"}, ["body", "cron"]),
+        ({"cron": "0 0 30 2 *"}, ["body", "cron"]),
         ({"cron": "* * * * *", "interval_minutes": 5}, ["body"]),
         ({}, ["body"]),
         ({"interval_minutes": 0}, ["body", "interval_minutes"]),

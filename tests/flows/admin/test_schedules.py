@@ -40,6 +40,18 @@ def test_a_bad_cron_is_a_form_error(staff, make_flow):
     assert not FlowSchedule.objects.exists()
 
 
+def test_a_cron_that_never_fires_is_a_form_error(staff, make_flow):
+    flow = make_flow(staff, endpoint_name="greet")
+    c = login(staff)
+    for cron, message in (("8 11 7 12 * 0 2026", "five fields"), ("0 0 30 2 *", "never fires")):
+        response = c.post(
+            reverse("admin:flows_flowschedule_add"), {"flow": str(flow.pk), "cron": cron, "interval_minutes": "", "payload": "{}"}
+        )
+        assert response.status_code == 200
+        assert message in response.content.decode()
+    assert not FlowSchedule.objects.exists()
+
+
 def test_other_users_schedules_are_404(staff, other, make_flow):
     schedule = flow_schedule_create(flow=make_flow(other, endpoint_name="theirs"), cron="* * * * *")
     c = login(staff)

@@ -1,6 +1,7 @@
 """flows.services.flows: endpoint names and variables checked when a flow is saved."""
 
 import pytest
+from django.db import IntegrityError
 
 from flows import engine
 from flows.exceptions import EndpointNameTaken
@@ -14,6 +15,11 @@ pytestmark = pytest.mark.usefixtures("execute_path")
 def test_endpoint_name_taken_is_refused(flow, user):
     with pytest.raises(EndpointNameTaken):
         flow_create(user=user, name="again", endpoint_name=flow.endpoint_name, data=flow.data)
+
+
+def test_an_integrity_error_that_is_not_the_endpoint_name_is_not_relabelled(flow):
+    with pytest.raises(IntegrityError):
+        flow_update(flow=flow, timeout=-1)  # the column's check, not the name's uniqueness
 
 
 def test_update_checks_variables_against_the_new_owner(user, make_user, make_flow):

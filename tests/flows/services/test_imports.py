@@ -243,6 +243,44 @@ def test_invalid_native_upload_is_located(key_client):
     assert Flow.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"timeout": 2**40}, "timeout"),
+        ({"timeout": 2**63}, "timeout"),
+        ({"timeout": "x"}, "timeout"),
+        ({"timeout": -5}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+        ({"endpoint_name": "a/b"}, "endpoint_name"),
+        ({"endpoint_name": 5}, "endpoint_name"),
+        ({"endpoint_name": "x" * 101}, "endpoint_name"),
+        ({"methods": "x"}, "methods"),
+        ({"methods": ["FETCH"]}, "methods"),
+    ],
+)
+def test_an_upload_checks_its_settings_as_flow_create_does(key_client, fields, field):
+    response = key_client.post("/api/v1/flows/upload/", {"name": "x", "data": GREETING_FLOW, **fields}, format="json")
+    assert response.status_code == 422, response.content
+    created = key_client.post("/api/v1/flows/", {"name": "x", "data": GREETING_FLOW, **fields}, format="json")
+    assert response.json() == created.json()
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", field]]
+    several = key_client.post(
+        "/api/v1/flows/upload/", {"flows": [{"name": "ok", "data": GREETING_FLOW}, {"data": GREETING_FLOW, **fields}]}, format="json"
+    )
+    assert several.status_code == 422 and [e["loc"] for e in several.json()["detail"]] == [["body", "flows", 1, field]]
+    assert not Flow.objects.exists()
+
+
+def test_an_upload_keeps_its_good_settings(key_client):
+    document = {"name": "x", "data": GREETING_FLOW, "timeout": 30, "endpoint_name": "hook_1", "methods": ["get", "POST"]}
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code == 201, response.content
+    [created] = response.json()
+    assert (created["timeout"], created["endpoint_name"], created["methods"]) == (30, "hook_1", ["GET", "POST"])
+    bare = key_client.post("/api/v1/flows/upload/", {"data": GREETING_FLOW, "timeout": None, "endpoint_name": None}, format="json")
+    assert bare.status_code == 201 and (bare.json()[0]["timeout"], bare.json()[0]["endpoint_name"]) == (None, None)
+
+
 def test_upload_needs_authentication(client):
     assert client.post("/api/v1/flows/upload/", fixture("webhook_parser_chat_output.json"), format="json").status_code == 403
 

@@ -50,6 +50,34 @@ def test_bad_schedules_are_refused_naming_the_field(flow, fields, loc):
     assert not FlowSchedule.objects.exists() and not Schedule.objects.filter(func="flows.tasks.run_schedule").exists()
 
 
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "8 11 7 12 * 0 2026",  # croniter's seven fields (seconds, year): once the year is past, it never fires again
+        "0 0 * * * 0",  # croniter's six fields (seconds)
+        "@daily",
+        "0 0 30 2 *",  # a date that never occurs
+        "0 0 31 4,6,9,11 *",
+    ],
+)
+def test_a_cron_that_is_not_five_fields_or_never_fires_is_refused(flow, cron):
+    with pytest.raises(ScheduleInvalid) as caught:
+        flow_schedule_create(flow=flow, cron=cron)
+    assert caught.value.status == 422 and caught.value.errors[0]["loc"] == ["body", "cron"]
+    assert not FlowSchedule.objects.exists() and not Schedule.objects.filter(func="flows.tasks.run_schedule").exists()
+    schedule = flow_schedule_create(flow=flow, cron="0 * * * *")
+    with pytest.raises(ScheduleInvalid):
+        flow_schedule_update(schedule=schedule, cron=cron)
+    assert Schedule.objects.get(pk=schedule.q_schedule_id).cron == "0 * * * *"
+
+
+@pytest.mark.parametrize("cron", ["0 0 29 2 *", "0 0 L * *", "0 0 * * 5#3", "0 0 30 2 1", "  0 9 * * 1-5 "])
+def test_five_field_crons_that_fire_are_kept_and_django_q_can_schedule_them(flow, cron):
+    schedule = flow_schedule_create(flow=flow, cron=cron)
+    q = Schedule.objects.get(pk=schedule.q_schedule_id)
+    assert q.cron == cron.strip() and q.calculate_next_run() > timezone.now()
+
+
 def test_update_and_delete_keep_django_q_in_step(flow):
     schedule = flow_schedule_create(flow=flow, cron="0 * * * *")
     schedule = flow_schedule_update(schedule=schedule, cron="", interval_minutes=2, payload={"n": 1})
