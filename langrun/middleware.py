@@ -1,10 +1,11 @@
-"""Request guards that apply to the whole API before any view runs, and chunked request bodies."""
+"""Request guards that apply to every request before any view runs, and chunked request bodies."""
 
 from __future__ import annotations
 
 import io
 
 from django.conf import settings
+from django.core.exceptions import BadRequest
 from django.core.handlers.wsgi import LimitedStream
 from django.http import JsonResponse
 
@@ -14,7 +15,8 @@ NUL_MESSAGE = "Cannot contain a NUL character."
 
 
 class ApiQueryGuardMiddleware:
-    """Refuse `/api/` requests whose path or query parameters hold a NUL character: a located 422.
+    """Refuse requests whose path or query parameters hold a NUL character: a located 422 under `/api/`, a 400
+    elsewhere (the admin's list filters and search, …).
 
     No database stores NUL in text, so such a value reaching a filter or a
     lookup by name would otherwise be a 500 on PostgreSQL.
@@ -24,25 +26,23 @@ class ApiQueryGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        refusal = api_query_refusal(request)
-        return refusal if refusal is not None else self.get_response(request)
+        loc = nul_location(request)
+        if loc is None:
+            return self.get_response(request)
+        if request.path_info.startswith("/api/"):
+            return JsonResponse({"detail": [{"loc": loc, "msg": NUL_MESSAGE, "type": "string_nul"}]}, status=422)
+        # Django's own 400 page, as for the malformed requests it refuses itself.
+        raise BadRequest(f"{' '.join(loc)}: {NUL_MESSAGE}")
 
 
-def api_query_refusal(request) -> JsonResponse | None:
-    """The 422 for an `/api/` request with a NUL character in its path or query parameters; None for any other."""
-    if not request.path_info.startswith("/api/"):
-        return None
-    loc = None
+def nul_location(request) -> list[str] | None:
+    """Where a NUL character is in the request's path or query parameters, as FastAPI's `loc`; None if nowhere."""
     if "\x00" in request.path_info:
-        loc = ["path"]
-    else:
-        for name, values in request.GET.lists():
-            if "\x00" in name or any("\x00" in v for v in values):
-                loc = ["query", name.replace("\x00", "\\u0000")]
-                break
-    if loc is None:
-        return None
-    return JsonResponse({"detail": [{"loc": loc, "msg": NUL_MESSAGE, "type": "string_nul"}]}, status=422)
+        return ["path"]
+    for name, values in request.GET.lists():
+        if "\x00" in name or any("\x00" in v for v in values):
+            return ["query", name.replace("\x00", "\\u0000")]
+    return None
 
 
 class ChunkedBodyMiddleware:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from flows.models import Flow
@@ -38,12 +39,14 @@ def ingest_token_create(
 
 
 def ingest_token_revoke(*, ingest_token: IngestToken) -> IngestToken:
-    """Revoke a token for good; it is refused at once. Revoking a revoked token keeps its first revocation time."""
+    """Revoke a token for good; it is refused at once. Revoking a revoked token keeps its first revocation time.
+
+    A token deleted since it was looked up raises Http404, as its lookup would now."""
     now = timezone.now()
     if IngestToken.objects.filter(pk=ingest_token.pk, revoked_at__isnull=True).update(revoked_at=now):
         ingest_token.revoked_at = now
     else:
-        ingest_token.refresh_from_db(fields=["revoked_at"])
+        ingest_token.revoked_at = get_object_or_404(IngestToken.objects.values_list("revoked_at", flat=True), pk=ingest_token.pk)
     return ingest_token
 
 

@@ -36,3 +36,21 @@ def test_run_foreign_keys_are_served_by_a_composite_index_only(db, table, column
     indexes = [c["columns"] for c in constraints.values() if c["index"] or c["unique"]]
     assert [column] not in indexes  # a second index on the same leading column only costs writes
     assert any(columns[0] == column and len(columns) > 1 for columns in indexes)
+
+
+def test_upgrading_grants_flow_builders_the_newer_owner_scoped_models(db, make_user):
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = import_module("flows.migrations.0023_flow_builders_newer_models")
+    group = Group.objects.get(name="Flow builders")
+    newer = group.permissions.filter(content_type__model__in=["flowschedule", "replayjob", "ingesttoken"])
+    migration.revoke(apps, None)
+    assert not newer.exists()
+    builder = make_user(is_staff=True)
+    builder.groups.add(group)
+    migration.grant(apps, None)
+    assert newer.count() == 12
+    assert builder.has_perms(["webhooks.add_ingesttoken", "flows.change_flowschedule", "flows.view_replayjob"])

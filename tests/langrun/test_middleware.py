@@ -1,4 +1,4 @@
-"""langrun/middleware.py: request guards, and chunked request bodies read within the limits."""
+"""langrun/middleware.py: request guards (a NUL in a path or query), and chunked request bodies read within the limits."""
 
 import io
 import json
@@ -46,3 +46,25 @@ def test_without_a_terminated_input_a_body_without_length_stays_unread(key_clien
         "POST", f"/api/v1/webhook/{flow.endpoint_name}", b"", content_type="application/json", **headers, **{"wsgi.input": stream}
     )
     assert response.status_code == 400 and stream.tell() == 0
+
+
+def test_a_nul_in_an_admin_list_filter_or_search_is_a_400(staff):
+    from tests.helpers import login
+
+    c = login(staff)
+    for query in ("status__exact=%00", "q=a%00b", "status__exact=queued&x%00=1"):
+        response = c.get(f"/admin/flows/flowrun/?{query}")
+        assert response.status_code == 400, query
+
+
+def test_a_nul_in_the_path_outside_the_api_is_a_400(superuser):
+    from tests.helpers import login
+
+    assert login(superuser).get("/admin/django_q/success/a%00b/change/").status_code == 400
+
+
+def test_a_nul_under_the_api_stays_a_located_422(key_client):
+    for path, loc in (("/api/v1/flows/?name=a%00b", ["query", "name"]), ("/api/v1/flows/a%00b", ["path"])):
+        response = key_client.get(path)
+        assert response.status_code == 422, path
+        assert response.json() == {"detail": [{"loc": loc, "msg": "Cannot contain a NUL character.", "type": "string_nul"}]}

@@ -92,6 +92,23 @@ def test_an_expired_token_is_listed_as_expired(key_client, flow):
     assert key_client.get(url(flow)).json()["results"][0]["state"] == "expired"
 
 
+def test_revoking_a_token_deleted_after_its_lookup_is_404(key_client, flow, monkeypatch):
+    from webhooks.token_views import IngestTokenRevokeView
+
+    token = ingest_token_create(flow=flow).ingest_token
+    lookup = IngestTokenRevokeView.get_object
+
+    def found_then_deleted(view):
+        found = lookup(view)
+        IngestToken.objects.filter(pk=found.pk).delete()  # a concurrent DELETE of the same token
+        return found
+
+    monkeypatch.setattr(IngestTokenRevokeView, "get_object", found_then_deleted)
+    response = key_client.post(url(flow, token.pk) + "/revoke")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No IngestToken matches the given query."}  # as when it was gone before
+
+
 def test_another_users_flow_and_tokens_are_404(flow, make_user, make_flow):
     bob = make_user("bob")
     theirs = make_flow(bob, endpoint_name="theirs")

@@ -80,6 +80,15 @@ def test_revoking_twice_keeps_the_first_time(flow):
     assert again.revoked_at == first and again.state == "revoked"
 
 
+def test_revoking_a_token_deleted_meanwhile_is_not_found(flow):
+    from django.http import Http404
+
+    token = ingest_token_create(flow=flow).ingest_token
+    IngestToken.objects.filter(pk=token.pk).delete()  # a DELETE between the view's lookup and the revoke
+    with pytest.raises(Http404):
+        ingest_token_revoke(ingest_token=token)
+
+
 def test_uses_are_recorded_in_batches(flow, settings):
     settings.LANGRUN_API_KEY_USAGE_INTERVAL = 3600
     new = ingest_token_create(flow=flow)

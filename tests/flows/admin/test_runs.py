@@ -193,6 +193,17 @@ def test_cancel_queued_runs_leaves_finished_ones(staff, make_flow):
     assert any("1 run(s) had finished already" in m for m in msgs)
 
 
+def test_a_flow_builder_follows_the_replay_actions_link_to_the_job(bare_staff, make_flow):
+    from django.contrib.auth.models import Group
+
+    bare_staff.groups.add(Group.objects.get(name="Flow builders"))
+    run = run_of(make_flow(bare_staff))
+    c = login(bare_staff)
+    messages = messages_of(action(c, [run.pk], "replay_selected"))
+    [link] = [re.search(r'href="([^"]+)"', m).group(1) for m in messages if "Replaying 1 run(s)" in m]
+    assert c.get(link).status_code == 200
+
+
 def test_actions_ignore_other_users_runs(staff, other, make_flow):
     theirs = run_of(make_flow(other), execute=False)
     c = login(staff)

@@ -87,6 +87,24 @@ def test_rotate_patch_and_delete(key_client, local_allowed):
     assert not Subscription.objects.exists()
 
 
+def test_rotating_a_subscription_deleted_after_its_lookup_is_404(key_client, local_allowed, monkeypatch):
+    from webhooks.alerts.views import SubscriptionViewSet
+
+    sub = _create(key_client).json()
+    lookup = SubscriptionViewSet.get_object
+
+    def found_then_deleted(view):
+        found = lookup(view)
+        Subscription.objects.filter(pk=found.pk).delete()  # a concurrent DELETE of the same subscription
+        return found
+
+    monkeypatch.setattr(SubscriptionViewSet, "get_object", found_then_deleted)
+    response = key_client.post(f"/api/v1/subscriptions/{sub['id']}/rotate-secret")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No Subscription matches the given query."}
+    assert not Subscription.objects.exists()  # not saved again
+
+
 def test_deliveries_are_listed_with_their_attempts_and_filtered(key_client, user, local_allowed):
     sub = Subscription.objects.get(pk=_create(key_client).json()["id"])
     failed = Delivery.objects.create(

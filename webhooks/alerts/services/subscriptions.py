@@ -10,6 +10,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
 
 from flows.engine.components.http import BlockedAddressError, vet_host
 from flows.models import Flow, FlowRun
@@ -84,10 +86,14 @@ def subscription_update(*, subscription: Subscription, **fields) -> Subscription
 
 
 def subscription_secret_rotate(*, subscription: Subscription) -> str:
-    """A new signing secret, effective at once (deliveries not yet sent are signed with it)."""
-    subscription.secret = alert_secret_new()
-    subscription.save(update_fields=["secret", "updated_at"])
-    return subscription.secret
+    """A new signing secret, effective at once (deliveries not yet sent are signed with it).
+
+    A subscription deleted since it was looked up raises Http404, as its lookup would now."""
+    secret, now = alert_secret_new(), timezone.now()
+    if not Subscription.objects.filter(pk=subscription.pk).update(secret=secret, updated_at=now):
+        raise Http404(f"No {Subscription._meta.object_name} matches the given query.")
+    subscription.secret, subscription.updated_at = secret, now
+    return secret
 
 
 def callback_secret_rotate(*, user) -> str:

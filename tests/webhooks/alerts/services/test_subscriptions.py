@@ -1,0 +1,15 @@
+"""Subscriptions' services: a secret rotated on a subscription deleted meanwhile."""
+
+import pytest
+from django.http import Http404
+
+from webhooks.alerts.models import Subscription
+from webhooks.alerts.services.subscriptions import subscription_create, subscription_secret_rotate
+
+
+def test_rotating_the_secret_of_a_subscription_deleted_meanwhile_is_not_found(user, local_allowed):
+    sub = subscription_create(user=user, url="http://127.0.0.1:9/hook", events=["run.failed"])
+    Subscription.objects.filter(pk=sub.pk).delete()  # a DELETE between the view's lookup and the rotation
+    with pytest.raises(Http404):
+        subscription_secret_rotate(subscription=sub)
+    assert not Subscription.objects.exists()
