@@ -54,3 +54,26 @@ def test_upgrading_grants_flow_builders_the_newer_owner_scoped_models(db, make_u
     migration.grant(apps, None)
     assert newer.count() == 12
     assert builder.has_perms(["webhooks.add_ingesttoken", "flows.change_flowschedule", "flows.view_replayjob"])
+
+
+def test_upgrading_takes_schedules_that_cannot_fire_off_the_scheduler(db, make_flow, user):
+    # Stored before crons were checked: they would stop django-q2's scheduler for every schedule.
+    from importlib import import_module
+
+    from django.apps import apps
+    from django_q.models import Schedule
+
+    from flows.models import FlowSchedule
+    from flows.services.schedules import flow_schedule_create
+
+    flow = make_flow(user, endpoint_name="clock")
+    good = flow_schedule_create(flow=flow, cron="*/5 * * * *")
+    stuck = []
+    for cron in ("0 0 30 2 *", "8 11 7 12 * 0 2026", "0 0 1 1 * 0"):
+        schedule = flow_schedule_create(flow=flow, cron="*/5 * * * *")
+        FlowSchedule.objects.filter(pk=schedule.pk).update(cron=cron)
+        stuck.append(schedule)
+    import_module("flows.migrations.0024_unschedule_crons_that_cannot_fire").unschedule(apps, None)
+    assert FlowSchedule.objects.get(pk=good.pk).q_schedule_id is not None
+    assert all(FlowSchedule.objects.get(pk=s.pk).q_schedule_id is None for s in stuck)
+    assert set(Schedule.objects.filter(name__startswith="flow-schedule-").values_list("name", flat=True)) == {f"flow-schedule-{good.pk}"}
