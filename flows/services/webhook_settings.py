@@ -67,6 +67,11 @@ def webhook_verification_parse(value: Any, *, has_secret: bool) -> str:
                 f"The token's {places[0]} must be a name of letters, digits, '-', '_' or '.' (not x-api-key).",
                 "string_pattern_mismatch",
             )
+        if places[0] == "header" and "_" in name:
+            # gunicorn (and nginx by default) drop such headers: every request would then be refused.
+            raise WebhookSettingInvalid(
+                "verification", "The token's header cannot hold an underscore: web servers drop such headers.", "string_pattern_mismatch"
+            )
     if not has_secret:
         raise WebhookSettingInvalid(
             "verification",
