@@ -112,9 +112,12 @@ def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
 
     nodes: dict[str, Node] = {}
     node_index: dict[str, int] = {}
+    refused: set[str] = set()  # nodes with a problem of their own: their edges are not problems again
     for i, raw in enumerate(raw_nodes):
         node = _parse_node(raw, i, registry, issue)
         if node is None:
+            if isinstance(raw, dict) and _name(raw.get("id")):
+                refused.add(raw["id"])
             continue
         if node.id in nodes:
             issue(("nodes", i, "id"), f"Duplicate node id {node.id!r} (first used by node {node_index[node.id]}).", "duplicate_id")
@@ -125,7 +128,13 @@ def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
     edges: list[Edge] = []
     edge_index: dict[Edge, int] = {}
     fed: dict[tuple[str, str], int] = {}
+    fed_by_refused: set[str] = set()
     for j, raw in enumerate(raw_edges):
+        ends = [raw.get(end) for end in ("source", "target")] if isinstance(raw, dict) else []
+        if any(isinstance(end, str) and end in refused for end in ends):
+            if isinstance(ends[1], str):
+                fed_by_refused.add(ends[1])
+            continue
         edge = _parse_edge(raw, j, nodes, registry, issue)
         if edge is None:
             continue
@@ -142,6 +151,8 @@ def parse_graph(data: Any, *, registry: Registry = default_registry) -> Graph:
         edge_index[edge] = j
 
     for node_id, node in nodes.items():
+        if node_id in fed_by_refused:  # which of its inputs that edge fed is the refused node's to tell
+            continue
         component = registry.get(node.type)
         i = node_index[node_id]
         for inp in component.inputs:

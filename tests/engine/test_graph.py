@@ -124,3 +124,14 @@ def test_aliases_rename_tweaked_params_and_must_name_params():
     assert parse_graph(tweaked).nodes["greet"].params == {"template": "Hi {name}"}
     data["nodes"][2]["aliases"] = {"x": "nope"}
     assert (("nodes", 2, "aliases", "x"), "unknown_input") in issues(data)
+
+
+def test_a_refused_node_is_reported_once_not_again_through_its_edges():
+    # Its edges and the inputs they feed are not problems of their own: the node's parameter is the one to fix.
+    data = copy.deepcopy(GREETING_FLOW)
+    template = next(n for n in data["nodes"] if n["type"] == "Template")
+    template["params"]["template"] = 123
+    with pytest.raises(GraphValidationError) as caught:
+        parse_graph(data)
+    index = data["nodes"].index(template)
+    assert [issue.loc for issue in caught.value.issues] == [("nodes", index, "params", "template")]
