@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.http import Http404
 from django.utils import timezone
 
 from flows import engine
@@ -280,7 +281,10 @@ def flow_run_cancel(*, run: FlowRun) -> FlowRun:
                         outcome=RunAttempt.Outcome.CANCELLED, error=error, finished_at=now
                     )
                     transaction.on_commit(lambda: run_control_release(run=run))  # its slot is free
-    run.refresh_from_db()
+    try:
+        run.refresh_from_db()
+    except FlowRun.DoesNotExist:  # deleted since it was looked up (retention, its flow deleted): as its lookup would now
+        raise Http404(f"Run {run.pk} not found.") from None
     if not cancelled:
         raise RunNotCancellable(f"Run {run.id} is {run.status}; only a queued or running run can be cancelled.")
     return run

@@ -46,6 +46,14 @@ def test_replay_creates_a_linked_run_with_the_same_request(queued_run, user):
     assert replay.status == "succeeded" and replay.outputs == {"greeting": "Hello Ada!"}
 
 
+def test_cancelling_a_run_deleted_since_its_lookup_is_not_found(queued_run):
+    from django.http import Http404
+
+    FlowRun.objects.filter(pk=queued_run.pk).delete()  # retention, or its flow deleted, meanwhile
+    with pytest.raises(Http404):
+        flow_run_cancel(run=queued_run)
+
+
 def test_cancel_only_while_queued(queued_run, flow, user):
     cancelled = flow_run_cancel(run=queued_run)
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
