@@ -363,3 +363,15 @@ class AlertReceiver:
 
         hook = standardwebhooks.Webhook(secret)
         return [hook.verify(r["body"], r["headers"]) for r in self.requests]
+
+
+def deleted_after_lookup(monkeypatch, view_class) -> None:
+    """The view's object is deleted right after the view looked it up: a concurrent DELETE of the same object."""
+    lookup = view_class.get_object
+
+    def found_then_deleted(view):
+        found = lookup(view)
+        type(found).objects.filter(pk=found.pk).delete()
+        return found
+
+    monkeypatch.setattr(view_class, "get_object", found_then_deleted)

@@ -7,6 +7,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from langrun.services import api_key_create
+from tests.helpers import deleted_after_lookup
 from webhooks.models import IngestToken
 from webhooks.tokens import ingest_token_create, ingest_token_usage_flush
 
@@ -96,14 +97,7 @@ def test_revoking_a_token_deleted_after_its_lookup_is_404(key_client, flow, monk
     from webhooks.token_views import IngestTokenRevokeView
 
     token = ingest_token_create(flow=flow).ingest_token
-    lookup = IngestTokenRevokeView.get_object
-
-    def found_then_deleted(view):
-        found = lookup(view)
-        IngestToken.objects.filter(pk=found.pk).delete()  # a concurrent DELETE of the same token
-        return found
-
-    monkeypatch.setattr(IngestTokenRevokeView, "get_object", found_then_deleted)
+    deleted_after_lookup(monkeypatch, IngestTokenRevokeView)  # a concurrent DELETE of the same object
     response = key_client.post(url(flow, token.pk) + "/revoke")
     assert response.status_code == 404
     assert response.json() == {"detail": "No IngestToken matches the given query."}  # as when it was gone before

@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from langrun.services import api_key_create
+from tests.helpers import deleted_after_lookup
 from webhooks.alerts.models import CallbackSecret, Delivery, Subscription
 
 URL = "http://127.0.0.1:9/hook"
@@ -91,14 +92,7 @@ def test_rotating_a_subscription_deleted_after_its_lookup_is_404(key_client, loc
     from webhooks.alerts.views import SubscriptionViewSet
 
     sub = _create(key_client).json()
-    lookup = SubscriptionViewSet.get_object
-
-    def found_then_deleted(view):
-        found = lookup(view)
-        Subscription.objects.filter(pk=found.pk).delete()  # a concurrent DELETE of the same subscription
-        return found
-
-    monkeypatch.setattr(SubscriptionViewSet, "get_object", found_then_deleted)
+    deleted_after_lookup(monkeypatch, SubscriptionViewSet)  # a concurrent DELETE of the same object
     response = key_client.post(f"/api/v1/subscriptions/{sub['id']}/rotate-secret")
     assert response.status_code == 404
     assert response.json() == {"detail": "No Subscription matches the given query."}
