@@ -82,7 +82,7 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
     idempotency key, and `filtered` when the flow's `accept_if` refuses it; a `callback_url` is recorded with the
     run in the same transaction (a worker never sees the run without it). Takes Django's request."""
     meta, flow = request.META, target.flow
-    idempotency_key = webhook_idempotency_key(headers=meta, flow=flow)
+    webhook_idempotency_key(headers=meta, flow=flow)  # a malformed key is a 422 before the request counts against a limit
     webhook_rate_limit_check(flow=flow, key_id=target.credential_id)
     content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
     record = inbound.webhook_request_record(request=request, flow=flow)
@@ -91,6 +91,12 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
     else:
         text, payload = webhook_payload_decode(body=body, content_type=content_type)
     webhook_request_check(record=record)
+
+    def decide(flow: Flow) -> tuple[str | None, bool]:
+        # The flow's own say on this request: its deduplication key, and whether `accept_if` filters it.
+        key = webhook_dedupe_value(flow=flow, record=record, payload=payload) or webhook_idempotency_key(headers=meta, flow=flow)
+        return key, not webhook_accepts(flow=flow, record=record, payload=payload)
+
     create = functools.partial(
         webhook_run_create,
         target=target,
@@ -100,11 +106,10 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
         payload=payload,
         text=text,
         content_type=content_type,
-        idempotency_key=webhook_dedupe_value(flow=flow, record=record, payload=payload) or idempotency_key,
+        decide=decide,
         waits=waits,
         request=record,
         method=request.method,
-        filtered=not webhook_accepts(flow=flow, record=record, payload=payload),
     )
     if not callback_url:
         return create()
@@ -132,11 +137,10 @@ def webhook_run_create(
     payload: Any,
     text: str,
     content_type: str,
-    idempotency_key: str | None,
+    decide,
     waits: bool = False,
     request: dict | None = None,
     method: str = "POST",
-    filtered: bool = False,
 ) -> FlowRun:
     """Record the webhook's run: the payload checked against the version's JSON Schemas, then the INSERT.
 
@@ -147,19 +151,25 @@ def webhook_run_create(
     against what it found before the run is recorded. `waits`: the caller waits for the run (`?wait=`),
     so its answer is counted under its own code, not from the ledger (flows/metrics.py). `request`: the
     request's method, headers and query as webhooks/inbound.py records them; `method` is checked again
-    against a flow read again.
+    against a flow read again. `decide(flow)` gives the run's deduplication key and whether the flow filters it,
+    asked again of a flow read again.
     """
-    insert = functools.partial(
-        _webhook_run_insert,
-        payload=payload,
-        text=text,
-        content_type=content_type,
-        idempotency_key=idempotency_key,
-        waits=waits,
-        request=request,
-        filtered=filtered,
-        request_variables=variables_from_headers(meta=headers),
-    )
+    request_variables = variables_from_headers(meta=headers)
+
+    def insert(target: WebhookTarget) -> FlowRun:
+        idempotency_key, filtered = decide(target.flow)
+        return _webhook_run_insert(
+            target,
+            payload=payload,
+            text=text,
+            content_type=content_type,
+            idempotency_key=idempotency_key,
+            waits=waits,
+            request=request,
+            filtered=filtered,
+            request_variables=request_variables,
+        )
+
     if target.only_if is not None:
         try:
             webhook_payload_check_schema(version=target.version, payload=payload)

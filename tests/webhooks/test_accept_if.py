@@ -76,3 +76,15 @@ def test_a_malformed_accept_if_is_422_naming_the_field(key_client, flow):
 def test_the_schema_lists_the_filtered_status(key_client):
     schema = key_client.get("/api/schema/?format=json").json()
     assert any("filtered" in (s.get("enum") or []) for s in schema["components"]["schemas"].values())
+
+
+def test_a_condition_changed_in_another_process_decides_at_once(key_client, flow):
+    # This process remembers the flow as it found it; a condition set since (by another process, whose change this
+    # one was not told of) fails the INSERT's check, and the request is decided again on the flow read now.
+    from flows.models import Flow
+
+    assert post(key_client, flow.endpoint_name, HTTP_X_GITHUB_EVENT="ping").status_code == 202  # remembered
+    Flow.objects.filter(pk=flow.pk).update(accept_if="headers.\"x-github-event\" == 'push'")
+    response = post(key_client, flow.endpoint_name, HTTP_X_GITHUB_EVENT="ping")
+    assert response.status_code == 200 and response.json()["status"] == "filtered", response.content
+    assert FlowRun.objects.get(pk=response.json()["run_id"]).status == "filtered"
