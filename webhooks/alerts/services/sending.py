@@ -17,6 +17,7 @@ import standardwebhooks
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import connection
+from django.http import Http404
 from django.utils import timezone
 
 from flows.engine.components.http import guarded_session
@@ -172,6 +173,9 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
     Delivery.objects.filter(pk=delivery.pk).exclude(status=Delivery.Status.DELIVERED).update(
         status=Delivery.Status.PENDING, next_attempt_at=now, finished_at=None, attempt_count=0
     )
-    delivery.refresh_from_db()
+    try:
+        delivery.refresh_from_db()
+    except Delivery.DoesNotExist:  # deleted since it was looked up (retention, its run deleted): as its lookup would now
+        raise Http404(f"No {Delivery._meta.object_name} matches the given query.") from None
     deliveries_enqueue(delivery_ids=[str(delivery.pk)])
     return delivery

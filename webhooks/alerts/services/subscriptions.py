@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import Http404
 from django.utils import timezone
 
@@ -75,13 +75,20 @@ def subscription_create(
 
 
 def subscription_update(*, subscription: Subscription, **fields) -> Subscription:
+    """Change the given fields. A subscription deleted since it was looked up raises Http404 and is not written again."""
     if fields.get("url"):
         alert_url_check(url=fields["url"], loc=["body", "url"])
     if "events" in fields:
         fields["events"] = list(dict.fromkeys(fields["events"]))
     for name, value in fields.items():
         setattr(subscription, name, value)
-    subscription.save()
+    try:
+        with transaction.atomic():  # a savepoint: a caller's transaction stays usable when there is no row
+            subscription.save(update_fields=[*fields, "updated_at"])
+    except DatabaseError:  # no row to update: deleted meanwhile
+        if Subscription.objects.filter(pk=subscription.pk).exists():
+            raise
+        raise Http404(f"No {Subscription._meta.object_name} matches the given query.") from None
     return subscription
 
 

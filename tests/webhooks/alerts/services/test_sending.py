@@ -114,6 +114,15 @@ def test_retry_now_sends_a_failed_delivery_again(flow, user, receiver, pushed_ta
     assert delivery_send(delivery_id=delivery.pk).status == "delivered"
 
 
+def test_retrying_a_delivery_deleted_meanwhile_is_not_found(flow, user, receiver):
+    from django.http import Http404
+
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    Delivery.objects.filter(pk=delivery.pk).delete()  # retention, or its run deleted, between the lookup and the retry
+    with pytest.raises(Http404):
+        delivery_retry_now(delivery=delivery)
+
+
 def test_a_callback_is_signed_with_its_callers_callback_secret(flow, user, receiver):
     run = run_of(flow, user)
     FlowRun.objects.filter(pk=run.pk).update(request={"method": "POST", "headers": {}, "query": {"callback_url": "***"}})

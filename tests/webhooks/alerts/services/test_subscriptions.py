@@ -1,10 +1,10 @@
-"""Subscriptions' services: a secret rotated on a subscription deleted meanwhile."""
+"""Subscriptions' services: a secret rotated on, or a change made to, a subscription deleted meanwhile."""
 
 import pytest
 from django.http import Http404
 
 from webhooks.alerts.models import Subscription
-from webhooks.alerts.services.subscriptions import subscription_create, subscription_secret_rotate
+from webhooks.alerts.services.subscriptions import subscription_create, subscription_secret_rotate, subscription_update
 
 
 def test_rotating_the_secret_of_a_subscription_deleted_meanwhile_is_not_found(user, local_allowed):
@@ -13,3 +13,11 @@ def test_rotating_the_secret_of_a_subscription_deleted_meanwhile_is_not_found(us
     with pytest.raises(Http404):
         subscription_secret_rotate(subscription=sub)
     assert not Subscription.objects.exists()
+
+
+def test_changing_a_subscription_deleted_meanwhile_is_not_found_and_writes_nothing(user, local_allowed):
+    sub = subscription_create(user=user, url="http://127.0.0.1:9/hook", events=["run.failed"])
+    Subscription.objects.filter(pk=sub.pk).delete()
+    with pytest.raises(Http404):
+        subscription_update(subscription=sub, events=["run.succeeded"])
+    assert not Subscription.objects.exists()  # not written again
