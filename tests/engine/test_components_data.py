@@ -233,9 +233,12 @@ def test_a_hostile_condition_fails_its_run_at_the_run_time_limit():
     started = time.monotonic()
     result = run_graph(graph, payload=VICTIM, timeout=0.5)
     assert time.monotonic() - started < 1.5
-    assert result.status == "failed" and result.timed_out
-    assert "exceeded its time limit of 0.5 s in node 'c' (Condition)" in result.error
-    assert "regular expression" in result.error
+    assert result.status == "failed" and "regular expression" in result.error
+    # The match's own limit is the run's remaining time: on a busy machine either ends it first, both at the limit.
+    if result.timed_out:
+        assert "exceeded its time limit of 0.5 s in node 'c' (Condition)" in result.error
+    else:
+        assert "took longer than" in result.error and [n.status for n in result.nodes if n.node_id == "c"] == ["failed"]
 
 
 # --- Output amplification -----------------------------------------------------------
