@@ -139,9 +139,10 @@ def _flow_run_insert(fields: dict[str, Any], only_if: tuple[str, list] | None) -
 
 
 # The run's INSERT is written once per process: Django's create() builds the same statement again for every
-# webhook, each field through the generic save path (what it buys: docs/performance.md). Fields still convert their values for the database, except text and number fields, which
-# are sent as they are (as Django's own conversion would leave them), and empty values (NULL for every
-# field type); `auto_now` fields always take their value from pre_save.
+# webhook, each field through the generic save path (what it buys: docs/performance.md). Fields still convert
+# their values for the database, except text and number fields, which are sent as they are (as Django's own
+# conversion would leave them), and empty values (NULL for every field type); `auto_now` fields always take their
+# value from pre_save.
 _AS_IS = frozenset({"CharField", "TextField", "IntegerField", "PositiveIntegerField", "BigIntegerField", "BooleanField"})
 
 
