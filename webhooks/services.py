@@ -77,98 +77,64 @@ def webhook_user_id_parse(*, raw: str | None) -> uuid.UUID | None:
 
 
 def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, waits: bool, callback_url: str | None = None) -> FlowRun:
-    """Record the run of a request whose flow, signature and method were checked: its payload decoded (a GET's is
-    its query), its request recorded and checked, deduplicated by the flow's `dedupe_key` or the request's
-    idempotency key, and `filtered` when the flow's `accept_if` refuses it; a `callback_url` is recorded with the
-    run in the same transaction (a worker never sees the run without it). Takes Django's request."""
-    meta, flow = request.META, target.flow
-    webhook_idempotency_key(headers=meta, flow=flow)  # a malformed key is a 422 before the request counts against a limit
-    webhook_rate_limit_check(flow=flow, key_id=target.credential_id)
+    """Record the run of a request whose flow, signature and method were checked. Takes Django's request.
+
+    Its payload is decoded (a GET's is its query) and checked against the version's JSON Schemas, its request recorded
+    and checked, deduplicated by the flow's `dedupe_key` or the request's idempotency key, and `filtered` when the
+    flow's `accept_if` refuses it; a `callback_url` is recorded with the run in the same transaction (a worker never
+    sees the run without it). `waits`: the caller waits for the run (`?wait=`), so its answer is counted under its
+    own code, not from the ledger (flows/metrics.py).
+
+    A target the process remembered is checked by the INSERT itself. When it no longer holds (a key revoked, a
+    flow's version or signing secret changed ...) nothing was written, and a payload it refuses may be one the
+    current version takes: then `retarget()` reads the key and the flow again (raising as the first lookup would),
+    and the signature, the method and the payload are checked against what it found before the run is recorded,
+    and the flow asked again for the request's deduplication key and `accept_if`.
+    """
+    meta = request.META
+    webhook_idempotency_key(headers=meta, flow=target.flow)  # a malformed key is a 422 before the request counts against a limit
+    webhook_rate_limit_check(flow=target.flow, key_id=target.credential_id)
     content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
-    record = inbound.webhook_request_record(request=request, flow=flow)
+    record = inbound.webhook_request_record(request=request, flow=target.flow)
     if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
         text, payload, content_type = "", record["query"], ""
     else:
         text, payload = webhook_payload_decode(body=body, content_type=content_type)
     webhook_request_check(record=record)
-
-    def decide(flow: Flow) -> tuple[str | None, bool]:
-        # The flow's own say on this request: its deduplication key, and whether `accept_if` filters it.
-        key = webhook_dedupe_value(flow=flow, record=record, payload=payload) or webhook_idempotency_key(headers=meta, flow=flow)
-        return key, not webhook_accepts(flow=flow, record=record, payload=payload)
-
-    create = functools.partial(
-        webhook_run_create,
-        target=target,
-        retarget=retarget,
-        body=body,
-        headers=meta,
-        payload=payload,
-        text=text,
-        content_type=content_type,
-        decide=decide,
-        waits=waits,
-        request=record,
-        method=request.method,
-    )
-    if not callback_url:
-        return create()
-    with transaction.atomic():
-        run = create()
-        if not run.deduplicated and run.status != FlowRun.Status.FILTERED:
-            run_callback_set(run=run, url=callback_url)
-    return run
-
-
-def webhook_callback_parse(*, raw: str | None) -> str | None:
-    """The `?callback_url=` a request gives its run, checked by the outbound address guard (422 when refused)."""
-    if not raw:
-        return None
-    alert_url_check(url=raw, loc=["query", "callback_url"])
-    return raw
-
-
-def webhook_run_create(
-    *,
-    target: WebhookTarget,
-    retarget,
-    body: bytes,
-    headers,
-    payload: Any,
-    text: str,
-    content_type: str,
-    decide,
-    waits: bool = False,
-    request: dict | None = None,
-    method: str = "POST",
-) -> FlowRun:
-    """Record the webhook's run: the payload checked against the version's JSON Schemas, then the INSERT.
-
-    A target the process remembered is checked by the INSERT itself. When it no longer holds (a key
-    revoked, a flow's version or signing secret changed ...) nothing was written, and a payload it
-    refuses may be one the current version takes: then `retarget()` reads the key and the flow
-    again (raising as the first lookup would), and the signature and the payload are checked
-    against what it found before the run is recorded. `waits`: the caller waits for the run (`?wait=`),
-    so its answer is counted under its own code, not from the ledger (flows/metrics.py). `request`: the
-    request's method, headers and query as webhooks/inbound.py records them; `method` is checked again
-    against a flow read again. `decide(flow)` gives the run's deduplication key and whether the flow filters it,
-    asked again of a flow read again.
-    """
-    request_variables = variables_from_headers(meta=headers)
+    request_variables = variables_from_headers(meta=meta)
 
     def insert(target: WebhookTarget) -> FlowRun:
-        idempotency_key, filtered = decide(target.flow)
-        return _webhook_run_insert(
-            target,
+        flow = target.flow
+        create = functools.partial(
+            flow_run_create,
+            flow=flow,
+            user=target.caller or flow.user,
+            trigger=FlowRun.Trigger.WEBHOOK,
             payload=payload,
-            text=text,
+            body=text,
             content_type=content_type,
-            idempotency_key=idempotency_key,
-            waits=waits,
-            request=request,
-            filtered=filtered,
+            idempotency_key=webhook_dedupe_value(flow=flow, record=record, payload=payload)
+            or webhook_idempotency_key(headers=meta, flow=flow),
+            version=target.version,
+            only_if=target.only_if,
+            request=record,
+            filtered=not webhook_accepts(flow=flow, record=record, payload=payload),
             request_variables=request_variables,
         )
+        # A flow that answers for itself (its `response`) is answered under its own code, as a caller who waits.
+        counted_here = waits or bool(flow.response)
+        if not (counted_here or callback_url):
+            run = create()
+        else:
+            with transaction.atomic():
+                run = create()
+                if not run.deduplicated and run.status != FlowRun.Status.FILTERED:  # the ledger counts a filtered run as its 200
+                    if counted_here:
+                        webhook_wait_recorded()
+                    if callback_url:
+                        run_callback_set(run=run, url=callback_url)
+        run.flow = flow  # the flow as this request found it: its `response` decides the answer
+        return run
 
     if target.only_if is not None:
         try:
@@ -179,10 +145,18 @@ def webhook_run_create(
         except (RequestValidationError, RunConditionFailed):
             pass  # decided on what the process remembered: decided again on what the database holds now
         target = retarget()
-        webhook_signature_verify(flow=target.flow, body=body, headers=headers)
-        webhook_method_check(flow=target.flow, method=method)
+        webhook_signature_verify(flow=target.flow, body=body, headers=meta)
+        webhook_method_check(flow=target.flow, method=request.method)
     webhook_payload_check_schema(version=target.version, payload=payload)
     return insert(target)
+
+
+def webhook_callback_parse(*, raw: str | None) -> str | None:
+    """The `?callback_url=` a request gives its run, checked by the outbound address guard (422 when refused)."""
+    if not raw:
+        return None
+    alert_url_check(url=raw, loc=["query", "callback_url"])
+    return raw
 
 
 def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, headers) -> WebhookTarget:
@@ -201,36 +175,6 @@ def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, hea
         target = retarget()
         webhook_signature_verify(flow=target.flow, body=body, headers=headers)
     return target
-
-
-def _webhook_run_insert(
-    target: WebhookTarget, *, payload, text, content_type, idempotency_key, waits, request, filtered, request_variables
-) -> FlowRun:
-    create = functools.partial(
-        flow_run_create,
-        flow=target.flow,
-        user=target.caller or target.flow.user,
-        trigger=FlowRun.Trigger.WEBHOOK,
-        payload=payload,
-        body=text,
-        content_type=content_type,
-        idempotency_key=idempotency_key,
-        version=target.version,
-        only_if=target.only_if,
-        request=request,
-        filtered=filtered,
-        request_variables=request_variables,
-    )
-    # A flow that answers for itself (its `response`) is answered under its own code, as a caller who waits.
-    if not (waits or target.flow.response):
-        run = create()
-    else:
-        with transaction.atomic():
-            run = create()
-            if not run.deduplicated and run.status != FlowRun.Status.FILTERED:  # the ledger counts a filtered run as its 200
-                webhook_wait_recorded()
-    run.flow = target.flow  # the flow as this request found it: its `response` decides the answer
-    return run
 
 
 def webhook_request_check(*, record: dict) -> None:
