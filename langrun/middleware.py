@@ -14,7 +14,7 @@ from langrun.parsers import MULTIPART_OVERHEAD
 NUL_MESSAGE = "Cannot contain a NUL character."
 
 
-class ApiQueryGuardMiddleware:
+class NulGuardMiddleware:
     """Refuse requests whose path or query parameters hold a NUL character: a located 422 under `/api/`, a 400
     elsewhere (the admin's list filters and search, …).
 

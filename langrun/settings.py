@@ -62,7 +62,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Outside the guard, so that its refusals are counted and framed like any other answer.
     "flows.metrics.WebhookMetricsMiddleware",
-    "langrun.middleware.ApiQueryGuardMiddleware",
+    "langrun.middleware.NulGuardMiddleware",
 ]
 
 ROOT_URLCONF = "langrun.urls"
