@@ -59,6 +59,23 @@ def webhook_method_check(*, flow: Flow, method: str) -> None:
         raise WebhookMethodNotAllowed(method, flow.allowed_methods)
 
 
+def webhook_method_allow(*, target: WebhookTarget, retarget, method: str, body: bytes, headers) -> WebhookTarget:
+    """webhook_method_check; a remembered target's refusal is decided again on the key and flow read now (a method
+    added to the flow's `methods` since), whose signature is then checked too.
+
+    Returns the target the rest of the request uses: the one given, or the one read again.
+    """
+    try:
+        webhook_method_check(flow=target.flow, method=method)
+    except WebhookMethodNotAllowed:
+        if target.only_if is None:
+            raise
+        target = retarget()
+        webhook_signature_verify(flow=target.flow, body=body, headers=headers)
+        webhook_method_check(flow=target.flow, method=method)
+    return target
+
+
 class EmptyBody(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = EMPTY_BODY

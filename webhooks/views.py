@@ -142,7 +142,7 @@ class WebhookView(APIView):
         handshakes.webhook_handshake_before_verification(flow=target.flow, method=request.method, query=request.GET)
         target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
         handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
-        services.webhook_method_check(flow=target.flow, method=request.method)
+        target = services.webhook_method_allow(target=target, retarget=retarget, method=request.method, body=body, headers=meta)
         # Checked once the caller is known: the guard resolves the host, which an anonymous request must not make us do.
         callback_url = services.webhook_callback_parse(raw=query_value(request.GET, "callback_url"))
         run = services.webhook_intake(

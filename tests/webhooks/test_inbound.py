@@ -150,6 +150,15 @@ def test_a_remembered_target_sees_changed_methods(key_client, request_flow):
     assert post(key_client, "whole").status_code == 405
 
 
+def test_a_remembered_target_sees_an_added_method(key_client, request_flow):
+    # The refusal is decided again on the flow read now, not on what the process remembered.
+    assert post(key_client, "whole").status_code == 202  # the process now remembers key and flow
+    flow_update(flow=request_flow, methods=["GET", "POST"])
+    response = key_client.get("/api/v1/webhook/whole?name=Ada")
+    assert response.status_code == 202, response.content
+    assert FlowRun.objects.get(pk=response.json()["run_id"]).request["method"] == "GET"
+
+
 def test_options_lists_every_method_a_flow_may_take(key_client, request_flow):
     response = key_client.options("/api/v1/webhook/whole")
     assert response.status_code == 200 and response["Allow"] == "GET, POST, PUT, PATCH, DELETE, OPTIONS"
