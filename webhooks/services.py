@@ -31,9 +31,10 @@ from flows.services.variables import variables_from_headers
 from flows.services.versions import flow_version_traits
 from flows.services.waits import flow_run_wait
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
+from langrun.filters import query_value
 from langrun.parsers import NON_FINITE_MESSAGE, json_unstorable, too_deep_problem
 from langrun.services import api_key_record_use
-from webhooks import inbound
+from webhooks import handshakes, inbound
 from webhooks.alerts.services.subscriptions import alert_url_check, run_callback_set
 from webhooks.signatures import InvalidSignature, webhook_signature_verify
 from webhooks.targets import MISSING_API_KEY, WebhookTarget
@@ -59,23 +60,6 @@ def webhook_method_check(*, flow: Flow, method: str) -> None:
         raise WebhookMethodNotAllowed(method, flow.allowed_methods)
 
 
-def webhook_method_allow(*, target: WebhookTarget, retarget, method: str, body: bytes, headers) -> WebhookTarget:
-    """webhook_method_check; a remembered target's refusal is decided again on the key and flow read now (a method
-    added to the flow's `methods` since), whose signature is then checked too.
-
-    Returns the target the rest of the request uses: the one given, or the one read again.
-    """
-    try:
-        webhook_method_check(flow=target.flow, method=method)
-    except WebhookMethodNotAllowed:
-        if target.only_if is None:
-            raise
-        target = retarget()
-        webhook_signature_verify(flow=target.flow, body=body, headers=headers)
-        webhook_method_check(flow=target.flow, method=method)
-    return target
-
-
 class EmptyBody(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = EMPTY_BODY
@@ -93,35 +77,46 @@ def webhook_user_id_parse(*, raw: str | None) -> uuid.UUID | None:
         ) from exc
 
 
-def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, waits: bool, callback_url: str | None = None) -> FlowRun:
-    """Record the run of a request whose flow, signature and method were checked. Takes Django's request.
+def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, waits: bool) -> FlowRun:
+    """Check a request against its flow and record its run; a sender's handshake raises HandshakeAnswer. Takes
+    Django's request.
 
-    Its payload is decoded (a GET's is its query) and checked against the version's JSON Schemas, its request recorded
-    and checked, deduplicated by the flow's `dedupe_key` or the request's idempotency key, and `filtered` when the
-    flow's `accept_if` refuses it; a `callback_url` is recorded with the run in the same transaction (a worker never
-    sees the run without it). `waits`: the caller waits for the run (`?wait=`), so its answer is counted under its
-    own code, not from the ledger (flows/metrics.py).
+    The checks, in order: a handshake answered before verification (Meta's), the signature, the handshakes of an
+    authenticated request, the method, the `?callback_url=`, the idempotency key and the rate limits. Then the
+    payload is decoded (a GET's is its query) and checked against the version's JSON Schemas, the request recorded
+    (masked as the flow says) and checked, deduplicated by the flow's `dedupe_key` or the request's idempotency key,
+    and `filtered` when the flow's `accept_if` refuses it; a `callback_url` is recorded with the run in the same
+    transaction (a worker never sees the run without it). `waits`: the caller waits for the run (`?wait=`), so its
+    answer is counted under its own code, not from the ledger (flows/metrics.py).
 
     A target the process remembered is checked by the INSERT itself. When it no longer holds (a key revoked, a
-    flow's version or signing secret changed ...) nothing was written, and a payload it refuses may be one the
-    current version takes: then `retarget()` reads the key and the flow again (raising as the first lookup would),
-    and the signature, the method and the payload are checked against what it found before the run is recorded,
-    and the flow asked again for the request's deduplication key and `accept_if`.
+    flow's settings, version or signing secret changed ...) nothing was written; then, as after any refusal decided
+    on a remembered target, `retarget()` reads the key and the flow again (raising as the first lookup would) and
+    the request is decided again, from its first check, on what it found. Either way it counts once against the
+    rate limits.
     """
-    meta = request.META
-    webhook_idempotency_key(headers=meta, flow=target.flow)  # a malformed key is a 422 before the request counts against a limit
-    webhook_rate_limit_check(flow=target.flow, key_id=target.credential_id)
-    content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
-    record = inbound.webhook_request_record(request=request, flow=target.flow)
-    if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
-        text, payload, content_type = "", record["query"], ""
-    else:
-        text, payload = webhook_payload_decode(body=body, content_type=content_type)
-    webhook_request_check(record=record)
-    request_variables = variables_from_headers(meta=meta)
+    counted = []
 
-    def insert(target: WebhookTarget) -> FlowRun:
-        flow = target.flow
+    def intake(target: WebhookTarget) -> FlowRun:
+        flow, meta, query = target.flow, request.META, request.GET
+        handshakes.webhook_handshake_before_verification(flow=flow, method=request.method, query=query)
+        webhook_signature_check(target=target, body=body, headers=meta)
+        handshakes.webhook_handshake_after_verification(flow=flow, method=request.method, query=query, body=body)
+        webhook_method_check(flow=flow, method=request.method)
+        # Checked once the caller is known: the guard resolves the host, which an anonymous request must not make us do.
+        callback_url = webhook_callback_parse(raw=query_value(query, "callback_url"))
+        webhook_idempotency_key(headers=meta, flow=flow)  # a malformed key is a 422 before the request counts against a limit
+        if not counted:
+            webhook_rate_limit_check(flow=flow, key_id=target.credential_id)
+            counted.append(True)
+        content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
+        record = inbound.webhook_request_record(request=request, flow=flow)
+        if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
+            text, payload, content_type = "", record["query"], ""
+        else:
+            text, payload = webhook_payload_decode(body=body, content_type=content_type)
+        webhook_request_check(record=record)
+        webhook_payload_check_schema(version=target.version, payload=payload)
         create = functools.partial(
             flow_run_create,
             flow=flow,
@@ -136,7 +131,7 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
             only_if=target.only_if,
             request=record,
             filtered=not webhook_accepts(flow=flow, record=record, payload=payload),
-            request_variables=request_variables,
+            request_variables=variables_from_headers(meta=meta),
         )
         # A flow that answers for itself (its `response`) is answered under its own code, as a caller who waits.
         counted_here = waits or bool(flow.response)
@@ -153,19 +148,15 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
         run.flow = flow  # the flow as this request found it: its `response` decides the answer
         return run
 
-    if target.only_if is not None:
-        try:
-            webhook_payload_check_schema(version=target.version, payload=payload)
-            run = insert(target)
-            api_key_record_use(api_key_id=target.api_key_id)
-            return run
-        except (RequestValidationError, RunConditionFailed):
-            pass  # decided on what the process remembered: decided again on what the database holds now
-        target = retarget()
-        webhook_signature_verify(flow=target.flow, body=body, headers=meta)
-        webhook_method_check(flow=target.flow, method=request.method)
-    webhook_payload_check_schema(version=target.version, payload=payload)
-    return insert(target)
+    try:
+        run = intake(target)
+    except (exceptions.APIException, RunConditionFailed) as exc:
+        if target.only_if is None or isinstance(exc, exceptions.Throttled):
+            raise
+        return intake(retarget())  # decided on what the process remembered: decided again on what the database holds now
+    if target.only_if is not None:  # read now, a key's use was counted by its lookup
+        api_key_record_use(api_key_id=target.api_key_id)
+    return run
 
 
 def webhook_callback_parse(*, raw: str | None) -> str | None:
@@ -176,22 +167,14 @@ def webhook_callback_parse(*, raw: str | None) -> str | None:
     return raw
 
 
-def webhook_signature_check(*, target: WebhookTarget, retarget, body: bytes, headers) -> WebhookTarget:
-    """webhook_signature_verify; a remembered target's refusal is decided again on the key and flow read now.
-
-    Returns the target the rest of the request uses: the one given, or the one read again.
-    """
+def webhook_signature_check(*, target: WebhookTarget, body: bytes, headers) -> None:
+    """webhook_signature_verify; without a key, a signature that does not hold is a request without credentials."""
     try:
         webhook_signature_verify(flow=target.flow, body=body, headers=headers)
     except InvalidSignature:
-        if target.credential_id is None and settings.LANGRUN_WEBHOOK_AUTH:
-            # No key, and a signature that does not hold: as a request without credentials (_webhook_flow_of_signed).
+        if target.credential_id is None and settings.LANGRUN_WEBHOOK_AUTH:  # as _webhook_flow_of_signed refuses it
             raise exceptions.PermissionDenied(MISSING_API_KEY) from None
-        if target.only_if is None:
-            raise
-        target = retarget()
-        webhook_signature_verify(flow=target.flow, body=body, headers=headers)
-    return target
+        raise
 
 
 def webhook_request_check(*, record: dict) -> None:

@@ -133,20 +133,11 @@ class WebhookView(APIView):
         wait = services.webhook_wait_parse(raw=query_value(request.GET, "wait"))
         if wait > 0:
             webhook_waits(request)
-        services.webhook_body_check_size(content_length=meta.get("CONTENT_LENGTH"))
         # Read before the lookup, so that a body too large is refused alike whether or not the flow exists.
         body = services.webhook_body_read(stream=request, content_length=meta.get("CONTENT_LENGTH"))
         lookup = self._lookup(request, route, user_id, body)
-        retarget = functools.partial(lookup, fresh=True)
-        target = lookup()
-        handshakes.webhook_handshake_before_verification(flow=target.flow, method=request.method, query=request.GET)
-        target = services.webhook_signature_check(target=target, retarget=retarget, body=body, headers=meta)
-        handshakes.webhook_handshake_after_verification(flow=target.flow, method=request.method, query=request.GET, body=body)
-        target = services.webhook_method_allow(target=target, retarget=retarget, method=request.method, body=body, headers=meta)
-        # Checked once the caller is known: the guard resolves the host, which an anonymous request must not make us do.
-        callback_url = services.webhook_callback_parse(raw=query_value(request.GET, "callback_url"))
         run = services.webhook_intake(
-            target=target, retarget=retarget, request=request, body=body, waits=wait > 0, callback_url=callback_url
+            target=lookup(), retarget=functools.partial(lookup, fresh=True), request=request, body=body, waits=wait > 0
         )
         answer = run.flow.response_settings  # the flow as the intake found it (read again if what was remembered changed)
         if answer["mode"] != "accepted":

@@ -4,6 +4,7 @@ hold, so any change to the key, its owner or the flow is seen by the very next w
 import copy
 import sys
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -14,8 +15,8 @@ from flows.services.flows import flow_create, flow_update
 from langrun.models import ApiKey
 from langrun.services import api_key_create, api_key_revoke
 from tests.helpers import GREETING_FLOW, github_headers, post
-from webhooks import targets
-from webhooks.signatures import webhook_signing_secret_rotate
+from webhooks import services, targets
+from webhooks.signatures import webhook_signing_secret_rotate, webhook_signing_secret_set
 
 
 @pytest.fixture
@@ -172,3 +173,41 @@ def test_a_remembered_keys_accepted_use_is_counted_once(client, flow, known):
     uses = ApiKey.objects.get(prefix=known[:11]).use_count
     assert post(client, flow.endpoint_name, HTTP_X_API_KEY=known).status_code == 202
     assert ApiKey.objects.get(prefix=known[:11]).use_count == uses + 1
+
+
+# Whatever a request's answer depends on is decided on the flow read now when the remembered one changed: a
+# refusal, or an INSERT whose condition no longer holds, starts the request again from the key and flow read now.
+
+
+def test_a_meta_handshake_added_since_is_answered(client, flow, known):
+    webhook_signing_secret_set(flow=flow, secret="meta-verify-token")
+    flow_update(flow=flow, handshakes=["meta"])
+    query = f"hub.mode=subscribe&hub.verify_token=meta-verify-token&hub.challenge=1158201444&x-api-key={known}"
+    response = client.get(f"/api/v1/webhook/{flow.endpoint_name}?{query}")
+    assert (response.status_code, response.content) == (200, b"1158201444")
+    assert FlowRun.objects.count() == 1
+
+
+def test_a_graph_handshake_added_since_is_answered(client, flow, known):
+    flow_update(flow=flow, handshakes=["graph"])
+    response = client.post(f"/api/v1/webhook/{flow.endpoint_name}?validationToken=Testing", content_type="text/plain", HTTP_X_API_KEY=known)
+    assert (response.status_code, response.content) == (200, b"Testing")
+    assert FlowRun.objects.count() == 1
+
+
+def test_a_token_preset_set_since_is_masked_in_the_recorded_request(client, flow, known):
+    webhook_signing_secret_set(flow=flow, secret="tok-123456")
+    flow_update(flow=flow, verification={"provider": "token", "query": "token"})
+    response = post(client, f"{flow.endpoint_name}?token=tok-123456&a=1", HTTP_X_API_KEY=known)
+    assert response.status_code == 202, response.content
+    assert FlowRun.objects.get(pk=response.json()["run_id"]).request["query"] == {"token": "***", "a": "1"}
+
+
+def test_a_request_decided_again_counts_once_against_the_rate_limit(client, flow, known, settings, monkeypatch):
+    start = (time.time() // 60 + 1) * 60 + 1  # the start of a rate-limit window, so that the test never straddles two
+    monkeypatch.setattr(services.time, "time", lambda: start)
+    settings.LANGRUN_RATE_LIMIT_FLOW = 2
+    flow_update(flow=flow, handshakes=["graph"])  # the INSERT's condition no longer holds for the remembered flow
+    assert post(client, flow.endpoint_name, HTTP_X_API_KEY=known).status_code == 202
+    assert post(client, flow.endpoint_name, HTTP_X_API_KEY=known).status_code == 202
+    assert post(client, flow.endpoint_name, HTTP_X_API_KEY=known).status_code == 429
