@@ -47,7 +47,7 @@ def home_dir() -> Path:
 
 
 def secret_key_ensure(home: Path) -> None:
-    """On the embedded profile, without a SECRET_KEY, use (and on first start create) `<home>/secret_key`, as `make run` does.
+    """On the embedded profile, without a SECRET_KEY, use (and on first start create) `<home>/secret_key` (`manage.py`, `langrun`).
 
     Never with DATABASE_URL set: processes on several machines must share one key, so production sets it.
     """

@@ -74,6 +74,7 @@ def test_key_of_an_inactive_user_fails(user, flow, key_client):
 def _check(env_overrides: dict, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SECURE_", "SESSION_", "CSRF_", "DEBUG"))}
     env.update({"DJANGO_SETTINGS_MODULE": "langrun.settings", **env_overrides})
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset
     return subprocess.run([sys.executable, "manage.py", "check", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -105,5 +106,17 @@ def test_check_deploy_flags_the_insecure_defaults():
 
 
 def test_secret_key_is_required_without_debug():
-    result = _check({"DEBUG": "false", "SECRET_KEY": ""})
+    # The production profile (a database server): processes on several machines must share the key, so none is made.
+    result = _check({"DEBUG": "false", "SECRET_KEY": "", "DATABASE_URL": "postgres://langrun@db.invalid/langrun"})
     assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
+
+
+def test_manage_py_uses_the_embedded_profiles_own_key(tmp_path):
+    # As `make run` and the `langrun` command: any other command in the clone works without exporting it.
+    home = tmp_path / "home"
+    env = {"DEBUG": "false", "SECRET_KEY": None, "DATABASE_URL": None, "LANGRUN_HOME": str(home), "ALLOWED_HOSTS": "localhost"}
+    first = _check(env)
+    assert first.returncode == 0, first.stderr
+    key = (home / "secret_key").read_text()
+    assert len(key.strip()) >= 50 and (home / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert _check(env).returncode == 0 and (home / "secret_key").read_text() == key  # made once, then kept

@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def handle(self, *args, base_url: str, **options):
         base_url = base_url.rstrip("/")
         if User.objects.exists():
-            self.stdout.write(f"langrun is set up. Admin: {base_url}/admin/  (new API key: python manage.py create_api_key <username>)")
+            self.stdout.write(
+                f"langrun is set up. Admin: {base_url}/admin/  (new API key: manage.py create_api_key <username>, or langrun create-api-key <username>)"
+            )
             return
         password = secrets.token_urlsafe(12)
         with transaction.atomic():
