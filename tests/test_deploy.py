@@ -18,7 +18,7 @@ import yaml
 from langrun.cli import COMMANDS
 from tests.env_names import settings_read
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
 
 

@@ -18,7 +18,7 @@ from flows.services.runs import flow_run_create
 from flows.services.sweep import flow_runs_requeue
 from flows.services.variables import variable_create, variable_value
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_command(*args) -> str:
