@@ -16,6 +16,9 @@ from langrun.logs import mask_secret_paths
 worker_class = "langrun.gunicorn_worker.ParkingWorker"
 worker_connections = int(os.environ.get("WEB_THREADS", "1"))
 keepalive = 0
+# gunicorn's control socket is one path per OS user ($HOME/.gunicorn/gunicorn.ctl): a second install on the machine
+# would take it over from the first, and its stop remove it. `serve` and process managers use signals.
+control_socket_disable = True
 
 
 class AccessLogger(glogging.Logger):

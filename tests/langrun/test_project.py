@@ -124,11 +124,8 @@ def test_serve_starts_three_web_workers_per_core_on_postgresql_and_two_on_sqlite
     assert Command().create_parser("manage.py", "serve").parse_args([]).web_workers == 7
 
 
-def test_gunicorn_freezes_the_preloaded_application_before_forking_each_worker():
-    # Workers forked from the master share its pages while nothing writes to them; the garbage collector
-    # writes to every object it examines, and frozen objects are never examined.
-    import gc
-
+def gunicorn_config():
+    """gunicorn's settings as ./gunicorn.conf.py gives them, without loading the application."""
     from gunicorn.app.base import Application
     from gunicorn.config import Config
 
@@ -140,7 +137,15 @@ def test_gunicorn_freezes_the_preloaded_application_before_forking_each_worker()
         def load(self):
             raise AssertionError("only the configuration is read")
 
-    cfg = ConfigOnly().cfg
+    return ConfigOnly().cfg
+
+
+def test_gunicorn_freezes_the_preloaded_application_before_forking_each_worker():
+    # Workers forked from the master share its pages while nothing writes to them; the garbage collector
+    # writes to every object it examines, and frozen objects are never examined.
+    import gc
+
+    cfg = gunicorn_config()
     assert cfg.preload_app is True
     assert gc.get_freeze_count() == 0
     try:
@@ -157,19 +162,15 @@ def test_serve_waits_longer_after_each_death_of_the_cluster_in_a_row():
 
 
 def test_gunicorn_workers_answer_web_threads_requests_at_once(monkeypatch):
-    from gunicorn.app.base import Application
-    from gunicorn.config import Config
-
-    class ConfigOnly(Application):
-        def load_config(self):
-            self.cfg = Config()
-            self.load_config_from_file(str(ROOT / "gunicorn.conf.py"))
-
-        def load(self):
-            raise AssertionError("only the configuration is read")
-
     monkeypatch.setenv("WEB_THREADS", "12")
     monkeypatch.delitem(sys.modules, "langrun.gunicorn_conf", raising=False)  # read again, with this environment
-    cfg = ConfigOnly().cfg
+    cfg = gunicorn_config()
     assert cfg.worker_class_str == "langrun.gunicorn_worker.ParkingWorker" and cfg.keepalive == 0
     assert cfg.worker_connections == 12
+
+
+def test_gunicorn_opens_no_control_socket_of_the_users():
+    # gunicorn's control socket is one path per OS user ($HOME/.gunicorn/gunicorn.ctl): a second install, or a test's
+    # own server, would take it over from the first, and its stop remove it. `serve` and the process manager control
+    # gunicorn by signals.
+    assert gunicorn_config().control_socket_disable is True
