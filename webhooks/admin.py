@@ -4,10 +4,8 @@ The outgoing webhooks' admin (subscriptions, deliveries) is in `webhooks/alerts/
 """
 
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import add_never_cache_headers
 
 from flows.models import Flow
 from langrun.admin import OwnedModelAdmin
@@ -86,23 +84,18 @@ class IngestTokenAdmin(OwnedModelAdmin):
         obj.new_secret = new.token
 
     def response_add(self, request, obj, post_url_continue=None):
-        # The only time the token exists in clear: render it now, never store it (not even in a message cookie).
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Ingest token created",
-            "ingest_token": obj,
-            "secret": obj.new_secret,
-            "webhook_url": request.build_absolute_uri(reverse("webhook-token", kwargs={"token": obj.new_secret})),
-        }
-        response = TemplateResponse(request, "admin/webhooks/ingesttoken/created.html", context)
-        add_never_cache_headers(response)
-        return response
+        return self.secret_shown_once(
+            request,
+            "admin/webhooks/ingesttoken/created.html",
+            title="Ingest token created",
+            ingest_token=obj,
+            secret=obj.new_secret,
+            webhook_url=request.build_absolute_uri(reverse("webhook-token", kwargs={"token": obj.new_secret})),
+        )
 
     @admin.action(description="Revoke selected ingest tokens", permissions=["change"])
     def revoke(self, request, queryset):
-        count = 0
-        for token in queryset.filter(revoked_at__isnull=True):
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
             ingest_token_revoke(ingest_token=token)
-            count += 1
-        self.message_user(request, f"Revoked {count} ingest token(s).", messages.SUCCESS)
+        self.message_user(request, f"Revoked {len(tokens)} ingest token(s).", messages.SUCCESS)
