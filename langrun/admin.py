@@ -44,10 +44,14 @@ class OwnedModelAdmin(admin.ModelAdmin):
             raise Http404("No such object.")
         return obj
 
-    def secret_shown_once(self, request, template: str, **context):
+    def admin_page(self, request, template: str, **context) -> TemplateResponse:
+        """A page of this admin's own (an import, a form, a comparison), in the admin's frame."""
+        return TemplateResponse(request, template, {**self.admin_site.each_context(request), "opts": self.opts, **context})
+
+    def secret_shown_once(self, request, template: str, **context) -> TemplateResponse:
         """The page that shows a new secret: the only time it exists in clear, rendered now and never stored (not
         even in a message cookie)."""
-        response = TemplateResponse(request, template, {**self.admin_site.each_context(request), "opts": self.opts, **context})
+        response = self.admin_page(request, template, **context)
         add_never_cache_headers(response)
         return response
 
