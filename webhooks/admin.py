@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 
-from flows.models import Flow
+from flows.admin.common import OwnFlowChoices
 from langrun.admin import OwnedModelAdmin
 from webhooks.alerts import admin as alerts_admin  # noqa: F401  registers subscriptions and deliveries
 from webhooks.models import IngestToken
@@ -33,7 +33,7 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(IngestToken)
-class IngestTokenAdmin(OwnedModelAdmin):
+class IngestTokenAdmin(OwnFlowChoices, OwnedModelAdmin):
     owner_field = "flow__user"
     list_display = ["name", "masked", "flow", "state", "created_at", "expires_at", "last_used_at", "use_count"]
     # Only the flows of the tokens listed (the user's own): a plain "flow" filter would name every user's flows.
@@ -64,11 +64,6 @@ class IngestTokenAdmin(OwnedModelAdmin):
             return []
         # Only the name can change: the flow and the expiry are what the token was issued for.
         return ["flow", "masked", "state", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at", "use_count"]
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "flow" and not request.user.is_superuser:
-            kwargs["queryset"] = Flow.objects.filter(user=request.user)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
         if change:

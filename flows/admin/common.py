@@ -126,6 +126,15 @@ class AdminMedia:
     js = ["flows/admin.js"]
 
 
+class OwnFlowChoices:
+    """A form's `flow` offers a staff user their own flows only (a superuser, every flow)."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "flow" and not request.user.is_superuser:
+            kwargs["queryset"] = Flow.objects.filter(user=request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
 class SaveRefusalsAsFormErrors:
     """A service refusing a save the form had accepted (a concurrent save took the name, …) re-renders the form.
 
