@@ -20,6 +20,10 @@ class OwnedModelAdmin(admin.ModelAdmin):
 
     owner_field = "user"  # lookup path from the model to its owner
 
+    @admin.display(description="owner", ordering="user__username")
+    def owner(self, obj):  # the list's column, for the admins whose owner is `user`
+        return obj.user
+
     def owns(self, request, obj) -> bool:
         if request.user.is_superuser:
             return True

@@ -130,10 +130,6 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         released = sum(flow_resume(flow=flow) for flow in flows)
         self.message_user(request, f"Resumed {len(flows)} flow(s); {released} held run(s) released.", messages.SUCCESS)
 
-    @admin.display(description="owner", ordering="user__username")
-    def owner(self, flow):
-        return flow.user
-
     @admin.display(description="last run", ordering="last_received_at")
     def last_run(self, flow):
         if not flow.last_status:

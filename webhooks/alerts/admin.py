@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from flows.admin.common import AdminMedia, OwnFlowChoices, pretty_json, status_badge
+from flows.admin.common import AdminMedia, OwnFlowChoices, StatusBadgeColumn, pretty_json
 from langrun.admin import OwnedModelAdmin
 from langrun.exceptions import RequestValidationError
 from webhooks.alerts.models import Delivery, Subscription
@@ -58,10 +58,6 @@ class SubscriptionAdmin(OwnFlowChoices, OwnedModelAdmin):
             form.base_fields["user"].queryset = form.base_fields["user"].queryset.filter(pk=request.user.pk)
         return form
 
-    @admin.display(description="owner", ordering="user__username")
-    def owner(self, sub):
-        return sub.user
-
     @admin.action(description="Rotate the signing secret (shown once)")
     def rotate_secret(self, request, queryset):
         for sub in queryset:
@@ -82,7 +78,7 @@ class SubscriptionAdmin(OwnFlowChoices, OwnedModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(OwnedModelAdmin):
+class DeliveryAdmin(StatusBadgeColumn, OwnedModelAdmin):
     """Every event sent (or being sent) to a subscription or a run's callback, with each attempt; "retry now"
     sends a pending or failed one again under the same webhook-id."""
 
@@ -120,10 +116,6 @@ class DeliveryAdmin(OwnedModelAdmin):
     @admin.display(description="to")
     def target(self, delivery):
         return delivery.url or delivery.email
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, delivery):
-        return status_badge(delivery.status)
 
     @admin.display(description="attempts")
     def attempts_display(self, delivery):
