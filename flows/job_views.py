@@ -1,7 +1,5 @@
 """Bulk replay (`POST /api/v1/runs/replay`) and the background jobs it starts (`/api/v1/jobs/`)."""
 
-import uuid
-
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.exceptions import NotFound
@@ -12,6 +10,7 @@ from flows.models import Flow, ReplayJob
 from flows.services.replays import replay_job_create, replay_runs_count
 from langrun.parsers import JSONParser
 from langrun.schema import error, validation_error
+from langrun.views import UuidLookupMixin
 
 
 class BulkReplayView(generics.GenericAPIView):
@@ -54,18 +53,12 @@ class BulkReplayView(generics.GenericAPIView):
     list=extend_schema(summary="List your background jobs", description="Newest first."),
     retrieve=extend_schema(summary="A background job's progress"),
 )
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(UuidLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Background jobs (bulk replays) and their progress. Another user's job is a 404."""
 
     serializer_class = ReplayJobSerializer
     queryset = ReplayJob.objects.none()  # for the schema; get_queryset scopes to the owner
+    not_found = "Job not found"
 
     def get_queryset(self):
         return ReplayJob.objects.filter(user=self.request.user).order_by("-created_at")
-
-    def get_object(self):
-        try:
-            uuid.UUID(str(self.kwargs["pk"]))
-        except ValueError:
-            raise NotFound("Job not found") from None
-        return super().get_object()

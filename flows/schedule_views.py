@@ -1,7 +1,5 @@
 """Schedules of your flows (`/api/v1/schedules/`): a flow running on a clock."""
 
-import uuid
-
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.exceptions import NotFound
@@ -11,6 +9,7 @@ from flows.filters import FlowScheduleFilter
 from flows.models import Flow, FlowSchedule
 from flows.services.schedules import flow_schedule_create, flow_schedule_delete, flow_schedule_update
 from langrun.schema import error, validation_error
+from langrun.views import UuidLookupMixin
 
 _BAD_INPUT = validation_error("Neither or both of cron and interval_minutes, a malformed cron expression, or a bad field.")
 
@@ -23,24 +22,18 @@ _BAD_INPUT = validation_error("Neither or both of cron and interval_minutes, a m
     ),
     partial_update=extend_schema(summary="Change a schedule", responses={200: FlowScheduleSerializer, 422: _BAD_INPUT}),
 )
-class FlowScheduleViewSet(viewsets.ModelViewSet):
+class FlowScheduleViewSet(UuidLookupMixin, viewsets.ModelViewSet):
     """Your flows' schedules; each firing records a run with trigger `schedule`. Another user's schedule is a 404."""
 
     serializer_class = FlowScheduleSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     queryset = FlowSchedule.objects.none()  # for the schema; get_queryset scopes to the owner
+    not_found = "Schedule not found"
 
     filterset_class = FlowScheduleFilter
 
     def get_queryset(self):
         return FlowSchedule.objects.filter(flow__user=self.request.user).select_related("q_schedule")
-
-    def get_object(self):
-        try:
-            uuid.UUID(str(self.kwargs["pk"]))
-        except ValueError:
-            raise NotFound("Schedule not found") from None
-        return super().get_object()
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)

@@ -20,6 +20,10 @@ class OwnedModelAdmin(admin.ModelAdmin):
 
     owner_field = "user"  # lookup path from the model to its owner
 
+    @admin.display(description="owner", ordering="user__username")
+    def owner(self, obj):  # the list's column, for the admins whose owner is `user`
+        return obj.user
+
     def owns(self, request, obj) -> bool:
         if request.user.is_superuser:
             return True
@@ -43,6 +47,17 @@ class OwnedModelAdmin(admin.ModelAdmin):
         if obj is None:
             raise Http404("No such object.")
         return obj
+
+    def admin_page(self, request, template: str, **context) -> TemplateResponse:
+        """A page of this admin's own (an import, a form, a comparison), in the admin's frame."""
+        return TemplateResponse(request, template, {**self.admin_site.each_context(request), "opts": self.opts, **context})
+
+    def secret_shown_once(self, request, template: str, **context) -> TemplateResponse:
+        """The page that shows a new secret: the only time it exists in clear, rendered now and never stored (not
+        even in a message cookie)."""
+        response = self.admin_page(request, template, **context)
+        add_never_cache_headers(response)
+        return response
 
     def has_view_permission(self, request, obj=None):
         return super().has_view_permission(request, obj) and (obj is None or self.owns(request, obj))
@@ -94,25 +109,16 @@ class ApiKeyAdmin(OwnedModelAdmin):
         obj.new_secret = new.key
 
     def response_add(self, request, obj, post_url_continue=None):
-        # The only time the secret exists in clear: render it now, never store it (not even in a message cookie).
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "API key created",
-            "api_key": obj,
-            "secret": obj.new_secret,
-        }
-        response = TemplateResponse(request, "admin/langrun/apikey/created.html", context)
-        add_never_cache_headers(response)
-        return response
+        return self.secret_shown_once(
+            request, "admin/langrun/apikey/created.html", title="API key created", api_key=obj, secret=obj.new_secret
+        )
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request, queryset):
-        count = 0
-        for key in queryset.filter(is_active=True):
+        keys = list(queryset.filter(is_active=True))
+        for key in keys:
             api_key_revoke(api_key=key)
-            count += 1
-        self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
+        self.message_user(request, f"Revoked {len(keys)} API key(s).", messages.SUCCESS)
 
 
 class SuperuserOnlyAdminMixin:

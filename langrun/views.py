@@ -1,6 +1,7 @@
 """Health, version, JSON errors for API paths, API keys and users."""
 
 import logging
+import uuid
 
 from django.core.cache import cache
 from django.db import connection
@@ -11,6 +12,7 @@ from django.views.defaults import server_error as django_server_error
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from langrun import __version__
@@ -21,6 +23,19 @@ from langrun.serializers import ApiKeyCreatedSerializer, ApiKeyCreateSerializer,
 from langrun.services import api_key_create, api_key_delete
 
 logger = logging.getLogger(__name__)
+
+
+class UuidLookupMixin:
+    """A detail route whose id is no UUID is a 404 saying `not_found`, asked of no database."""
+
+    not_found = "Not found"
+
+    def get_object(self):
+        try:
+            uuid.UUID(str(self.kwargs["pk"]))
+        except ValueError:
+            raise NotFound(self.not_found) from None
+        return super().get_object()
 
 
 def health(request):

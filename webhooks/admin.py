@@ -4,12 +4,10 @@ The outgoing webhooks' admin (subscriptions, deliveries) is in `webhooks/alerts/
 """
 
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import add_never_cache_headers
 
-from flows.models import Flow
+from flows.admin.common import OwnFlowChoices
 from langrun.admin import OwnedModelAdmin
 from webhooks.alerts import admin as alerts_admin  # noqa: F401  registers subscriptions and deliveries
 from webhooks.models import IngestToken
@@ -35,7 +33,7 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(IngestToken)
-class IngestTokenAdmin(OwnedModelAdmin):
+class IngestTokenAdmin(OwnFlowChoices, OwnedModelAdmin):
     owner_field = "flow__user"
     list_display = ["name", "masked", "flow", "state", "created_at", "expires_at", "last_used_at", "use_count"]
     # Only the flows of the tokens listed (the user's own): a plain "flow" filter would name every user's flows.
@@ -67,11 +65,6 @@ class IngestTokenAdmin(OwnedModelAdmin):
         # Only the name can change: the flow and the expiry are what the token was issued for.
         return ["flow", "masked", "state", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at", "use_count"]
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "flow" and not request.user.is_superuser:
-            kwargs["queryset"] = Flow.objects.filter(user=request.user)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
     def save_model(self, request, obj, form, change):
         if change:
             obj.save(update_fields=["name"])
@@ -86,23 +79,18 @@ class IngestTokenAdmin(OwnedModelAdmin):
         obj.new_secret = new.token
 
     def response_add(self, request, obj, post_url_continue=None):
-        # The only time the token exists in clear: render it now, never store it (not even in a message cookie).
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Ingest token created",
-            "ingest_token": obj,
-            "secret": obj.new_secret,
-            "webhook_url": request.build_absolute_uri(reverse("webhook-token", kwargs={"token": obj.new_secret})),
-        }
-        response = TemplateResponse(request, "admin/webhooks/ingesttoken/created.html", context)
-        add_never_cache_headers(response)
-        return response
+        return self.secret_shown_once(
+            request,
+            "admin/webhooks/ingesttoken/created.html",
+            title="Ingest token created",
+            ingest_token=obj,
+            secret=obj.new_secret,
+            webhook_url=request.build_absolute_uri(reverse("webhook-token", kwargs={"token": obj.new_secret})),
+        )
 
     @admin.action(description="Revoke selected ingest tokens", permissions=["change"])
     def revoke(self, request, queryset):
-        count = 0
-        for token in queryset.filter(revoked_at__isnull=True):
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
             ingest_token_revoke(ingest_token=token)
-            count += 1
-        self.message_user(request, f"Revoked {count} ingest token(s).", messages.SUCCESS)
+        self.message_user(request, f"Revoked {len(tokens)} ingest token(s).", messages.SUCCESS)

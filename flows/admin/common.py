@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -124,6 +125,23 @@ def copyable_block(element_id: str, value: str) -> str:
 class AdminMedia:
     css = {"all": ["flows/admin.css"]}
     js = ["flows/admin.js"]
+
+
+class StatusBadgeColumn:
+    """The object's `status` as a badge: a column of the list, a field of the page."""
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return status_badge(obj.status)
+
+
+class OwnFlowChoices:
+    """A form's `flow` offers a staff user their own flows only (a superuser, every flow)."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "flow" and not request.user.is_superuser:
+            kwargs["queryset"] = Flow.objects.filter(user=request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class SaveRefusalsAsFormErrors:

@@ -7,7 +7,6 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -130,10 +129,6 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         flows = list(queryset)
         released = sum(flow_resume(flow=flow) for flow in flows)
         self.message_user(request, f"Resumed {len(flows)} flow(s); {released} held run(s) released.", messages.SUCCESS)
-
-    @admin.display(description="owner", ordering="user__username")
-    def owner(self, flow):
-        return flow.user
 
     @admin.display(description="last run", ordering="last_received_at")
     def last_run(self, flow):
@@ -330,14 +325,9 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
                     return self._imported(request, flows)
         else:
             form = FlowImportForm(request_user=request.user)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Import Langflow flow",
-            "form": form,
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(request, "admin/flows/flow/import.html", context)
+        return self.admin_page(
+            request, "admin/flows/flow/import.html", title="Import Langflow flow", form=form, media=self.media + form.media
+        )
 
     def _imported(self, request, flows: list[Flow]):
         links = format_html_join(
@@ -380,12 +370,6 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         else:
             last = flow.runs.order_by("-received_at").values_list("payload", flat=True).first()
             form = RunNowForm(initial={"payload": last if last is not None else {}})
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": flow,
-            "title": f"Run {flow.name}",
-            "form": form,
-            "media": self.media,
-        }
-        return TemplateResponse(request, "admin/flows/flow/run_now.html", context)
+        return self.admin_page(
+            request, "admin/flows/flow/run_now.html", original=flow, title=f"Run {flow.name}", form=form, media=self.media
+        )

@@ -30,6 +30,14 @@ class PrettyJSONField(forms.JSONField):
         return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def _setting_checked(parse, *args, **kwargs):
+    """A webhook setting's parser called, its refusal shown on the form's field."""
+    try:
+        return parse(*args, **kwargs)
+    except WebhookSettingInvalid as exc:
+        raise forms.ValidationError(str(exc)) from exc
+
+
 class FlowAdminForm(forms.ModelForm):
     data = PrettyJSONField(
         label="Graph (JSON)",
@@ -101,43 +109,25 @@ class FlowAdminForm(forms.ModelForm):
 
     def clean_response(self):
         value = self.cleaned_data["response"]
-        try:
-            webhook_response_parse(value)
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        _setting_checked(webhook_response_parse, value)
         return value
 
     def clean_handshakes(self):
         value = self.cleaned_data["handshakes"]
-        try:
-            webhook_handshakes_parse(value, has_secret=bool(self.instance.signing_secret))
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        _setting_checked(webhook_handshakes_parse, value, has_secret=bool(self.instance.signing_secret))
         return value
 
     def clean_dedupe_key(self):
-        try:
-            return webhook_dedupe_key_parse(self.cleaned_data["dedupe_key"])
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        return _setting_checked(webhook_dedupe_key_parse, self.cleaned_data["dedupe_key"])
 
     def clean_accept_if(self):
-        try:
-            return webhook_dedupe_key_parse(self.cleaned_data["accept_if"], field="accept_if")
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        return _setting_checked(webhook_dedupe_key_parse, self.cleaned_data["accept_if"], field="accept_if")
 
     def clean_concurrency_key(self):
-        try:
-            return webhook_dedupe_key_parse(self.cleaned_data["concurrency_key"], field="concurrency_key")
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        return _setting_checked(webhook_dedupe_key_parse, self.cleaned_data["concurrency_key"], field="concurrency_key")
 
     def clean_throttle_key(self):
-        try:
-            return webhook_dedupe_key_parse(self.cleaned_data["throttle_key"], field="throttle_key")
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        return _setting_checked(webhook_dedupe_key_parse, self.cleaned_data["throttle_key"], field="throttle_key")
 
     def clean(self):
         cleaned = super().clean()
@@ -157,17 +147,11 @@ class FlowAdminForm(forms.ModelForm):
 
     def clean_verification(self):
         value = self.cleaned_data["verification"]
-        try:
-            webhook_verification_parse(value, has_secret=bool(self.instance.signing_secret))
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        _setting_checked(webhook_verification_parse, value, has_secret=bool(self.instance.signing_secret))
         return value
 
     def clean_methods(self):
-        try:
-            return list(webhook_methods_parse(self.cleaned_data["methods"] or ["POST"]))
-        except WebhookSettingInvalid as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        return list(_setting_checked(webhook_methods_parse, self.cleaned_data["methods"] or ["POST"]))
 
     def owner(self):
         if "user" in self.fields:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html
 
-from flows.admin.common import AdminMedia, pretty_json, status_badge
+from flows.admin.common import AdminMedia, StatusBadgeColumn, pretty_json
 from flows.models import ReplayJob
 from langrun.admin import OwnedModelAdmin
 
 
 @admin.register(ReplayJob)
-class ReplayJobAdmin(OwnedModelAdmin):
+class ReplayJobAdmin(StatusBadgeColumn, OwnedModelAdmin):
     """Bulk replays started from the API or the run list's replay action; a worker does them, this page follows them."""
 
     list_display = ["short_id", "status_badge", "progress", "failed", "owner", "created_at", "finished_at"]
@@ -45,18 +45,10 @@ class ReplayJobAdmin(OwnedModelAdmin):
     def short_id(self, job):
         return str(job.pk)[:8]
 
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, job):
-        return status_badge(job.status)
-
     @admin.display(description="replays created")
     def progress(self, job):
         percent = 100 * job.created // job.matched if job.matched else 100
         return format_html("{} of {} ({}%)", job.created, job.matched, percent)
-
-    @admin.display(description="owner", ordering="user__username")
-    def owner(self, job):
-        return job.user
 
     @admin.display(description="filters")
     def filters_display(self, job):

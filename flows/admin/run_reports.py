@@ -25,6 +25,13 @@ def _without(request, *names: str):
     return query
 
 
+def _with(query, name: str, value: str) -> str:
+    """`query` with `name` set to `value`, URL-encoded."""
+    query = query.copy()
+    query[name] = value
+    return query.urlencode()
+
+
 class RunReportsMixin:
     """For FlowRunAdmin: its list's chart, search and exports (owner scoping comes from get_queryset)."""
 
@@ -65,16 +72,8 @@ class RunReportsMixin:
         chosen = request.GET.get(TREND_PARAM)
         chosen = chosen if chosen in RANGES else "24h"
         request.GET = _without(request, TREND_PARAM)
-        switch = {}
-        for name in RANGES:
-            query = request.GET.copy()
-            query[TREND_PARAM] = name
-            switch[name] = "?" + query.urlencode()
-        exports = {}
-        for fmt in FORMATS:
-            query = request.GET.copy()
-            query[EXPORT_PARAM] = fmt
-            exports[fmt] = reverse("admin:flows_flowrun_export") + "?" + query.urlencode()
+        switch = {name: "?" + _with(request.GET, TREND_PARAM, name) for name in RANGES}
+        exports = {fmt: reverse("admin:flows_flowrun_export") + "?" + _with(request.GET, EXPORT_PARAM, fmt) for fmt in FORMATS}
 
         def panel():  # the template calls it: an action's POST, answered with a file, never counts the runs
             return trend_panel(flow_run_trend(user=request.user, span=chosen), switch_urls=switch)

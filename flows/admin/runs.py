@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from flows import diagram, engine
-from flows.admin.common import AdminMedia, _is_changelist, format_duration, pretty_json, preview, status_badge
+from flows.admin.common import AdminMedia, StatusBadgeColumn, _is_changelist, format_duration, pretty_json, preview, status_badge
 from flows.admin.run_reports import RunReportsMixin
 from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun
@@ -43,7 +43,7 @@ class FlowFilter(admin.SimpleListFilter):
 
 
 @admin.register(FlowRun)
-class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
+class FlowRunAdmin(StatusBadgeColumn, RunReportsMixin, OwnedModelAdmin):
     owner_field = "flow__user"
     list_display = ["short_id", "flow", "trigger", "status_badge", "received_at", "duration", "attempts"]
     list_display_links = ["short_id"]
@@ -121,10 +121,6 @@ class FlowRunAdmin(RunReportsMixin, OwnedModelAdmin):
     @admin.display(description="run", ordering="received_at")
     def short_id(self, run):
         return str(run.pk)[:8]
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, run):
-        return status_badge(run.status)
 
     @admin.display(description="waiting for")
     def waiting_for(self, run):

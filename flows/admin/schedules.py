@@ -5,9 +5,10 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
+from flows.admin.common import OwnFlowChoices
 from flows.admin.forms import PrettyJSONField
 from flows.exceptions import ScheduleInvalid
-from flows.models import Flow, FlowSchedule
+from flows.models import FlowSchedule
 from flows.services.schedules import flow_schedule_check, flow_schedule_create, flow_schedule_update
 from langrun.admin import OwnedModelAdmin
 
@@ -38,7 +39,7 @@ class FlowScheduleAdminForm(forms.ModelForm):
 
 
 @admin.register(FlowSchedule)
-class FlowScheduleAdmin(OwnedModelAdmin):
+class FlowScheduleAdmin(OwnFlowChoices, OwnedModelAdmin):
     """Schedules of the user's flows, with when each fires next."""
 
     owner_field = "flow__user"
@@ -46,11 +47,6 @@ class FlowScheduleAdmin(OwnedModelAdmin):
     list_display = ["__str__", "flow", "cron", "interval_minutes", "next_run_at", "created_at"]
     list_select_related = ["flow", "q_schedule"]
     readonly_fields = ["next_run_at"]
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "flow" and not request.user.is_superuser:
-            kwargs["queryset"] = Flow.objects.filter(user=request.user)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.display(description="next run")
     def next_run_at(self, schedule):

@@ -6,7 +6,6 @@ import json
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
@@ -85,14 +84,13 @@ class FlowVersionAdmin(OwnedModelAdmin):
 
         b = pick("b", versions[0] if versions else None)
         a = pick("a", versions[1] if len(versions) > 1 else b)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": f"History of {flow}",
-            "flow": flow,
-            "versions": versions,
-            "a": a,
-            "b": b,
-            "diff_lines": [(_line_class(line), line) for line in (version_diff(a, b) if b else "").splitlines()],
-        }
-        return TemplateResponse(request, "admin/flows/flowversion/compare.html", context)
+        return self.admin_page(
+            request,
+            "admin/flows/flowversion/compare.html",
+            title=f"History of {flow}",
+            flow=flow,
+            versions=versions,
+            a=a,
+            b=b,
+            diff_lines=[(_line_class(line), line) for line in (version_diff(a, b) if b else "").splitlines()],
+        )

@@ -8,7 +8,8 @@ against the component registry; `run_graph_async` executes a parsed graph on an 
 from flows.engine.errors import GraphValidationError, NodeError, RetryableNodeError, ValidationIssue
 from flows.engine.graph import Edge, Graph, Node, apply_tweaks, is_variable_ref, parse_graph, resolve_variables, variable_references
 from flows.engine.registry import Component, Input, Output, registry
-from flows.engine.runner import NodeResult, RunContext, RunResult, run_graph, run_graph_async
+from flows.engine.results import NodeResult, RunContext, RunResult
+from flows.engine.runner import run_graph, run_graph_async
 
 # Importing the package registers the built-in components.
 from flows.engine import components  # noqa: F401, E402  isort: skip

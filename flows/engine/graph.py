@@ -42,9 +42,6 @@ class Graph:
     def incoming(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.target == node_id]
 
-    def nodes_of_type(self, type_name: str) -> list[Node]:
-        return [n for n in self.nodes.values() if n.type == type_name]
-
 
 def _name(value: Any) -> bool:
     return isinstance(value, str) and value != ""

@@ -13,21 +13,8 @@ from typing import Any
 from flows.engine.graph import Graph
 from flows.engine.registry import Registry
 from flows.engine.registry import registry as default_registry
-from flows.engine.results import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, NodeResult, RunContext, RunResult
+from flows.engine.results import NodeResult, RunContext, RunResult
 from flows.engine.scheduler import Execution
-
-__all__ = [
-    "CANCELLED",
-    "FAILED",
-    "RUNNING",
-    "SKIPPED",
-    "SUCCEEDED",
-    "NodeResult",
-    "RunContext",
-    "RunResult",
-    "run_graph",
-    "run_graph_async",
-]
 
 
 async def run_graph_async(

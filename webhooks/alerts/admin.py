@@ -7,8 +7,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from flows.admin.common import AdminMedia, pretty_json, status_badge
-from flows.models import Flow
+from flows.admin.common import AdminMedia, OwnFlowChoices, StatusBadgeColumn, pretty_json
 from langrun.admin import OwnedModelAdmin
 from langrun.exceptions import RequestValidationError
 from webhooks.alerts.models import Delivery, Subscription
@@ -44,7 +43,7 @@ class SubscriptionAdminForm(forms.ModelForm):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(OwnedModelAdmin):
+class SubscriptionAdmin(OwnFlowChoices, OwnedModelAdmin):
     """Who is told about runs, and where; the signing secret is shown once, when the subscription is made."""
 
     form = SubscriptionAdminForm
@@ -58,15 +57,6 @@ class SubscriptionAdmin(OwnedModelAdmin):
         if not request.user.is_superuser and "user" in form.base_fields:
             form.base_fields["user"].queryset = form.base_fields["user"].queryset.filter(pk=request.user.pk)
         return form
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "flow" and not request.user.is_superuser:
-            kwargs["queryset"] = Flow.objects.filter(user=request.user)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-    @admin.display(description="owner", ordering="user__username")
-    def owner(self, sub):
-        return sub.user
 
     @admin.action(description="Rotate the signing secret (shown once)")
     def rotate_secret(self, request, queryset):
@@ -88,7 +78,7 @@ class SubscriptionAdmin(OwnedModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(OwnedModelAdmin):
+class DeliveryAdmin(StatusBadgeColumn, OwnedModelAdmin):
     """Every event sent (or being sent) to a subscription or a run's callback, with each attempt; "retry now"
     sends a pending or failed one again under the same webhook-id."""
 
@@ -126,10 +116,6 @@ class DeliveryAdmin(OwnedModelAdmin):
     @admin.display(description="to")
     def target(self, delivery):
         return delivery.url or delivery.email
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, delivery):
-        return status_badge(delivery.status)
 
     @admin.display(description="attempts")
     def attempts_display(self, delivery):

@@ -1,7 +1,5 @@
 """Subscriptions (`/api/v1/subscriptions`), their deliveries (`/api/v1/deliveries`) and the callback secret."""
 
-import uuid
-
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -12,6 +10,7 @@ from rest_framework.views import APIView
 from flows.models import Flow
 from langrun.parsers import JSONParser
 from langrun.schema import error, validation_error
+from langrun.views import UuidLookupMixin
 from webhooks.alerts.filters import DeliveryFilter, SubscriptionFilter
 from webhooks.alerts.models import Delivery, Subscription
 from webhooks.alerts.serializers import DeliverySerializer, SecretSerializer, SubscriptionCreatedSerializer, SubscriptionSerializer
@@ -27,15 +26,6 @@ _BAD_INPUT = validation_error("An unknown event name, a URL the address guard re
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-class _UuidLookup:
-    def get_object(self):
-        try:
-            uuid.UUID(str(self.kwargs["pk"]))
-        except ValueError:
-            raise NotFound("Not found") from None
-        return super().get_object()
-
-
 @extend_schema_view(
     list=extend_schema(summary="List your subscriptions"),
     create=extend_schema(
@@ -45,7 +35,7 @@ class _UuidLookup:
     ),
     partial_update=extend_schema(summary="Change a subscription", responses={200: SubscriptionSerializer, 422: _BAD_INPUT}),
 )
-class SubscriptionViewSet(_UuidLookup, viewsets.ModelViewSet):
+class SubscriptionViewSet(UuidLookupMixin, viewsets.ModelViewSet):
     """Your subscriptions: run events (and flow backlogs) of one flow or all your flows, sent signed to a URL or by
     mail. Another user's subscription is a 404."""
 
@@ -101,7 +91,7 @@ class SubscriptionViewSet(_UuidLookup, viewsets.ModelViewSet):
     list=extend_schema(summary="List your alert deliveries", description="Newest first, each with its attempts."),
     retrieve=extend_schema(summary="A delivery with its attempts"),
 )
-class DeliveryViewSet(_UuidLookup, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class DeliveryViewSet(UuidLookupMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The deliveries of your subscriptions and callbacks: pending, delivered or failed. Another user's is a 404."""
 
     serializer_class = DeliverySerializer

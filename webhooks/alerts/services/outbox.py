@@ -33,12 +33,6 @@ CALLBACK_PARAM = "callback_url"
 # How long a process trusts its list of the owners with subscriptions (another process's change shows up within it).
 INTEREST_SECONDS = 5.0
 
-RUN_EVENTS = (
-    Subscription.Event.RUN_SUCCEEDED,
-    Subscription.Event.RUN_FAILED,
-    Subscription.Event.RUN_RETRIES_EXHAUSTED,
-)
-
 _interest: dict[str, Any] = {"owners": frozenset(), "at": None}
 _interest_lock = threading.Lock()
 
