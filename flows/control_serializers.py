@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from flows.models import FlowRun, FlowSchedule, ReplayJob
+from langrun.routers import route_url
 from langrun.serializers import StrictCharField
 
 
@@ -60,9 +61,7 @@ class ReplayJobSerializer(serializers.ModelSerializer):
         return "replay"
 
     def get_status_url(self, job) -> str:
-        path = f"/api/v1/jobs/{job.pk}"
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+        return route_url(self.context.get("request"), "job-detail", pk=job.pk)
 
 
 # --- Schedules ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from flows.setting_fields import (
     ThrottleField,
     VerificationField,
 )
+from langrun.routers import route_url
 from langrun.serializers import StrictCharField
 
 FLOW_EXAMPLE = {
@@ -193,9 +194,7 @@ class FlowSerializer(serializers.ModelSerializer):
         return flow.paused_at is not None
 
     def get_webhook_url(self, flow: Flow) -> str:
-        path = f"/api/v1/webhook/{flow.endpoint_name or flow.id}"
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+        return route_url(self.context.get("request"), "webhook", flow_id_or_name=flow.endpoint_name or str(flow.id))
 
     def _latest(self, flow: Flow) -> tuple:
         # Lists annotate these (one query for the page); a single flow just asks.

@@ -1,17 +1,9 @@
 from django.urls import path, re_path
-from rest_framework.routers import SimpleRouter
 
 from flows import job_views, run_views, schedule_views, stream_views, version_views, views
+from langrun.routers import OptionalSlashRouter
 
 UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-
-
-class OptionalSlashRouter(SimpleRouter):
-    """`/flows/` and `/flows/{id}` as Langflow spells them, with or without the trailing slash."""
-
-    def __init__(self):
-        super().__init__()
-        self.trailing_slash = "/?"
 
 
 router = OptionalSlashRouter()

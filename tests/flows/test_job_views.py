@@ -91,3 +91,12 @@ def test_schema_lists_bulk_replay_and_jobs(client):
     paths = client.get("/api/schema/?format=json").json()["paths"]
     assert "post" in paths["/api/v1/runs/replay/"]
     assert "get" in paths["/api/v1/jobs/{id}"]
+
+
+def test_a_jobs_status_url_follows_the_prefix_the_service_is_mounted_under(key_client, flow):
+    from django.test.utils import override_script_prefix
+
+    _failed_runs(flow, 1)
+    with override_script_prefix("/langrun/"):
+        job = key_client.post("/api/v1/runs/replay", {"status": "failed"}, format="json").json()
+    assert job["status_url"] == f"http://testserver/langrun/api/v1/jobs/{job['id']}"

@@ -194,3 +194,11 @@ def test_the_largest_max_concurrent_runs_is_kept(key_client, flow):
     assert response.status_code == 200 and response.json()["max_concurrent_runs"] == 2**31 - 1
     flow.refresh_from_db()
     assert flow.max_concurrent_runs == 2**31 - 1
+
+
+def test_the_webhook_url_follows_the_prefix_the_service_is_mounted_under(key_client, flow):
+    from django.test.utils import override_script_prefix
+
+    with override_script_prefix("/langrun/"):  # what Django's WSGI handler sets from SCRIPT_NAME
+        shown = key_client.get(f"/api/v1/flows/{flow.id}").json()
+    assert shown["webhook_url"] == "http://testserver/langrun/api/v1/webhook/greet"

@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from rest_framework import serializers
 
+from langrun.routers import route_url
 from langrun.serializers import StrictCharField
 from webhooks.alerts.models import Delivery, Subscription
 
@@ -38,9 +39,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at", "deliveries_url"]
 
     def get_deliveries_url(self, sub) -> str:
-        request = self.context.get("request")
-        path = f"/api/v1/deliveries?subscription={sub.pk}"
-        return request.build_absolute_uri(path) if request is not None else path
+        return route_url(self.context.get("request"), "delivery-list", query=f"subscription={sub.pk}")
 
     def validate_email(self, value: str) -> str:
         if value:

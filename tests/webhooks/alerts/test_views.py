@@ -144,3 +144,11 @@ def test_a_malformed_email_is_a_422_and_forms_are_not_taken(key_client):
     assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "email"]
     form = key_client.post("/api/v1/subscriptions", {"email": "ops@example.com", "events": "run.failed", "flow": ""})
     assert form.status_code == 415
+
+
+def test_the_deliveries_url_follows_the_prefix_the_service_is_mounted_under(key_client, local_allowed):
+    from django.test.utils import override_script_prefix
+
+    with override_script_prefix("/langrun/"):
+        body = _create(key_client).json()
+    assert body["deliveries_url"] == f"http://testserver/langrun/api/v1/deliveries?subscription={body['id']}"
