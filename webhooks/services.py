@@ -105,7 +105,7 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
         webhook_method_check(flow=flow, method=request.method)
         # Checked once the caller is known: the guard resolves the host, which an anonymous request must not make us do.
         callback_url = webhook_callback_parse(raw=query_value(query, "callback_url"))
-        webhook_idempotency_key(headers=meta, flow=flow)  # a malformed key is a 422 before the request counts against a limit
+        sender_key = webhook_idempotency_key(headers=meta, flow=flow)  # a malformed one is a 422 before the request counts
         if not counted:
             webhook_rate_limit_check(flow=flow, key_id=target.credential_id)
             counted.append(True)
@@ -125,8 +125,7 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
             payload=payload,
             body=text,
             content_type=content_type,
-            idempotency_key=webhook_dedupe_value(flow=flow, record=record, payload=payload)
-            or webhook_idempotency_key(headers=meta, flow=flow),
+            idempotency_key=webhook_dedupe_value(flow=flow, record=record, payload=payload) or sender_key,
             version=target.version,
             only_if=target.only_if,
             request=record,
