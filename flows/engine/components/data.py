@@ -94,6 +94,12 @@ def _search(query: str, data: Any, context: Any) -> Any:
         raise NodeError(f"JMESPath query {query!r} failed: {exc}") from exc
 
 
+def search_bounded(parsed: Any, data: Any, *, limit: int | None, deadline: float | None) -> Any:
+    """A compiled JMESPath expression (`jmespath.compile`'s result) applied to `data` under the bounds of a run's
+    Extract: NodeError as soon as a value it builds passes `limit` bytes, or at `deadline` (time.monotonic())."""
+    return _BoundedInterpreter(limit=limit, deadline=deadline).visit(parsed.parsed, data)
+
+
 class _BoundedFunctions(jmespath.functions.Functions):
     def __init__(self, limit: int | None):
         self.limit = limit
