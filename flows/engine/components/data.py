@@ -201,12 +201,18 @@ class Extract(Component):
 OPERATORS = ("equals", "not_equals", "contains", "starts_with", "ends_with", "matches", "gt", "lt", "ge", "le", "is_empty", "is_not_empty")
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any) -> int | float | None:
+    """A number as it is, numeric text as an int (else a float); Python compares ints and floats exactly, so an
+    integer past a float's range (a JSON number may have hundreds of digits) is compared, never converted."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return value
     if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
         try:
             return float(value.strip())
         except ValueError:
