@@ -28,7 +28,7 @@ from flows.serializers import (
     TaskStatusSerializer,
     VariableSerializer,
 )
-from flows.services.flows import flow_create, flow_update
+from flows.services.flows import flow_create, flow_delete, flow_update
 from flows.services.imports import flow_export, flow_import
 from flows.services.monitor import flow_vertex_builds
 from flows.services.pause import flow_pause, flow_resume
@@ -76,6 +76,9 @@ class FlowViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer):
         with flow_errors_as_422():
             serializer.instance = flow_update(flow=serializer.instance, author=self.request.user, **serializer.validated_data)
+
+    def perform_destroy(self, instance):
+        flow_delete(flow=instance)
 
     @extend_schema(
         summary="Pause a flow",
