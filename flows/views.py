@@ -1,5 +1,4 @@
 import functools
-import json
 import uuid
 from contextlib import contextmanager
 
@@ -36,7 +35,7 @@ from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.variables import variable_create, variable_update
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
-from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser
+from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_document_loads
 from langrun.schema import error, validation_error
 
 
@@ -270,7 +269,7 @@ class FlowUploadView(generics.GenericAPIView):
             if upload.size > settings.LANGRUN_MAX_IMPORT_BYTES:  # read whole below, so refused before reading
                 raise PayloadTooLarge(f"The file is larger than {settings.LANGRUN_MAX_IMPORT_BYTES} bytes (LANGRUN_MAX_IMPORT_BYTES).")
             try:
-                document = json.loads(upload.read().decode("utf-8"))
+                document = json_document_loads(upload.read().decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 raise RequestValidationError.single(["body", "file"], f"The file is not JSON: {exc}", "json_invalid") from exc
         else:

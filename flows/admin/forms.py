@@ -21,7 +21,7 @@ from flows.services.webhook_settings import (
     webhook_response_parse,
     webhook_verification_parse,
 )
-from langrun.parsers import NON_FINITE_MESSAGE, json_unstorable, too_deep_problem
+from langrun.parsers import NON_FINITE_MESSAGE, json_document_loads, json_unstorable, too_deep_problem
 
 
 class StorableJSONField(forms.JSONField):
@@ -257,7 +257,7 @@ class FlowImportForm(forms.Form):
         if upload.size > settings.LANGRUN_MAX_IMPORT_BYTES:
             raise forms.ValidationError(f"The file is larger than {settings.LANGRUN_MAX_IMPORT_BYTES} bytes.")
         try:
-            document = json.loads(upload.read().decode("utf-8-sig"))
+            document = json_document_loads(upload.read().decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise forms.ValidationError(f"The file is not JSON: {exc}") from exc
         if not isinstance(document, dict) or not document:

@@ -409,6 +409,13 @@ def upload(name: str, content: bytes | None = None) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, (FIXTURES / name).read_bytes() if content is None else content, "application/json")
 
 
+@pytest.mark.parametrize("content", [b"[" * 5000 + b"]" * 5000, b'{"name": "x\\ud800", "data": {"nodes": [], "edges": []}}'])
+def test_importing_a_file_no_database_can_store_is_a_form_error(staff, content):
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("f.json", content)})
+    assert response.status_code == 200 and response.context["form"].errors["file"]
+    assert not Flow.objects.exists()
+
+
 def test_flow_list_links_to_the_import_page(staff):
     html = login(staff).get(reverse("admin:flows_flow_changelist")).content.decode()
     assert f'href="{reverse("admin:flows_flow_import")}"' in html and "Import Langflow flow" in html
