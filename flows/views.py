@@ -1,5 +1,4 @@
 import functools
-import json
 import uuid
 from contextlib import contextmanager
 
@@ -28,7 +27,7 @@ from flows.serializers import (
     TaskStatusSerializer,
     VariableSerializer,
 )
-from flows.services.flows import flow_create, flow_update
+from flows.services.flows import flow_create, flow_delete, flow_update
 from flows.services.imports import flow_export, flow_import
 from flows.services.monitor import flow_vertex_builds
 from flows.services.pause import flow_pause, flow_resume
@@ -36,7 +35,7 @@ from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.variables import variable_create, variable_update
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
-from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser
+from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_document_loads
 from langrun.schema import error, validation_error
 
 
@@ -76,6 +75,9 @@ class FlowViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer):
         with flow_errors_as_422():
             serializer.instance = flow_update(flow=serializer.instance, author=self.request.user, **serializer.validated_data)
+
+    def perform_destroy(self, instance):
+        flow_delete(flow=instance)
 
     @extend_schema(
         summary="Pause a flow",
@@ -267,7 +269,7 @@ class FlowUploadView(generics.GenericAPIView):
             if upload.size > settings.LANGRUN_MAX_IMPORT_BYTES:  # read whole below, so refused before reading
                 raise PayloadTooLarge(f"The file is larger than {settings.LANGRUN_MAX_IMPORT_BYTES} bytes (LANGRUN_MAX_IMPORT_BYTES).")
             try:
-                document = json.loads(upload.read().decode("utf-8"))
+                document = json_document_loads(upload.read().decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 raise RequestValidationError.single(["body", "file"], f"The file is not JSON: {exc}", "json_invalid") from exc
         else:

@@ -76,6 +76,24 @@ def _not_json(name: str) -> None:
     raise ValueError(name)
 
 
+def json_document_loads(text: str) -> Any:
+    """A JSON document read from a file (a flow export), refused as the API's parser refuses a body: ValueError, with
+    the reason, for text that is not JSON, NaN or Infinity, nesting too deep for the parser or past
+    LANGRUN_MAX_JSON_DEPTH, or what no database column can store (json_unstorable)."""
+    try:
+        value = json.loads(text, parse_constant=_non_finite_constant)
+    except RecursionError:
+        raise ValueError(too_deep_problem()[0]) from None
+    problem = json_unstorable(value)
+    if problem is not None:
+        raise ValueError(problem[0])
+    return value
+
+
+def _non_finite_constant(name: str) -> None:
+    raise ValueError(NON_FINITE_MESSAGE)
+
+
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, plus: too-deep nesting, non-finite numbers, NUL and lone surrogates are a 422, not a 500."""
 

@@ -25,7 +25,7 @@ from rest_framework import exceptions, status
 
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
-from flows.services.concurrency import jmespath_compiled
+from flows.services.concurrency import jmespath_search
 from flows.services.runs import RunConditionFailed, flow_run_create
 from flows.services.variables import variables_from_headers
 from flows.services.versions import flow_version_traits
@@ -364,7 +364,7 @@ def webhook_dedupe_value(*, flow: Flow, record: dict, payload: Any) -> str | Non
     if not expression:
         return None
     try:
-        value = jmespath_compiled(expression).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+        value = jmespath_search(expression, {"headers": record["headers"], "query": record["query"], "payload": payload})
     except Exception:  # a function applied to the wrong type: this request has no key  # noqa: BLE001
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
@@ -383,7 +383,7 @@ def webhook_accepts(*, flow: Flow, record: dict, payload: Any) -> bool:
     if not flow.accept_if:
         return True
     try:
-        value = jmespath_compiled(flow.accept_if).search({"headers": record["headers"], "query": record["query"], "payload": payload})
+        value = jmespath_search(flow.accept_if, {"headers": record["headers"], "query": record["query"], "payload": payload})
     except Exception:  # noqa: BLE001
         return False
     return value not in (None, False, "", [], {})

@@ -21,9 +21,47 @@ from flows.services.webhook_settings import (
     webhook_response_parse,
     webhook_verification_parse,
 )
+from langrun.parsers import NON_FINITE_MESSAGE, json_document_loads, json_unstorable, too_deep_problem
 
 
-class PrettyJSONField(forms.JSONField):
+class StorableJSONField(forms.JSONField):
+    """Django's JSONField, refusing as the API's parser does what no database column can store: NaN, Infinity and
+    1e999 (Django's takes them; SQLite's JSON_VALID check then failed the save), NUL characters, unpaired surrogates,
+    nesting past LANGRUN_MAX_JSON_DEPTH, and text the parser itself cannot read (too deep for its recursion, an
+    integer past the digit limit), each a form error instead of a 500."""
+
+    def to_python(self, value):
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            converted = json.loads(value, cls=self.decoder, parse_constant=_non_finite)
+        except RecursionError:
+            raise forms.ValidationError(too_deep_problem()[0], code="invalid") from None
+        except json.JSONDecodeError:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid", params={"value": value}) from None
+        except ValueError as exc:  # NaN/Infinity, or an integer with more digits than Python converts
+            raise forms.ValidationError(str(exc) if "digits" in str(exc) else NON_FINITE_MESSAGE, code="invalid") from None
+        problem = json_unstorable(converted)
+        if problem is not None:
+            raise forms.ValidationError(problem[0], code="invalid")
+        return forms.fields.JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data, initial):
+        # What to_python refused is shown again as it was typed (a lone surrogate written out cannot even be sent).
+        try:
+            value = super().bound_data(data, initial)
+        except (RecursionError, ValueError):
+            return forms.fields.InvalidJSONInput(data)
+        if isinstance(value, forms.fields.InvalidJSONInput) or json_unstorable(value) is None:
+            return value
+        return forms.fields.InvalidJSONInput(data)
+
+
+def _non_finite(name: str):
+    raise ValueError(name)
+
+
+class PrettyJSONField(StorableJSONField):
     def prepare_value(self, value):
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
@@ -63,14 +101,14 @@ class FlowAdminForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="The senders' URL checks the webhook answers before storing anything.",
     )
-    verification = forms.JSONField(
+    verification = StorableJSONField(
         label="Verification",
         required=False,
         widget=forms.Textarea(attrs={"rows": 2, "class": "lr-json-editor", "spellcheck": "false"}),
         help_text='A preset, e.g. {"provider": "stripe"} (standard, github, stripe, slack, shopify, or token with "header" or '
         '"query"); set the flow\'s secret first (API: POST /api/v1/flows/{id}/signing-secret). Empty: Standard Webhooks or GitHub.',
     )
-    response = forms.JSONField(
+    response = StorableJSONField(
         label="Response",
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "class": "lr-json-editor", "spellcheck": "false"}),
@@ -203,7 +241,7 @@ class FlowImportForm(forms.Form):
         if upload.size > settings.LANGRUN_MAX_IMPORT_BYTES:
             raise forms.ValidationError(f"The file is larger than {settings.LANGRUN_MAX_IMPORT_BYTES} bytes.")
         try:
-            document = json.loads(upload.read().decode("utf-8-sig"))
+            document = json_document_loads(upload.read().decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise forms.ValidationError(f"The file is not JSON: {exc}") from exc
         if not isinstance(document, dict) or not document:

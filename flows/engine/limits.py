@@ -21,6 +21,17 @@ class OutputTooLarge(NodeError):
         super().__init__(f"{what} is larger than the limit of {limit} bytes (LANGRUN_MAX_OUTPUT_BYTES).")
 
 
+# The default of RunContext.max_run_output_bytes (the service sets LANGRUN_MAX_RUN_OUTPUT_BYTES).
+DEFAULT_MAX_RUN_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+class RunOutputTooLarge(NodeError):
+    """The outputs of a run's nodes together passed the run's limit (each node within its own)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"the run's outputs together are larger than the limit of {limit} bytes (LANGRUN_MAX_RUN_OUTPUT_BYTES).")
+
+
 class _Passed(Exception):
     pass
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.engine.limits import DEFAULT_MAX_OUTPUT_BYTES
+from flows.engine.limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RUN_OUTPUT_BYTES, OutputTooLarge, RunOutputTooLarge, json_size
 
 RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED = "running", "succeeded", "failed", "skipped", "cancelled"
 REDACTED = "********"
@@ -30,6 +31,27 @@ class RunContext:
     deadline: float | None = None
     # The most bytes a node's outputs may take written as JSON (LANGRUN_MAX_OUTPUT_BYTES); None for no limit.
     max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES
+    # The most bytes the outputs of all of a run's nodes may take together (LANGRUN_MAX_RUN_OUTPUT_BYTES); None for no
+    # limit. Each node within its own limit, a run of thousands of nodes could otherwise take all of a worker's memory.
+    max_run_output_bytes: int | None = DEFAULT_MAX_RUN_OUTPUT_BYTES
+    _output_bytes: int = field(default=0, init=False, repr=False, compare=False)
+    _output_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def check_outputs(self, outputs: Any) -> None:
+        """Raise OutputTooLarge for a node's outputs past `max_output_bytes`, else count them against the run's
+        `max_run_output_bytes` and raise RunOutputTooLarge once the run's outputs together pass it."""
+        node_limit, run_limit = self.max_output_bytes, self.max_run_output_bytes
+        if node_limit is None and run_limit is None:
+            return
+        size = json_size(outputs, limit=min(x for x in (node_limit, run_limit) if x is not None))
+        if node_limit is not None and size > node_limit:
+            raise OutputTooLarge(node_limit)
+        if run_limit is None:
+            return
+        with self._output_lock:
+            self._output_bytes += size
+            if self._output_bytes > run_limit:
+                raise RunOutputTooLarge(run_limit)
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline (never below a small positive floor), or None."""

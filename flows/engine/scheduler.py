@@ -19,7 +19,7 @@ from typing import Any
 
 from flows.engine.errors import NodeError, RetryableNodeError
 from flows.engine.graph import Edge, Graph, Node, resolve_variables
-from flows.engine.limits import NeedsThread, _inline_on_loop, check_output_size
+from flows.engine.limits import NeedsThread, _inline_on_loop
 from flows.engine.registry import Component, Registry
 from flows.engine.results import (
     CANCELLED,
@@ -143,7 +143,7 @@ class Execution:
                 outputs = component.run(**values)
                 if not outputs.keys() <= output_names:
                     checked_outputs(component_cls, outputs, context)  # raises, naming the undeclared outputs
-                check_output_size(outputs, limit=context.max_output_bytes)
+                context.check_outputs(outputs)
             except NeedsThread:
                 self.to_start.append((i, _THREADED, component_cls, component, values))
                 continue
@@ -330,7 +330,7 @@ def checked_outputs(component_cls: type[Component], outputs: dict[str, Any], con
     unknown = set(outputs) - {o.name for o in component_cls.outputs}
     if unknown:
         raise NodeError(f"{component_cls.name} produced undeclared outputs: {', '.join(sorted(unknown))}")
-    check_output_size(outputs, limit=context.max_output_bytes)
+    context.check_outputs(outputs)
     return outputs
 
 

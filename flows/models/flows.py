@@ -5,11 +5,28 @@ import json
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
 ENDPOINT_NAME_RE = r"^[a-zA-Z0-9_-]+$"
 ENDPOINT_NAME_UNIQUE = "flow_endpoint_name_unique_per_user"
+
+
+def endpoint_name_reads_as_id(name: str) -> bool:
+    """Whether the webhook would read `name` as a flow id: a UUID, with or without hyphens (webhooks.targets' rule)."""
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_endpoint_name_not_id(name: str) -> None:
+    if endpoint_name_reads_as_id(name):
+        raise ValidationError("An endpoint name cannot be a UUID: the webhook URL would read it as a flow id.")
+
+
 # The HTTP methods a flow's webhook may accept, in the order they are listed (and stored).
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # The senders' URL checks a flow may answer (webhooks/handshakes.py), in the order they are listed.
@@ -32,7 +49,7 @@ class Flow(models.Model):
         max_length=100,
         null=True,
         blank=True,
-        validators=[RegexValidator(ENDPOINT_NAME_RE, "Use only letters, digits, '-' and '_'.")],
+        validators=[RegexValidator(ENDPOINT_NAME_RE, "Use only letters, digits, '-' and '_'."), validate_endpoint_name_not_id],
     )
     data = models.JSONField(default=dict)
     timeout = models.PositiveIntegerField(

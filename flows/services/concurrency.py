@@ -20,9 +20,11 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -45,6 +47,24 @@ def jmespath_compiled(expression: str):
     return jmespath.compile(expression)
 
 
+# Seconds one of a flow's expressions (a key, `dedupe_key`, `accept_if`) may take on one request, in the web process.
+EXPRESSION_SECONDS = 1.0
+
+
+def jmespath_search(expression: str, data: Any) -> Any:
+    """A flow's JMESPath setting applied to one request, bounded as a run's Extract is.
+
+    The expression runs in the process that takes the request (`[@, @][]` doubles a list: forty of them would hold
+    a web process for hours and take all its memory), so it fails, like an expression given the wrong type, as soon
+    as a value it builds passes LANGRUN_MAX_OUTPUT_BYTES (its default when that is 0) or after EXPRESSION_SECONDS.
+    """
+    from flows.engine.components.data import search_bounded
+    from flows.engine.limits import DEFAULT_MAX_OUTPUT_BYTES
+
+    limit = settings.LANGRUN_MAX_OUTPUT_BYTES or DEFAULT_MAX_OUTPUT_BYTES
+    return search_bounded(jmespath_compiled(expression), data, limit=limit, deadline=time.monotonic() + EXPRESSION_SECONDS)
+
+
 def run_control_key_value(expression: str, *, request: dict | None, payload: Any) -> str:
     """The value of a key expression for one request, as stored: text as it is, anything else as compact JSON.
 
@@ -53,7 +73,7 @@ def run_control_key_value(expression: str, *, request: dict | None, payload: Any
     request = request or {}
     data = {"headers": request.get("headers") or {}, "query": request.get("query") or {}, "payload": payload}
     try:
-        value = jmespath_compiled(expression).search(data)
+        value = jmespath_search(expression, data)
     except Exception:  # a function given the wrong type: this request has no value  # noqa: BLE001
         value = None
     if value is None:

@@ -102,8 +102,9 @@ def _free_endpoint_name(*, user, wanted: Any) -> str | None:
     import re
 
     from flows.models import ENDPOINT_NAME_RE
+    from flows.models.flows import endpoint_name_reads_as_id
 
-    if not isinstance(wanted, str) or not re.match(ENDPOINT_NAME_RE, wanted):
+    if not isinstance(wanted, str) or not re.match(ENDPOINT_NAME_RE, wanted) or endpoint_name_reads_as_id(wanted):
         return None
     candidate, n = wanted[:100], 0
     while flow_endpoint_name_taken(user=user, endpoint_name=candidate):

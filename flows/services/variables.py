@@ -192,4 +192,5 @@ def flow_run_context(*, user_id, payload: Any, refs, run: FlowRun | None = None)
         secrets=frozenset(s for s in secrets if s),
         http_allowed_hosts=tuple(settings.LANGRUN_HTTP_ALLOWED_HOSTS),
         max_output_bytes=settings.LANGRUN_MAX_OUTPUT_BYTES or None,
+        max_run_output_bytes=settings.LANGRUN_MAX_RUN_OUTPUT_BYTES or None,
     )

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from django.conf import settings
 from django.db import connection
 
 from flows.models import FlowRun
@@ -15,6 +16,28 @@ from flows.services.watch import WATCH
 from langrun.waits import parked, wait_slot
 
 logger = logging.getLogger(__name__)
+
+# Runs this web process is executing itself (/run). Past LANGRUN_WEB_RUNS_PER_PROCESS a run is left to the workers,
+# where it was enqueued too: a run executing here shares the un-niced web process (its CPU, its GIL) with every
+# account's webhooks, and one account's synchronous runs of a heavy flow held other accounts' webhooks for seconds.
+_web_runs = 0
+_web_runs_lock = threading.Lock()
+
+
+def web_run_slot_take() -> bool:
+    """Take one of the process's slots for executing a run here; False when all are taken (a worker runs it)."""
+    global _web_runs
+    with _web_runs_lock:
+        if _web_runs >= settings.LANGRUN_WEB_RUNS_PER_PROCESS:
+            return False
+        _web_runs += 1
+        return True
+
+
+def web_run_slot_give() -> None:
+    global _web_runs
+    with _web_runs_lock:
+        _web_runs = max(_web_runs - 1, 0)
 
 
 def flow_run_wait(*, run_id, timeout: float) -> FlowRun:
@@ -63,6 +86,8 @@ def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
     with wait_slot(owner=str(run.user_id)) as granted:
         if not granted:
             return run
+        if not web_run_slot_take():
+            return _flow_run_awaited(run_id=run.id, timeout=timeout)  # a worker runs it
         started = time.monotonic()
         thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
         thread.start()
@@ -75,7 +100,10 @@ def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
 
 def flow_run_start_here(*, run: FlowRun) -> None:
     """Start executing a committed, queued run in a thread of this process and return at once (a stream
-    follows it in the ledger). If a worker claims it first (it was also enqueued), the thread does nothing."""
+    follows it in the ledger). If a worker claims it first (it was also enqueued), the thread does nothing; past the
+    process's LANGRUN_WEB_RUNS_PER_PROCESS, nothing starts here and a worker runs it."""
+    if not web_run_slot_take():
+        return
     threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True).start()
 
 
@@ -85,4 +113,5 @@ def _flow_run_execute_thread(*, run_id) -> None:
     except Exception:
         logger.exception("Run %s failed to execute in the request thread", run_id)
     finally:
+        web_run_slot_give()
         connection.close()  # the thread's own connection; Django only closes the request thread's

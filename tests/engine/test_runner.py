@@ -93,6 +93,37 @@ def test_a_node_output_over_the_limit_fails_its_run_and_nothing_after_it_runs():
     ]
 
 
+def _fan_out(n: int) -> dict:
+    nodes = [{"id": "in", "type": "Webhook"}] + [
+        {"id": f"t{i}", "type": "Template", "params": {"template": "{pad}{pad}"}} for i in range(n)
+    ]
+    return {"nodes": nodes, "edges": [{"source": "in", "target": f"t{i}", "target_input": "data"} for i in range(n)]}
+
+
+def test_the_outputs_of_a_whole_run_are_bounded_too():
+    # Each node within its own limit, a run of many nodes was not: 150 Templates of a 1 MB payload (a 12 kB flow)
+    # took a worker to 1 GB, 8,000 would take tens of GB, and an OOM kill fails every run in that worker.
+    graph = parse_graph(_fan_out(10))
+    payload = {"pad": "x" * 100}
+    ok = run_graph(graph, context=RunContext(payload=payload, max_output_bytes=1000, max_run_output_bytes=10_000))
+    assert ok.status == "succeeded"
+    failed = run_graph(graph, context=RunContext(payload=payload, max_output_bytes=1000, max_run_output_bytes=2_000))
+    assert failed.status == "failed" and not failed.timed_out
+    assert "the run's outputs together are larger than the limit of 2000 bytes (LANGRUN_MAX_RUN_OUTPUT_BYTES)" in failed.error
+    assert sum(n.status == "succeeded" for n in failed.nodes) < 10
+    unbounded = run_graph(graph, context=RunContext(payload=payload, max_output_bytes=1000, max_run_output_bytes=None))
+    assert unbounded.status == "succeeded"
+
+
+def test_a_threaded_node_counts_against_the_runs_outputs_too(monkeypatch):
+    from flows.engine.components.core import Template
+
+    monkeypatch.setattr(Template, "quick", False)  # runs in a thread, its outputs checked there
+    graph = parse_graph(_fan_out(10))
+    failed = run_graph(graph, context=RunContext(payload={"pad": "x" * 100}, max_output_bytes=1000, max_run_output_bytes=2_000))
+    assert failed.status == "failed" and "LANGRUN_MAX_RUN_OUTPUT_BYTES" in failed.error
+
+
 def test_output_limit_measures_shared_structures_without_building_them(monkeypatch):
     from flows.engine.components.data import Text
 

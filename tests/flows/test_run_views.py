@@ -186,6 +186,27 @@ def test_timeout_answers_202_and_the_run_finishes_on_its_own(run_client, make_fl
         registry._components.pop("TestGate", None)
 
 
+def test_past_the_runs_a_web_process_executes_a_run_is_left_to_the_workers(run_client, flow, settings):
+    # Each run of /run executed in the web process, un-niced: 40 synchronous runs of a flow of hostile regular
+    # expressions (one account) held another account's webhooks up to 8.6 s, 60 streams 19.7 s.
+    from flows.services import waits
+
+    settings.LANGRUN_SYNC_RUN_TIMEOUT = 0.3
+    settings.LANGRUN_WEB_RUNS_PER_PROCESS = 1
+    assert waits.web_run_slot_take()  # another run executes in this process
+    try:
+        response = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "Ada"}'}, format="json")
+        assert response.status_code == 202
+        assert FlowRun.objects.get(pk=response.json()["run_id"]).status == "queued"  # enqueued: a worker runs it
+        streamed = run_client.post("/api/v1/run/greet?stream=true", {"input_value": '{"name": "Ada"}'}, format="json")
+        assert streamed.status_code == 200
+        assert FlowRun.objects.filter(status="queued").count() == 2  # not started here either
+    finally:
+        waits.web_run_slot_give()
+    response = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "Ada"}'}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+
+
 def test_a_caller_past_its_share_of_waits_gets_the_202_at_once(run_client, flow, user, settings):
     from langrun.waits import wait_slot
 

@@ -61,6 +61,24 @@ def test_missing_fields_and_bad_endpoint_name_are_422(key_client):
     assert ("body", "endpoint_name") in locs
 
 
+@pytest.mark.parametrize("name", ["0123456789abcdef0123456789abcdef", "01234567-89ab-cdef-0123-456789ABCDEF"])
+def test_an_endpoint_name_the_webhook_would_read_as_a_flow_id_is_422(key_client, flow, name):
+    # The webhook reads a UUID (hyphens or not) as a flow id: a flow with such a name got a webhook_url that was a 404.
+    response = create(key_client, endpoint_name=name)
+    assert response.status_code == 422, response.content
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "endpoint_name"]]
+    assert key_client.patch(f"/api/v1/flows/{flow.id}", {"endpoint_name": name}, format="json").status_code == 422
+    assert create(key_client, endpoint_name="0123456789abcdef0123456789abcde").status_code == 201  # one short of a UUID
+
+
+def test_an_imported_endpoint_name_that_reads_as_a_flow_id_is_dropped(key_client):
+    document = {"name": "Imported", "endpoint_name": "0123456789abcdef0123456789abcdef", "data": GREETING_FLOW}
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code in (201, 422), response.content
+    if response.status_code == 201:
+        assert response.json()[0]["endpoint_name"] != "0123456789abcdef0123456789abcdef"
+
+
 def test_endpoint_name_clash_is_422_not_500(key_client, flow):
     response = create(key_client, endpoint_name=flow.endpoint_name)
     assert response.status_code == 422

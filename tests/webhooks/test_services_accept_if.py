@@ -88,3 +88,11 @@ def test_a_condition_changed_in_another_process_decides_at_once(key_client, flow
     response = post(key_client, flow.endpoint_name, HTTP_X_GITHUB_EVENT="ping")
     assert response.status_code == 200 and response.json()["status"] == "filtered", response.content
     assert FlowRun.objects.get(pk=response.json()["run_id"]).status == "filtered"
+
+
+def test_a_condition_that_grows_without_bound_filters_the_request_at_the_limit(key_client, flow, settings):
+    # `[@, @][]` doubles a list: 40 steps would hold a web process for hours and take all its memory.
+    settings.LANGRUN_MAX_OUTPUT_BYTES = 64 * 1024
+    flow_update(flow=flow, accept_if="length(payload.a" + " | [@, @][]" * 40 + ") > `0`")
+    response = post(key_client, flow.endpoint_name, b'{"a": [1]}')
+    assert response.status_code == 200 and response.json()["status"] == "filtered"

@@ -87,3 +87,12 @@ def test_dedupe_key_travels_in_the_export(key_client, flow):
     bad = {**exported, "dedupe_key": "payload.["}
     response = key_client.post("/api/v1/flows/upload/", bad, format="json")
     assert response.status_code == 422 and "dedupe_key" in response.json()["detail"][0]["loc"]
+
+
+def test_a_key_expression_that_grows_without_bound_gives_no_key_at_the_limit(key_client, flow, settings):
+    # `[@, @][]` doubles a list: 40 steps would hold a web process for hours and take all its memory.
+    settings.LANGRUN_MAX_OUTPUT_BYTES = 64 * 1024
+    flow_update(flow=flow, dedupe_key="length(payload.a" + " | [@, @][]" * 40 + ")")
+    a, b = post(key_client, flow.endpoint_name, b'{"a": [1]}'), post(key_client, flow.endpoint_name, b'{"a": [1]}')
+    assert a.status_code == b.status_code == 202
+    assert a.json()["run_id"] != b.json()["run_id"]  # no value: not deduplicated

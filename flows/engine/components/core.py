@@ -82,7 +82,10 @@ def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None
     """Every way `payload` breaks `schema`, as `(path in the payload, message, failing keyword)`, in path order.
 
     The schema's regular expressions (`pattern`, `patternProperties`) share REGEX_TIMEOUT seconds (less when
-    the run `context` has less time left); one still matching then is a violation that says so.
+    the run `context` has less time left); one still matching then is a violation that says so. The whole check
+    takes at most SCHEMA_TIMEOUT seconds (a schema whose branches each descend again, `anyOf` of two `$ref`s to
+    itself, tries 2**depth ways): a check still running then is the one violation `timeout` (the webhook checks
+    in the web process, where other requests wait for it). `uniqueItems` is checked in linear time.
     """
     import jsonschema
     from referencing import Registry
@@ -96,6 +99,8 @@ def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None
         cls = _bounded_validator(jsonschema.validators.validator_for(schema))
         validator = cls(schema, format_checker=jsonschema.FormatChecker(), registry=Registry())
         errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    except _SchemaCheckTooLong:
+        return [([], f"Checking the payload against the Webhook's schema took longer than {budget.check_seconds:.2g} s.", "timeout")]
     except Unresolvable as exc:  # a schema stored before references were checked when a flow is saved
         return [([], f"The Webhook's schema has a $ref that cannot be resolved: {str(exc)[:200]}", "$ref")]
     finally:
@@ -137,13 +142,27 @@ def _schema_references(schema: Any) -> list[str]:
     return found
 
 
+# Seconds a whole payload check may take (less when the run has less time left); its regexes share REGEX_TIMEOUT.
+SCHEMA_TIMEOUT = 5.0
+
+
+class _SchemaCheckTooLong(Exception):
+    pass
+
+
 class _RegexBudget:
-    """The time a payload check's regular expressions may take together."""
+    """The time a payload check's regular expressions may take together, and the check as a whole."""
 
     def __init__(self, context: Any):
         remaining = context.remaining() if context is not None and hasattr(context, "remaining") else None
         self.seconds = REGEX_TIMEOUT if remaining is None else min(REGEX_TIMEOUT, remaining)
         self.deadline = time.monotonic() + self.seconds
+        self.check_seconds = SCHEMA_TIMEOUT if remaining is None else min(SCHEMA_TIMEOUT, remaining)
+        self.check_deadline = time.monotonic() + self.check_seconds
+
+    def check(self) -> None:
+        if time.monotonic() >= self.check_deadline:
+            raise _SchemaCheckTooLong
 
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.001)
@@ -208,13 +227,51 @@ def _bounded_validator(cls):
             schema = {**schema, "patternProperties": {}, "properties": {**declared, **matched}}
         yield from original_additional(validator, additional, instance, schema)
 
+    def unique_items(validator, unique, instance, schema):
+        # jsonschema compares unhashable items (objects, lists) pairwise: a 1 MiB array of small objects took hours.
+        if unique and validator.is_type(instance, "array"):
+            seen = set()
+            for item in instance:
+                key = _json_equality_key(item)
+                if key in seen:
+                    yield jsonschema.ValidationError(f"{instance!r} has non-unique elements")
+                    return
+                seen.add(key)
+
     keywords = {"pattern": pattern}
     if "patternProperties" in cls.VALIDATORS:
         keywords["patternProperties"] = pattern_properties
     original_additional = cls.VALIDATORS.get("additionalProperties")
     if original_additional is not None:
         keywords["additionalProperties"] = additional_properties
+    if "uniqueItems" in cls.VALIDATORS:
+        keywords["uniqueItems"] = unique_items
+    # Every keyword first looks at the clock: a check past its time stops wherever it is.
+    keywords = {name: _timed(function) for name, function in {**cls.VALIDATORS, **keywords}.items()}
     return jsonschema.validators.extend(cls, keywords)
+
+
+def _timed(function):
+    def keyword(validator, value, instance, schema):
+        _regex_budget.get().check()
+        return function(validator, value, instance, schema)
+
+    return keyword
+
+
+def _json_equality_key(value: Any) -> Any:
+    """A hashable key equal for two JSON values exactly when JSON Schema's equality holds (1 == 1.0, true != 1)."""
+    if isinstance(value, bool) or value is None:
+        return ("c", value)
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, int | float):
+        return ("n", value)
+    if isinstance(value, dict):
+        return ("o", frozenset((name, _json_equality_key(member)) for name, member in value.items()))
+    if isinstance(value, list | tuple):
+        return ("a", tuple(_json_equality_key(member) for member in value))
+    return ("x", repr(value))
 
 
 # `{name}`, `{customer.name}`, `{items.0}`; format specs are short and widths bounded.

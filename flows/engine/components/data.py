@@ -94,6 +94,12 @@ def _search(query: str, data: Any, context: Any) -> Any:
         raise NodeError(f"JMESPath query {query!r} failed: {exc}") from exc
 
 
+def search_bounded(parsed: Any, data: Any, *, limit: int | None, deadline: float | None) -> Any:
+    """A compiled JMESPath expression (`jmespath.compile`'s result) applied to `data` under the bounds of a run's
+    Extract: NodeError as soon as a value it builds passes `limit` bytes, or at `deadline` (time.monotonic())."""
+    return _BoundedInterpreter(limit=limit, deadline=deadline).visit(parsed.parsed, data)
+
+
 class _BoundedFunctions(jmespath.functions.Functions):
     def __init__(self, limit: int | None):
         self.limit = limit
@@ -195,12 +201,18 @@ class Extract(Component):
 OPERATORS = ("equals", "not_equals", "contains", "starts_with", "ends_with", "matches", "gt", "lt", "ge", "le", "is_empty", "is_not_empty")
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any) -> int | float | None:
+    """A number as it is, numeric text as an int (else a float); Python compares ints and floats exactly, so an
+    integer past a float's range (a JSON number may have hundreds of digits) is compared, never converted."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return value
     if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
         try:
             return float(value.strip())
         except ValueError:

@@ -1,6 +1,5 @@
 """`manage.py import_flow FILE --user NAME`: create flows from a Langflow (or langrun) export file."""
 
-import json
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -8,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from flows.engine import GraphValidationError
 from flows.services.imports import flow_import
+from langrun.parsers import json_document_loads
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         if owner is None:
             raise CommandError(f"No user named {user!r}.")
         try:
-            document = json.loads(Path(file).read_text(encoding="utf-8"))
+            document = json_document_loads(Path(file).read_text(encoding="utf-8"))
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}") from exc
         except ValueError as exc:

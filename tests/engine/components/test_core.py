@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -116,3 +117,42 @@ def test_webhook_schema_additional_properties_match_their_patterns_within_a_time
     assert payload_schema_violations(schema, {"aa": 1}) == []
     [(path, msg, keyword)] = payload_schema_violations(schema, {"aa": 1, "b": 2})
     assert keyword == "additionalProperties" and "'b'" in msg
+
+
+def test_webhook_schema_unique_items_is_checked_in_linear_time():
+    # jsonschema compares unhashable items pairwise: 80,000 objects (a 1 MiB body) held a web process for hours.
+    items = [{"a": i} for i in range(20_000)]
+    started = time.monotonic()
+    assert payload_schema_violations({"type": "array", "uniqueItems": True}, items) == []
+    assert time.monotonic() - started < 3
+    [(path, msg, keyword)] = payload_schema_violations({"uniqueItems": True}, [*items, {"a": 7}])
+    assert path == [] and keyword == "uniqueItems" and "non-unique" in msg
+
+
+@pytest.mark.parametrize(
+    "items, unique",
+    [
+        ([1, 1.0], False),
+        ([1, True], True),
+        ([0, False], True),
+        ([[1, {"a": [True]}], [1, {"a": [True]}]], False),
+        ([{"a": 1, "b": 2}, {"b": 2, "a": 1}], False),
+        ([{"a": 1}, {"a": 1, "b": None}], True),
+        (["1", 1, None, [], {}], True),
+        ([[1, 2], [2, 1]], True),
+    ],
+)
+def test_webhook_schema_unique_items_compares_as_json_schema_does(items, unique):
+    assert (payload_schema_violations({"uniqueItems": True}, items) == []) is unique
+
+
+def test_webhook_schema_check_stops_at_its_time_limit(monkeypatch):
+    # Each level tries both branches, both fail: 2**depth descents (depth 30: years of a web process).
+    schema = {"$defs": {"n": {"type": "array", "items": {"anyOf": [{"$ref": "#/$defs/n"}, {"$ref": "#/$defs/n"}]}}}, "$ref": "#/$defs/n"}
+    from flows.engine.components import core
+
+    monkeypatch.setattr(core, "SCHEMA_TIMEOUT", 0.5)
+    started = time.monotonic()
+    [(path, msg, keyword)] = payload_schema_violations(schema, json.loads("[" * 30 + '"x"' + "]" * 30))
+    assert time.monotonic() - started < 3
+    assert path == [] and "took longer than" in msg and keyword == "timeout"

@@ -130,6 +130,22 @@ def test_condition_path_selects_what_is_compared_and_passes_the_whole_input():
     assert component("Condition", data=data, path="status", operator="equals", value="paid") == {"true": data}
 
 
+@pytest.mark.parametrize(
+    "subject, operator, value, expected",
+    [
+        (10**400, "gt", 5, True),  # a JSON integer past a float's range: compared exactly, not an OverflowError
+        (-(10**400), "lt", 1.5e308, True),
+        (10**400 + 1, "gt", 10**400, True),
+        (2**53 + 1, "gt", 2**53, True),  # equal as floats
+        ("9" * 400, "gt", 5, True),
+        (10**400, "le", "1e999", True),  # numeric text past a float's range is infinite
+    ],
+)
+def test_condition_compares_numbers_of_any_size(subject, operator, value, expected):
+    result = component("Condition", data=subject, operator=operator, value=value)
+    assert result == ({"true": subject} if expected else {"false": subject})
+
+
 def test_condition_numeric_comparison_of_text_fails_clearly():
     with pytest.raises(NodeError, match="compares numbers"):
         component("Condition", data="abc", operator="gt", value=1)

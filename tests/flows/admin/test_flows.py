@@ -319,6 +319,29 @@ def test_run_now_with_bad_json_shows_error_and_creates_nothing(staff, make_flow,
     assert not FlowRun.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ('{"name": NaN}', "finite"),
+        ('{"name": Infinity}', "finite"),
+        ('{"name": 1e999}', "finite"),
+        ('{"name": "\\u0000"}', "\\u0000"),
+        ('{"name": "\\ud800"}', "surrogate"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("[" * 150 + "]" * 150, "nested too deeply"),
+        ('{"n": ' + "9" * 5000 + "}", "digits"),
+    ],
+)
+def test_run_now_with_json_no_database_can_store_shows_error_and_creates_nothing(staff, make_flow, payload, message):
+    # Django's JSONField takes NaN and Infinity, and lets RecursionError and the int digit limit's ValueError through:
+    # each was a 500 (SQLite's JSON_VALID check, or the parser), where the API answers a 422.
+    flow = make_flow(staff)
+    response = login(staff).post(reverse("admin:flows_flow_run", args=[flow.pk]), {"payload": payload})
+    assert response.status_code == 200
+    assert message in " ".join(response.context["form"].errors["payload"])
+    assert not FlowRun.objects.exists()
+
+
 def test_run_now_accepts_empty_object_and_null(staff, make_flow):
     flow = make_flow(staff)
     c = login(staff)
@@ -384,6 +407,13 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 def upload(name: str, content: bytes | None = None) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, (FIXTURES / name).read_bytes() if content is None else content, "application/json")
+
+
+@pytest.mark.parametrize("content", [b"[" * 5000 + b"]" * 5000, b'{"name": "x\\ud800", "data": {"nodes": [], "edges": []}}'])
+def test_importing_a_file_no_database_can_store_is_a_form_error(staff, content):
+    response = login(staff).post(reverse("admin:flows_flow_import"), {"file": upload("f.json", content)})
+    assert response.status_code == 200 and response.context["form"].errors["file"]
+    assert not Flow.objects.exists()
 
 
 def test_flow_list_links_to_the_import_page(staff):

@@ -40,6 +40,17 @@ def test_a_bad_cron_is_a_form_error(staff, make_flow):
     assert not FlowSchedule.objects.exists()
 
 
+def test_a_payload_no_database_can_store_is_a_form_error(staff, make_flow):
+    # NaN passed Django's JSONField and failed SQLite's JSON_VALID check on save: a 500.
+    flow = make_flow(staff, endpoint_name="greet")
+    for payload in ('{"a": NaN}', '{"a": 1e999}', "[" * 5000 + "]" * 5000):
+        response = login(staff).post(
+            reverse("admin:flows_flowschedule_add"), {"flow": str(flow.pk), "cron": "0 9 * * *", "interval_minutes": "", "payload": payload}
+        )
+        assert response.status_code == 200 and response.context["adminform"].form.errors["payload"]
+    assert not FlowSchedule.objects.exists()
+
+
 def test_a_cron_that_never_fires_is_a_form_error(staff, make_flow):
     flow = make_flow(staff, endpoint_name="greet")
     c = login(staff)

@@ -295,3 +295,19 @@ def test_the_largest_limits_do_not_break_the_batch_claim(flow, make_flow, user, 
     limited, free = _run(flow, "a"), _run(other, "a")
     executed = flow_runs_execute(run_ids=[limited.id, free.id])
     assert sorted(str(r.id) for r in executed) == sorted([str(limited.id), str(free.id)])
+
+
+# `[@, @][]` doubles a list: 40 steps would be 2**40 items, hours of a web process's CPU and all its memory.
+DOUBLING = "length(payload.a" + " | [@, @][]" * 40 + ")"
+
+
+def test_a_key_expression_that_grows_without_bound_stops_at_the_limit_and_gives_no_value(settings):
+    settings.LANGRUN_MAX_OUTPUT_BYTES = 64 * 1024
+    started = time.monotonic()
+    assert run_control_key_value(DOUBLING, request=None, payload={"a": [1]}) == ""
+    assert time.monotonic() - started < 5
+
+
+def test_a_slow_key_expression_stops_at_its_time_limit(monkeypatch):
+    monkeypatch.setattr(concurrency, "EXPRESSION_SECONDS", 0.0)
+    assert run_control_key_value("payload.k", request=None, payload={"k": "x"}) == ""

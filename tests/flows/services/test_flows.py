@@ -35,3 +35,49 @@ def test_update_checks_variables_against_the_new_owner(user, make_user, make_flo
     flow_update(flow=flow, user=other, data=data)  # the new owner has
     flow.refresh_from_db()
     assert (flow.user, flow.data) == (other, data)
+
+
+def _run_deletes(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].startswith("DELETE") and '"flows_flowrun"' in q["sql"].split("WHERE")[0]]
+
+
+def test_deleting_a_flow_deletes_its_runs_in_short_transactions(flow, settings):
+    # One transaction for all of a busy flow's runs held SQLite's only write lock for seconds (16,000 runs: 9.6 s),
+    # and every user's webhooks waited on it.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from flows.models import Flow, FlowRun, NodeResult
+    from flows.services.execution import flow_run_execute
+    from flows.services.flows import flow_delete
+    from flows.services.runs import flow_run_create
+
+    settings.LANGRUN_PRUNE_BATCH = 2
+    for _ in range(5):
+        flow_run_execute(run_id=flow_run_create(flow=flow, user=flow.user, trigger="api", payload={"name": "Ada"}).id)
+    assert NodeResult.objects.filter(run__flow=flow).exists()
+    with CaptureQueriesContext(connection) as queries:
+        flow_delete(flow=flow)
+    assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and not NodeResult.objects.exists()
+    assert len(_run_deletes(queries.captured_queries)) >= 3
+
+
+def test_the_api_deletes_a_flow_through_the_service(key_client, flow, monkeypatch):
+    import flows.views
+
+    deleted = []
+    monkeypatch.setattr(flows.views, "flow_delete", lambda *, flow: deleted.append(flow.pk) or flow.delete())
+    assert key_client.delete(f"/api/v1/flows/{flow.id}").status_code == 204
+    assert deleted == [flow.pk]
+
+
+def test_the_admin_deletes_a_flows_runs_in_short_transactions_before_the_flow(admin_client, flow, monkeypatch):
+    import flows.admin.flows
+
+    batched = []
+    monkeypatch.setattr(flows.admin.flows, "flow_runs_delete", lambda *, flow: batched.append(flow.pk))
+    response = admin_client.post(f"/admin/flows/flow/{flow.id}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and batched == [flow.pk]
+    from flows.models import Flow
+
+    assert not Flow.objects.filter(pk=flow.pk).exists()

@@ -325,3 +325,29 @@ def test_upload_file_over_the_import_limit_is_413_and_imports_nothing(key_client
 
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"name": "x\\ud800", "data": {"nodes": [], "edges": []}}', "surrogate"),
+        (b'{"name": "x\\u0000", "data": {"nodes": [], "edges": []}}', "\\u0000"),
+        (
+            b'{"name": "x", "data": {"nodes": [{"id": "h", "type": "Webhook", "params": {"schema": {"maximum": 1e999}}}], "edges": []}}',
+            "finite",
+        ),
+        (b'{"name": "x", "n": NaN, "data": {"nodes": [], "edges": []}}', "finite"),
+    ],
+)
+def test_an_uploaded_file_no_database_can_store_is_422_and_saves_nothing(key_client, content, message):
+    # The file was parsed by json.loads alone: deep nesting, a lone surrogate or 1e999 were a 500, a NUL was stored.
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = key_client.post(
+        "/api/v1/flows/upload/", {"file": SimpleUploadedFile("f.json", content, "application/json")}, format="multipart"
+    )
+    assert response.status_code == 422, response.content
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "file"] and message in error["msg"]
+    assert not Flow.objects.exists()
