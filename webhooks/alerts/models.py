@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -47,6 +48,11 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url or self.email} ({', '.join(self.events)})"
+
+    def clean(self):
+        # The admin lets a superuser choose both; the API offers only the caller's own flows.
+        if self.flow_id is not None and self.user_id is not None and self.flow.user_id != self.user_id:
+            raise ValidationError({"flow": "A subscription's flow must be one of its user's flows."})
 
 
 class CallbackSecret(models.Model):

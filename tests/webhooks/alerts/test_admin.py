@@ -62,3 +62,14 @@ def test_the_rotate_action_shows_the_new_secret_once(staff, local_allowed):
     answer = login(staff).post("/admin/webhooks/subscription/", {"action": "rotate_secret", "_selected_action": [sub.pk]}, follow=True)
     sub.refresh_from_db()
     assert sub.secret in answer.content.decode()
+
+
+def test_a_subscription_to_another_users_flow_is_a_form_error(superuser, other, make_flow, local_allowed):
+    # A superuser chooses both: the subscription's user must own its flow (else that user sees another's flow id).
+    alices = make_flow(superuser)
+    answer = login(superuser).post(
+        "/admin/webhooks/subscription/add/",
+        {"user": other.pk, "flow": alices.pk, "url": URL, "events": ["run.failed"], "is_active": "on"},
+    )
+    assert answer.status_code == 200 and "one of its user" in answer.content.decode()
+    assert not Subscription.objects.exists()
