@@ -107,13 +107,13 @@ def prune() -> dict:
 
 
 def release_held_runs(flow_id: str, resumed_at: str) -> int:
-    """The rest of a resumed flow's held runs, after the first batch its resume rang (flows/services/pause.py)."""
+    """The next page of a resumed flow's held runs (flows/services/pause.py); it rings for the page after itself."""
     from datetime import datetime
 
-    from flows.services.pause import flow_runs_release
+    from flows.services.pause import flow_runs_release_page
 
     with log_context(flow_id=flow_id):
-        return flow_runs_release(flow_id=flow_id, resumed_at=datetime.fromisoformat(resumed_at))
+        return flow_runs_release_page(flow_id=flow_id, resumed_at=datetime.fromisoformat(resumed_at))
 
 
 def replay_job_step(job_id: str) -> str:

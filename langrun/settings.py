@@ -194,7 +194,8 @@ LANGRUN_MAX_JSON_DEPTH = env.int("LANGRUN_MAX_JSON_DEPTH", default=100)
 LANGRUN_MAX_IMPORT_BYTES = env.int("LANGRUN_MAX_IMPORT_BYTES", default=10 * 1024 * 1024)
 # Queued runs whose last enqueue is older than this are enqueued again by the sweep.
 LANGRUN_REQUEUE_AFTER = env.int("LANGRUN_REQUEUE_AFTER", default=60)
-# Resuming a paused flow rings for this many held runs in the request; a background task rings the rest, page by page.
+# Resuming a paused flow rings for this many held runs in the request; a background task rings the rest, a page each
+# time its turn in the queue comes (behind the page before: other accounts' runs wait behind a page, not the backlog).
 LANGRUN_RELEASE_BATCH = env.int("LANGRUN_RELEASE_BATCH", default=500)
 # Bulk replay (flows/services/replays.py): replays created per transaction, at most this many per second, by a
 # background task working in slices of this many seconds (each rings for the next; keep it under LANGRUN_RUN_TIMEOUT).

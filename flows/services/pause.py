@@ -36,35 +36,45 @@ def flow_pause(*, flow: Flow) -> Flow:
 def flow_resume(*, flow: Flow) -> int:
     """Let workers claim the flow's runs again, and ring for the held ones in the order they were received.
 
-    Returns how many were rung here; a backlog longer than LANGRUN_RELEASE_BATCH is released by a
-    background task after the first batch, so the request stays short.
+    Returns how many were rung here: the first page of them (flow_runs_release_page), so the request stays short.
     """
     if not Flow.objects.filter(pk=flow.pk, paused_at__isnull=False).update(paused_at=None):
         flow.paused_at = None
         return 0
     flow.paused_at = None
-    resumed_at = timezone.now()
-    released = flow_runs_release(flow_id=flow.pk, resumed_at=resumed_at, limit=settings.LANGRUN_RELEASE_BATCH)
-    if released >= settings.LANGRUN_RELEASE_BATCH:
-        _release_rest_later(flow_id=flow.pk, resumed_at=resumed_at)
+    released = flow_runs_release_page(flow_id=flow.pk, resumed_at=timezone.now())
     logger.info("Flow resumed; %d held runs released", released, extra={"flow_id": flow.pk})
     return released
 
 
-def flow_runs_release(*, flow_id, resumed_at, limit: int | None = None) -> int:
-    """Ring for the flow's queued runs not rung since it resumed (at `resumed_at`), oldest first; returns how many.
+def flow_runs_release_page(*, flow_id, resumed_at) -> int:
+    """Ring for a page (LANGRUN_RELEASE_BATCH) of a resumed flow's held runs, oldest first; returns how many.
 
-    Each is marked rung (`enqueued_at`, conditionally) before its doorbell, so a page is never rung
+    When more may remain, the task that rings the next page is rung too, behind this page in the queue: the next
+    page goes in once workers have taken this one, so runs that other accounts' webhooks ring meanwhile wait
+    behind a page of this flow's backlog, not behind all of it.
+    """
+    released = flow_runs_release(flow_id=flow_id, resumed_at=resumed_at, limit=settings.LANGRUN_RELEASE_BATCH)
+    if released >= settings.LANGRUN_RELEASE_BATCH:
+        _release_rest_later(flow_id=flow_id, resumed_at=resumed_at)
+    return released
+
+
+def flow_runs_release(*, flow_id, resumed_at, limit: int) -> int:
+    """Ring for up to `limit` of the flow's queued runs not rung since it resumed (at `resumed_at`), oldest first;
+    returns how many.
+
+    Each is marked rung (`enqueued_at`, conditionally) before its doorbell, so a run is never rung
     twice, whether by this task, a second one, or the sweep. Runs waiting for a retry's backoff are
     left to the sweep, which rings them when their time comes.
     """
     released = 0
     page = settings.LANGRUN_RELEASE_BATCH
-    while limit is None or released < limit:
+    while released < limit:
         if Flow.objects.filter(pk=flow_id, paused_at__isnull=False).exists():
             break  # paused again meanwhile: the rest stay held
         now = timezone.now()
-        size = page if limit is None else min(page, limit - released)
+        size = min(page, limit - released)
         held = list(
             FlowRun.objects.unfinished()
             .filter(flow_id=flow_id, status=FlowRun.Status.QUEUED, enqueued_at__lt=resumed_at)

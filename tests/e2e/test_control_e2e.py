@@ -10,6 +10,7 @@ from django.utils.dateparse import parse_datetime
 
 from flows.models import FlowRun
 from flows.services.flows import flow_create
+from flows.services.runs import flow_run_create
 from langrun.models import User
 from langrun.services import api_key_create
 from tests.e2e.helpers import Service, wait_for_runs
@@ -68,6 +69,38 @@ def test_a_paused_flow_holds_100_runs_then_releases_them_in_order(service):
     in_received_order = [started[FlowRun._meta.pk.to_python(i)] for i in ids]
     out_of_turn = [(i, t) for i, (t, u) in enumerate(zip(in_received_order, in_received_order[1:], strict=False)) if t > u]
     assert not out_of_turn, (out_of_turn, service.log("cluster")[-3000:])
+
+
+def test_a_resumed_backlog_holds_another_accounts_run_behind_a_page_of_it_not_all_of_it(transactional_db, tmp_path):
+    svc = Service(tmp_path)
+    svc.env.update({"LANGRUN_WORKERS": "1", "LOG_LEVEL": "INFO", "LANGRUN_RELEASE_BATCH": "50"})
+    svc.start_web()
+    svc.start_cluster()
+    try:
+        alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
+        backlog = flow_create(user=alice, name="Backlog", endpoint_name="greet", data=GREETING_FLOW)
+        flow_create(user=bob, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+        api = f"{svc.url}/api/v1"
+        alice_key, bob_key = ({"x-api-key": api_key_create(user=u).key} for u in (alice, bob))
+        assert requests.post(f"{api}/flows/{backlog.pk}/pause", headers=alice_key, timeout=10).ok
+        held = [flow_run_create(flow=backlog, user=alice, trigger="webhook", payload={"name": f"n{i}"}).pk for i in range(1500)]
+        deadline = time.monotonic() + 120  # every doorbell answered: the backlog is all in the database, none in the queue
+        while refused(svc.log("cluster")) < len(held) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert refused(svc.log("cluster")) >= len(held), svc.log("cluster")[-3000:]
+
+        assert requests.post(f"{api}/flows/{backlog.pk}/resume", headers=alice_key, timeout=30).json()["released"] == 50
+        time.sleep(0.5)  # the release has gone on by a few pages
+        answer = requests.post(f"{api}/webhook/greet", json={"name": "Bob"}, headers=bob_key, timeout=30)
+        assert answer.status_code == 202, answer.text
+        bobs = FlowRun.objects.get(pk=answer.json()["run_id"])
+        assert wait_for_runs([*held, bobs.pk], timeout=180) == {"succeeded": len(held) + 1}
+        bobs.refresh_from_db()
+        ahead = FlowRun.objects.filter(pk__in=held, started_at__gt=bobs.received_at, started_at__lt=bobs.started_at).count()
+        assert ahead <= 150, (ahead, svc.log("cluster")[-2000:])  # a page or two of alice's, not the rest of her backlog
+        assert FlowRun.objects.filter(pk__in=held, started_at__gt=bobs.started_at).count() > 500  # bob did not wait for it all
+    finally:
+        svc.stop()
 
 
 def test_a_bulk_replay_of_2000_runs_reports_progress_at_a_bounded_rate(transactional_db, tmp_path):
