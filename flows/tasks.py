@@ -116,11 +116,11 @@ def release_held_runs(flow_id: str, resumed_at: str) -> int:
         return flow_runs_release_page(flow_id=flow_id, resumed_at=datetime.fromisoformat(resumed_at))
 
 
-def replay_job_step(job_id: str) -> str:
-    """One slice of a bulk replay job (flows/services/replays.py); it rings for the next itself."""
-    from flows.services.replays import replay_job_step as step
+def replay_job_step(job_id: str, step: int | None = None) -> str:
+    """One batch of a bulk replay job (flows/services/replays.py); it rings for the next itself."""
+    from flows.services.replays import replay_job_step as replay_step
 
-    return step(job_id=job_id).status
+    return replay_step(job_id=job_id, step=step).status
 
 
 def run_schedule(schedule_id: str, intended_at: str | None = None) -> str | None:

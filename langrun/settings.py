@@ -197,11 +197,10 @@ LANGRUN_REQUEUE_AFTER = env.int("LANGRUN_REQUEUE_AFTER", default=60)
 # Resuming a paused flow rings for this many held runs in the request; a background task rings the rest, a page each
 # time its turn in the queue comes (behind the page before: other accounts' runs wait behind a page, not the backlog).
 LANGRUN_RELEASE_BATCH = env.int("LANGRUN_RELEASE_BATCH", default=500)
-# Bulk replay (flows/services/replays.py): replays created per transaction, at most this many per second, by a
-# background task working in slices of this many seconds (each rings for the next; keep it under LANGRUN_RUN_TIMEOUT).
+# Bulk replay (flows/services/replays.py): replays created per transaction (a background task each, which rings for
+# the next behind them in the queue), at most this many per second.
 LANGRUN_REPLAY_BATCH = env.int("LANGRUN_REPLAY_BATCH", default=100)
 LANGRUN_REPLAY_RATE = env.float("LANGRUN_REPLAY_RATE", default=100.0)
-LANGRUN_REPLAY_SLICE = env.int("LANGRUN_REPLAY_SLICE", default=30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LANGRUN_MAX_BODY_BYTES
 # How long `POST /api/v1/run/{flow}` may block before answering 202 with the run id (the run goes on).
 # Both waits hold a parked web thread (capped by LANGRUN_WAITS_PER_PROCESS and LANGRUN_WAITS_PER_USER below).

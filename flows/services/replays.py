@@ -1,9 +1,10 @@
 """Bulk replay: a background job replaying the runs that match a filter, in batches, at a bounded rate.
 
 A request only counts the matching runs and records a ReplayJob; a django-q2 task (`flows.tasks.replay_job_step`)
-does the work in slices of at most LANGRUN_REPLAY_SLICE seconds, ringing for the next slice itself, so no request
-and no task runs long, and LANGRUN_REPLAY_RATE bounds how fast replays reach the queue. Each batch's replays are
-committed with the job's counters and position; `step` fences a task the sweep replaced (its worker died).
+replays one batch and rings for the next step, which takes its turn in the queue behind the batch: no request and no
+task runs long, other accounts' runs wait behind a batch of the job rather than all of it, and LANGRUN_REPLAY_RATE
+bounds how fast replays reach the queue. Each batch's replays are committed with the job's counters and position;
+`step` fences a doorbell rung twice (the sweep rings again for a job whose step is late, or whose worker died).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 STEP_TASK = "flows.tasks.replay_job_step"
 FILTERS = ("flow", "status", "trigger", "received_after", "received_before", "ids")
 MAX_ERRORS = 50  # kept on the job; the count of failures goes on
+# A job whose step has not started for this long is rung for again by the sweep.
+STALLED_AFTER = timedelta(minutes=2, seconds=30)
 
 
 def _stored(filters: dict[str, Any]) -> dict[str, Any]:
@@ -88,11 +91,11 @@ def replay_job_create(*, user, filters: dict[str, Any], current_version: bool = 
     return job
 
 
-def _step_later(*, job_id) -> None:
+def _step_later(*, job_id, step: int | None = None) -> None:
     from django_q.tasks import async_task
 
     try:
-        async_task(STEP_TASK, str(job_id), task_name=f"replay-{job_id}")
+        async_task(STEP_TASK, str(job_id), step, task_name=f"replay-{job_id}")
     except Exception:
         logger.exception("Could not enqueue replay job %s; the sweep rings for it", job_id)
 
@@ -101,42 +104,36 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def replay_job_step(*, job_id) -> ReplayJob:
-    """Work on a job for one slice: replay batches of its runs in received order, then ring for the next slice.
+def replay_job_step(*, job_id, step: int | None = None) -> ReplayJob:
+    """Replay the job's next batch of runs in received order, then ring for the next step, behind the batch.
 
-    Does nothing for a finished job; a step that finds the job taken over by a newer step stops.
+    `step` is the job's step when the doorbell was rung (None: the job's step now); a doorbell whose step another has
+    taken does nothing, as does one for a finished job.
     """
     job = ReplayJob.objects.get(pk=job_id)
     if job.status in (ReplayJob.Status.SUCCEEDED, ReplayJob.Status.FAILED):
         return job
     now = timezone.now()
-    step = job.step + 1
-    if not ReplayJob.objects.filter(pk=job.pk, step=job.step).update(
+    rung = job.step if step is None else step
+    step = rung + 1
+    if not ReplayJob.objects.filter(pk=job.pk, step=rung).update(
         step=step, status=ReplayJob.Status.RUNNING, heartbeat_at=now, started_at=job.started_at or now
     ):
-        return ReplayJob.objects.get(pk=job.pk)  # another step took it in between
+        return ReplayJob.objects.get(pk=job.pk)  # another step took it
     job.refresh_from_db()
-    deadline = time.monotonic() + settings.LANGRUN_REPLAY_SLICE
     batch = max(settings.LANGRUN_REPLAY_BATCH, 1)
     rate = settings.LANGRUN_REPLAY_RATE
     try:
-        while True:
-            runs = list(_remaining(job).select_related("flow", "version")[:batch])
-            if not runs:
-                ReplayJob.objects.filter(pk=job.pk, step=step).update(status=ReplayJob.Status.SUCCEEDED, finished_at=timezone.now())
-                break
-            started = time.monotonic()
-            if not _replay_batch(job, runs, step):
-                logger.info("Replay job %s was taken over by a newer step; this one stops", job.pk)
-                break
+        runs = list(_remaining(job).select_related("flow", "version")[:batch])
+        started = time.monotonic()
+        if runs and not _replay_batch(job, runs, step):
+            logger.info("Replay job %s was taken over by a newer step; this one stops", job.pk)
+        elif len(runs) < batch:  # that was the last of them
+            ReplayJob.objects.filter(pk=job.pk, step=step).update(status=ReplayJob.Status.SUCCEEDED, finished_at=timezone.now())
+        else:
             if rate > 0:  # the bounded rate: this batch takes at least len(runs) / rate seconds
                 _sleep(max(len(runs) / rate - (time.monotonic() - started), 0))
-            if len(runs) < batch:  # that was the last of them
-                ReplayJob.objects.filter(pk=job.pk, step=step).update(status=ReplayJob.Status.SUCCEEDED, finished_at=timezone.now())
-                break
-            if time.monotonic() >= deadline:
-                _step_later(job_id=job.pk)
-                break
+            _step_later(job_id=job.pk, step=step)
     except Exception as exc:
         logger.exception("Replay job %s failed", job.pk)
         ReplayJob.objects.filter(pk=job.pk, step=step).update(
@@ -193,12 +190,12 @@ def _replay_batch(job: ReplayJob, runs: list[FlowRun], step: int) -> bool:
 
 def replay_jobs_resume_stalled() -> int:
     """Ring again for jobs whose step stopped without finishing (a worker died, or a doorbell was lost); for the sweep."""
-    stale = timezone.now() - timedelta(seconds=settings.LANGRUN_REPLAY_SLICE * 3 + 60)
+    stale = timezone.now() - STALLED_AFTER
     stalled = ReplayJob.objects.filter(
         Q(status=ReplayJob.Status.RUNNING, heartbeat_at__lt=stale) | Q(status=ReplayJob.Status.PENDING, created_at__lt=stale)
-    ).values_list("pk", flat=True)
+    ).values_list("pk", "step")
     count = 0
-    for job_id in stalled:
-        _step_later(job_id=job_id)
+    for job_id, step in stalled:
+        _step_later(job_id=job_id, step=step)  # if the late doorbell comes after all, the second of the two does nothing
         count += 1
     return count

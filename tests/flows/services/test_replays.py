@@ -23,7 +23,7 @@ def _run(flow, **fields):
 def steps(monkeypatch):
     """The job steps the service enqueues (a worker would run them), and no real sleeping."""
     enqueued, slept = [], []
-    monkeypatch.setattr(replays, "_step_later", lambda *, job_id: enqueued.append(str(job_id)))
+    monkeypatch.setattr(replays, "_step_later", lambda *, job_id, step=None: enqueued.append(str(job_id)))
     monkeypatch.setattr(replays, "_sleep", slept.append)
     return enqueued, slept
 
@@ -49,14 +49,15 @@ def test_a_job_replays_every_matching_run_once_in_batches(flow, user, steps, set
     originals = [_run(flow, status="failed") for _ in range(5)]
     job = replay_job_create(user=user, filters={"status": "failed"})
     assert (job.status, job.matched, job.created) == ("pending", 5, 0)
-    job = replay_job_step(job_id=job.pk)
+    for _ in range(3):  # a batch per step
+        job = replay_job_step(job_id=job.pk)
     assert (job.status, job.matched, job.created, job.failed) == ("succeeded", 5, 5, 0)
     assert job.started_at and job.finished_at
     replayed = FlowRun.objects.filter(trigger="replay")
     assert sorted(r.replay_of_id for r in replayed) == sorted(r.pk for r in originals)
     assert {r.status for r in replayed} == {"queued"}
-    # Bounded rate: 5 runs at 1 a second take 5 seconds in all (waiting, less the batches' own time), batch by batch.
-    assert 4 < sum(slept) <= 5 and len(slept) == 3
+    # Bounded rate: a batch of 2 runs at 1 a second takes 2 seconds (waiting, less the batch's own time) before the next.
+    assert 3 < sum(slept) <= 4 and len(slept) == 2
     # Running the step again (a duplicate doorbell) replays nothing more.
     assert replay_job_step(job_id=job.pk).created == 5
     assert replayed.count() == 5
@@ -70,10 +71,11 @@ def test_a_jobs_own_replays_never_match_it(flow, user, steps):
     assert FlowRun.objects.count() == 2
 
 
-def test_a_step_stops_after_its_slice_and_rings_for_the_next(flow, user, steps, settings, django_capture_on_commit_callbacks):
+def test_a_step_replays_one_batch_and_rings_for_the_next_behind_it(flow, user, steps, settings, django_capture_on_commit_callbacks):
+    # The next step takes its turn in the queue behind this batch's replays: other accounts' runs that came meanwhile
+    # wait behind a batch of the job, not all of it.
     enqueued, _ = steps
     settings.LANGRUN_REPLAY_BATCH = 2
-    settings.LANGRUN_REPLAY_SLICE = 0  # one batch per step
     for _ in range(5):
         _run(flow, status="failed")
     with django_capture_on_commit_callbacks(execute=True):
@@ -81,10 +83,25 @@ def test_a_step_stops_after_its_slice_and_rings_for_the_next(flow, user, steps, 
     assert enqueued == [str(job.pk)]
     job = replay_job_step(job_id=job.pk)
     assert (job.status, job.created) == ("running", 2) and enqueued == [str(job.pk)] * 2
-    job = replay_job_step(job_id=job.pk)
-    job = replay_job_step(job_id=job.pk)
-    assert (job.status, job.created) == ("succeeded", 5)
+    job = replay_job_step(job_id=job.pk, step=job.step)
+    assert (job.status, job.created) == ("running", 4)
+    job = replay_job_step(job_id=job.pk, step=job.step)
+    assert (job.status, job.created) == ("succeeded", 5) and len(enqueued) == 3
     assert FlowRun.objects.filter(trigger="replay").count() == 5
+
+
+def test_a_second_doorbell_for_the_same_step_replays_nothing(flow, user, steps, settings):
+    # The sweep rings again for a job whose step waited long in the queue: whichever doorbell comes second stops, so
+    # the job never goes on as two chains of steps.
+    enqueued, _ = steps
+    settings.LANGRUN_REPLAY_BATCH = 2
+    for _ in range(5):
+        _run(flow, status="failed")
+    job = replay_job_step(job_id=replay_job_create(user=user, filters={"status": "failed"}).pk)
+    rung = job.step
+    assert replay_job_step(job_id=job.pk, step=rung).created == 4
+    assert replay_job_step(job_id=job.pk, step=rung).created == 4  # the same doorbell again
+    assert FlowRun.objects.filter(trigger="replay").count() == 4
 
 
 def test_runs_that_cannot_be_replayed_are_counted_with_why(flow, user, steps):
@@ -129,7 +146,7 @@ def test_the_sweep_resumes_a_job_whose_worker_stopped(flow, user, steps, setting
     job = replay_job_create(user=user, filters={"status": "failed"})
     enqueued.clear()
     assert replay_jobs_resume_stalled() == 0  # pending, just created: its doorbell is on its way
-    stale = timezone.now() - timedelta(seconds=settings.LANGRUN_REPLAY_SLICE * 3 + 60)
+    stale = timezone.now() - replays.STALLED_AFTER - timedelta(seconds=1)
     ReplayJob.objects.filter(pk=job.pk).update(status="running", heartbeat_at=stale, created_at=stale)
     assert replay_jobs_resume_stalled() == 1 and enqueued == [str(job.pk)]
     assert replay_job_step(job_id=job.pk).status == "succeeded"
