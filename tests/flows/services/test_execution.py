@@ -242,30 +242,24 @@ def test_task_entry_point_runs_the_service(queued_run):
     assert execute_run(str(queued_run.id)) is None
 
 
-def test_a_node_output_over_langrun_max_output_bytes_fails_the_run(flow, user, settings):
-    settings.LANGRUN_MAX_OUTPUT_BYTES = 200
+@pytest.mark.parametrize(
+    ("setting", "limit", "name", "error"),
+    [
+        ("LANGRUN_MAX_OUTPUT_BYTES", 200, "A" * 300, "its output is larger than the limit of 200 bytes (LANGRUN_MAX_OUTPUT_BYTES)"),
+        # The greeting flow's three nodes each hold the name.
+        ("LANGRUN_MAX_RUN_OUTPUT_BYTES", 400, "A" * 150, "the run's outputs together are larger than the limit of 400 bytes"),
+    ],
+)
+def test_an_output_over_its_limit_fails_that_run_only(flow, user, settings, setting, limit, name, error):
+    setattr(settings, setting, limit)
     small = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    large = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "A" * 300})
+    large = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": name})
     flow_run_execute(run_id=small.id)
     flow_run_execute(run_id=large.id)
     small.refresh_from_db()
     large.refresh_from_db()
-    assert small.status == "succeeded"
-    assert large.status == "failed"
-    assert "its output is larger than the limit of 200 bytes (LANGRUN_MAX_OUTPUT_BYTES)" in large.error
-
-
-def test_a_run_whose_outputs_together_pass_langrun_max_run_output_bytes_fails(flow, user, settings):
-    settings.LANGRUN_MAX_RUN_OUTPUT_BYTES = 400  # the greeting flow's three nodes each hold the name
-    small = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
-    large = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "A" * 150})
-    flow_run_execute(run_id=small.id)
-    flow_run_execute(run_id=large.id)
-    small.refresh_from_db()
-    large.refresh_from_db()
-    assert small.status == "succeeded"
-    assert large.status == "failed"
-    assert "the run's outputs together are larger than the limit of 400 bytes (LANGRUN_MAX_RUN_OUTPUT_BYTES)" in large.error
+    assert (small.status, large.status) == ("succeeded", "failed")
+    assert error in large.error
 
 
 def test_retryable_failure_is_retried_after_backoff_until_it_succeeds(user, tmp_path, enqueued, settings):
