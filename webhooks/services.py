@@ -95,7 +95,7 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
     the request is decided again, from its first check, on what it found. Either way it counts once against the
     rate limits.
     """
-    counted = []
+    limits_counted = []  # by the first pass that reached them
 
     def intake(target: WebhookTarget) -> FlowRun:
         flow, meta, query = target.flow, request.META, request.GET
@@ -106,9 +106,9 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
         # Checked once the caller is known: the guard resolves the host, which an anonymous request must not make us do.
         callback_url = webhook_callback_parse(raw=query_value(query, "callback_url"))
         sender_key = webhook_idempotency_key(headers=meta, flow=flow)  # a malformed one is a 422 before the request counts
-        if not counted:
+        if not limits_counted:
             webhook_rate_limit_check(flow=flow, key_id=target.credential_id)
-            counted.append(True)
+            limits_counted.append(True)
         content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))  # with its parameters, as sent
         record = inbound.webhook_request_record(request=request, flow=flow)
         if request.method == "GET":  # a GET's payload is its query (Meta's and Graph's verification calls, links)
@@ -133,14 +133,14 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
             request_variables=variables_from_headers(meta=meta),
         )
         # A flow that answers for itself (its `response`) is answered under its own code, as a caller who waits.
-        counted_here = waits or bool(flow.response)
-        if not (counted_here or callback_url):
+        answered_by_code = waits or bool(flow.response)
+        if not (answered_by_code or callback_url):
             run = create()
         else:
             with transaction.atomic():
                 run = create()
                 if not run.deduplicated and run.status != FlowRun.Status.FILTERED:  # the ledger counts a filtered run as its 200
-                    if counted_here:
+                    if answered_by_code:
                         webhook_wait_recorded()
                     if callback_url:
                         run_callback_set(run=run, url=callback_url)
