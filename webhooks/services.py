@@ -268,7 +268,7 @@ def _form_payload(text: str) -> dict[str, Any]:
 
 
 def webhook_payload_check_schema(*, version: FlowVersion, payload: Any) -> None:
-    """422 with one entry per violation when the payload breaks the JSON Schema of a Webhook node of the version.
+    """422 with one entry per violation (at most 50) when the payload breaks the JSON Schema of a Webhook node of the version.
 
     `loc` is `["body", <path in the payload>...]`, `msg` the validator's message and
     `type` the failing keyword (`required`, `type`, `minimum` ...).

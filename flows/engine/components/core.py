@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import re
 import string
 import time
@@ -85,7 +86,8 @@ def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None
     the run `context` has less time left); one still matching then is a violation that says so. The whole check
     takes at most SCHEMA_TIMEOUT seconds (a schema whose branches each descend again, `anyOf` of two `$ref`s to
     itself, tries 2**depth ways): a check still running then is the one violation `timeout` (the webhook checks
-    in the web process, where other requests wait for it). `uniqueItems` is checked in linear time.
+    in the web process, where other requests wait for it). `uniqueItems` is checked in linear time. At most
+    MAX_VIOLATIONS are reported, each message shortened to MAX_MESSAGE characters.
     """
     import jsonschema
     from referencing import Registry
@@ -98,14 +100,28 @@ def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None
         # would request any URL a flow names, from the web and the workers).
         cls = _bounded_validator(jsonschema.validators.validator_for(schema))
         validator = cls(schema, format_checker=jsonschema.FormatChecker(), registry=Registry())
-        errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+        found = itertools.islice(validator.iter_errors(payload), MAX_VIOLATIONS)
+        errors = sorted(found, key=lambda e: [str(p) for p in e.absolute_path])
     except _SchemaCheckTooLong:
         return [([], f"Checking the payload against the Webhook's schema took longer than {budget.check_seconds:.2g} s.", "timeout")]
     except Unresolvable as exc:  # a schema stored before references were checked when a flow is saved
         return [([], f"The Webhook's schema has a $ref that cannot be resolved: {str(exc)[:200]}", "$ref")]
     finally:
         _regex_budget.reset(token)
-    return [(list(e.absolute_path), e.message, str(e.validator)) for e in errors]
+    return [(list(e.absolute_path), _shortened(e.message), str(e.validator)) for e in errors]
+
+
+# A 422 reports at most this many violations, each message at most MAX_MESSAGE characters: a message may repeat the
+# value it is about (the whole array, for uniqueItems), and every item of a large body may break the schema.
+MAX_VIOLATIONS = 50
+MAX_MESSAGE = 300
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    head = MAX_MESSAGE // 2
+    return f"{message[:head]} … {message[-(MAX_MESSAGE - head - 3) :]}"
 
 
 _REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")

@@ -146,6 +146,17 @@ def test_webhook_schema_unique_items_compares_as_json_schema_does(items, unique)
     assert (payload_schema_violations({"uniqueItems": True}, items) == []) is unique
 
 
+def test_webhook_schema_violations_are_bounded_in_number_and_length():
+    # Each message may repeat the value it is about (the whole array, for uniqueItems), and every item may break the
+    # schema: the 422 for a 1 MiB body was many times its size.
+    schema = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+    violations = payload_schema_violations(schema, [*range(5_000), 1])
+    assert 0 < len(violations) <= 50
+    assert all(len(msg) <= 300 for _, msg, _ in violations)
+    [(path, msg, keyword)] = payload_schema_violations({"uniqueItems": True}, [*range(5_000), 1])
+    assert keyword == "uniqueItems" and msg.endswith("has non-unique elements") and len(msg) <= 300
+
+
 def test_webhook_schema_check_stops_at_its_time_limit(monkeypatch):
     # Each level tries both branches, both fail: 2**depth descents (depth 30: years of a web process).
     schema = {"$defs": {"n": {"type": "array", "items": {"anyOf": [{"$ref": "#/$defs/n"}, {"$ref": "#/$defs/n"}]}}}, "$ref": "#/$defs/n"}
