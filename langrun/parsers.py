@@ -72,8 +72,8 @@ def json_text_unstorable(text: str) -> tuple[str, str] | None:
     return json_unstorable(value)
 
 
-def _not_json(name: str) -> None:
-    raise ValueError(name)
+def _not_json(name: str) -> None:  # NaN, Infinity, -Infinity: Python's json takes them, JSON does not
+    raise ValueError(NON_FINITE_MESSAGE)
 
 
 def json_document_loads(text: str) -> Any:
@@ -81,17 +81,13 @@ def json_document_loads(text: str) -> Any:
     the reason, for text that is not JSON, NaN or Infinity, nesting too deep for the parser or past
     LANGRUN_MAX_JSON_DEPTH, or what no database column can store (json_unstorable)."""
     try:
-        value = json.loads(text, parse_constant=_non_finite_constant)
+        value = json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise ValueError(too_deep_problem()[0]) from None
     problem = json_unstorable(value)
     if problem is not None:
         raise ValueError(problem[0])
     return value
-
-
-def _non_finite_constant(name: str) -> None:
-    raise ValueError(NON_FINITE_MESSAGE)
 
 
 class JSONParser(parsers.JSONParser):

@@ -21,7 +21,7 @@ from flows.services.webhook_settings import (
     webhook_response_parse,
     webhook_verification_parse,
 )
-from langrun.parsers import NON_FINITE_MESSAGE, json_document_loads, json_unstorable, too_deep_problem
+from langrun.parsers import json_document_loads, json_unstorable
 
 
 class StorableJSONField(forms.JSONField):
@@ -34,16 +34,11 @@ class StorableJSONField(forms.JSONField):
         if self.disabled or value in self.empty_values or not isinstance(value, str):
             return super().to_python(value)
         try:
-            converted = json.loads(value, cls=self.decoder, parse_constant=_non_finite)
-        except RecursionError:
-            raise forms.ValidationError(too_deep_problem()[0], code="invalid") from None
+            converted = json_document_loads(value)
         except json.JSONDecodeError:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid", params={"value": value}) from None
-        except ValueError as exc:  # NaN/Infinity, or an integer with more digits than Python converts
-            raise forms.ValidationError(str(exc) if "digits" in str(exc) else NON_FINITE_MESSAGE, code="invalid") from None
-        problem = json_unstorable(converted)
-        if problem is not None:
-            raise forms.ValidationError(problem[0], code="invalid")
+        except ValueError as exc:  # what the API's parser refuses too, with its reason
+            raise forms.ValidationError(str(exc), code="invalid") from None
         return forms.fields.JSONString(converted) if isinstance(converted, str) else converted
 
     def bound_data(self, data, initial):
@@ -55,10 +50,6 @@ class StorableJSONField(forms.JSONField):
         if isinstance(value, forms.fields.InvalidJSONInput) or json_unstorable(value) is None:
             return value
         return forms.fields.InvalidJSONInput(data)
-
-
-def _non_finite(name: str):
-    raise ValueError(name)
 
 
 class PrettyJSONField(StorableJSONField):
