@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -31,7 +30,7 @@ from flows.admin.common import (
 from flows.admin.forms import FlowAdminForm, FlowImportForm, RunNowForm
 from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowRun, NodeResult
-from flows.services.flows import flow_create, flow_runs_delete, flow_update
+from flows.services.flows import flow_create, flow_delete, flow_update
 from flows.services.imports import flow_import
 from flows.services.pause import flow_pause, flow_resume
 from flows.services.runs import flow_run_create
@@ -175,19 +174,14 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
             return []
         return ["webhook_url", "curl_example", "ingest_tokens", "diagram", "latest_runs", "id", "paused_at", "created_at", "updated_at"]
 
-    def delete_view(self, request, object_id, extra_context=None):
-        # Django deletes the flow in one transaction with everything that refers to it: a busy flow's runs held
-        # SQLite's only write lock for seconds. Confirmed, the runs go first, in short transactions of their own.
-        if request.method == "POST":
-            flow = self.get_object(request, unquote(object_id))
-            if self.has_delete_permission(request, flow):
-                flow_runs_delete(flow=flow)
-        return super().delete_view(request, object_id, extra_context)
+    # Through the service the API uses: the runs go first, in short transactions of their own (in one transaction
+    # with the flow, a busy flow's runs held SQLite's only write lock for seconds).
+    def delete_model(self, request, obj):
+        flow_delete(flow=obj)
 
     def delete_queryset(self, request, queryset):
         for flow in queryset:
-            flow_runs_delete(flow=flow)
-        super().delete_queryset(request, queryset)
+            flow_delete(flow=flow)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "user" and not request.user.is_superuser:
