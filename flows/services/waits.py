@@ -86,11 +86,10 @@ def flow_run_execute_sync(*, run: FlowRun, timeout: float) -> FlowRun:
     with wait_slot(owner=str(run.user_id)) as granted:
         if not granted:
             return run
-        if not web_run_slot_take():
+        thread = _flow_run_start_thread(run_id=run.id)
+        if thread is None:
             return _flow_run_awaited(run_id=run.id, timeout=timeout)  # a worker runs it
         started = time.monotonic()
-        thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True)
-        thread.start()
         if not connection.in_atomic_block:
             connection.close()
         with parked():
@@ -102,9 +101,22 @@ def flow_run_start_here(*, run: FlowRun) -> None:
     """Start executing a committed, queued run in a thread of this process and return at once (a stream
     follows it in the ledger). If a worker claims it first (it was also enqueued), the thread does nothing; past the
     process's LANGRUN_WEB_RUNS_PER_PROCESS, nothing starts here and a worker runs it."""
+    _flow_run_start_thread(run_id=run.id)
+
+
+def _flow_run_start_thread(*, run_id) -> threading.Thread | None:
+    """The thread now executing the run in this process, or None when a worker must run it: the process's slots are
+    all taken, or it cannot start a thread (the slot is given back)."""
     if not web_run_slot_take():
-        return
-    threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run.id}, name=f"run-{run.id}", daemon=True).start()
+        return None
+    thread = threading.Thread(target=_flow_run_execute_thread, kwargs={"run_id": run_id}, name=f"run-{run_id}", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:
+        web_run_slot_give()
+        logger.warning("Could not start a thread to execute run %s here; a worker runs it", run_id)
+        return None
+    return thread
 
 
 def _flow_run_execute_thread(*, run_id) -> None:

@@ -207,6 +207,33 @@ def test_past_the_runs_a_web_process_executes_a_run_is_left_to_the_workers(run_c
     assert response.status_code == 200 and response.json()["status"] == "succeeded"
 
 
+def test_a_run_thread_that_cannot_start_gives_its_slot_back_and_leaves_the_run_to_the_workers(run_client, flow, settings, monkeypatch):
+    # A process out of threads: the slot taken for the run must not stay taken, or after a few such requests no run
+    # of /run would ever execute in this process again.
+    from flows.services import waits
+
+    settings.LANGRUN_SYNC_RUN_TIMEOUT = 0.3
+    settings.LANGRUN_WEB_RUNS_PER_PROCESS = 1
+
+    def no_thread(self):
+        if self.name.startswith("run-"):
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    response = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "Ada"}'}, format="json")
+    assert response.status_code == 202  # a worker runs it
+    assert FlowRun.objects.get(pk=response.json()["run_id"]).status == "queued"
+    streamed = run_client.post("/api/v1/run/greet?stream=true", {"input_value": '{"name": "Ada"}'}, format="json")
+    assert streamed.status_code == 200
+    assert waits.web_run_slot_take()  # both slots were given back
+    waits.web_run_slot_give()
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    response = run_client.post("/api/v1/run/greet", {"input_value": '{"name": "Ada"}'}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+
+
 def test_a_caller_past_its_share_of_waits_gets_the_202_at_once(run_client, flow, user, settings):
     from langrun.waits import wait_slot
 
