@@ -237,10 +237,17 @@ class NodeResultSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
-        request = self.context.get("request")
-        if not (request is not None and getattr(request.user, "is_staff", False)):
+        if not self._tracebacks_shown():
             data.pop("traceback", None)  # where the code failed is for staff only
         return data
+
+    def _tracebacks_shown(self) -> bool:
+        """For a staff caller: the request's user, or the context's `tracebacks` where the caller is not the request's
+        user (a webhook's API key)."""
+        if "tracebacks" in self.context:
+            return self.context["tracebacks"]
+        request = self.context.get("request")
+        return request is not None and getattr(request.user, "is_staff", False)
 
 
 class FlowRunListSerializer(serializers.ModelSerializer):

@@ -145,6 +145,7 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
                     if callback_url:
                         run_callback_set(run=run, url=callback_url)
         run.flow = flow  # the flow as this request found it: its `response` decides the answer
+        run.webhook_caller = target.caller if target.api_key_id is not None else None  # not a token's sender, nor a signer's
         return run
 
     try:

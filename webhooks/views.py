@@ -113,7 +113,9 @@ class WebhookView(APIView):
         if finished is not None and answer["mode"] == "flow":
             return answers.webhook_run_answer(run=finished, status_url=status_url, replayed=run.deduplicated)
         if finished is not None:
-            return Response(FlowRunSerializer(finished).data, headers={"Location": status_url})
+            caller = run.webhook_caller  # the API key's user: the run is shown as GET /api/v1/runs/{id} shows it them
+            context = {"tracebacks": caller is not None and caller.is_staff}
+            return Response(FlowRunSerializer(finished, context=context).data, headers={"Location": status_url})
         body, headers = self._accepted(run, status_url)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 

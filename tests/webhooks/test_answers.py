@@ -6,27 +6,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.models import FlowRun
-from flows.services.execution import flow_run_execute
 from flows.services.flows import flow_update
 from tests.helpers import GREETING_FLOW, RESPOND_FLOW, post
-from webhooks import services as webhook_services
 
 ORDER = b'{"order": 42}'
-
-
-@pytest.fixture
-def runs_during_the_wait(monkeypatch):
-    """The run is executed while the webhook waits, as a worker would (no worker runs in these tests)."""
-    waited = []
-
-    def execute_now(*, run_id, timeout):
-        waited.append(timeout)
-        if FlowRun.objects.get(pk=run_id).status == "queued":
-            flow_run_execute(run_id=run_id)
-        return FlowRun.objects.get(pk=run_id)
-
-    monkeypatch.setattr(webhook_services, "flow_run_wait", execute_now)
-    return waited
 
 
 def test_the_default_is_todays_202(key_client, flow):

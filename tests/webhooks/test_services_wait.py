@@ -6,8 +6,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.models import FlowRun
-from flows.services.execution import flow_run_execute
-from webhooks import services as webhook_services
 
 
 def post(client, query=""):
@@ -88,17 +86,6 @@ def _webhook_counts(client) -> dict[str, float]:
     return counts
 
 
-@pytest.fixture
-def runs_during_the_wait(monkeypatch):
-    """The run is executed while the webhook waits, as a worker would (no worker runs in these tests)."""
-
-    def execute_now(*, run_id, timeout):
-        flow_run_execute(run_id=run_id)
-        return FlowRun.objects.get(pk=run_id)
-
-    monkeypatch.setattr(webhook_services, "flow_run_wait", execute_now)
-
-
 def test_a_waited_webhook_answered_200_is_counted_as_a_200_only(key_client, flow, settings, runs_during_the_wait):
     settings.LANGRUN_METRICS = "open"
     response = post(key_client, "?wait=5")
@@ -122,3 +109,22 @@ def test_a_replayed_delivery_is_counted(key_client, flow, settings, runs_during_
         assert response.status_code == code
     assert FlowRun.objects.count() == 1
     assert _webhook_counts(key_client) == {"202": 2, "200": 1}
+
+
+def test_a_waited_run_shows_node_tracebacks_to_a_staff_key_only(key_client, user, flow, runs_during_the_wait, monkeypatch):
+    # As GET /api/v1/runs/{id} does: where the code failed is for staff.
+    from flows.engine.components.core import Template
+
+    def boom(self, **values):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(Template, "run", boom)
+    nodes = post(key_client, "?wait=5").json()["nodes"]
+    assert all("traceback" not in node for node in nodes)
+    user.is_staff = True
+    user.save()
+    response = post(key_client, "?wait=5")
+    assert response.status_code == 200
+    run_id = response.json()["id"]
+    assert "kaput" in next(node for node in response.json()["nodes"] if node["status"] == "failed")["traceback"]
+    assert response.json()["nodes"] == key_client.get(f"/api/v1/runs/{run_id}").json()["nodes"]
