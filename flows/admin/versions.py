@@ -1,6 +1,5 @@
 """Admin for flow versions: a read-only history per flow and a diff between any two versions."""
 
-import difflib
 import json
 
 from django.contrib import admin
@@ -9,17 +8,14 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from flows.admin.diff import json_diff
 from flows.models import Flow, FlowVersion
 from langrun.admin import OwnedModelAdmin
 
 
 def version_diff(old: FlowVersion | None, new: FlowVersion) -> str:
     """A unified diff of two versions' graphs as pretty JSON (empty when they are equal)."""
-
-    def lines(v: FlowVersion | None) -> list[str]:
-        return json.dumps(v.data, indent=2, sort_keys=True).splitlines() if v else []
-
-    return "\n".join(difflib.unified_diff(lines(old), lines(new), f"v{old.number}" if old else "(nothing)", f"v{new.number}", lineterm=""))
+    return "\n".join(json_diff(old.data if old else None, new.data, f"v{old.number}" if old else "(nothing)", f"v{new.number}"))
 
 
 def _line_class(line: str) -> str:
