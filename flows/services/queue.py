@@ -45,18 +45,23 @@ def broker_preload() -> None:
         import_module(Conf.BROKER_CLASS.rsplit(".", 1)[0])
 
 
-def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False) -> bool:
+def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False, account=None) -> bool:
     """Ring the doorbell for a run. Never raises: a run that could not be enqueued stays `queued` for the sweep.
 
     `flow_id`, when known, travels with the task so the worker can label its logs without a query.
     A `quick` run (its version is made only of quick components) gets a task the Redis broker may
-    hand to a worker together with other quick runs' (flows/broker.py).
+    hand to a worker together with other quick runs' (flows/broker.py). With the Redis broker the task of a run whose
+    `account` (the user it runs as) is given waits in that account's lane, which the workers take from in turn with
+    the others'; without one, in the lane of the service's own tasks.
     """
     from django_q.tasks import async_task
 
     args = (str(run_id), str(flow_id)) if flow_id else (str(run_id),)
+    broker = _get_broker()
+    if account is not None and hasattr(broker, "lane"):
+        broker = broker.lane(account)
     try:
-        async_task(QUICK_RUN_TASK if quick else RUN_TASK, *args, broker=_get_broker(), task_name=f"run-{run_id}")
+        async_task(QUICK_RUN_TASK if quick else RUN_TASK, *args, broker=broker, task_name=f"run-{run_id}")
     except Exception:
         logger.exception("Could not enqueue run %s; the sweep will enqueue it again", run_id)
         return False

@@ -215,7 +215,7 @@ def _flow_run_enqueue_logged(run: FlowRun) -> None:
         except Exception:
             logger.exception("Could not tell whether run %s's flow is quick; it gets a task of its own", run.id)
             quick = False
-        queue.flow_run_enqueue(run_id=run.id, flow_id=run.flow_id, quick=quick)
+        queue.flow_run_enqueue(run_id=run.id, flow_id=run.flow_id, quick=quick, account=run.user_id)
 
 
 def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:

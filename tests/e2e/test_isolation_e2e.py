@@ -225,3 +225,33 @@ def test_a_slow_drip_server_fails_the_http_run_at_its_node_timeout(service, tran
         assert "timed out" in run.error and "within 3 s" in run.error, run.error
         assert 2.9 < (run.finished_at - run.started_at).total_seconds() < 8
     assert max(seconds(run) for run in FlowRun.objects.filter(pk__in=run_ids[2:])) < 10
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["quick", "waiting-on-the-network"])
+def test_a_backlog_of_one_accounts_runs_holds_another_accounts_run_behind_one_turn(transactional_db, tmp_path, slow):
+    """The workers meet a queue of 600 of alice's runs with bob's behind them: with the Redis broker, bob's run starts
+    among the first of the backlog, not after it (one lane per account, taken in turns)."""
+    from django.conf import settings
+
+    from flows.services.runs import flow_run_create
+    from tests.helpers import SlowAPI, http_flow
+
+    if not settings.Q_CLUSTER.get("redis"):
+        pytest.skip("the database broker takes tasks in arrival order")
+    svc = Service(tmp_path)
+    svc.env.update({"LANGRUN_WORKERS": "1", "LANGRUN_RUN_CONCURRENCY": "20", "LANGRUN_HTTP_ALLOWED_HOSTS": "127.0.0.1"})
+    with SlowAPI(delay=0.2) as api:
+        data = http_flow(api.url + "/slow") if slow else GREETING_FLOW
+        alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
+        backlog = flow_create(user=alice, name="Backlog", endpoint_name="greet", data=data)
+        flow = flow_create(user=bob, name="Greeting", endpoint_name="greet", data=data)
+        held = [flow_run_create(flow=backlog, user=alice, trigger="webhook", payload={"name": f"n{i}"}).pk for i in range(600)]
+        bobs = flow_run_create(flow=flow, user=bob, trigger="webhook", payload={"name": "Bob"})
+        svc.start_cluster()  # no worker ran before: every run waits in the queue, bob's rung last
+        try:
+            assert wait_for_runs([*held, bobs.pk], timeout=240) == {"succeeded": 601}, svc.log("cluster")[-3000:]
+        finally:
+            svc.stop()
+    bobs.refresh_from_db()
+    ahead = FlowRun.objects.filter(pk__in=held, started_at__lt=bobs.started_at).count()
+    assert ahead <= 60, ahead  # a turn or two of alice's lane, not her 600

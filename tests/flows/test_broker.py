@@ -1,7 +1,10 @@
-"""The Redis broker of the production profile: bulk dequeue, and the fallback for a Redis without LPOP count."""
+"""The Redis broker of the production profile: a lane per account taken in turns, bulk dequeue, quick runs merged,
+and django-q2's own broker on a Redis older than 6.2."""
 
 import os
 import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -50,16 +53,70 @@ def test_an_empty_queue_waits_in_blpop_and_returns_nothing(broker):
     assert not broker.dequeue()
 
 
-def test_a_redis_without_lpop_count_falls_back_to_one_task_at_a_time(broker, monkeypatch):
-    def old_lpop(*args):
-        raise redis.ResponseError("wrong number of arguments for 'lpop' command")
+def taken(broker) -> list[bytes]:
+    return [task for _, task in broker.dequeue() or []]
 
-    monkeypatch.setattr(broker.connection, "lpop", old_lpop)
-    monkeypatch.setattr(BulkRedis, "_bulk_supported", True)
-    broker.enqueue("a")
+
+def test_a_burst_of_one_accounts_tasks_holds_another_accounts_behind_one_of_them(broker, settings):
+    bulk = settings.Q_CLUSTER["bulk"]
+    for i in range(3 * bulk):
+        broker.lane("alice").enqueue(f"alice-{i}")
+    broker.lane("bob").enqueue("bob-0")
+    broker.enqueue("sweep")  # the service's own tasks have a lane of their own
+    first = taken(broker)
+    assert first[:3] == [b"alice-0", b"bob-0", b"sweep"]
+    assert first[3:] == [f"alice-{i}".encode() for i in range(1, bulk - 2)]  # each lane in arrival order
+    assert broker.queue_size() == 3 * bulk - (bulk - 2)
+    rest = taken(broker) + taken(broker) + taken(broker)
+    assert rest == [f"alice-{i}".encode() for i in range(bulk - 2, 3 * bulk)]
+    # Drained: no lane is left on the ring, and every lane's list is gone.
+    assert broker.queue_size() == 0 and broker.connection.llen(broker.ring_key) == 0
+    assert not broker.connection.keys(f"{broker.list_key}:a:*")
+
+
+def test_lanes_take_turns_one_task_each(broker):
+    for i in range(3):
+        for account in ("a", "b", "c"):
+            broker.lane(account).enqueue(f"{account}-{i}")
+    assert taken(broker) == [f"{account}-{i}".encode() for i in range(3) for account in ("a", "b", "c")]
+
+
+def test_tasks_pushed_on_the_cluster_list_without_the_script_are_taken_too(broker):
+    broker.lane("alice").enqueue("alice-0")
+    broker.connection.rpush(broker.list_key, "pushed-by-an-older-langrun")
+    assert sorted(taken(broker)) == [b"alice-0", b"pushed-by-an-older-langrun"]
+    assert broker.queue_size() == 0
+
+
+def test_a_pusher_waiting_on_empty_lanes_wakes_when_a_task_arrives(broker):
+    while broker.connection.lpop(broker.wake_key):  # no token left from earlier pushes
+        pass
+    got = []
+    pusher = threading.Thread(target=lambda: got.append((taken(broker), time.monotonic())))
+    pusher.start()
+    time.sleep(0.3)
+    pushed_at = time.monotonic()
+    broker.lane("bob").enqueue("bob-0")
+    pusher.join(5)
+    [(tasks_taken, at)] = got
+    assert tasks_taken == [b"bob-0"] and at - pushed_at < 0.5  # not at the end of the 1-s wait
+
+
+def test_purge_empties_every_lane(broker):
+    broker.lane("alice").enqueue("a")
     broker.enqueue("b")
+    broker.purge_queue()
+    assert broker.queue_size() == 0 and not taken(broker)
+
+
+def test_a_redis_older_than_6_2_gets_django_q2s_own_broker(broker, monkeypatch):
+    monkeypatch.setattr(BulkRedis, "_lanes_supported", None)
+    monkeypatch.setattr(broker.connection, "info", lambda section: {"redis_version": "6.0.16"})
+    broker.enqueue("a")
+    broker.lane("alice").enqueue("b")
+    assert broker.connection.lrange(broker.list_key, 0, -1) == [b"a", b"b"]  # one list, in arrival order
     assert broker.dequeue() == [(None, b"a")]
-    assert BulkRedis._bulk_supported is False
+    assert BulkRedis._lanes_supported is False
     assert broker.dequeue() == [(None, b"b")]
 
 

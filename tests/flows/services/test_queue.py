@@ -47,5 +47,21 @@ def test_a_run_whose_flow_cannot_be_told_quick_still_gets_its_task(monkeypatch, 
     monkeypatch.setattr(versions, "flow_version_quick", broken)
     with caplog.at_level(logging.ERROR, logger="flows.services"), django_capture_on_commit_callbacks(execute=True):
         run = run_of(flow, user)  # no exception reaches the caller of a recorded run
-    assert pushed == [{"run_id": run.id, "flow_id": flow.id, "quick": False}]
+    assert pushed == [{"run_id": run.id, "flow_id": flow.id, "quick": False, "account": user.pk}]
     assert "Could not tell whether run" in caplog.text
+
+
+def test_a_runs_task_waits_in_its_accounts_lane(flow, user, settings, django_capture_on_commit_callbacks):
+    from flows.broker import BulkRedis
+
+    if not settings.Q_CLUSTER.get("redis"):
+        pytest.skip("lanes are the Redis broker's")
+    broker = queue._get_broker()
+    assert isinstance(broker, BulkRedis)
+    broker.purge_queue()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    assert broker.connection.llen(f"{broker.list_key}:a:{user.pk}") == 1
+    assert queue.flow_run_enqueue(run_id=run.id)  # the sweep's: no account, the service's lane
+    assert broker.connection.llen(broker.list_key) == 1
+    broker.purge_queue()
