@@ -192,8 +192,17 @@ def flow_runs_requeue(
         logger.info("Replayed %d failed runs", len(replays))
         return replays
     acted = []
+    interrupted = "Attempt {} was interrupted: an operator requeued the run (requeue_runs)."
     for run in runs:
-        moved = FlowRun.objects.filter(pk=run.pk, status=status).update(status=FlowRun.Status.QUEUED, enqueued_at=now)
+        # Conditional on the claim seen, as the sweep's recovery is; the attempt taken back ends `interrupted`.
+        with transaction.atomic():
+            moved = FlowRun.objects.filter(pk=run.pk, status=status, attempts=run.attempts).update(
+                status=FlowRun.Status.QUEUED, enqueued_at=now
+            )
+            if moved and status == FlowRun.Status.RUNNING:
+                RunAttempt.objects.filter(run_id=run.pk, number=run.attempts).update(
+                    outcome=RunAttempt.Outcome.INTERRUPTED, error=interrupted.format(run.attempts), finished_at=now
+                )
         if moved:
             queue.flow_run_enqueue(run_id=run.id)
             acted.append(run)

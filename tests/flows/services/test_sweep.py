@@ -16,6 +16,7 @@ from flows.services.sweep import (
     SWEEP_SCHEDULE_NAME,
     flow_runs_enqueue_due_retries,
     flow_runs_recover_interrupted,
+    flow_runs_requeue,
     flow_runs_requeue_stale,
     flow_runs_sweep,
 )
@@ -121,3 +122,14 @@ def test_due_retries_report_the_runs_enqueued(flow, user, monkeypatch):
     monkeypatch.setattr(queue, "flow_run_enqueue", enqueue)
     assert flow_runs_enqueue_due_retries() == 1
     assert rung == [str(runs[0].id), str(runs[1].id)]
+
+
+def test_operators_requeue_of_a_running_run_closes_its_attempt_as_interrupted(flow, user, enqueued):
+    run = new_run(flow, user)
+    assert flow_run_claim(run_id=run.id)
+    assert [r.pk for r in flow_runs_requeue(status="running")] == [run.pk]
+    assert enqueued == [str(run.id)]
+    assert flow_run_execute(run_id=run.id).status == "succeeded"
+    attempts = list(run.attempt_log.order_by("number").values_list("number", "outcome"))
+    assert attempts == [(1, "interrupted"), (2, "succeeded")]
+    assert run.attempt_log.get(number=1).finished_at is not None
