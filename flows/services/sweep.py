@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from flows.exceptions import FlowsError
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
 from flows.services.concurrency import run_control_release_keys
@@ -188,7 +189,14 @@ def flow_runs_requeue(
     if dry_run or not runs:
         return runs
     if status == FlowRun.Status.FAILED:
-        replays = [flow_run_replay(run=run, user=run.user) for run in runs]
+        replays = []
+        for run in runs:
+            # One run that cannot be replayed (its tweaks no longer fit) must not stop the rest: a second
+            # invocation would replay again those already replayed.
+            try:
+                replays.append(flow_run_replay(run=run, user=run.user))
+            except FlowsError as exc:
+                logger.warning("Run %s not replayed: %s", run.id, exc)
         logger.info("Replayed %d failed runs", len(replays))
         return replays
     acted = []

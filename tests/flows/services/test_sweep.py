@@ -133,3 +133,17 @@ def test_operators_requeue_of_a_running_run_closes_its_attempt_as_interrupted(fl
     attempts = list(run.attempt_log.order_by("number").values_list("number", "outcome"))
     assert attempts == [(1, "interrupted"), (2, "succeeded")]
     assert run.attempt_log.get(number=1).finished_at is not None
+
+
+def test_operators_replay_of_failed_runs_goes_past_one_that_cannot_be_replayed(flow, user, enqueued):
+    from flows.services.variables import variable_create
+
+    variable = variable_create(user=user, name="GREETING", value="Hi {name}")
+    stale = new_run(flow, user, tweaks={"greet": {"template": {"variable": "GREETING"}}})
+    good = new_run(flow, user)
+    for run, seconds_ago in ((stale, 2), (good, 1)):  # the stale one first, as the requeue takes them
+        FlowRun.objects.filter(pk=run.pk).update(status="failed", finished_at=timezone.now() - timedelta(seconds=seconds_ago))
+    variable.delete()  # the first run's tweaks no longer fit its graph
+    replays = flow_runs_requeue(status="failed")
+    assert [replay.replay_of_id for replay in replays] == [good.pk]
+    assert not FlowRun.objects.filter(replay_of=stale).exists()
