@@ -61,7 +61,7 @@ def _table(value: Any) -> Any:
     if isinstance(value, str) and value.strip().startswith(("{", "[")):
         try:
             return _table(json.loads(value))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than it can be read: kept as text
             return value
     return value
 
@@ -269,7 +269,7 @@ def _handle(edge: dict[str, Any], key: str) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
             parsed = json.loads(raw.replace("œ", '"'))
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
         return parsed if isinstance(parsed, dict) else {}
     return {}

@@ -227,6 +227,16 @@ def test_a_malformed_langflow_export_is_converted_as_far_as_it_can_be_or_a_locat
         assert not Flow.objects.exists()
 
 
+def test_a_langflow_export_whose_text_holds_json_nested_too_deep_is_converted_or_a_422_never_a_500(key_client):
+    deep = "[" * 100_000 + "]" * 100_000
+    document = fixture("chat_model_and_api.json")
+    del document["data"]["edges"][0]["data"]  # the handles as Langflow's encoded strings alone
+    document["data"]["edges"][0]["sourceHandle"] = deep
+    document["data"]["nodes"][4]["data"]["node"]["template"]["headers"]["value"] = deep
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code in (201, 422), response.content
+
+
 @pytest.mark.parametrize("nodes", [1, True, "x", {"a": 1}])
 def test_a_native_upload_whose_nodes_are_no_list_is_a_located_422(key_client, nodes):
     response = key_client.post("/api/v1/flows/upload/", {"name": "x", "data": {"nodes": nodes, "edges": []}}, format="json")
