@@ -76,15 +76,17 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
         return min(timedelta(seconds=flow_timeout or settings.LANGRUN_FLOW_TIMEOUT) + margin, longest)
 
     shortest = lease if lease is not None else min(margin, longest)
-    candidates = (
-        FlowRun.objects.unfinished()
-        .filter(status=FlowRun.Status.RUNNING, started_at__lt=now - shortest)
-        .values_list("pk", "attempts", "flow__max_attempts", "started_at", "flow__timeout")
-        .order_by("started_at")[:limit]
-    )
-    stuck = [
-        (pk, attempts, max_attempts) for pk, attempts, max_attempts, started, timeout in candidates if started < now - lease_of(timeout)
-    ]
+    running = FlowRun.objects.unfinished().filter(status=FlowRun.Status.RUNNING, started_at__lt=now - shortest)
+    # Per flow timeout (a lease each), so that runs well within a long lease never fill the batch ahead of a run
+    # past its short one: a few distinct timeouts, a query each.
+    timeouts = {None} if lease is not None else set(running.order_by().values_list("flow__timeout", flat=True).distinct())
+    stuck = []
+    for timeout in timeouts:
+        past = running.filter(started_at__lt=now - lease_of(timeout))
+        if lease is None:
+            past = past.filter(flow__timeout=timeout) if timeout is not None else past.filter(flow__timeout__isnull=True)
+        stuck += past.values_list("started_at", "pk", "attempts", "flow__max_attempts").order_by("started_at")[:limit]
+    stuck = [(pk, attempts, max_attempts) for _, pk, attempts, max_attempts in sorted(stuck)[:limit]]
     recovered = 0
     for run_id, attempts, max_attempts in stuck:
         interrupted = f"Attempt {attempts} was interrupted: its worker stopped, or it ran past its timeout."

@@ -147,3 +147,17 @@ def test_operators_replay_of_failed_runs_goes_past_one_that_cannot_be_replayed(f
     replays = flow_runs_requeue(status="failed")
     assert [replay.replay_of_id for replay in replays] == [good.pk]
     assert not FlowRun.objects.filter(replay_of=stale).exists()
+
+
+def test_runs_within_a_long_lease_do_not_keep_a_run_past_its_short_lease_from_recovery(flow, make_flow, user, settings):
+    settings.LANGRUN_RUN_TIMEOUT, settings.LANGRUN_FLOW_TIMEOUT, settings.LANGRUN_LEASE_MARGIN = 1000, 50, 20
+    long = make_flow(user, endpoint_name="long")
+    Flow.objects.filter(pk=long.pk).update(timeout=900)
+    busy = [new_run(long, user) for _ in range(2)]  # running for 200 s, well within their 920 s lease
+    stuck = new_run(flow, user)  # running for 100 s, past its 70 s lease
+    for run, seconds in ((busy[0], 200), (busy[1], 200), (stuck, 100)):
+        flow_run_claim(run_id=run.id)
+        FlowRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
+    assert flow_runs_recover_interrupted(limit=2) == 1
+    assert FlowRun.objects.get(pk=stuck.pk).status == "failed"
+    assert set(FlowRun.objects.filter(pk__in=[r.pk for r in busy]).values_list("status", flat=True)) == {"running"}
