@@ -8,8 +8,9 @@ same), so two workers claiming two runs of one key cannot both pass the count. A
 order they were received: a run waits while an older run of its key could start.
 
 Who rings a waiting run: the finish of a run of its key (run_control_release), the start of a throttled run
-(the next of its key), a throttled run's own timer for when its window opens (queue.flow_run_enqueue_later),
-and the sweep for anything those missed (flows/services/sweep.py). The throttle window slides: a run may
+(the next of its key), the cancel of a queued run of its key (run_control_withdrawn), a throttled run's own timer
+for when its window opens (queue.flow_run_enqueue_later), and the sweep for anything those missed
+(flows/services/sweep.py). The throttle window slides: a run may
 start when fewer than `limit` runs of its key started in the last `period` seconds. Without a key, the
 concurrency limit is the flow's `max_concurrent_runs` as it always was (runs counted per flow, no order).
 """
