@@ -49,7 +49,7 @@ def webhook_handshake_after_verification(*, flow: Flow, method: str, query, body
     if method == "POST" and _enabled(flow, "slack") and b"url_verification" in body:
         try:
             message = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not the handshake: the body's decoding answers it as any request's
             return
         if isinstance(message, dict) and message.get("type") == "url_verification" and isinstance(message.get("challenge"), str):
             raise HandshakeAnswer(HttpResponse(json.dumps({"challenge": message["challenge"]}), content_type="application/json"))

@@ -34,6 +34,16 @@ class _Spec:
     aliases: dict[str, str] = field(default_factory=dict)
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """`value` where the export should hold an object, else an empty one: a malformed export is reported, never a crash."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """`value` where the export should hold a name or an id, else None (a list or an object names nothing)."""
+    return value if isinstance(value, str) else None
+
+
 def _value(template: dict[str, Any], name: str) -> Any:
     item = template.get(name)
     return item.get("value") if isinstance(item, dict) else None
@@ -51,7 +61,7 @@ def _table(value: Any) -> Any:
     if isinstance(value, str) and value.strip().startswith(("{", "[")):
         try:
             return _table(json.loads(value))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than it can be read: kept as text
             return value
     return value
 
@@ -77,10 +87,10 @@ _PROMPT_VARIABLE = re.compile(r"(?<!\{)\{([^{}]+)\}(?!\})")
 
 
 def _prompt_variables(template: dict[str, Any], node: dict[str, Any]) -> list[str]:
-    custom = (node.get("custom_fields") or {}).get("template")
+    custom = _object(node.get("custom_fields")).get("template")
     if isinstance(custom, list):
         return [str(v) for v in custom]
-    return _PROMPT_VARIABLE.findall(_value(template, "template") or "")
+    return _PROMPT_VARIABLE.findall(_text(_value(template, "template")) or "")
 
 
 def _prompt_params(template: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +101,8 @@ def _prompt_params(template: dict[str, Any], node: dict[str, Any]) -> dict[str, 
 
 
 def _prompt_inputs(node_data: dict[str, Any]) -> dict[str, str]:
-    node = node_data.get("node") or {}
-    names = _prompt_variables(node.get("template") or {}, node)
+    node = _object(node_data.get("node"))
+    names = _prompt_variables(_object(node.get("template")), node)
     return {name: name for name in names}
 
 
@@ -119,7 +129,8 @@ def _router_params(template: dict[str, Any], node: dict[str, Any]) -> dict[str, 
 
 
 def _router_refuse(template: dict[str, Any]) -> str | None:
-    if (_value(template, "operator") or "equals") not in _OPERATORS:
+    operator = _value(template, "operator") or "equals"
+    if not isinstance(operator, str) or operator not in _OPERATORS:
         return f"operator {_value(template, 'operator')!r} has no equivalent"
     if _value(template, "true_case_message") or _value(template, "false_case_message"):
         return "custom true/false case messages are not supported (leave them empty to pass the input through)"
@@ -131,7 +142,8 @@ def _api_params(template: dict[str, Any], node: dict[str, Any]) -> dict[str, Any
     _set(params, "url", _value(template, "url_input") or _value(template, "urls"))
     if isinstance(params.get("url"), list):
         params["url"] = params["url"][0] if params["url"] else None
-    _set(params, "method", (_value(template, "method") or "GET").upper())
+    method = _value(template, "method") or "GET"
+    _set(params, "method", method.upper() if isinstance(method, str) else method)  # a method that is no text fails the graph's check
     _set(params, "headers", _table(_value(template, "headers")))
     _set(params, "query", _table(_value(template, "query_params")))
     _set(params, "body", _table(_value(template, "body")))
@@ -250,14 +262,14 @@ def is_langflow_flow(document: Any) -> bool:
 
 
 def _handle(edge: dict[str, Any], key: str) -> dict[str, Any]:
-    handle = (edge.get("data") or {}).get(key)
+    handle = _object(edge.get("data")).get(key)
     if isinstance(handle, dict):
         return handle
     raw = edge.get(key)
     if isinstance(raw, str):
         try:
             parsed = json.loads(raw.replace("œ", '"'))
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
         return parsed if isinstance(parsed, dict) else {}
     return {}
@@ -277,16 +289,17 @@ def langflow_to_native(document: dict[str, Any]) -> dict[str, Any]:
     specs: dict[str, _Spec] = {}
     extra_inputs: dict[str, dict[str, str]] = {}
     for i, raw in enumerate(data["nodes"]):
-        if isinstance(raw, dict) and raw.get("type") in _IGNORED_NODE_TYPES:
+        if isinstance(raw, dict) and _text(raw.get("type")) in _IGNORED_NODE_TYPES:
             continue
         node_data = raw.get("data") if isinstance(raw, dict) else None
-        node_id = (raw.get("id") if isinstance(raw, dict) else None) or (node_data or {}).get("id")
-        type_name = (node_data or {}).get("type")
+        node_id = (raw.get("id") if isinstance(raw, dict) else None) or _object(node_data).get("id")
+        type_name = _object(node_data).get("type")
         if not isinstance(node_data, dict) or not isinstance(node_id, str) or not isinstance(type_name, str):
             issues.append(ValidationIssue(("data", "nodes", i), "A Langflow node needs an id and data.type.", "missing"))
             continue
         spec = SPECS.get(type_name)
-        template = (node_data.get("node") or {}).get("template") or {}
+        node = _object(node_data.get("node"))
+        template = _object(node.get("template"))
         reason = spec.refuse(template) if spec else None
         if spec is None or reason:
             why = f": {reason}" if reason else " has no langrun equivalent"
@@ -296,7 +309,6 @@ def langflow_to_native(document: dict[str, Any]) -> dict[str, Any]:
                 )
             )
             continue
-        node = node_data.get("node") or {}
         params = {k: v for k, v in spec.params(template, node).items() if v is not None}
         nodes.append(
             {
@@ -315,11 +327,11 @@ def langflow_to_native(document: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(raw, dict):
             issues.append(ValidationIssue(("data", "edges", j), "An edge must be an object.", "object_type"))
             continue
-        source, target = raw.get("source"), raw.get("target")
+        source, target = _text(raw.get("source")), _text(raw.get("target"))
         if source not in specs or target not in specs:
             continue  # an edge of an unsupported node: that node is already reported
-        output = _handle(raw, "sourceHandle").get("name")
-        field_name = _handle(raw, "targetHandle").get("fieldName")
+        output = _text(_handle(raw, "sourceHandle").get("name"))
+        field_name = _text(_handle(raw, "targetHandle").get("fieldName"))
         native_output = specs[source].outputs.get(output)
         native_input = {**specs[target].inputs, **extra_inputs.get(target, {})}.get(field_name)
         if native_output is None:

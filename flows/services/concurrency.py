@@ -8,8 +8,9 @@ same), so two workers claiming two runs of one key cannot both pass the count. A
 order they were received: a run waits while an older run of its key could start.
 
 Who rings a waiting run: the finish of a run of its key (run_control_release), the start of a throttled run
-(the next of its key), a throttled run's own timer for when its window opens (queue.flow_run_enqueue_later),
-and the sweep for anything those missed (flows/services/sweep.py). The throttle window slides: a run may
+(the next of its key), the cancel of a queued run of its key (run_control_withdrawn), a throttled run's own timer
+for when its window opens (queue.flow_run_enqueue_later), and the sweep for anything those missed
+(flows/services/sweep.py). The throttle window slides: a run may
 start when fewer than `limit` runs of its key started in the last `period` seconds. Without a key, the
 concurrency limit is the flow's `max_concurrent_runs` as it always was (runs counted per flow, no order).
 """
@@ -190,12 +191,23 @@ def run_control_release(*, run: FlowRun) -> int:
 def run_control_started(*, run: FlowRun) -> None:
     """A run limited by key started: ring for the next of its key, which a younger run's doorbell may have found
     waiting behind this one. It starts now, or (throttled) sets its timer for when its window opens."""
+    # With a concurrency limit of 1 no slot is left.
+    _ring_next_of_keys(run, concurrency=(run.flow.max_concurrent_runs or 0) > 1, throttle=bool(run.flow.throttle_limit))
+
+
+def run_control_withdrawn(*, run: FlowRun) -> None:
+    """A queued run limited by key left the queue without starting (cancelled): ring for the next of its keys, which a
+    younger run's doorbell may have found waiting behind it (such a doorbell rings again for no one)."""
+    _ring_next_of_keys(run, concurrency=True, throttle=True)
+
+
+def _ring_next_of_keys(run: FlowRun, *, concurrency: bool, throttle: bool) -> None:
     now = timezone.now()
     queued = FlowRun.objects.unfinished().filter(flow_id=run.flow_id, status=FlowRun.Status.QUEUED).filter(_startable(now))
     following = set()
-    if run.concurrency_key is not None and (run.flow.max_concurrent_runs or 0) > 1:  # with a limit of 1 no slot is left
+    if concurrency and run.concurrency_key is not None:
         following.add(queued.filter(concurrency_key=run.concurrency_key).order_by("received_at", "id").values_list("pk", flat=True).first())
-    if run.throttle_key is not None and run.flow.throttle_limit:
+    if throttle and run.throttle_key is not None:
         following.add(queued.filter(throttle_key=run.throttle_key).order_by("received_at", "id").values_list("pk", flat=True).first())
     for run_id in following - {None}:
         queue.flow_run_enqueue(run_id=run_id)

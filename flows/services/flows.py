@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.http import Http404
 
 from flows import engine
 from flows.exceptions import EndpointNameTaken
@@ -86,23 +87,28 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     for name, value in fields.items():
         setattr(flow, name, value)
     with transaction.atomic():
-        _flow_save(flow)
+        # Only the fields given: a pause, a new signing secret or a new version committed since the flow was read stay.
+        _flow_save(flow, update_fields=[*fields, "updated_at"])
         if "data" in fields:
             flow_version_record(flow=flow, author=author, message=message)
     return flow
 
 
-def _flow_save(flow: Flow) -> Flow:
+def _flow_save(flow: Flow, *, update_fields: list[str] | None = None) -> Flow:
     if flow_endpoint_name_taken(user=flow.user, endpoint_name=flow.endpoint_name, exclude=flow):
         raise EndpointNameTaken(flow.endpoint_name)
     try:
         with transaction.atomic():
-            flow.save()
+            flow.save(update_fields=update_fields)
     except IntegrityError as exc:
         # A concurrent save may take the name between the check and the insert; any other constraint is a bug.
         if _endpoint_name_clash(exc):
             raise EndpointNameTaken(flow.endpoint_name) from exc
         raise
+    except DatabaseError:  # no row to update: deleted since it was read
+        if update_fields is None or Flow.objects.filter(pk=flow.pk).exists():
+            raise
+        raise Http404(f"Flow {flow.pk} not found.") from None
     return flow
 
 

@@ -18,7 +18,7 @@ from flows import engine
 from flows.exceptions import RunNotCancellable, RunNotReplayable, RunPayloadPruned
 from flows.models import Flow, FlowRun, FlowVersion, RunAttempt
 from flows.services import queue, versions
-from flows.services.concurrency import run_control_keys, run_control_release
+from flows.services.concurrency import run_control_keys, run_control_release, run_control_withdrawn
 from flows.services.variables import request_variables_encrypt, request_variables_of, variables_check_exist
 from flows.services.versions import flow_run_graph_data, flow_version_current
 from langrun.logs import log_context
@@ -269,6 +269,8 @@ def flow_run_cancel(*, run: FlowRun) -> FlowRun:
     cancelled = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.QUEUED).update(
         status=FlowRun.Status.CANCELLED, finished_at=now, error="Cancelled before it started."
     )
+    if cancelled and (run.concurrency_key is not None or run.throttle_key is not None):
+        transaction.on_commit(lambda: run_control_withdrawn(run=run))  # the next of its keys may have waited behind it
     if not cancelled:
         current = FlowRun.objects.filter(pk=run.pk).values_list("status", "attempts").first()
         if current is not None and current[0] == FlowRun.Status.RUNNING:

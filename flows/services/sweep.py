@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from flows.exceptions import FlowsError
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
 from flows.services.concurrency import run_control_release_keys
@@ -75,15 +76,17 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
         return min(timedelta(seconds=flow_timeout or settings.LANGRUN_FLOW_TIMEOUT) + margin, longest)
 
     shortest = lease if lease is not None else min(margin, longest)
-    candidates = (
-        FlowRun.objects.unfinished()
-        .filter(status=FlowRun.Status.RUNNING, started_at__lt=now - shortest)
-        .values_list("pk", "attempts", "flow__max_attempts", "started_at", "flow__timeout")
-        .order_by("started_at")[:limit]
-    )
-    stuck = [
-        (pk, attempts, max_attempts) for pk, attempts, max_attempts, started, timeout in candidates if started < now - lease_of(timeout)
-    ]
+    running = FlowRun.objects.unfinished().filter(status=FlowRun.Status.RUNNING, started_at__lt=now - shortest)
+    # Per flow timeout (a lease each), so that runs well within a long lease never fill the batch ahead of a run
+    # past its short one: a few distinct timeouts, a query each.
+    timeouts = {None} if lease is not None else set(running.order_by().values_list("flow__timeout", flat=True).distinct())
+    stuck = []
+    for timeout in timeouts:
+        past = running.filter(started_at__lt=now - lease_of(timeout))
+        if lease is None:
+            past = past.filter(flow__timeout=timeout) if timeout is not None else past.filter(flow__timeout__isnull=True)
+        stuck += past.values_list("started_at", "pk", "attempts", "flow__max_attempts").order_by("started_at")[:limit]
+    stuck = [(pk, attempts, max_attempts) for _, pk, attempts, max_attempts in sorted(stuck)[:limit]]
     recovered = 0
     for run_id, attempts, max_attempts in stuck:
         interrupted = f"Attempt {attempts} was interrupted: its worker stopped, or it ran past its timeout."
@@ -188,12 +191,28 @@ def flow_runs_requeue(
     if dry_run or not runs:
         return runs
     if status == FlowRun.Status.FAILED:
-        replays = [flow_run_replay(run=run, user=run.user) for run in runs]
+        replays = []
+        for run in runs:
+            # One run that cannot be replayed (its tweaks no longer fit) must not stop the rest: a second
+            # invocation would replay again those already replayed.
+            try:
+                replays.append(flow_run_replay(run=run, user=run.user))
+            except FlowsError as exc:
+                logger.warning("Run %s not replayed: %s", run.id, exc)
         logger.info("Replayed %d failed runs", len(replays))
         return replays
     acted = []
+    interrupted = "Attempt {} was interrupted: an operator requeued the run (requeue_runs)."
     for run in runs:
-        moved = FlowRun.objects.filter(pk=run.pk, status=status).update(status=FlowRun.Status.QUEUED, enqueued_at=now)
+        # Conditional on the claim seen, as the sweep's recovery is; the attempt taken back ends `interrupted`.
+        with transaction.atomic():
+            moved = FlowRun.objects.filter(pk=run.pk, status=status, attempts=run.attempts).update(
+                status=FlowRun.Status.QUEUED, enqueued_at=now
+            )
+            if moved and status == FlowRun.Status.RUNNING:
+                RunAttempt.objects.filter(run_id=run.pk, number=run.attempts).update(
+                    outcome=RunAttempt.Outcome.INTERRUPTED, error=interrupted.format(run.attempts), finished_at=now
+                )
         if moved:
             queue.flow_run_enqueue(run_id=run.id)
             acted.append(run)

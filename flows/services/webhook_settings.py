@@ -176,7 +176,8 @@ def webhook_response_graph_check(*, response: str, data: Any) -> None:
     if response.startswith('{"mode":"flow"'):
         return
     nodes = data.get("nodes") if isinstance(data, dict) else None
-    respond = [n.get("id") for n in nodes or () if isinstance(n, dict) and n.get("type") == "Respond"]
+    # A graph not yet validated (an import checks its settings first): nodes that are no list are the graph's 422.
+    respond = [n.get("id") for n in nodes if isinstance(n, dict) and n.get("type") == "Respond"] if isinstance(nodes, list) else []
     if respond:
         raise WebhookSettingInvalid(
             "response",

@@ -82,3 +82,12 @@ def test_handshakes_are_checked_when_saved(key_client, flow):
     exported = key_client.get(f"{url}/export").json()
     assert exported["handshakes"] == ["slack", "graph"]
     assert json.dumps(key_client.post("/api/v1/flows/upload/", exported, format="json").json()[0]["handshakes"]) == '["slack", "graph"]'
+
+
+def test_a_signed_body_naming_url_verification_nested_too_deep_for_json_is_a_422_not_a_500(client, flow):
+    webhook_signing_secret_set(flow=flow, secret=SLACK_SECRET)
+    flow_update(flow=flow, verification={"provider": "slack"}, handshakes=["slack"])
+    body = b'{"type": "url_verification", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = post(client, flow.endpoint_name, body, **slack_signed(body))
+    assert response.status_code == 422, response.content
+    assert not FlowRun.objects.exists()

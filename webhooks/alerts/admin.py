@@ -69,8 +69,9 @@ class SubscriptionAdmin(OwnFlowChoices, OwnedModelAdmin):
             name: form.cleaned_data.get(name) for name in ("flow", "url", "email", "events", "backlog_threshold", "backlog_age_seconds")
         }
         data["url"], data["email"] = data["url"] or "", data["email"] or ""
+        data["is_active"] = form.cleaned_data.get("is_active", True)
         if change:
-            subscription_update(subscription=obj, is_active=form.cleaned_data.get("is_active", True), **data)
+            subscription_update(subscription=obj, **data)
             return
         saved = subscription_create(user=form.cleaned_data["user"], **data)
         obj.pk = saved.pk

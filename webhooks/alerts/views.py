@@ -62,7 +62,6 @@ class SubscriptionViewSet(UuidLookupMixin, viewsets.ModelViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        data.pop("is_active", None)
         subscription = subscription_create(user=request.user, flow=self._flow(data), **data)
         body = SubscriptionCreatedSerializer(subscription, context=self.get_serializer_context()).data
         return Response(body, status=status.HTTP_201_CREATED, headers=_NO_STORE)

@@ -143,6 +143,19 @@ def test_cancelling_a_running_run_frees_its_slot(flow, enqueued, django_capture_
     assert enqueued == [str(second.id)]
 
 
+def test_cancelling_a_queued_run_rings_the_younger_run_of_its_key_that_waited_behind_it(
+    flow, enqueued, django_capture_on_commit_callbacks, execute_path
+):
+    _limit(flow, max_concurrent_runs=1, concurrency_key="payload.customer")
+    older, younger = _run(flow, "a"), _run(flow, "a")
+    assert flow_run_execute(run_id=younger.id) is None  # its doorbell came first: it waits behind the older one
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        flow_run_cancel(run=FlowRun.objects.get(pk=older.pk))
+    assert enqueued == [str(younger.id)]  # not left to the sweep, minutes later
+    assert flow_run_execute(run_id=younger.id).status == "succeeded"
+
+
 def test_the_sweep_rings_a_waiting_run_whose_key_has_a_free_slot(flow, enqueued):
     _limit(flow, max_concurrent_runs=1, concurrency_key="payload.customer")
     a_running, a_waiting, b_waiting = _run(flow, "a"), _run(flow, "a"), _run(flow, "b")

@@ -81,3 +81,31 @@ def test_the_admin_deletes_a_flow_through_the_service(admin_client, flow, monkey
     from flows.models import Flow
 
     assert not Flow.objects.filter(pk=flow.pk).exists()
+
+
+def test_update_writes_only_its_fields_over_what_others_changed_since_the_flow_was_read(flow):
+    from flows.models import Flow
+    from flows.services.pause import flow_pause
+    from webhooks.signatures import webhook_signing_secret_rotate
+
+    read = Flow.objects.get(pk=flow.pk)  # as a PATCH reads it, before a pause and a new secret commit
+    flow_pause(flow=Flow.objects.get(pk=flow.pk))
+    secret = webhook_signing_secret_rotate(flow=Flow.objects.get(pk=flow.pk))
+    flow_update(flow=read, description="renamed")
+    now = Flow.objects.get(pk=flow.pk)
+    assert now.description == "renamed"
+    assert now.paused_at is not None  # still paused: its held runs stay held
+    assert now.signing_secret == secret  # the secret just shown is the one that verifies
+
+
+def test_update_of_a_flow_deleted_since_it_was_read_is_a_404_and_brings_nothing_back(flow):
+    from django.http import Http404
+
+    from flows.models import Flow
+    from flows.services.flows import flow_delete
+
+    read = Flow.objects.get(pk=flow.pk)
+    flow_delete(flow=Flow.objects.get(pk=flow.pk))
+    with pytest.raises(Http404):
+        flow_update(flow=read, description="renamed")
+    assert not Flow.objects.filter(pk=flow.pk).exists()

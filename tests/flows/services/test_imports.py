@@ -194,6 +194,57 @@ def test_unmapped_handles_and_malformed_documents_are_reported():
         langflow_to_native({"name": "x", "data": {"edges": []}})
 
 
+def _set_at(document, path, value):
+    for key in path[:-1]:
+        document = document[key]
+    document[path[-1]] = value
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "value"),
+    [
+        ("webhook_parser_chat_output.json", ("data", "nodes", 0, "type"), []),
+        ("webhook_parser_chat_output.json", ("data", "nodes", 0, "data"), 1),
+        ("webhook_parser_chat_output.json", ("data", "nodes", 0, "data", "node"), 1),
+        ("webhook_parser_chat_output.json", ("data", "nodes", 1, "data", "node", "template"), 1),
+        ("webhook_parser_chat_output.json", ("data", "edges", 0, "source"), []),
+        ("webhook_parser_chat_output.json", ("data", "edges", 0, "data"), 1),
+        ("webhook_parser_chat_output.json", ("data", "edges", 0, "data", "sourceHandle", "name"), []),
+        ("webhook_parser_chat_output.json", ("data", "edges", 0, "data", "targetHandle", "fieldName"), []),
+        ("prompt_with_variables.json", ("data", "nodes", 2, "data", "node", "custom_fields"), 1),
+        ("prompt_with_variables.json", ("data", "nodes", 2, "data", "node", "template", "template", "value"), 1),
+        ("chat_model_and_api.json", ("data", "nodes", 4, "data", "node", "template", "method", "value"), 1),
+        ("if_else_branches.json", ("data", "nodes", 2, "data", "node", "template", "operator", "value"), [None]),
+    ],
+)
+def test_a_malformed_langflow_export_is_converted_as_far_as_it_can_be_or_a_located_422_never_a_500(key_client, name, path, value):
+    document = fixture(name)
+    _set_at(document, path, value)
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code in (201, 422), response.content
+    if response.status_code == 422:
+        assert response.json()["detail"][0]["loc"][0] == "body"
+        assert not Flow.objects.exists()
+
+
+def test_a_langflow_export_whose_text_holds_json_nested_too_deep_is_converted_or_a_422_never_a_500(key_client):
+    deep = "[" * 100_000 + "]" * 100_000
+    document = fixture("chat_model_and_api.json")
+    del document["data"]["edges"][0]["data"]  # the handles as Langflow's encoded strings alone
+    document["data"]["edges"][0]["sourceHandle"] = deep
+    document["data"]["nodes"][4]["data"]["node"]["template"]["headers"]["value"] = deep
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code in (201, 422), response.content
+
+
+@pytest.mark.parametrize("nodes", [1, True, "x", {"a": 1}])
+def test_a_native_upload_whose_nodes_are_no_list_is_a_located_422(key_client, nodes):
+    response = key_client.post("/api/v1/flows/upload/", {"name": "x", "data": {"nodes": nodes, "edges": []}}, format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"][0]["loc"][:3] == ["body", "data", "nodes"]
+    assert not Flow.objects.exists()
+
+
 def test_router_with_case_messages_or_unknown_operator_is_unsupported():
     doc = fixture("if_else_branches.json")
     router = doc["data"]["nodes"][2]["data"]["node"]["template"]

@@ -118,3 +118,15 @@ def test_a_firing_of_a_deleted_schedule_records_nothing(flow):
     FlowSchedule.objects.filter(pk=schedule.pk).delete()
     assert flow_schedule_fire(schedule_id=schedule.pk, intended_at=None) is None
     assert not FlowRun.objects.exists()
+
+
+def test_an_update_of_a_schedule_deleted_since_it_was_read_is_a_404_and_brings_nothing_back(flow):
+    from django.http import Http404
+
+    schedule = flow_schedule_create(flow=flow, interval_minutes=5)
+    read = FlowSchedule.objects.get(pk=schedule.pk)  # as a PATCH reads it, before a DELETE commits
+    flow_schedule_delete(schedule=FlowSchedule.objects.get(pk=schedule.pk))
+    with pytest.raises(Http404):
+        flow_schedule_update(schedule=read, name="renamed")
+    assert not FlowSchedule.objects.exists()
+    assert not Schedule.objects.filter(func="flows.tasks.run_schedule").exists()  # nothing left to fire

@@ -16,6 +16,7 @@ from flows.services.sweep import (
     SWEEP_SCHEDULE_NAME,
     flow_runs_enqueue_due_retries,
     flow_runs_recover_interrupted,
+    flow_runs_requeue,
     flow_runs_requeue_stale,
     flow_runs_sweep,
 )
@@ -121,3 +122,42 @@ def test_due_retries_report_the_runs_enqueued(flow, user, monkeypatch):
     monkeypatch.setattr(queue, "flow_run_enqueue", enqueue)
     assert flow_runs_enqueue_due_retries() == 1
     assert rung == [str(runs[0].id), str(runs[1].id)]
+
+
+def test_operators_requeue_of_a_running_run_closes_its_attempt_as_interrupted(flow, user, enqueued):
+    run = new_run(flow, user)
+    assert flow_run_claim(run_id=run.id)
+    assert [r.pk for r in flow_runs_requeue(status="running")] == [run.pk]
+    assert enqueued == [str(run.id)]
+    assert flow_run_execute(run_id=run.id).status == "succeeded"
+    attempts = list(run.attempt_log.order_by("number").values_list("number", "outcome"))
+    assert attempts == [(1, "interrupted"), (2, "succeeded")]
+    assert run.attempt_log.get(number=1).finished_at is not None
+
+
+def test_operators_replay_of_failed_runs_goes_past_one_that_cannot_be_replayed(flow, user, enqueued):
+    from flows.services.variables import variable_create
+
+    variable = variable_create(user=user, name="GREETING", value="Hi {name}")
+    stale = new_run(flow, user, tweaks={"greet": {"template": {"variable": "GREETING"}}})
+    good = new_run(flow, user)
+    for run, seconds_ago in ((stale, 2), (good, 1)):  # the stale one first, as the requeue takes them
+        FlowRun.objects.filter(pk=run.pk).update(status="failed", finished_at=timezone.now() - timedelta(seconds=seconds_ago))
+    variable.delete()  # the first run's tweaks no longer fit its graph
+    replays = flow_runs_requeue(status="failed")
+    assert [replay.replay_of_id for replay in replays] == [good.pk]
+    assert not FlowRun.objects.filter(replay_of=stale).exists()
+
+
+def test_runs_within_a_long_lease_do_not_keep_a_run_past_its_short_lease_from_recovery(flow, make_flow, user, settings):
+    settings.LANGRUN_RUN_TIMEOUT, settings.LANGRUN_FLOW_TIMEOUT, settings.LANGRUN_LEASE_MARGIN = 1000, 50, 20
+    long = make_flow(user, endpoint_name="long")
+    Flow.objects.filter(pk=long.pk).update(timeout=900)
+    busy = [new_run(long, user) for _ in range(2)]  # running for 200 s, well within their 920 s lease
+    stuck = new_run(flow, user)  # running for 100 s, past its 70 s lease
+    for run, seconds in ((busy[0], 200), (busy[1], 200), (stuck, 100)):
+        flow_run_claim(run_id=run.id)
+        FlowRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
+    assert flow_runs_recover_interrupted(limit=2) == 1
+    assert FlowRun.objects.get(pk=stuck.pk).status == "failed"
+    assert set(FlowRun.objects.filter(pk__in=[r.pk for r in busy]).values_list("status", flat=True)) == {"running"}

@@ -169,3 +169,16 @@ def test_a_request_variable_standing_in_for_a_generic_one_is_shown(user):
     flow_run_execute(run_id=run.id)
     run.refresh_from_db()
     assert run.outputs == {"greeting": "Yo Ada"}
+
+
+def test_an_update_of_a_variable_deleted_since_it_was_read_is_a_404_and_brings_nothing_back(user):
+    from django.http import Http404
+
+    from flows.services.variables import variable_update
+
+    variable = variable_create(user=user, name="TOKEN", value="old")
+    read = Variable.objects.get(pk=variable.pk)  # as a PATCH reads it, before a DELETE commits
+    Variable.objects.filter(pk=variable.pk).delete()
+    with pytest.raises(Http404):
+        variable_update(variable=read, value="new")
+    assert not Variable.objects.exists()  # a deleted credential stays deleted

@@ -22,6 +22,11 @@ def test_adding_a_subscription_shows_its_secret_once(staff, make_flow, local_all
     assert sub.secret not in page
 
 
+def test_a_subscription_added_unticked_active_stays_paused(staff, local_allowed):
+    login(staff).post("/admin/webhooks/subscription/add/", {"user": staff.pk, "url": URL, "events": ["run.failed"]})
+    assert Subscription.objects.get().is_active is False
+
+
 def test_a_url_the_guard_refuses_is_a_form_error(staff):
     answer = login(staff).post("/admin/webhooks/subscription/add/", {"user": staff.pk, "url": URL, "events": ["run.failed"]})
     assert answer.status_code == 200 and "not a public address" in answer.content.decode() and not Subscription.objects.exists()

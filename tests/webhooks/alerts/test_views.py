@@ -33,6 +33,13 @@ def test_create_shows_the_secret_once(key_client, flow, local_allowed):
     assert "secret" not in shown and shown["events"] == ["run.failed", "run.retries_exhausted"]
 
 
+def test_a_subscription_created_inactive_stays_paused(key_client, local_allowed):
+    created = _create(key_client, is_active=False)
+    assert created.status_code == 201, created.json()
+    assert created.json()["is_active"] is False
+    assert Subscription.objects.get(pk=created.json()["id"]).is_active is False
+
+
 def test_an_unknown_event_is_a_422_naming_the_field(key_client, local_allowed):
     answer = _create(key_client, events=["run.exploded"])
     assert answer.status_code == 422

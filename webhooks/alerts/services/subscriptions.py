@@ -58,8 +58,10 @@ def subscription_create(
     flow: Flow | None = None,
     backlog_threshold: int | None = None,
     backlog_age_seconds: int | None = None,
+    is_active: bool = True,
 ) -> Subscription:
-    """A subscription with a new signing secret (the caller shows `subscription.secret` once)."""
+    """A subscription with a new signing secret (the caller shows `subscription.secret` once); `is_active=False`
+    records it paused."""
     if url:
         alert_url_check(url=url, loc=["body", "url"])
     return Subscription.objects.create(
@@ -71,6 +73,7 @@ def subscription_create(
         secret=alert_secret_new(),
         backlog_threshold=backlog_threshold,
         backlog_age_seconds=backlog_age_seconds,
+        is_active=is_active,
     )
 
 
