@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import Http404
 
 from flows import engine
 from flows.exceptions import EndpointNameTaken
@@ -86,18 +87,23 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     for name, value in fields.items():
         setattr(flow, name, value)
     with transaction.atomic():
-        _flow_save(flow)
+        # The flow was read before its new graph was checked; meanwhile it may have been paused, given a signing
+        # secret, changed by another update or deleted. Only the fields given are written, and a deleted flow
+        # stays deleted (a whole-row save wrote the rest back as it was read, or inserted the flow again).
+        if not Flow.objects.select_for_update().filter(pk=flow.pk).exists():
+            raise Http404(f"Flow {flow.pk} not found.")
+        _flow_save(flow, update_fields=[*fields, "updated_at"])
         if "data" in fields:
             flow_version_record(flow=flow, author=author, message=message)
     return flow
 
 
-def _flow_save(flow: Flow) -> Flow:
+def _flow_save(flow: Flow, update_fields: list[str] | None = None) -> Flow:
     if flow_endpoint_name_taken(user=flow.user, endpoint_name=flow.endpoint_name, exclude=flow):
         raise EndpointNameTaken(flow.endpoint_name)
     try:
         with transaction.atomic():
-            flow.save()
+            flow.save(update_fields=update_fields)
     except IntegrityError as exc:
         # A concurrent save may take the name between the check and the insert; any other constraint is a bug.
         if _endpoint_name_clash(exc):

@@ -81,3 +81,49 @@ def test_the_admin_deletes_a_flow_through_the_service(admin_client, flow, monkey
     from flows.models import Flow
 
     assert not Flow.objects.filter(pk=flow.pk).exists()
+
+
+def _changed_graph(flow) -> dict:
+    return {**flow.data, "nodes": [*flow.data["nodes"], {"id": "note", "type": "Text", "params": {"text": "hi"}}]}
+
+
+def test_an_update_keeps_a_pause_and_a_signing_secret_set_since_the_flow_was_read(flow):
+    # A PATCH reads the flow, checks the new graph (a large one takes a fraction of a second), then saves: a pause
+    # or a signing secret committed meanwhile was written back as it was read (the flow ran again, the new secret
+    # shown once was refused).
+    from flows.models import Flow
+    from flows.services.pause import flow_pause
+    from webhooks.signatures import webhook_signing_secret_rotate
+
+    read = Flow.objects.get(pk=flow.pk)
+    flow_pause(flow=flow)
+    secret = webhook_signing_secret_rotate(flow=flow)
+    flow_update(flow=read, description="changed", data=_changed_graph(read))
+    flow.refresh_from_db()
+    assert flow.paused_at is not None and flow.signing_secret == secret
+    assert flow.description == "changed" and flow.current_version.number == 2
+
+
+def test_an_update_keeps_what_another_update_changed_since_the_flow_was_read(flow):
+    from flows.models import Flow
+
+    read = Flow.objects.get(pk=flow.pk)
+    flow_update(flow=flow, name="renamed")
+    flow_update(flow=read, description="described")
+    flow.refresh_from_db()
+    assert (flow.name, flow.description) == ("renamed", "described")
+
+
+def test_an_update_of_a_flow_deleted_since_it_was_read_does_not_bring_it_back(flow):
+    # The save found no row and inserted one: a flow deleted (204) while a PATCH was checking its graph came
+    # back, its webhook answering again.
+    from django.http import Http404
+
+    from flows.models import Flow
+    from flows.services.flows import flow_delete
+
+    read = Flow.objects.get(pk=flow.pk)
+    flow_delete(flow=flow)
+    with pytest.raises(Http404):
+        flow_update(flow=read, data=_changed_graph(read))
+    assert not Flow.objects.filter(pk=flow.pk).exists()
