@@ -15,6 +15,7 @@ from croniter import CroniterError, croniter
 from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
+from django.http import Http404
 from django.utils import timezone
 
 from flows.exceptions import ScheduleInvalid
@@ -96,7 +97,11 @@ def flow_schedule_update(*, schedule: FlowSchedule, **fields) -> FlowSchedule:
         schedule.cron = ""
     flow_schedule_check(cron=schedule.cron, interval_minutes=schedule.interval_minutes)
     with transaction.atomic():
-        schedule.save()
+        # A schedule deleted since it was read (its django-q2 row with it) stays deleted: a whole-row save inserted
+        # it again, and a new django-q2 row that went on firing.
+        if not FlowSchedule.objects.select_for_update().filter(pk=schedule.pk).exists():
+            raise Http404(f"Schedule {schedule.pk} not found.")
+        schedule.save(update_fields=["name", "cron", "interval_minutes", "payload", "updated_at"])
         _q_schedule_sync(schedule)
     return schedule
 
