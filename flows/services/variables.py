@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import Http404
 
 from flows import engine
 from flows.exceptions import VariableNameTaken, VariableUndecryptable
@@ -83,15 +84,19 @@ def variable_update(*, variable: Variable, name: str | None = None, value: str |
         variable.kind = kind
     if value is not None:
         variable.value = variable_encrypt(value=value) if variable.kind == Variable.Kind.CREDENTIAL else value
-    return _variable_save(variable)
+    with transaction.atomic():
+        # A variable deleted since it was read stays deleted: a whole-row save inserted it again.
+        if not Variable.objects.select_for_update().filter(pk=variable.pk).exists():
+            raise Http404(f"Variable {variable.pk} not found.")
+        return _variable_save(variable, update_fields=["user", "name", "kind", "value", "updated_at"])
 
 
-def _variable_save(variable: Variable) -> Variable:
+def _variable_save(variable: Variable, update_fields: list[str] | None = None) -> Variable:
     if Variable.objects.filter(user=variable.user, name=variable.name).exclude(pk=variable.pk).exists():
         raise VariableNameTaken(variable.name)
     try:
         with transaction.atomic():
-            variable.save()
+            variable.save(update_fields=update_fields)
     except IntegrityError as exc:
         raise VariableNameTaken(variable.name) from exc
     return variable
