@@ -146,7 +146,11 @@ def flow_runs_delete(*, flow: Flow, batch: int | None = None) -> int:
     deleted = 0
     while ids := list(FlowRun.objects.filter(flow=flow).order_by().values_list("pk", flat=True)[:batch]):
         with transaction.atomic():
-            deleted += FlowRun.objects.filter(pk__in=ids).delete()[1].get(FlowRun._meta.label, 0)
+            # Locked before what refers to them is collected: a worker recording a run's nodes, attempt or alerts
+            # meanwhile waits for this delete (and then finds its run gone), instead of adding rows the delete
+            # missed, which broke the foreign key at the commit (a 500, the flow half deleted).
+            locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+            deleted += FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
         if len(ids) < batch:
             break
     return deleted

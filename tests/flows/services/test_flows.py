@@ -1,7 +1,7 @@
 """flows.services.flows: endpoint names and variables checked when a flow is saved."""
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 
 from flows import engine
 from flows.exceptions import EndpointNameTaken
@@ -127,3 +127,44 @@ def test_an_update_of_a_flow_deleted_since_it_was_read_does_not_bring_it_back(fl
     with pytest.raises(Http404):
         flow_update(flow=read, data=_changed_graph(read))
     assert not Flow.objects.filter(pk=flow.pk).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps a worker's writes out of the delete")
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_flow_while_a_worker_records_its_runs_nodes(flow, monkeypatch):
+    # A worker finishing a run writes its node results (a queued run's claim, its attempt) while the delete's batch
+    # has collected what refers to the runs and not yet deleted them: the batch's commit broke the foreign key and
+    # the DELETE answered 500, the flow half deleted.
+    import threading
+
+    from django.db.models.sql import DeleteQuery
+
+    from flows.models import Flow, FlowRun, NodeResult
+    from flows.services.flows import flow_delete
+    from flows.services.runs import flow_run_create
+
+    run = flow_run_create(flow=flow, user=flow.user, trigger="api", payload={})
+    refused = []
+
+    def worker_writes():
+        try:
+            NodeResult.objects.create(run_id=run.pk, node_id="hook", component_type="Webhook", status="succeeded", order=0)
+        except IntegrityError:  # its run is gone: the worker's finish records nothing
+            refused.append(True)
+        finally:
+            connection.close()
+
+    delete_batch = DeleteQuery.delete_batch
+    writer = threading.Thread(target=worker_writes)
+
+    def runs_deleted_after_the_worker_wrote(self, pk_list, using):
+        if self.model is FlowRun and writer.ident is None:  # their node results are deleted: the runs come next
+            writer.start()
+            writer.join(1)  # it writes now, or waits for this delete to commit
+        return delete_batch(self, pk_list, using)
+
+    monkeypatch.setattr(DeleteQuery, "delete_batch", runs_deleted_after_the_worker_wrote)
+    flow_delete(flow=flow)
+    writer.join()
+    assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and not NodeResult.objects.exists()
+    assert refused == [True]  # the worker's write waited for the delete, then found its run gone
