@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.http import Http404
 
 from flows import engine
@@ -145,15 +145,33 @@ def flow_runs_delete(*, flow: Flow, batch: int | None = None) -> int:
     batch = batch or settings.LANGRUN_PRUNE_BATCH
     deleted = 0
     while ids := list(FlowRun.objects.filter(flow=flow).order_by().values_list("pk", flat=True)[:batch]):
-        with transaction.atomic():
-            # Locked before what refers to them is collected: a worker recording a run's nodes, attempt or alerts
-            # meanwhile waits for this delete (and then finds its run gone), instead of adding rows the delete
-            # missed, which broke the foreign key at the commit (a 500, the flow half deleted).
-            locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
-            deleted += FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
+        deleted += _flow_runs_delete_batch(ids)
         if len(ids) < batch:
             break
     return deleted
+
+
+# PostgreSQL's deadlock_detected and foreign_key_violation: what a batch meets when others write to its runs meanwhile.
+_BATCH_RETRIED = frozenset({"40P01", "23503"})
+
+
+def _flow_runs_delete_batch(ids: list, attempts: int = 3) -> int:
+    from flows.models import FlowRun
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                # Locked before what refers to them is collected: a worker recording a run's nodes, attempt or alerts
+                # meanwhile waits for this delete (and then finds its run gone), instead of adding rows the delete
+                # missed, which broke the foreign key at the commit (a 500, the flow half deleted).
+                locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+                return FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
+        except (OperationalError, IntegrityError) as exc:
+            # A replay or a worker locking some of these runs in another order, or a row added after all: this
+            # batch is tried again, on what is there now.
+            if attempt == attempts or getattr(exc.__cause__, "sqlstate", None) not in _BATCH_RETRIED:
+                raise
+    return 0
 
 
 def flow_delete(*, flow: Flow) -> None:

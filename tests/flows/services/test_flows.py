@@ -168,3 +168,32 @@ def test_deleting_a_flow_while_a_worker_records_its_runs_nodes(flow, monkeypatch
     writer.join()
     assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and not NodeResult.objects.exists()
     assert refused == [True]  # the worker's write waited for the delete, then found its run gone
+
+
+def test_a_batch_of_the_delete_that_meets_a_deadlock_is_tried_again(flow, monkeypatch):
+    # A bulk replay of the flow's runs locks them in received order, the delete by id: PostgreSQL ended the deadlock
+    # by failing the delete's batch, and the DELETE answered 500.
+    from django.db import OperationalError
+    from django.db.models import QuerySet
+
+    from flows.models import Flow, FlowRun
+    from flows.services.flows import flow_delete
+    from flows.services.runs import flow_run_create
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    for _ in range(2):
+        flow_run_create(flow=flow, user=flow.user, trigger="api", payload={})
+    delete, batches = QuerySet.delete, []
+
+    def deadlocked_once(self):
+        if self.model is FlowRun:
+            batches.append(self)
+            if len(batches) == 1:
+                raise OperationalError("deadlock detected") from Deadlock()
+        return delete(self)
+
+    monkeypatch.setattr(QuerySet, "delete", deadlocked_once)
+    flow_delete(flow=flow)
+    assert len(batches) == 2 and not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists()
