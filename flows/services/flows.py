@@ -151,30 +151,49 @@ def flow_runs_delete(*, flow: Flow, batch: int | None = None) -> int:
     return deleted
 
 
-# PostgreSQL's deadlock_detected and foreign_key_violation: what a batch meets when others write to its runs meanwhile.
-_BATCH_RETRIED = frozenset({"40P01", "23503"})
-
-
-def _flow_runs_delete_batch(ids: list, attempts: int = 3) -> int:
+def _flow_runs_delete_batch(ids: list) -> int:
     from flows.models import FlowRun
 
+    def delete() -> int:
+        # Locked before what refers to them is collected: a worker recording a run's nodes, attempt or alerts
+        # meanwhile waits for this delete (and then finds its run gone), instead of adding rows the delete
+        # missed, which broke the foreign key at the commit (a 500, the flow half deleted).
+        locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+        return FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
+
+    return _deleted_despite_writers(delete)
+
+
+# PostgreSQL's deadlock_detected and foreign_key_violation: what a delete meets when others write to its rows meanwhile.
+_DELETE_RETRIED = frozenset({"40P01", "23503"})
+
+
+def _deleted_despite_writers(delete, attempts: int = 3):
+    """`delete()` in a transaction of its own, tried again when PostgreSQL ends a deadlock with it (a replay or a
+    worker locking the same rows in another order) or it meets a row added after all: on what is there now."""
     for attempt in range(1, attempts + 1):
         try:
             with transaction.atomic():
-                # Locked before what refers to them is collected: a worker recording a run's nodes, attempt or alerts
-                # meanwhile waits for this delete (and then finds its run gone), instead of adding rows the delete
-                # missed, which broke the foreign key at the commit (a 500, the flow half deleted).
-                locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
-                return FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
+                return delete()
         except (OperationalError, IntegrityError) as exc:
-            # A replay or a worker locking some of these runs in another order, or a row added after all: this
-            # batch is tried again, on what is there now.
-            if attempt == attempts or getattr(exc.__cause__, "sqlstate", None) not in _BATCH_RETRIED:
+            if attempt == attempts or getattr(exc.__cause__, "sqlstate", None) not in _DELETE_RETRIED:
                 raise
-    return 0
+    return None
 
 
 def flow_delete(*, flow: Flow) -> None:
     """Delete a flow: its runs first in short transactions (flow_runs_delete), then the flow with whatever is left."""
+    from flows.models import FlowRun
+
     flow_runs_delete(flow=flow)
-    flow.delete()
+
+    def delete() -> None:
+        # Locked first: a webhook recording a run meanwhile waits for this delete (and then finds its flow gone)
+        # instead of adding a run the delete missed, which broke the foreign key at the commit; then the runs
+        # that came in meanwhile, as a batch locks its runs.
+        Flow.objects.select_for_update().filter(pk=flow.pk).exists()
+        late = list(FlowRun.objects.select_for_update().filter(flow_id=flow.pk).order_by("pk").values_list("pk", flat=True))
+        FlowRun.objects.filter(pk__in=late).delete()
+        Flow.objects.filter(pk=flow.pk).delete()  # not flow.delete(): a failed attempt has set its pk to None
+
+    _deleted_despite_writers(delete)
