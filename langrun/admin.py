@@ -101,7 +101,10 @@ class ApiKeyAdmin(OwnedModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            obj.save()
+            # What the page edits, on the row as it is now: a whole-row save inserted again a key deleted since the
+            # page was read (the deleted key authenticated again) and wrote back the uses counted meanwhile.
+            if not ApiKey.objects.filter(pk=obj.pk).update(name=obj.name, is_active=obj.is_active):
+                raise Http404("No such object.")
             return
         owner = form.cleaned_data.get("user") or request.user
         new = api_key_create(user=owner, name=form.cleaned_data.get("name", ""))

@@ -119,7 +119,8 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destr
         body.is_valid(raise_exception=True)
         new = api_key_create(user=request.user, **body.validated_data)
         data = {**ApiKeySerializer(new.api_key).data, "api_key": new.key}
-        return Response(ApiKeyCreatedSerializer(data).data, status=status.HTTP_201_CREATED)
+        # The key in clear, this once: no cache may keep it, as for every other secret the API shows once.
+        return Response(ApiKeyCreatedSerializer(data).data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
     @extend_schema(responses={204: None, 409: error("This request is authenticated with the key it deletes.")})
     def destroy(self, request, *args, **kwargs):

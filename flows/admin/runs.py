@@ -5,8 +5,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -37,9 +38,12 @@ class FlowFilter(admin.SimpleListFilter):
         return [(str(pk), name) for pk, name in flows.values_list("pk", "name")]
 
     def queryset(self, request, queryset):
-        if self.value():
+        if not self.value():
+            return queryset
+        try:
             return queryset.filter(flow_id=self.value())
-        return queryset
+        except ValidationError as exc:  # not a flow id: the list's "?e=1", as Django's own filters answer
+            raise IncorrectLookupParameters(exc) from exc
 
 
 @admin.register(FlowRun)

@@ -43,6 +43,11 @@ class Graph:
         return [e for e in self.edges if e.target == node_id]
 
 
+# A run's results are stored per node under its id, in a column of this size (flows.models.NodeResult.node_id):
+# a longer id could not be recorded, and every run of the flow failed on PostgreSQL.
+MAX_NODE_ID = 200
+
+
 def _name(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
@@ -189,6 +194,9 @@ def _parse_node(raw: Any, i: int, registry: Registry, issue) -> Node | None:
     node_id, type_name, params = raw.get("id"), raw.get("type"), raw.get("params", {})
     if not _name(node_id):
         issue(("nodes", i, "id"), "A node needs a non-empty string 'id'.", "missing" if node_id is None else "string_type")
+        ok = False
+    elif len(node_id) > MAX_NODE_ID:
+        issue(("nodes", i, "id"), f"A node id may have at most {MAX_NODE_ID} characters.", "string_too_long")
         ok = False
     if not _name(type_name):
         issue(("nodes", i, "type"), "A node needs a component 'type'.", "missing" if type_name is None else "string_type")

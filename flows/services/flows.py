@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.http import Http404
 
 from flows import engine
@@ -87,7 +87,11 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     for name, value in fields.items():
         setattr(flow, name, value)
     with transaction.atomic():
-        # Only the fields given: a pause, a new signing secret or a new version committed since the flow was read stay.
+        # The flow was read before its new graph was checked; meanwhile it may have been paused, given a signing
+        # secret, changed by another update or deleted. Only the fields given are written, and a deleted flow
+        # stays deleted (a whole-row save wrote the rest back as it was read, or inserted the flow again).
+        if not Flow.objects.select_for_update().filter(pk=flow.pk).exists():
+            raise Http404(f"Flow {flow.pk} not found.")
         _flow_save(flow, update_fields=[*fields, "updated_at"])
         if "data" in fields:
             flow_version_record(flow=flow, author=author, message=message)
@@ -105,10 +109,6 @@ def _flow_save(flow: Flow, *, update_fields: list[str] | None = None) -> Flow:
         if _endpoint_name_clash(exc):
             raise EndpointNameTaken(flow.endpoint_name) from exc
         raise
-    except DatabaseError:  # no row to update: deleted since it was read
-        if update_fields is None or Flow.objects.filter(pk=flow.pk).exists():
-            raise
-        raise Http404(f"Flow {flow.pk} not found.") from None
     return flow
 
 
@@ -145,14 +145,55 @@ def flow_runs_delete(*, flow: Flow, batch: int | None = None) -> int:
     batch = batch or settings.LANGRUN_PRUNE_BATCH
     deleted = 0
     while ids := list(FlowRun.objects.filter(flow=flow).order_by().values_list("pk", flat=True)[:batch]):
-        with transaction.atomic():
-            deleted += FlowRun.objects.filter(pk__in=ids).delete()[1].get(FlowRun._meta.label, 0)
+        deleted += _flow_runs_delete_batch(ids)
         if len(ids) < batch:
             break
     return deleted
 
 
+def _flow_runs_delete_batch(ids: list) -> int:
+    from flows.models import FlowRun
+
+    def delete() -> int:
+        # Locked before what refers to them is collected: a worker recording a run's nodes, attempt or alerts
+        # meanwhile waits for this delete (and then finds its run gone), instead of adding rows the delete
+        # missed, which broke the foreign key at the commit (a 500, the flow half deleted).
+        locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+        return FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
+
+    return _deleted_despite_writers(delete)
+
+
+# PostgreSQL's deadlock_detected and foreign_key_violation: what a delete meets when others write to its rows meanwhile.
+_DELETE_RETRIED = frozenset({"40P01", "23503"})
+
+
+def _deleted_despite_writers(delete, attempts: int = 3):
+    """`delete()` in a transaction of its own, tried again when PostgreSQL ends a deadlock with it (a replay or a
+    worker locking the same rows in another order) or it meets a row added after all: on what is there now."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                return delete()
+        except (OperationalError, IntegrityError) as exc:
+            if attempt == attempts or getattr(exc.__cause__, "sqlstate", None) not in _DELETE_RETRIED:
+                raise
+    return None
+
+
 def flow_delete(*, flow: Flow) -> None:
     """Delete a flow: its runs first in short transactions (flow_runs_delete), then the flow with whatever is left."""
+    from flows.models import FlowRun
+
     flow_runs_delete(flow=flow)
-    flow.delete()
+
+    def delete() -> None:
+        # Locked first: a webhook recording a run meanwhile waits for this delete (and then finds its flow gone)
+        # instead of adding a run the delete missed, which broke the foreign key at the commit; then the runs
+        # that came in meanwhile, as a batch locks its runs.
+        Flow.objects.select_for_update().filter(pk=flow.pk).exists()
+        late = list(FlowRun.objects.select_for_update().filter(flow_id=flow.pk).order_by("pk").values_list("pk", flat=True))
+        FlowRun.objects.filter(pk__in=late).delete()
+        Flow.objects.filter(pk=flow.pk).delete()  # not flow.delete(): a failed attempt has set its pk to None
+
+    _deleted_despite_writers(delete)

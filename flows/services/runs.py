@@ -99,13 +99,18 @@ def flow_run_create(
     elif flow.max_concurrent_runs or flow.throttle_limit:
         fields.update(run_control_keys(flow=flow, request=request, payload=payload))
     if not idempotency_key:
-        return _flow_run_insert(fields, only_if)
+        try:
+            return _flow_run_insert(fields, only_if)
+        except IntegrityError:
+            _flow_run_flow_found(flow)
+            raise
     for _ in range(3):
         try:
             return _flow_run_insert(fields, only_if)
         except IntegrityError:
             original = FlowRun.objects.filter(flow=flow, idempotency_key=idempotency_key).first()
-            if original is None:  # its key expired between our insert and this read
+            if original is None:  # its key expired between our insert and this read, or its flow was deleted
+                _flow_run_flow_found(flow)
                 continue
             if original.received_at >= timezone.now() - timedelta(seconds=settings.LANGRUN_IDEMPOTENCY_RETENTION):
                 original.deduplicated = True
@@ -113,6 +118,13 @@ def flow_run_create(
             # Past the retention window the key is free again.
             FlowRun.objects.filter(pk=original.pk, idempotency_key=idempotency_key).update(idempotency_key=None)
     raise RuntimeError(f"Could not record a run for idempotency key {idempotency_key!r}")
+
+
+def _flow_run_flow_found(flow: Flow) -> None:
+    """Http404 when the flow was deleted while its run was being recorded (the insert waited for the delete, then
+    broke the foreign key), as a lookup of the flow would answer now."""
+    if not Flow.objects.filter(pk=flow.pk).exists():
+        raise Http404(f"Flow {flow.pk} not found.")
 
 
 def _flow_run_insert(fields: dict[str, Any], only_if: tuple[str, list] | None) -> FlowRun:

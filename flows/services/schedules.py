@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timedelta
 
 from croniter import CroniterError, croniter
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.http import Http404
@@ -96,15 +96,13 @@ def flow_schedule_update(*, schedule: FlowSchedule, **fields) -> FlowSchedule:
     if fields.get("interval_minutes") and "cron" not in fields:
         schedule.cron = ""
     flow_schedule_check(cron=schedule.cron, interval_minutes=schedule.interval_minutes)
-    try:
-        with transaction.atomic():
-            # An UPDATE only: a schedule deleted since it was read is not inserted again (with a django-q2 row firing it).
-            schedule.save(update_fields=["name", "cron", "interval_minutes", "payload", "updated_at"])
-            _q_schedule_sync(schedule)
-    except DatabaseError:
-        if FlowSchedule.objects.filter(pk=schedule.pk).exists():
-            raise
-        raise Http404(f"Schedule {schedule.pk} not found.") from None
+    with transaction.atomic():
+        # A schedule deleted since it was read (its django-q2 row with it) stays deleted: a whole-row save inserted
+        # it again, and a new django-q2 row that went on firing.
+        if not FlowSchedule.objects.select_for_update().filter(pk=schedule.pk).exists():
+            raise Http404(f"Schedule {schedule.pk} not found.")
+        schedule.save(update_fields=["name", "cron", "interval_minutes", "payload", "updated_at"])
+        _q_schedule_sync(schedule)
     return schedule
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 from django.http import Http404
 
 from flows import engine
@@ -84,11 +84,14 @@ def variable_update(*, variable: Variable, name: str | None = None, value: str |
         variable.kind = kind
     if value is not None:
         variable.value = variable_encrypt(value=value) if variable.kind == Variable.Kind.CREDENTIAL else value
-    # An UPDATE only: a variable deleted since it was read (a credential its owner removed) is not inserted again.
-    return _variable_save(variable, update_fields=["user", "name", "kind", "value", "updated_at"])
+    with transaction.atomic():
+        # A variable deleted since it was read stays deleted: a whole-row save inserted it again.
+        if not Variable.objects.select_for_update().filter(pk=variable.pk).exists():
+            raise Http404(f"Variable {variable.pk} not found.")
+        return _variable_save(variable, update_fields=["user", "name", "kind", "value", "updated_at"])
 
 
-def _variable_save(variable: Variable, *, update_fields: list[str] | None = None) -> Variable:
+def _variable_save(variable: Variable, update_fields: list[str] | None = None) -> Variable:
     if Variable.objects.filter(user=variable.user, name=variable.name).exclude(pk=variable.pk).exists():
         raise VariableNameTaken(variable.name)
     try:
@@ -96,10 +99,6 @@ def _variable_save(variable: Variable, *, update_fields: list[str] | None = None
             variable.save(update_fields=update_fields)
     except IntegrityError as exc:
         raise VariableNameTaken(variable.name) from exc
-    except DatabaseError:  # no row to update: deleted since it was read
-        if update_fields is None or Variable.objects.filter(pk=variable.pk).exists():
-            raise
-        raise Http404(f"Variable {variable.pk} not found.") from None
     return variable
 
 

@@ -9,6 +9,7 @@ import time
 
 from django.conf import settings
 from django.db import connection
+from django.http import Http404
 
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute
@@ -45,7 +46,7 @@ def flow_run_wait(*, run_id, timeout: float) -> FlowRun:
 
     A caller past its account's or its process's share of waiting (langrun.waits) gets the run as it is, at once.
     """
-    run = FlowRun.objects.get(pk=run_id)
+    run = _flow_run_read(run_id)
     if run.status in FlowRun.TERMINAL or timeout <= 0:
         return run
     with wait_slot(owner=str(run.user_id)) as granted:
@@ -60,14 +61,21 @@ def _flow_run_awaited(*, run_id, timeout: float) -> FlowRun:
     connection.close()  # given back while waiting (to the pool, where there is one)
     with parked():
         WATCH.wait_for_end(run_id=run_id, timeout=timeout)
-    return FlowRun.objects.get(pk=run_id)
+    return _flow_run_read(run_id)
+
+
+def _flow_run_read(run_id) -> FlowRun:
+    try:
+        return FlowRun.objects.get(pk=run_id)
+    except FlowRun.DoesNotExist:  # deleted while its caller waited (its flow deleted): as its status URL answers now
+        raise Http404(f"Run {run_id} not found.") from None
 
 
 def _flow_run_poll(*, run_id, timeout: float) -> FlowRun:
     deadline = time.monotonic() + max(timeout, 0)
     delay = 0.02
     while True:
-        run = FlowRun.objects.get(pk=run_id)
+        run = _flow_run_read(run_id)
         remaining = deadline - time.monotonic()
         if run.status in FlowRun.TERMINAL or remaining <= 0:
             return run

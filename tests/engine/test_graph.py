@@ -41,6 +41,17 @@ def test_duplicate_node_id():
     assert (("nodes", 3, "id"), "duplicate_id") in issues(data)
 
 
+def test_a_node_id_longer_than_its_results_column_is_refused():
+    # A node's results are stored under its id (200 characters): on PostgreSQL every run of a flow with a
+    # longer id failed ("The run's result could not be recorded (DataError)"), on SQLite it succeeded.
+    data = copy.deepcopy(GREETING_FLOW)
+    data["nodes"][2]["id"] = "o" * 201
+    data["edges"][1]["target"] = "o" * 201
+    assert issues(data) == [(("nodes", 2, "id"), "string_too_long")]
+    data["nodes"][2]["id"] = data["edges"][1]["target"] = "o" * 200
+    assert parse_graph(data).order == ("hook", "greet", "o" * 200)
+
+
 def test_edges_to_unknown_nodes_and_ports():
     data = copy.deepcopy(GREETING_FLOW)
     data["edges"] += [

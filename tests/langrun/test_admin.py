@@ -4,6 +4,7 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
 from django.urls import reverse
 
 from langrun.models import ApiKey, User
@@ -60,6 +61,39 @@ def test_key_name_and_activity_can_be_changed_but_not_the_secret(staff):
         api_key.hashed_key,
         api_key.prefix,
     )
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite's write lock, taken when the save's transaction begins, serialises the two"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_key_deleted_while_its_page_was_saved_stays_deleted(staff, monkeypatch):
+    # The page's save wrote the whole row as it had read it: a key deleted meanwhile (its owner's DELETE of a
+    # leaked key, answered 204) was inserted again, and authenticated again.
+    import threading
+
+    from django.contrib import admin
+
+    new = api_key_create(user=staff, name="old")
+    model_admin = admin.site._registry[ApiKey]
+    read = model_admin.get_object
+
+    def delete_elsewhere():  # the DELETE, in a request (a transaction) of its own
+        ApiKey.objects.filter(pk=new.api_key.pk).delete()
+        connection.close()
+
+    def read_then_deleted(request, object_id, from_field=None):
+        obj = read(request, object_id, from_field)
+        if request.method == "POST":
+            deleting = threading.Thread(target=delete_elsewhere)
+            deleting.start()
+            deleting.join()
+        return obj
+
+    monkeypatch.setattr(model_admin, "get_object", read_then_deleted)
+    url = reverse("admin:langrun_apikey_change", args=[new.api_key.pk])
+    assert login(staff).post(url, {"name": "new", "is_active": "on"}).status_code == 404
+    assert not ApiKey.objects.exists() and api_key_authenticate(key=new.key) is None
 
 
 def test_revoke_action_deactivates_keys(staff):

@@ -36,6 +36,13 @@ def test_session_user_creates_lists_and_deletes_keys(session_client, user):
     assert api_key_authenticate(key=key) is None and not ApiKey.objects.exists()
 
 
+def test_a_new_key_is_answered_not_to_be_cached(session_client):
+    # As a new signing secret, ingest token or subscription secret is: the answer holds the key in clear (a browser
+    # on the browsable API kept it in its cache).
+    created = session_client.post("/api/v1/api_key/", {"name": "ci"}, format="json")
+    assert created.status_code == 201 and created["Cache-Control"] == "no-store"
+
+
 def test_api_key_validation_and_isolation(session_client, make_user):
     long_name = session_client.post("/api/v1/api_key/", {"name": "x" * 101}, format="json")
     assert long_name.status_code == 422 and long_name.json()["detail"][0]["loc"] == ["body", "name"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -60,9 +60,12 @@ class SubscriptionAdmin(OwnFlowChoices, OwnedModelAdmin):
 
     @admin.action(description="Rotate the signing secret (shown once)")
     def rotate_secret(self, request, queryset):
-        for sub in queryset:
-            secret = subscription_secret_rotate(subscription=sub)
-            messages.warning(request, format_html("New signing secret of {}, shown only now: <code>{}</code>", sub, secret))
+        rotated = [(sub, subscription_secret_rotate(subscription=sub)) for sub in queryset]
+        return self._secrets_shown_once(request, rotated, title="Signing secrets rotated")
+
+    def _secrets_shown_once(self, request, secrets, *, title):
+        # On the page itself, never in a message: messages travel in a cookie (signed, not encrypted) or the session.
+        return self.secret_shown_once(request, "admin/webhooks/subscription/secrets.html", title=title, secrets=secrets)
 
     def save_model(self, request, obj, form, change):
         data = {
@@ -74,8 +77,10 @@ class SubscriptionAdmin(OwnFlowChoices, OwnedModelAdmin):
             subscription_update(subscription=obj, **data)
             return
         saved = subscription_create(user=form.cleaned_data["user"], **data)
-        obj.pk = saved.pk
-        messages.warning(request, format_html("Signing secret, shown only now: <code>{}</code>", saved.secret))
+        obj.__dict__.update(saved.__dict__)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._secrets_shown_once(request, [(obj, obj.secret)], title="Subscription created")
 
 
 @admin.register(Delivery)

@@ -79,6 +79,17 @@ def test_run_list_filters(staff, make_flow):
     assert ids({"received_at__gte": "2999-01-01 00:00:00+00:00"}) == set()
 
 
+@pytest.mark.parametrize("value", ["abc", "7e9da5de-3f7c"])
+def test_a_flow_filter_that_is_not_a_flow_id_is_an_unknown_filter(staff, make_flow, value):
+    # A truncated or edited link: Django's own filters answer such a value with the list's "?e=1" page; this one
+    # answered 500 (the list and its export).
+    run_of(make_flow(staff, name="A"))
+    c = login(staff)
+    response = c.get(reverse("admin:flows_flowrun_changelist"), {"flow": value})
+    assert response.status_code == 302 and response.url.endswith("?e=1")
+    assert c.get(reverse("admin:flows_flowrun_export"), {"flow": value, "format": "csv"}).status_code == 400
+
+
 def test_staff_see_only_runs_of_their_flows_and_their_flows_in_the_filter(staff, other, make_flow):
     mine = run_of(make_flow(staff, name="Mine"))
     run_of(make_flow(other, name="Theirs"))

@@ -1,7 +1,7 @@
 """flows.services.flows: endpoint names and variables checked when a flow is saved."""
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 
 from flows import engine
 from flows.exceptions import EndpointNameTaken
@@ -83,29 +83,157 @@ def test_the_admin_deletes_a_flow_through_the_service(admin_client, flow, monkey
     assert not Flow.objects.filter(pk=flow.pk).exists()
 
 
-def test_update_writes_only_its_fields_over_what_others_changed_since_the_flow_was_read(flow):
+def _changed_graph(flow) -> dict:
+    return {**flow.data, "nodes": [*flow.data["nodes"], {"id": "note", "type": "Text", "params": {"text": "hi"}}]}
+
+
+def test_an_update_keeps_a_pause_and_a_signing_secret_set_since_the_flow_was_read(flow):
+    # A PATCH reads the flow, checks the new graph (a large one takes a fraction of a second), then saves: a pause
+    # or a signing secret committed meanwhile was written back as it was read (the flow ran again, the new secret
+    # shown once was refused).
     from flows.models import Flow
     from flows.services.pause import flow_pause
     from webhooks.signatures import webhook_signing_secret_rotate
 
-    read = Flow.objects.get(pk=flow.pk)  # as a PATCH reads it, before a pause and a new secret commit
-    flow_pause(flow=Flow.objects.get(pk=flow.pk))
-    secret = webhook_signing_secret_rotate(flow=Flow.objects.get(pk=flow.pk))
-    flow_update(flow=read, description="renamed")
-    now = Flow.objects.get(pk=flow.pk)
-    assert now.description == "renamed"
-    assert now.paused_at is not None  # still paused: its held runs stay held
-    assert now.signing_secret == secret  # the secret just shown is the one that verifies
+    read = Flow.objects.get(pk=flow.pk)
+    flow_pause(flow=flow)
+    secret = webhook_signing_secret_rotate(flow=flow)
+    flow_update(flow=read, description="changed", data=_changed_graph(read))
+    flow.refresh_from_db()
+    assert flow.paused_at is not None and flow.signing_secret == secret
+    assert flow.description == "changed" and flow.current_version.number == 2
 
 
-def test_update_of_a_flow_deleted_since_it_was_read_is_a_404_and_brings_nothing_back(flow):
+def test_an_update_keeps_what_another_update_changed_since_the_flow_was_read(flow):
+    from flows.models import Flow
+
+    read = Flow.objects.get(pk=flow.pk)
+    flow_update(flow=flow, name="renamed")
+    flow_update(flow=read, description="described")
+    flow.refresh_from_db()
+    assert (flow.name, flow.description) == ("renamed", "described")
+
+
+def test_an_update_of_a_flow_deleted_since_it_was_read_does_not_bring_it_back(flow):
+    # The save found no row and inserted one: a flow deleted (204) while a PATCH was checking its graph came
+    # back, its webhook answering again.
     from django.http import Http404
 
     from flows.models import Flow
     from flows.services.flows import flow_delete
 
     read = Flow.objects.get(pk=flow.pk)
-    flow_delete(flow=Flow.objects.get(pk=flow.pk))
+    flow_delete(flow=flow)
     with pytest.raises(Http404):
-        flow_update(flow=read, description="renamed")
+        flow_update(flow=read, data=_changed_graph(read))
     assert not Flow.objects.filter(pk=flow.pk).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps a worker's writes out of the delete")
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_flow_while_a_worker_records_its_runs_nodes(flow, monkeypatch):
+    # A worker finishing a run writes its node results (a queued run's claim, its attempt) while the delete's batch
+    # has collected what refers to the runs and not yet deleted them: the batch's commit broke the foreign key and
+    # the DELETE answered 500, the flow half deleted.
+    import threading
+
+    from django.db.models.sql import DeleteQuery
+
+    from flows.models import Flow, FlowRun, NodeResult
+    from flows.services.flows import flow_delete
+    from flows.services.runs import flow_run_create
+
+    run = flow_run_create(flow=flow, user=flow.user, trigger="api", payload={})
+    refused = []
+
+    def worker_writes():
+        try:
+            NodeResult.objects.create(run_id=run.pk, node_id="hook", component_type="Webhook", status="succeeded", order=0)
+        except IntegrityError:  # its run is gone: the worker's finish records nothing
+            refused.append(True)
+        finally:
+            connection.close()
+
+    delete_batch = DeleteQuery.delete_batch
+    writer = threading.Thread(target=worker_writes)
+
+    def runs_deleted_after_the_worker_wrote(self, pk_list, using):
+        if self.model is FlowRun and writer.ident is None:  # their node results are deleted: the runs come next
+            writer.start()
+            writer.join(1)  # it writes now, or waits for this delete to commit
+        return delete_batch(self, pk_list, using)
+
+    monkeypatch.setattr(DeleteQuery, "delete_batch", runs_deleted_after_the_worker_wrote)
+    flow_delete(flow=flow)
+    writer.join()
+    assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and not NodeResult.objects.exists()
+    assert refused == [True]  # the worker's write waited for the delete, then found its run gone
+
+
+def test_a_batch_of_the_delete_that_meets_a_deadlock_is_tried_again(flow, monkeypatch):
+    # A bulk replay of the flow's runs locks them in received order, the delete by id: PostgreSQL ended the deadlock
+    # by failing the delete's batch, and the DELETE answered 500.
+    from django.db import OperationalError
+    from django.db.models import QuerySet
+
+    from flows.models import Flow, FlowRun
+    from flows.services.flows import flow_delete
+    from flows.services.runs import flow_run_create
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    for _ in range(2):
+        flow_run_create(flow=flow, user=flow.user, trigger="api", payload={})
+    delete, batches = QuerySet.delete, []
+
+    def deadlocked_once(self):
+        if self.model is FlowRun:
+            batches.append(self)
+            if len(batches) == 1:
+                raise OperationalError("deadlock detected") from Deadlock()
+        return delete(self)
+
+    monkeypatch.setattr(QuerySet, "delete", deadlocked_once)
+    flow_delete(flow=flow)
+    assert len(batches) == 3  # the batch, the same batch again, and the flow's own step (no run left by then)
+    assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps a webhook's run out of the delete")
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_flow_while_a_webhook_records_a_run_of_it(flow, monkeypatch):
+    # A webhook's run recorded after the runs were deleted, while the flow itself was: the commit broke the
+    # foreign key, and the DELETE answered 500 (under a steady stream of webhooks, every time).
+    import threading
+
+    from django.db.models.sql import DeleteQuery
+    from django.http import Http404
+
+    from flows.models import Flow, FlowRun
+    from flows.services.flows import flow_delete
+    from flows.services.runs import flow_run_create
+
+    refused = []
+
+    def webhook_records():
+        try:
+            flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={})
+        except Http404:  # its flow is gone: the webhook answers as for no such flow
+            refused.append(True)
+        finally:
+            connection.close()
+
+    delete_batch = DeleteQuery.delete_batch
+    webhook = threading.Thread(target=webhook_records)
+
+    def flow_deleted_after_the_webhook_wrote(self, pk_list, using):
+        if self.model is Flow and webhook.ident is None:
+            webhook.start()
+            webhook.join(1)  # it records its run now, or waits for this delete to commit
+        return delete_batch(self, pk_list, using)
+
+    monkeypatch.setattr(DeleteQuery, "delete_batch", flow_deleted_after_the_webhook_wrote)
+    flow_delete(flow=flow)
+    webhook.join()
+    assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and refused == [True]

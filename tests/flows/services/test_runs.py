@@ -121,3 +121,35 @@ def test_concurrent_requests_with_one_key_create_one_run(make_user, make_flow):
         t.join(30)
     assert len(ids) == 8 and len(set(ids)) == 1
     assert FlowRun.objects.count() == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps the delete and the run apart")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("idempotency_key", [None, "delivery-1"])
+def test_a_run_recorded_while_its_flow_is_deleted_is_a_404(flow, idempotency_key):
+    # A webhook arriving while its flow was deleted: its run's insert waited for the delete and then broke the
+    # foreign key, a 500 (with an idempotency key, after three tries read as a duplicate).
+    import time
+
+    from django.db import transaction
+    from django.http import Http404
+
+    from flows.models import Flow
+
+    locked = threading.Event()
+
+    def delete():
+        with transaction.atomic():
+            Flow.objects.select_for_update().filter(pk=flow.pk).exists()
+            locked.set()
+            time.sleep(0.3)  # the run's insert waits for the flow meanwhile
+            Flow.objects.filter(pk=flow.pk).delete()
+        connection.close()
+
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    locked.wait(5)
+    with pytest.raises(Http404):
+        flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={}, idempotency_key=idempotency_key)
+    deleting.join()
+    assert not FlowRun.objects.exists()

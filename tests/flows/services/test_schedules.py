@@ -88,6 +88,20 @@ def test_update_and_delete_keep_django_q_in_step(flow):
     assert not FlowSchedule.objects.exists() and not Schedule.objects.filter(pk=q.pk).exists()
 
 
+def test_an_update_of_a_schedule_deleted_since_it_was_read_does_not_bring_it_back(flow):
+    # The save found no row and inserted one, and a new django-q2 row with it: a schedule deleted (204) while a
+    # PATCH of it was in flight fired again from then on.
+    from django.http import Http404
+
+    others = Schedule.objects.count()  # the sweeps' own
+    schedule = flow_schedule_create(flow=flow, interval_minutes=5)
+    read = FlowSchedule.objects.get(pk=schedule.pk)
+    flow_schedule_delete(schedule=schedule)
+    with pytest.raises(Http404):
+        flow_schedule_update(schedule=read, interval_minutes=10)
+    assert not FlowSchedule.objects.exists() and Schedule.objects.count() == others
+
+
 def test_deleting_the_flow_deletes_its_django_q_schedules(flow):
     schedule = flow_schedule_create(flow=flow, cron="0 * * * *")
     flow.delete()

@@ -33,6 +33,21 @@ def test_changed_key_is_a_clear_error(user, settings):
         variable_value(variable=var)
 
 
+def test_an_update_of_a_variable_deleted_since_it_was_read_does_not_bring_it_back(user):
+    # The save found no row and inserted one: a credential deleted (204) while a PATCH of it was in flight was
+    # back, with the value the PATCH gave it.
+    from django.http import Http404
+
+    from flows.services.variables import variable_update
+
+    variable = variable_create(user=user, name="K", value="v")
+    read = Variable.objects.get(pk=variable.pk)
+    variable.delete()
+    with pytest.raises(Http404):
+        variable_update(variable=read, value="new")
+    assert not Variable.objects.exists()
+
+
 def test_a_list_of_keys_encrypts_with_the_first_and_decrypts_with_any(user, settings):
     from cryptography.fernet import Fernet, InvalidToken
 

@@ -86,6 +86,25 @@ def test_a_waiting_caller_gives_back_its_connection_and_is_parked_meanwhile(flow
     assert seen["parked"] == 1 and PARKING.count == 0
 
 
+def test_a_caller_waiting_for_a_run_deleted_meanwhile_gets_a_404(flow):
+    # The run's flow deleted while its caller waited (?wait=, /run, a flow answering for itself): the wait's last
+    # read found no run, and the caller got a 500.
+    from django.http import Http404
+
+    run = _queued(flow)
+
+    def delete():
+        time.sleep(0.2)
+        FlowRun.objects.filter(pk=run.pk).delete()
+        connection.close()
+
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    with pytest.raises(Http404):
+        waits.flow_run_wait(run_id=run.pk, timeout=0.6)
+    deleter.join()
+
+
 def _rung_within(doorbell, seconds: float) -> bool:
     return doorbell.wait(seconds)
 

@@ -78,3 +78,24 @@ def test_a_subscription_to_another_users_flow_is_a_form_error(superuser, other, 
     )
     assert answer.status_code == 200 and "one of its user" in answer.content.decode()
     assert not Subscription.objects.exists()
+
+
+def _in_message_cookie(client) -> str:
+    from django.contrib.messages.storage.cookie import CookieStorage
+
+    cookie = client.cookies.get("messages")
+    return str(CookieStorage(None)._decode(cookie.value)) if cookie is not None and cookie.value else ""
+
+
+def test_a_subscriptions_secret_is_shown_on_its_page_never_put_in_a_message_cookie(staff, local_allowed):
+    # A message travels in a cookie, signed, not encrypted: the secret was readable by whatever saw the Set-Cookie
+    # (a proxy's log, the browser's cookie store), as the API key's and the ingest token's never are.
+    c = login(staff)
+    added = c.post("/admin/webhooks/subscription/add/", {"user": staff.pk, "url": URL, "events": ["run.failed"], "is_active": "on"})
+    sub = Subscription.objects.get()
+    assert added.status_code == 200 and sub.secret in added.content.decode() and "no-store" in added["Cache-Control"]
+    assert sub.secret not in _in_message_cookie(c)
+    rotated = c.post("/admin/webhooks/subscription/", {"action": "rotate_secret", "_selected_action": [sub.pk]})
+    sub.refresh_from_db()
+    assert rotated.status_code == 200 and sub.secret in rotated.content.decode() and "no-store" in rotated["Cache-Control"]
+    assert sub.secret not in _in_message_cookie(c)
