@@ -153,6 +153,11 @@ def worker_spawned(sender=None, **kwargs) -> None:
     _in_worker = parent_process() is not None
 
 
+def in_worker() -> bool:
+    """Whether this process is a cluster's worker (not django-q2's sync mode, nor a web process or a command)."""
+    return _in_worker
+
+
 def run_executor() -> RunExecutor | None:
     """This worker process's executor (started on first use), or None outside a cluster's worker process."""
     global _executor

@@ -255,3 +255,35 @@ def test_a_backlog_of_one_accounts_runs_holds_another_accounts_run_behind_one_tu
     bobs.refresh_from_db()
     ahead = FlowRun.objects.filter(pk__in=held, started_at__lt=bobs.started_at).count()
     assert ahead <= 60, ahead  # a turn or two of alice's lane, not her 600
+
+
+def test_a_receiver_that_never_answers_does_not_hold_another_accounts_runs(transactional_db, tmp_path, settings):
+    """Alice's subscription points at a receiver that never answers: each of her runs' alerts takes the whole alert
+    timeout. Bob's run, sent while they are being sent, still finishes at once (the worker sends alerts on threads of
+    its own; it sent each itself, and bob's run waited behind them)."""
+    from flows.services.runs import flow_run_create
+    from tests.helpers import SlowAPI
+    from webhooks.alerts.models import Delivery
+    from webhooks.alerts.services.subscriptions import subscription_create
+
+    settings.LANGRUN_HTTP_ALLOWED_HOSTS = ["127.0.0.1"]  # the subscription's local receiver
+    svc = Service(tmp_path)
+    svc.env.update({"LANGRUN_WORKERS": "1", "LANGRUN_ALERTS_TIMEOUT": "10", "LANGRUN_HTTP_ALLOWED_HOSTS": "127.0.0.1"})
+    with SlowAPI() as api:
+        alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
+        hers = flow_create(user=alice, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+        his = flow_create(user=bob, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+        subscription_create(user=alice, url=api.url + "/hang", events=["run.succeeded"])
+        svc.start_cluster()
+        try:
+            alices = [flow_run_create(flow=hers, user=alice, trigger="webhook", payload={"name": f"n{i}"}).pk for i in range(3)]
+            assert wait_for_runs(alices, timeout=60) == {"succeeded": 3}
+            assert api.hanging.wait(20), svc.log("cluster")[-3000:]  # her alerts are being sent
+            started = time.monotonic()
+            bobs = flow_run_create(flow=his, user=bob, trigger="webhook", payload={"name": "Bob"}).pk
+            assert wait_for_runs([bobs], timeout=60) == {"succeeded": 1}
+            took = time.monotonic() - started
+            assert took < 6, (took, svc.log("cluster")[-3000:])
+            assert Delivery.objects.filter(user=alice, status="pending").exists()  # still waiting on her receiver
+        finally:
+            svc.stop()

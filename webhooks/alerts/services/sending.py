@@ -2,6 +2,10 @@
 
 A claim is a conditional update that moves `next_attempt_at` past the attempt's timeout: only one sender holds
 a delivery at a time, and one whose sender died is due again once that lease has passed (the sweep sends it).
+
+In a cluster's worker process a delivery is sent on a thread of the process's own (delivery_send_aside), and its
+task returns at once: a receiver that answers slowly, or not at all, holds one of those threads, not the worker,
+whose next task may be any account's run.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from multiprocessing.util import Finalize
 
 import standardwebhooks
 from django.conf import settings
@@ -29,6 +35,10 @@ logger = logging.getLogger(__name__)
 # A claimed attempt holds its delivery for its timeout plus this, before the sweep may send it again.
 LEASE_MARGIN = 30
 USER_AGENT = "langrun-alerts"
+# A worker process's threads sending deliveries, and how many more may wait for one; past them a delivery is left
+# pending and due, for the alerts' sweep (every minute), so that receivers that do not answer never hold the worker.
+SENDERS = 8
+WAITING_SENDS = 4 * SENDERS
 
 
 def delivery_backoff(*, attempt: int) -> timedelta:
@@ -50,6 +60,55 @@ def delivery_claim(*, delivery_id) -> Delivery | None:
         return None
     delivery.attempt_count += 1
     return delivery
+
+
+_senders: ThreadPoolExecutor | None = None
+_sends = 0  # handed to the senders, not yet done
+_sends_lock = threading.Lock()
+
+
+def delivery_send_aside(*, delivery_id) -> bool:
+    """In a cluster's worker process: hand the delivery to the process's sender threads and return at once (True).
+    Elsewhere (django-q2's sync mode, an operator's call) False: the caller sends it itself."""
+    from flows.services.inflight import in_worker
+
+    global _sends
+    if not in_worker():
+        return False
+    with _sends_lock:
+        if _sends >= SENDERS + WAITING_SENDS:
+            logger.warning("Every alert sender is busy; delivery %s is sent by the sweep once due", delivery_id)
+            return True
+        _sends += 1
+    try:
+        _senders_of_this_process().submit(_send_aside, delivery_id)
+    except RuntimeError:  # no thread to be had, or the process is stopping: the sweep sends it
+        with _sends_lock:
+            _sends -= 1
+        logger.warning("Could not hand delivery %s to a sender; the sweep sends it once due", delivery_id)
+    return True
+
+
+def _senders_of_this_process() -> ThreadPoolExecutor:
+    global _senders
+    if _senders is None:
+        _senders = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="langrun-alerts")
+        # When the worker process ends, the sends under way get their timeout to finish; those waiting are dropped
+        # (still pending and due: the sweep sends them). multiprocessing runs its finalizers there, not atexit's.
+        Finalize(_senders, _senders.shutdown, kwargs={"wait": True, "cancel_futures": True}, exitpriority=90)
+    return _senders
+
+
+def _send_aside(delivery_id: str) -> None:
+    global _sends
+    try:
+        delivery_send(delivery_id=delivery_id)
+    except Exception:
+        logger.exception("Delivery %s failed to send; it is due again once its lease has passed", delivery_id)
+    finally:
+        connection.close()  # the sender thread's own connection, not kept between deliveries
+        with _sends_lock:
+            _sends -= 1
 
 
 def delivery_send(*, delivery_id) -> Delivery | None:

@@ -150,3 +150,52 @@ def test_a_delivery_whose_subscription_was_deleted_fails_at_once_without_a_reque
     sub.delete()
     sent = delivery_send(delivery_id=delivery.pk)
     assert sent.status == "failed" and sent.attempts[0]["error"] == "Its subscription was deleted." and not receiver.requests
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_a_worker_a_slow_receivers_delivery_is_sent_aside_and_its_task_returns_at_once(flow, user, local_allowed, monkeypatch):
+    # The task sent the delivery itself: a receiver answering in 2 s held the worker 2 s per delivery, and one
+    # account's slow receiver held every account's runs queued behind its deliveries.
+    import time
+
+    from flows.services import inflight
+    from tests.helpers import SlowAPI
+    from webhooks.alerts import tasks
+
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(sending, "_senders", None)  # this process's own senders, made on first use
+    with SlowAPI(delay=1.0) as api:
+        _, _, delivery = _delivery_of_a_run(flow, user, api.url + "/hook")
+        started = time.monotonic()
+        assert tasks.deliver(str(delivery.pk)) == "sending"
+        assert time.monotonic() - started < 0.5
+        assert Delivery.objects.get(pk=delivery.pk).status == "pending"
+        deadline = time.monotonic() + 10
+        while Delivery.objects.get(pk=delivery.pk).status == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        delivery.refresh_from_db()
+        assert delivery.status == "delivered" and api.answered == 1 and delivery.attempts[0]["duration_ms"] >= 1000
+    sending._senders.shutdown(wait=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_every_sender_busy_a_delivery_is_left_due_for_the_sweep(flow, user, local_allowed, monkeypatch, pushed_tasks):
+    from flows.services import inflight
+    from webhooks.alerts import tasks
+
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(sending, "_sends", sending.SENDERS + sending.WAITING_SENDS)
+    with AlertReceiver() as receiver:
+        _, _, delivery = _delivery_of_a_run(flow, user, receiver.url + "/hook")
+        assert tasks.deliver(str(delivery.pk)) == "sending"
+        delivery.refresh_from_db()
+        assert delivery.status == "pending" and delivery.attempt_count == 0 and receiver.requests == []
+        pushed_tasks.clear()
+        assert deliveries_send_due() == 1 and [t["args"] for t in pushed_tasks] == [(str(delivery.pk),)]
+
+
+def test_outside_a_worker_the_task_sends_the_delivery_itself(flow, user, receiver):
+    from webhooks.alerts import tasks
+
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url + "/hook")
+    assert tasks.deliver(str(delivery.pk)) == "delivered" and len(receiver.requests) == 1
