@@ -19,14 +19,14 @@ from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
 from rest_framework import exceptions, status
 
 from flows.metrics import webhook_wait_recorded
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 from flows.services.concurrency import jmespath_search
-from flows.services.runs import RunConditionFailed, flow_run_create
+from flows.services.runs import RunConditionFailed, flow_run_create, flow_run_flow_found
 from flows.services.variables import variables_from_headers
 from flows.services.versions import flow_version_traits
 from flows.services.waits import flow_run_wait
@@ -137,13 +137,17 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
         if not (answered_by_code or callback_url):
             run = create()
         else:
-            with transaction.atomic():
-                run = create()
-                if not run.deduplicated and run.status != FlowRun.Status.FILTERED:  # the ledger counts a filtered run as its 200
-                    if answered_by_code:
-                        webhook_wait_recorded()
-                    if callback_url:
-                        run_callback_set(run=run, url=callback_url)
+            try:
+                with transaction.atomic():
+                    run = create()
+                    if not run.deduplicated and run.status != FlowRun.Status.FILTERED:  # the ledger counts a filtered run as its 200
+                        if answered_by_code:
+                            webhook_wait_recorded()
+                        if callback_url:
+                            run_callback_set(run=run, url=callback_url)
+            except IntegrityError:  # the run's flow, deleted meanwhile, is checked when the transaction commits
+                flow_run_flow_found(flow)
+                raise
         run.flow = flow  # the flow as this request found it: its `response` decides the answer
         run.webhook_caller = target.caller if target.api_key_id is not None else None  # not a token's sender, nor a signer's
         return run

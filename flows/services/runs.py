@@ -102,7 +102,7 @@ def flow_run_create(
         try:
             return _flow_run_insert(fields, only_if)
         except IntegrityError:
-            _flow_run_flow_found(flow)
+            flow_run_flow_found(flow)
             raise
     for _ in range(3):
         try:
@@ -110,7 +110,7 @@ def flow_run_create(
         except IntegrityError:
             original = FlowRun.objects.filter(flow=flow, idempotency_key=idempotency_key).first()
             if original is None:  # its key expired between our insert and this read, or its flow was deleted
-                _flow_run_flow_found(flow)
+                flow_run_flow_found(flow)
                 continue
             if original.received_at >= timezone.now() - timedelta(seconds=settings.LANGRUN_IDEMPOTENCY_RETENTION):
                 original.deduplicated = True
@@ -120,7 +120,7 @@ def flow_run_create(
     raise RuntimeError(f"Could not record a run for idempotency key {idempotency_key!r}")
 
 
-def _flow_run_flow_found(flow: Flow) -> None:
+def flow_run_flow_found(flow: Flow) -> None:
     """Http404 when the flow was deleted while its run was being recorded (the insert waited for the delete, then
     broke the foreign key), as a lookup of the flow would answer now."""
     if not Flow.objects.filter(pk=flow.pk).exists():

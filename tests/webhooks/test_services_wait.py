@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.models import FlowRun
@@ -128,3 +129,35 @@ def test_a_waited_run_shows_node_tracebacks_to_a_staff_key_only(key_client, user
     run_id = response.json()["id"]
     assert "kaput" in next(node for node in response.json()["nodes"] if node["status"] == "failed")["traceback"]
     assert response.json()["nodes"] == key_client.get(f"/api/v1/runs/{run_id}").json()["nodes"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps the delete and the run apart")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("query", ["?wait=1", "?callback_url=http://127.0.0.1:9/cb"])
+def test_a_waited_webhook_whose_flow_is_deleted_while_its_run_is_recorded_is_a_404(key_client, flow, local_allowed, query):
+    # Its run is recorded in a transaction with what the wait or the callback adds: the run's foreign key broke when
+    # that transaction committed, after the flow was deleted, and the webhook answered 500.
+    import threading
+
+    from django.db import transaction
+
+    from flows.models import Flow
+
+    locked = threading.Event()
+
+    def delete():
+        with transaction.atomic():
+            Flow.objects.select_for_update().filter(pk=flow.pk).exists()
+            locked.set()
+            time.sleep(0.5)  # the run's commit waits for the flow meanwhile
+            Flow.objects.filter(pk=flow.pk).delete()
+        connection.close()
+
+    assert post(key_client).status_code == 202  # the process now remembers the key and the flow
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    locked.wait(5)
+    answer = post(key_client, query)
+    deleting.join()
+    assert answer.status_code == 404, answer.content
+    assert not FlowRun.objects.exists()
