@@ -10,7 +10,7 @@ from django.http import Http404
 
 from flows import engine
 from flows.exceptions import EndpointNameTaken
-from flows.models import ENDPOINT_NAME_UNIQUE, Flow, FlowVersion
+from flows.models import ENDPOINT_NAME_UNIQUE, Flow, FlowRun, FlowVersion
 from flows.services.concurrency import run_control_settings_stored
 from flows.services.variables import variables_check_exist
 from flows.services.versions import flow_version_record
@@ -140,8 +140,6 @@ def flow_runs_delete(*, flow: Flow, batch: int | None = None) -> int:
     One transaction for all of a busy flow's runs held SQLite's only write lock for seconds (16,000 runs: 9.6 s,
     past 30 s the busy timeout fails other writers), and every user's webhooks waited on it.
     """
-    from flows.models import FlowRun
-
     batch = batch or settings.LANGRUN_PRUNE_BATCH
     deleted = 0
     while ids := list(FlowRun.objects.filter(flow=flow).order_by().values_list("pk", flat=True)[:batch]):
@@ -152,8 +150,6 @@ def flow_runs_delete(*, flow: Flow, batch: int | None = None) -> int:
 
 
 def _flow_runs_delete_batch(ids: list) -> int:
-    from flows.models import FlowRun
-
     def delete() -> int:
         # Locked before what refers to them is collected: a worker recording a run's nodes, attempt or alerts
         # meanwhile waits for this delete (and then finds its run gone), instead of adding rows the delete
@@ -178,13 +174,11 @@ def _deleted_despite_writers(delete, attempts: int = 3):
         except (OperationalError, IntegrityError) as exc:
             if attempt == attempts or getattr(exc.__cause__, "sqlstate", None) not in _DELETE_RETRIED:
                 raise
-    return None
+    return None  # not reached: the last attempt returns or raises
 
 
 def flow_delete(*, flow: Flow) -> None:
     """Delete a flow: its runs first in short transactions (flow_runs_delete), then the flow with whatever is left."""
-    from flows.models import FlowRun
-
     flow_runs_delete(flow=flow)
 
     def delete() -> None:

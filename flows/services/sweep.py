@@ -102,13 +102,16 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
                 if changed:
                     outbox.run_ended(run_id=run_id)
             if changed:
-                RunAttempt.objects.filter(run_id=run_id, number=attempts).update(
-                    outcome=RunAttempt.Outcome.INTERRUPTED, error=interrupted, finished_at=now
-                )
+                _attempt_interrupted(run_id=run_id, number=attempts, error=interrupted, at=now)
         recovered += changed
     if recovered:
         logger.warning("Recovered %d interrupted runs", recovered)
     return recovered
+
+
+def _attempt_interrupted(*, run_id, number: int, error: str, at) -> None:
+    """End a run's attempt taken back from its worker (the sweep's recovery, an operator's requeue) as `interrupted`."""
+    RunAttempt.objects.filter(run_id=run_id, number=number).update(outcome=RunAttempt.Outcome.INTERRUPTED, error=error, finished_at=at)
 
 
 def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
@@ -210,9 +213,7 @@ def flow_runs_requeue(
                 status=FlowRun.Status.QUEUED, enqueued_at=now
             )
             if moved and status == FlowRun.Status.RUNNING:
-                RunAttempt.objects.filter(run_id=run.pk, number=run.attempts).update(
-                    outcome=RunAttempt.Outcome.INTERRUPTED, error=interrupted.format(run.attempts), finished_at=now
-                )
+                _attempt_interrupted(run_id=run.pk, number=run.attempts, error=interrupted.format(run.attempts), at=now)
         if moved:
             queue.flow_run_enqueue(run_id=run.id)
             acted.append(run)

@@ -27,6 +27,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from flows.engine.components.http import guarded_session
+from flows.services.inflight import in_worker
 from webhooks.alerts.models import CallbackSecret, Delivery
 from webhooks.alerts.services.outbox import deliveries_enqueue
 
@@ -70,8 +71,6 @@ _sends_lock = threading.Lock()
 def delivery_send_aside(*, delivery_id) -> bool:
     """In a cluster's worker process: hand the delivery to the process's sender threads and return at once (True).
     Elsewhere (django-q2's sync mode, an operator's call) False: the caller sends it itself."""
-    from flows.services.inflight import in_worker
-
     global _sends
     if not in_worker():
         return False
