@@ -375,3 +375,40 @@ def deleted_after_lookup(monkeypatch, view_class) -> None:
         return found
 
     monkeypatch.setattr(view_class, "get_object", found_then_deleted)
+
+
+class FlowDeletedMeanwhile:
+    """A DELETE of `flow` in another connection that holds the flow's row for `hold` seconds, then deletes it: what the
+    test does inside the block meanwhile waits on the row (PostgreSQL), and finds the flow gone after. Use as a
+    context manager, in a transactional test."""
+
+    def __init__(self, flow, hold: float = 0.3):
+        import threading
+
+        self.flow, self.hold = flow, hold
+        self.locked = threading.Event()
+        self.thread = threading.Thread(target=self._delete)
+
+    def _delete(self) -> None:
+        import time
+
+        from django.db import connection, transaction
+
+        from flows.models import Flow
+
+        try:
+            with transaction.atomic():
+                Flow.objects.select_for_update().filter(pk=self.flow.pk).exists()
+                self.locked.set()
+                time.sleep(self.hold)
+                Flow.objects.filter(pk=self.flow.pk).delete()
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.locked.wait(5)
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join()

@@ -137,27 +137,10 @@ def test_a_waited_run_shows_node_tracebacks_to_a_staff_key_only(key_client, user
 def test_a_waited_webhook_whose_flow_is_deleted_while_its_run_is_recorded_is_a_404(key_client, flow, local_allowed, query):
     # Its run is recorded in a transaction with what the wait or the callback adds: the run's foreign key broke when
     # that transaction committed, after the flow was deleted, and the webhook answered 500.
-    import threading
-
-    from django.db import transaction
-
-    from flows.models import Flow
-
-    locked = threading.Event()
-
-    def delete():
-        with transaction.atomic():
-            Flow.objects.select_for_update().filter(pk=flow.pk).exists()
-            locked.set()
-            time.sleep(0.5)  # the run's commit waits for the flow meanwhile
-            Flow.objects.filter(pk=flow.pk).delete()
-        connection.close()
+    from tests.helpers import FlowDeletedMeanwhile
 
     assert post(key_client).status_code == 202  # the process now remembers the key and the flow
-    deleting = threading.Thread(target=delete)
-    deleting.start()
-    locked.wait(5)
-    answer = post(key_client, query)
-    deleting.join()
+    with FlowDeletedMeanwhile(flow, hold=0.5):  # the run's commit waits for the flow meanwhile
+        answer = post(key_client, query)
     assert answer.status_code == 404, answer.content
     assert not FlowRun.objects.exists()

@@ -129,16 +129,38 @@ def test_an_update_of_a_flow_deleted_since_it_was_read_does_not_bring_it_back(fl
     assert not Flow.objects.filter(pk=flow.pk).exists()
 
 
+def _written_during_the_delete(monkeypatch, model, write):
+    """A thread running `write()` (in a connection of its own), started when the delete comes to `model`'s rows: it
+    writes then, or waits for the delete to commit (it gets a second before the delete goes on)."""
+    import threading
+
+    from django.db.models.sql import DeleteQuery
+
+    def written():
+        try:
+            write()
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=written)
+    delete_batch = DeleteQuery.delete_batch
+
+    def deleted_after_the_write(self, pk_list, using):
+        if self.model is model and writer.ident is None:
+            writer.start()
+            writer.join(1)
+        return delete_batch(self, pk_list, using)
+
+    monkeypatch.setattr(DeleteQuery, "delete_batch", deleted_after_the_write)
+    return writer
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps a worker's writes out of the delete")
 @pytest.mark.django_db(transaction=True)
 def test_deleting_a_flow_while_a_worker_records_its_runs_nodes(flow, monkeypatch):
     # A worker finishing a run writes its node results (a queued run's claim, its attempt) while the delete's batch
     # has collected what refers to the runs and not yet deleted them: the batch's commit broke the foreign key and
     # the DELETE answered 500, the flow half deleted.
-    import threading
-
-    from django.db.models.sql import DeleteQuery
-
     from flows.models import Flow, FlowRun, NodeResult
     from flows.services.flows import flow_delete
     from flows.services.runs import flow_run_create
@@ -151,19 +173,9 @@ def test_deleting_a_flow_while_a_worker_records_its_runs_nodes(flow, monkeypatch
             NodeResult.objects.create(run_id=run.pk, node_id="hook", component_type="Webhook", status="succeeded", order=0)
         except IntegrityError:  # its run is gone: the worker's finish records nothing
             refused.append(True)
-        finally:
-            connection.close()
 
-    delete_batch = DeleteQuery.delete_batch
-    writer = threading.Thread(target=worker_writes)
-
-    def runs_deleted_after_the_worker_wrote(self, pk_list, using):
-        if self.model is FlowRun and writer.ident is None:  # their node results are deleted: the runs come next
-            writer.start()
-            writer.join(1)  # it writes now, or waits for this delete to commit
-        return delete_batch(self, pk_list, using)
-
-    monkeypatch.setattr(DeleteQuery, "delete_batch", runs_deleted_after_the_worker_wrote)
+    # Their node results are deleted: the runs come next.
+    writer = _written_during_the_delete(monkeypatch, FlowRun, worker_writes)
     flow_delete(flow=flow)
     writer.join()
     assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and not NodeResult.objects.exists()
@@ -205,9 +217,6 @@ def test_a_batch_of_the_delete_that_meets_a_deadlock_is_tried_again(flow, monkey
 def test_deleting_a_flow_while_a_webhook_records_a_run_of_it(flow, monkeypatch):
     # A webhook's run recorded after the runs were deleted, while the flow itself was: the commit broke the
     # foreign key, and the DELETE answered 500 (under a steady stream of webhooks, every time).
-    import threading
-
-    from django.db.models.sql import DeleteQuery
     from django.http import Http404
 
     from flows.models import Flow, FlowRun
@@ -221,19 +230,8 @@ def test_deleting_a_flow_while_a_webhook_records_a_run_of_it(flow, monkeypatch):
             flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={})
         except Http404:  # its flow is gone: the webhook answers as for no such flow
             refused.append(True)
-        finally:
-            connection.close()
 
-    delete_batch = DeleteQuery.delete_batch
-    webhook = threading.Thread(target=webhook_records)
-
-    def flow_deleted_after_the_webhook_wrote(self, pk_list, using):
-        if self.model is Flow and webhook.ident is None:
-            webhook.start()
-            webhook.join(1)  # it records its run now, or waits for this delete to commit
-        return delete_batch(self, pk_list, using)
-
-    monkeypatch.setattr(DeleteQuery, "delete_batch", flow_deleted_after_the_webhook_wrote)
+    webhook = _written_during_the_delete(monkeypatch, Flow, webhook_records)
     flow_delete(flow=flow)
     webhook.join()
     assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and refused == [True]

@@ -15,7 +15,7 @@ from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_repla
 from flows.services.sweep import (
     flow_runs_release_idempotency_keys,
 )
-from tests.helpers import new_run
+from tests.helpers import FlowDeletedMeanwhile, new_run
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
 pytestmark = pytest.mark.usefixtures("execute_path")
@@ -129,27 +129,8 @@ def test_concurrent_requests_with_one_key_create_one_run(make_user, make_flow):
 def test_a_run_recorded_while_its_flow_is_deleted_is_a_404(flow, idempotency_key):
     # A webhook arriving while its flow was deleted: its run's insert waited for the delete and then broke the
     # foreign key, a 500 (with an idempotency key, after three tries read as a duplicate).
-    import time
-
-    from django.db import transaction
     from django.http import Http404
 
-    from flows.models import Flow
-
-    locked = threading.Event()
-
-    def delete():
-        with transaction.atomic():
-            Flow.objects.select_for_update().filter(pk=flow.pk).exists()
-            locked.set()
-            time.sleep(0.3)  # the run's insert waits for the flow meanwhile
-            Flow.objects.filter(pk=flow.pk).delete()
-        connection.close()
-
-    deleting = threading.Thread(target=delete)
-    deleting.start()
-    locked.wait(5)
-    with pytest.raises(Http404):
+    with FlowDeletedMeanwhile(flow), pytest.raises(Http404):  # the run's insert waits for the flow meanwhile
         flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={}, idempotency_key=idempotency_key)
-    deleting.join()
     assert not FlowRun.objects.exists()
