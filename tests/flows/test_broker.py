@@ -109,6 +109,14 @@ def test_purge_empties_every_lane(broker):
     assert broker.queue_size() == 0 and not taken(broker)
 
 
+def test_a_push_after_redis_forgot_the_script_loads_it_again(broker):
+    # Redis restarted (or SCRIPT FLUSH): the held connection's EVALSHA meets NOSCRIPT, and the push sends the script.
+    broker.lane("alice").enqueue("before")
+    broker.connection.script_flush()
+    broker.lane("alice").enqueue("after")
+    assert taken(broker) == [b"before", b"after"]
+
+
 def test_a_redis_older_than_6_2_gets_django_q2s_own_broker(broker, monkeypatch):
     monkeypatch.setattr(BulkRedis, "_lanes_supported", None)
     monkeypatch.setattr(broker.connection, "info", lambda section: {"redis_version": "6.0.16"})

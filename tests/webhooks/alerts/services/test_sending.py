@@ -199,3 +199,24 @@ def test_outside_a_worker_the_task_sends_the_delivery_itself(flow, user, receive
 
     _, _, delivery = _delivery_of_a_run(flow, user, receiver.url + "/hook")
     assert tasks.deliver(str(delivery.pk)) == "delivered" and len(receiver.requests) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_no_sender_thread_can_take_is_left_due_for_the_sweep(flow, user, local_allowed, monkeypatch, pushed_tasks):
+    from flows.services import inflight
+    from webhooks.alerts import tasks
+
+    class Stopping:  # a worker process that is stopping (or has no thread left) refuses new work
+        def submit(self, *args):
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(sending, "_senders", Stopping())
+    with AlertReceiver() as receiver:
+        _, _, delivery = _delivery_of_a_run(flow, user, receiver.url + "/hook")
+        assert tasks.deliver(str(delivery.pk)) == "sending"
+        assert sending._sends == 0  # its place among the sends is given back
+        delivery.refresh_from_db()
+        assert delivery.status == "pending" and delivery.attempt_count == 0 and receiver.requests == []
+        pushed_tasks.clear()
+        assert deliveries_send_due() == 1 and [t["args"] for t in pushed_tasks] == [(str(delivery.pk),)]
