@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
+from django.http import Http404
 from django.utils import timezone
 
 from flows.models import Flow, FlowRun
@@ -28,7 +30,10 @@ def flow_pause(*, flow: Flow) -> Flow:
     """Hold the flow's runs from now on; pausing a paused flow keeps the time it was first paused."""
     now = timezone.now()
     Flow.objects.filter(pk=flow.pk, paused_at__isnull=True).update(paused_at=now)
-    flow.paused_at = Flow.objects.filter(pk=flow.pk).values_list("paused_at", flat=True).get()
+    paused = Flow.objects.filter(pk=flow.pk).values_list("paused_at", flat=True)
+    if not paused:  # deleted since it was looked up: as its lookup would now
+        raise Http404(f"Flow {flow.pk} not found.")
+    flow.paused_at = paused[0]
     logger.info("Flow paused", extra={"flow_id": flow.pk})
     return flow
 
@@ -39,6 +44,8 @@ def flow_resume(*, flow: Flow) -> int:
     Returns how many were rung here: the first page of them (flow_runs_release_page), so the request stays short.
     """
     if not Flow.objects.filter(pk=flow.pk, paused_at__isnull=False).update(paused_at=None):
+        if not Flow.objects.filter(pk=flow.pk).exists():
+            raise Http404(f"Flow {flow.pk} not found.")
         flow.paused_at = None
         return 0
     flow.paused_at = None
@@ -64,9 +71,10 @@ def flow_runs_release(*, flow_id, resumed_at, limit: int) -> int:
     """Ring for up to `limit` of the flow's queued runs not rung since it resumed (at `resumed_at`), oldest first;
     returns how many.
 
-    Each is marked rung (`enqueued_at`, conditionally) before its doorbell, so a run is never rung
-    twice, whether by this task, a second one, or the sweep. Runs waiting for a retry's backoff are
-    left to the sweep, which rings them when their time comes.
+    A page of them is marked rung (`enqueued_at`) in one statement, its rows locked (a page another releaser or the
+    sweep holds is skipped), before their doorbells: a run is never rung twice, whether by this task, a second one,
+    or the sweep. Each gets the task its version needs, in its account's lane, as on intake. Runs waiting for a
+    retry's backoff are left to the sweep, which rings them when their time comes.
     """
     released = 0
     page = settings.LANGRUN_RELEASE_BATCH
@@ -74,20 +82,21 @@ def flow_runs_release(*, flow_id, resumed_at, limit: int) -> int:
         if Flow.objects.filter(pk=flow_id, paused_at__isnull=False).exists():
             break  # paused again meanwhile: the rest stay held
         now = timezone.now()
-        size = min(page, limit - released)
-        held = list(
-            FlowRun.objects.unfinished()
-            .filter(flow_id=flow_id, status=FlowRun.Status.QUEUED, enqueued_at__lt=resumed_at)
-            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-            .order_by("received_at", "id")
-            .values_list("pk", flat=True)[:size]
-        )
+        with transaction.atomic():
+            held = list(
+                FlowRun.objects.unfinished()
+                .select_for_update(skip_locked=True)
+                .filter(flow_id=flow_id, status=FlowRun.Status.QUEUED, enqueued_at__lt=resumed_at)
+                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+                .order_by("received_at", "id")
+                .values_list("pk", "version_id", "user_id")[: min(page, limit - released)]
+            )
+            FlowRun.objects.filter(pk__in=[run_id for run_id, _, _ in held]).update(enqueued_at=now)
         if not held:
             break
-        for run_id in held:
-            if FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED, enqueued_at__lt=resumed_at).update(enqueued_at=now):
-                queue.flow_run_enqueue(run_id=run_id)
-                released += 1
+        for run_id, version_id, user_id in held:
+            queue.flow_run_ring(run_id=run_id, flow_id=flow_id, version_id=version_id, account=user_id)
+        released += len(held)
     return released
 
 
@@ -107,12 +116,9 @@ def flow_runs_held(*, run_ids) -> set[str]:
 
 
 def _release_rest_later(*, flow_id, resumed_at) -> None:
-    from django_q.tasks import async_task
-
-    try:
-        async_task(RELEASE_TASK, str(flow_id), resumed_at.isoformat(), task_name=f"release-{flow_id}")
-    except Exception:
-        logger.exception("Could not enqueue the release of flow %s's held runs; the sweep rings them", flow_id)
+    # In the lane of the flow's account, behind the page just rung there.
+    account = Flow.objects.filter(pk=flow_id).values_list("user_id", flat=True).first()
+    queue.task_enqueue(func=RELEASE_TASK, args=(str(flow_id), resumed_at.isoformat()), task_name=f"release-{flow_id}", account=account)
 
 
 def flow_run_waiting(*, run: FlowRun, flow_paused: bool, flow: Flow | None = None) -> dict | None:

@@ -9,6 +9,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from flows.services import versions
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,18 +56,19 @@ def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False, account=None)
     `account` (the user it runs as) is given waits in that account's lane, which the workers take from in turn with
     the others'; without one, in the lane of the service's own tasks.
     """
-    from django_q.tasks import async_task
-
     args = (str(run_id), str(flow_id)) if flow_id else (str(run_id),)
-    broker = _get_broker()
-    if account is not None and hasattr(broker, "lane"):
-        broker = broker.lane(account)
+    return task_enqueue(func=QUICK_RUN_TASK if quick else RUN_TASK, args=args, task_name=f"run-{run_id}", account=account)
+
+
+def flow_run_ring(*, run_id, flow_id, version_id, account) -> bool:
+    """Ring for a recorded run as its intake does: the task its version needs (quick or not), in its account's lane.
+    Never raises."""
     try:
-        async_task(QUICK_RUN_TASK if quick else RUN_TASK, *args, broker=broker, task_name=f"run-{run_id}")
+        quick = version_id is not None and versions.flow_version_quick(flow_id=flow_id, version_id=version_id)
     except Exception:
-        logger.exception("Could not enqueue run %s; the sweep will enqueue it again", run_id)
-        return False
-    return True
+        logger.exception("Could not tell whether run %s's flow is quick; it gets a task of its own", run_id)
+        quick = False
+    return flow_run_enqueue(run_id=run_id, flow_id=flow_id, quick=quick, account=account)
 
 
 # Runs with a doorbell set for later in this process, and when: one timer per run (its latest time wins).
@@ -108,13 +111,17 @@ def _ring_later(*, run_id: str, due: float) -> None:
         connections.close_all()  # this thread's own (the database broker's), never another thread's
 
 
-def task_enqueue(*, func: str, args: tuple, task_name: str) -> bool:
-    """Push any task by its dotted path on the process's broker. Never raises: the caller's sweep covers a refusal."""
+def task_enqueue(*, func: str, args: tuple, task_name: str, account=None) -> bool:
+    """Push any task by its dotted path on the process's broker (with the Redis broker, in `account`'s lane when given,
+    as flow_run_enqueue does). Never raises: the caller's sweep covers a refusal."""
     from django_q.tasks import async_task
 
+    broker = _get_broker()
+    if account is not None and hasattr(broker, "lane"):
+        broker = broker.lane(account)
     try:
-        async_task(func, *args, broker=_get_broker(), task_name=task_name)
+        async_task(func, *args, broker=broker, task_name=task_name)
     except Exception:
-        logger.exception("Could not enqueue %s %s; its sweep will ring again", func, task_name)
+        logger.exception("Could not enqueue %s (%s); the sweep will ring again", task_name, func)
         return False
     return True

@@ -17,7 +17,7 @@ from django.utils import timezone
 from flows import engine
 from flows.exceptions import RunNotCancellable, RunNotReplayable, RunPayloadPruned
 from flows.models import Flow, FlowRun, FlowVersion, RunAttempt
-from flows.services import queue, versions
+from flows.services import queue
 from flows.services.concurrency import run_control_keys, run_control_release, run_control_withdrawn
 from flows.services.variables import request_variables_encrypt, request_variables_of, variables_check_exist
 from flows.services.versions import flow_run_graph_data, flow_version_current
@@ -222,12 +222,7 @@ def _flow_run_insert_row(run: FlowRun, only_if: tuple[str, list] | None) -> None
 def _flow_run_enqueue_logged(run: FlowRun) -> None:
     # Runs after the commit, so it must not raise: the caller is about to answer 202 for a recorded run.
     with log_context(run_id=run.id, flow_id=run.flow_id):
-        try:
-            quick = run.version_id is not None and versions.flow_version_quick(flow_id=run.flow_id, version_id=run.version_id)
-        except Exception:
-            logger.exception("Could not tell whether run %s's flow is quick; it gets a task of its own", run.id)
-            quick = False
-        queue.flow_run_enqueue(run_id=run.id, flow_id=run.flow_id, quick=quick, account=run.user_id)
+        queue.flow_run_ring(run_id=run.id, flow_id=run.flow_id, version_id=run.version_id, account=run.user_id)
 
 
 def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:

@@ -6,10 +6,23 @@ from flows.services.runs import flow_run_create
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    """The run ids the services ring the doorbell for (the broker itself is exercised by the e2e tests)."""
-    calls = []
-    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id: calls.append(str(run_id)) or True)
+    """The run ids the services ring the doorbell for (the broker itself is exercised by the e2e tests); `.options`
+    holds what each was rung with (`quick`, `account`, …) by id."""
+    calls = Rung()
+
+    def ring(*, run_id, **options):
+        calls.append(str(run_id))
+        calls.options[str(run_id)] = options
+        return True
+
+    monkeypatch.setattr(queue, "flow_run_enqueue", ring)
     return calls
+
+
+class Rung(list):
+    def __init__(self):
+        super().__init__()
+        self.options = {}
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -30,6 +31,16 @@ def test_pause_records_when_and_is_idempotent(flow):
     flow_pause(flow=flow)
     assert Flow.objects.get(pk=flow.pk).paused_at == first
     assert flow.paused_at == first
+
+
+@pytest.mark.parametrize("action", [flow_pause, flow_resume])
+def test_pausing_or_resuming_a_flow_deleted_meanwhile_is_404(flow, action):
+    """The endpoint looked the flow up, then it was deleted: 404 as its lookup would now answer, never a 500."""
+    if action is flow_resume:
+        flow_pause(flow=flow)
+    Flow.objects.filter(pk=flow.pk).delete()
+    with pytest.raises(Http404):
+        action(flow=flow)
 
 
 def test_a_paused_flows_run_is_accepted_but_not_claimed(flow, execute_path):
@@ -102,6 +113,43 @@ def test_resume_releases_held_runs_oldest_first(flow, enqueued):
     assert Flow.objects.get(pk=flow.pk).paused_at is None
     for run in runs:
         assert flow_run_execute(run_id=run.id).status == FlowRun.Status.SUCCEEDED
+
+
+def test_released_runs_get_the_task_their_version_needs_in_their_accounts_lane(flow, enqueued):
+    flow_pause(flow=flow)
+    run = _run(flow)
+    enqueued.clear()
+    flow_resume(flow=flow)
+    # The greeting flow is made of quick components: its runs may be batched, as on intake.
+    assert enqueued.options[str(run.id)] == {"flow_id": flow.pk, "quick": True, "account": flow.user_id}
+
+
+def test_releasing_a_page_costs_the_same_few_queries_whatever_its_size(make_flow, user, enqueued):
+    def release(count: int) -> int:
+        flow = make_flow(user, endpoint_name=f"backlog-{count}")
+        flow_pause(flow=flow)
+        for _ in range(count):
+            _run(flow)
+        with CaptureQueriesContext(connection) as queries:
+            assert flow_resume(flow=flow) == count
+        return len(queries)
+
+    assert release(2) == release(40)
+
+
+def test_a_second_release_of_one_resume_rings_no_run_again(flow, enqueued):
+    """The task and the sweep may both release after one resume: a run is marked rung before its doorbell, once."""
+    from flows.models import FlowRun as Run
+
+    flow_pause(flow=flow)
+    runs = [_run(flow) for _ in range(3)]
+    enqueued.clear()
+    Flow.objects.filter(pk=flow.pk).update(paused_at=None)
+    resumed_at = timezone.now()
+    assert pause.flow_runs_release(flow_id=flow.pk, resumed_at=resumed_at, limit=10) == 3
+    assert pause.flow_runs_release(flow_id=flow.pk, resumed_at=resumed_at, limit=10) == 0
+    assert sorted(enqueued) == sorted(str(r.id) for r in runs)
+    assert Run.objects.filter(pk__in=[r.pk for r in runs], enqueued_at__lt=resumed_at).count() == 0
 
 
 def test_resume_leaves_runs_waiting_for_a_retry_to_their_time(flow, enqueued):
