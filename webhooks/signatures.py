@@ -18,6 +18,8 @@ from urllib.parse import parse_qs
 
 import standardwebhooks
 from django.conf import settings
+from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 from rest_framework import exceptions, status
 
@@ -224,20 +226,26 @@ def webhook_signing_secret_set(*, flow: Flow, secret: str, grace_seconds: int | 
     """
     if grace_seconds is None:
         grace_seconds = settings.LANGRUN_SIGNING_SECRET_GRACE
-    now = timezone.now()
-    if flow.signing_secret and grace_seconds > 0:
-        flow.signing_secret_previous = flow.signing_secret
-        flow.signing_secret_previous_expires_at = now + timedelta(seconds=grace_seconds)
-    else:
-        flow.signing_secret_previous, flow.signing_secret_previous_expires_at = "", None
-    flow.signing_secret = secret
-    flow.save(update_fields=["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "updated_at"])
+    with transaction.atomic():
+        # The secret it replaces is the one stored now (a rotation meanwhile is not undone), of a flow that still is.
+        current = Flow.objects.select_for_update().filter(pk=flow.pk).values_list("signing_secret", flat=True)
+        if not current:
+            raise Http404(f"Flow {flow.pk} not found.")
+        flow.signing_secret = current[0]
+        now = timezone.now()
+        if flow.signing_secret and grace_seconds > 0:
+            flow.signing_secret_previous = flow.signing_secret
+            flow.signing_secret_previous_expires_at = now + timedelta(seconds=grace_seconds)
+        else:
+            flow.signing_secret_previous, flow.signing_secret_previous_expires_at = "", None
+        flow.signing_secret = secret
+        flow.save(update_fields=["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "updated_at"])
 
 
 def webhook_signing_secret_remove(*, flow: Flow) -> None:
     """Stop requiring signatures for the flow (forget both secrets, and the preset that needs them)."""
     flow.signing_secret, flow.signing_secret_previous, flow.signing_secret_previous_expires_at = "", "", None
     flow.verification = ""
-    flow.save(
-        update_fields=["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "verification", "updated_at"]
-    )
+    fields = ["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "verification"]
+    if not Flow.objects.filter(pk=flow.pk).update(**{name: getattr(flow, name) for name in fields}, updated_at=timezone.now()):
+        raise Http404(f"Flow {flow.pk} not found.")

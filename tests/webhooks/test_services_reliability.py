@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.http import Http404
 from django.utils import timezone
 from rest_framework.test import APIClient
 from standardwebhooks import Webhook
@@ -118,6 +119,28 @@ def test_signing_secret_endpoint_of_another_users_flow_is_404(make_user, make_fl
     assert key_client.delete(f"/api/v1/flows/{other.id}/signing-secret").status_code == 404
     assert APIClient().post(f"/api/v1/flows/{other.id}/signing-secret").status_code == 403
     assert Flow.objects.get(pk=other.pk).signing_secret == ""
+
+
+@pytest.mark.parametrize("change", ["rotate", "set", "remove"])
+def test_a_signing_secret_change_of_a_flow_deleted_meanwhile_is_404(flow, change):
+    """The endpoint looked the flow up, then it was deleted: 404 as its lookup would now answer, never a 500."""
+    Flow.objects.filter(pk=flow.pk).delete()
+    calls = {
+        "rotate": lambda: signatures.webhook_signing_secret_rotate(flow=flow),
+        "set": lambda: signatures.webhook_signing_secret_set(flow=flow, secret="whsec_" + "a" * 32),
+        "remove": lambda: signatures.webhook_signing_secret_remove(flow=flow),
+    }
+    with pytest.raises(Http404):
+        calls[change]()
+    assert not Flow.objects.filter(pk=flow.pk).exists()
+
+
+def test_a_rotation_keeps_the_secret_stored_now_as_the_previous_one(flow):
+    """Two rotations of one flow read before either: the second keeps the first's new secret valid, not the one read."""
+    stale = Flow.objects.get(pk=flow.pk)
+    first = signatures.webhook_signing_secret_rotate(flow=flow)
+    signatures.webhook_signing_secret_rotate(flow=stale)
+    assert Flow.objects.get(pk=flow.pk).signing_secret_previous == first
 
 
 def test_standard_webhooks_signature_stands_in_for_the_api_key(client, flow, secret):
