@@ -224,7 +224,7 @@ class FlowImportSettingsSerializer(FlowSerializer):
     """The settings of one flow in a native export that the upload takes as the flow create API does, by the same fields."""
 
     class Meta(FlowSerializer.Meta):
-        fields = ["endpoint_name", "timeout", "methods"]
+        fields = ["endpoint_name", "timeout", "max_attempts", "methods"]
 
 
 class NodeResultSerializer(serializers.ModelSerializer):
@@ -401,6 +401,9 @@ class FlowExportSerializer(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     endpoint_name = serializers.CharField(allow_null=True)
     timeout = serializers.IntegerField(allow_null=True)
+    max_attempts = serializers.IntegerField()
+    concurrency = ConcurrencyField(allow_null=True)
+    throttle = ThrottleField(allow_null=True)
     methods = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_METHODS))
     verification = serializers.JSONField(allow_null=True, help_text="The verification preset, without its secret.")
     dedupe_key = serializers.CharField(allow_null=True)

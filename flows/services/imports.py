@@ -9,12 +9,15 @@ from django.db import transaction
 from flows import engine
 from flows.exceptions import WebhookSettingInvalid
 from flows.models import Flow
+from flows.services.concurrency import run_control_settings_stored
 from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_graph_validate
 from flows.services.webhook_settings import webhook_response_graph_check, webhook_settings_stored
 from langrun.exceptions import flatten_errors
 
 # The webhook settings a native export carries (flows/services/webhook_settings.py).
 WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes", "response")
+# Its run control (flows/services/concurrency.py); retries (`max_attempts`) are checked with its other fields.
+RUN_CONTROL = ("concurrency", "throttle")
 
 
 def flow_import(*, user, document: Any) -> list[Flow]:
@@ -50,7 +53,7 @@ def flow_import(*, user, document: Any) -> list[Flow]:
                 native["webhook_settings"] = _import_webhook_settings(doc)
             flow_graph_validate(data=native["data"], user=user)
         except WebhookSettingInvalid as exc:
-            issues.append(engine.ValidationIssue((*loc, exc.field), str(exc), exc.type))
+            issues.append(engine.ValidationIssue((*loc, *exc.field.split(".")), str(exc), exc.type))
             continue
         except ImportProblem as exc:
             issues += [engine.ValidationIssue((*loc, *i.loc), i.msg, i.type) for i in exc.issues]
@@ -70,6 +73,7 @@ def flow_import(*, user, document: Any) -> list[Flow]:
                 endpoint_name=_free_endpoint_name(user=user, wanted=native.get("endpoint_name")),
                 data=native["data"],
                 timeout=native.get("timeout"),
+                max_attempts=native.get("max_attempts", 1),
                 **native.get("webhook_settings", {}),
             )
             for native in converted
@@ -77,23 +81,29 @@ def flow_import(*, user, document: Any) -> list[Flow]:
 
 
 def _import_settings(doc: dict) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A native document's `endpoint_name` and `timeout`, checked (with `methods`) by the flow API's own fields; and the
-    problems, located in the document."""
+    """A native document's `endpoint_name`, `timeout` and `max_attempts`, checked (with `methods`) by the flow API's own
+    fields; and the problems, located in the document."""
     from flows.serializers import FlowImportSettingsSerializer
 
     serializer = FlowImportSettingsSerializer(data={k: doc[k] for k in FlowImportSettingsSerializer.Meta.fields if k in doc})
     if not serializer.is_valid():
         return {}, flatten_errors(serializer.errors, [])
-    return {k: serializer.validated_data.get(k) for k in ("endpoint_name", "timeout")}, []
+    checked = {k: serializer.validated_data.get(k) for k in ("endpoint_name", "timeout")}
+    if "max_attempts" in serializer.validated_data:
+        checked["max_attempts"] = serializer.validated_data["max_attempts"]
+    return checked, []
 
 
 def _import_webhook_settings(doc: dict) -> dict[str, Any]:
-    """The webhook settings of a native document, checked; its `signing_secret` (never exported) is what a preset needs."""
+    """The webhook and run control settings of a native document, checked; its `signing_secret` (never exported) is what
+    a preset needs."""
     secret = doc.get("signing_secret")
     if secret is not None and not (isinstance(secret, str) and 0 < len(secret) <= 100):
         raise WebhookSettingInvalid("signing_secret", "The signing secret must be a string of 1 to 100 characters.", "string_type")
-    settings = {k: doc[k] for k in WEBHOOK_SETTINGS if k in doc}
-    stored = webhook_settings_stored(settings, has_secret=bool(secret))  # checked before any flow is saved; flow_create stores them
+    settings = {k: doc[k] for k in (*WEBHOOK_SETTINGS, *RUN_CONTROL) if k in doc}
+    # Checked before any flow is saved; flow_create stores them.
+    run_control_settings_stored({k: settings[k] for k in RUN_CONTROL if k in settings})
+    stored = webhook_settings_stored({k: settings[k] for k in WEBHOOK_SETTINGS if k in settings}, has_secret=bool(secret))
     webhook_response_graph_check(response=stored.get("response", ""), data=doc.get("data"))
     return {**settings, "signing_secret": secret} if secret else settings
 
@@ -120,6 +130,9 @@ def flow_export(*, flow: Flow) -> dict[str, Any]:
         "description": flow.description,
         "endpoint_name": flow.endpoint_name,
         "timeout": flow.timeout,
+        "max_attempts": flow.max_attempts,
+        "concurrency": flow.concurrency,
+        "throttle": flow.throttle,
         "methods": list(flow.allowed_methods),
         "dedupe_key": flow.dedupe_key or None,
         "accept_if": flow.accept_if or None,

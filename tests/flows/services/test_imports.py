@@ -11,6 +11,7 @@ from flows import engine
 from flows.importers import ImportProblem, langflow_to_native
 from flows.models import Flow, FlowRun
 from flows.services.execution import flow_run_execute
+from flows.services.flows import flow_create
 from flows.services.imports import flow_import
 from flows.services.runs import flow_run_create
 from flows.services.variables import variable_create
@@ -267,6 +268,9 @@ def test_export_is_native_and_imports_back(key_client, user, make_user, make_flo
         "description": "",
         "endpoint_name": "paid-router",
         "timeout": None,
+        "max_attempts": 1,
+        "concurrency": None,
+        "throttle": None,
         "methods": ["POST"],
         "dedupe_key": None,
         "accept_if": None,
@@ -281,6 +285,43 @@ def test_export_is_native_and_imports_back(key_client, user, make_user, make_flo
     other = make_flow(make_user("bob"))
     assert key_client.get(f"/api/v1/flows/{other.id}/export").status_code == 404
     assert key_client.get("/api/v1/flows/not-a-uuid/export").status_code == 404
+
+
+def test_an_exported_flows_run_control_imports_back(key_client, user):
+    """Retries, a concurrency limit and a throttle travel with the flow: an import elsewhere runs it the same way."""
+    flow = flow_create(
+        user=user,
+        name="Limited",
+        data=GREETING_FLOW,
+        max_attempts=3,
+        concurrency={"limit": 2, "key": "payload.customer"},
+        throttle={"limit": 10, "period": 60, "key": None},
+    )
+    exported = key_client.get(f"/api/v1/flows/{flow.id}/export").json()
+    assert exported["max_attempts"] == 3
+    assert exported["concurrency"] == {"limit": 2, "key": "payload.customer"}
+    assert exported["throttle"] == {"limit": 10, "period": 60, "key": None}
+    again = key_client.post("/api/v1/flows/upload/", exported, format="json")
+    assert again.status_code == 201, again.content
+    imported = Flow.objects.get(pk=again.json()[0]["id"])
+    assert (imported.max_attempts, imported.concurrency, imported.throttle) == (3, flow.concurrency, flow.throttle)
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"max_attempts": 0}, ["body", "flows", 1, "max_attempts"]),
+        ({"concurrency": {"limit": 0}}, ["body", "flows", 1, "concurrency", "limit"]),
+        ({"throttle": {"limit": 1}}, ["body", "flows", 1, "throttle"]),
+        ({"concurrency": {"limit": 1, "key": "payload.["}}, ["body", "flows", 1, "concurrency", "key"]),
+    ],
+)
+def test_bad_run_control_in_an_upload_is_located_and_saves_nothing(key_client, fields, loc):
+    ok = {"name": "ok", "data": GREETING_FLOW}
+    response = key_client.post("/api/v1/flows/upload/", {"flows": [ok, {**ok, **fields}]}, format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"][0]["loc"] == loc
+    assert Flow.objects.count() == 0
 
 
 def test_invalid_native_upload_is_located(key_client):
