@@ -80,7 +80,10 @@ def event_stream(
     follows = getattr(source, "follows", None)
     doorbell = WATCH.follow(follows) if sleep is None and follows is not None and not connection.in_atomic_block else None
     sleep = sleep or time.sleep
-    started = last = time.monotonic()
+    # A first read with nothing to send is followed by a keep-alive at once: the answer's headers go out with the
+    # first bytes, and a client (or its proxy) that got none would be waiting a keep-alive period for them.
+    started = time.monotonic()
+    last = started - keepalive
     try:
         while True:
             chunks, done = source.poll()

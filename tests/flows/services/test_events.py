@@ -92,21 +92,22 @@ class Quiet:
         return ": reconnect\n\n"
 
 
-def test_the_stream_sends_keepalives_and_ends_after_its_lifetime():
+def test_the_stream_sends_keepalives_and_ends_after_its_lifetime(monkeypatch):
+    import flows.services.events as events_module
+
     clock = [0.0]
+    monkeypatch.setattr(events_module.time, "monotonic", lambda: clock[0])
+    sent = []
 
     def sleep(seconds):
         clock[0] += seconds
 
-    import flows.services.events as events_module
-
-    real = events_module.time.monotonic
-    events_module.time.monotonic = lambda: clock[0]
-    try:
-        chunks = list(event_stream(Quiet(), poll=1, keepalive=5, lifetime=12, sleep=sleep))
-    finally:
-        events_module.time.monotonic = real
-    assert chunks[:2] == [": keep-alive\n\n", ": keep-alive\n\n"] and "reconnect" in chunks[-1] and len(chunks) == 3
+    for chunk in event_stream(Quiet(), poll=1, keepalive=5, lifetime=12, sleep=sleep):
+        sent.append((clock[0], chunk))
+    # The first at once, when there is nothing else to send: a client (and its proxy) get the answer's headers now,
+    # not a keep-alive period later.
+    assert sent[:3] == [(0.0, ": keep-alive\n\n"), (5.0, ": keep-alive\n\n"), (10.0, ": keep-alive\n\n")]
+    assert "reconnect" in sent[-1][1] and len(sent) == 4
 
 
 def test_a_closed_stream_reads_no_more():
