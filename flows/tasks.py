@@ -9,7 +9,7 @@ from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute, flow_runs_execute
 from flows.services.inflight import run_admit, run_executor, run_room_wait
-from flows.services.queue import flow_run_enqueue
+from flows.services.queue import flow_run_ring_by_id
 from flows.services.sweep import flow_runs_sweep
 from langrun.logs import log_context
 
@@ -42,7 +42,7 @@ def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
         return run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, wait=wait)
 
     def hand_on(args: tuple[str, ...]) -> str:
-        flow_run_enqueue(run_id=args[0], flow_id=args[1] if len(args) > 1 else None)
+        flow_run_ring_by_id(args[0])  # back in its account's lane
         return "enqueued"
 
     statuses: list[str | None] = ["admitted" if admit(args, wait=False) else None for args in runs]

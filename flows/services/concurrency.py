@@ -183,8 +183,8 @@ def run_control_release(*, run: FlowRun) -> int:
     if key is not None:
         waiting = waiting.filter(concurrency_key=key)
     rung = 0
-    for run_id in waiting.order_by("received_at", "id").values_list("pk", flat=True)[: flow.max_concurrent_runs]:
-        rung += queue.flow_run_enqueue(run_id=run_id)
+    for row in waiting.order_by("received_at", "id").values_list(*queue.RING_FIELDS)[: flow.max_concurrent_runs]:
+        rung += queue.flow_run_ring(*row)
     return rung
 
 
@@ -206,11 +206,13 @@ def _ring_next_of_keys(run: FlowRun, *, concurrency: bool, throttle: bool) -> No
     queued = FlowRun.objects.unfinished().filter(flow_id=run.flow_id, status=FlowRun.Status.QUEUED).filter(_startable(now))
     following = set()
     if concurrency and run.concurrency_key is not None:
-        following.add(queued.filter(concurrency_key=run.concurrency_key).order_by("received_at", "id").values_list("pk", flat=True).first())
+        following.add(
+            queued.filter(concurrency_key=run.concurrency_key).order_by("received_at", "id").values_list(*queue.RING_FIELDS).first()
+        )
     if throttle and run.throttle_key is not None:
-        following.add(queued.filter(throttle_key=run.throttle_key).order_by("received_at", "id").values_list("pk", flat=True).first())
-    for run_id in following - {None}:
-        queue.flow_run_enqueue(run_id=run_id)
+        following.add(queued.filter(throttle_key=run.throttle_key).order_by("received_at", "id").values_list(*queue.RING_FIELDS).first())
+    for row in following - {None}:
+        queue.flow_run_ring(*row)
 
 
 def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int = 1000) -> int:
@@ -235,8 +237,8 @@ def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int
         if free <= 0:
             continue
         head = unfinished.filter(status=FlowRun.Status.QUEUED).filter(_startable(now)).order_by("received_at", "id")
-        for run_id in head.values_list("pk", flat=True)[:free]:
-            rung += queue.flow_run_enqueue(run_id=run_id)
+        for row in head.values_list(*queue.RING_FIELDS)[:free]:
+            rung += queue.flow_run_ring(*row)
     if rung:
         logger.info("Rang for %d runs waiting for a free slot of their key", rung)
     return rung

@@ -89,13 +89,13 @@ def flow_runs_release(*, flow_id, resumed_at, limit: int) -> int:
                 .filter(flow_id=flow_id, status=FlowRun.Status.QUEUED, enqueued_at__lt=resumed_at)
                 .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
                 .order_by("received_at", "id")
-                .values_list("pk", "version_id", "user_id")[: min(page, limit - released)]
+                .values_list(*queue.RING_FIELDS)[: min(page, limit - released)]
             )
-            FlowRun.objects.filter(pk__in=[run_id for run_id, _, _ in held]).update(enqueued_at=now)
+            FlowRun.objects.filter(pk__in=[row[0] for row in held]).update(enqueued_at=now)
         if not held:
             break
-        for run_id, version_id, user_id in held:
-            queue.flow_run_ring(run_id=run_id, flow_id=flow_id, version_id=version_id, account=user_id)
+        for row in held:
+            queue.flow_run_ring(*row)
         released += len(held)
     return released
 

@@ -60,15 +60,32 @@ def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False, account=None)
     return task_enqueue(func=QUICK_RUN_TASK if quick else RUN_TASK, args=args, task_name=f"run-{run_id}", account=account)
 
 
-def flow_run_ring(*, run_id, flow_id, version_id, account) -> bool:
-    """Ring for a recorded run as its intake does: the task its version needs (quick or not), in its account's lane.
-    Never raises."""
+# What flow_run_ring needs of a run, read with `values_list(*RING_FIELDS)`.
+RING_FIELDS = ("pk", "flow_id", "version_id", "user_id")
+
+
+def flow_run_ring(run_id, flow_id, version_id, account) -> bool:
+    """Ring for a recorded run as its intake does: the task its version needs (quick or not), in its account's lane
+    (so that one account's runs rung by the sweep or a freed slot wait in its own lane, not in one all accounts
+    share). Never raises."""
     try:
         quick = version_id is not None and versions.flow_version_quick(flow_id=flow_id, version_id=version_id)
     except Exception:
         logger.exception("Could not tell whether run %s's flow is quick; it gets a task of its own", run_id)
         quick = False
     return flow_run_enqueue(run_id=run_id, flow_id=flow_id, quick=quick, account=account)
+
+
+def flow_run_ring_by_id(run_id) -> bool:
+    """flow_run_ring for a run known by its id alone (a run deleted meanwhile is not rung). Never raises."""
+    from flows.models import FlowRun
+
+    try:
+        row = FlowRun.objects.filter(pk=run_id).values_list(*RING_FIELDS).first()
+    except Exception:
+        logger.exception("Could not read run %s to ring for it; the sweep will enqueue it again", run_id)
+        return False
+    return flow_run_ring(*row) if row else False
 
 
 # Runs with a doorbell set for later in this process, and when: one timer per run (its latest time wins).
@@ -106,7 +123,7 @@ def _ring_later(*, run_id: str, due: float) -> None:
             return  # a later timer replaced this one
         del _later[run_id]
     try:
-        flow_run_enqueue(run_id=run_id)
+        flow_run_ring_by_id(run_id)
     finally:
         connections.close_all()  # this thread's own (the database broker's), never another thread's
 

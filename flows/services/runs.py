@@ -222,7 +222,7 @@ def _flow_run_insert_row(run: FlowRun, only_if: tuple[str, list] | None) -> None
 def _flow_run_enqueue_logged(run: FlowRun) -> None:
     # Runs after the commit, so it must not raise: the caller is about to answer 202 for a recorded run.
     with log_context(run_id=run.id, flow_id=run.flow_id):
-        queue.flow_run_ring(run_id=run.id, flow_id=run.flow_id, version_id=run.version_id, account=run.user_id)
+        queue.flow_run_ring(run.id, run.flow_id, run.version_id, run.user_id)
 
 
 def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> FlowRun:

@@ -45,13 +45,13 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
         .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
         .filter(concurrency_key__isnull=True)  # a key's waiting runs are rung per key, when it has a free slot
         .order_by("enqueued_at")
-        .values_list("pk", flat=True)[:limit]
+        .values_list(*queue.RING_FIELDS)[:limit]
     )
     if not stale:
         return 0
-    FlowRun.objects.filter(pk__in=stale, status=FlowRun.Status.QUEUED).update(enqueued_at=now)
-    for run_id in stale:
-        queue.flow_run_enqueue(run_id=run_id)
+    FlowRun.objects.filter(pk__in=[row[0] for row in stale], status=FlowRun.Status.QUEUED).update(enqueued_at=now)
+    for row in stale:
+        queue.flow_run_ring(*row)
     logger.info("Re-enqueued %d queued runs", len(stale))
     return len(stale)
 
@@ -85,17 +85,18 @@ def flow_runs_recover_interrupted(*, lease: timedelta | None = None, limit: int 
         past = running.filter(started_at__lt=now - lease_of(timeout))
         if lease is None:
             past = past.filter(flow__timeout=timeout) if timeout is not None else past.filter(flow__timeout__isnull=True)
-        stuck += past.values_list("started_at", "pk", "attempts", "flow__max_attempts").order_by("started_at")[:limit]
-    stuck = [(pk, attempts, max_attempts) for _, pk, attempts, max_attempts in sorted(stuck)[:limit]]
+        stuck += past.values_list("started_at", "attempts", "flow__max_attempts", *queue.RING_FIELDS).order_by("started_at")[:limit]
+    stuck.sort(key=lambda row: row[0])
     recovered = 0
-    for run_id, attempts, max_attempts in stuck:
+    for _, attempts, max_attempts, *ring in stuck[:limit]:
+        run_id = ring[0]
         interrupted = f"Attempt {attempts} was interrupted: its worker stopped, or it ran past its timeout."
         current = FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.RUNNING, attempts=attempts)
         with transaction.atomic():
             if attempts < max_attempts:
                 changed = current.update(status=FlowRun.Status.QUEUED, error=interrupted, enqueued_at=now)
                 if changed:
-                    transaction.on_commit(lambda run_id=run_id: queue.flow_run_enqueue(run_id=run_id))
+                    transaction.on_commit(lambda ring=ring: queue.flow_run_ring(*ring))
             else:
                 error = f"{interrupted} No attempts left ({attempts} of {max_attempts})."
                 changed = current.update(status=FlowRun.Status.FAILED, error=error, finished_at=now)
@@ -125,12 +126,12 @@ def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
         .filter(status=FlowRun.Status.QUEUED, next_attempt_at__lte=now, enqueued_at__lt=F("next_attempt_at"))
         .filter(flow__paused_at__isnull=True)
         .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
+        .values_list(*queue.RING_FIELDS)[:limit]
     )
     enqueued = 0
-    for run_id in due:
-        if FlowRun.objects.filter(pk=run_id, status=FlowRun.Status.QUEUED).update(enqueued_at=now):
-            enqueued += queue.flow_run_enqueue(run_id=run_id)  # one the broker refused is left to flow_runs_requeue_stale
+    for row in due:
+        if FlowRun.objects.filter(pk=row[0], status=FlowRun.Status.QUEUED).update(enqueued_at=now):
+            enqueued += queue.flow_run_ring(*row)  # one the broker refused is left to flow_runs_requeue_stale
     return enqueued
 
 
@@ -215,7 +216,7 @@ def flow_runs_requeue(
             if moved and status == FlowRun.Status.RUNNING:
                 _attempt_interrupted(run_id=run.pk, number=run.attempts, error=interrupted.format(run.attempts), at=now)
         if moved:
-            queue.flow_run_enqueue(run_id=run.id)
+            queue.flow_run_ring(run.id, run.flow_id, run.version_id, run.user_id)
             acted.append(run)
     logger.info("Requeued %d %s runs", len(acted), status)
     return acted

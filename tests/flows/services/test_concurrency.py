@@ -222,7 +222,7 @@ def test_a_timer_rings_later_outside_sync_mode(monkeypatch):
 
     rung = threading.Event()
     monkeypatch.setattr(Conf, "SYNC", False)
-    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id: rung.set() or True)
+    monkeypatch.setattr(queue, "flow_run_ring_by_id", lambda run_id: rung.set() or True)
     queue.flow_run_enqueue_later(run_id="r1", at=timezone.now() + timedelta(milliseconds=50))
     queue.flow_run_enqueue_later(run_id="r1", at=timezone.now() + timedelta(seconds=30))  # a timer rings it sooner
     assert rung.wait(5)

@@ -265,7 +265,7 @@ def worker(monkeypatch):
         return pool
 
     make.rung = []
-    monkeypatch.setattr(tasks, "flow_run_enqueue", lambda **kw: make.rung.append(kw["run_id"]))
+    monkeypatch.setattr(tasks, "flow_run_ring_by_id", lambda run_id: make.rung.append(run_id))
     yield make
     for pool in pools:
         pool.drain(5)

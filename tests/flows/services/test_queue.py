@@ -65,3 +65,15 @@ def test_a_runs_task_waits_in_its_accounts_lane(flow, user, settings, django_cap
     assert queue.flow_run_enqueue(run_id=run.id)  # the sweep's: no account, the service's lane
     assert broker.connection.llen(broker.list_key) == 1
     broker.purge_queue()
+
+
+def test_a_run_known_by_its_id_alone_is_rung_as_its_intake_rang_it(enqueued, flow, user):
+    """A throttled run's timer, or a run a full worker hands on, knows the run's id alone: it is rung with the task
+    its version needs, in its account's lane; a run deleted meanwhile is not rung."""
+    run = flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": "Ada"})
+    enqueued.clear()
+    assert queue.flow_run_ring_by_id(str(run.id)) is True
+    assert enqueued == [str(run.id)] and enqueued.options[str(run.id)] == {"flow_id": flow.pk, "quick": True, "account": user.pk}
+    run_id = str(run.id)
+    run.delete()
+    assert queue.flow_run_ring_by_id(run_id) is False and enqueued == [run_id]

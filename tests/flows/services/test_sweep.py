@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("execute_path")
 
 def test_sweep_requeues_only_stale_queued_runs(flow, user, monkeypatch):
     enqueued = []
-    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id: enqueued.append(run_id) or True)
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda *, run_id, **options: enqueued.append(run_id) or True)
     old = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
     fresh = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
     done = flow_run_create(flow=flow, user=user, trigger="webhook", payload={})
@@ -39,6 +39,28 @@ def test_sweep_requeues_only_stale_queued_runs(flow, user, monkeypatch):
     # Its enqueue time moved on, so the next sweep leaves it alone for another threshold.
     assert flow_runs_requeue_stale(older_than=timedelta(seconds=60)) == 0
     assert fresh.pk not in enqueued
+
+
+def test_runs_the_sweep_rings_wait_in_their_accounts_lane_with_the_task_their_version_needs(
+    flow, user, enqueued, django_capture_on_commit_callbacks
+):
+    """A stale run, a due retry and an interrupted run go back to their own account's lane, as on intake: one account's
+    runs the sweep rings never queue in one lane with every other account's."""
+    stale, retry, stuck = (flow_run_create(flow=flow, user=user, trigger="webhook", payload={}) for _ in range(3))
+    past = timezone.now() - timedelta(minutes=5)
+    FlowRun.objects.filter(pk=stale.pk).update(enqueued_at=past)
+    now = timezone.now()
+    FlowRun.objects.filter(pk=retry.pk).update(enqueued_at=now - timedelta(seconds=10), next_attempt_at=now - timedelta(seconds=5))
+    FlowRun.objects.filter(pk=stuck.pk).update(status="running", attempts=1, started_at=past - timedelta(hours=1))
+    flow.max_attempts = 2
+    flow.save(update_fields=["max_attempts"])
+    enqueued.clear()
+    assert flow_runs_requeue_stale() == 1
+    assert flow_runs_enqueue_due_retries() == 1
+    with django_capture_on_commit_callbacks(execute=True):  # the recovered run is rung once it is queued again
+        assert flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
+    assert sorted(enqueued) == sorted(str(r.id) for r in (stale, retry, stuck))
+    assert all(options == {"flow_id": flow.pk, "quick": True, "account": user.pk} for options in enqueued.options.values())
 
 
 def test_sweep_schedule_is_installed_by_migrate(db):
@@ -114,7 +136,7 @@ def test_due_retries_report_the_runs_enqueued(flow, user, monkeypatch):
         make_due(run)
     rung = []
 
-    def enqueue(*, run_id):
+    def enqueue(*, run_id, **options):
         rung.append(str(run_id))
         FlowRun.objects.filter(pk=runs[2].pk).update(status="cancelled")  # cancelled after the sweep listed it
         return str(run_id) != str(runs[1].id)  # the broker refused this one
