@@ -1,8 +1,9 @@
 """The django-q2 Redis broker: a lane per account taken in turns, tasks taken in bulk, quick runs batched.
 
 django-q2's Redis broker is one list, first in first out: a burst of one account's webhooks put every other
-account's runs behind all of it. Here a run's task goes to its account's lane (a list of its own), and every other
-task (the sweep's, a release's, django-q2's schedules) to the cluster's list, itself a lane. A ring lists the lanes
+account's runs behind all of it. Here a run's task goes to its account's lane (a list of its own), as does the task
+releasing a resumed flow's next page of held runs (behind the page before), and every other task (the sweep's,
+django-q2's schedules) to the cluster's list, itself a lane. A ring lists the lanes
 that hold tasks, and the pusher takes one task from each lane in turn: another account's run waits behind one task
 of each busy account, not behind their backlogs. A lane is on the ring exactly while it holds tasks (both kept in
 step by a script of Redis's own, atomically). An enqueue that makes a lane busy also leaves a wake-up token, for a

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -119,16 +121,21 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
 
     @admin.action(description="Pause selected flows (their runs are held)", permissions=["change"])
     def pause_selected(self, request, queryset):
-        flows = list(queryset)
-        for flow in flows:
-            flow_pause(flow=flow)
-        self.message_user(request, f"Paused {len(flows)} flow(s).", messages.SUCCESS)
+        paused = 0
+        for flow in queryset:
+            with suppress(Http404):  # deleted since the page listed it: nothing left to pause
+                flow_pause(flow=flow)
+                paused += 1
+        self.message_user(request, f"Paused {paused} flow(s).", messages.SUCCESS)
 
     @admin.action(description="Resume selected flows (release their held runs)", permissions=["change"])
     def resume_selected(self, request, queryset):
-        flows = list(queryset)
-        released = sum(flow_resume(flow=flow) for flow in flows)
-        self.message_user(request, f"Resumed {len(flows)} flow(s); {released} held run(s) released.", messages.SUCCESS)
+        resumed = released = 0
+        for flow in queryset:
+            with suppress(Http404):  # deleted since the page listed it: nothing left to resume
+                released += flow_resume(flow=flow)
+                resumed += 1
+        self.message_user(request, f"Resumed {resumed} flow(s); {released} held run(s) released.", messages.SUCCESS)
 
     @admin.display(description="last run", ordering="last_received_at")
     def last_run(self, flow):

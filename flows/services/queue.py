@@ -133,10 +133,10 @@ def task_enqueue(*, func: str, args: tuple, task_name: str, account=None) -> boo
     as flow_run_enqueue does). Never raises: the caller's sweep covers a refusal."""
     from django_q.tasks import async_task
 
-    broker = _get_broker()
-    if account is not None and hasattr(broker, "lane"):
-        broker = broker.lane(account)
     try:
+        broker = _get_broker()
+        if account is not None and hasattr(broker, "lane"):
+            broker = broker.lane(account)
         async_task(func, *args, broker=broker, task_name=task_name)
     except Exception:
         logger.exception("Could not enqueue %s (%s); the sweep will ring again", task_name, func)

@@ -38,18 +38,22 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
     if older_than is None:
         older_than = timedelta(seconds=settings.LANGRUN_REQUEUE_AFTER)
     now = timezone.now()
-    stale = list(
-        FlowRun.objects.unfinished()
-        .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
-        .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
-        .filter(concurrency_key__isnull=True)  # a key's waiting runs are rung per key, when it has a free slot
-        .order_by("enqueued_at")
-        .values_list(*queue.RING_FIELDS)[:limit]
-    )
+    # Read and marked under their row locks, as a resume's release marks its page (flows/services/pause.py): a run
+    # that one rings meanwhile is skipped, or read as rung once it committed, instead of rung a second time.
+    with transaction.atomic():
+        stale = list(
+            FlowRun.objects.unfinished()
+            .select_for_update(skip_locked=True, of=("self",))
+            .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
+            .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
+            .filter(concurrency_key__isnull=True)  # a key's waiting runs are rung per key, when it has a free slot
+            .order_by("enqueued_at")
+            .values_list(*queue.RING_FIELDS)[:limit]
+        )
+        FlowRun.objects.filter(pk__in=[row[0] for row in stale], status=FlowRun.Status.QUEUED).update(enqueued_at=now)
     if not stale:
         return 0
-    FlowRun.objects.filter(pk__in=[row[0] for row in stale], status=FlowRun.Status.QUEUED).update(enqueued_at=now)
     for row in stale:
         queue.flow_run_ring(*row)
     logger.info("Re-enqueued %d queued runs", len(stale))
@@ -130,7 +134,8 @@ def flow_runs_enqueue_due_retries(*, limit: int = 1000) -> int:
     )
     enqueued = 0
     for row in due:
-        if FlowRun.objects.filter(pk=row[0], status=FlowRun.Status.QUEUED).update(enqueued_at=now):
+        # Still due when marked: a resume's release may have rung it since it was read.
+        if FlowRun.objects.filter(pk=row[0], status=FlowRun.Status.QUEUED, enqueued_at__lt=F("next_attempt_at")).update(enqueued_at=now):
             enqueued += queue.flow_run_ring(*row)  # one the broker refused is left to flow_runs_requeue_stale
     return enqueued
 

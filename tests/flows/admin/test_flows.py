@@ -725,6 +725,27 @@ def test_pause_and_resume_actions(staff, make_flow, monkeypatch):
     assert Flow.objects.get(pk=flow.pk).paused_at is None and rung[-1] == str(held.pk)
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("action", ["pause_selected", "resume_selected"])
+def test_a_flow_deleted_while_the_pause_or_resume_action_runs_is_left_out(staff, make_flow, action):
+    """The action acts on the flows the page listed; one deleted meanwhile is not a 404 page after the others changed."""
+    from django.utils import timezone
+
+    from tests.helpers import FlowDeletedMeanwhile
+
+    kept, gone = make_flow(staff, endpoint_name="kept"), make_flow(staff, endpoint_name="gone")
+    if action == "resume_selected":
+        Flow.objects.update(paused_at=timezone.now())
+    c = login(staff)
+    with FlowDeletedMeanwhile(gone):
+        response = _flow_action(c, [kept.pk, gone.pk], action)
+    assert response.status_code == 200
+    expected = "Paused 1 flow(s)." if action == "pause_selected" else "Resumed 1 flow(s); 0 held run(s) released."
+    assert expected in messages_of(response)
+    assert (Flow.objects.get(pk=kept.pk).paused_at is None) == (action == "resume_selected")
+    assert not Flow.objects.filter(pk=gone.pk).exists()
+
+
 def test_pause_action_ignores_other_users_flows(staff, other, make_flow):
     theirs = make_flow(other, endpoint_name="theirs")
     _flow_action(login(staff), [theirs.pk], "pause_selected")

@@ -77,3 +77,16 @@ def test_a_run_known_by_its_id_alone_is_rung_as_its_intake_rang_it(enqueued, flo
     run_id = str(run.id)
     run.delete()
     assert queue.flow_run_ring_by_id(run_id) is False and enqueued == [run_id]
+
+
+def test_a_broker_that_cannot_be_had_refuses_the_task_without_raising(monkeypatch, user, caplog):
+    """Callers ring after their commit and rely on the sweep for a refusal: no broker is a refusal, not an exception."""
+
+    def no_broker():
+        raise ValueError("REDIS_URL is not a Redis URL")
+
+    monkeypatch.setattr(queue, "_get_broker", no_broker)
+    with caplog.at_level(logging.ERROR, logger="flows.services"):
+        assert queue.task_enqueue(func="flows.tasks.sweep", args=(), task_name="sweep") is False
+        assert queue.flow_run_enqueue(run_id="r1", account=user.pk) is False
+    assert "the sweep will ring again" in caplog.text

@@ -150,3 +150,26 @@ def test_the_sweep_resumes_a_job_whose_worker_stopped(flow, user, steps, setting
     ReplayJob.objects.filter(pk=job.pk).update(status="running", heartbeat_at=stale, created_at=stale)
     assert replay_jobs_resume_stalled() == 1 and enqueued == [str(job.pk)]
     assert replay_job_step(job_id=job.pk).status == "succeeded"
+
+
+def test_the_next_steps_task_waits_in_the_jobs_accounts_lane_with_its_replays(flow, user, settings, monkeypatch):
+    """With Redis, a batch's replays wait in their account's lane: the task replaying the next batch must queue there
+    too, behind them, not in the lane of the service's own tasks, which the workers take from in its own turn."""
+    from django_q.signing import SignedPackage
+
+    from flows.services import queue
+
+    if not settings.Q_CLUSTER.get("redis"):
+        pytest.skip("lanes are the Redis broker's")
+    monkeypatch.setattr(replays, "_sleep", lambda seconds: None)
+    settings.LANGRUN_REPLAY_BATCH = 1
+    broker = queue._get_broker()
+    broker.purge_queue()
+    for _ in range(2):
+        _run(flow, status="failed")
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    replay_job_step(job_id=job.pk)
+    lane = [SignedPackage.loads(task) for task in broker.connection.lrange(f"{broker.list_key}:a:{user.pk}", 0, -1)]
+    assert [(task["func"], task["args"]) for task in lane] == [(replays.STEP_TASK, (str(job.pk), 1))]
+    assert broker.connection.llen(broker.list_key) == 0
+    broker.purge_queue()

@@ -1,15 +1,18 @@
 """flows.services.sweep: stale doorbells rung again, interrupted runs recovered, due retries, the schedule."""
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
 import tests.components  # noqa: F401 - registers the test components
 from flows.models import Flow, FlowRun
-from flows.services import queue
+from flows.services import pause, queue
 from flows.services.execution import flow_run_claim, flow_run_execute
 from flows.services.runs import flow_run_create
 from flows.services.sweep import (
@@ -61,6 +64,43 @@ def test_runs_the_sweep_rings_wait_in_their_accounts_lane_with_the_task_their_ve
         assert flow_runs_recover_interrupted(lease=timedelta(minutes=1)) == 1
     assert sorted(enqueued) == sorted(str(r.id) for r in (stale, retry, stuck))
     assert all(options == {"flow_id": flow.pk, "quick": True, "account": user.pk} for options in enqueued.options.values())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("held", ["stale", "due_retry"])
+def test_runs_a_resume_releases_while_the_sweep_reads_them_are_rung_once(flow, user, enqueued, held):
+    """A resumed flow's held runs look lost (or due) to the sweep too. The release marks its page rung and commits while
+    the sweep has read the same runs: the release rang them, the sweep does not ring them again."""
+    pause.flow_pause(flow=flow)
+    runs = [flow_run_create(flow=flow, user=user, trigger="webhook", payload={}) for _ in range(3)]
+    past = timezone.now() - timedelta(minutes=5)
+    due = {"next_attempt_at": past + timedelta(seconds=1)} if held == "due_retry" else {}
+    FlowRun.objects.filter(pk__in=[r.pk for r in runs]).update(enqueued_at=past, **due)
+    Flow.objects.filter(pk=flow.pk).update(paused_at=None)
+    resumed_at = timezone.now()
+    enqueued.clear()
+    marked = threading.Event()
+
+    def page_marked_not_committed(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("UPDATE") and "enqueued_at" in sql:
+            marked.set()
+            time.sleep(0.5)
+        return result
+
+    def release():
+        try:
+            with connection.execute_wrapper(page_marked_not_committed):
+                pause.flow_runs_release(flow_id=flow.pk, resumed_at=resumed_at, limit=10)
+        finally:
+            connection.close()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    assert marked.wait(5)
+    (flow_runs_requeue_stale if held == "stale" else flow_runs_enqueue_due_retries)()
+    releaser.join(10)
+    assert sorted(enqueued) == sorted(str(r.id) for r in runs)
 
 
 def test_sweep_schedule_is_installed_by_migrate(db):
