@@ -121,6 +121,27 @@ def test_deliveries_are_listed_with_their_attempts_and_filtered(key_client, user
     assert key_client.get("/api/v1/deliveries", {"status": "exploded"}).status_code == 422
 
 
+def test_a_second_retry_of_a_delivery_already_being_sent_is_a_409(key_client, user, monkeypatch):
+    from webhooks.alerts.services import sending
+
+    monkeypatch.setattr(sending, "deliveries_enqueue", lambda *, delivery_ids: len(delivery_ids))
+    failed = Delivery.objects.create(user=user, event="run.failed", url=URL, payload={}, status="failed", attempt_count=5)
+    first = key_client.post(f"/api/v1/deliveries/{failed.pk}/retry")
+    assert first.status_code == 202 and first.json()["status"] == "pending"
+    second = key_client.post(f"/api/v1/deliveries/{failed.pk}/retry")
+    assert second.status_code == 409
+    assert second.json() == {"detail": f"Delivery {failed.pk} is already being sent; it is not sent again until this attempt ends."}
+
+
+def test_retrying_a_delivery_deleted_after_its_lookup_is_a_404(key_client, user, monkeypatch):
+    from webhooks.alerts.views import DeliveryViewSet
+
+    failed = Delivery.objects.create(user=user, event="run.failed", url=URL, payload={}, status="failed", attempt_count=5)
+    deleted_after_lookup(monkeypatch, DeliveryViewSet)
+    response = key_client.post(f"/api/v1/deliveries/{failed.pk}/retry")
+    assert response.status_code == 404 and not Delivery.objects.exists()
+
+
 def test_the_callback_secret_is_shown_once_per_rotation(key_client, user):
     first = key_client.post("/api/v1/callback-secret")
     assert first.status_code == 201 and first.json()["secret"].startswith("whsec_")
