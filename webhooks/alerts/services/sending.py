@@ -120,9 +120,8 @@ def delivery_send(*, delivery_id) -> Delivery | None:
     code, error = None, ""
     if delivery.kind == Delivery.Kind.SUBSCRIPTION and delivery.subscription_id is None:
         # Its subscription was deleted: nobody is to be told any more, and no retry will change that.
-        delivery.attempt_count = max(delivery.attempt_count, settings.LANGRUN_ALERTS_MAX_ATTEMPTS)
         attempt = {"number": delivery.attempt_count, "at": timezone.now().isoformat(), "status_code": None, "duration_ms": 0.0}
-        return _delivery_record(delivery, {**attempt, "error": "Its subscription was deleted."})
+        return _delivery_record(delivery, {**attempt, "error": "Its subscription was deleted."}, last=True)
     try:
         if delivery.email:
             _mail(delivery)
@@ -142,12 +141,13 @@ def delivery_send(*, delivery_id) -> Delivery | None:
     return _delivery_record(delivery, attempt)
 
 
-def _delivery_record(delivery: Delivery, attempt: dict) -> Delivery:
+def _delivery_record(delivery: Delivery, attempt: dict, *, last: bool = False) -> Delivery:
+    """Record the attempt under the delivery's claim; a failed one is retried later unless it is the `last`."""
     now = timezone.now()
     fields = {"attempts": [*delivery.attempts, attempt]}
     if not attempt["error"]:
         fields.update(status=Delivery.Status.DELIVERED, finished_at=now, next_attempt_at=None)
-    elif delivery.attempt_count - delivery.round_start >= settings.LANGRUN_ALERTS_MAX_ATTEMPTS:
+    elif last or delivery.attempt_count - delivery.round_start >= settings.LANGRUN_ALERTS_MAX_ATTEMPTS:
         fields.update(status=Delivery.Status.FAILED, finished_at=now, next_attempt_at=None)
         logger.warning(
             "Delivery %s of %s failed after %d attempts: %s", delivery.pk, delivery.event, delivery.attempt_count, attempt["error"]

@@ -223,6 +223,11 @@ def test_a_delivery_whose_subscription_was_deleted_fails_at_once_without_a_reque
     sub.delete()
     sent = delivery_send(delivery_id=delivery.pk)
     assert sent.status == "failed" and sent.attempts[0]["error"] == "Its subscription was deleted." and not receiver.requests
+    # As recorded, not only as returned: the record looked for the claim under a raised attempt count and wrote
+    # nothing, so the sweep took it again each lease until its count reached the last attempt.
+    stored = Delivery.objects.get(pk=delivery.pk)
+    assert (stored.status, stored.attempt_count, stored.next_attempt_at) == ("failed", 1, None)
+    assert [(a["number"], a["error"]) for a in stored.attempts] == [(1, "Its subscription was deleted.")]
 
 
 @pytest.mark.django_db(transaction=True)
