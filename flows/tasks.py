@@ -116,11 +116,12 @@ def release_held_runs(flow_id: str, resumed_at: str) -> int:
         return flow_runs_release_page(flow_id=flow_id, resumed_at=datetime.fromisoformat(resumed_at))
 
 
-def replay_job_step(job_id: str, step: int | None = None) -> str:
+def replay_job_step(job_id: str, step: int | None = None) -> str | None:
     """One batch of a bulk replay job (flows/services/replays.py); it rings for the next itself."""
     from flows.services.replays import replay_job_step as replay_step
 
-    return replay_step(job_id=job_id, step=step).status
+    job = replay_step(job_id=job_id, step=step)
+    return job.status if job is not None else None
 
 
 def run_schedule(schedule_id: str, intended_at: str | None = None) -> str | None:

@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from flows.exceptions import FlowsError
-from flows.models import FlowRun, ReplayJob
+from flows.models import Flow, FlowRun, ReplayJob
 from flows.services import queue
 from flows.services.runs import flow_run_replay
 
@@ -102,13 +102,15 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def replay_job_step(*, job_id, step: int | None = None) -> ReplayJob:
+def replay_job_step(*, job_id, step: int | None = None) -> ReplayJob | None:
     """Replay the job's next batch of runs in received order, then ring for the next step, behind the batch.
 
     `step` is the job's step when the doorbell was rung (None: the job's step now); a doorbell whose step another has
-    taken does nothing, as does one for a finished job.
+    taken does nothing, as does one for a finished job or one deleted meanwhile (None).
     """
-    job = ReplayJob.objects.get(pk=job_id)
+    job = ReplayJob.objects.filter(pk=job_id).first()
+    if job is None:
+        return None
     if job.status in (ReplayJob.Status.SUCCEEDED, ReplayJob.Status.FAILED):
         return job
     now = timezone.now()
@@ -117,8 +119,10 @@ def replay_job_step(*, job_id, step: int | None = None) -> ReplayJob:
     if not ReplayJob.objects.filter(pk=job.pk, step=rung).update(
         step=step, status=ReplayJob.Status.RUNNING, heartbeat_at=now, started_at=job.started_at or now
     ):
-        return ReplayJob.objects.get(pk=job.pk)  # another step took it
-    job.refresh_from_db()
+        return ReplayJob.objects.filter(pk=job.pk).first()  # another step took it
+    job = ReplayJob.objects.filter(pk=job.pk).first()
+    if job is None:
+        return None
     batch = max(settings.LANGRUN_REPLAY_BATCH, 1)
     rate = settings.LANGRUN_REPLAY_RATE
     try:
@@ -137,8 +141,7 @@ def replay_job_step(*, job_id, step: int | None = None) -> ReplayJob:
         ReplayJob.objects.filter(pk=job.pk, step=step).update(
             status=ReplayJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
         )
-    job.refresh_from_db()
-    return job
+    return ReplayJob.objects.filter(pk=job.pk).first()
 
 
 def _remaining(job: ReplayJob) -> QuerySet:
@@ -158,7 +161,23 @@ def _replay_batch(job: ReplayJob, runs: list[FlowRun], step: int) -> bool:
     created, failed, errors = 0, 0, []
     try:
         with transaction.atomic():
+            # Locked as a flow's delete locks them (its flow, then its runs): a run deleted since the batch was listed,
+            # or with its flow, is not replayed; one deleted now waits for this commit. A replay of a run gone broke
+            # its foreign keys at the commit, and the whole job failed. The weaker lock keeps a delete out but lets
+            # the flows' webhooks record their runs meanwhile.
+            flows = Flow.objects.select_for_update(no_key=True).filter(pk__in={run.flow_id for run in runs}).order_by("pk")
+            flow_ids = list(flows.values_list("pk", flat=True))
+            present = set(
+                FlowRun.objects.select_for_update(no_key=True)
+                .filter(pk__in=[run.pk for run in runs], flow_id__in=flow_ids)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
             for run in runs:
+                if run.pk not in present:
+                    failed += 1
+                    errors.append({"run_id": str(run.pk), "msg": f"Run {run.pk} was deleted before it was replayed."})
+                    continue
                 try:
                     with transaction.atomic():
                         flow_run_replay(run=run, user=job.user, current_version=job.current_version)
@@ -167,7 +186,7 @@ def _replay_batch(job: ReplayJob, runs: list[FlowRun], step: int) -> bool:
                     failed += 1
                     errors.append({"run_id": str(run.pk), "msg": str(exc)})
             last = runs[-1]
-            kept = ReplayJob.objects.filter(pk=job.pk).values_list("errors", flat=True).get()
+            kept = ReplayJob.objects.filter(pk=job.pk).values_list("errors", flat=True).first() or []  # none: deleted
             moved = ReplayJob.objects.filter(pk=job.pk, step=step).update(
                 created=job.created + created,
                 failed=job.failed + failed,

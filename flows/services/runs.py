@@ -229,15 +229,20 @@ def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> Flo
     """A new run of the same flow with the same request, linked to the original.
 
     It executes the version the original ran, or the flow's current graph
-    with `current_version=True`. A run whose payload retention cleared cannot be replayed.
+    with `current_version=True`. A run whose payload retention cleared cannot be replayed. A run deleted since it
+    was looked up (retention, its flow deleted) raises Http404, as its lookup would now.
     """
     if run.payload_pruned_at is not None:
         raise RunPayloadPruned(
             f"Run {run.id}'s payload was deleted by retention on {run.payload_pruned_at:%Y-%m-%d}; it cannot be replayed."
         )
     try:
+        flow = run.flow
+    except Flow.DoesNotExist:
+        raise Http404(f"Run {run.pk} not found.") from None
+    try:
         return flow_run_create(
-            flow=run.flow,
+            flow=flow,
             user=user,
             trigger=FlowRun.Trigger.REPLAY,
             payload=run.payload,
@@ -249,6 +254,10 @@ def flow_run_replay(*, run: FlowRun, user, current_version: bool = False) -> Flo
             version=None if current_version else run.version,
             request_variables=request_variables_of(run=run),
         )
+    except IntegrityError:  # the replay's link to its original broke: the run was deleted while it was recorded
+        if FlowRun.objects.filter(pk=run.pk).exists():
+            raise
+        raise Http404(f"Run {run.pk} not found.") from None
     except engine.GraphValidationError as exc:  # its tweaks no longer fit: a variable deleted, a component changed
         nodes = (flow_run_graph_data(run=run) if not current_version else run.flow.data).get("nodes") or []
         errors = [{"loc": _tweak_loc(issue.loc, nodes), "msg": issue.msg, "type": issue.type} for issue in exc.issues]

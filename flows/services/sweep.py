@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
+from django.http import Http404
 from django.utils import timezone
 
 from flows.exceptions import FlowsError
@@ -202,11 +203,11 @@ def flow_runs_requeue(
     if status == FlowRun.Status.FAILED:
         replays = []
         for run in runs:
-            # One run that cannot be replayed (its tweaks no longer fit) must not stop the rest: a second
-            # invocation would replay again those already replayed.
+            # One run that cannot be replayed (its tweaks no longer fit, deleted since it was listed) must not stop
+            # the rest: a second invocation would replay again those already replayed.
             try:
                 replays.append(flow_run_replay(run=run, user=run.user))
-            except FlowsError as exc:
+            except (FlowsError, Http404) as exc:
                 logger.warning("Run %s not replayed: %s", run.id, exc)
         logger.info("Replayed %d failed runs", len(replays))
         return replays

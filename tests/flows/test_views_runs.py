@@ -135,6 +135,30 @@ def test_replay_whose_tweaks_name_a_variable_deleted_since_is_a_422_naming_it(ke
     assert FlowRun.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the replay's foreign key to its original is checked at the commit
+@pytest.mark.parametrize("deleted", ["run", "flow"])
+def test_replay_of_a_run_deleted_after_its_lookup_is_a_404(key_client, flow, monkeypatch, deleted):
+    from flows.models import Flow
+    from flows.views import FlowRunViewSet
+    from tests.helpers import deleted_after_lookup
+
+    original = make_run(flow)
+    if deleted == "flow":
+        lookup = FlowRunViewSet.get_object
+
+        def flow_deleted_after_lookup(view):
+            found = lookup(view)
+            Flow.objects.filter(pk=found.flow_id).delete()
+            return found
+
+        monkeypatch.setattr(FlowRunViewSet, "get_object", flow_deleted_after_lookup)
+    else:
+        deleted_after_lookup(monkeypatch, FlowRunViewSet)  # retention, or a bulk delete of the flow's runs
+    response = key_client.post(f"/api/v1/runs/{original.id}/replay")
+    assert response.status_code == 404, response.content
+    assert not FlowRun.objects.exists()
+
+
 def test_cancel_only_while_queued_or_running(key_client, flow):
     run = make_run(flow)
     response = key_client.post(f"/api/v1/runs/{run.id}/cancel")

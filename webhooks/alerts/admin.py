@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import Http404
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from flows.admin.common import AdminMedia, OwnFlowChoices, StatusBadgeColumn, pretty_json
 from langrun.admin import OwnedModelAdmin
 from langrun.exceptions import RequestValidationError
+from webhooks.alerts.exceptions import DeliveryBeingSent
 from webhooks.alerts.models import Delivery, Subscription
 from webhooks.alerts.services.sending import delivery_retry_now
 from webhooks.alerts.services.subscriptions import alert_url_check, subscription_create, subscription_secret_rotate, subscription_update
@@ -144,8 +146,23 @@ class DeliveryAdmin(StatusBadgeColumn, OwnedModelAdmin):
 
     @admin.action(description="Retry now")
     def retry_now(self, request, queryset):
-        sent = 0
+        sent, being_sent, gone = 0, 0, 0
         for delivery in queryset.exclude(status=Delivery.Status.DELIVERED):
-            delivery_retry_now(delivery=delivery)
-            sent += 1
-        self.message_user(request, f"{sent} deliveries will be sent again now.")
+            try:
+                delivery_retry_now(delivery=delivery)
+                sent += 1
+            except DeliveryBeingSent:  # another retry, or its own send, is under way: it is sent once
+                being_sent += 1
+            except Http404:
+                gone += 1
+        self.message_user(request, f"{_deliveries(sent, 'will be')} sent again now.")
+        if being_sent:
+            self.message_user(request, f"{_deliveries(being_sent, 'is')} already being sent; not sent again.", messages.WARNING)
+        if gone:
+            self.message_user(request, f"{_deliveries(gone, 'was')} deleted meanwhile.", messages.WARNING)
+
+
+def _deliveries(count: int, verb: str) -> str:
+    """A count of deliveries with its verb: "1 delivery is", "2 deliveries are"."""
+    plural = {"is": "are", "was": "were"}.get(verb, verb)
+    return f"1 delivery {verb}" if count == 1 else f"{count} deliveries {plural}"

@@ -88,7 +88,9 @@ class Delivery(models.Model):
 
     Its id is the Standard Webhooks `webhook-id`: every attempt of the same event carries it, so a receiver
     can drop a repeat. `pending → delivered | failed`; each attempt (status code, error, duration) is kept in
-    `attempts`. A claimed attempt moves `next_attempt_at` past its timeout, so only one sender holds it.
+    `attempts`. A claimed attempt moves `next_attempt_at` past its timeout, so only one sender holds it;
+    `attempt_count` only grows (it is the claim's fencing token): a retry of a failed delivery starts a new round
+    of LANGRUN_ALERTS_MAX_ATTEMPTS attempts at `round_start`.
     """
 
     class Kind(models.TextChoices):
@@ -112,7 +114,10 @@ class Delivery(models.Model):
     payload = models.JSONField(help_text="The event as sent (the signed body).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.JSONField(default=list, blank=True, help_text="[{number, at, status_code, error, duration_ms}]")
-    attempt_count = models.PositiveIntegerField(default=0)
+    attempt_count = models.PositiveIntegerField(default=0, help_text="Attempts claimed so far, in all rounds: each one's number.")
+    round_start = models.PositiveIntegerField(
+        default=0, editable=False, help_text="attempt_count when its current round of attempts began (a retry of a failed one)."
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -100,7 +100,11 @@ class DeliveryViewSet(UuidLookupMixin, mixins.ListModelMixin, mixins.RetrieveMod
     def get_queryset(self):
         return Delivery.objects.filter(user=self.request.user)
 
-    @extend_schema(summary="Send a delivery again now", request=None, responses={202: DeliverySerializer})
+    @extend_schema(
+        summary="Send a delivery again now",
+        request=None,
+        responses={202: DeliverySerializer, 409: error("Its send is already due or under way: it is sent once.")},
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         delivery = delivery_retry_now(delivery=self.get_object())

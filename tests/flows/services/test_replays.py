@@ -3,12 +3,14 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from flows.models import FlowRun, ReplayJob
+from flows.models import Flow, FlowRun, ReplayJob
 from flows.services import replays
 from flows.services.replays import replay_job_create, replay_job_step, replay_jobs_resume_stalled, replay_runs_count
 from flows.services.runs import flow_run_create
+from tests.helpers import FlowDeletedMeanwhile
 
 
 def _run(flow, **fields):
@@ -173,3 +175,48 @@ def test_the_next_steps_task_waits_in_the_jobs_accounts_lane_with_its_replays(fl
     assert [(task["func"], task["args"]) for task in lane] == [(replays.STEP_TASK, (str(job.pk), 1))]
     assert broker.connection.llen(broker.list_key) == 0
     broker.purge_queue()
+
+
+@pytest.mark.django_db(transaction=True)  # the replays' foreign keys are checked when the batch commits
+@pytest.mark.parametrize("deleted", ["flow", "run"])
+def test_a_run_deleted_after_the_batch_was_listed_is_skipped_and_the_job_goes_on(make_flow, user, steps, monkeypatch, deleted):
+    kept = make_flow(user, endpoint_name="kept")
+    gone = make_flow(user, endpoint_name="gone")
+    first, lost, last = _run(kept, status="failed"), _run(gone, status="failed"), _run(kept, status="failed")
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    real_batch = replays._replay_batch
+
+    def deleted_meanwhile(job, runs, step):
+        (Flow.objects.filter(pk=gone.pk) if deleted == "flow" else FlowRun.objects.filter(pk=lost.pk)).delete()
+        return real_batch(job, runs, step)
+
+    monkeypatch.setattr(replays, "_replay_batch", deleted_meanwhile)
+    job = replay_job_step(job_id=job.pk)
+    assert (job.status, job.matched, job.created, job.failed, job.error) == ("succeeded", 3, 2, 1, "")
+    assert job.errors == [{"run_id": str(lost.pk), "msg": f"Run {lost.pk} was deleted before it was replayed."}]
+    assert sorted(FlowRun.objects.filter(trigger="replay").values_list("replay_of_id", flat=True)) == sorted([first.pk, last.pk])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps the delete and the batch apart")
+@pytest.mark.django_db(transaction=True)
+def test_a_flow_deleted_while_its_runs_are_replayed_is_skipped(make_flow, user, steps):
+    # The batch waits for the delete holding the flow, then finds its runs gone, rather than breaking the replays'
+    # foreign keys at its commit.
+    kept = make_flow(user, endpoint_name="kept")
+    gone = make_flow(user, endpoint_name="gone")
+    _run(kept, status="failed"), _run(gone, status="failed")
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    with FlowDeletedMeanwhile(gone):
+        job = replay_job_step(job_id=job.pk)
+    assert (job.status, job.created, job.failed) == ("succeeded", 1, 1)
+    assert not Flow.objects.filter(pk=gone.pk).exists()
+    assert FlowRun.objects.filter(trigger="replay", flow=kept).count() == 1
+
+
+def test_a_step_of_a_job_deleted_meanwhile_does_nothing(flow, user, steps):
+    enqueued, _ = steps
+    _run(flow, status="failed")
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    ReplayJob.objects.filter(pk=job.pk).delete()
+    assert replay_job_step(job_id=job.pk) is None
+    assert not FlowRun.objects.filter(trigger="replay").exists() and enqueued == []

@@ -211,6 +211,24 @@ def test_operators_replay_of_failed_runs_goes_past_one_that_cannot_be_replayed(f
     assert not FlowRun.objects.filter(replay_of=stale).exists()
 
 
+@pytest.mark.django_db(transaction=True)  # the replay's foreign key to its original is checked at the commit
+def test_operators_replay_of_failed_runs_goes_past_one_deleted_meanwhile(flow, user, enqueued, monkeypatch):
+    from flows.services import sweep
+
+    gone, kept = new_run(flow, user), new_run(flow, user)
+    for run, seconds_ago in ((gone, 120), (kept, 60)):
+        FlowRun.objects.filter(pk=run.pk).update(status="failed", finished_at=timezone.now() - timedelta(seconds=seconds_ago))
+    replay = sweep.flow_run_replay
+
+    def deleted_meanwhile(*, run, user):  # listed, then deleted by retention before its replay
+        FlowRun.objects.filter(pk=gone.pk).delete()
+        return replay(run=run, user=user)
+
+    monkeypatch.setattr(sweep, "flow_run_replay", deleted_meanwhile)
+    replays = flow_runs_requeue(status="failed")
+    assert [replay.replay_of_id for replay in replays] == [kept.pk]
+
+
 def test_runs_within_a_long_lease_do_not_keep_a_run_past_its_short_lease_from_recovery(flow, make_flow, user, settings):
     settings.LANGRUN_RUN_TIMEOUT, settings.LANGRUN_FLOW_TIMEOUT, settings.LANGRUN_LEASE_MARGIN = 1000, 50, 20
     long = make_flow(user, endpoint_name="long")

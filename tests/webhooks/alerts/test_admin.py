@@ -50,7 +50,33 @@ def test_deliveries_with_attempts_filtered_by_status_and_retried(staff, other, l
     assert c.get(f"/admin/webhooks/delivery/{theirs.pk}/change/").status_code == 404
     c.post("/admin/webhooks/delivery/", {"action": "retry_now", "_selected_action": [failed.pk]})
     failed.refresh_from_db()
-    assert failed.status == "pending" and failed.attempt_count == 0
+    assert failed.status == "pending" and failed.next_attempt_at is not None
+
+
+def test_retry_now_twice_sends_once_and_says_so(staff, local_allowed, monkeypatch, django_capture_on_commit_callbacks):
+    from webhooks.alerts.services import sending
+
+    rung = []
+    monkeypatch.setattr(sending, "deliveries_enqueue", lambda *, delivery_ids: rung.extend(delivery_ids))
+    failed = Delivery.objects.create(user=staff, event="run.failed", url=URL, payload={}, status="failed", attempt_count=5)
+    gone = Delivery.objects.create(user=staff, event="run.failed", url=URL, payload={}, status="failed", attempt_count=5)
+    c = login(staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = c.post("/admin/webhooks/delivery/", {"action": "retry_now", "_selected_action": [failed.pk]}, follow=True)
+    assert "1 delivery will be sent again now." in first.content.decode()
+    from webhooks.alerts import admin
+
+    def deleted_meanwhile(*, delivery):  # the action read the selection, then retention deleted one of them
+        Delivery.objects.filter(pk=gone.pk).delete()
+        return sending.delivery_retry_now(delivery=delivery)
+
+    monkeypatch.setattr(admin, "delivery_retry_now", deleted_meanwhile)
+    with django_capture_on_commit_callbacks(execute=True):
+        second = c.post("/admin/webhooks/delivery/", {"action": "retry_now", "_selected_action": [failed.pk, gone.pk]}, follow=True)
+    page = second.content.decode()
+    assert second.status_code == 200 and "1 delivery is already being sent; not sent again." in page
+    assert "1 delivery was deleted meanwhile." in page
+    assert rung == [str(failed.pk)]
 
 
 def test_flow_builders_manage_their_own_subscriptions(bare_staff, local_allowed):

@@ -106,6 +106,29 @@ def test_rotating_a_subscription_deleted_after_its_lookup_is_404(key_client, loc
     assert not Subscription.objects.exists()  # not saved again
 
 
+@pytest.mark.django_db(transaction=True)  # the subscription's foreign key to its flow is checked at the commit
+@pytest.mark.parametrize("change", ["create", "update"])
+def test_subscribing_to_a_flow_deleted_after_its_lookup_is_a_404(key_client, flow, monkeypatch, local_allowed, change):
+    from flows.models import Flow
+    from webhooks.alerts.views import SubscriptionViewSet
+
+    existing = _create(key_client).json() if change == "update" else None
+    lookup = SubscriptionViewSet._flow
+
+    def deleted_after_lookup(view, data):
+        found = lookup(view, data)
+        Flow.objects.filter(pk=found.pk).delete()
+        return found
+
+    monkeypatch.setattr(SubscriptionViewSet, "_flow", deleted_after_lookup)
+    if change == "create":
+        response = _create(key_client, flow=str(flow.id), events=["flow.backlog"], backlog_threshold=10)
+    else:
+        response = key_client.patch(f"/api/v1/subscriptions/{existing['id']}", {"flow": str(flow.id)}, format="json")
+    assert response.status_code == 404 and response.json() == {"detail": "Flow not found"}
+    assert list(Subscription.objects.values_list("flow_id", flat=True)) == ([None] if existing else [])
+
+
 def test_deliveries_are_listed_with_their_attempts_and_filtered(key_client, user, local_allowed):
     sub = Subscription.objects.get(pk=_create(key_client).json()["id"])
     failed = Delivery.objects.create(
@@ -119,6 +142,27 @@ def test_deliveries_are_listed_with_their_attempts_and_filtered(key_client, user
     of_sub = key_client.get(f"/api/v1/subscriptions/{sub.pk}/deliveries").json()
     assert of_sub["count"] == 2 and {d["event"] for d in of_sub["results"]} == {"run.failed", "run.succeeded"}
     assert key_client.get("/api/v1/deliveries", {"status": "exploded"}).status_code == 422
+
+
+def test_a_second_retry_of_a_delivery_already_being_sent_is_a_409(key_client, user, monkeypatch):
+    from webhooks.alerts.services import sending
+
+    monkeypatch.setattr(sending, "deliveries_enqueue", lambda *, delivery_ids: len(delivery_ids))
+    failed = Delivery.objects.create(user=user, event="run.failed", url=URL, payload={}, status="failed", attempt_count=5)
+    first = key_client.post(f"/api/v1/deliveries/{failed.pk}/retry")
+    assert first.status_code == 202 and first.json()["status"] == "pending"
+    second = key_client.post(f"/api/v1/deliveries/{failed.pk}/retry")
+    assert second.status_code == 409
+    assert second.json() == {"detail": f"Delivery {failed.pk} is already being sent; it is not sent again until this attempt ends."}
+
+
+def test_retrying_a_delivery_deleted_after_its_lookup_is_a_404(key_client, user, monkeypatch):
+    from webhooks.alerts.views import DeliveryViewSet
+
+    failed = Delivery.objects.create(user=user, event="run.failed", url=URL, payload={}, status="failed", attempt_count=5)
+    deleted_after_lookup(monkeypatch, DeliveryViewSet)
+    response = key_client.post(f"/api/v1/deliveries/{failed.pk}/retry")
+    assert response.status_code == 404 and not Delivery.objects.exists()
 
 
 def test_the_callback_secret_is_shown_once_per_rotation(key_client, user):

@@ -22,12 +22,13 @@ from multiprocessing.util import Finalize
 import standardwebhooks
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import connection
+from django.db import connection, transaction
 from django.http import Http404
 from django.utils import timezone
 
 from flows.engine.components.http import guarded_session
 from flows.services.inflight import in_worker
+from webhooks.alerts.exceptions import DeliveryBeingSent
 from webhooks.alerts.models import CallbackSecret, Delivery
 from webhooks.alerts.services.outbox import deliveries_enqueue
 
@@ -119,9 +120,8 @@ def delivery_send(*, delivery_id) -> Delivery | None:
     code, error = None, ""
     if delivery.kind == Delivery.Kind.SUBSCRIPTION and delivery.subscription_id is None:
         # Its subscription was deleted: nobody is to be told any more, and no retry will change that.
-        delivery.attempt_count = max(delivery.attempt_count, settings.LANGRUN_ALERTS_MAX_ATTEMPTS)
         attempt = {"number": delivery.attempt_count, "at": timezone.now().isoformat(), "status_code": None, "duration_ms": 0.0}
-        return _delivery_record(delivery, {**attempt, "error": "Its subscription was deleted."})
+        return _delivery_record(delivery, {**attempt, "error": "Its subscription was deleted."}, last=True)
     try:
         if delivery.email:
             _mail(delivery)
@@ -141,18 +141,19 @@ def delivery_send(*, delivery_id) -> Delivery | None:
     return _delivery_record(delivery, attempt)
 
 
-def _delivery_record(delivery: Delivery, attempt: dict) -> Delivery:
+def _delivery_record(delivery: Delivery, attempt: dict, *, last: bool = False) -> Delivery:
+    """Record the attempt under the delivery's claim; a failed one is retried later unless it is the `last`."""
     now = timezone.now()
     fields = {"attempts": [*delivery.attempts, attempt]}
     if not attempt["error"]:
         fields.update(status=Delivery.Status.DELIVERED, finished_at=now, next_attempt_at=None)
-    elif delivery.attempt_count >= settings.LANGRUN_ALERTS_MAX_ATTEMPTS:
+    elif last or delivery.attempt_count - delivery.round_start >= settings.LANGRUN_ALERTS_MAX_ATTEMPTS:
         fields.update(status=Delivery.Status.FAILED, finished_at=now, next_attempt_at=None)
         logger.warning(
             "Delivery %s of %s failed after %d attempts: %s", delivery.pk, delivery.event, delivery.attempt_count, attempt["error"]
         )
     else:
-        fields.update(next_attempt_at=now + delivery_backoff(attempt=delivery.attempt_count))
+        fields.update(next_attempt_at=now + delivery_backoff(attempt=delivery.attempt_count - delivery.round_start))
     # Under the same claim only: a sender whose lease ran out (and whose delivery was taken again) writes nothing.
     Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING, attempt_count=delivery.attempt_count).update(**fields)
     for name, value in fields.items():
@@ -224,16 +225,38 @@ def _mail(delivery: Delivery) -> None:
 
 def delivery_retry_now(*, delivery: Delivery) -> Delivery:
     """Send a pending or failed delivery again now (the admin's and the API's "retry now"); a failed one gets
-    a fresh round of attempts, under the same webhook-id."""
-    if delivery.status == Delivery.Status.DELIVERED:
-        return delivery
-    now = timezone.now()
-    Delivery.objects.filter(pk=delivery.pk).exclude(status=Delivery.Status.DELIVERED).update(
-        status=Delivery.Status.PENDING, next_attempt_at=now, finished_at=None, attempt_count=0
-    )
-    try:
-        delivery.refresh_from_db()
-    except Delivery.DoesNotExist:  # deleted since it was looked up (retention, its run deleted): as its lookup would now
-        raise Http404(f"No {Delivery._meta.object_name} matches the given query.") from None
-    deliveries_enqueue(delivery_ids=[str(delivery.pk)])
-    return delivery
+    a fresh round of attempts, under the same webhook-id. A delivered one is returned as it is.
+
+    DeliveryBeingSent when its send is already due or under way (a retry just asked for, an attempt claimed): it is
+    sent once, not once per click.
+    """
+    with transaction.atomic():
+        # Locked: a second retry waits for this one, then finds the delivery due and is refused.
+        current = Delivery.objects.select_for_update().filter(pk=delivery.pk).first()
+        now = timezone.now()
+        if current is None:  # deleted since it was looked up (retention, its run deleted): as its lookup would now
+            raise Http404(f"No {Delivery._meta.object_name} matches the given query.")
+        if current.status == Delivery.Status.DELIVERED:
+            return current
+        if current.status == Delivery.Status.PENDING and delivery_being_sent(current, now=now):
+            raise DeliveryBeingSent(f"Delivery {current.pk} is already being sent; it is not sent again until this attempt ends.")
+        fields = {"status": Delivery.Status.PENDING, "next_attempt_at": now, "finished_at": None}
+        if current.status == Delivery.Status.FAILED:
+            fields["round_start"] = current.attempt_count
+        Delivery.objects.filter(pk=current.pk).update(**fields)
+        transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[str(current.pk)]))
+    for name, value in fields.items():
+        setattr(current, name, value)
+    return current
+
+
+def delivery_being_sent(delivery: Delivery, *, now) -> bool:
+    """Whether a pending delivery's send is due (rung, or left to the sweep) or claimed and not yet recorded.
+
+    Each claim adds one to `attempt_count`, which never goes back, and its record adds the attempt numbered so: a
+    last attempt numbered otherwise is one claimed and still under way (or whose sender died: due once its lease ends).
+    """
+    if delivery.next_attempt_at is None or delivery.next_attempt_at <= now:
+        return True
+    last = delivery.attempts[-1].get("number") if delivery.attempts else 0
+    return last != delivery.attempt_count

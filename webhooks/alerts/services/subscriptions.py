@@ -61,24 +61,36 @@ def subscription_create(
     is_active: bool = True,
 ) -> Subscription:
     """A subscription with a new signing secret (the caller shows `subscription.secret` once); `is_active=False`
-    records it paused."""
+    records it paused. A flow deleted since it was looked up raises Http404."""
     if url:
         alert_url_check(url=url, loc=["body", "url"])
-    return Subscription.objects.create(
-        user=user,
-        flow=flow,
-        url=url,
-        email=email,
-        events=list(dict.fromkeys(events)),
-        secret=alert_secret_new(),
-        backlog_threshold=backlog_threshold,
-        backlog_age_seconds=backlog_age_seconds,
-        is_active=is_active,
-    )
+    with transaction.atomic():
+        _flow_kept(flow)
+        return Subscription.objects.create(
+            user=user,
+            flow=flow,
+            url=url,
+            email=email,
+            events=list(dict.fromkeys(events)),
+            secret=alert_secret_new(),
+            backlog_threshold=backlog_threshold,
+            backlog_age_seconds=backlog_age_seconds,
+            is_active=is_active,
+        )
+
+
+def _flow_kept(flow: Flow | None) -> None:
+    """Http404 for a flow deleted since it was looked up; otherwise it is kept until the caller's transaction ends.
+
+    A subscription naming a flow deleted meanwhile broke its foreign key at the commit. The lock is the weaker one
+    that keeps a delete out but lets the flow's webhooks record their runs meanwhile."""
+    if flow is not None and not Flow.objects.select_for_update(no_key=True).filter(pk=flow.pk).exists():
+        raise Http404("Flow not found")
 
 
 def subscription_update(*, subscription: Subscription, **fields) -> Subscription:
-    """Change the given fields. A subscription deleted since it was looked up raises Http404 and is not written again."""
+    """Change the given fields. A subscription deleted since it was looked up raises Http404 and is not written again,
+    as does a new flow deleted since."""
     if fields.get("url"):
         alert_url_check(url=fields["url"], loc=["body", "url"])
     if "events" in fields:
@@ -87,6 +99,7 @@ def subscription_update(*, subscription: Subscription, **fields) -> Subscription
         setattr(subscription, name, value)
     try:
         with transaction.atomic():  # a savepoint: a caller's transaction stays usable when there is no row
+            _flow_kept(fields.get("flow"))
             subscription.save(update_fields=[*fields, "updated_at"])
     except DatabaseError:  # no row to update: deleted meanwhile
         if Subscription.objects.filter(pk=subscription.pk).exists():

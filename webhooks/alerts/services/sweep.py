@@ -74,13 +74,28 @@ def flow_backlogs_check() -> int:
         if sub.flow_id is None:  # flows of the owner with no queued run at all are under their thresholds
             alerting &= {str(flow_id) for flow_id in watched if flow_id in queued and _crossed(sub, queued[flow_id], now)}
         if alerting != before or new:
-            with transaction.atomic():
-                Subscription.objects.filter(pk=sub.pk).update(backlog_alerting=sorted(alerting))
-                Delivery.objects.bulk_create(new)
-                ids = [str(d.pk) for d in new]
-                transaction.on_commit(lambda ids=ids: deliveries_enqueue(delivery_ids=ids))
-            fired += len(new)
+            fired += _backlog_alerts_record(sub=sub, alerting=alerting, new=new)
     return fired
+
+
+def _backlog_alerts_record(*, sub: Subscription, alerting: set[str], new: list[Delivery]) -> int:
+    """Store the subscription's crossings and write its alerts; how many were written."""
+    with transaction.atomic():
+        # Locked as a flow's delete locks them (the flow, then its subscriptions): a flow or subscription deleted since
+        # they were read gets no alert, and one deleted now waits for this commit. An alert about either broke its
+        # foreign keys at the commit, and the sweep failed for the subscriptions after it too. The flows' lock is the
+        # weaker one that keeps a delete out but lets the flows' webhooks record their runs meanwhile.
+        flows = Flow.objects.select_for_update(no_key=True).filter(pk__in={d.flow_id for d in new}).order_by("pk")
+        left = set(flows.values_list("pk", flat=True))
+        if not Subscription.objects.select_for_update().filter(pk=sub.pk).exists():
+            return 0
+        alerting = alerting - {str(d.flow_id) for d in new if d.flow_id not in left}
+        new = [d for d in new if d.flow_id in left]
+        Subscription.objects.filter(pk=sub.pk).update(backlog_alerting=sorted(alerting))
+        Delivery.objects.bulk_create(new)
+        ids = [str(d.pk) for d in new]
+        transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=ids))
+    return len(new)
 
 
 def _crossed(sub: Subscription, row: dict[str, Any], now) -> bool:

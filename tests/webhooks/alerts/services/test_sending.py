@@ -1,14 +1,17 @@
 """Sending a delivery: signed with Standard Webhooks, each attempt recorded, retried with backoff, then failed."""
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
 from flows.models import FlowRun
 from flows.services.execution import flow_run_execute
 from tests.helpers import AlertReceiver, run_of
+from webhooks.alerts.exceptions import DeliveryBeingSent
 from webhooks.alerts.models import CallbackSecret, Delivery, RunCallback
 from webhooks.alerts.services import sending
 from webhooks.alerts.services.sending import delivery_retry_now, delivery_send
@@ -105,13 +108,83 @@ def test_a_claimed_delivery_is_not_sent_twice_until_its_lease_ends(flow, user, r
     assert Delivery.objects.due(now=timezone.now() + timedelta(seconds=60)).exists()  # its sender died: due again
 
 
-def test_retry_now_sends_a_failed_delivery_again(flow, user, receiver, pushed_tasks):
+def test_retry_now_sends_a_failed_delivery_again(flow, user, receiver, pushed_tasks, django_capture_on_commit_callbacks):
     _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
     Delivery.objects.filter(pk=delivery.pk).update(status="failed", attempt_count=5)
     pushed_tasks.clear()
-    again = delivery_retry_now(delivery=delivery)
+    with django_capture_on_commit_callbacks(execute=True):
+        again = delivery_retry_now(delivery=delivery)
     assert again.status == "pending" and [t["args"] for t in pushed_tasks] == [(str(delivery.pk),)]
     assert delivery_send(delivery_id=delivery.pk).status == "delivered"
+
+
+def _failed(delivery, attempts=5):
+    """The delivery as its last attempt left it: failed, every attempt recorded."""
+    recorded = [
+        {"number": n, "at": "2026-01-01T00:00:00Z", "status_code": 503, "error": "HTTP 503", "duration_ms": 1.0}
+        for n in range(1, attempts + 1)
+    ]
+    Delivery.objects.filter(pk=delivery.pk).update(status="failed", attempt_count=attempts, attempts=recorded, next_attempt_at=None)
+
+
+def test_a_retry_while_the_last_is_due_or_being_sent_is_refused_and_the_delivery_is_sent_once(
+    flow, user, receiver, pushed_tasks, django_capture_on_commit_callbacks
+):
+    # A second "Retry now" (a double click, a second admin) reset the delivery while the first retry's send was under
+    # way: a second sender took it and the receiver got it twice.
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    _failed(delivery)
+    pushed_tasks.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_retry_now(delivery=delivery)
+        with pytest.raises(DeliveryBeingSent, match="already being sent"):  # its send is rung, not yet taken
+            delivery_retry_now(delivery=delivery)
+        assert sending.delivery_claim(delivery_id=delivery.pk) is not None  # the first retry's send, under way
+        with pytest.raises(DeliveryBeingSent):
+            delivery_retry_now(delivery=delivery)
+    assert delivery_send(delivery_id=delivery.pk) is None  # nobody else may send it
+    assert len(pushed_tasks) == 1 and receiver.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_retries_at_once_send_the_delivery_once(flow, user, receiver, pushed_tasks):
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    _failed(delivery)
+    pushed_tasks.clear()
+    barrier, outcomes = threading.Barrier(2), []
+
+    def click():
+        seen = Delivery.objects.get(pk=delivery.pk)  # each request looked the delivery up, failed
+        barrier.wait()
+        try:
+            delivery_retry_now(delivery=seen)
+            outcomes.append("retried")
+        except DeliveryBeingSent:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    clicks = [threading.Thread(target=click) for _ in range(2)]
+    for t in clicks:
+        t.start()
+    for t in clicks:
+        t.join(30)
+    assert sorted(outcomes) == ["refused", "retried"] and len(pushed_tasks) == 1
+
+
+def test_a_retried_failed_delivery_gets_a_new_round_of_attempts_numbered_on(flow, user, local_allowed, settings, pushed_tasks):
+    settings.LANGRUN_ALERTS_MAX_ATTEMPTS = 2
+    with AlertReceiver(fail_first=3) as receiver:
+        _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+        assert delivery_send(delivery_id=delivery.pk).status == "pending"
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        assert delivery_send(delivery_id=delivery.pk).status == "failed"
+        assert delivery_retry_now(delivery=delivery).status == "pending"
+        third = delivery_send(delivery_id=delivery.pk)
+        assert third.status == "pending" and third.next_attempt_at > timezone.now()  # the new round's first failure
+        assert delivery_retry_now(delivery=delivery).next_attempt_at <= timezone.now()  # no waiting out its backoff
+        last = delivery_send(delivery_id=delivery.pk)
+    assert last.status == "delivered" and [a["number"] for a in last.attempts] == [1, 2, 3, 4] and len(receiver.requests) == 4
 
 
 def test_retrying_a_delivery_deleted_meanwhile_is_not_found(flow, user, receiver):
@@ -150,6 +223,11 @@ def test_a_delivery_whose_subscription_was_deleted_fails_at_once_without_a_reque
     sub.delete()
     sent = delivery_send(delivery_id=delivery.pk)
     assert sent.status == "failed" and sent.attempts[0]["error"] == "Its subscription was deleted." and not receiver.requests
+    # As recorded, not only as returned: the record looked for the claim under a raised attempt count and wrote
+    # nothing, so the sweep took it again each lease until its count reached the last attempt.
+    stored = Delivery.objects.get(pk=delivery.pk)
+    assert (stored.status, stored.attempt_count, stored.next_attempt_at) == ("failed", 1, None)
+    assert [(a["number"], a["error"]) for a in stored.attempts] == [(1, "Its subscription was deleted.")]
 
 
 @pytest.mark.django_db(transaction=True)

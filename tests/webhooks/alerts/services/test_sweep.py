@@ -2,11 +2,15 @@
 
 from datetime import timedelta
 
+import pytest
+from django.db import connection
 from django.utils import timezone
 
-from flows.models import FlowRun
-from tests.helpers import run_of
+from flows.models import Flow, FlowRun
+from flows.services.flows import flow_delete
+from tests.helpers import FlowDeletedMeanwhile, run_of
 from webhooks.alerts.models import Delivery, Subscription
+from webhooks.alerts.services import sweep
 from webhooks.alerts.services.subscriptions import subscription_create
 from webhooks.alerts.services.sweep import SWEEP_SCHEDULE_NAME, flow_backlogs_check
 
@@ -44,6 +48,55 @@ def test_the_oldest_waiting_too_long_fires_for_each_of_the_owners_flows(flow, ma
     assert flow_backlogs_check() == 1
     [delivery] = Delivery.objects.all()
     assert delivery.flow_id == flow.id and delivery.payload["data"]["oldest_wait_seconds"] >= 299
+
+
+@pytest.mark.django_db(transaction=True)  # the deliveries' foreign keys are checked at the commit
+def test_a_flow_deleted_after_its_backlog_was_counted_gets_no_alert_and_the_others_do(make_flow, user, monkeypatch, local_allowed):
+    # Its delivery named the flow gone (and its own subscription, deleted with it): the commit broke their foreign keys,
+    # and the sweep failed, for every subscription after it too.
+    gone, kept = make_flow(user, name="Gone"), make_flow(user, name="Kept")
+    _backlog(user, flow=gone, backlog_threshold=0)
+    every_flow = _backlog(user, backlog_threshold=0)
+    run_of(gone, user), run_of(kept, user)
+    crossed = sweep._crossed
+
+    def deleted_meanwhile(sub, row, now):
+        if Flow.objects.filter(pk=gone.pk).exists():
+            flow_delete(flow=gone)
+        return crossed(sub, row, now)
+
+    monkeypatch.setattr(sweep, "_crossed", deleted_meanwhile)
+    assert flow_backlogs_check() == 1
+    [delivery] = Delivery.objects.all()
+    assert (delivery.flow_id, delivery.subscription_id) == (kept.pk, every_flow.pk)
+    assert Subscription.objects.get().backlog_alerting == [str(kept.pk)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_deleted_after_it_was_read_gets_no_alert_and_the_others_do(flow, user, monkeypatch, local_allowed):
+    first, second = _backlog(user, flow=flow, backlog_threshold=0), _backlog(user, backlog_threshold=0)
+    run_of(flow, user)
+    crossed = sweep._crossed
+
+    def deleted_meanwhile(sub, row, now):
+        Subscription.objects.filter(pk=first.pk).delete()
+        return crossed(sub, row, now)
+
+    monkeypatch.setattr(sweep, "_crossed", deleted_meanwhile)
+    assert flow_backlogs_check() == 1
+    assert list(Delivery.objects.values_list("subscription_id", flat=True)) == [second.pk]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps the delete and the check apart")
+@pytest.mark.django_db(transaction=True)
+def test_a_flow_deleted_while_its_backlog_alert_is_written_gets_none(make_flow, user, local_allowed):
+    gone, kept = make_flow(user, name="Gone"), make_flow(user, name="Kept")
+    _backlog(user, flow=gone, backlog_threshold=0)
+    every_flow = _backlog(user, backlog_threshold=0)
+    run_of(gone, user), run_of(kept, user)
+    with FlowDeletedMeanwhile(gone, hold=0.5):  # the alert's write waits for the delete holding the flow
+        assert flow_backlogs_check() == 1
+    assert list(Delivery.objects.values_list("flow_id", "subscription_id")) == [(kept.pk, every_flow.pk)]
 
 
 def test_migrate_installs_the_alerts_sweep_schedule(db):
