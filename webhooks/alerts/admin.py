@@ -69,6 +69,10 @@ class SubscriptionAdmin(OwnFlowChoices, OwnedModelAdmin):
         # On the page itself, never in a message: messages travel in a cookie (signed, not encrypted) or the session.
         return self.secret_shown_once(request, "admin/webhooks/subscription/secrets.html", title=title, secrets=secrets)
 
+    def delete_queryset(self, request, queryset):
+        for subscription in queryset:  # one by one, as Subscription.delete waits for a finish writing its alert
+            subscription.delete()
+
     def save_model(self, request, obj, form, change):
         data = {
             name: form.cleaned_data.get(name) for name in ("flow", "url", "email", "events", "backlog_threshold", "backlog_age_seconds")

@@ -6,7 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 
 
 class Subscription(models.Model):
@@ -48,6 +48,13 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url or self.email} ({', '.join(self.events)})"
+
+    def delete(self, *args, **kwargs):
+        # A run finishing meanwhile may hold this row while it writes an alert for it (outbox.run_events_record): the
+        # delete waits for that finish, then lets its delivery go with the others, rather than failing at its commit.
+        with transaction.atomic():
+            Subscription.objects.select_for_update().filter(pk=self.pk).exists()
+            return super().delete(*args, **kwargs)
 
     def clean(self):
         # The admin lets a superuser choose both; the API offers only the caller's own flows.

@@ -125,3 +125,15 @@ def test_a_subscriptions_secret_is_shown_on_its_page_never_put_in_a_message_cook
     sub.refresh_from_db()
     assert rotated.status_code == 200 and sub.secret in rotated.content.decode() and "no-store" in rotated["Cache-Control"]
     assert sub.secret not in _in_message_cookie(c)
+
+
+def test_deleting_selected_subscriptions_deletes_each_and_keeps_their_deliveries_records(staff, other, local_allowed):
+    mine = [subscription_create(user=staff, url=URL, events=["run.failed"]) for _ in range(2)]
+    theirs = subscription_create(user=other, url=URL, events=["run.failed"])
+    delivery = Delivery.objects.create(user=staff, subscription=mine[0], event="run.failed", url=URL, payload={})
+    c = login(staff)
+    selected = [str(s.pk) for s in (*mine, theirs)]
+    c.post("/admin/webhooks/subscription/", {"action": "delete_selected", "_selected_action": selected, "post": "yes"})
+    assert list(Subscription.objects.values_list("pk", flat=True)) == [theirs.pk]  # another user's is not for the taking
+    delivery.refresh_from_db()
+    assert delivery.subscription_id is None

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.urls import reverse
@@ -117,6 +117,7 @@ def run_events_record(*, ends: list[tuple[FlowRun, str, str]]) -> list[Delivery]
             deliveries = _deliveries_for(ends)
             if deliveries:
                 Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+                _references_checked_now()
     except Exception:
         logger.exception("The alerts of %d ended runs could not be recorded", len(ends))
         return []
@@ -124,6 +125,14 @@ def run_events_record(*, ends: list[tuple[FlowRun, str, str]]) -> list[Delivery]
         ids = [str(d.pk) for d in deliveries]
         transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=ids))
     return deliveries
+
+
+def _references_checked_now() -> None:
+    """Check the deliveries' references here, in their savepoint, rather than when the finish commits (PostgreSQL
+    defers foreign key checks to the commit): a subscription deleted meanwhile then costs the run its alert only, not
+    its outcome. The check holds the subscription's row until the commit, and its delete waits (Subscription.delete)."""
+    if connection.vendor == "postgresql":
+        connection.check_constraints()
 
 
 def run_ended(*, run_id) -> list[Delivery]:

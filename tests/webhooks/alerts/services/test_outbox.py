@@ -126,3 +126,69 @@ def test_an_inactive_subscription_gets_nothing(flow, user, subscribe):
     outbox.interest_forget()
     flow_run_execute(run_id=run_of(flow, user).id)
     assert not Delivery.objects.exists()
+
+
+def _in_another_transaction(work, *, hold: float):
+    """Run `work` in a transaction of another connection that stays open `hold` seconds after it; returns the thread,
+    started, once `work` is done (its outcome, or the exception its commit raised, in `thread.outcome`)."""
+    import threading
+    import time
+
+    from django.db import connection as its_connection
+    from django.db import transaction
+
+    done = threading.Event()
+
+    def target():
+        try:
+            with transaction.atomic():
+                work()
+                done.set()
+                time.sleep(hold)
+            thread.outcome = "committed"
+        except Exception as exc:  # what its commit raised
+            thread.outcome = exc
+        finally:
+            done.set()
+            its_connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.outcome = None
+    thread.start()
+    assert done.wait(10)
+    return thread
+
+
+postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps a delete and a finish apart")
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_deleted_while_a_run_finishes_costs_the_run_nothing(flow, user, subscribe, execute_path):
+    """The subscription's delete is in flight while the run's finish writes its alert: the run still succeeds, and the
+    alert of a subscription that is gone is left out."""
+    sub = subscribe()
+    run = run_of(flow, user)
+    deleting = _in_another_transaction(lambda: Subscription.objects.get(pk=sub.pk).delete(), hold=0.5)
+    flow_run_execute(run_id=run.id)
+    deleting.join(10)
+    run.refresh_from_db()
+    assert deleting.outcome == "committed"
+    assert run.status == "succeeded" and run.error == ""
+    assert not Subscription.objects.filter(pk=sub.pk).exists() and not Delivery.objects.filter(run=run).exists()
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_deleted_while_a_finish_writes_its_alert_is_deleted_and_the_alert_kept(flow, user, subscribe):
+    """The finish wrote the alert first: the delete waits for it and lets the delivery go as it lets go of the others
+    (its record stays, without the subscription); neither fails."""
+    sub = subscribe()
+    run = run_of(flow, user)
+    FlowRun.objects.filter(pk=run.pk).update(status="succeeded")
+    finishing = _in_another_transaction(lambda: outbox.run_events_record(ends=[(run, "succeeded", "")]), hold=0.5)
+    Subscription.objects.get(pk=sub.pk).delete()
+    finishing.join(10)
+    assert finishing.outcome == "committed"
+    assert not Subscription.objects.filter(pk=sub.pk).exists()
+    assert list(Delivery.objects.filter(run=run).values_list("subscription_id", flat=True)) == [None]
