@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.http import Http404
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -252,6 +252,22 @@ def test_management_command_rotates_and_removes(flow, capsys):
     call_command("rotate_signing_secret", str(flow.id), "--remove")
     flow.refresh_from_db()
     assert flow.signing_secret == "" and flow.signing_secret_previous == ""
+
+
+@pytest.mark.parametrize("remove", [False, True])
+def test_management_command_on_a_flow_deleted_after_its_lookup_says_so(flow, monkeypatch, remove):
+    from webhooks.management.commands import rotate_signing_secret as command
+
+    real = command.Flow.objects.get
+
+    def looked_up_then_deleted(**lookup):
+        found = real(**lookup)
+        Flow.objects.filter(pk=found.pk).delete()
+        return found
+
+    monkeypatch.setattr(command.Flow.objects, "get", looked_up_then_deleted)
+    with pytest.raises(CommandError, match="No flow with id"):
+        call_command("rotate_signing_secret", str(flow.id), *(["--remove"] if remove else []))
 
 
 # --- limits --------------------------------------------------------------------------

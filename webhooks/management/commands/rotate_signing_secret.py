@@ -1,5 +1,6 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.http import Http404
 
 from flows.models import Flow
 from webhooks.signatures import webhook_signing_secret_remove, webhook_signing_secret_rotate
@@ -20,8 +21,11 @@ class Command(BaseCommand):
             flow = Flow.objects.get(pk=flow_id)
         except (Flow.DoesNotExist, ValidationError) as exc:
             raise CommandError(f"No flow with id {flow_id}.") from exc
-        if remove:
-            webhook_signing_secret_remove(flow=flow)
-            self.stdout.write(f"Flow {flow.id} no longer requires signed requests.")
-            return
-        self.stdout.write(webhook_signing_secret_rotate(flow=flow, grace_seconds=grace))
+        try:
+            if remove:
+                webhook_signing_secret_remove(flow=flow)
+                self.stdout.write(f"Flow {flow.id} no longer requires signed requests.")
+                return
+            self.stdout.write(webhook_signing_secret_rotate(flow=flow, grace_seconds=grace))
+        except Http404 as exc:  # deleted since it was looked up
+            raise CommandError(f"No flow with id {flow_id}.") from exc
