@@ -62,3 +62,19 @@ def test_owner_scoped(flow, make_user, client):
     other.credentials(HTTP_X_API_KEY=api_key_create(user=make_user()).key)
     assert other.get(f"/api/v1/monitor/builds?flow_id={flow.id}").status_code == 404
     assert client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").status_code == 403
+
+
+def test_builds_read_each_run_once_without_its_payload_or_outputs(key_client, flow):
+    # Each node result used to bring its run's whole row: the run's outputs, payload and body read (and JSON decoded)
+    # once per node, which for a flow of thousands of nodes held the request for minutes.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run = flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    flow_run_execute(run_id=run.id)
+    with CaptureQueriesContext(connection) as queries:
+        builds = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json()["vertex_builds"]
+    assert set(builds) == {"hook", "greet", "out"} and builds["out"][0]["timestamp"]
+    run_table = connection.ops.quote_name("flows_flowrun")
+    for column in ("outputs", "payload", "body", "request"):
+        assert not [q["sql"] for q in queries if f"{run_table}.{connection.ops.quote_name(column)}" in q["sql"]], column
