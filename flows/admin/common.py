@@ -97,6 +97,18 @@ def describe_import_issue(issue: engine.ValidationIssue, document: Any) -> str:
     return f"{subject}: {text}" if subject else text
 
 
+# A run's fields that may hold up to LANGRUN_MAX_BODY_BYTES (or its outputs' cap) each: no list reads them.
+RUN_LARGE_FIELDS = ("body", "payload", "tweaks", "outputs", "error", "request")
+
+
+class RelatedFlowsFilter(admin.RelatedOnlyFieldListFilter):
+    """The flows of the listed objects by name: Django's filter reads each flow whole, graph included."""
+
+    def field_choices(self, field, request, model_admin):
+        listed = model_admin.get_queryset(request).order_by().values(f"{field.name}__pk")
+        return list(Flow.objects.filter(pk__in=listed).order_by("name").values_list("pk", "name"))
+
+
 def _is_changelist(request, model_admin) -> bool:
     match = request.resolver_match
     return match is not None and match.url_name == f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_changelist"
