@@ -148,12 +148,20 @@ class StatusBadgeColumn:
 
 
 class OwnFlowChoices:
-    """A form's `flow` offers a staff user their own flows only (a superuser, every flow)."""
+    """A form's `flow` offers a staff user their own flows only (a superuser, every flow).
+
+    The choice and the list name each flow; neither reads its graph, which may be up to LANGRUN_MAX_BODY_BYTES.
+    """
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "flow" and not request.user.is_superuser:
-            kwargs["queryset"] = Flow.objects.filter(user=request.user)
+        if db_field.name == "flow":
+            flows = Flow.objects.only("pk", "name", "user_id")
+            kwargs["queryset"] = flows if request.user.is_superuser else flows.filter(user=request.user)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs.defer("flow__data", "flow__description") if _is_changelist(request, self) else qs
 
 
 class SaveRefusalsAsFormErrors:
