@@ -5,16 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
+from django.db.models import TextField
+from django.db.models.functions import Cast, Length
+
 from flows.models import Flow, FlowRun, FlowVersion, NodeResult
 
 VERTEX_BUILDS_RUNS = 100
+# At most this many node results, the newest, and at most LANGRUN_MAX_RUN_OUTPUT_BYTES of their outputs (as JSON): a
+# hundred runs of a flow of thousands of nodes, or of outputs of megabytes, would make an answer of gigabytes.
+VERTEX_BUILDS_MAX = 10_000
 
 
 def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[str, list[dict[str, Any]]]:
     """Langflow's vertex builds for a flow, from the node results of its latest `runs` finished runs.
 
     `{node_id: [build, ...]}`, oldest build first per node; nodes that were
-    skipped are left out (they were never built).
+    skipped are left out (they were never built). Only the newest node results within VERTEX_BUILDS_MAX and
+    LANGRUN_MAX_RUN_OUTPUT_BYTES are built.
     """
     # What a build needs of its run, read once per run: a node result joined to its run's whole row would read (and
     # decode) the run's outputs and payload once per node.
@@ -24,9 +32,15 @@ def flow_vertex_builds(*, flow: Flow, runs: int = VERTEX_BUILDS_RUNS) -> dict[st
         .order_by("-received_at")
         .values_list("pk", "version_id", "tweaks", "finished_at")[:runs]
     }
-    results = (
-        NodeResult.objects.filter(run_id__in=list(latest)).exclude(status=NodeResult.Status.SKIPPED).order_by("run__received_at", "order")
-    )
+    built = NodeResult.objects.filter(run_id__in=list(latest)).exclude(status=NodeResult.Status.SKIPPED)
+    newest = built.annotate(size=Length(Cast("output", TextField()))).order_by("-run__received_at", "-order")
+    budget, chosen = settings.LANGRUN_MAX_RUN_OUTPUT_BYTES or None, []
+    for pk, size in newest.values_list("pk", "size")[:VERTEX_BUILDS_MAX]:
+        budget = budget - (size or 0) if budget is not None else None
+        if budget is not None and budget < 0:
+            break
+        chosen.append(pk)
+    results = NodeResult.objects.filter(pk__in=chosen).defer("traceback").order_by("run__received_at", "order")
     # Each run's params are its own version's (a run recorded before versions has only the flow's graph).
     versions = FlowVersion.objects.filter(pk__in={run["version_id"] for run in latest.values() if run["version_id"] is not None})
     params_of = {version_id: _params_by_node(data) for version_id, data in versions.values_list("pk", "data")}
