@@ -35,6 +35,7 @@ from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.variables import variable_create, variable_update
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
+from langrun.pagination import SizeBoundedPagination
 from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_document_loads
 from langrun.schema import error, validation_error
 
@@ -134,6 +135,15 @@ def run_status_url(request, run_id) -> str:
     return request.build_absolute_uri(f"{head}{run_id}{tail}")
 
 
+class RunPagination(SizeBoundedPagination):
+    """A page of runs holds at most as much output as one run may have (LANGRUN_MAX_RUN_OUTPUT_BYTES)."""
+
+    sized_field = "outputs"
+
+    def max_page_size(self) -> int | None:
+        return settings.LANGRUN_MAX_RUN_OUTPUT_BYTES or None
+
+
 @extend_schema_view(
     list=extend_schema(summary="List runs", description="Your flows' runs, newest first."),
     retrieve=extend_schema(summary="A run with its node results"),
@@ -143,6 +153,7 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     filterset_class = FlowRunFilter
     queryset = FlowRun.objects.none()  # for the schema; get_queryset scopes to the owner
+    pagination_class = RunPagination
 
     def get_queryset(self):
         runs = _runs_of(self.request.user).order_by("-received_at")
