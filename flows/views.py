@@ -55,6 +55,21 @@ def _latest_runs(field: str):
     return Subquery(FlowRun.objects.filter(flow=OuterRef("pk")).order_by("-received_at").values(field)[:1])
 
 
+class RunPagination(SizeBoundedPagination):
+    """A page of runs holds at most as much output as one run may have (LANGRUN_MAX_RUN_OUTPUT_BYTES)."""
+
+    sized_field = "outputs"
+
+    def max_page_size(self) -> int | None:
+        return settings.LANGRUN_MAX_RUN_OUTPUT_BYTES or None
+
+
+class FlowPagination(RunPagination):
+    """A page of flows holds at most that much of their graphs."""
+
+    sized_field = "data"
+
+
 class FlowViewSet(viewsets.ModelViewSet):
     """Your flows. Another user's flow is a 404."""
 
@@ -63,6 +78,7 @@ class FlowViewSet(viewsets.ModelViewSet):
     filter_backends = [FilterBackend, OrderingFilter]
     filterset_class = FlowFilter
     ordering_fields = ["name", "updated_at", "created_at"]
+    pagination_class = FlowPagination
 
     def get_queryset(self):
         return Flow.objects.filter(user=self.request.user).annotate(
@@ -133,15 +149,6 @@ def run_status_url(request, run_id) -> str:
     is reversed once, not per request."""
     head, tail = _run_path_around_id(get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
     return request.build_absolute_uri(f"{head}{run_id}{tail}")
-
-
-class RunPagination(SizeBoundedPagination):
-    """A page of runs holds at most as much output as one run may have (LANGRUN_MAX_RUN_OUTPUT_BYTES)."""
-
-    sized_field = "outputs"
-
-    def max_page_size(self) -> int | None:
-        return settings.LANGRUN_MAX_RUN_OUTPUT_BYTES or None
 
 
 @extend_schema_view(
