@@ -67,6 +67,17 @@ class VariableUndecryptable(FlowsError):
         super().__init__(message, errors=[{"loc": ["body", "value"], "msg": message, "type": "variable_key"}])
 
 
+class VariableValueRequired(FlowsError):
+    """A credential made generic without a new value: its value would be shown, and a credential never is. 422 on `value`."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "variable_value_required"
+
+    def __init__(self, name: str):
+        message = f"Variable {name!r} is a credential, whose value is never shown; send the value it should have as a generic variable."
+        super().__init__(message, errors=[{"loc": ["body", "value"], "msg": message, "type": "missing"}])
+
+
 class WebhookSettingInvalid(FlowsError):
     """A flow's webhook setting (`methods`, …) is not one langrun understands: 422 naming the field."""
 

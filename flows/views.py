@@ -35,6 +35,7 @@ from flows.services.runs import flow_run_cancel, flow_run_replay
 from flows.services.variables import variable_create, variable_update
 from langrun.exceptions import PayloadTooLarge, RequestValidationError
 from langrun.filters import FilterBackend, OrderingFilter
+from langrun.pagination import SizeBoundedPagination
 from langrun.parsers import MULTIPART_OVERHEAD, JSONParser, MultiPartParser, json_document_loads
 from langrun.schema import error, validation_error
 
@@ -54,6 +55,21 @@ def _latest_runs(field: str):
     return Subquery(FlowRun.objects.filter(flow=OuterRef("pk")).order_by("-received_at").values(field)[:1])
 
 
+class RunPagination(SizeBoundedPagination):
+    """A page of runs holds at most as much output as one run may have (LANGRUN_MAX_RUN_OUTPUT_BYTES)."""
+
+    sized_field = "outputs"
+
+    def max_page_size(self) -> int | None:
+        return settings.LANGRUN_MAX_RUN_OUTPUT_BYTES or None
+
+
+class FlowPagination(RunPagination):
+    """A page of flows holds at most that much of their graphs."""
+
+    sized_field = "data"
+
+
 class FlowViewSet(viewsets.ModelViewSet):
     """Your flows. Another user's flow is a 404."""
 
@@ -62,6 +78,7 @@ class FlowViewSet(viewsets.ModelViewSet):
     filter_backends = [FilterBackend, OrderingFilter]
     filterset_class = FlowFilter
     ordering_fields = ["name", "updated_at", "created_at"]
+    pagination_class = FlowPagination
 
     def get_queryset(self):
         return Flow.objects.filter(user=self.request.user).annotate(
@@ -143,6 +160,7 @@ class FlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     filterset_class = FlowRunFilter
     queryset = FlowRun.objects.none()  # for the schema; get_queryset scopes to the owner
+    pagination_class = RunPagination
 
     def get_queryset(self):
         runs = _runs_of(self.request.user).order_by("-received_at")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.db.models import TextField
+from django.db.models.functions import Cast, Length
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.utils.urls import remove_query_param
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from langrun.authentication import API_KEY_PARAM
 from langrun.exceptions import RequestValidationError
@@ -54,3 +56,37 @@ class Pagination(LimitOffsetPagination):
             elif parameter["name"] == self.offset_query_param:
                 parameter["schema"].update({"minimum": 0, "default": 0})
         return parameters
+
+
+class SizeBoundedPagination(Pagination):
+    """A page also ends once the JSON of its rows' `sized_field` passes `max_page_size()` characters (one row at
+    least): rows whose field may each be as large as that cap would make a page of `limit` times it. `next` goes on
+    from the first row left out, with the same `limit`."""
+
+    sized_field = ""
+
+    def max_page_size(self) -> int | None:
+        raise NotImplementedError
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.limit = self.asked_limit = self.get_limit(request)
+        self.count = self.get_count(queryset)
+        self.offset = self.get_offset(request)
+        if self.count == 0 or self.offset > self.count:
+            return []
+        cap = self.max_page_size()
+        if cap:
+            window = queryset.annotate(_size=Length(Cast(self.sized_field, TextField())))[self.offset : self.offset + self.limit]
+            rows, total = 0, 0
+            for size in window.values_list("_size", flat=True):
+                total += size or 0
+                if rows and total > cap:
+                    break
+                rows += 1
+            self.limit = rows
+        return list(queryset[self.offset : self.offset + self.limit])
+
+    def get_next_link(self):
+        link = super().get_next_link()
+        return link and replace_query_param(link, self.limit_query_param, self.asked_limit)

@@ -134,15 +134,18 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destr
 
 
 class IsStaff(permissions.BasePermission):
-    message = "Only staff can list users."
+    """Staff who may view users in the admin: the list shows every user's name and address, which the admin shows only
+    with Django's `view_user` permission."""
+
+    message = "Only staff allowed to view users can list them."
 
     def has_permission(self, request, view):
-        return bool(request.user and request.user.is_staff)
+        return bool(request.user and request.user.is_staff and request.user.has_perm("langrun.view_user"))
 
 
-@extend_schema_view(list=extend_schema(summary="All users (staff only)"))
+@extend_schema_view(list=extend_schema(summary="All users (staff allowed to view users)"))
 class UserViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
-    """Users of this langrun. Listing them is for staff; anyone can ask who they are."""
+    """Users of this langrun. Listing them is for staff allowed to view users; anyone can ask who they are."""
 
     serializer_class = UserSerializer
     queryset = User.objects.order_by("username")

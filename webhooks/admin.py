@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 
-from flows.admin.common import OwnFlowChoices
+from flows.admin.common import OwnFlowChoices, RelatedFlowsFilter
 from langrun.admin import OwnedModelAdmin
 from webhooks.alerts import admin as alerts_admin  # noqa: F401  registers subscriptions and deliveries
 from webhooks.models import IngestToken
@@ -37,7 +37,7 @@ class IngestTokenAdmin(OwnFlowChoices, OwnedModelAdmin):
     owner_field = "flow__user"
     list_display = ["name", "masked", "flow", "state", "created_at", "expires_at", "last_used_at", "use_count"]
     # Only the flows of the tokens listed (the user's own): a plain "flow" filter would name every user's flows.
-    list_filter = [StateFilter, ("flow", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [StateFilter, ("flow", RelatedFlowsFilter)]
     search_fields = ["name", "prefix", "flow__name"]
     list_select_related = ["flow"]
     actions = ["revoke"]

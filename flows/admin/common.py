@@ -97,7 +97,19 @@ def describe_import_issue(issue: engine.ValidationIssue, document: Any) -> str:
     return f"{subject}: {text}" if subject else text
 
 
-def _is_changelist(request, model_admin) -> bool:
+# A run's fields that may hold up to LANGRUN_MAX_BODY_BYTES (or its outputs' cap) each: no list reads them.
+RUN_LARGE_FIELDS = ("body", "payload", "tweaks", "outputs", "error", "request")
+
+
+class RelatedFlowsFilter(admin.RelatedOnlyFieldListFilter):
+    """The flows of the listed objects by name: Django's filter reads each flow whole, graph included."""
+
+    def field_choices(self, field, request, model_admin):
+        listed = model_admin.get_queryset(request).order_by().values(f"{field.name}__pk")
+        return list(Flow.objects.filter(pk__in=listed).order_by("name").values_list("pk", "name"))
+
+
+def is_changelist(request, model_admin) -> bool:
     match = request.resolver_match
     return match is not None and match.url_name == f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_changelist"
 
@@ -136,12 +148,20 @@ class StatusBadgeColumn:
 
 
 class OwnFlowChoices:
-    """A form's `flow` offers a staff user their own flows only (a superuser, every flow)."""
+    """A form's `flow` offers a staff user their own flows only (a superuser, every flow).
+
+    The choice and the list name each flow; neither reads its graph, which may be up to LANGRUN_MAX_BODY_BYTES.
+    """
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "flow" and not request.user.is_superuser:
-            kwargs["queryset"] = Flow.objects.filter(user=request.user)
+        if db_field.name == "flow":
+            flows = Flow.objects.only("pk", "name", "user_id")
+            kwargs["queryset"] = flows if request.user.is_superuser else flows.filter(user=request.user)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs.defer("flow__data", "flow__description") if is_changelist(request, self) else qs
 
 
 class SaveRefusalsAsFormErrors:

@@ -21,11 +21,11 @@ from flows.admin.common import (
     LATEST_RUNS,
     AdminMedia,
     SaveRefusalsAsFormErrors,
-    _is_changelist,
     copyable_block,
     copyable_input,
     describe_import_issue,
     format_duration,
+    is_changelist,
     status_badge,
     webhook_path,
 )
@@ -88,7 +88,7 @@ class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
         latest = runs.order_by("-received_at")
         count = runs.order_by().values("flow").annotate(n=Count("*")).values("n")
         qs = super().get_queryset(request).select_related("user")
-        if _is_changelist(request, self):
+        if is_changelist(request, self):
             qs = qs.defer("data", "description")
         return qs.annotate(
             run_count=Coalesce(Subquery(count, output_field=IntegerField()), Value(0)),

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 
 from flows import engine
 from flows.admin.common import describe_issue
-from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableUndecryptable, WebhookSettingInvalid
+from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableValueRequired, WebhookSettingInvalid
 from flows.models import WEBHOOK_METHODS, Flow, Variable
 from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
 from flows.services.webhook_settings import (
@@ -280,6 +280,6 @@ class VariableAdminForm(forms.ModelForm):
         taken = isinstance(self.save_refused, VariableNameTaken)
         if owner and name and (taken or Variable.objects.filter(user=owner, name=name).exclude(pk=self.instance.pk).exists()):
             self.add_error("name", f"{owner} already has a variable named {name}.")
-        if isinstance(self.save_refused, VariableUndecryptable):
+        if isinstance(self.save_refused, VariableValueRequired):
             self.add_error("new_value", str(self.save_refused))
         return cleaned

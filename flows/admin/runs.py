@@ -14,7 +14,16 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from flows import diagram, engine
-from flows.admin.common import AdminMedia, StatusBadgeColumn, _is_changelist, format_duration, pretty_json, preview, status_badge
+from flows.admin.common import (
+    RUN_LARGE_FIELDS,
+    AdminMedia,
+    StatusBadgeColumn,
+    format_duration,
+    is_changelist,
+    pretty_json,
+    preview,
+    status_badge,
+)
 from flows.admin.run_reports import RunReportsMixin
 from flows.exceptions import FlowsError, RunNotCancellable
 from flows.models import Flow, FlowRun
@@ -96,9 +105,9 @@ class FlowRunAdmin(StatusBadgeColumn, RunReportsMixin, OwnedModelAdmin):
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
-        if _is_changelist(request, self):
-            # Bodies may be up to LANGRUN_MAX_BODY_BYTES each; a page of 50 must not load them.
-            qs = qs.defer("body", "payload", "tweaks", "outputs", "error", "request")
+        if is_changelist(request, self):
+            # A page of 50 shows none of its runs' large fields, nor their flows' graphs.
+            qs = qs.defer(*RUN_LARGE_FIELDS, "flow__data", "flow__description")
         return qs
 
     def has_add_permission(self, request):

@@ -6,7 +6,7 @@ from django.contrib import admin
 
 from flows.admin.common import SaveRefusalsAsFormErrors
 from flows.admin.forms import VariableAdminForm
-from flows.exceptions import VariableNameTaken, VariableUndecryptable
+from flows.exceptions import VariableNameTaken, VariableValueRequired
 from flows.models import Variable
 from flows.services.variables import variable_create, variable_update
 from langrun.admin import OwnedModelAdmin
@@ -17,8 +17,8 @@ class VariableAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     """Per-user variables; values are write-only here, and saving goes through the variable services."""
 
     form = VariableAdminForm
-    # A concurrent save took the name, or changing the kind needs a credential the current key cannot decrypt.
-    save_refusals = (VariableNameTaken, VariableUndecryptable)
+    # A concurrent save took the name, or a credential made generic came without its new value.
+    save_refusals = (VariableNameTaken, VariableValueRequired)
     list_display = ["name", "kind", "user", "updated_at"]
     search_fields = ["name"]
     list_select_related = ["user"]

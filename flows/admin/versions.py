@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from flows.admin.common import RelatedFlowsFilter, is_changelist
 from flows.admin.diff import json_diff
 from flows.models import Flow, FlowVersion
 from langrun.admin import OwnedModelAdmin
@@ -30,11 +31,18 @@ class FlowVersionAdmin(OwnedModelAdmin):
 
     owner_field = "flow__user"
     list_display = ["flow", "number", "author", "created_at", "message", "diff_link"]
-    list_filter = [("flow", admin.RelatedOnlyFieldListFilter)]  # only the flows whose versions the user may see
+    list_filter = [("flow", RelatedFlowsFilter)]  # only the flows whose versions the user may see
     list_select_related = ["flow", "author"]
     search_fields = ["flow__name", "message"]
     readonly_fields = ["flow", "number", "author", "created_at", "message", "pretty_data", "diff_with_previous"]
     fields = readonly_fields
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if is_changelist(request, self):
+            # Graphs may be up to LANGRUN_MAX_BODY_BYTES each; a page of versions shows none of them, nor their flows'.
+            qs = qs.defer("data", "flow__data", "flow__description")
+        return qs
 
     def has_add_permission(self, request):
         return False
@@ -69,7 +77,8 @@ class FlowVersionAdmin(OwnedModelAdmin):
         flow = get_object_or_404(flows, pk=flow_id)  # another user's flow is indistinguishable from none
         if not self.has_view_permission(request):
             raise PermissionDenied
-        versions = list(FlowVersion.objects.filter(flow=flow).select_related("author").order_by("-number"))
+        # Only the two compared graphs are read (each deferred graph loads when its diff needs it).
+        versions = list(FlowVersion.objects.filter(flow=flow).select_related("author").defer("data").order_by("-number"))
 
         def pick(key: str, default: FlowVersion | None) -> FlowVersion | None:
             try:

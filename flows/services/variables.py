@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.http import Http404
 
 from flows import engine
-from flows.exceptions import VariableNameTaken, VariableUndecryptable
+from flows.exceptions import VariableNameTaken, VariableUndecryptable, VariableValueRequired
 from flows.models import VARIABLE_NAME_RE, FlowRun, Variable
 
 
@@ -75,9 +75,12 @@ def variable_create(*, user, name: str, value: str, kind: str = Variable.Kind.CR
 
 
 def variable_update(*, variable: Variable, name: str | None = None, value: str | None = None, kind: str | None = None) -> Variable:
-    """Rename, re-kind or set the value; changing the kind without a new value converts the stored value."""
+    """Rename, re-kind or set the value. A generic variable made a credential without a new value keeps its value,
+    encrypted; a credential made generic needs its new value, since a generic one is shown and a credential never is."""
     if value is None and kind is not None and kind != variable.kind:
-        value = variable_value(variable=variable)
+        if variable.kind == Variable.Kind.CREDENTIAL:
+            raise VariableValueRequired(variable.name)
+        value = variable.value
     if name is not None:
         variable.name = name
     if kind is not None:

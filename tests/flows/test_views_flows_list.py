@@ -44,7 +44,7 @@ def test_latest_run_status_without_a_query_per_flow(key_client, flows, django_as
     first = flow_run_create(flow=a, user=a.user, trigger="webhook", payload={"name": "x"})
     flow_run_execute(run_id=first.id)
     flow_run_create(flow=b, user=b.user, trigger="webhook", payload={"name": "x"})
-    with django_assert_max_num_queries(4):  # key lookup, key use, count, page
+    with django_assert_max_num_queries(5):  # key lookup, key use, count, the page's graph sizes, page
         results = key_client.get("/api/v1/flows/").json()["results"]
     by_name = {f["name"]: f for f in results}
     assert by_name["Order notice"]["latest_run_status"] == "succeeded"
@@ -80,3 +80,16 @@ def test_too_deep_json_and_partless_multipart_are_422(key_client):
     junk = key_client.post("/api/v1/flows/", b"[]", content_type="multipart/form-data; boundary=xyz")
     assert junk.status_code == 422 and junk.json()["detail"][0]["loc"] == ["body"]
     assert not Flow.objects.exists()
+
+
+def test_a_page_of_flows_ends_once_their_graphs_pass_the_cap(key_client, flows, settings):
+    # Each graph may be up to LANGRUN_MAX_BODY_BYTES: ?limit=1000 read and rendered a thousand of them at once.
+    import json
+
+    sizes = sorted(len(json.dumps(f.data)) for f in flows)
+    settings.LANGRUN_MAX_RUN_OUTPUT_BYTES = sizes[0] + sizes[1] - 1  # two graphs do not fit
+    page = key_client.get("/api/v1/flows/?limit=3&ordering=name").json()
+    assert page["count"] == 3 and [f["name"] for f in page["results"]] == ["Greeting"]
+    assert "limit=3" in page["next"] and "offset=1" in page["next"]
+    rest = key_client.get(page["next"]).json()
+    assert [f["name"] for f in rest["results"]] == ["Order notice"]

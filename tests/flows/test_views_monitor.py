@@ -62,3 +62,42 @@ def test_owner_scoped(flow, make_user, client):
     other.credentials(HTTP_X_API_KEY=api_key_create(user=make_user()).key)
     assert other.get(f"/api/v1/monitor/builds?flow_id={flow.id}").status_code == 404
     assert client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").status_code == 403
+
+
+def test_builds_read_each_run_once_without_its_payload_or_outputs(key_client, flow):
+    # Each node result used to bring its run's whole row: the run's outputs, payload and body read (and JSON decoded)
+    # once per node, which for a flow of thousands of nodes held the request for minutes.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run = flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": "Ada"})
+    flow_run_execute(run_id=run.id)
+    with CaptureQueriesContext(connection) as queries:
+        builds = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json()["vertex_builds"]
+    assert set(builds) == {"hook", "greet", "out"} and builds["out"][0]["timestamp"]
+    run_table = connection.ops.quote_name("flows_flowrun")
+    for column in ("outputs", "payload", "body", "request"):
+        assert not [q["sql"] for q in queries if f"{run_table}.{connection.ops.quote_name(column)}" in q["sql"]], column
+
+
+def test_builds_are_the_newest_within_a_count_and_a_size(key_client, flow, settings, monkeypatch):
+    # 100 runs of a flow of thousands of nodes, or of outputs of megabytes, made an answer of gigabytes.
+    from flows.services import monitor
+
+    runs = []
+    for name in ("Ada", "Bo", "Cy"):
+        runs.append(flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={"name": name * 100}))
+        flow_run_execute(run_id=runs[-1].id)
+    every = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json()["vertex_builds"]
+    assert [b["build_id"] for b in every["out"]] == [str(r.id) for r in runs]
+
+    monkeypatch.setattr(monitor, "VERTEX_BUILDS_MAX", 4)  # the newest 4 node results: Cy's 3 and Bo's Output
+    builds = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json()["vertex_builds"]
+    assert [b["build_id"] for b in builds["out"]] == [str(runs[1].id), str(runs[2].id)]
+    assert [b["build_id"] for b in builds["hook"]] == [str(runs[2].id)]
+
+    monkeypatch.setattr(monitor, "VERTEX_BUILDS_MAX", 1000)
+    newest_run = sum(len(json.dumps(r.output)) for r in runs[2].node_results.all())
+    settings.LANGRUN_MAX_RUN_OUTPUT_BYTES = newest_run + 10  # Cy's outputs fit, not one more
+    builds = key_client.get(f"/api/v1/monitor/builds?flow_id={flow.id}").json()["vertex_builds"]
+    assert {b["build_id"] for node in builds.values() for b in node} == {str(runs[2].id)} and len(builds) == 3

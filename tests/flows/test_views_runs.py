@@ -37,7 +37,7 @@ def test_list_is_newest_first_paginated_and_without_node_queries(key_client, flo
     now = timezone.now()
     runs = [make_run(flow, received_at=now - timedelta(minutes=i)) for i in range(5)]
     flow_run_execute(run_id=runs[0].id)
-    with django_assert_max_num_queries(4):  # key lookup, key use, count, page
+    with django_assert_max_num_queries(5):  # key lookup, key use, count, the page's output sizes, page
         page = key_client.get("/api/v1/runs/?limit=2").json()
     assert page["count"] == 5 and [r["id"] for r in page["results"]] == [str(r.id) for r in runs[:2]]
     assert "nodes" not in page["results"][0] and page["results"][0]["status"] == "succeeded"
@@ -194,3 +194,20 @@ def test_odd_dates_are_a_422_or_an_answer_never_a_500(key_client, flow, value):
     assert response.status_code in (200, 422), response.content
     if response.status_code == 422:
         assert response.json()["detail"][0]["loc"] == ["query", "received_before"]
+
+
+def test_a_page_of_runs_ends_once_their_outputs_pass_the_run_output_cap(key_client, flow, settings):
+    # Each run's outputs may be up to LANGRUN_MAX_RUN_OUTPUT_BYTES: a page of 1,000 such runs was 1,000 times that,
+    # read and rendered in one web process. A page ends at the cap (with one run at least); `next` goes on from there.
+    now = timezone.now()
+    runs = [make_run(flow, received_at=now - timedelta(minutes=n)) for n in range(4)]
+    for run, size in zip(runs, (300, 300, 990, 10), strict=True):
+        FlowRun.objects.filter(pk=run.pk).update(outputs={"text": "x" * size})
+    settings.LANGRUN_MAX_RUN_OUTPUT_BYTES = 1000
+    first = key_client.get("/api/v1/runs/?limit=3").json()
+    assert [r["id"] for r in first["results"]] == [str(runs[0].id), str(runs[1].id)] and first["count"] == 4
+    assert "limit=3" in first["next"] and "offset=2" in first["next"]
+    second = key_client.get(first["next"]).json()
+    assert [r["id"] for r in second["results"]] == [str(runs[2].id)]  # alone over the cap, still listed
+    third = key_client.get(second["next"]).json()
+    assert [r["id"] for r in third["results"]] == [str(runs[3].id)] and third["next"] is None

@@ -56,21 +56,25 @@ def test_a_name_taken_is_422_on_the_name(key_client, user):
     assert dup.json() == {"detail": [{"loc": ["body", "name"], "msg": "You already have a variable named A.", "type": "unique"}]}
 
 
-def test_a_kind_change_the_current_key_cannot_decrypt_is_422_on_the_value(key_client, user, settings):
-    settings.LANGRUN_VARIABLES_KEY = "B" * 43 + "="
-    var = variable_create(user=user, name="K", value="v")
-    settings.LANGRUN_VARIABLES_KEY = "A" * 43 + "="
+def test_a_credential_made_generic_needs_its_new_value_and_is_never_shown(key_client, user):
+    # The API never returns a credential: turning one generic would show its value, so the value must come along.
+    var = variable_create(user=user, name="K", value="s3cret")
     response = key_client.patch(f"/api/v1/variables/{var.id}", {"kind": "generic"}, format="json")
     assert response.status_code == 422
     assert response.json() == {
         "detail": [
             {
                 "loc": ["body", "value"],
-                "msg": "Variable 'K' cannot be decrypted with the current key; set its value again.",
-                "type": "variable_key",
+                "msg": "Variable 'K' is a credential, whose value is never shown; send the value it should have as a generic variable.",
+                "type": "missing",
             }
         ]
     }
+    assert "s3cret" not in json.dumps(key_client.get(f"/api/v1/variables/{var.id}").json())
+    var.refresh_from_db()
+    assert var.kind == "credential" and variable_value(variable=var) == "s3cret"
+    response = key_client.patch(f"/api/v1/variables/{var.id}", {"kind": "generic", "value": "plain"}, format="json")
+    assert response.status_code == 200 and response.json()["value"] == "plain"
 
 
 def test_variables_need_authentication(client):

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from langrun.models import ApiKey
 from langrun.services import api_key_authenticate, api_key_create
+from tests.helpers import grant
 
 
 @pytest.fixture
@@ -62,12 +63,18 @@ def test_whoami_and_staff_only_user_list(key_client, user, make_user):
     me = key_client.get("/api/v1/users/whoami").json()
     assert me["id"] == str(user.pk) and me["username"] == "alice" and me["is_staff"] is False and "password" not in me
     forbidden = key_client.get("/api/v1/users/")
-    assert forbidden.status_code == 403 and forbidden.json() == {"detail": "Only staff can list users."}
+    assert forbidden.status_code == 403 and forbidden.json() == {"detail": "Only staff allowed to view users can list them."}
+    # Staff list users as the admin lets them see users: with Django's view_user permission (superusers have it).
     staff = make_user("root", is_staff=True)
     c = APIClient()
     c.credentials(HTTP_X_API_KEY=api_key_create(user=staff).key)
+    denied = c.get("/api/v1/users/")
+    assert denied.status_code == 403 and denied.json() == {"detail": "Only staff allowed to view users can list them."}
+    grant(staff, "langrun.view_user")
     listed = c.get("/api/v1/users/?limit=1").json()
     assert listed["count"] == 2 and [u["username"] for u in listed["results"]] == ["alice"]
+    c.credentials(HTTP_X_API_KEY=api_key_create(user=make_user("su", is_staff=True, is_superuser=True)).key)
+    assert c.get("/api/v1/users/").json()["count"] == 3
     assert APIClient().get("/api/v1/users/whoami").status_code == 403
 
 

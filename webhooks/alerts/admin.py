@@ -8,7 +8,7 @@ from django.http import Http404
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from flows.admin.common import AdminMedia, OwnFlowChoices, StatusBadgeColumn, pretty_json
+from flows.admin.common import RUN_LARGE_FIELDS, AdminMedia, OwnFlowChoices, StatusBadgeColumn, is_changelist, pretty_json
 from langrun.admin import OwnedModelAdmin
 from langrun.exceptions import RequestValidationError
 from webhooks.alerts.exceptions import DeliveryBeingSent
@@ -118,6 +118,12 @@ class DeliveryAdmin(StatusBadgeColumn, OwnedModelAdmin):
         "finished_at",
     ]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if is_changelist(request, self):
+            qs = qs.defer(*(f"run__{name}" for name in RUN_LARGE_FIELDS))  # the list shows each run by its id and status
+        return qs
 
     def has_add_permission(self, request):
         return False  # written by runs' ends and the sweep

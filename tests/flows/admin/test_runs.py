@@ -366,3 +366,12 @@ def test_run_page_shows_the_request_masked(staff, make_flow):
     html = login(staff).get(reverse("admin:flows_flowrun_change", args=[run_id])).content.decode()
     assert "&quot;x-github-event&quot;: &quot;push&quot;" in html and "&quot;event&quot;: &quot;push&quot;" in html
     assert "&quot;x-api-key&quot;: &quot;***&quot;" in html and "sk-" not in html
+
+
+def test_run_list_reads_no_graph_of_the_flows(staff, make_flow):
+    # A flow's graph may be up to a megabyte: a page of 50 runs read it with each run.
+    run_of(make_flow(staff))
+    with CaptureQueriesContext(connection) as queries:
+        assert login(staff).get(reverse("admin:flows_flowrun_changelist")).status_code == 200
+    flow_data = f"{connection.ops.quote_name('flows_flow')}.{connection.ops.quote_name('data')}"
+    assert not [q["sql"] for q in queries if flow_data in q["sql"]]

@@ -21,12 +21,13 @@ def test_admin_never_shows_a_credential_and_encrypts_what_it_saves(make_user):
     assert SECRET not in variable.value and variable_value(variable=variable) == SECRET
     page = browser.get(f"/admin/flows/variable/{variable.pk}/change/")
     assert page.status_code == 200 and SECRET not in page.content.decode() and variable.value not in page.content.decode()
-    # Saving without a new value keeps the value; changing the kind converts it.
-    browser.post(
+    # Saving without a new value keeps the value; a credential made generic needs its new value (it would show).
+    response = browser.post(
         f"/admin/flows/variable/{variable.pk}/change/", {"user": admin_user.pk, "name": "TOKEN", "kind": "generic", "new_value": ""}
     )
+    assert response.status_code == 200 and "never shown" in response.context["adminform"].form.errors["new_value"][0]
     variable.refresh_from_db()
-    assert variable.kind == "generic" and variable.value == SECRET
+    assert variable.kind == "credential" and variable_value(variable=variable) == SECRET
 
 
 def test_superuser_chooses_the_owner_and_names_are_unique_per_owner(make_user):
@@ -72,23 +73,18 @@ def test_staff_cannot_choose_the_owner(make_user):
     assert b"THEIRS" not in browser.get(f"/admin/flows/variable/?user__id__exact={other.pk}").content
 
 
-def test_undecryptable_credential_is_a_form_error_not_a_500(make_user, settings):
-    from cryptography.fernet import Fernet
-
+def test_a_credential_made_generic_without_a_value_is_a_form_error(make_user):
     staff = make_user("keyed", is_staff=True)
     grant_owned_models(staff)
-    settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()
     variable = variable_create(user=staff, name="OLD", value=SECRET)
-    settings.LANGRUN_VARIABLES_KEY = Fernet.generate_key().decode()  # the key changed since
     browser = Client()
     browser.force_login(staff)
-    # Turning it into a generic variable needs its plain value, which the new key cannot give.
     response = browser.post(f"/admin/flows/variable/{variable.pk}/change/", {"name": "OLD", "kind": "generic", "new_value": ""})
     assert response.status_code == 200
-    assert "cannot be decrypted with the current key" in response.context["adminform"].form.errors["new_value"][0]
+    assert "is a credential, whose value is never shown" in response.context["adminform"].form.errors["new_value"][0]
     variable.refresh_from_db()
     assert variable.kind == "credential"
-    # A new value fixes it.
+    # A new value goes with it.
     response = browser.post(f"/admin/flows/variable/{variable.pk}/change/", {"name": "OLD", "kind": "generic", "new_value": "plain"})
     assert response.status_code == 302
     variable.refresh_from_db()

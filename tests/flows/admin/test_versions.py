@@ -83,3 +83,23 @@ def test_the_history_lists_only_ones_own_versions(bare_staff, other, superuser, 
     assert login(bare_staff).get(f"/admin/flows/flowversion/{theirs.versions.first().pk}/change/").status_code == 404
     everyone = login(superuser).get("/admin/flows/flowversion/")
     assert {v.flow_id for v in everyone.context["cl"].result_list} == {mine.id, theirs.id}
+
+
+def test_history_list_and_comparison_read_only_the_graphs_compared(admin_client, flow):
+    # Graphs are up to a megabyte each: the list read every row's graph and its flow's, the comparison every version's.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for n in range(4):
+        changed = copy.deepcopy(GREETING_FLOW)
+        changed["nodes"][1]["params"]["template"] = f"Take {n} {{name}}!"
+        flow_update(flow=flow, data=changed)
+    q = connection.ops.quote_name
+    flow_data, version_data = f"{q('flows_flow')}.{q('data')}", f"{q('flows_flowversion')}.{q('data')}"
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get("/admin/flows/flowversion/").status_code == 200
+    assert not [x["sql"] for x in queries if flow_data in x["sql"] or version_data in x["sql"]]
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(f"/admin/flows/flowversion/compare/{flow.id}/?a=2&b=4").content.decode()
+    assert "Changes from v2 to v4" in page and "Take 2 {name}!" in page and "Take 0 {name}!" in page
+    assert len([x["sql"] for x in queries if version_data in x["sql"]]) == 2

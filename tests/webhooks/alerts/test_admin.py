@@ -137,3 +137,21 @@ def test_deleting_selected_subscriptions_deletes_each_and_keeps_their_deliveries
     assert list(Subscription.objects.values_list("pk", flat=True)) == [theirs.pk]  # another user's is not for the taking
     delivery.refresh_from_db()
     assert delivery.subscription_id is None
+
+
+def test_the_delivery_list_reads_no_body_payload_or_outputs_of_the_runs(staff, make_flow, local_allowed):
+    # A run's body, payload and outputs may be megabytes each: a page of deliveries read them with each delivery.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from flows.services.runs import flow_run_create
+
+    run = flow_run_create(flow=make_flow(staff), user=staff, trigger="webhook", payload={"name": "Ada"})
+    sub = subscription_create(user=staff, url=URL, events=["run.failed"])
+    Delivery.objects.create(user=staff, subscription=sub, run=run, event="run.failed", url=URL, payload={}, status="failed")
+    with CaptureQueriesContext(connection) as queries:
+        listed = login(staff).get("/admin/webhooks/delivery/")
+    assert listed.status_code == 200 and str(run.pk) in listed.content.decode()
+    q = connection.ops.quote_name
+    for column in ("body", "payload", "outputs", "request", "tweaks"):
+        assert not [x["sql"] for x in queries if f"{q('flows_flowrun')}.{q(column)}" in x["sql"]], column
