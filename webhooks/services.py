@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Prefetch
 from rest_framework import exceptions, status
 
@@ -145,8 +145,8 @@ def webhook_intake(*, target: WebhookTarget, retarget, request, body: bytes, wai
                             webhook_wait_recorded()
                         if callback_url:
                             run_callback_set(run=run, url=callback_url)
-            except IntegrityError:  # the run's flow, deleted meanwhile, is checked when the transaction commits
-                flow_run_flow_found(flow)
+            except (IntegrityError, OperationalError) as exc:  # the run's flow, deleted meanwhile, is checked at the commit
+                flow_run_flow_found(flow, exc)
                 raise
         run.flow = flow  # the flow as this request found it: its `response` decides the answer
         run.webhook_caller = target.caller if target.api_key_id is not None else None  # not a token's sender, nor a signer's

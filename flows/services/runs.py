@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.http import Http404
 from django.utils import timezone
 
@@ -101,12 +101,15 @@ def flow_run_create(
     if not idempotency_key:
         try:
             return _flow_run_insert(fields, only_if)
-        except IntegrityError:
-            flow_run_flow_found(flow)
+        except (IntegrityError, OperationalError) as exc:
+            flow_run_flow_found(flow, exc)
             raise
     for _ in range(3):
         try:
             return _flow_run_insert(fields, only_if)
+        except OperationalError as exc:
+            flow_run_flow_found(flow, exc)
+            raise
         except IntegrityError:
             original = FlowRun.objects.filter(flow=flow, idempotency_key=idempotency_key).first()
             if original is None:  # its key expired between our insert and this read, or its flow was deleted
@@ -120,11 +123,20 @@ def flow_run_create(
     raise RuntimeError(f"Could not record a run for idempotency key {idempotency_key!r}")
 
 
-def flow_run_flow_found(flow: Flow) -> None:
-    """Http404 when the flow was deleted while its run was being recorded (the insert waited for the delete, then
-    broke the foreign key), as a lookup of the flow would answer now."""
-    if not Flow.objects.filter(pk=flow.pk).exists():
-        raise Http404(f"Flow {flow.pk} not found.")
+# PostgreSQL's code for a transaction it aborted to end a deadlock.
+DEADLOCK = "40P01"
+
+
+def flow_run_flow_found(flow: Flow, exc: Exception | None = None) -> None:
+    """Http404 when the flow was deleted while its run was being recorded, as a lookup of the flow would answer now:
+    the run's references are checked when it commits, and then broke (`exc` an IntegrityError), or ran into the
+    delete's in a deadlock that PostgreSQL ended by aborting the run. A delete still committing is waited for. Any
+    other OperationalError is not this, and is left to the caller."""
+    if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) != DEADLOCK:
+        return
+    with transaction.atomic():
+        if not Flow.objects.select_for_update().filter(pk=flow.pk).exists():
+            raise Http404(f"Flow {flow.pk} not found.")
 
 
 def _flow_run_insert(fields: dict[str, Any], only_if: tuple[str, list] | None) -> FlowRun:

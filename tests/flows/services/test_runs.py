@@ -123,6 +123,43 @@ def test_concurrent_requests_with_one_key_create_one_run(make_user, make_flow):
     assert FlowRun.objects.count() == 1
 
 
+class _Deadlock(Exception):
+    sqlstate = "40P01"  # what PostgreSQL says of the transaction it chose to abort
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "delivery-1"])
+def test_a_run_that_gave_way_to_its_flows_delete_in_a_deadlock_is_a_404(flow, monkeypatch, idempotency_key):
+    """PostgreSQL checks the run's references at its commit, in an order of its own: the run may lock its version, then
+    wait for the flow a delete holds, while the delete waits for the version. One of them is aborted; when it is the
+    run, the flow is gone by the time it looks, and the answer is the flow's 404, never a 500."""
+    from django.db import OperationalError
+    from django.http import Http404
+
+    from flows.models import Flow
+    from flows.services import runs
+
+    def deadlocked(fields, only_if):
+        Flow.objects.filter(pk=flow.pk).delete()  # the delete it gave way to
+        raise OperationalError("deadlock detected") from _Deadlock()
+
+    monkeypatch.setattr(runs, "_flow_run_insert", deadlocked)
+    with pytest.raises(Http404):
+        flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={}, idempotency_key=idempotency_key)
+
+
+def test_a_deadlock_with_the_flow_still_there_is_not_taken_for_its_delete(flow, monkeypatch):
+    from django.db import OperationalError
+
+    from flows.services import runs
+
+    def deadlocked(fields, only_if):
+        raise OperationalError("deadlock detected") from _Deadlock()
+
+    monkeypatch.setattr(runs, "_flow_run_insert", deadlocked)
+    with pytest.raises(OperationalError):
+        flow_run_create(flow=flow, user=flow.user, trigger="webhook", payload={})
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps the delete and the run apart")
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("idempotency_key", [None, "delivery-1"])
