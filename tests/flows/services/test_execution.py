@@ -2,7 +2,6 @@
 
 import datetime
 import json
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +32,7 @@ from flows.services.sweep import (
     flow_runs_recover_interrupted,
     flow_runs_requeue_stale,
 )
-from tests.helpers import flaky_flow, lines, make_due, new_run, side_effect_flow
+from tests.helpers import at_once, flaky_flow, lines, make_due, new_run, side_effect_flow
 
 pytestmark = pytest.mark.usefixtures("execute_path")
 
@@ -360,21 +359,7 @@ def test_two_workers_racing_on_one_run_execute_it_once(make_user, tmp_path):
     flow = flow_create(user=user, name="effect", data=side_effect_flow(tmp_path / "effects", delay=0.2))
     runs = [new_run(flow, user) for _ in range(5)]
     for run in runs:
-        barrier = threading.Barrier(2)
-        results = []
-
-        def worker(run_id=run.id, barrier=barrier, results=results):
-            barrier.wait()
-            try:
-                results.append(flow_run_execute(run_id=run_id))
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=worker) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        results = at_once(*[lambda run_id=run.id: flow_run_execute(run_id=run_id)] * 2)
         assert sorted(r is None for r in results) == [False, True]
     assert lines(tmp_path / "effects") == 5
     assert set(FlowRun.objects.values_list("status", "attempts")) == {("succeeded", 1)}

@@ -1,6 +1,5 @@
 """flows.services.runs: recording a run (enqueued on commit, idempotency keys), replaying, cancelling, tweaks."""
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -15,7 +14,7 @@ from flows.services.runs import flow_run_cancel, flow_run_create, flow_run_repla
 from flows.services.sweep import (
     flow_runs_release_idempotency_keys,
 )
-from tests.helpers import FlowDeletedMeanwhile, new_run
+from tests.helpers import FlowDeletedMeanwhile, at_once, new_run
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
 pytestmark = pytest.mark.usefixtures("execute_path")
@@ -104,21 +103,7 @@ def test_idempotency_key_is_free_again_after_the_retention_window(flow, user, se
 def test_concurrent_requests_with_one_key_create_one_run(make_user, make_flow):
     user = make_user()
     flow = make_flow(user)
-    barrier = threading.Barrier(8)
-    ids = []
-
-    def send():
-        barrier.wait()
-        try:
-            ids.append(new_run(flow, user, idempotency_key="same").pk)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    ids = [run.pk for run in at_once(*[lambda: new_run(flow, user, idempotency_key="same")] * 8)]
     assert len(ids) == 8 and len(set(ids)) == 1
     assert FlowRun.objects.count() == 1
 
