@@ -60,11 +60,8 @@ class RunPagination(SizeBoundedPagination):
 
     sized_field = "outputs"
 
-    def max_page_size(self) -> int | None:
-        return settings.LANGRUN_MAX_RUN_OUTPUT_BYTES or None
 
-
-class FlowPagination(RunPagination):
+class FlowPagination(SizeBoundedPagination):
     """A page of flows holds at most that much of their graphs."""
 
     sized_field = "data"

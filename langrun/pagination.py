@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import TextField
 from django.db.models.functions import Cast, Length
 from rest_framework.pagination import LimitOffsetPagination
@@ -59,14 +60,11 @@ class Pagination(LimitOffsetPagination):
 
 
 class SizeBoundedPagination(Pagination):
-    """A page also ends once the JSON of its rows' `sized_field` passes `max_page_size()` characters (one row at
-    least): rows whose field may each be as large as that cap would make a page of `limit` times it. `next` goes on
-    from the first row left out, with the same `limit`."""
+    """A page also ends once the JSON of its rows' `sized_field` passes LANGRUN_MAX_RUN_OUTPUT_BYTES characters (one
+    row at least): rows whose field may each be as large as that cap would make a page of `limit` times it. `next`
+    goes on from the first row left out, with the same `limit`. A subclass names the field."""
 
     sized_field = ""
-
-    def max_page_size(self) -> int | None:
-        raise NotImplementedError
 
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
@@ -75,7 +73,7 @@ class SizeBoundedPagination(Pagination):
         self.offset = self.get_offset(request)
         if self.count == 0 or self.offset > self.count:
             return []
-        cap = self.max_page_size()
+        cap = settings.LANGRUN_MAX_RUN_OUTPUT_BYTES
         if cap:
             window = queryset.annotate(_size=Length(Cast(self.sized_field, TextField())))[self.offset : self.offset + self.limit]
             rows, total = 0, 0

@@ -177,6 +177,14 @@ def _deleted_despite_writers(delete, attempts: int = 3):
     return None  # not reached: the last attempt returns or raises
 
 
+def flows_kept(*, flow_ids) -> set:
+    """Of these flows, the ids of those that still exist, each kept from a delete until the caller's transaction ends
+    (locked in id order, as a delete locks them first). Something written that names a flow deleted meanwhile would
+    break its foreign key at the commit; the lock is the weaker one, so the flows' webhooks still record runs."""
+    kept = Flow.objects.select_for_update(no_key=True).filter(pk__in=set(flow_ids)).order_by("pk")
+    return set(kept.values_list("pk", flat=True))
+
+
 def flow_delete(*, flow: Flow) -> None:
     """Delete a flow: its runs first in short transactions (flow_runs_delete), then the flow with whatever is left."""
     flow_runs_delete(flow=flow)

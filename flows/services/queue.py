@@ -9,6 +9,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from flows.models import FlowRun
 from flows.services import versions
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,6 @@ def flow_run_ring(run_id, flow_id, version_id, account) -> bool:
 
 def flow_run_ring_by_id(run_id) -> bool:
     """flow_run_ring for a run known by its id alone (a run deleted meanwhile is not rung). Never raises."""
-    from flows.models import FlowRun
-
     try:
         row = FlowRun.objects.filter(pk=run_id).values_list(*RING_FIELDS).first()
     except Exception:

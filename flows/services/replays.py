@@ -22,8 +22,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from flows.exceptions import FlowsError
-from flows.models import Flow, FlowRun, ReplayJob
+from flows.models import FlowRun, ReplayJob
 from flows.services import queue
+from flows.services.flows import flows_kept
 from flows.services.runs import flow_run_replay
 
 logger = logging.getLogger(__name__)
@@ -163,10 +164,8 @@ def _replay_batch(job: ReplayJob, runs: list[FlowRun], step: int) -> bool:
         with transaction.atomic():
             # Locked as a flow's delete locks them (its flow, then its runs): a run deleted since the batch was listed,
             # or with its flow, is not replayed; one deleted now waits for this commit. A replay of a run gone broke
-            # its foreign keys at the commit, and the whole job failed. The weaker lock keeps a delete out but lets
-            # the flows' webhooks record their runs meanwhile.
-            flows = Flow.objects.select_for_update(no_key=True).filter(pk__in={run.flow_id for run in runs}).order_by("pk")
-            flow_ids = list(flows.values_list("pk", flat=True))
+            # its foreign keys at the commit, and the whole job failed.
+            flow_ids = flows_kept(flow_ids=[run.flow_id for run in runs])
             present = set(
                 FlowRun.objects.select_for_update(no_key=True)
                 .filter(pk__in=[run.pk for run in runs], flow_id__in=flow_ids)

@@ -235,3 +235,17 @@ def test_deleting_a_flow_while_a_webhook_records_a_run_of_it(flow, monkeypatch):
     flow_delete(flow=flow)
     webhook.join()
     assert not Flow.objects.filter(pk=flow.pk).exists() and not FlowRun.objects.exists() and refused == [True]
+
+
+def test_flows_kept_are_those_still_there(make_flow, user):
+    from django.db import transaction
+
+    from flows.models import Flow
+    from flows.services.flows import flows_kept
+
+    kept, gone = make_flow(user, endpoint_name="kept"), make_flow(user, endpoint_name="gone")
+    gone_id = gone.pk
+    Flow.objects.filter(pk=gone_id).delete()
+    with transaction.atomic():
+        assert flows_kept(flow_ids=[kept.pk, gone_id, kept.pk]) == {kept.pk}
+        assert flows_kept(flow_ids=[]) == set()

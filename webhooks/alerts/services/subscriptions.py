@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from flows.engine.components.http import BlockedAddressError, vet_host
 from flows.models import Flow, FlowRun
+from flows.services.flows import flows_kept
 from langrun.exceptions import RequestValidationError
 from webhooks.alerts.models import CallbackSecret, RunCallback, Subscription
 
@@ -80,11 +81,9 @@ def subscription_create(
 
 
 def _flow_kept(flow: Flow | None) -> None:
-    """Http404 for a flow deleted since it was looked up; otherwise it is kept until the caller's transaction ends.
-
-    A subscription naming a flow deleted meanwhile broke its foreign key at the commit. The lock is the weaker one
-    that keeps a delete out but lets the flow's webhooks record their runs meanwhile."""
-    if flow is not None and not Flow.objects.select_for_update(no_key=True).filter(pk=flow.pk).exists():
+    """Http404 for a flow deleted since it was looked up; otherwise it is kept until the caller's transaction ends (a
+    subscription naming a flow deleted meanwhile broke its foreign key at the commit)."""
+    if flow is not None and not flows_kept(flow_ids=[flow.pk]):
         raise Http404("Flow not found")
 
 

@@ -12,6 +12,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from flows.models import Flow, FlowRun
+from flows.services.flows import flows_kept
 from webhooks.alerts.models import Delivery, Subscription
 from webhooks.alerts.services.outbox import _delivery, deliveries_enqueue
 
@@ -83,10 +84,8 @@ def _backlog_alerts_record(*, sub: Subscription, alerting: set[str], new: list[D
     with transaction.atomic():
         # Locked as a flow's delete locks them (the flow, then its subscriptions): a flow or subscription deleted since
         # they were read gets no alert, and one deleted now waits for this commit. An alert about either broke its
-        # foreign keys at the commit, and the sweep failed for the subscriptions after it too. The flows' lock is the
-        # weaker one that keeps a delete out but lets the flows' webhooks record their runs meanwhile.
-        flows = Flow.objects.select_for_update(no_key=True).filter(pk__in={d.flow_id for d in new}).order_by("pk")
-        left = set(flows.values_list("pk", flat=True))
+        # foreign keys at the commit, and the sweep failed for the subscriptions after it too.
+        left = flows_kept(flow_ids=[d.flow_id for d in new])
         if not Subscription.objects.select_for_update().filter(pk=sub.pk).exists():
             return 0
         alerting = alerting - {str(d.flow_id) for d in new if d.flow_id not in left}
