@@ -314,6 +314,8 @@ def test_an_exported_flows_run_control_imports_back(key_client, user):
         ({"concurrency": {"limit": 0}}, ["body", "flows", 1, "concurrency", "limit"]),
         ({"throttle": {"limit": 1}}, ["body", "flows", 1, "throttle"]),
         ({"concurrency": {"limit": 1, "key": "payload.["}}, ["body", "flows", 1, "concurrency", "key"]),
+        ({"concurrency": "two"}, ["body", "flows", 1, "concurrency"]),
+        ({"throttle": [10, 60]}, ["body", "flows", 1, "throttle"]),
     ],
 )
 def test_bad_run_control_in_an_upload_is_located_and_saves_nothing(key_client, fields, loc):
