@@ -90,6 +90,17 @@ class WebhookSettingInvalid(FlowsError):
         super().__init__(message, errors=[{"loc": ["body", *field.split(".")], "msg": message, "type": type_}])
 
 
+class ScheduleLimitReached(FlowsError):
+    """The account already has as many schedules as one account may (LANGRUN_MAX_SCHEDULES_PER_USER): 422."""
+
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "schedule_limit_reached"
+
+    def __init__(self, limit: int):
+        message = f"An account may have at most {limit} schedules; delete one to add another."
+        super().__init__(message, errors=[{"loc": ["body"], "msg": message, "type": "value_error"}])
+
+
 class ScheduleInvalid(FlowsError):
     """A schedule needs exactly one of a valid cron expression and an interval: 422, located."""
 

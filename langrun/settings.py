@@ -255,6 +255,8 @@ LANGRUN_SIGNING_SECRET_GRACE = env.int("LANGRUN_SIGNING_SECRET_GRACE", default=2
 # Webhook requests per minute, per flow and per API key (0: no limit); counted in the shared cache.
 LANGRUN_RATE_LIMIT_FLOW = env.int("LANGRUN_RATE_LIMIT_FLOW", default=0)
 LANGRUN_RATE_LIMIT_KEY = env.int("LANGRUN_RATE_LIMIT_KEY", default=0)
+# Schedules one account may have: each firing is a task in the queue every account and the sweep share.
+LANGRUN_MAX_SCHEDULES_PER_USER = env.int("LANGRUN_MAX_SCHEDULES_PER_USER", default=100)
 
 # --- Alerts and callbacks ------------------------------------------------------
 # The address receivers reach this service at: the start of the `status_url` in alerts (none: the path alone).

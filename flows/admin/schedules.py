@@ -7,9 +7,9 @@ from django.contrib import admin
 
 from flows.admin.common import OwnFlowChoices
 from flows.admin.forms import PrettyJSONField
-from flows.exceptions import ScheduleInvalid
+from flows.exceptions import ScheduleInvalid, ScheduleLimitReached
 from flows.models import FlowSchedule
-from flows.services.schedules import flow_schedule_check, flow_schedule_create, flow_schedule_update
+from flows.services.schedules import flow_schedule_check, flow_schedule_create, flow_schedule_room_check, flow_schedule_update
 from langrun.admin import OwnedModelAdmin
 
 
@@ -35,6 +35,11 @@ class FlowScheduleAdminForm(forms.ModelForm):
         except ScheduleInvalid as exc:
             field = exc.errors[0]["loc"][1] if len(exc.errors[0]["loc"]) > 1 else None
             self.add_error(field, str(exc))
+        if self.instance._state.adding and data.get("flow") is not None:
+            try:
+                flow_schedule_room_check(user_id=data["flow"].user_id)
+            except ScheduleLimitReached as exc:
+                self.add_error(None, str(exc))
         return data
 
 

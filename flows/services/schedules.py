@@ -12,13 +12,15 @@ import logging
 from datetime import datetime, timedelta
 
 from croniter import CroniterError, croniter
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.http import Http404
 from django.utils import timezone
 
-from flows.exceptions import ScheduleInvalid
+from flows.exceptions import ScheduleInvalid, ScheduleLimitReached
 from flows.models import FlowRun, FlowSchedule
 from flows.services.runs import flow_run_create
 
@@ -44,6 +46,17 @@ def _cron_check(cron: str) -> None:
         croniter(cron, timezone.now()).get_next(datetime)
     except CroniterError:
         raise ScheduleInvalid(f"{cron!r} never fires: no date matches it.", field="cron") from None
+
+
+def flow_schedule_room_check(*, user_id, lock: bool = False) -> None:
+    """ScheduleLimitReached when the account already has LANGRUN_MAX_SCHEDULES_PER_USER schedules. Every firing is a
+    task in the queue all accounts share (with the sweep's), so one account's schedules are bounded. `lock`: hold the
+    account's row until the caller's transaction ends, so that two creations at once cannot both take the last place."""
+    if lock:
+        get_user_model().objects.select_for_update().filter(pk=user_id).exists()
+    limit = settings.LANGRUN_MAX_SCHEDULES_PER_USER
+    if FlowSchedule.objects.filter(flow__user_id=user_id).count() >= limit:
+        raise ScheduleLimitReached(limit)
 
 
 def _next_run(*, cron: str, interval_minutes: int | None) -> datetime:
@@ -74,10 +87,12 @@ def _q_schedule_sync(schedule: FlowSchedule) -> None:
 
 
 def flow_schedule_create(*, flow, cron: str = "", interval_minutes: int | None = None, payload=None, name: str = "") -> FlowSchedule:
-    """Run `flow` on a clock: every time `cron` (UTC) says, or every `interval_minutes`, with `payload`."""
+    """Run `flow` on a clock: every time `cron` (UTC) says, or every `interval_minutes`, with `payload`; within the
+    account's share of schedules (flow_schedule_room_check)."""
     cron = (cron or "").strip()
     flow_schedule_check(cron=cron, interval_minutes=interval_minutes)
     with transaction.atomic():
+        flow_schedule_room_check(user_id=flow.user_id, lock=True)
         schedule = FlowSchedule.objects.create(
             flow=flow, name=name, cron=cron, interval_minutes=None if cron else interval_minutes, payload=payload or {}
         )

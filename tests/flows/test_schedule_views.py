@@ -80,3 +80,12 @@ def test_schema_lists_schedules(client):
     paths = client.get("/api/schema/?format=json").json()["paths"]
     assert {"get", "post"} <= set(paths["/api/v1/schedules/"])
     assert {"get", "patch", "delete"} <= set(paths["/api/v1/schedules/{id}"])
+
+
+def test_a_schedule_past_the_accounts_share_is_a_422_and_saves_nothing(key_client, flow, settings):
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 1
+    assert key_client.post("/api/v1/schedules/", {"flow": str(flow.pk), "interval_minutes": 5}, format="json").status_code == 201
+    refused = key_client.post("/api/v1/schedules/", {"flow": str(flow.pk), "interval_minutes": 5}, format="json")
+    assert refused.status_code == 422, refused.content
+    assert refused.json()["detail"][0]["loc"] == ["body"] and "LANGRUN_MAX_SCHEDULES_PER_USER" not in refused.json()["detail"][0]["msg"]
+    assert FlowSchedule.objects.count() == 1

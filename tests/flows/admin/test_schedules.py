@@ -68,3 +68,15 @@ def test_other_users_schedules_are_404(staff, other, make_flow):
     c = login(staff)
     assert c.get(reverse("admin:flows_flowschedule_change", args=[schedule.pk])).status_code == 404
     assert str(schedule) not in c.get(reverse("admin:flows_flowschedule_changelist")).content.decode()
+
+
+def test_a_schedule_past_the_accounts_share_is_a_form_error(staff, make_flow, settings):
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 1
+    flow = make_flow(staff, endpoint_name="greet")
+    flow_schedule_create(flow=flow, interval_minutes=5)
+    response = login(staff).post(
+        reverse("admin:flows_flowschedule_add"), {"flow": str(flow.pk), "cron": "0 9 * * *", "interval_minutes": "", "payload": "{}"}
+    )
+    assert response.status_code == 200
+    assert "at most 1 schedules" in response.content.decode()
+    assert FlowSchedule.objects.count() == 1

@@ -6,11 +6,12 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from flows.exceptions import ScheduleInvalid
+from flows.exceptions import ScheduleInvalid, ScheduleLimitReached
 from flows.models import FlowRun, FlowSchedule
 from flows.services.execution import flow_run_execute
 from flows.services.pause import flow_pause
 from flows.services.schedules import flow_schedule_create, flow_schedule_delete, flow_schedule_fire, flow_schedule_update
+from tests.helpers import at_once
 
 
 def test_a_cron_schedule_owns_a_django_q_schedule(flow):
@@ -144,3 +145,30 @@ def test_an_update_of_a_schedule_deleted_since_it_was_read_is_a_404_and_brings_n
         flow_schedule_update(schedule=read, name="renamed")
     assert not FlowSchedule.objects.exists()
     assert not Schedule.objects.filter(func="flows.tasks.run_schedule").exists()  # nothing left to fire
+
+
+def test_an_account_has_at_most_its_share_of_schedules(flow, make_flow, make_user, settings):
+    # Every firing is a task in the queue all accounts share: one account's thousands of schedules would delay the
+    # others' firings and the sweep.
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 2
+    second = make_flow(flow.user, endpoint_name="second")
+    flow_schedule_create(flow=flow, interval_minutes=5)
+    flow_schedule_create(flow=second, interval_minutes=5)
+    with pytest.raises(ScheduleLimitReached) as caught:
+        flow_schedule_create(flow=second, cron="0 9 * * *")
+    assert caught.value.status == 422 and caught.value.errors[0]["loc"] == ["body"]
+    assert "2 schedules" in str(caught.value)
+    assert FlowSchedule.objects.count() == 2 and Schedule.objects.filter(func="flows.tasks.run_schedule").count() == 2
+    other = make_flow(make_user("other"), endpoint_name="other")
+    assert flow_schedule_create(flow=other, interval_minutes=5).pk  # another account's share is its own
+    flow_schedule_delete(schedule=FlowSchedule.objects.filter(flow=flow).get())
+    assert flow_schedule_create(flow=second, cron="0 9 * * *").pk  # a deleted schedule frees its place
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_schedules_created_at_once_cannot_both_take_the_last_place(make_user, make_flow, settings):
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 1
+    flow = make_flow(make_user())
+    outcomes = at_once(*[lambda: flow_schedule_create(flow=flow, interval_minutes=5)] * 4)
+    assert sorted(type(o).__name__ for o in outcomes) == ["FlowSchedule", *["ScheduleLimitReached"] * 3]
+    assert FlowSchedule.objects.count() == 1
