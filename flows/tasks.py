@@ -16,11 +16,11 @@ from langrun.logs import log_context
 logger = logging.getLogger(__name__)
 
 
-def execute_run(run_id: str, flow_id: str | None = None) -> str | None:
+def execute_run(run_id: str, flow_id: str | None = None, account: str | None = None) -> str | None:
     """Execute a run. In a cluster's worker process the run joins the process's in-flight runs
-    (flows/services/inflight.py) and the task returns once it is admitted; elsewhere (django-q2's
-    sync mode, an operator's call) it executes here and now."""
-    if run_admit(run_id=run_id, flow_id=flow_id):
+    (flows/services/inflight.py), within its `account`'s share of them, and the task returns once it is admitted;
+    elsewhere (django-q2's sync mode, an operator's call) it executes here and now."""
+    if run_admit(run_id=run_id, flow_id=flow_id, account=account):
         run_room_wait()
         return "admitted"
     return _execute_here(run_id, flow_id)
@@ -39,7 +39,7 @@ def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
         return [execute_run(*args) for args in runs]
 
     def admit(args: tuple[str, ...], *, wait: bool) -> bool:
-        return run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, wait=wait)
+        return run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, account=args[2] if len(args) > 2 else None, wait=wait)
 
     def hand_on(args: tuple[str, ...]) -> str:
         flow_run_ring_by_id(args[0])  # back in its account's lane

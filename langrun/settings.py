@@ -161,6 +161,9 @@ Q_CLUSTER = {
 # and the queue keeps the rest. An in-flight run costs some tens of kB and one socket; the database sees one connection
 # per process.
 LANGRUN_RUN_CONCURRENCY = env.int("LANGRUN_RUN_CONCURRENCY", default=500)
+# Of those, the most one account's runs may take; its further runs wait in the process for one of them to end, so
+# that one account's runs waiting long on the network always leave slots to the others'.
+LANGRUN_RUN_CONCURRENCY_PER_USER = env.int("LANGRUN_RUN_CONCURRENCY_PER_USER", default=max(LANGRUN_RUN_CONCURRENCY * 9 // 10, 1))
 # `qcluster` lowers its CPU priority (and its workers') by this much (os.nice) so that, on a machine it
 # shares with gunicorn, accepting webhooks should come first and runs take the CPU the web leaves (a virtual
 # machine's scheduler may not oblige: README, "Production and scaling out"); 0 leaves it alone. Niceness only

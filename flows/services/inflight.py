@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from multiprocessing import parent_process
 from multiprocessing.util import Finalize
 
@@ -37,15 +38,28 @@ DRAIN_SECONDS = 10.0
 # The longest a task waits for its worker to have room again (room_wait): well inside django-q2's task timeout, which
 # would kill the worker process and every run in flight in it.
 ROOM_WAIT_SECONDS = 30.0
+# Runs past their account's share that may wait in the executor, per slot (RunExecutor).
+HELD_PER_SLOT = 10
 
 
 class RunExecutor:
-    """Up to `concurrency` runs in flight on one event loop, in a thread of this process."""
+    """Up to `concurrency` runs in flight on one event loop, in a thread of this process; at most `per_account` of
+    them one account's.
 
-    def __init__(self, *, concurrency: int):
+    An account's runs past its share wait in the executor (not in a slot, and not holding the worker's task) and
+    start, oldest first, as slots come free while the account is under its share; so one account's runs that wait
+    long on the network never take every slot, and another account's run finds one. At most HELD_PER_SLOT per slot
+    wait so (each is two ids); past that, admitting one more of them blocks (or is refused) as a full executor does.
+    """
+
+    def __init__(self, *, concurrency: int, per_account: int | None = None):
         self.concurrency = max(concurrency, 1)
-        self.slots = threading.Semaphore(self.concurrency)
+        self.per_account = min(max(per_account or self.concurrency, 1), self.concurrency)
         self.in_flight = 0
+        self.accounts: dict[str, int] = {}  # runs in flight per account
+        self.held: dict[str, deque[tuple[str, str | None]]] = {}  # runs waiting for their account's share
+        self.held_count = 0
+        self.blocked = 0  # admits waiting for a slot: a slot that comes free is theirs before a held run's
         self.idle = threading.Condition()
         self.admitting = True
         self.loop = asyncio.new_event_loop()
@@ -54,15 +68,60 @@ class RunExecutor:
         self.thread.start()
         self.ledger.start()
 
-    def admit(self, run_id: str, flow_id: str | None = None, *, wait: bool = True) -> bool:
-        """Start executing a run on the loop; blocks while the executor is full (or, with `wait=False`, returns
-        False). False once the executor drains."""
-        if not self.admitting or not self.slots.acquire(blocking=wait):
-            return False
+    def admit(self, run_id: str, flow_id: str | None = None, *, account: str | None = None, wait: bool = True) -> bool:
+        """Start executing a run on the loop, or hold it while its `account` has its share in flight; blocks while
+        the executor is full (or, with `wait=False`, returns False). False once the executor drains."""
         with self.idle:
-            self.in_flight += 1
-        asyncio.run_coroutine_threadsafe(self._run(run_id, flow_id), self.loop)
+            while True:
+                if not self.admitting:
+                    return False
+                # Behind the account's held runs too, so that its runs start in the order they came.
+                over_share = account is not None and (account in self.held or self.accounts.get(account, 0) >= self.per_account)
+                if over_share and self.held_count < self.concurrency * HELD_PER_SLOT:
+                    self.held.setdefault(account, deque()).append((run_id, flow_id))
+                    self.held_count += 1
+                    starting = []
+                    break
+                if not over_share and self.in_flight < self.concurrency:
+                    self._take_slot(account)
+                    starting = [(run_id, flow_id, account)]
+                    break
+                if not wait:
+                    return False
+                self.blocked += not over_share  # one waiting for room among the held does not keep them from starting
+                try:
+                    self.idle.wait()
+                finally:
+                    self.blocked -= not over_share
+            starting += self._held_to_start()
+        for run in starting:
+            asyncio.run_coroutine_threadsafe(self._run(*run), self.loop)
         return True
+
+    def _take_slot(self, account: str | None) -> None:
+        self.in_flight += 1
+        if account is not None:
+            self.accounts[account] = self.accounts.get(account, 0) + 1
+
+    def _held_to_start(self) -> list[tuple[str, str | None, str]]:
+        """Held runs that free slots now go to (called with `idle` held): one per account under its share in turn,
+        while no admit waits for a slot."""
+        starting = []
+        while self.admitting and not self.blocked and self.in_flight < self.concurrency:
+            ready = [account for account in self.held if self.accounts.get(account, 0) < self.per_account]
+            if not ready:
+                break
+            for account in ready:
+                if self.in_flight >= self.concurrency:
+                    break
+                queue = self.held[account]
+                run_id, flow_id = queue.popleft()
+                if not queue:
+                    del self.held[account]
+                self.held_count -= 1
+                self._take_slot(account)
+                starting.append((run_id, flow_id, account))
+        return starting
 
     def room_wait(self, room: int, seconds: float = ROOM_WAIT_SECONDS) -> None:
         """Block until `room` more runs could be admitted, the executor drains, or `seconds` pass."""
@@ -71,7 +130,8 @@ class RunExecutor:
             self.idle.wait_for(lambda: not self.admitting or self.concurrency - self.in_flight >= room, timeout=seconds)
 
     def drain(self, seconds: float = DRAIN_SECONDS) -> int:
-        """Admit no further run, wait up to `seconds` for those in flight, then stop; returns how many were left."""
+        """Admit no further run, wait up to `seconds` for those in flight, then stop; returns how many were left.
+        Held runs never start: they stay `queued`, and the sweep rings them again."""
         self.admitting = False
         deadline = time.monotonic() + seconds
         with self.idle:
@@ -84,17 +144,25 @@ class RunExecutor:
         self.loop.call_soon_threadsafe(self.loop.stop)
         return left
 
-    async def _run(self, run_id: str, flow_id: str | None) -> None:
+    async def _run(self, run_id: str, flow_id: str | None, account: str | None = None) -> None:
         try:
             with log_context(run_id=run_id, flow_id=flow_id):
                 await self._execute(run_id)
         except Exception:
             logger.exception("Run %s failed to execute; if it was claimed, it stays running until the sweep recovers it", run_id)
         finally:
-            self.slots.release()
             with self.idle:
                 self.in_flight -= 1
+                if account is not None:
+                    left = self.accounts[account] - 1
+                    if left:
+                        self.accounts[account] = left
+                    else:
+                        del self.accounts[account]
+                starting = self._held_to_start()
                 self.idle.notify_all()
+            for held in starting:
+                self.loop.create_task(self._run(*held))
 
     async def _execute(self, run_id: str) -> None:
         started = time.monotonic()
@@ -164,15 +232,15 @@ def run_executor() -> RunExecutor | None:
     if not _in_worker:
         return None
     if _executor is None:
-        _executor = RunExecutor(concurrency=settings.LANGRUN_RUN_CONCURRENCY)
+        _executor = RunExecutor(concurrency=settings.LANGRUN_RUN_CONCURRENCY, per_account=settings.LANGRUN_RUN_CONCURRENCY_PER_USER)
         # multiprocessing runs its finalizers when a worker process ends (atexit handlers are not run there).
         Finalize(_executor, _executor.drain, exitpriority=100)
     return _executor
 
 
-def run_admit(*, run_id: str, flow_id: str | None = None, wait: bool = True) -> bool:
-    """Hand a run to this worker process's executor; False outside a worker, or when it is full and `wait` is False.
-    An id that is no run's is logged and dropped (True)."""
+def run_admit(*, run_id: str, flow_id: str | None = None, account: str | None = None, wait: bool = True) -> bool:
+    """Hand a run to this worker process's executor (within its `account`'s share, RunExecutor); False outside a
+    worker, or when it is full and `wait` is False. An id that is no run's is logged and dropped (True)."""
     executor = run_executor()
     if executor is None:
         return False
@@ -181,7 +249,7 @@ def run_admit(*, run_id: str, flow_id: str | None = None, wait: bool = True) -> 
     except ValueError:
         logger.error("Task for %r, which is not a run id; ignored", run_id)
         return True
-    return executor.admit(run_id, flow_id, wait=wait)
+    return executor.admit(run_id, flow_id, account=account, wait=wait)
 
 
 def run_room_wait() -> None:

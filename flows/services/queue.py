@@ -55,9 +55,12 @@ def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False, account=None)
     A `quick` run (its version is made only of quick components) gets a task the Redis broker may
     hand to a worker together with other quick runs' (flows/broker.py). With the Redis broker the task of a run whose
     `account` (the user it runs as) is given waits in that account's lane, which the workers take from in turn with
-    the others'; without one, in the lane of the service's own tasks.
+    the others'; without one, in the lane of the service's own tasks. A run that is not quick carries its account
+    to the worker, whose slots one account's runs share with the others' (flows/services/inflight.py).
     """
     args = (str(run_id), str(flow_id)) if flow_id else (str(run_id),)
+    if not quick and account is not None:  # a run that waits in a worker takes its account's share of the slots
+        args = (str(run_id), str(flow_id) if flow_id else None, str(account))
     return task_enqueue(func=QUICK_RUN_TASK if quick else RUN_TASK, args=args, task_name=f"run-{run_id}", account=account)
 
 

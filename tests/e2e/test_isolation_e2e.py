@@ -287,3 +287,42 @@ def test_a_receiver_that_never_answers_does_not_hold_another_accounts_runs(trans
             assert Delivery.objects.filter(user=alice, status="pending").exists()  # still waiting on her receiver
         finally:
             svc.stop()
+
+
+def test_one_accounts_runs_hanging_on_the_network_leave_slots_for_another_accounts(transactional_db, tmp_path):
+    """Alice's runs call an API that never answers, more of them than the worker has slots: past her share they wait
+    in the worker (LANGRUN_RUN_CONCURRENCY_PER_USER), and bob's runs, sent after hers, finish at once instead of
+    waiting for her calls to time out (the worker took her runs until it was full, then took no task at all)."""
+    from flows.services.runs import flow_run_create
+    from tests.helpers import SlowAPI, http_flow
+
+    svc = Service(tmp_path)
+    svc.env.update(
+        {
+            "LANGRUN_WORKERS": "1",
+            "LANGRUN_RUN_CONCURRENCY": "10",
+            "LANGRUN_RUN_CONCURRENCY_PER_USER": "8",
+            "LANGRUN_HTTP_ALLOWED_HOSTS": "127.0.0.1",
+        }
+    )
+    with SlowAPI() as api:
+        alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
+        hanging = flow_create(user=alice, name="Hanging", endpoint_name="hang", data=http_flow(api.url + "/hang", timeout=30))
+        quick = flow_create(user=bob, name="Greeting", endpoint_name="greet", data=GREETING_FLOW)
+        slow = flow_create(user=bob, name="Slow", endpoint_name="slow", data=http_flow(api.url + "/slow"))
+        svc.start_cluster()
+        try:
+            hers = [flow_run_create(flow=hanging, user=alice, trigger="webhook", payload={"n": i}).pk for i in range(30)]
+            deadline = time.monotonic() + 30
+            while FlowRun.objects.filter(pk__in=hers, status="running").count() < 8 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1)  # the worker meets the rest of hers before bob's
+            started = time.monotonic()
+            his = [flow_run_create(flow=flow, user=bob, trigger="webhook", payload={"name": "Bob"}).pk for flow in (quick, slow)]
+            assert wait_for_runs(his, timeout=60) == {"succeeded": 2}, svc.log("cluster")[-3000:]
+            took = time.monotonic() - started
+            assert took < 10, (took, svc.log("cluster")[-3000:])
+            assert FlowRun.objects.filter(pk__in=hers, status="running").count() == 8  # her share, not one more
+            assert not FlowRun.objects.filter(pk__in=hers, status__in=FlowRun.TERMINAL).exists()
+        finally:
+            svc.stop()

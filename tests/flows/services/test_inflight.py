@@ -257,8 +257,8 @@ def worker(monkeypatch):
 
     pools = []
 
-    def make(concurrency: int) -> RunExecutor:
-        pool = RunExecutor(concurrency=concurrency)
+    def make(concurrency: int, per_account: int | None = None) -> RunExecutor:
+        pool = RunExecutor(concurrency=concurrency, per_account=per_account)
         pools.append(pool)
         monkeypatch.setattr(inflight, "_in_worker", True)
         monkeypatch.setattr(inflight, "_executor", pool)
@@ -397,3 +397,66 @@ def test_a_task_waiting_for_room_returns_when_its_worker_drains_or_its_wait_runs
             assert not waiter.is_alive()
     finally:
         pool.drain(0.1)
+
+
+def test_one_accounts_runs_leave_room_for_another_accounts(make_flow, make_user, user):
+    """Alice's runs hang on a server that never answers: past her share of the worker's slots they wait in the
+    worker, without holding it, and bob's run is admitted at once and finishes while hers still hang."""
+    pool = RunExecutor(concurrency=4, per_account=3)
+    bob = make_user("bob")
+    try:
+        with SlowAPI(delay=0.2) as api:
+            hanging = make_flow(user=user, data=http_flow(api.url + "/hang", timeout=60))
+            quick = make_flow(user=bob, data=http_flow(api.url + "/slow"))
+            hers = [new_run(hanging, user) for _ in range(6)]
+            admitted = threading.Event()
+
+            def admit_hers():
+                for run in hers:
+                    pool.admit(str(run.pk), account=str(user.pk))
+                admitted.set()
+
+            threading.Thread(target=admit_hers, daemon=True).start()
+            assert admitted.wait(5)  # none of them held the worker
+            wait_until(lambda: pool.in_flight == 3)
+            his = new_run(quick, bob)
+            assert pool.admit(str(his.pk), account=str(bob.pk))
+            wait_until(lambda: terminal(his), timeout=10)
+            assert FlowRun.objects.get(pk=his.pk).status == "succeeded"
+            statuses = sorted(FlowRun.objects.filter(pk__in=[r.pk for r in hers]).values_list("status", flat=True))
+            assert statuses == ["queued"] * 3 + ["running"] * 3
+            assert pool.drain(0.2) == 3  # her waiting runs stay queued for the sweep
+    finally:
+        pool.drain(1)
+    assert sorted(FlowRun.objects.filter(pk__in=[r.pk for r in hers]).values_list("status", flat=True)) == ["queued"] * 3 + ["running"] * 3
+
+
+def test_a_run_waiting_for_its_accounts_share_starts_when_one_of_its_runs_ends(make_flow, user):
+    pool = RunExecutor(concurrency=4, per_account=2)
+    try:
+        with SlowAPI(delay=0.5) as api:
+            flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+            runs = [new_run(flow, user) for _ in range(5)]
+            for run in runs:
+                assert pool.admit(str(run.pk), account=str(user.pk))
+            wait_until(lambda: terminal(*runs), timeout=20)
+            assert api.peak == 2
+    finally:
+        pool.drain(5)
+    assert set(FlowRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_task_takes_its_accounts_share_of_the_worker(make_flow, user, worker):
+    """The account travels with the task (flows.services.queue): a merged task of one account's runs leaves the worker
+    room for another account's, its runs past the share waiting in the worker rather than going back to the queue."""
+    from flows import tasks
+
+    worker(concurrency=2, per_account=1)
+    with SlowAPI(delay=0.5) as api:
+        flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
+        runs = [new_run(flow, user) for _ in range(3)]
+        assert tasks.execute_runs([(str(r.pk), str(flow.pk), str(user.pk)) for r in runs]) == ["admitted"] * 3
+        assert tasks.execute_run(str(new_run(flow, user).pk), str(flow.pk), str(user.pk)) == "admitted"
+        wait_until(lambda: FlowRun.objects.filter(status="succeeded").count() == 4, timeout=20)
+        assert api.peak == 1
+    assert worker.rung == []

@@ -32,8 +32,9 @@ def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(pushed_tasks, 
         quick, slow = run_of(flow, user), run_of(http, user)
     assert [(task["func"], task["args"]) for task in pushed_tasks] == [
         ("flows.tasks.execute_quick_run", (str(quick.id), str(flow.id))),
-        ("flows.tasks.execute_run", (str(slow.id), str(http.id))),
+        ("flows.tasks.execute_run", (str(slow.id), str(http.id), str(user.id))),
     ]
+    # A run that waits in a worker carries its account, whose share of the worker's slots it takes (RunExecutor).
 
 
 @pytest.mark.usefixtures("execute_path")
