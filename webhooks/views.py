@@ -75,7 +75,8 @@ class WebhookView(APIView):
     content_negotiation_class = WebhookNegotiation
     # HEAD is not a delivery: without it here Django would answer it with the GET handler, recording a run.
     http_method_names = ["get", "post", "put", "patch", "delete", "options"]
-    # The flow's `methods` once a refusal names them; until then `Allow` says POST, as Langflow's webhook does.
+    # The flow's `methods` once the caller is known (a refusal of the method, or the run recorded); until then `Allow`
+    # says POST, as Langflow's webhook does.
     flow_methods: tuple[str, ...] | None = None
 
     def _allowed_methods(self):
@@ -142,6 +143,7 @@ class WebhookView(APIView):
             target=lookup(), retarget=functools.partial(lookup, fresh=True), request=request, body=body, waits=wait > 0
         )
         answer = run.flow.response_settings  # the flow as the intake found it (read again if what was remembered changed)
+        self._allow(run.flow.allowed_methods)  # the caller is known: `Allow` says what its flow takes
         if answer["mode"] != "accepted":
             wait = min(answer.get("timeout", 0), settings.LANGRUN_WEBHOOK_MAX_WAIT)
             webhook_waits(request)  # not the ledger's 202: counted under the code answered
@@ -163,9 +165,12 @@ class WebhookView(APIView):
 
     def handle_exception(self, exc):
         if isinstance(exc, services.WebhookMethodNotAllowed):  # the flow's own `Allow`
-            self.flow_methods = exc.allowed
-            self.headers["Allow"] = ", ".join(self._allowed_methods())
+            self._allow(exc.allowed)
         return super().handle_exception(exc)
+
+    def _allow(self, methods: tuple[str, ...]) -> None:
+        self.flow_methods = methods
+        self.headers["Allow"] = ", ".join(self._allowed_methods())
 
     @staticmethod
     def _filtered(run: FlowRun, status_url: str) -> Response:

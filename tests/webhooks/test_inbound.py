@@ -123,6 +123,7 @@ def test_a_get_is_accepted_when_allowed_and_its_payload_is_the_query(key_client,
     flow_update(flow=request_flow, methods=["GET", "POST"])
     response = key_client.get("/api/v1/webhook/whole?hub=1&x=a&x=b")
     assert response.status_code == 202, response.content
+    assert response["Allow"] == "GET, POST, OPTIONS"  # the flow's, once the caller is known
     run = FlowRun.objects.get(pk=response.json()["run_id"])
     assert run.payload == {"hub": "1", "x": ["a", "b"]} and run.request["method"] == "GET"
     done = flow_run_execute(run_id=run.id)
