@@ -78,7 +78,9 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     """Change a flow's fields; a changed graph also records a new FlowVersion."""
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
-    fields = webhook_settings_stored(fields, has_secret=bool(flow.signing_secret))
+    has_secret = bool(flow.signing_secret)
+    needs_secret = {name: fields[name] for name in ("verification", "handshakes") if name in fields}
+    fields = webhook_settings_stored(fields, has_secret=has_secret)
     if "data" in fields or "response" in fields:
         webhook_response_graph_check(response=fields.get("response", flow.response), data=fields.get("data", flow.data))
     fields = run_control_settings_stored(fields)
@@ -90,8 +92,12 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
         # The flow was read before its new graph was checked; meanwhile it may have been paused, given a signing
         # secret, changed by another update or deleted. Only the fields given are written, and a deleted flow
         # stays deleted (a whole-row save wrote the rest back as it was read, or inserted the flow again).
-        if not Flow.objects.select_for_update().filter(pk=flow.pk).exists():
+        secret = Flow.objects.select_for_update().filter(pk=flow.pk).values_list("signing_secret", flat=True)
+        if not secret:
             raise Http404(f"Flow {flow.pk} not found.")
+        if has_secret and not secret[0]:
+            # The secret was removed since the flow was read: a preset that needs it is refused as it would be now.
+            webhook_settings_stored(needs_secret, has_secret=False)
         _flow_save(flow, update_fields=[*fields, "updated_at"])
         if "data" in fields:
             flow_version_record(flow=flow, author=author, message=message)
