@@ -163,16 +163,17 @@ def _flow_runs_delete_batch(ids: list) -> int:
         locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
         return FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
 
-    return _deleted_despite_writers(delete)
+    return deleted_despite_writers(delete)
 
 
 # PostgreSQL's deadlock_detected and foreign_key_violation: what a delete meets when others write to its rows meanwhile.
 _DELETE_RETRIED = frozenset({"40P01", "23503"})
 
 
-def _deleted_despite_writers(delete, attempts: int = 3):
+def deleted_despite_writers(delete, attempts: int = 3):
     """`delete()` in a transaction of its own, tried again when PostgreSQL ends a deadlock with it (a replay or a
-    worker locking the same rows in another order) or it meets a row added after all: on what is there now."""
+    worker locking the same rows in another order) or it meets a row added after all: on what is there now.
+    Retention's deletes go through it too (flows/retention.py)."""
     for attempt in range(1, attempts + 1):
         try:
             with transaction.atomic():
@@ -204,4 +205,4 @@ def flow_delete(*, flow: Flow) -> None:
         FlowRun.objects.filter(pk__in=late).delete()
         Flow.objects.filter(pk=flow.pk).delete()  # not flow.delete(): a failed attempt has set its pk to None
 
-    _deleted_despite_writers(delete)
+    deleted_despite_writers(delete)
