@@ -14,12 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from flows.metrics import metric_counters_add_many, runs_metric_samples
 from flows.models import FlowRun
+from flows.services.flows import deleted_despite_writers
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +81,20 @@ def _ledger_batches(matching: Q, *, cutoff, batch: int):
 def _delete_in_batches(expired: Q, *, cutoff, batch: int, dry_run: bool) -> int:
     if dry_run:
         return FlowRun.objects.filter(expired).count()
+
+    def delete(ids: list) -> int:
+        # Locked by id before anything is collected, as a flow's delete and a replay batch lock runs: in the plan's
+        # order (a large batch's is the table's) the delete and a replay batch of the same runs deadlocked, and
+        # PostgreSQL aborted one of them. A replay committed meanwhile is then collected (its link cleared) too.
+        locked = FlowRun.objects.select_for_update().filter(expired, pk__in=ids).order_by("pk").values_list("pk", flat=True)
+        batch_qs = FlowRun.objects.filter(pk__in=list(locked))
+        metric_counters_add_many(runs_metric_samples(batch_qs))
+        # only("pk"): the deletion collector need not load bodies and payloads to cascade.
+        return batch_qs.only("pk").delete()[1].get(FlowRun._meta.label, 0)
+
     deleted = 0
     for ids in _ledger_batches(expired, cutoff=cutoff, batch=batch):
-        with transaction.atomic():
-            batch_qs = FlowRun.objects.filter(expired, pk__in=ids)
-            metric_counters_add_many(runs_metric_samples(batch_qs))
-            # only("pk"): the deletion collector need not load bodies and payloads to cascade.
-            deleted += batch_qs.only("pk").delete()[1].get(FlowRun._meta.label, 0)
+        deleted += deleted_despite_writers(lambda ids=ids: delete(ids))
     return deleted
 
 

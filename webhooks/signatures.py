@@ -243,9 +243,15 @@ def webhook_signing_secret_set(*, flow: Flow, secret: str, grace_seconds: int | 
 
 
 def webhook_signing_secret_remove(*, flow: Flow) -> None:
-    """Stop requiring signatures for the flow (forget both secrets, and the preset that needs them)."""
-    flow.signing_secret, flow.signing_secret_previous, flow.signing_secret_previous_expires_at = "", "", None
-    flow.verification = ""
-    fields = ["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "verification"]
-    if not Flow.objects.filter(pk=flow.pk).update(**{name: getattr(flow, name) for name in fields}, updated_at=timezone.now()):
-        raise Http404(f"Flow {flow.pk} not found.")
+    """Stop requiring signatures for the flow (forget both secrets, the preset and Meta's handshake that need them)."""
+    with transaction.atomic():
+        # The handshakes are those stored now, under the lock a flow's update takes: none it saved meanwhile is lost,
+        # and no Meta handshake outlives the secret it checks against.
+        handshakes = Flow.objects.select_for_update().filter(pk=flow.pk).values_list("handshakes", flat=True)
+        if not handshakes:
+            raise Http404(f"Flow {flow.pk} not found.")
+        flow.signing_secret, flow.signing_secret_previous, flow.signing_secret_previous_expires_at = "", "", None
+        flow.verification = ""
+        flow.handshakes = ",".join(h for h in handshakes[0].split(",") if h and h != "meta")
+        fields = ["signing_secret", "signing_secret_previous", "signing_secret_previous_expires_at", "verification", "handshakes"]
+        flow.save(update_fields=[*fields, "updated_at"])

@@ -89,6 +89,8 @@ class Flow(models.Model):
     )
     # Run control: while set, the flow's runs are still recorded but no worker claims them (flows/services/pause.py).
     paused_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Paused since then: its runs are held.")
+    # A resume's release of the held runs goes on a page at a time: when it last rang one (null: none goes on).
+    released_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Webhook signing: when `signing_secret` is set, webhook requests must be signed with it
     # (or, until `signing_secret_previous_expires_at`, with the previous secret).
     signing_secret = models.CharField(max_length=100, blank=True, editable=False)

@@ -215,30 +215,53 @@ def _ring_next_of_keys(run: FlowRun, *, concurrency: bool, throttle: bool) -> No
         queue.flow_run_ring(*row)
 
 
+def run_controlled() -> Q:
+    """Runs (a FlowRun filter) that their flow's concurrency or throttle may hold: the sweep rings them per key, here."""
+    return (
+        Q(concurrency_key__isnull=False)
+        | Q(throttle_key__isnull=False)
+        | Q(flow__max_concurrent_runs__gt=0)
+        | Q(flow__throttle_limit__gt=0)
+    )
+
+
 def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int = 1000) -> int:
-    """For the sweep: ring for the oldest waiting runs of every key that has a free slot and a run rung longer than
-    `older_than` ago (a finish's doorbell lost, a worker killed). Returns how many were rung."""
+    """For the sweep: ring for the oldest waiting runs of every key (a flow's, without one) that may start now and
+    were rung longer than `older_than` ago (a finish's doorbell lost, a throttle's timer gone with its process).
+    A run that must still wait for a slot or its window is not rung: a ring would only cost a worker a claim. Each
+    run rung is marked rung (`enqueued_at`). Returns how many were rung."""
     now = timezone.now()
+    rung_before = now - older_than
     groups = (
         FlowRun.objects.unfinished()
-        .filter(status=FlowRun.Status.QUEUED, concurrency_key__isnull=False, flow__paused_at__isnull=True)
-        .filter(enqueued_at__lt=now - older_than)
+        .filter(run_controlled(), status=FlowRun.Status.QUEUED, flow__paused_at__isnull=True)
+        .filter(enqueued_at__lt=rung_before)
+        .exclude(flow__released_at__gte=rung_before)  # a resume's pages ring them (pause.flows_releasing)
         .filter(_startable(now))
-        .values_list("flow_id", "concurrency_key")
+        .values_list("flow_id", "concurrency_key", "throttle_key")
         .order_by()
         .distinct()[:limit]
     )
     rung = 0
-    for flow_id, key in groups:
-        flow_limit = Flow.objects.filter(pk=flow_id).values_list("max_concurrent_runs", flat=True).first()
-        unfinished = FlowRun.objects.unfinished().filter(flow_id=flow_id, concurrency_key=key)
-        # A flow whose limit was removed since: its runs are rung like any other.
-        free = flow_limit - unfinished.filter(status=FlowRun.Status.RUNNING).count() if flow_limit else limit
-        if free <= 0:
+    for flow_id, concurrency_key, throttle_key in groups:
+        flow = Flow.objects.filter(pk=flow_id).first()
+        if flow is None:
             continue
+        unfinished = FlowRun.objects.unfinished().filter(flow_id=flow_id, concurrency_key=concurrency_key, throttle_key=throttle_key)
+        free = limit
+        if flow.max_concurrent_runs:  # at most the slots free now (per key, or the flow's without one)
+            counted = FlowRun.objects.unfinished().filter(flow_id=flow_id, status=FlowRun.Status.RUNNING)
+            if concurrency_key is not None:
+                counted = counted.filter(concurrency_key=concurrency_key)
+            free = flow.max_concurrent_runs - counted.count()
         head = unfinished.filter(status=FlowRun.Status.QUEUED).filter(_startable(now)).order_by("received_at", "id")
-        for row in head.values_list(*queue.RING_FIELDS)[:free]:
-            rung += queue.flow_run_ring(*row)
+        for run in head[: max(free, 0)]:
+            if run.enqueued_at >= rung_before:
+                continue  # its doorbell may yet come
+            if run_control_wait(run=run, flow=flow, now=now) is not None:
+                break  # the rest of the key come after it
+            if FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.QUEUED, enqueued_at__lt=rung_before).update(enqueued_at=now):
+                rung += queue.flow_run_ring(run.pk, run.flow_id, run.version_id, run.user_id)
     if rung:
         logger.info("Rang for %d runs waiting for a free slot of their key", rung)
     return rung

@@ -78,7 +78,9 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
     """Change a flow's fields; a changed graph also records a new FlowVersion."""
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
-    fields = webhook_settings_stored(fields, has_secret=bool(flow.signing_secret))
+    has_secret = bool(flow.signing_secret)
+    needs_secret = {name: fields[name] for name in ("verification", "handshakes") if name in fields}
+    fields = webhook_settings_stored(fields, has_secret=has_secret)
     if "data" in fields or "response" in fields:
         webhook_response_graph_check(response=fields.get("response", flow.response), data=fields.get("data", flow.data))
     fields = run_control_settings_stored(fields)
@@ -90,8 +92,12 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
         # The flow was read before its new graph was checked; meanwhile it may have been paused, given a signing
         # secret, changed by another update or deleted. Only the fields given are written, and a deleted flow
         # stays deleted (a whole-row save wrote the rest back as it was read, or inserted the flow again).
-        if not Flow.objects.select_for_update().filter(pk=flow.pk).exists():
+        secret = Flow.objects.select_for_update().filter(pk=flow.pk).values_list("signing_secret", flat=True)
+        if not secret:
             raise Http404(f"Flow {flow.pk} not found.")
+        if has_secret and not secret[0]:
+            # The secret was removed since the flow was read: a preset that needs it is refused as it would be now.
+            webhook_settings_stored(needs_secret, has_secret=False)
         _flow_save(flow, update_fields=[*fields, "updated_at"])
         if "data" in fields:
             flow_version_record(flow=flow, author=author, message=message)
@@ -157,16 +163,17 @@ def _flow_runs_delete_batch(ids: list) -> int:
         locked = list(FlowRun.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
         return FlowRun.objects.filter(pk__in=locked).delete()[1].get(FlowRun._meta.label, 0)
 
-    return _deleted_despite_writers(delete)
+    return deleted_despite_writers(delete)
 
 
 # PostgreSQL's deadlock_detected and foreign_key_violation: what a delete meets when others write to its rows meanwhile.
 _DELETE_RETRIED = frozenset({"40P01", "23503"})
 
 
-def _deleted_despite_writers(delete, attempts: int = 3):
+def deleted_despite_writers(delete, attempts: int = 3):
     """`delete()` in a transaction of its own, tried again when PostgreSQL ends a deadlock with it (a replay or a
-    worker locking the same rows in another order) or it meets a row added after all: on what is there now."""
+    worker locking the same rows in another order) or it meets a row added after all: on what is there now.
+    Retention's deletes go through it too (flows/retention.py)."""
     for attempt in range(1, attempts + 1):
         try:
             with transaction.atomic():
@@ -198,4 +205,4 @@ def flow_delete(*, flow: Flow) -> None:
         FlowRun.objects.filter(pk__in=late).delete()
         Flow.objects.filter(pk=flow.pk).delete()  # not flow.delete(): a failed attempt has set its pk to None
 
-    _deleted_despite_writers(delete)
+    deleted_despite_writers(delete)

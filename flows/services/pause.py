@@ -43,13 +43,14 @@ def flow_resume(*, flow: Flow) -> int:
 
     Returns how many were rung here: the first page of them (flow_runs_release_page), so the request stays short.
     """
-    if not Flow.objects.filter(pk=flow.pk, paused_at__isnull=False).update(paused_at=None):
+    resumed_at = timezone.now()
+    if not Flow.objects.filter(pk=flow.pk, paused_at__isnull=False).update(paused_at=None, released_at=resumed_at):
         if not Flow.objects.filter(pk=flow.pk).exists():
             raise Http404(f"Flow {flow.pk} not found.")
         flow.paused_at = None
         return 0
     flow.paused_at = None
-    released = flow_runs_release_page(flow_id=flow.pk, resumed_at=timezone.now())
+    released = flow_runs_release_page(flow_id=flow.pk, resumed_at=resumed_at)
     logger.info("Flow resumed; %d held runs released", released, extra={"flow_id": flow.pk})
     return released
 
@@ -62,9 +63,17 @@ def flow_runs_release_page(*, flow_id, resumed_at) -> int:
     behind a page of this flow's backlog, not behind all of it.
     """
     released = flow_runs_release(flow_id=flow_id, resumed_at=resumed_at, limit=settings.LANGRUN_RELEASE_BATCH)
-    if released >= settings.LANGRUN_RELEASE_BATCH:
+    more = released >= settings.LANGRUN_RELEASE_BATCH
+    # While pages go on the sweep leaves the rest to them (flows_releasing); it takes over once they stop.
+    Flow.objects.filter(pk=flow_id).update(released_at=timezone.now() if more else None)
+    if more:
         _release_rest_later(flow_id=flow_id, resumed_at=resumed_at)
     return released
+
+
+def flows_releasing(*, since) -> Q:
+    """Runs (a FlowRun filter) of flows whose release has rung a page since `since`: the pages ring their held runs."""
+    return Q(flow__released_at__gte=since)
 
 
 def flow_runs_release(*, flow_id, resumed_at, limit: int) -> int:

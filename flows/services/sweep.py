@@ -15,7 +15,8 @@ from django.utils import timezone
 from flows.exceptions import FlowsError
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
-from flows.services.concurrency import run_control_release_keys
+from flows.services.concurrency import run_control_release_keys, run_controlled
+from flows.services.pause import flows_releasing
 from flows.services.replays import replay_jobs_resume_stalled
 from flows.services.runs import flow_run_replay
 from webhooks.alerts.services import outbox
@@ -48,7 +49,8 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
             .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
             .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
             .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
-            .filter(concurrency_key__isnull=True)  # a key's waiting runs are rung per key, when it has a free slot
+            .exclude(flows_releasing(since=now - older_than))  # a resumed flow's, a page at a time, while pages go on
+            .exclude(run_controlled())  # those a concurrency or throttle holds are rung per key, when they may start
             .order_by("enqueued_at")
             .values_list(*queue.RING_FIELDS)[:limit]
         )

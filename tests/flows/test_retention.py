@@ -217,3 +217,78 @@ def test_each_batch_goes_on_where_the_last_stopped_instead_of_rereading_the_ledg
     assert FlowRun.objects.count() == 3700
     # Two passes over the 3,400 rows before their cutoffs, and the 400 runs acted on fetched again by key.
     assert read < 2 * 3400 + 2 * 400 + 1000, read
+
+
+def _waiting_on_locks(count: int) -> bool:
+    """Whether `count` other connections wait on a row lock (PostgreSQL), within 5 s."""
+    for _ in range(100):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+            if cursor.fetchone()[0] >= count:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock keeps the delete and the batch apart")
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_batch_and_retentions_delete_of_the_same_runs_do_not_deadlock(flow, user, monkeypatch):
+    # Retention deleted a batch's runs in the order of its plan (a large batch's is the table's), a replay batch locked
+    # the same runs by id: each held one the other wanted, PostgreSQL aborted one, and the replay job failed.
+    import threading
+
+    from django.db import transaction
+
+    from flows.models import ReplayJob
+    from flows.services import replays
+    from flows.services.replays import replay_job_create, replay_job_step
+
+    monkeypatch.setattr(replays, "_step_later", lambda **kwargs: None)
+    while True:  # the run with the larger id first in the table, so that the table's order is not the ids'
+        runs = [_bulk(flow, user, status="failed", days_old=60, n=1) for _ in range(2)]
+        if runs[0].pk > runs[1].pk:
+            break
+        FlowRun.objects.all().delete()
+    first = min(runs, key=lambda r: r.pk)
+    job = replay_job_create(user=user, filters={"status": "failed"})
+    outcomes, held, release = {}, threading.Event(), threading.Event()
+
+    def in_thread(name, call):
+        def run():
+            try:
+                outcomes[name] = call()
+            except Exception as exc:  # noqa: BLE001 - the outcome is the test's
+                outcomes[name] = exc
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def referrer():
+        # Another writer referring to the first run (its foreign key's check): it keeps a delete from the row a moment,
+        # not a replay's lock.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {FlowRun._meta.db_table} WHERE id = %s FOR KEY SHARE", [first.pk])  # noqa: S608
+            held.set()
+            release.wait(10)
+
+    def prune():
+        with connection.cursor() as cursor:  # a large batch's plan: the rows in the table's order
+            cursor.execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
+        return runs_prune(succeeded_days=0, failed_days=30, payload_days=0, tasks_days=0)
+
+    threads = [in_thread("referrer", referrer)]
+    assert held.wait(5)
+    threads.append(in_thread("prune", prune))
+    assert _waiting_on_locks(1)
+    threads.append(in_thread("replay", lambda: replay_job_step(job_id=job.pk)))
+    _waiting_on_locks(2)  # the replay waits for the delete's row, or already got both before it
+    release.set()
+    for thread in threads:
+        thread.join(20)
+    assert not isinstance(outcomes["prune"], Exception), outcomes["prune"]
+    assert outcomes["prune"].failed_runs == 2 and not FlowRun.objects.filter(pk__in=[r.pk for r in runs]).exists()
+    job = ReplayJob.objects.get(pk=job.pk)
+    assert (job.status, job.error, job.created + job.failed) == ("succeeded", "", 2), job.errors

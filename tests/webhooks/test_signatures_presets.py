@@ -238,6 +238,16 @@ def test_removing_the_secret_removes_the_preset(key_client, flow):
     assert flow.verification_settings is None and not flow.signing_secret
 
 
+def test_removing_the_secret_removes_metas_handshake_and_keeps_the_others(key_client, flow):
+    # Meta's handshake checks its verify token against the secret: without one it refused every subscription, a
+    # setting the flow's own validation refuses.
+    webhook_signing_secret_set(flow=flow, secret=STRIPE_SECRET)
+    flow_update(flow=flow, handshakes=["meta", "slack"])
+    assert key_client.delete(f"/api/v1/flows/{flow.id}/signing-secret").status_code == 204
+    flow.refresh_from_db()
+    assert flow.handshakes == "slack" and not flow.signing_secret
+
+
 def test_a_signing_secret_body_that_is_not_a_json_object_is_422(key_client, flow):
     url = f"/api/v1/flows/{flow.id}/signing-secret"
     for body in (b"{", b"[1]"):

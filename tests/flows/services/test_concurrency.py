@@ -324,3 +324,33 @@ def test_a_key_expression_that_grows_without_bound_stops_at_the_limit_and_gives_
 def test_a_slow_key_expression_stops_at_its_time_limit(monkeypatch):
     monkeypatch.setattr(concurrency, "EXPRESSION_SECONDS", 0.0)
     assert run_control_key_value("payload.k", request=None, payload={"k": "x"}) == ""
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_concurrent_runs": 1},  # per flow: its one slot taken
+        {"max_concurrent_runs": 2, "concurrency_key": "payload.customer", "throttle_limit": 1, "throttle_period": 3600},
+        {"throttle_limit": 1, "throttle_period": 3600},  # per flow: its window full for an hour
+    ],
+)
+def test_the_sweep_rings_no_run_that_must_still_wait_for_its_slot_or_window(flow, enqueued, later, limits):
+    # Each sweep rang every such run again (a minute apart, up to a thousand), and each ring cost a worker a claim
+    # under the flow's row lock, only to leave the run waiting.
+    from flows.services.sweep import flow_runs_sweep
+
+    _limit(flow, **limits)
+    first, *waiting = [_run(flow, "a") for _ in range(3)]
+    assert flow_run_claim(run_id=first.id)
+    FlowRun.objects.filter(status="queued").update(enqueued_at=timezone.now() - timedelta(minutes=5))
+    enqueued.clear()
+    for _ in range(2):
+        flow_runs_sweep()
+    assert enqueued == []
+    # Once the slot is free (or the window open) the sweep rings the next of them, once.
+    FlowRun.objects.filter(pk=first.pk).update(
+        status="succeeded", finished_at=timezone.now(), started_at=timezone.now() - timedelta(hours=2)
+    )
+    for _ in range(2):
+        flow_runs_sweep()
+    assert enqueued == [str(waiting[0].id)]

@@ -249,3 +249,60 @@ def test_flows_kept_are_those_still_there(make_flow, user):
     with transaction.atomic():
         assert flows_kept(flow_ids=[kept.pk, gone_id, kept.pk]) == {kept.pk}
         assert flows_kept(flow_ids=[]) == set()
+
+
+def _flow_with_a_preset(flow):
+    from webhooks.signatures import webhook_signing_secret_set
+
+    webhook_signing_secret_set(flow=flow, secret="whsec_one")
+    return flow
+
+
+def test_an_update_whose_secret_was_removed_since_the_flow_was_read_refuses_a_preset_that_needs_it(flow):
+    # A PATCH checked its preset against the secret as read; a removal meanwhile left a flow with a Stripe preset and
+    # no secret, which its own validation refuses (every webhook of it was then checked against no secret at all).
+    from flows.exceptions import WebhookSettingInvalid
+    from flows.models import Flow
+    from webhooks.signatures import webhook_signing_secret_remove
+
+    read = Flow.objects.get(pk=_flow_with_a_preset(flow).pk)
+    webhook_signing_secret_remove(flow=flow)
+    for setting in ({"verification": {"provider": "stripe"}}, {"handshakes": ["meta"]}):
+        with pytest.raises(WebhookSettingInvalid) as refused:
+            flow_update(flow=read, description="changed", **setting)
+        assert refused.value.type == "missing_secret", setting
+    flow.refresh_from_db()
+    assert (flow.signing_secret, flow.verification, flow.handshakes, flow.description) == ("", "", "", "")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's write lock runs the two one after the other")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("removed", ["while_checked", "while_saved"])
+def test_an_update_and_a_removal_of_the_secret_at_once_leave_no_preset_without_its_secret(flow, monkeypatch, removed):
+    # The removal commits in a connection of its own while the update checks its settings, or waits on the update's
+    # lock while the update saves: either the update is refused or the removal clears what it saved.
+    import threading
+
+    from flows.exceptions import WebhookSettingInvalid
+    from flows.services import flows as flows_service
+    from webhooks.signatures import webhook_signing_secret_remove
+
+    _flow_with_a_preset(flow)
+    remover = threading.Thread(target=lambda: (webhook_signing_secret_remove(flow=flow), connection.close()))
+    step = "run_control_settings_stored" if removed == "while_checked" else "flow_version_record"
+    original = getattr(flows_service, step)
+
+    def with_the_removal(*args, **kwargs):
+        if remover.ident is None:
+            remover.start()
+            remover.join(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(flows_service, step, with_the_removal)
+    try:
+        flow_update(flow=flow, data=_changed_graph(flow), verification={"provider": "stripe"}, handshakes=["meta"])
+    except WebhookSettingInvalid as exc:
+        assert removed == "while_checked" and exc.type == "missing_secret"
+    remover.join()
+    flow.refresh_from_db()
+    assert (flow.signing_secret, flow.verification, flow.handshakes) == ("", "", "")

@@ -227,3 +227,41 @@ def test_pause_does_not_touch_runs_already_started(flow, status):
     flow_pause(flow=flow)
     run.refresh_from_db()
     assert run.status == status
+
+
+def test_the_sweep_leaves_a_resumed_flows_held_runs_to_their_pages_while_the_release_goes_on(flow, enqueued, monkeypatch, settings):
+    # The runs still waiting for their page looked lost to the sweep (rung long ago, their flow no longer paused): it
+    # rang up to a thousand of them at once, ahead of the pages that keep other accounts' runs from waiting behind them.
+    from flows.services.sweep import flow_runs_sweep
+
+    settings.LANGRUN_RELEASE_BATCH = 2
+    tasks = []
+    monkeypatch.setattr(pause, "_release_rest_later", lambda *, flow_id, resumed_at: tasks.append((flow_id, resumed_at)))
+    flow_pause(flow=flow)
+    old = timezone.now() - timedelta(hours=1)
+    runs = [_run(flow, enqueued_at=old, received_at=old + timedelta(seconds=i)) for i in range(5)]
+    enqueued.clear()
+    assert flow_resume(flow=flow) == 2
+    flow_runs_sweep()
+    assert enqueued == [str(r.id) for r in runs[:2]]  # the sweep rang none of those the next pages ring
+    assert tasks_release(tasks[-1]) == 2
+    flow_runs_sweep()
+    assert tasks_release(tasks[-1]) == 1
+    assert enqueued == [str(r.id) for r in runs]
+
+
+def test_the_sweep_rings_a_resumed_flows_held_runs_when_its_release_stopped(flow, enqueued, monkeypatch, settings):
+    # The task ringing the next page was lost (Redis keeps no receipts) or its worker died: the sweep rings the rest.
+    from flows.services.sweep import flow_runs_sweep
+
+    settings.LANGRUN_RELEASE_BATCH = 2
+    monkeypatch.setattr(pause, "_release_rest_later", lambda **kwargs: None)
+    flow_pause(flow=flow)
+    old = timezone.now() - timedelta(hours=1)
+    runs = [_run(flow, enqueued_at=old, received_at=old + timedelta(seconds=i)) for i in range(5)]
+    assert flow_resume(flow=flow) == 2
+    later = timezone.now() + timedelta(seconds=settings.LANGRUN_REQUEUE_AFTER + 1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    enqueued.clear()
+    flow_runs_sweep()  # (the first page, still queued a while after its ring, looks lost too by then)
+    assert {str(r.id) for r in runs[2:]} <= set(enqueued)

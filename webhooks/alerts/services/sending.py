@@ -243,6 +243,9 @@ def delivery_retry_now(*, delivery: Delivery) -> Delivery:
         fields = {"status": Delivery.Status.PENDING, "next_attempt_at": now, "finished_at": None}
         if current.status == Delivery.Status.FAILED:
             fields["round_start"] = current.attempt_count
+        elif _claim_unrecorded(current):  # its sender stopped past its lease: the attempt is recorded as lost
+            lost = {"number": current.attempt_count, "at": now.isoformat(), "status_code": None, "duration_ms": 0.0}
+            fields["attempts"] = [*current.attempts, {**lost, "error": "Its sender stopped before the attempt ended."}]
         Delivery.objects.filter(pk=current.pk).update(**fields)
         transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[str(current.pk)]))
     for name, value in fields.items():
@@ -254,9 +257,18 @@ def delivery_being_sent(delivery: Delivery, *, now) -> bool:
     """Whether a pending delivery's send is due (rung, or left to the sweep) or claimed and not yet recorded.
 
     Each claim adds one to `attempt_count`, which never goes back, and its record adds the attempt numbered so: a
-    last attempt numbered otherwise is one claimed and still under way (or whose sender died: due once its lease ends).
+    last attempt numbered otherwise is one claimed and still under way, within its lease (a sender may take that long);
+    past its lease, its sender died.
     """
     if delivery.next_attempt_at is None or delivery.next_attempt_at <= now:
-        return True
+        # Due; but a claim still unrecorded once its lease has passed lost its sender: nobody sends it until the sweep
+        # comes, and a retry may send it now (the claim still lets one sender through).
+        return not _claim_unrecorded(delivery)
     last = delivery.attempts[-1].get("number") if delivery.attempts else 0
     return last != delivery.attempt_count
+
+
+def _claim_unrecorded(delivery: Delivery) -> bool:
+    """Whether this round's last claim has no recorded attempt (a retry of a failed delivery starts a round unclaimed)."""
+    last = delivery.attempts[-1].get("number") if delivery.attempts else 0
+    return delivery.attempt_count > delivery.round_start and last != delivery.attempt_count

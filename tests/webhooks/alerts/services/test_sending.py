@@ -144,6 +144,28 @@ def test_a_retry_while_the_last_is_due_or_being_sent_is_refused_and_the_delivery
     assert len(pushed_tasks) == 1 and receiver.requests == []
 
 
+def test_a_retry_of_a_delivery_whose_sender_stopped_waits_out_its_lease_only(
+    flow, user, receiver, pushed_tasks, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    # A sender that died mid-send leaves its claim unrecorded. Within the claim's lease it may still be sending, so a
+    # retry is refused; past it nobody is, yet "Retry now" still answered 409 "already being sent" until the sweep came.
+    _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
+    assert sending.delivery_claim(delivery_id=delivery.pk) is not None  # ... and its sender stopped
+    with pytest.raises(DeliveryBeingSent):
+        delivery_retry_now(delivery=delivery)
+    lease_over = timezone.now() + timedelta(seconds=settings.LANGRUN_ALERTS_TIMEOUT + sending.LEASE_MARGIN + 1)
+    monkeypatch.setattr(timezone, "now", lambda: lease_over)
+    pushed_tasks.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        again = delivery_retry_now(delivery=delivery)
+        with pytest.raises(DeliveryBeingSent):  # a second click: the first retry's send is rung
+            delivery_retry_now(delivery=delivery)
+    assert again.status == "pending" and [t["args"] for t in pushed_tasks] == [(str(delivery.pk),)]
+    assert again.attempts[-1]["number"] == 1 and "stopped" in again.attempts[-1]["error"]
+    sent = delivery_send(delivery_id=delivery.pk)
+    assert sent.status == "delivered" and [a["number"] for a in sent.attempts] == [1, 2] and len(receiver.requests) == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_retries_at_once_send_the_delivery_once(flow, user, receiver, pushed_tasks):
     _, _, delivery = _delivery_of_a_run(flow, user, receiver.url)
