@@ -26,6 +26,7 @@ from django.conf import settings
 
 from flows import engine
 from flows.models import FlowRun
+from flows.services import queue
 from flows.services.execution import _flow_run_timeout
 from flows.services.inflight_ledger import CLAIM, END, LedgerThread
 from langrun.logs import log_context
@@ -131,11 +132,17 @@ class RunExecutor:
 
     def drain(self, seconds: float = DRAIN_SECONDS) -> int:
         """Admit no further run, wait up to `seconds` for those in flight, then stop; returns how many were left.
-        Held runs never start: they stay `queued`, and the sweep rings them again."""
+        Held runs never start here: they go back to the queue, each in its account's lane, for another worker."""
         self.admitting = False
         deadline = time.monotonic() + seconds
         with self.idle:
+            held = [(run_id, flow_id, account) for account, runs in self.held.items() for run_id, flow_id in runs]
+            self.held.clear()
+            self.held_count = 0
             self.idle.notify_all()  # a task waiting for room returns
+        for run_id, flow_id, account in held:
+            queue.flow_run_enqueue(run_id=run_id, flow_id=flow_id, account=account)
+        with self.idle:
             self.idle.wait_for(lambda: self.in_flight == 0, timeout=seconds)
             left = self.in_flight
         if left:

@@ -399,7 +399,7 @@ def test_a_task_waiting_for_room_returns_when_its_worker_drains_or_its_wait_runs
         pool.drain(0.1)
 
 
-def test_one_accounts_runs_leave_room_for_another_accounts(make_flow, make_user, user):
+def test_one_accounts_runs_leave_room_for_another_accounts(make_flow, make_user, user, enqueued):
     """Alice's runs hang on a server that never answers: past her share of the worker's slots they wait in the
     worker, without holding it, and bob's run is admitted at once and finishes while hers still hang."""
     pool = RunExecutor(concurrency=4, per_account=3)
@@ -425,7 +425,11 @@ def test_one_accounts_runs_leave_room_for_another_accounts(make_flow, make_user,
             assert FlowRun.objects.get(pk=his.pk).status == "succeeded"
             statuses = sorted(FlowRun.objects.filter(pk__in=[r.pk for r in hers]).values_list("status", flat=True))
             assert statuses == ["queued"] * 3 + ["running"] * 3
-            assert pool.drain(0.2) == 3  # her waiting runs stay queued for the sweep
+            rung_before = len(enqueued)  # each run's intake rang for it
+            assert pool.drain(0.2) == 3
+            # Her waiting runs go back to the queue, in her lane, for another worker.
+            assert sorted(enqueued[rung_before:]) == sorted(str(r.pk) for r in hers[3:])
+            assert {enqueued.options[str(r.pk)]["account"] for r in hers[3:]} == {str(user.pk)}
     finally:
         pool.drain(1)
     assert sorted(FlowRun.objects.filter(pk__in=[r.pk for r in hers]).values_list("status", flat=True)) == ["queued"] * 3 + ["running"] * 3
