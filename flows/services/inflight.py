@@ -115,9 +115,9 @@ class RunExecutor:
             for account in ready:
                 if self.in_flight >= self.concurrency:
                     break
-                queue = self.held[account]
-                run_id, flow_id = queue.popleft()
-                if not queue:
+                waiting = self.held[account]
+                run_id, flow_id = waiting.popleft()
+                if not waiting:
                     del self.held[account]
                 self.held_count -= 1
                 self._take_slot(account)
