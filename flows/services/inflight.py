@@ -61,6 +61,7 @@ class RunExecutor:
         self.held: dict[str, deque[tuple[str, str | None]]] = {}  # runs waiting for their account's share
         self.held_count = 0
         self.blocked = 0  # admits waiting for a slot: a slot that comes free is theirs before a held run's
+        self.ended = 0  # runs ended, ever (room_wait)
         self.idle = threading.Condition()
         self.admitting = True
         self.loop = asyncio.new_event_loop()
@@ -125,10 +126,14 @@ class RunExecutor:
         return starting
 
     def room_wait(self, room: int, seconds: float = ROOM_WAIT_SECONDS) -> None:
-        """Block until `room` more runs could be admitted, the executor drains, or `seconds` pass."""
+        """Block until `room` more runs could be admitted, or `room` runs ended (held runs may have taken their slots:
+        the next task's runs get the next slots that come free before them), the executor drains, or `seconds` pass."""
         room = min(max(room, 1), self.concurrency)
         with self.idle:
-            self.idle.wait_for(lambda: not self.admitting or self.concurrency - self.in_flight >= room, timeout=seconds)
+            ended = self.ended
+            self.idle.wait_for(
+                lambda: not self.admitting or self.concurrency - self.in_flight >= room or self.ended - ended >= room, timeout=seconds
+            )
 
     def drain(self, seconds: float = DRAIN_SECONDS) -> int:
         """Admit no further run, wait up to `seconds` for those in flight, then stop; returns how many were left.
@@ -160,6 +165,7 @@ class RunExecutor:
         finally:
             with self.idle:
                 self.in_flight -= 1
+                self.ended += 1
                 if account is not None:
                     left = self.accounts[account] - 1
                     if left:

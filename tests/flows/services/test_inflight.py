@@ -464,3 +464,60 @@ def test_a_task_takes_its_accounts_share_of_the_worker(make_flow, user, worker):
         wait_until(lambda: FlowRun.objects.filter(status="succeeded").count() == 4, timeout=20)
         assert api.peak == 1
     assert worker.rung == []
+
+
+class GatedExecutor(RunExecutor):
+    """An executor whose runs touch no database: each runs until the test ends it (`end`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.gates: dict[str, asyncio.Event] = {}
+        self.started: list[str] = []
+
+    def _gate(self, run_id: str) -> asyncio.Event:  # on the loop's thread
+        return self.gates.setdefault(run_id, asyncio.Event())
+
+    async def _execute(self, run_id: str) -> None:
+        self.started.append(run_id)
+        await self._gate(run_id).wait()
+
+    def end(self, run_id: str) -> None:
+        self.loop.call_soon_threadsafe(lambda: self._gate(run_id).set())
+
+    def drain(self, seconds: float = 1.0) -> int:
+        self.admitting = False
+        for run_id in list(self.started):
+            self.end(run_id)
+        return super().drain(seconds)
+
+
+def test_a_task_waiting_for_room_returns_when_runs_end_though_held_runs_take_their_slots():
+    """Alice's and carol's runs fill the worker, each with runs waiting for her share. When one of alice's ends, her
+    held run takes its slot at once; the task waiting for room must not wait out its whole bound for a slot that stays
+    free (it never does while held runs refill them): it returns, so that the worker takes its next task, whose run
+    (bob's, say) gets the next slot that comes free before the held ones."""
+    pool = GatedExecutor(concurrency=4, per_account=2)
+    try:
+        for n in range(3):
+            assert pool.admit(f"a{n}", account="alice", wait=False)
+            assert pool.admit(f"c{n}", account="carol", wait=False)
+        wait_until(lambda: len(pool.started) == 4)
+        assert (pool.in_flight, pool.held_count) == (4, 2)
+        waiter = threading.Thread(target=pool.room_wait, args=(1,), kwargs={"seconds": 10})
+        waiter.start()
+        time.sleep(0.1)
+        assert waiter.is_alive()
+        pool.end("a0")
+        wait_until(lambda: "a2" in pool.started, timeout=2)  # her held run took the slot
+        waiter.join(2)
+        assert not waiter.is_alive()
+        # The next task's run gets the next slot that comes free, before the held runs.
+        bobs = threading.Thread(target=pool.admit, args=("b0",), kwargs={"account": "bob"})
+        bobs.start()
+        time.sleep(0.1)
+        pool.end("c0")
+        bobs.join(2)
+        wait_until(lambda: "b0" in pool.started, timeout=2)
+        assert "c2" not in pool.started
+    finally:
+        pool.drain()
