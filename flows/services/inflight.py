@@ -107,10 +107,12 @@ class RunExecutor:
 
     def _held_to_start(self) -> list[tuple[str, str | None, str]]:
         """Held runs that free slots now go to (called with `idle` held): one per account under its share in turn,
-        while no admit waits for a slot."""
+        fewest in flight first (so that accounts whose runs all wait converge on equal parts), while no admit waits
+        for a slot."""
         starting = []
         while self.admitting and not self.blocked and self.in_flight < self.concurrency:
             ready = [account for account in self.held if self.accounts.get(account, 0) < self.per_account]
+            ready.sort(key=lambda account: self.accounts.get(account, 0))
             if not ready:
                 break
             for account in ready:

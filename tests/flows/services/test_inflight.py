@@ -521,3 +521,34 @@ def test_a_task_waiting_for_room_returns_when_runs_end_though_held_runs_take_the
         assert "c2" not in pool.started
     finally:
         pool.drain()
+
+
+def test_a_slot_that_comes_free_goes_to_the_held_account_with_fewest_runs_in_flight():
+    """Alice's and carol's runs both wait for slots: one that comes free goes to whichever of them has fewer runs in
+    flight, so that the two converge on equal parts, not to the account whose runs were held first (which then kept
+    its whole share while the other kept what it had)."""
+    pool = GatedExecutor(concurrency=4, per_account=3)
+    try:
+        for n in range(5):
+            assert pool.admit(f"c{n}", account="carol", wait=False)  # three in flight, two held
+        assert pool.admit("a0", account="alice", wait=False)
+        for n in (1, 2):  # alice's runs wait for slots, and get them before carol's held runs
+            admit = threading.Thread(target=pool.admit, args=(f"a{n}",), kwargs={"account": "alice"})
+            admit.start()
+            time.sleep(0.1)
+            pool.end(f"c{n - 1}")
+            admit.join(2)
+            wait_until(lambda n=n: f"a{n}" in pool.started, timeout=2)
+        assert pool.accounts == {"carol": 1, "alice": 3}
+        for n in range(3, 6):
+            assert pool.admit(f"a{n}", account="alice", wait=False)  # held: she has her share
+        pool.end("a0")
+        wait_until(lambda: len(pool.started) == 7, timeout=2)
+        assert pool.accounts == {"carol": 2, "alice": 2}
+        pool.end("a1")
+        wait_until(lambda: len(pool.started) == 8, timeout=2)
+        pool.end("a2")
+        wait_until(lambda: len(pool.started) == 9, timeout=2)
+        assert pool.accounts == {"carol": 2, "alice": 2}
+    finally:
+        pool.drain()
