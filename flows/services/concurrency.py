@@ -225,6 +225,10 @@ def run_controlled() -> Q:
     )
 
 
+# What run_control_release_keys reads of a waiting run.
+RING_READ = ("id", "flow_id", "version_id", "user_id", "received_at", "enqueued_at", "concurrency_key", "throttle_key")
+
+
 def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int = 1000) -> int:
     """For the sweep: ring for the oldest waiting runs of every key (a flow's, without one) that may start now and
     were rung longer than `older_than` ago (a finish's doorbell lost, a throttle's timer gone with its process).
@@ -255,6 +259,8 @@ def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int
                 counted = counted.filter(concurrency_key=concurrency_key)
             free = flow.max_concurrent_runs - counted.count()
         head = unfinished.filter(status=FlowRun.Status.QUEUED).filter(_startable(now)).order_by("received_at", "id")
+        # What run_control_wait and the ring read of a run: never its body and payload (a key's backlog may be large).
+        head = head.only(*RING_READ)
         for run in head[: max(free, 0)]:
             if run.enqueued_at >= rung_before:
                 continue  # its doorbell may yet come

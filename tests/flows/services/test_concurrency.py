@@ -354,3 +354,19 @@ def test_the_sweep_rings_no_run_that_must_still_wait_for_its_slot_or_window(flow
     for _ in range(2):
         flow_runs_sweep()
     assert enqueued == [str(waiting[0].id)]
+
+
+def test_the_sweep_reads_a_keys_waiting_runs_without_their_bodies(flow, enqueued):
+    # A throttled flow's backlog: the sweep looked at up to a thousand of its runs per key, each read whole (body,
+    # payload, request, outputs), to ring the first; a backlog of large bodies took the sweep's memory and time.
+    from django.test.utils import CaptureQueriesContext
+
+    _limit(flow, throttle_limit=1, throttle_period=60)
+    runs = [_run(flow, "a") for _ in range(3)]
+    FlowRun.objects.update(enqueued_at=timezone.now() - timedelta(minutes=5))
+    enqueued.clear()
+    with CaptureQueriesContext(connection) as queries:
+        assert run_control_release_keys(older_than=timedelta(seconds=60)) == 1
+    assert enqueued == [str(runs[0].id)]
+    read_whole = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and '"flows_flowrun"."body"' in q["sql"]]
+    assert read_whole == []
