@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 
 from flows.admin.common import OwnFlowChoices
 from flows.admin.forms import PrettyJSONField
@@ -56,6 +57,14 @@ class FlowScheduleAdmin(OwnFlowChoices, OwnedModelAdmin):
     @admin.display(description="next run")
     def next_run_at(self, schedule):
         return schedule.q_schedule.next_run if schedule.q_schedule_id else "–"
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The account's last place taken since the form checked it (an API call meanwhile): the save is refused.
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ScheduleLimitReached as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data.get(name) for name in ("name", "cron", "interval_minutes", "payload")}

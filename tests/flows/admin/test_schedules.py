@@ -80,3 +80,20 @@ def test_a_schedule_past_the_accounts_share_is_a_form_error(staff, make_flow, se
     assert response.status_code == 200
     assert "at most 1 schedules" in response.content.decode()
     assert FlowSchedule.objects.count() == 1
+
+
+def test_the_last_place_taken_between_the_forms_check_and_its_save_is_an_error_message(staff, make_flow, settings, monkeypatch):
+    from flows.admin import schedules as schedules_admin
+
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 1
+    flow = make_flow(staff, endpoint_name="greet")
+    monkeypatch.setattr(schedules_admin, "flow_schedule_room_check", lambda **kwargs: None)  # the form saw room
+    flow_schedule_create(flow=flow, interval_minutes=5)  # taken meanwhile, as by an API call
+    response = login(staff).post(
+        reverse("admin:flows_flowschedule_add"),
+        {"flow": str(flow.pk), "cron": "0 9 * * *", "interval_minutes": "", "payload": "{}"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "at most 1 schedules" in response.content.decode()
+    assert FlowSchedule.objects.count() == 1

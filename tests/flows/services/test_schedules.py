@@ -172,3 +172,15 @@ def test_two_schedules_created_at_once_cannot_both_take_the_last_place(make_user
     outcomes = at_once(*[lambda: flow_schedule_create(flow=flow, interval_minutes=5)] * 4)
     assert sorted(type(o).__name__ for o in outcomes) == ["FlowSchedule", *["ScheduleLimitReached"] * 3]
     assert FlowSchedule.objects.count() == 1
+
+
+def test_a_schedule_of_a_flow_deleted_since_it_was_read_is_a_404_and_saves_nothing(flow):
+    from django.http import Http404
+
+    from flows.models import Flow
+
+    stale = Flow.objects.get(pk=flow.pk)
+    Flow.objects.filter(pk=flow.pk).delete()
+    with pytest.raises(Http404):
+        flow_schedule_create(flow=stale, interval_minutes=5)
+    assert not FlowSchedule.objects.exists() and not Schedule.objects.filter(func="flows.tasks.run_schedule").exists()
