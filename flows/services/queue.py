@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -87,44 +88,60 @@ def flow_run_ring_by_id(run_id) -> bool:
     return flow_run_ring(*row) if row else False
 
 
-# Runs with a doorbell set for later in this process, and when: one timer per run (its latest time wins).
+# Runs with a doorbell set for later in this process, and when: one per run (its earliest time wins). One thread
+# rings them all from a heap: the keys that set timers are a sender's choice, and a thread per timer would let one
+# account's waiting runs take the threads every account's runs need.
 _later: dict[str, float] = {}
-_later_lock = threading.Lock()
+_later_heap: list[tuple[float, str]] = []
+_later_cond = threading.Condition()
+_later_thread: threading.Thread | None = None
 
 
 def flow_run_enqueue_later(*, run_id, at: datetime) -> None:
-    """Ring the doorbell for a run at `at` (a throttled run, when its window opens), from a timer of this process.
+    """Ring the doorbell for a run at `at` (a throttled run, when its window opens), from this process's timer thread.
 
     The timer is not durable: should the process end first, the sweep rings the run, a minute late at most.
     Not in django-q2's sync mode (tests, an operator's call), where a doorbell would execute the run in the timer.
     """
     from django_q.conf import Conf
 
+    global _later_thread
     if Conf.SYNC:
         return
     delay = max((at - timezone.now()).total_seconds(), 0.0) + 0.01
     due = time.monotonic() + delay
     key = str(run_id)
-    with _later_lock:
+    with _later_cond:
         if key in _later and _later[key] <= due + 0.5:
-            return  # a timer already rings it by then
+            return  # already rung by then
         _later[key] = due
-    timer = threading.Timer(delay, _ring_later, kwargs={"run_id": key, "due": due})
-    timer.daemon = True
-    timer.start()
+        heapq.heappush(_later_heap, (due, key))
+        if _later_thread is None or not _later_thread.is_alive():  # the first timer, or the first in a forked worker
+            _later_thread = threading.Thread(target=_ring_later_loop, name="langrun-ring-later", daemon=True)
+            _later_thread.start()
+        _later_cond.notify()
 
 
-def _ring_later(*, run_id: str, due: float) -> None:
+def _ring_later_loop() -> None:
     from django.db import connections
 
-    with _later_lock:
-        if _later.get(run_id) != due:
-            return  # a later timer replaced this one
-        del _later[run_id]
-    try:
-        flow_run_ring_by_id(run_id)
-    finally:
-        connections.close_all()  # this thread's own (the database broker's), never another thread's
+    while True:
+        with _later_cond:
+            while True:
+                now = time.monotonic()
+                if _later_heap and _later_heap[0][0] <= now:
+                    due, run_id = heapq.heappop(_later_heap)
+                    if _later.get(run_id) == due:  # else an earlier time replaced this one
+                        del _later[run_id]
+                        break
+                    continue
+                _later_cond.wait(_later_heap[0][0] - now if _later_heap else None)
+        try:
+            flow_run_ring_by_id(run_id)
+        except Exception:
+            logger.exception("Could not ring for run %s at its time", run_id)
+        finally:
+            connections.close_all()  # this thread's own (the database broker's), never another thread's
 
 
 def task_enqueue(*, func: str, args: tuple, task_name: str, account=None) -> bool:
