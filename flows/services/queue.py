@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from django.utils import timezone
@@ -88,13 +90,55 @@ def flow_run_ring_by_id(run_id) -> bool:
     return flow_run_ring(*row) if row else False
 
 
-# Runs with a doorbell set for later in this process, and when: one per run (its earliest time wins). One thread
-# rings them all from a heap: the keys that set timers are a sender's choice, and a thread per timer would let one
-# account's waiting runs take the threads every account's runs need.
+# Calls set for later in this process. One thread makes them all, in due order, from a heap: what sets them (a
+# throttled key's next run, a failed alert's backoff) is a sender's choice, and a thread per timer would let one
+# account fill the worker process with threads every account's runs need. A keyed call is set once (its earliest
+# time wins): `_later` holds the due time of each key.
 _later: dict[str, float] = {}
-_later_heap: list[tuple[float, str]] = []
+_later_heap: list[tuple[float, int, str | None, Callable[[], object]]] = []
+_later_order = itertools.count()
 _later_cond = threading.Condition()
 _later_thread: threading.Thread | None = None
+
+
+def call_later(*, delay: float, func: Callable[[], object], key: str | None = None) -> None:
+    """Call `func` in `delay` seconds from this process's timer thread (not durable: gone if the process ends)."""
+    global _later_thread
+    due = time.monotonic() + max(delay, 0.0)
+    with _later_cond:
+        if key is not None:
+            if key in _later and _later[key] <= due + 0.5:
+                return  # already called by then
+            _later[key] = due
+        heapq.heappush(_later_heap, (due, next(_later_order), key, func))
+        if _later_thread is None or not _later_thread.is_alive():  # the first timer, or the first in a forked worker
+            _later_thread = threading.Thread(target=_call_later_loop, name="langrun-later", daemon=True)
+            _later_thread.start()
+        _later_cond.notify()
+
+
+def _call_later_loop() -> None:
+    from django.db import connections
+
+    while True:
+        with _later_cond:
+            while True:
+                now = time.monotonic()
+                if _later_heap and _later_heap[0][0] <= now:
+                    due, _, key, func = heapq.heappop(_later_heap)
+                    if key is None:
+                        break
+                    if _later.get(key) == due:  # else an earlier time replaced this one
+                        del _later[key]
+                        break
+                    continue
+                _later_cond.wait(_later_heap[0][0] - now if _later_heap else None)
+        try:
+            func()
+        except Exception:
+            logger.exception("A call set for later failed")
+        finally:
+            connections.close_all()  # this thread's own (the database broker's), never another thread's
 
 
 def flow_run_enqueue_later(*, run_id, at: datetime) -> None:
@@ -105,43 +149,11 @@ def flow_run_enqueue_later(*, run_id, at: datetime) -> None:
     """
     from django_q.conf import Conf
 
-    global _later_thread
     if Conf.SYNC:
         return
-    delay = max((at - timezone.now()).total_seconds(), 0.0) + 0.01
-    due = time.monotonic() + delay
     key = str(run_id)
-    with _later_cond:
-        if key in _later and _later[key] <= due + 0.5:
-            return  # already rung by then
-        _later[key] = due
-        heapq.heappush(_later_heap, (due, key))
-        if _later_thread is None or not _later_thread.is_alive():  # the first timer, or the first in a forked worker
-            _later_thread = threading.Thread(target=_ring_later_loop, name="langrun-ring-later", daemon=True)
-            _later_thread.start()
-        _later_cond.notify()
-
-
-def _ring_later_loop() -> None:
-    from django.db import connections
-
-    while True:
-        with _later_cond:
-            while True:
-                now = time.monotonic()
-                if _later_heap and _later_heap[0][0] <= now:
-                    due, run_id = heapq.heappop(_later_heap)
-                    if _later.get(run_id) == due:  # else an earlier time replaced this one
-                        del _later[run_id]
-                        break
-                    continue
-                _later_cond.wait(_later_heap[0][0] - now if _later_heap else None)
-        try:
-            flow_run_ring_by_id(run_id)
-        except Exception:
-            logger.exception("Could not ring for run %s at its time", run_id)
-        finally:
-            connections.close_all()  # this thread's own (the database broker's), never another thread's
+    delay = max((at - timezone.now()).total_seconds(), 0.0) + 0.01
+    call_later(delay=delay, key=key, func=lambda: flow_run_ring_by_id(key))
 
 
 def task_enqueue(*, func: str, args: tuple, task_name: str, account=None) -> bool:

@@ -16,6 +16,8 @@ from webhooks.alerts.services.sending import delivery_retry_now, delivery_send
 from webhooks.alerts.services.subscriptions import subscription_create
 from webhooks.alerts.services.sweep import deliveries_send_due
 
+_ring_later = sending._ring_later  # as it is, before the fixture below replaces it
+
 
 @pytest.fixture(autouse=True)
 def no_timers(monkeypatch):
@@ -23,6 +25,21 @@ def no_timers(monkeypatch):
     rung = []
     monkeypatch.setattr(sending, "_ring_later", lambda delivery_id, seconds: rung.append((delivery_id, seconds)))
     return rung
+
+
+def test_backoff_timers_of_many_deliveries_share_one_thread(monkeypatch):
+    """A receiver that fails every delivery gives each a backoff timer: thousands of them must not each hold a
+    thread of the worker process, which every account's runs share."""
+    import threading
+
+    rung = threading.Event()
+    monkeypatch.setattr(sending, "deliveries_enqueue", lambda *, delivery_ids: delivery_ids == ["soon"] and rung.set())
+    before = threading.active_count()
+    for number in range(300):
+        _ring_later(f"far-{number}", 3600)
+    _ring_later("soon", 0.05)
+    assert threading.active_count() <= before + 1
+    assert rung.wait(5)
 
 
 def _delivery_of_a_run(flow, user, url, events=("run.succeeded",)):
