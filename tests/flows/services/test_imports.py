@@ -80,6 +80,21 @@ def test_upload_as_multipart_file_and_endpoint_name_clash_gets_a_suffix(key_clie
     assert [first.json()[0]["endpoint_name"], second.json()[0]["endpoint_name"]] == ["order-notice", "order-notice-1"]
 
 
+def test_many_flows_wanting_one_endpoint_name_cost_queries_in_proportion_not_in_its_square(user, make_flow, django_assert_max_num_queries):
+    """Each suffix was looked up by a query of its own, from `-1` on: an upload of a few thousand flows wanting one
+    name held a web process and a transaction for many minutes."""
+    make_flow(user, endpoint_name="dup-1", name="Taken before")
+    document = {
+        "flows": [{"name": "Mine", "endpoint_name": "dup", "data": GREETING_FLOW}] * 60
+        + [{"name": "Mine", "endpoint_name": "dup-62", "data": GREETING_FLOW}]
+    }
+    with django_assert_max_num_queries(61 * 15):  # a flow's own queries, not one per name tried
+        flows = flow_import(user=user, document=document)
+    names = [f.endpoint_name for f in flows]
+    assert names[:3] == ["dup", "dup-2", "dup-3"] and names[59] == "dup-60" and names[60] == "dup-62"
+    assert len(set(names)) == 61
+
+
 def test_an_endpoint_name_taken_during_the_upload_is_422_and_saves_nothing(key_client, user):
     from django.db.models.signals import pre_save
 
