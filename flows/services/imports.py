@@ -19,6 +19,8 @@ from langrun.exceptions import flatten_errors
 WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes", "response")
 # Its run control (flows/services/concurrency.py); retries (`max_attempts`) are checked with its other fields.
 RUN_CONTROL = ("concurrency", "throttle")
+# The most flows one import creates: each is validated and inserted in the request's one transaction.
+MAX_FLOWS = 1000
 
 
 def flow_import(*, user, document: Any) -> list[Flow]:
@@ -32,6 +34,10 @@ def flow_import(*, user, document: Any) -> list[Flow]:
 
     if isinstance(document, dict) and isinstance(document.get("flows"), list):
         documents, prefix = document["flows"], ("flows",)
+        if len(documents) > MAX_FLOWS:
+            raise engine.GraphValidationError(
+                [engine.ValidationIssue(prefix, f"An import takes at most {MAX_FLOWS} flows; this one has {len(documents)}.", "too_long")]
+            )
     else:
         documents, prefix = [document], ()
     converted, issues = [], []

@@ -95,6 +95,21 @@ def test_many_flows_wanting_one_endpoint_name_cost_queries_in_proportion_not_in_
     assert len(set(names)) == 61
 
 
+def test_an_upload_of_more_flows_than_an_import_takes_is_a_located_422_and_saves_nothing(key_client, monkeypatch):
+    """Each flow costs its validation and inserts in the request's one transaction: ten megabytes of small flows
+    held a web process for many minutes."""
+    from flows.services import imports
+
+    monkeypatch.setattr(imports, "MAX_FLOWS", 2)
+    flow = {"name": "Mine", "data": GREETING_FLOW}
+    assert key_client.post("/api/v1/flows/upload/", {"flows": [flow] * 2}, format="json").status_code == 201
+    response = key_client.post("/api/v1/flows/upload/", {"flows": [flow] * 3}, format="json")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "flows"] and error["type"] == "too_long" and "at most 2 flows" in error["msg"]
+    assert Flow.objects.count() == 2
+
+
 def test_an_endpoint_name_taken_during_the_upload_is_422_and_saves_nothing(key_client, user):
     from django.db.models.signals import pre_save
 
