@@ -115,6 +115,8 @@ def webhook_dedupe_key_parse(value: Any, *, field: str = "dedupe_key") -> str:
         jmespath.compile(value)
     except jmespath.exceptions.JMESPathError as exc:
         raise WebhookSettingInvalid(field, f"Not a valid JMESPath expression: {exc}", "jmespath") from exc
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise WebhookSettingInvalid(field, "Not a valid JMESPath expression: it is nested too deeply.", "jmespath") from None
     return value
 
 
