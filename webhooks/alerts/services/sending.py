@@ -212,6 +212,7 @@ def _post(delivery: Delivery) -> int:
 def _mail(delivery: Delivery) -> None:
     data = delivery.payload.get("data", {})
     subject = f"[langrun] {delivery.event}: {data.get('flow_name') or data.get('flow_id', '')}"
+    subject = " ".join(subject.split())  # a flow's name may hold line breaks, which no mail header may
     send_mail(subject, json.dumps(delivery.payload, indent=2), None, [delivery.email], fail_silently=False)
 
 
