@@ -61,7 +61,7 @@ def webhook_verification_parse(value: Any, *, has_secret: bool) -> str:
         if len(places) != 1:
             raise WebhookSettingInvalid("verification", "A token preset names exactly one of header or query.", "missing")
         name = value[places[0]]
-        if not isinstance(name, str) or not _NAME.match(name) or name.lower() == "x-api-key":
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name.lower() == "x-api-key":
             raise WebhookSettingInvalid(
                 "verification",
                 f"The token's {places[0]} must be a name of letters, digits, '-', '_' or '.' (not x-api-key).",

@@ -31,3 +31,20 @@ def test_the_api_answers_a_located_422_for_it_and_keeps_the_flow(key_client, flo
     assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(loc, "jmespath")]
     flow.refresh_from_db()
     assert (flow.accept_if, flow.dedupe_key, flow.concurrency_key, flow.throttle_key) == ("", "", "", "")
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        # `$` matches before a final line break: the name passed, then every answer of the flow was a 500.
+        ({"response": {"mode": "static", "status": 200, "headers": {"X-Handled\n": "yes"}, "body": "ok"}}, ["body", "response"]),
+        ({"verification": {"provider": "token", "header": "X-Token\n"}}, ["body", "verification"]),
+    ],
+)
+def test_a_header_name_ending_in_a_line_break_is_refused(key_client, flow, fields, loc):
+    assert key_client.post(f"/api/v1/flows/{flow.id}/signing-secret").status_code == 201
+    response = key_client.patch(f"/api/v1/flows/{flow.id}", fields, format="json")
+    assert response.status_code == 422
+    assert [e["loc"][:2] for e in response.json()["detail"]] == [loc]
+    flow.refresh_from_db()
+    assert (flow.response, flow.verification) == ("", "")
