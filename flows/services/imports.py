@@ -132,7 +132,7 @@ def _endpoint_names_free(*, user) -> Callable[[Any], str | None]:
     suffix: dict[str, int] = {}
 
     def free(wanted: Any) -> str | None:
-        if not isinstance(wanted, str) or not re.match(ENDPOINT_NAME_RE, wanted) or endpoint_name_reads_as_id(wanted):
+        if not isinstance(wanted, str) or not re.fullmatch(ENDPOINT_NAME_RE, wanted) or endpoint_name_reads_as_id(wanted):
             return None
         if wanted not in stored:
             stored[wanted] = set(

@@ -110,6 +110,14 @@ def test_an_upload_of_more_flows_than_an_import_takes_is_a_located_422_and_saves
     assert Flow.objects.count() == 2
 
 
+def test_a_langflow_endpoint_name_ending_in_a_line_break_is_not_kept(key_client):
+    """`$` matches before a final line break: the name was stored with it, a name no webhook URL could reach."""
+    document = fixture("webhook_parser_chat_output.json")
+    document["endpoint_name"] = "order-notice\n"
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code == 201 and response.json()[0]["endpoint_name"] is None
+
+
 def test_an_endpoint_name_taken_during_the_upload_is_422_and_saves_nothing(key_client, user):
     from django.db.models.signals import pre_save
 
