@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -139,6 +140,19 @@ def _call_later_loop() -> None:
             logger.exception("A call set for later failed")
         finally:
             connections.close_all()  # this thread's own (the database broker's), never another thread's
+
+
+def _later_forget_in_child() -> None:
+    # A forked process has no timer thread, so it makes none of its parent's calls (the parent makes them), and its
+    # lock is new: the parent's thread may have held the old one at the fork.
+    global _later_cond, _later_thread
+    _later.clear()
+    _later_heap.clear()
+    _later_cond = threading.Condition()
+    _later_thread = None
+
+
+os.register_at_fork(after_in_child=_later_forget_in_child)
 
 
 def flow_run_enqueue_later(*, run_id, at: datetime) -> None:
