@@ -50,6 +50,10 @@ def flow_import(*, user, document: Any) -> list[Flow]:
             if is_langflow_flow(doc):
                 native = langflow_to_native(doc)
             else:
+                not_text = [f for f in ("name", "description") if doc.get(f) is not None and not isinstance(doc[f], str)]
+                if not_text:
+                    issues += [engine.ValidationIssue((*loc, f), f"The flow's {f} must be text.", "string_type") for f in not_text]
+                    continue
                 native = {k2: doc.get(k2) for k2 in ("name", "description", "data")}
                 native["name"] = str(native["name"] or "Imported flow")[:200]
                 checked, problems = _import_settings(doc)

@@ -118,6 +118,16 @@ def test_a_langflow_endpoint_name_ending_in_a_line_break_is_not_kept(key_client)
     assert response.status_code == 201 and response.json()[0]["endpoint_name"] is None
 
 
+@pytest.mark.parametrize(("field", "value"), [("name", {"a": 1}), ("name", ["x"]), ("description", 123), ("description", {"x": 1})])
+def test_a_native_flows_name_or_description_that_is_not_text_is_a_located_422(key_client, field, value):
+    """They were stored as Python's rendering of the value (`{'a': 1}`)."""
+    document = {"flows": [{"name": "Fine", "data": GREETING_FLOW}, {"name": "Mine", "data": GREETING_FLOW, field: value}]}
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code == 422
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", "flows", 1, field], "string_type")]
+    assert not Flow.objects.exists()
+
+
 def test_an_endpoint_name_taken_during_the_upload_is_422_and_saves_nothing(key_client, user):
     from django.db.models.signals import pre_save
 
