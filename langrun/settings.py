@@ -235,6 +235,8 @@ LANGRUN_HTTP_ALLOWED_HOSTS = env.list("LANGRUN_HTTP_ALLOWED_HOSTS", default=[])
 # The most bytes one node's outputs may take, written as JSON; a node producing more fails its run
 # (Template and Extract stop while building). HTTP responses are read up to this size too. 0: no limit.
 LANGRUN_MAX_OUTPUT_BYTES = env.int("LANGRUN_MAX_OUTPUT_BYTES", default=4 * 1024 * 1024)
+# The most nodes a flow's graph may have, and the most edges (checked when it is saved). 0: no limit.
+LANGRUN_MAX_FLOW_NODES = env.int("LANGRUN_MAX_FLOW_NODES", default=1000)
 LANGRUN_WEB_RUNS_PER_PROCESS = env.int("LANGRUN_WEB_RUNS_PER_PROCESS", default=4)
 LANGRUN_MAX_RUN_OUTPUT_BYTES = env.int("LANGRUN_MAX_RUN_OUTPUT_BYTES", default=64 * 1024 * 1024)
 # Fernet keys of credential variables, comma-separated: the first encrypts, every one decrypts (rotate by putting

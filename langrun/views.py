@@ -2,14 +2,18 @@
 
 import logging
 import uuid
+from typing import ClassVar
 
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+from django.test.signals import setting_changed
+from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import page_not_found
 from django.views.defaults import server_error as django_server_error
 from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -160,3 +164,30 @@ class UserViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=False, methods=["get"], pagination_class=None)
     def whoami(self, request):
         return Response(UserSerializer(request.user).data)
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI description, generated once per process for each version and language asked for: generating it
+    takes a third of a second of CPU, and anyone may ask for it. A changed setting (the tests') generates it again."""
+
+    MAX_KEPT = 8  # `?version=` and `?lang=` take any text: past this many, a description is generated but not kept
+    _made: ClassVar[dict[tuple, dict]] = {}
+
+    @classmethod
+    def forget(cls, **kwargs) -> None:
+        cls._made.clear()
+
+    def _get_schema_response(self, request):
+        version = self.api_version or request.version or self._get_version_parameter(request)
+        key = (version, translation.get_language())
+        schema = self._made.get(key)
+        if schema is None:
+            generator = self.generator_class(urlconf=self.urlconf, api_version=version, patterns=self.patterns)
+            schema = generator.get_schema(request=request, public=self.serve_public)
+            if len(self._made) < self.MAX_KEPT:
+                self._made[key] = schema
+        filename = self._get_filename(request, version)
+        return Response(data=schema, headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+setting_changed.connect(SchemaView.forget)

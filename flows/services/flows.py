@@ -20,8 +20,21 @@ from flows.services.webhook_settings import webhook_response_graph_check, webhoo
 def flow_graph_validate(*, data: Any, user=None) -> engine.Graph:
     """Parse a flow's graph; raises engine.GraphValidationError listing every problem.
 
-    With `user`, every variable the params refer to must be one of theirs.
+    With `user`, every variable the params refer to must be one of theirs. At most LANGRUN_MAX_FLOW_NODES nodes, and
+    as many edges: each node of a run is scheduled on its worker's loop and recorded as a row, so a graph of tens of
+    thousands would hold the worker, and every account's runs it has taken, for seconds a run.
     """
+    limit = settings.LANGRUN_MAX_FLOW_NODES
+    if limit and isinstance(data, dict):
+        over = [
+            engine.ValidationIssue(
+                (part,), f"A flow may have at most {limit} {part} (LANGRUN_MAX_FLOW_NODES); this one has {len(items)}.", "too_long"
+            )
+            for part in ("nodes", "edges")
+            if isinstance(items := data.get(part), list) and len(items) > limit
+        ]
+        if over:
+            raise engine.GraphValidationError(over)
     graph = engine.parse_graph(data)
     if user is not None:
         variables_check_exist(user=user, data=data)

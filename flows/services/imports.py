@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -10,7 +11,7 @@ from flows import engine
 from flows.exceptions import WebhookSettingInvalid
 from flows.models import Flow
 from flows.services.concurrency import run_control_settings_stored
-from flows.services.flows import flow_create, flow_endpoint_name_taken, flow_graph_validate
+from flows.services.flows import flow_create, flow_graph_validate
 from flows.services.webhook_settings import webhook_response_graph_check, webhook_settings_stored
 from langrun.exceptions import flatten_errors
 
@@ -18,6 +19,8 @@ from langrun.exceptions import flatten_errors
 WEBHOOK_SETTINGS = ("methods", "verification", "dedupe_key", "accept_if", "handshakes", "response")
 # Its run control (flows/services/concurrency.py); retries (`max_attempts`) are checked with its other fields.
 RUN_CONTROL = ("concurrency", "throttle")
+# The most flows one import creates: each is validated and inserted in the request's one transaction.
+MAX_FLOWS = 1000
 
 
 def flow_import(*, user, document: Any) -> list[Flow]:
@@ -31,6 +34,10 @@ def flow_import(*, user, document: Any) -> list[Flow]:
 
     if isinstance(document, dict) and isinstance(document.get("flows"), list):
         documents, prefix = document["flows"], ("flows",)
+        if len(documents) > MAX_FLOWS:
+            raise engine.GraphValidationError(
+                [engine.ValidationIssue(prefix, f"An import takes at most {MAX_FLOWS} flows; this one has {len(documents)}.", "too_long")]
+            )
     else:
         documents, prefix = [document], ()
     converted, issues = [], []
@@ -43,6 +50,10 @@ def flow_import(*, user, document: Any) -> list[Flow]:
             if is_langflow_flow(doc):
                 native = langflow_to_native(doc)
             else:
+                not_text = [f for f in ("name", "description") if doc.get(f) is not None and not isinstance(doc[f], str)]
+                if not_text:
+                    issues += [engine.ValidationIssue((*loc, f), f"The flow's {f} must be text.", "string_type") for f in not_text]
+                    continue
                 native = {k2: doc.get(k2) for k2 in ("name", "description", "data")}
                 native["name"] = str(native["name"] or "Imported flow")[:200]
                 checked, problems = _import_settings(doc)
@@ -65,12 +76,13 @@ def flow_import(*, user, document: Any) -> list[Flow]:
     if issues:
         raise engine.GraphValidationError(issues)
     with transaction.atomic():
+        free_endpoint_name = _endpoint_names_free(user=user)
         return [
             flow_create(
                 user=user,
                 name=native["name"],
                 description=native.get("description") or "",
-                endpoint_name=_free_endpoint_name(user=user, wanted=native.get("endpoint_name")),
+                endpoint_name=free_endpoint_name(native.get("endpoint_name")),
                 data=native["data"],
                 timeout=native.get("timeout"),
                 max_attempts=native.get("max_attempts", 1),
@@ -108,19 +120,38 @@ def _import_webhook_settings(doc: dict) -> dict[str, Any]:
     return {**settings, "signing_secret": secret} if secret else settings
 
 
-def _free_endpoint_name(*, user, wanted: Any) -> str | None:
+def _endpoint_names_free(*, user) -> Callable[[Any], str | None]:
+    """For one import: the endpoint name a flow wanting `wanted` gets, that name or its first free `-1`, `-2` … form.
+
+    The user's names like it are read once per wanted name, and the suffix each reached is remembered: an upload of
+    many flows wanting one name costs a query, not one per suffix tried for each flow.
+    """
     import re
 
     from flows.models import ENDPOINT_NAME_RE
     from flows.models.flows import endpoint_name_reads_as_id
 
-    if not isinstance(wanted, str) or not re.match(ENDPOINT_NAME_RE, wanted) or endpoint_name_reads_as_id(wanted):
-        return None
-    candidate, n = wanted[:100], 0
-    while flow_endpoint_name_taken(user=user, endpoint_name=candidate):
-        n += 1
-        candidate = f"{wanted[: 100 - len(str(n)) - 1]}-{n}"
-    return candidate
+    given: set[str] = set()  # the names this import's flows got
+    stored: dict[str, set[str]] = {}  # per wanted name, the user's names that start as its suffixed forms do
+    suffix: dict[str, int] = {}
+
+    def free(wanted: Any) -> str | None:
+        if not isinstance(wanted, str) or not re.fullmatch(ENDPOINT_NAME_RE, wanted) or endpoint_name_reads_as_id(wanted):
+            return None
+        if wanted not in stored:
+            stored[wanted] = set(
+                Flow.objects.filter(user=user, endpoint_name__startswith=wanted[:80]).values_list("endpoint_name", flat=True)
+            )
+        n = suffix.get(wanted, 0)
+        candidate = f"{wanted[: 100 - len(str(n)) - 1]}-{n}" if n else wanted[:100]
+        while candidate in stored[wanted] or candidate in given:
+            n += 1
+            candidate = f"{wanted[: 100 - len(str(n)) - 1]}-{n}"
+        suffix[wanted] = n
+        given.add(candidate)
+        return candidate
+
+    return free
 
 
 def flow_export(*, flow: Flow) -> dict[str, Any]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from django.utils import timezone
@@ -90,13 +94,72 @@ def flow_run_ring_by_id(run_id) -> bool:
     return flow_run_ring(*row) if row else False
 
 
-# Runs with a doorbell set for later in this process, and when: one timer per run (its latest time wins).
+# Calls set for later in this process. One thread makes them all, in due order, from a heap: what sets them (a
+# throttled key's next run, a failed alert's backoff) is a sender's choice, and a thread per timer would let one
+# account fill the worker process with threads every account's runs need. A keyed call is set once (its earliest
+# time wins): `_later` holds the due time of each key.
 _later: dict[str, float] = {}
-_later_lock = threading.Lock()
+_later_heap: list[tuple[float, int, str | None, Callable[[], object]]] = []
+_later_order = itertools.count()
+_later_cond = threading.Condition()
+_later_thread: threading.Thread | None = None
+
+
+def call_later(*, delay: float, func: Callable[[], object], key: str | None = None) -> None:
+    """Call `func` in `delay` seconds from this process's timer thread (not durable: gone if the process ends)."""
+    global _later_thread
+    due = time.monotonic() + max(delay, 0.0)
+    with _later_cond:
+        if key is not None:
+            if key in _later and _later[key] <= due + 0.5:
+                return  # already called by then
+            _later[key] = due
+        heapq.heappush(_later_heap, (due, next(_later_order), key, func))
+        if _later_thread is None or not _later_thread.is_alive():  # the first timer, or the first in a forked worker
+            _later_thread = threading.Thread(target=_call_later_loop, name="langrun-later", daemon=True)
+            _later_thread.start()
+        _later_cond.notify()
+
+
+def _call_later_loop() -> None:
+    from django.db import connections
+
+    while True:
+        with _later_cond:
+            while True:
+                now = time.monotonic()
+                if _later_heap and _later_heap[0][0] <= now:
+                    due, _, key, func = heapq.heappop(_later_heap)
+                    if key is None:
+                        break
+                    if _later.get(key) == due:  # else an earlier time replaced this one
+                        del _later[key]
+                        break
+                    continue
+                _later_cond.wait(_later_heap[0][0] - now if _later_heap else None)
+        try:
+            func()
+        except Exception:
+            logger.exception("A call set for later failed")
+        finally:
+            connections.close_all()  # this thread's own (the database broker's), never another thread's
+
+
+def _later_forget_in_child() -> None:
+    # A forked process has no timer thread, so it makes none of its parent's calls (the parent makes them), and its
+    # lock is new: the parent's thread may have held the old one at the fork.
+    global _later_cond, _later_thread
+    _later.clear()
+    _later_heap.clear()
+    _later_cond = threading.Condition()
+    _later_thread = None
+
+
+os.register_at_fork(after_in_child=_later_forget_in_child)
 
 
 def flow_run_enqueue_later(*, run_id, at: datetime) -> None:
-    """Ring the doorbell for a run at `at` (a throttled run, when its window opens), from a timer of this process.
+    """Ring the doorbell for a run at `at` (a throttled run, when its window opens), from this process's timer thread.
 
     The timer is not durable: should the process end first, the sweep rings the run, a minute late at most.
     Not in django-q2's sync mode (tests, an operator's call), where a doorbell would execute the run in the timer.
@@ -105,29 +168,9 @@ def flow_run_enqueue_later(*, run_id, at: datetime) -> None:
 
     if Conf.SYNC:
         return
-    delay = max((at - timezone.now()).total_seconds(), 0.0) + 0.01
-    due = time.monotonic() + delay
     key = str(run_id)
-    with _later_lock:
-        if key in _later and _later[key] <= due + 0.5:
-            return  # a timer already rings it by then
-        _later[key] = due
-    timer = threading.Timer(delay, _ring_later, kwargs={"run_id": key, "due": due})
-    timer.daemon = True
-    timer.start()
-
-
-def _ring_later(*, run_id: str, due: float) -> None:
-    from django.db import connections
-
-    with _later_lock:
-        if _later.get(run_id) != due:
-            return  # a later timer replaced this one
-        del _later[run_id]
-    try:
-        flow_run_ring_by_id(run_id)
-    finally:
-        connections.close_all()  # this thread's own (the database broker's), never another thread's
+    delay = max((at - timezone.now()).total_seconds(), 0.0) + 0.01
+    call_later(delay=delay, key=key, func=lambda: flow_run_ring_by_id(key))
 
 
 def task_enqueue(*, func: str, args: tuple, task_name: str, account=None) -> bool:

@@ -61,7 +61,7 @@ def webhook_verification_parse(value: Any, *, has_secret: bool) -> str:
         if len(places) != 1:
             raise WebhookSettingInvalid("verification", "A token preset names exactly one of header or query.", "missing")
         name = value[places[0]]
-        if not isinstance(name, str) or not _NAME.match(name) or name.lower() == "x-api-key":
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name.lower() == "x-api-key":
             raise WebhookSettingInvalid(
                 "verification",
                 f"The token's {places[0]} must be a name of letters, digits, '-', '_' or '.' (not x-api-key).",
@@ -115,6 +115,8 @@ def webhook_dedupe_key_parse(value: Any, *, field: str = "dedupe_key") -> str:
         jmespath.compile(value)
     except jmespath.exceptions.JMESPathError as exc:
         raise WebhookSettingInvalid(field, f"Not a valid JMESPath expression: {exc}", "jmespath") from exc
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise WebhookSettingInvalid(field, "Not a valid JMESPath expression: it is nested too deeply.", "jmespath") from None
     return value
 
 

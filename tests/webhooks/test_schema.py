@@ -142,3 +142,16 @@ def test_a_new_version_of_the_graph_brings_its_schema_at_once(key_client, schema
         flow=schema_flow, data={**loose, "nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": SCHEMA}}, *loose["nodes"][1:]]}
     )
     assert key_client.post("/api/v1/webhook/orders", {"anything": 1}, format="json").status_code == 422
+
+
+@pytest.mark.parametrize("schema", [{"$ref": "#"}, {"not": {"$ref": "#"}}, {"properties": {"a": {"$ref": "#/properties/a"}}}])
+def test_a_schema_that_refers_to_itself_without_end_is_a_422_and_stores_nothing(key_client, make_flow, user, schema):
+    """A reference that leads back to itself without reading deeper into the payload never ends: Python's stack ran
+    out, and every request to the flow was a 500."""
+    data = {"nodes": [{"id": "hook", "type": "Webhook", "params": {"schema": schema}}], "edges": []}
+    make_flow(user, data=data, endpoint_name="loops")
+    response = key_client.post("/api/v1/webhook/loops", {"a": 1}, format="json")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body"] and error["type"] == "$ref" and "refers to itself" in error["msg"]
+    assert FlowRun.objects.count() == 0

@@ -106,6 +106,13 @@ def payload_schema_violations(schema: dict, payload: Any, *, context: Any = None
         return [([], f"Checking the payload against the Webhook's schema took longer than {budget.check_seconds:.2g} s.", "timeout")]
     except Unresolvable as exc:  # a schema stored before references were checked when a flow is saved
         return [([], f"The Webhook's schema has a $ref that cannot be resolved: {str(exc)[:200]}", "$ref")]
+    except BaseException as exc:
+        # `{"$ref": "#"}`: a reference back to where it started, without reading deeper into the payload, until the
+        # stack runs out; the RecursionError may surface as the panic of the Rust library resolving references (a
+        # BaseException, which no `except Exception` of a web or worker process would stop).
+        if not isinstance(exc, RecursionError) and type(exc).__name__ != "PanicException":
+            raise
+        return [([], "The Webhook's schema refers to itself without end: a $ref leads back to where it started.", "$ref")]
     finally:
         _regex_budget.reset(token)
     return [(list(e.absolute_path), _shortened(e.message), str(e.validator)) for e in errors]

@@ -57,7 +57,7 @@ def answer_headers_problem(headers: Any) -> str | None:
     if len(headers) > MAX_HEADERS:
         return f"At most {MAX_HEADERS} headers."
     for name, value in headers.items():
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):  # `$` alone would let a final line break through
             return f"Header name {name[:100]!r} is not a valid HTTP header name."
         if name.lower() in UNSAFE_HEADERS:
             return f"Header {name} cannot be set: the server sets it (not allowed: {', '.join(sorted(UNSAFE_HEADERS))})."

@@ -167,3 +167,8 @@ def test_webhook_schema_check_stops_at_its_time_limit(monkeypatch):
     [(path, msg, keyword)] = payload_schema_violations(schema, json.loads("[" * 30 + '"x"' + "]" * 30))
     assert time.monotonic() - started < 3
     assert path == [] and "took longer than" in msg and keyword == "timeout"
+
+
+def test_a_schema_that_refers_to_itself_without_end_fails_its_node_only():
+    with pytest.raises(NodeError, match="refers to itself without end"):
+        Webhook(node_id="w", context=RunContext(payload={"a": 1})).run(schema={"not": {"$ref": "#"}})

@@ -306,3 +306,25 @@ def test_an_update_and_a_removal_of_the_secret_at_once_leave_no_preset_without_i
     remover.join()
     flow.refresh_from_db()
     assert (flow.signing_secret, flow.verification, flow.handshakes) == ("", "", "")
+
+
+def test_a_graph_larger_than_the_limit_is_refused_listing_what_is_over(user, settings, key_client):
+    """Every node of a run is scheduled on its worker's loop and recorded as a row: a graph of tens of thousands of
+    quick nodes held a worker for seconds a run, its runs and every other account's that it had taken."""
+    settings.LANGRUN_MAX_FLOW_NODES = 3
+
+    def chain(n: int) -> dict:
+        nodes = [{"id": "hook", "type": "Webhook"}] + [{"id": f"n{i}", "type": "Extract", "params": {"query": "@"}} for i in range(n - 1)]
+        ids = [node["id"] for node in nodes]
+        return {"nodes": nodes, "edges": [{"source": a, "target": b, "target_input": "data"} for a, b in zip(ids, ids[1:], strict=False)]}
+
+    assert flow_create(user=user, name="At the limit", data=chain(3)).pk
+    with pytest.raises(engine.GraphValidationError) as caught:
+        flow_create(user=user, name="Over", data=chain(4))
+    [issue] = caught.value.issues
+    assert issue.loc == ("nodes",) and issue.type == "too_long" and "at most 3 nodes" in issue.msg
+    fan = chain(3)
+    fan["edges"] = fan["edges"] * 2  # as many edges as nodes at most, too
+    response = key_client.post("/api/v1/flows/", {"name": "Fan", "data": fan}, format="json")
+    assert response.status_code == 422
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", "data", "edges"], "too_long")]

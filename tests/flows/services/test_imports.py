@@ -80,6 +80,54 @@ def test_upload_as_multipart_file_and_endpoint_name_clash_gets_a_suffix(key_clie
     assert [first.json()[0]["endpoint_name"], second.json()[0]["endpoint_name"]] == ["order-notice", "order-notice-1"]
 
 
+def test_many_flows_wanting_one_endpoint_name_cost_queries_in_proportion_not_in_its_square(user, make_flow, django_assert_max_num_queries):
+    """Each suffix was looked up by a query of its own, from `-1` on: an upload of a few thousand flows wanting one
+    name held a web process and a transaction for many minutes."""
+    make_flow(user, endpoint_name="dup-1", name="Taken before")
+    document = {
+        "flows": [{"name": "Mine", "endpoint_name": "dup", "data": GREETING_FLOW}] * 60
+        + [{"name": "Mine", "endpoint_name": "dup-62", "data": GREETING_FLOW}]
+    }
+    with django_assert_max_num_queries(61 * 15):  # a flow's own queries, not one per name tried
+        flows = flow_import(user=user, document=document)
+    names = [f.endpoint_name for f in flows]
+    assert names[:3] == ["dup", "dup-2", "dup-3"] and names[59] == "dup-60" and names[60] == "dup-62"
+    assert len(set(names)) == 61
+
+
+def test_an_upload_of_more_flows_than_an_import_takes_is_a_located_422_and_saves_nothing(key_client, monkeypatch):
+    """Each flow costs its validation and inserts in the request's one transaction: ten megabytes of small flows
+    held a web process for many minutes."""
+    from flows.services import imports
+
+    monkeypatch.setattr(imports, "MAX_FLOWS", 2)
+    flow = {"name": "Mine", "data": GREETING_FLOW}
+    assert key_client.post("/api/v1/flows/upload/", {"flows": [flow] * 2}, format="json").status_code == 201
+    response = key_client.post("/api/v1/flows/upload/", {"flows": [flow] * 3}, format="json")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "flows"] and error["type"] == "too_long" and "at most 2 flows" in error["msg"]
+    assert Flow.objects.count() == 2
+
+
+def test_a_langflow_endpoint_name_ending_in_a_line_break_is_not_kept(key_client):
+    """`$` matches before a final line break: the name was stored with it, a name no webhook URL could reach."""
+    document = fixture("webhook_parser_chat_output.json")
+    document["endpoint_name"] = "order-notice\n"
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code == 201 and response.json()[0]["endpoint_name"] is None
+
+
+@pytest.mark.parametrize(("field", "value"), [("name", {"a": 1}), ("name", ["x"]), ("description", 123), ("description", {"x": 1})])
+def test_a_native_flows_name_or_description_that_is_not_text_is_a_located_422(key_client, field, value):
+    """They were stored as Python's rendering of the value (`{'a': 1}`)."""
+    document = {"flows": [{"name": "Fine", "data": GREETING_FLOW}, {"name": "Mine", "data": GREETING_FLOW, field: value}]}
+    response = key_client.post("/api/v1/flows/upload/", document, format="json")
+    assert response.status_code == 422
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", "flows", 1, field], "string_type")]
+    assert not Flow.objects.exists()
+
+
 def test_an_endpoint_name_taken_during_the_upload_is_422_and_saves_nothing(key_client, user):
     from django.db.models.signals import pre_save
 

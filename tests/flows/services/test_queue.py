@@ -91,3 +91,51 @@ def test_a_broker_that_cannot_be_had_refuses_the_task_without_raising(monkeypatc
         assert queue.task_enqueue(func="flows.tasks.sweep", args=(), task_name="sweep") is False
         assert queue.flow_run_enqueue(run_id="r1", account=user.pk) is False
     assert "the sweep will ring again" in caplog.text
+
+
+def test_timers_for_many_runs_share_one_thread_and_ring_in_due_order(monkeypatch):
+    """A throttled run's timer is set per key, and a sender chooses the keys: thousands of waiting keys must not
+    each hold a thread of the worker process (its threads are shared by every account's runs)."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.conf import Conf
+
+    rung = []
+    done = threading.Event()
+    monkeypatch.setattr(Conf, "SYNC", False)
+    monkeypatch.setattr(queue, "flow_run_ring_by_id", lambda run_id: rung.append(run_id) or (len(rung) == 2 and done.set()) or True)
+    before = threading.active_count()
+    for number in range(500):
+        queue.flow_run_enqueue_later(run_id=f"far-{number}", at=timezone.now() + timedelta(hours=1))
+    queue.flow_run_enqueue_later(run_id="second", at=timezone.now() + timedelta(milliseconds=120))
+    queue.flow_run_enqueue_later(run_id="first", at=timezone.now() + timedelta(milliseconds=40))
+    assert threading.active_count() <= before + 1
+    assert done.wait(5)
+    time.sleep(0.05)
+    assert rung == ["first", "second"]
+    assert "first" not in queue._later and "far-1" in queue._later
+    for number in range(500):  # forgotten, so that later tests find no timer of these
+        queue._later.pop(f"far-{number}", None)
+
+
+def test_a_forked_worker_starts_with_no_timers_of_its_parent(monkeypatch):
+    """Threads do not survive a fork, and neither do the calls the parent's timer thread was to make: the child
+    would make them a second time (and might find the timers' lock held by a thread it does not have)."""
+    import os
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+    queue.flow_run_enqueue_later(run_id="parents", at=timezone.now() + timedelta(hours=1))
+    pid = os.fork()
+    if pid == 0:  # the child: report by its exit status only
+        os._exit(0 if not queue._later and not queue._later_heap and queue._later_thread is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "parents" in queue._later
+    queue._later.pop("parents")

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from flows.engine.components.http import guarded_session
 from flows.services.inflight import in_worker
+from flows.services.queue import call_later
 from webhooks.alerts.exceptions import DeliveryBeingSent
 from webhooks.alerts.models import CallbackSecret, Delivery
 from webhooks.alerts.services.outbox import deliveries_enqueue
@@ -164,18 +165,9 @@ def _delivery_record(delivery: Delivery, attempt: dict, *, last: bool = False) -
 
 
 def _ring_later(delivery_id: str, seconds: float) -> None:
-    """Ring again when the backoff ends, from a timer of this process; should the process end first, the sweep
+    """Ring again when the backoff ends, from the process's timer thread; should the process end first, the sweep
     (every minute) sends the delivery once due."""
-
-    def ring() -> None:
-        try:
-            deliveries_enqueue(delivery_ids=[delivery_id])
-        finally:
-            connection.close()  # the timer's thread opened its own connection (the database broker)
-
-    timer = threading.Timer(max(seconds, 0), ring)
-    timer.daemon = True
-    timer.start()
+    call_later(delay=seconds, func=lambda: deliveries_enqueue(delivery_ids=[delivery_id]))
 
 
 def delivery_signing_secret(delivery: Delivery) -> str:
@@ -220,6 +212,7 @@ def _post(delivery: Delivery) -> int:
 def _mail(delivery: Delivery) -> None:
     data = delivery.payload.get("data", {})
     subject = f"[langrun] {delivery.event}: {data.get('flow_name') or data.get('flow_id', '')}"
+    subject = " ".join(subject.split())  # a flow's name may hold line breaks, which no mail header may
     send_mail(subject, json.dumps(delivery.payload, indent=2), None, [delivery.email], fail_silently=False)
 
 

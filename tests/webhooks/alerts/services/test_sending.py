@@ -6,7 +6,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from flows.models import FlowRun
+from flows.models import Flow, FlowRun
 from flows.services.execution import flow_run_execute
 from tests.helpers import AlertReceiver, at_once, run_of
 from webhooks.alerts.exceptions import DeliveryBeingSent
@@ -16,6 +16,8 @@ from webhooks.alerts.services.sending import delivery_retry_now, delivery_send
 from webhooks.alerts.services.subscriptions import subscription_create
 from webhooks.alerts.services.sweep import deliveries_send_due
 
+_ring_later = sending._ring_later  # as it is, before the fixture below replaces it
+
 
 @pytest.fixture(autouse=True)
 def no_timers(monkeypatch):
@@ -23,6 +25,21 @@ def no_timers(monkeypatch):
     rung = []
     monkeypatch.setattr(sending, "_ring_later", lambda delivery_id, seconds: rung.append((delivery_id, seconds)))
     return rung
+
+
+def test_backoff_timers_of_many_deliveries_share_one_thread(monkeypatch):
+    """A receiver that fails every delivery gives each a backoff timer: thousands of them must not each hold a
+    thread of the worker process, which every account's runs share."""
+    import threading
+
+    rung = threading.Event()
+    monkeypatch.setattr(sending, "deliveries_enqueue", lambda *, delivery_ids: delivery_ids == ["soon"] and rung.set())
+    before = threading.active_count()
+    for number in range(300):
+        _ring_later(f"far-{number}", 3600)
+    _ring_later("soon", 0.05)
+    assert threading.active_count() <= before + 1
+    assert rung.wait(5)
 
 
 def _delivery_of_a_run(flow, user, url, events=("run.succeeded",)):
@@ -220,6 +237,21 @@ def test_an_email_subscription_is_mailed(flow, user, settings):
     assert delivery_send(delivery_id=Delivery.objects.get().pk).status == "delivered"
     [message] = mail.outbox
     assert message.to == ["ops@example.com"] and "run.succeeded" in message.subject and str(run.id) in message.body
+
+
+def test_an_email_alert_of_a_flow_whose_name_has_line_breaks_is_mailed_on_one_subject_line(flow, user, settings):
+    """A flow's name may hold line breaks (the API and the admin store it as given): mail refuses them in a header, so
+    every e-mail alert of such a flow failed, attempt after attempt."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    Flow.objects.filter(pk=flow.pk).update(name="Orders\r\nBcc: someone@example.com\tnow")
+    flow.refresh_from_db()
+    subscription_create(user=user, email="ops@example.com", events=["run.succeeded"])
+    run = run_of(flow, user)
+    flow_run_execute(run_id=run.id)
+    assert delivery_send(delivery_id=Delivery.objects.get().pk).status == "delivered"
+    [message] = mail.outbox
+    assert message.subject == "[langrun] run.succeeded: Orders Bcc: someone@example.com now"
+    assert message.to == ["ops@example.com"] and not message.bcc
 
 
 def test_a_delivery_whose_subscription_was_deleted_fails_at_once_without_a_request(flow, user, receiver):
