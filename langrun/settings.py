@@ -156,14 +156,14 @@ Q_CLUSTER = {
     # opened a new database connection every few seconds under load); it bounds slow leaks still.
     "recycle": env.int("LANGRUN_WORKER_RECYCLE", default=5000),
 }
-# Runs each worker process keeps in flight at once (flows/services/inflight.py): runs that wait on the network
-# (HTTPRequest, LanguageModel) overlap on one event loop; when a process has this many, it takes no further task
-# and the queue keeps the rest. An in-flight run costs some tens of kB and one socket; the database sees one connection
-# per process.
+# Runs of one account each worker process keeps in flight at once (flows/services/inflight.py): runs that wait on the
+# network (HTTPRequest, LanguageModel) overlap on one event loop; the account's further runs wait in the process
+# until one of them ends. The process keeps LANGRUN_RUN_CONCURRENCY_RESERVE more slots for other accounts' runs, so
+# that one account's runs waiting long on the network never leave the others none; when all are taken it takes no
+# further task and the queue keeps the rest. An in-flight run costs some tens of kB and one socket; the database sees
+# one connection per process.
 LANGRUN_RUN_CONCURRENCY = env.int("LANGRUN_RUN_CONCURRENCY", default=500)
-# Of those, the most one account's runs may take; its further runs wait in the process for one of them to end, so
-# that one account's runs waiting long on the network always leave slots to the others'.
-LANGRUN_RUN_CONCURRENCY_PER_USER = env.int("LANGRUN_RUN_CONCURRENCY_PER_USER", default=max(LANGRUN_RUN_CONCURRENCY * 9 // 10, 1))
+LANGRUN_RUN_CONCURRENCY_RESERVE = env.int("LANGRUN_RUN_CONCURRENCY_RESERVE", default=max(LANGRUN_RUN_CONCURRENCY // 10, 1))
 # `qcluster` lowers its CPU priority (and its workers') by this much (os.nice) so that, on a machine it
 # shares with gunicorn, accepting webhooks should come first and runs take the CPU the web leaves (a virtual
 # machine's scheduler may not oblige: README, "Production and scaling out"); 0 leaves it alone. Niceness only

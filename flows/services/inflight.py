@@ -247,7 +247,8 @@ def run_executor() -> RunExecutor | None:
     if not _in_worker:
         return None
     if _executor is None:
-        _executor = RunExecutor(concurrency=settings.LANGRUN_RUN_CONCURRENCY, per_account=settings.LANGRUN_RUN_CONCURRENCY_PER_USER)
+        concurrency = settings.LANGRUN_RUN_CONCURRENCY
+        _executor = RunExecutor(concurrency=concurrency + settings.LANGRUN_RUN_CONCURRENCY_RESERVE, per_account=concurrency)
         # multiprocessing runs its finalizers when a worker process ends (atexit handlers are not run there).
         Finalize(_executor, _executor.drain, exitpriority=100)
     return _executor

@@ -291,8 +291,9 @@ def test_a_receiver_that_never_answers_does_not_hold_another_accounts_runs(trans
 
 def test_one_accounts_runs_hanging_on_the_network_leave_slots_for_another_accounts(transactional_db, tmp_path):
     """Alice's runs call an API that never answers, more of them than the worker has slots: past her share they wait
-    in the worker (LANGRUN_RUN_CONCURRENCY_PER_USER), and bob's runs, sent after hers, finish at once instead of
-    waiting for her calls to time out (the worker took her runs until it was full, then took no task at all)."""
+    in the worker, which keeps LANGRUN_RUN_CONCURRENCY_RESERVE slots beyond it for others, and bob's runs, sent after
+    hers, finish at once instead of waiting for her calls to time out (the worker took her runs until it was full,
+    then took no task at all)."""
     from flows.services.runs import flow_run_create
     from tests.helpers import SlowAPI, http_flow
 
@@ -300,8 +301,8 @@ def test_one_accounts_runs_hanging_on_the_network_leave_slots_for_another_accoun
     svc.env.update(
         {
             "LANGRUN_WORKERS": "1",
-            "LANGRUN_RUN_CONCURRENCY": "10",
-            "LANGRUN_RUN_CONCURRENCY_PER_USER": "8",
+            "LANGRUN_RUN_CONCURRENCY": "8",
+            "LANGRUN_RUN_CONCURRENCY_RESERVE": "2",
             "LANGRUN_HTTP_ALLOWED_HOSTS": "127.0.0.1",
         }
     )
