@@ -39,7 +39,8 @@ def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
         return [execute_run(*args) for args in runs]
 
     def admit(args: tuple[str, ...], *, wait: bool) -> bool:
-        return run_admit(run_id=args[0], flow_id=args[1] if len(args) > 1 else None, account=args[2] if len(args) > 2 else None, wait=wait)
+        run_id, flow_id, account = (*args, None, None)[:3]  # execute_run's arguments, as its task carried them
+        return run_admit(run_id=run_id, flow_id=flow_id, account=account, wait=wait)
 
     def hand_on(args: tuple[str, ...]) -> str:
         flow_run_ring_by_id(args[0])  # back in its account's lane

@@ -13,6 +13,11 @@ class FlowRunQuerySet(models.QuerySet):
         """Runs not yet terminal (queued or running: no `finished_at` yet), through the index that holds only them."""
         return self.filter(finished_at__isnull=True)
 
+    def outside_releases(self, *, since) -> "FlowRunQuerySet":
+        """Runs but those of flows whose resume has rung a page of held runs since `since` (flows/services/pause.py):
+        while pages go on, they ring the rest; the sweep takes over once they stop."""
+        return self.exclude(flow__released_at__gte=since)
+
 
 class FlowRun(models.Model):
     """One accepted request to run a flow: the durable ledger entry.

@@ -238,9 +238,9 @@ def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int
     rung_before = now - older_than
     groups = (
         FlowRun.objects.unfinished()
+        .outside_releases(since=rung_before)
         .filter(run_controlled(), status=FlowRun.Status.QUEUED, flow__paused_at__isnull=True)
         .filter(enqueued_at__lt=rung_before)
-        .exclude(flow__released_at__gte=rung_before)  # a resume's pages ring them (pause.flows_releasing)
         .filter(_startable(now))
         .values_list("flow_id", "concurrency_key", "throttle_key")
         .order_by()

@@ -205,6 +205,13 @@ def flows_kept(*, flow_ids) -> set:
     return set(kept.values_list("pk", flat=True))
 
 
+def flow_kept(*, flow: Flow) -> None:
+    """flows_kept for one flow: Http404 when it was deleted since it was looked up, as the API's lookup of a flow a
+    request names would answer now."""
+    if not flows_kept(flow_ids=[flow.pk]):
+        raise Http404("Flow not found")
+
+
 def flow_delete(*, flow: Flow) -> None:
     """Delete a flow: its runs first in short transactions (flow_runs_delete), then the flow with whatever is left."""
     flow_runs_delete(flow=flow)

@@ -64,16 +64,11 @@ def flow_runs_release_page(*, flow_id, resumed_at) -> int:
     """
     released = flow_runs_release(flow_id=flow_id, resumed_at=resumed_at, limit=settings.LANGRUN_RELEASE_BATCH)
     more = released >= settings.LANGRUN_RELEASE_BATCH
-    # While pages go on the sweep leaves the rest to them (flows_releasing); it takes over once they stop.
+    # While pages go on the sweep leaves the rest to them (FlowRun.objects.outside_releases); it takes over once they stop.
     Flow.objects.filter(pk=flow_id).update(released_at=timezone.now() if more else None)
     if more:
         _release_rest_later(flow_id=flow_id, resumed_at=resumed_at)
     return released
-
-
-def flows_releasing(*, since) -> Q:
-    """Runs (a FlowRun filter) of flows whose release has rung a page since `since`: the pages ring their held runs."""
-    return Q(flow__released_at__gte=since)
 
 
 def flow_runs_release(*, flow_id, resumed_at, limit: int) -> int:

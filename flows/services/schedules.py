@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from flows.exceptions import ScheduleInvalid, ScheduleLimitReached
 from flows.models import FlowRun, FlowSchedule
-from flows.services.flows import flows_kept
+from flows.services.flows import flow_kept
 from flows.services.runs import flow_run_create
 
 logger = logging.getLogger(__name__)
@@ -93,9 +93,7 @@ def flow_schedule_create(*, flow, cron: str = "", interval_minutes: int | None =
     cron = (cron or "").strip()
     flow_schedule_check(cron=cron, interval_minutes=interval_minutes)
     with transaction.atomic():
-        # The flow first, then its owner: a delete takes them in that order too.
-        if not flows_kept(flow_ids=[flow.pk]):
-            raise Http404(f"Flow {flow.pk} not found.")
+        flow_kept(flow=flow)  # the flow first, then its owner: a delete takes them in that order too
         flow_schedule_room_check(user_id=flow.user_id, lock=True)
         schedule = FlowSchedule.objects.create(
             flow=flow, name=name, cron=cron, interval_minutes=None if cron else interval_minutes, payload=payload or {}

@@ -16,7 +16,6 @@ from flows.exceptions import FlowsError
 from flows.models import Flow, FlowRun, RunAttempt
 from flows.services import queue
 from flows.services.concurrency import run_control_release_keys, run_controlled
-from flows.services.pause import flows_releasing
 from flows.services.replays import replay_jobs_resume_stalled
 from flows.services.runs import flow_run_replay
 from webhooks.alerts.services import outbox
@@ -45,11 +44,11 @@ def flow_runs_requeue_stale(*, older_than: timedelta | None = None, limit: int =
     with transaction.atomic():
         stale = list(
             FlowRun.objects.unfinished()
+            .outside_releases(since=now - older_than)  # a resumed flow's, a page at a time, while pages go on
             .select_for_update(skip_locked=True, of=("self",))
             .filter(status=FlowRun.Status.QUEUED, enqueued_at__lt=now - older_than)
             .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))  # a retry waiting for its time is not lost
             .filter(flow__paused_at__isnull=True)  # a paused flow's runs are held, not lost; its resume rings them
-            .exclude(flows_releasing(since=now - older_than))  # a resumed flow's, a page at a time, while pages go on
             .exclude(run_controlled())  # those a concurrency or throttle holds are rung per key, when they may start
             .order_by("enqueued_at")
             .values_list(*queue.RING_FIELDS)[:limit]

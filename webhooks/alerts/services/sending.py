@@ -257,11 +257,14 @@ def delivery_being_sent(delivery: Delivery, *, now) -> bool:
         # Due; but a claim still unrecorded once its lease has passed lost its sender: nobody sends it until the sweep
         # comes, and a retry may send it now (the claim still lets one sender through).
         return not _claim_unrecorded(delivery)
-    last = delivery.attempts[-1].get("number") if delivery.attempts else 0
-    return last != delivery.attempt_count
+    return not _last_claim_recorded(delivery)
 
 
 def _claim_unrecorded(delivery: Delivery) -> bool:
     """Whether this round's last claim has no recorded attempt (a retry of a failed delivery starts a round unclaimed)."""
+    return delivery.attempt_count > delivery.round_start and not _last_claim_recorded(delivery)
+
+
+def _last_claim_recorded(delivery: Delivery) -> bool:
     last = delivery.attempts[-1].get("number") if delivery.attempts else 0
-    return delivery.attempt_count > delivery.round_start and last != delivery.attempt_count
+    return last == delivery.attempt_count

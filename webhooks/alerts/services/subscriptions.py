@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from flows.engine.components.http import BlockedAddressError, vet_host
 from flows.models import Flow, FlowRun
-from flows.services.flows import flows_kept
+from flows.services.flows import flow_kept
 from langrun.exceptions import RequestValidationError
 from webhooks.alerts.models import CallbackSecret, RunCallback, Subscription
 
@@ -66,7 +66,8 @@ def subscription_create(
     if url:
         alert_url_check(url=url, loc=["body", "url"])
     with transaction.atomic():
-        _flow_kept(flow)
+        if flow is not None:
+            flow_kept(flow=flow)
         return Subscription.objects.create(
             user=user,
             flow=flow,
@@ -80,13 +81,6 @@ def subscription_create(
         )
 
 
-def _flow_kept(flow: Flow | None) -> None:
-    """Http404 for a flow deleted since it was looked up; otherwise it is kept until the caller's transaction ends (a
-    subscription naming a flow deleted meanwhile broke its foreign key at the commit)."""
-    if flow is not None and not flows_kept(flow_ids=[flow.pk]):
-        raise Http404("Flow not found")
-
-
 def subscription_update(*, subscription: Subscription, **fields) -> Subscription:
     """Change the given fields. A subscription deleted since it was looked up raises Http404 and is not written again,
     as does a new flow deleted since."""
@@ -98,7 +92,8 @@ def subscription_update(*, subscription: Subscription, **fields) -> Subscription
         setattr(subscription, name, value)
     try:
         with transaction.atomic():  # a savepoint: a caller's transaction stays usable when there is no row
-            _flow_kept(fields.get("flow"))
+            if fields.get("flow") is not None:  # a subscription naming a flow deleted meanwhile breaks its key at the commit
+                flow_kept(flow=fields["flow"])
             subscription.save(update_fields=[*fields, "updated_at"])
     except DatabaseError:  # no row to update: deleted meanwhile
         if Subscription.objects.filter(pk=subscription.pk).exists():
