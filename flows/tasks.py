@@ -7,23 +7,22 @@ from django.utils import timezone
 
 from flows.metrics import RECOVERED, SWEEP_LAST_RUN, metric_counter_add
 from flows.models import FlowRun
+from flows.services import queue
 from flows.services.execution import flow_run_execute, flow_runs_execute
 from flows.services.inflight import run_admit, run_executor, run_room_wait
-from flows.services.queue import flow_run_ring_by_id
 from flows.services.sweep import flow_runs_sweep
 from langrun.logs import log_context
 
 logger = logging.getLogger(__name__)
 
 
-def execute_run(run_id: str, flow_id: str | None = None, account: str | None = None) -> str | None:
+def execute_run(run_id: str, flow_id: str | None = None, account: str | None = None, passed_on: bool = False) -> str | None:
     """Execute a run. In a cluster's worker process the run joins the process's in-flight runs
-    (flows/services/inflight.py), within its `account`'s share of them, and the task returns once it is admitted;
-    elsewhere (django-q2's sync mode, an operator's call) it executes here and now."""
-    if run_admit(run_id=run_id, flow_id=flow_id, account=account):
-        run_room_wait()
-        return "admitted"
-    return _execute_here(run_id, flow_id)
+    (flows/services/inflight.py), within its `account`'s share of them, and the task returns once it is admitted
+    (execute_runs says how); elsewhere (django-q2's sync mode, an operator's call) it executes here and now."""
+    if run_executor() is None:
+        return _execute_here(run_id, flow_id)
+    return execute_runs([(run_id, flow_id, account, passed_on)])[0]
 
 
 def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
@@ -34,25 +33,37 @@ def execute_runs(runs: list[tuple[str, ...]]) -> list[str | None]:
     this worker's slowest runs). When this worker has no room at all, the first run waits for a slot, as its own
     task would, after the others have been handed on. The task returns once the worker has room for a batch again
     (run_room_wait), so runs are rarely handed on. Outside a worker each executes here.
+
+    A run whose account has its share of this worker in flight is passed on once, back to its account's lane, for a
+    worker that may have room for it (several workers take tasks as they come, and one that holds runs it cannot start
+    yet would keep them from another's free slots); passed on already, it waits in this worker (RunExecutor), which
+    then takes its next task at once, another account's perhaps.
     """
-    if run_executor() is None:
+    executor = run_executor()
+    if executor is None:
         return [execute_run(*args) for args in runs]
 
-    def admit(args: tuple[str, ...], *, wait: bool) -> bool:
-        run_id, flow_id, account = (*args, None, None)[:3]  # execute_run's arguments, as its task carried them
-        return run_admit(run_id=run_id, flow_id=flow_id, account=account, wait=wait)
+    def admit(args: tuple, *, wait: bool) -> str | None:
+        run_id, flow_id, account, passed_on = (*args, None, None, None)[:4]  # execute_run's arguments, as its task carried them
+        if (
+            not passed_on
+            and executor.at_share(account)
+            and queue.flow_run_enqueue(run_id=run_id, flow_id=flow_id, account=account, passed_on=True)
+        ):
+            return "passed on"
+        return "admitted" if run_admit(run_id=run_id, flow_id=flow_id, account=account, wait=wait) else None
 
-    def hand_on(args: tuple[str, ...]) -> str:
-        flow_run_ring_by_id(args[0])  # back in its account's lane
+    def hand_on(args: tuple) -> str:
+        queue.flow_run_ring_by_id(args[0])  # back in its account's lane
         return "enqueued"
 
-    statuses: list[str | None] = ["admitted" if admit(args, wait=False) else None for args in runs]
-    waiting = None if "admitted" in statuses else 0
+    statuses: list[str | None] = [admit(args, wait=False) for args in runs]
+    waiting = None if "admitted" in statuses or None not in statuses else statuses.index(None)
     for i, args in enumerate(runs):
         if statuses[i] is None and i != waiting:
             statuses[i] = hand_on(args)
     if waiting is not None:  # a draining worker admits nothing: the run goes back to the queue
-        statuses[waiting] = "admitted" if admit(runs[waiting], wait=True) else hand_on(runs[waiting])
+        statuses[waiting] = admit(runs[waiting], wait=True) or hand_on(runs[waiting])
     run_room_wait()
     return statuses
 

@@ -77,8 +77,7 @@ class RunExecutor:
             while True:
                 if not self.admitting:
                     return False
-                # Behind the account's held runs too, so that its runs start in the order they came.
-                over_share = account is not None and (account in self.held or self.accounts.get(account, 0) >= self.per_account)
+                over_share = self.at_share(account)
                 if over_share and self.held_count < self.concurrency * HELD_PER_SLOT:
                     self.held.setdefault(account, deque()).append((run_id, flow_id))
                     self.held_count += 1
@@ -99,6 +98,11 @@ class RunExecutor:
         for run in starting:
             asyncio.run_coroutine_threadsafe(self._run(*run), self.loop)
         return True
+
+    def at_share(self, account: str | None) -> bool:
+        """Whether a run of `account` admitted now would be held: its share is in flight, or runs of its wait already
+        (behind which its runs queue, so that they start in the order they came)."""
+        return account is not None and (account in self.held or self.accounts.get(account, 0) >= self.per_account)
 
     def _take_slot(self, account: str | None) -> None:
         self.in_flight += 1

@@ -52,7 +52,7 @@ def broker_preload() -> None:
         import_module(Conf.BROKER_CLASS.rsplit(".", 1)[0])
 
 
-def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False, account=None) -> bool:
+def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False, account=None, passed_on: bool = False) -> bool:
     """Ring the doorbell for a run. Never raises: a run that could not be enqueued stays `queued` for the sweep.
 
     `flow_id`, when known, travels with the task so the worker can label its logs without a query.
@@ -60,11 +60,12 @@ def flow_run_enqueue(*, run_id, flow_id=None, quick: bool = False, account=None)
     hand to a worker together with other quick runs' (flows/broker.py). With the Redis broker the task of a run whose
     `account` (the user it runs as) is given waits in that account's lane, which the workers take from in turn with
     the others'; without one, in the lane of the service's own tasks. A run that is not quick carries its account
-    to the worker, whose slots one account's runs share with the others' (flows/services/inflight.py).
+    to the worker, whose slots one account's runs share with the others' (flows/services/inflight.py); `passed_on`
+    marks one a worker with its account's share in flight passed on once already (flows.tasks.execute_runs).
     """
     args = (str(run_id), str(flow_id)) if flow_id else (str(run_id),)
     if not quick and account is not None:  # a run that waits in a worker takes its account's share of the slots
-        args = (str(run_id), str(flow_id) if flow_id else None, str(account))
+        args = (str(run_id), str(flow_id) if flow_id else None, str(account), *((True,) if passed_on else ()))
     return task_enqueue(func=QUICK_RUN_TASK if quick else RUN_TASK, args=args, task_name=f"run-{run_id}", account=account)
 
 

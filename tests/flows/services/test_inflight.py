@@ -251,9 +251,8 @@ def test_a_run_never_outlives_the_worker_timeout_that_bounds_its_lease(executor,
 @pytest.fixture
 def worker(monkeypatch):
     """A worker process's executor as its tasks see it, made by `worker(concurrency)`; the runs its tasks enqueue
-    again are listed in `worker.rung` instead of being pushed."""
-    from flows import tasks
-    from flows.services import inflight
+    again are listed in `worker.rung`, and those they pass on in `worker.passed_on`, instead of being pushed."""
+    from flows.services import inflight, queue
 
     pools = []
 
@@ -265,7 +264,18 @@ def worker(monkeypatch):
         return pool
 
     make.rung = []
-    monkeypatch.setattr(tasks, "flow_run_ring_by_id", lambda run_id: make.rung.append(run_id))
+    monkeypatch.setattr(queue, "flow_run_ring_by_id", lambda run_id: make.rung.append(run_id))
+    make.passed_on = []
+
+    enqueue = queue.flow_run_enqueue
+
+    def pass_on(*, run_id, passed_on=False, **options):
+        if not passed_on:  # an intake's
+            return enqueue(run_id=run_id, **options)
+        make.passed_on.append((run_id, options))
+        return True
+
+    monkeypatch.setattr(queue, "flow_run_enqueue", pass_on)
     yield make
     for pool in pools:
         pool.drain(5)
@@ -452,18 +462,23 @@ def test_a_run_waiting_for_its_accounts_share_starts_when_one_of_its_runs_ends(m
 
 def test_a_task_takes_its_accounts_share_of_the_worker(make_flow, user, worker):
     """The account travels with the task (flows.services.queue): a merged task of one account's runs leaves the worker
-    room for another account's, its runs past the share waiting in the worker rather than going back to the queue."""
+    room for another account's. Its runs past the share go back to the account's lane once, for a worker with room;
+    come back, they wait in this one rather than going round again."""
     from flows import tasks
 
     worker(concurrency=2, per_account=1)
     with SlowAPI(delay=0.5) as api:
         flow = make_flow(user=user, data=http_flow(api.url + "/slow"))
-        runs = [new_run(flow, user) for _ in range(3)]
-        assert tasks.execute_runs([(str(r.pk), str(flow.pk), str(user.pk)) for r in runs]) == ["admitted"] * 3
-        assert tasks.execute_run(str(new_run(flow, user).pk), str(flow.pk), str(user.pk)) == "admitted"
+        runs = [new_run(flow, user) for _ in range(4)]
+        args = [(str(r.pk), str(flow.pk), str(user.pk)) for r in runs]
+        assert tasks.execute_runs(args[:3]) == ["admitted", "passed on", "passed on"]
+        assert tasks.execute_run(*args[3]) == "passed on"
+        assert worker.passed_on == [(a[0], {"flow_id": a[1], "account": a[2]}) for a in args[1:]]
+        assert tasks.execute_runs([(*a, True) for a in args[1:3]]) == ["admitted", "admitted"]
+        assert tasks.execute_run(*args[3], True) == "admitted"
         wait_until(lambda: FlowRun.objects.filter(status="succeeded").count() == 4, timeout=20)
         assert api.peak == 1
-    assert worker.rung == []
+    assert worker.rung == [] and len(worker.passed_on) == 3
 
 
 class GatedExecutor(RunExecutor):

@@ -37,6 +37,14 @@ def test_a_run_of_a_quick_flow_gets_the_task_the_broker_may_merge(pushed_tasks, 
     # A run that waits in a worker carries its account, whose share of the worker's slots it takes (RunExecutor).
 
 
+def test_a_run_passed_on_by_a_worker_says_so_in_its_task(pushed_tasks, user):
+    """A worker with the run's account's share in flight passes the run on once (flows.tasks.execute_runs); the task
+    says so, and its worker keeps the run the second time."""
+    assert queue.flow_run_enqueue(run_id="r1", flow_id="f1", account=user.pk, passed_on=True)
+    assert queue.flow_run_enqueue(run_id="r2", account=user.pk)
+    assert [task["args"] for task in pushed_tasks] == [("r1", "f1", str(user.pk), True), ("r2", None, str(user.pk))]
+
+
 @pytest.mark.usefixtures("execute_path")
 def test_a_run_whose_flow_cannot_be_told_quick_still_gets_its_task(monkeypatch, flow, user, django_capture_on_commit_callbacks, caplog):
     pushed = []
