@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rest_framework import authentication, exceptions
+from rest_framework.utils.urls import remove_query_param
 
 from langrun.services import api_key_authenticate
 
@@ -14,6 +15,12 @@ INVALID_API_KEY = "Invalid API key"
 def api_key_from_request(request) -> str | None:
     """The key a request carries; the header wins over the query parameter."""
     return request.META.get(API_KEY_HEADER) or request.GET.get(API_KEY_PARAM) or None
+
+
+def url_without_api_key(url: str) -> str:
+    """`url` without a `?x-api-key=`: every link the API renders for a caller goes through this, since links end up
+    in logs, browser histories and Referer headers."""
+    return remove_query_param(url, API_KEY_PARAM)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

@@ -6,15 +6,15 @@ from django.conf import settings
 from django.db.models import TextField
 from django.db.models.functions import Cast, Length
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.utils.urls import remove_query_param, replace_query_param
+from rest_framework.utils.urls import replace_query_param
 
-from langrun.authentication import API_KEY_PARAM
+from langrun.authentication import url_without_api_key
 from langrun.exceptions import RequestValidationError
 
 
 class Pagination(LimitOffsetPagination):
     """DRF's limit/offset pagination; a malformed, repeated or out-of-range `limit`/`offset` is a 422.
-    The `next`/`previous` links never carry an API key given as `?x-api-key=` (they end up in logs and histories)."""
+    Its links, in JSON and in the browsable API, never carry an API key given as `?x-api-key=`."""
 
     max_limit = 1000
 
@@ -43,11 +43,17 @@ class Pagination(LimitOffsetPagination):
 
     def get_next_link(self):
         link = super().get_next_link()
-        return link and remove_query_param(link, API_KEY_PARAM)
+        return link and url_without_api_key(link)
 
     def get_previous_link(self):
         link = super().get_previous_link()
-        return link and remove_query_param(link, API_KEY_PARAM)
+        return link and url_without_api_key(link)
+
+    def get_html_context(self):
+        # The browsable API's page numbers are built from the request's own URL, not from get_next_link.
+        context = super().get_html_context()
+        context["page_links"] = [link._replace(url=link.url and url_without_api_key(link.url)) for link in context["page_links"]]
+        return context
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)

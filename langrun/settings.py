@@ -306,6 +306,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "langrun.renderers.BrowsableAPIRenderer"],
     "DEFAULT_PAGINATION_CLASS": "langrun.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "langrun.exceptions.api_exception_handler",
