@@ -30,7 +30,7 @@ from flows.admin.common import (
     webhook_path,
 )
 from flows.admin.forms import FlowAdminForm, FlowImportForm, RunNowForm
-from flows.exceptions import EndpointNameTaken
+from flows.exceptions import EndpointNameTaken, ScheduleLimitReached
 from flows.models import Flow, FlowRun, NodeResult
 from flows.services.flows import flow_create, flow_delete, flow_update
 from flows.services.imports import flow_import
@@ -75,7 +75,7 @@ class LastStatusFilter(admin.SimpleListFilter):
 @admin.register(Flow)
 class FlowAdmin(SaveRefusalsAsFormErrors, OwnedModelAdmin):
     form = FlowAdminForm
-    save_refusals = (EndpointNameTaken, engine.GraphValidationError)
+    save_refusals = (EndpointNameTaken, engine.GraphValidationError, ScheduleLimitReached)
     search_fields = ["name", "endpoint_name"]
     list_per_page = 50
     change_form_template = "admin/flows/flow/change_form.html"

@@ -10,9 +10,10 @@ from django.contrib.auth import get_user_model
 
 from flows import engine
 from flows.admin.common import describe_issue
-from flows.exceptions import EndpointNameTaken, VariableNameTaken, VariableValueRequired, WebhookSettingInvalid
+from flows.exceptions import EndpointNameTaken, ScheduleLimitReached, VariableNameTaken, VariableValueRequired, WebhookSettingInvalid
 from flows.models import WEBHOOK_METHODS, Flow, Variable
 from flows.services.flows import flow_endpoint_name_taken, flow_graph_validate
+from flows.services.schedules import flow_schedules_move_check
 from flows.services.webhook_settings import (
     webhook_dedupe_key_parse,
     webhook_handshakes_parse,
@@ -172,7 +173,18 @@ class FlowAdminForm(forms.ModelForm):
             self.add_error("throttle_period", "A throttle needs both a limit and a period.")
         if cleaned.get("throttle_key") and not cleaned.get("throttle_limit"):
             self.add_error("throttle_limit", "A throttle key needs a limit and a period.")
+        self._clean_owner_change(cleaned.get("user"))
         return cleaned
+
+    def _clean_owner_change(self, owner) -> None:
+        # The flow's schedules go with it: the new owner's share of schedules is the service's rule, shown on the field.
+        if isinstance(self.save_refused, ScheduleLimitReached):
+            self.add_error("user", str(self.save_refused))
+        elif owner is not None and self.instance.pk and owner.pk != self.instance.user_id:
+            try:
+                flow_schedules_move_check(flow_id=self.instance.pk, user_id=owner.pk)
+            except ScheduleLimitReached as exc:
+                self.add_error("user", str(exc))
 
     def clean_verification(self):
         value = self.cleaned_data["verification"]

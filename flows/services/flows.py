@@ -88,7 +88,8 @@ def flow_create(
 
 
 def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) -> Flow:
-    """Change a flow's fields; a changed graph also records a new FlowVersion."""
+    """Change a flow's fields; a changed graph also records a new FlowVersion. A new owner (`user`) takes the flow's
+    schedules too, within its share (ScheduleLimitReached)."""
     if "data" in fields:
         flow_graph_validate(data=fields["data"], user=fields.get("user", flow.user))
     has_secret = bool(flow.signing_secret)
@@ -105,12 +106,17 @@ def flow_update(*, flow: Flow, author=None, message: str = "", **fields: Any) ->
         # The flow was read before its new graph was checked; meanwhile it may have been paused, given a signing
         # secret, changed by another update or deleted. Only the fields given are written, and a deleted flow
         # stays deleted (a whole-row save wrote the rest back as it was read, or inserted the flow again).
-        secret = Flow.objects.select_for_update().filter(pk=flow.pk).values_list("signing_secret", flat=True)
-        if not secret:
+        stored = Flow.objects.select_for_update().filter(pk=flow.pk).values_list("signing_secret", "user_id").first()
+        if stored is None:
             raise Http404(f"Flow {flow.pk} not found.")
-        if has_secret and not secret[0]:
+        secret, owner_id = stored
+        if has_secret and not secret:
             # The secret was removed since the flow was read: a preset that needs it is refused as it would be now.
             webhook_settings_stored(needs_secret, has_secret=False)
+        if "user" in fields and flow.user_id != owner_id:
+            from flows.services.schedules import flow_schedules_move_check  # schedules.py imports this module
+
+            flow_schedules_move_check(flow_id=flow.pk, user_id=flow.user_id, lock=True)
         _flow_save(flow, update_fields=[*fields, "updated_at"])
         if "data" in fields:
             flow_version_record(flow=flow, author=author, message=message)

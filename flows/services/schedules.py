@@ -49,15 +49,24 @@ def _cron_check(cron: str) -> None:
         raise ScheduleInvalid(f"{cron!r} never fires: no date matches it.", field="cron") from None
 
 
-def flow_schedule_room_check(*, user_id, lock: bool = False) -> None:
-    """ScheduleLimitReached when the account already has LANGRUN_MAX_SCHEDULES_PER_USER schedules. Every firing is a
-    task in the queue all accounts share (with the sweep's), so one account's schedules are bounded. `lock`: hold the
-    account's row until the caller's transaction ends, so that two creations at once cannot both take the last place."""
+def flow_schedule_room_check(*, user_id, lock: bool = False, adding: int = 1) -> None:
+    """ScheduleLimitReached when `adding` more schedules would take the account past LANGRUN_MAX_SCHEDULES_PER_USER.
+    Every firing is a task in the queue all accounts share (with the sweep's), so one account's schedules are bounded.
+    `lock`: hold the account's row until the caller's transaction ends, so that two creations at once cannot both take
+    the last place."""
     if lock:
         get_user_model().objects.select_for_update().filter(pk=user_id).exists()
     limit = settings.LANGRUN_MAX_SCHEDULES_PER_USER
-    if FlowSchedule.objects.filter(flow__user_id=user_id).count() >= limit:
+    if FlowSchedule.objects.filter(flow__user_id=user_id).count() + adding > limit:
         raise ScheduleLimitReached(limit)
+
+
+def flow_schedules_move_check(*, flow_id, user_id, lock: bool = False) -> None:
+    """ScheduleLimitReached when a flow's schedules, which go with it to a new owner, do not fit in `user_id`'s share.
+    With `lock`, the caller holds the flow's row already: a schedule's creation takes the flow, then its owner."""
+    moving = FlowSchedule.objects.filter(flow_id=flow_id).count()
+    if moving:
+        flow_schedule_room_check(user_id=user_id, lock=lock, adding=moving)
 
 
 def _next_run(*, cron: str, interval_minutes: int | None) -> datetime:

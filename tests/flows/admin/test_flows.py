@@ -15,6 +15,7 @@ from django.urls import reverse
 from flows.exceptions import EndpointNameTaken
 from flows.models import Flow, FlowRun
 from flows.services.flows import flow_create
+from flows.services.schedules import flow_schedule_create
 from flows.services.variables import variable_create
 from tests.flows.admin.helpers import messages_of, run_of
 from tests.helpers import BROKEN_FLOW, GREETING_FLOW, grant, login
@@ -580,6 +581,20 @@ def test_endpoint_name_taken_at_save_is_a_form_error_on_change(staff, make_flow)
     assert response.status_code == 200 and "endpoint_name" in response.context["adminform"].form.errors
     flow.refresh_from_db()
     assert flow.endpoint_name == "greet" and Flow.objects.count() == 1
+
+
+def test_moving_a_flow_past_the_new_owners_share_of_schedules_is_a_form_error(superuser, other, make_flow, settings):
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 1
+    flow = make_flow(superuser, endpoint_name="greet")
+    flow_schedule_create(flow=flow, interval_minutes=5)
+    flow_schedule_create(flow=make_flow(other, endpoint_name="theirs"), interval_minutes=5)
+    response = login(superuser).post(
+        reverse("admin:flows_flow_change", args=[flow.pk]), flow_form(name="Greeting", endpoint_name="greet", user=str(other.pk))
+    )
+    assert response.status_code == 200
+    assert "at most 1 schedules" in response.context["adminform"].form.errors["user"][0]
+    flow.refresh_from_db()
+    assert flow.user == superuser
 
 
 def test_endpoint_name_taken_during_an_import_is_a_form_error(staff):

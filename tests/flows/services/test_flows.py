@@ -4,8 +4,10 @@ import pytest
 from django.db import IntegrityError, connection
 
 from flows import engine
-from flows.exceptions import EndpointNameTaken
+from flows.exceptions import EndpointNameTaken, ScheduleLimitReached
+from flows.models import FlowSchedule
 from flows.services.flows import flow_create, flow_update
+from flows.services.schedules import flow_schedule_create, flow_schedule_delete
 from flows.services.variables import variable_create
 
 # Every test here runs on both of the worker's paths (tests/flows/conftest.py).
@@ -328,3 +330,27 @@ def test_a_graph_larger_than_the_limit_is_refused_listing_what_is_over(user, set
     response = key_client.post("/api/v1/flows/", {"name": "Fan", "data": fan}, format="json")
     assert response.status_code == 422
     assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", "data", "edges"], "too_long")]
+
+
+def test_a_flow_moves_to_another_owner_only_within_that_owners_share_of_schedules(flow, user, make_flow, make_user, settings):
+    # Its schedules go with it (they belong to the flow): moving a flow is taking places in the new owner's share.
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 2
+    other = make_user("bob")
+    flow_schedule_create(flow=make_flow(other, endpoint_name="theirs"), interval_minutes=5)
+    flow_schedule_create(flow=flow, interval_minutes=5)
+    second = flow_schedule_create(flow=flow, cron="0 9 * * *")
+    with pytest.raises(ScheduleLimitReached) as caught:
+        flow_update(flow=flow, user=other)
+    assert caught.value.status == 422
+    flow.refresh_from_db()
+    assert flow.user_id == user.pk
+    flow_schedule_delete(schedule=second)
+    assert flow_update(flow=flow, user=other).user_id == other.pk  # one schedule fits the last place
+    assert FlowSchedule.objects.filter(flow__user=other).count() == 2
+
+
+def test_a_flow_without_schedules_moves_to_an_account_whose_share_is_full(flow, make_flow, make_user, settings):
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 1
+    other = make_user("bob")
+    flow_schedule_create(flow=make_flow(other, endpoint_name="theirs"), interval_minutes=5)
+    assert flow_update(flow=flow, user=other).user_id == other.pk
