@@ -8,7 +8,7 @@ from rest_framework import serializers
 from flows.examples import GREETING_GRAPH
 from flows.models import WEBHOOK_HANDSHAKES, WEBHOOK_METHODS, Flow, FlowRun, FlowVersion, NodeResult, Variable
 from flows.services.concurrency import MAX_SETTING
-from flows.services.pause import WAITING_REASONS, flow_run_waiting
+from flows.services.pause import WAITING_REASONS, flow_run_waiting, flow_runs_waiting
 from flows.setting_fields import (
     ConcurrencyField,
     DedupeKeyField,
@@ -250,6 +250,17 @@ class NodeResultSerializer(serializers.ModelSerializer):
         return request is not None and getattr(request.user, "is_staff", False)
 
 
+class _RunsSerializer(serializers.ListSerializer):
+    """Many runs at once: what the queued ones wait for is read for all of them together (flow_runs_waiting)."""
+
+    def to_representation(self, data):
+        runs = list(data.all() if isinstance(data, models.manager.BaseManager) else data)
+        waiting = flow_runs_waiting(runs=runs)
+        for run in runs:
+            run._waiting_detail = waiting[run.pk]
+        return super().to_representation(runs)
+
+
 class FlowRunListSerializer(serializers.ModelSerializer):
     """A run without its per-node results (lists stay one query)."""
 
@@ -295,12 +306,14 @@ class FlowRunListSerializer(serializers.ModelSerializer):
             "waiting",
         ]
         read_only_fields = fields
+        list_serializer_class = _RunsSerializer
 
     def _waiting(self, run: FlowRun) -> dict | None:
         if run.status != FlowRun.Status.QUEUED:
             return None
         if not hasattr(run, "_waiting_detail"):
-            # Lists annotate whether the flow is paused or limited (one query for the page); a single run just asks.
+            # A list has read every run's answer at once (_RunsSerializer); a single run asks, with the annotations of
+            # whether its flow is paused or limited where its queryset has them.
             paused = run.flow_paused if hasattr(run, "flow_paused") else run.flow.paused_at is not None
             limited = run.flow_limited if hasattr(run, "flow_limited") else True
             run._waiting_detail = flow_run_waiting(run=run, flow_paused=paused, flow=run.flow if limited else None)

@@ -21,12 +21,15 @@ import functools
 import hashlib
 import json
 import logging
+import operator
 import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from flows.exceptions import WebhookSettingInvalid
@@ -123,10 +126,43 @@ def _startable(now) -> Q:
     return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
 
 
+def _older(received_at, pk) -> Q:
+    """Runs received before this one (by id on a tie): the order a key's runs start in. Values or OuterRefs."""
+    return Q(received_at__lt=received_at) | Q(received_at=received_at, pk__lt=pk)
+
+
 def _older_waiting(runs, run: FlowRun, now) -> bool:
     """Whether an older run among `runs` (of the same key) is queued and could start: it goes first."""
-    older = Q(received_at__lt=run.received_at) | Q(received_at=run.received_at, pk__lt=run.pk)
-    return runs.filter(older, status=FlowRun.Status.QUEUED).filter(_startable(now)).exclude(pk=run.pk).exists()
+    return runs.filter(_older(run.received_at, run.pk), status=FlowRun.Status.QUEUED).filter(_startable(now)).exclude(pk=run.pk).exists()
+
+
+def _wait(
+    run: FlowRun, flow: Flow, *, running: Callable[[], int], behind: Callable[[str], bool], starts: Callable[[], list]
+) -> Wait | None:
+    """The rule of run_control_wait, over what it reads: `running()`, the runs of the run's concurrency (its key's, or
+    the flow's) running; `behind(key_field)`, whether an older run of its key could start; `starts()`, the start
+    times of its throttle key's other runs in the window, oldest first. Each is asked only when the rule needs it."""
+    limit = flow.max_concurrent_runs
+    if limit:
+        count = running()
+        if count >= limit:
+            return Wait("concurrency", run.concurrency_key, limit, running=count)
+        if run.concurrency_key is not None and behind("concurrency_key"):
+            return Wait("concurrency", run.concurrency_key, limit, running=count, behind=True)
+    if flow.throttle_limit and flow.throttle_period and run.throttle_key is not None:
+        recent = starts()
+        late = behind("throttle_key")
+        if len(recent) >= flow.throttle_limit:
+            # The window slides: the run may start once enough of these starts are older than the period.
+            next_start_at = recent[len(recent) - flow.throttle_limit] + timedelta(seconds=flow.throttle_period)
+        elif late:
+            next_start_at = None
+        else:
+            return None
+        return Wait(
+            "throttle", run.throttle_key, flow.throttle_limit, period=flow.throttle_period, next_start_at=next_start_at, behind=late
+        )
+    return None
 
 
 def run_control_wait(*, run: FlowRun, flow: Flow, now: datetime | None = None) -> Wait | None:
@@ -136,39 +172,82 @@ def run_control_wait(*, run: FlowRun, flow: Flow, now: datetime | None = None) -
     """
     now = now or timezone.now()
     unfinished = FlowRun.objects.unfinished().filter(flow_id=flow.pk)
-    limit = flow.max_concurrent_runs
-    if limit:
-        if run.concurrency_key is None:  # per flow, as max_concurrent_runs always was
-            running = unfinished.filter(status=FlowRun.Status.RUNNING).count()
-            if running >= limit:
-                return Wait("concurrency", None, limit, running=running)
-        else:
-            same = unfinished.filter(concurrency_key=run.concurrency_key)
-            running = same.filter(status=FlowRun.Status.RUNNING).count()
-            if running >= limit:
-                return Wait("concurrency", run.concurrency_key, limit, running=running)
-            if _older_waiting(same, run, now):
-                return Wait("concurrency", run.concurrency_key, limit, running=running, behind=True)
-    if flow.throttle_limit and flow.throttle_period and run.throttle_key is not None:
-        period = timedelta(seconds=flow.throttle_period)
-        starts = list(
-            FlowRun.objects.filter(flow_id=flow.pk, throttle_key=run.throttle_key, started_at__gt=now - period)
-            .exclude(pk=run.pk)
-            .order_by("started_at")
-            .values_list("started_at", flat=True)
+
+    def running() -> int:
+        counted = unfinished.filter(status=FlowRun.Status.RUNNING)
+        if run.concurrency_key is not None:  # per key; without one per flow, as max_concurrent_runs always was
+            counted = counted.filter(concurrency_key=run.concurrency_key)
+        return counted.count()
+
+    def starts() -> list:
+        window = FlowRun.objects.filter(
+            flow_id=flow.pk, throttle_key=run.throttle_key, started_at__gt=now - timedelta(seconds=flow.throttle_period)
         )
-        behind = _older_waiting(unfinished.filter(throttle_key=run.throttle_key), run, now)
-        if len(starts) >= flow.throttle_limit:
-            # The window slides: the run may start once enough of these starts are older than the period.
-            next_start_at = starts[len(starts) - flow.throttle_limit] + period
-        elif behind:
-            next_start_at = None
-        else:
-            return None
-        return Wait(
-            "throttle", run.throttle_key, flow.throttle_limit, period=flow.throttle_period, next_start_at=next_start_at, behind=behind
+        return list(window.exclude(pk=run.pk).order_by("started_at").values_list("started_at", flat=True))
+
+    def behind(key_field: str) -> bool:
+        return _older_waiting(unfinished.filter(**{key_field: getattr(run, key_field)}), run, now)
+
+    return _wait(run, flow, running=running, behind=behind, starts=starts)
+
+
+def run_control_waits(*, runs: list[FlowRun], flows: dict, now: datetime | None = None) -> dict:
+    """run_control_wait for many queued runs (a page of the runs list), by run id, in three queries whatever their
+    number. `flows`: the runs' flows by id."""
+    now = now or timezone.now()
+    runs = [run for run in runs if run.flow_id in flows and (flows[run.flow_id].max_concurrent_runs or flows[run.flow_id].throttle_limit)]
+    if not runs:
+        return {}
+    running: Counter = Counter()
+    limited = {run.flow_id for run in runs if flows[run.flow_id].max_concurrent_runs}
+    counted = (
+        FlowRun.objects.unfinished()
+        .filter(flow_id__in=limited, status=FlowRun.Status.RUNNING)
+        .values("flow_id", "concurrency_key")
+        .annotate(n=Count("pk"))
+        .values_list("flow_id", "concurrency_key", "n")
+        .order_by()
+    )
+    for flow_id, key, n in counted:  # no query without a limited flow (an empty `in`)
+        running[flow_id, key] += n
+        running[flow_id] += n
+
+    def older_waiting(key_field: str) -> Exists:
+        of_key = FlowRun.objects.unfinished().filter(flow_id=OuterRef("flow_id"), **{key_field: OuterRef(key_field)})
+        older = of_key.filter(_older(OuterRef("received_at"), OuterRef("pk")), status=FlowRun.Status.QUEUED)
+        return Exists(older.filter(_startable(now)).exclude(pk=OuterRef("pk")))
+
+    behind = {
+        pk: {"concurrency_key": concurrency, "throttle_key": throttle}
+        for pk, concurrency, throttle in FlowRun.objects.filter(pk__in=[run.pk for run in runs])
+        .annotate(concurrency=older_waiting("concurrency_key"), throttle=older_waiting("throttle_key"))
+        .values_list("pk", "concurrency", "throttle")
+    }
+    throttled = {
+        (run.flow_id, run.throttle_key)
+        for run in runs
+        if flows[run.flow_id].throttle_limit and flows[run.flow_id].throttle_period and run.throttle_key is not None
+    }
+    windows = [
+        Q(flow_id=flow_id, throttle_key=key, started_at__gt=now - timedelta(seconds=flows[flow_id].throttle_period))
+        for flow_id, key in throttled
+    ]
+    started = defaultdict(list)
+    if windows:
+        window = FlowRun.objects.filter(functools.reduce(operator.or_, windows)).order_by("started_at")
+        for flow_id, key, pk, started_at in window.values_list("flow_id", "throttle_key", "pk", "started_at"):
+            started[flow_id, key].append((pk, started_at))
+
+    def wait(run: FlowRun) -> Wait | None:
+        return _wait(
+            run,
+            flows[run.flow_id],
+            running=lambda: running[(run.flow_id, run.concurrency_key) if run.concurrency_key is not None else run.flow_id],
+            behind=lambda key_field: behind.get(run.pk, {}).get(key_field, False),
+            starts=lambda: [at for pk, at in started[run.flow_id, run.throttle_key] if pk != run.pk],
         )
-    return None
+
+    return {run.pk: wait(run) for run in runs}
 
 
 def run_control_release(*, run: FlowRun) -> int:

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from flows.models import Flow, FlowRun
 from flows.services import queue
-from flows.services.concurrency import flow_run_waiting_by_key
+from flows.services.concurrency import flow_run_waiting_by_key, run_control_waits
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +132,42 @@ def flow_run_waiting(*, run: FlowRun, flow_paused: bool, flow: Flow | None = Non
     at only with its `flow`."""
     if run.status != FlowRun.Status.QUEUED:
         return None
+    held = _held(run, flow_paused=flow_paused)
+    if held is not None:
+        return held
+    wait = flow_run_waiting_by_key(run=run, flow=flow) if flow is not None else None
+    return wait.as_dict() if wait is not None else {"reason": "worker"}
+
+
+def flow_runs_waiting(*, runs: list[FlowRun]) -> dict:
+    """flow_run_waiting for many runs (a page of the runs list), by run id, in a few queries whatever their number."""
+    answers = {run.pk: None for run in runs}
+    queued = [run for run in runs if run.status == FlowRun.Status.QUEUED]
+    if not queued:
+        return answers
+    # The runs list annotates whether each run's flow is paused or limited (the runs API's queryset): the flows are
+    # then read only for runs whose flow has a limit.
+    read = {run.flow_id for run in queued if getattr(run, "flow_limited", True) or not hasattr(run, "flow_paused")}
+    fields = ("paused_at", "max_concurrent_runs", "throttle_limit", "throttle_period")
+    flows = Flow.objects.only(*fields).in_bulk(read) if read else {}
+    keyed = []
+    for run in queued:
+        flow = flows.get(run.flow_id)  # none for a flow deleted since its runs were read: its runs wait for nothing more
+        paused = run.flow_paused if hasattr(run, "flow_paused") else flow is not None and flow.paused_at is not None
+        answers[run.pk] = _held(run, flow_paused=paused)
+        if answers[run.pk] is None:
+            keyed.append(run)
+    waits = run_control_waits(runs=keyed, flows=flows)
+    for run in keyed:
+        wait = waits.get(run.pk)
+        answers[run.pk] = wait.as_dict() if wait is not None else {"reason": "worker"}
+    return answers
+
+
+def _held(run: FlowRun, *, flow_paused: bool) -> dict | None:
+    """What holds a queued run before any key is looked at: its flow's pause, then a retry's backoff."""
     if flow_paused:
         return {"reason": "flow_paused"}
     if run.next_attempt_at is not None and run.next_attempt_at > timezone.now():
         return {"reason": "retry_backoff", "next_attempt_at": run.next_attempt_at}
-    wait = flow_run_waiting_by_key(run=run, flow=flow) if flow is not None else None
-    if wait is not None:
-        return wait.as_dict()
-    return {"reason": "worker"}
+    return None

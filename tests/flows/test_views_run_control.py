@@ -1,9 +1,13 @@
 """Run control by key in the API: a flow's `concurrency` and `throttle`, the key a webhook records, a waiting run's status."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from flows.models import Flow, FlowRun
 from flows.services.execution import flow_run_claim, flow_run_execute
+from flows.services.runs import flow_run_create
 from tests.helpers import GREETING_FLOW, post
 
 
@@ -102,3 +106,35 @@ def test_a_flow_with_its_key_changed_since_a_remembered_webhook_records_the_new_
     Flow.objects.filter(pk=flow.pk).update(max_concurrent_runs=1, concurrency_key="payload.name")
     run_id = post(key_client, "greet").json()["run_id"]
     assert FlowRun.objects.get(pk=run_id).concurrency_key == "Ada"
+
+
+def _limited_backlog(user, make_flow, runs: int) -> None:
+    """`runs` queued runs of three flows, limited per key, per flow and by a throttle per key, with a run of each key
+    running or started: every queued run waits for something queries answer."""
+    limits = {
+        "keyed": {"max_concurrent_runs": 1, "concurrency_key": "payload.name"},
+        "keyless": {"max_concurrent_runs": 1},
+        "throttled": {"throttle_limit": 1, "throttle_period": 60, "throttle_key": "payload.name"},
+    }
+    flows = []
+    for name, fields in limits.items():
+        Flow.objects.filter(pk=make_flow(user, endpoint_name=name).pk).update(**fields)
+        flows.append(Flow.objects.get(endpoint_name=name))
+    for i in range(runs):
+        flow_run_create(flow=flows[i % 3], user=user, trigger="webhook", payload={"name": f"n{i % 4}"})
+    oldest = FlowRun.objects.order_by("received_at", "id")
+    started = {oldest.filter(flow=flow, payload__name=f"n{i}").first().pk for flow in flows for i in range(4)}
+    FlowRun.objects.filter(pk__in=started).update(status=FlowRun.Status.RUNNING, started_at=timezone.now())
+
+
+def _page_queries(client, limit: int) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(f"/api/v1/runs/?limit={limit}").json()
+    assert len(page["results"]) == limit
+    assert {run["waiting_for"] for run in page["results"]} == {"concurrency", "throttle"}
+    return len(queries)
+
+
+def test_a_page_of_waiting_runs_costs_the_same_queries_whatever_its_size(key_client, user, make_flow, enqueued):
+    _limited_backlog(user, make_flow, 75)
+    assert _page_queries(key_client, 50) == _page_queries(key_client, 5)

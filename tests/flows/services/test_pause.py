@@ -221,6 +221,46 @@ def test_waiting_for_says_why_a_queued_run_waits(flow):
     assert pause.flow_run_waiting(run=run, flow_paused=True) is None
 
 
+def test_many_runs_wait_for_what_each_would_alone_in_the_same_few_queries(user, make_flow, enqueued):
+    def flow_of(name, **limits):
+        flow = make_flow(user, endpoint_name=name)
+        Flow.objects.filter(pk=flow.pk).update(**limits)
+        flow.refresh_from_db()
+        return flow
+
+    def runs_of(flow, name, count, **fields):
+        made = [flow_run_create(flow=flow, user=user, trigger="webhook", payload={"name": name}) for _ in range(count)]
+        if fields:
+            FlowRun.objects.filter(pk__in=[run.pk for run in made]).update(**fields)
+
+    now = timezone.now()
+    keyed = flow_of("keyed", max_concurrent_runs=2, concurrency_key="payload.name")
+    runs_of(keyed, "x", 2, status=FlowRun.Status.RUNNING, started_at=now)
+    runs_of(keyed, "x", 1)  # its key's slots are taken
+    runs_of(keyed, "y", 2)  # the first may start, the second comes after it
+    runs_of(keyed, "y", 1, next_attempt_at=now + timedelta(minutes=1))
+    keyless = flow_of("keyless", max_concurrent_runs=1)
+    runs_of(keyless, "x", 1, status=FlowRun.Status.RUNNING, started_at=now)
+    runs_of(keyless, "y", 2)
+    throttled = flow_of("throttled", throttle_limit=2, throttle_period=60, throttle_key="payload.name")
+    runs_of(throttled, "z", 2, status=FlowRun.Status.SUCCEEDED, started_at=now, finished_at=now)
+    runs_of(throttled, "z", 1)  # its window is full
+    runs_of(throttled, "w", 1, status=FlowRun.Status.SUCCEEDED, started_at=now, finished_at=now)
+    runs_of(throttled, "w", 2)  # the first may start, the second comes after it
+    runs_of(flow_of("paused", max_concurrent_runs=1, paused_at=now), "x", 1)
+    runs = list(FlowRun.objects.order_by("received_at", "id"))
+
+    with CaptureQueriesContext(connection) as queries:
+        together = pause.flow_runs_waiting(runs=runs)
+    assert len(queries) <= 4
+    alone = {run.pk: pause.flow_run_waiting(run=run, flow_paused=run.flow.paused_at is not None, flow=run.flow) for run in runs}
+    assert together == alone
+    details = [detail for detail in alone.values() if detail is not None]
+    assert {detail["reason"] for detail in details} == set(pause.WAITING_REASONS)
+    assert {(detail["reason"], detail.get("behind_older_run")) for detail in details} >= {("concurrency", True), ("throttle", True)}
+    assert any(detail.get("next_start_at") for detail in details)
+
+
 @pytest.mark.parametrize("status", ["running", "succeeded"])
 def test_pause_does_not_touch_runs_already_started(flow, status):
     run = _run(flow, status=status)
