@@ -29,7 +29,8 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from flows.exceptions import WebhookSettingInvalid
@@ -198,19 +199,7 @@ def run_control_waits(*, runs: list[FlowRun], flows: dict, now: datetime | None 
     runs = [run for run in runs if run.flow_id in flows and (flows[run.flow_id].max_concurrent_runs or flows[run.flow_id].throttle_limit)]
     if not runs:
         return {}
-    running: Counter = Counter()
-    limited = {run.flow_id for run in runs if flows[run.flow_id].max_concurrent_runs}
-    counted = (
-        FlowRun.objects.unfinished()
-        .filter(flow_id__in=limited, status=FlowRun.Status.RUNNING)
-        .values("flow_id", "concurrency_key")
-        .annotate(n=Count("pk"))
-        .values_list("flow_id", "concurrency_key", "n")
-        .order_by()
-    )
-    for flow_id, key, n in counted:  # no query without a limited flow (an empty `in`)
-        running[flow_id, key] += n
-        running[flow_id] += n
+    running = _running_counts({flows[run.flow_id] for run in runs})
 
     def older_waiting(key_field: str) -> Exists:
         of_key = FlowRun.objects.unfinished().filter(flow_id=OuterRef("flow_id"), **{key_field: OuterRef(key_field)})
@@ -223,14 +212,14 @@ def run_control_waits(*, runs: list[FlowRun], flows: dict, now: datetime | None 
         .annotate(concurrency=older_waiting("concurrency_key"), throttle=older_waiting("throttle_key"))
         .values_list("pk", "concurrency", "throttle")
     }
-    throttled = {
-        (run.flow_id, run.throttle_key)
-        for run in runs
-        if flows[run.flow_id].throttle_limit and flows[run.flow_id].throttle_period and run.throttle_key is not None
-    }
+    throttled = defaultdict(set)  # a flow's keys: one term per flow, as a long OR is too deep for SQLite
+    for run in runs:
+        flow = flows[run.flow_id]
+        if flow.throttle_limit and flow.throttle_period and run.throttle_key is not None:
+            throttled[flow.pk].add(run.throttle_key)
     windows = [
-        Q(flow_id=flow_id, throttle_key=key, started_at__gt=now - timedelta(seconds=flows[flow_id].throttle_period))
-        for flow_id, key in throttled
+        Q(flow_id=flow_id, throttle_key__in=keys, started_at__gt=now - timedelta(seconds=flows[flow_id].throttle_period))
+        for flow_id, keys in throttled.items()
     ]
     started = defaultdict(list)
     if windows:
@@ -310,46 +299,105 @@ RING_READ = ("id", "flow_id", "version_id", "user_id", "received_at", "enqueued_
 
 def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int = 1000) -> int:
     """For the sweep: ring for the oldest waiting runs of every key (a flow's, without one) that may start now and
-    were rung longer than `older_than` ago (a finish's doorbell lost, a throttle's timer gone with its process).
-    A run that must still wait for a slot or its window is not rung: a ring would only cost a worker a claim. Each
-    run rung is marked rung (`enqueued_at`). Returns how many were rung."""
+    were rung longer than `older_than` ago (a finish's doorbell lost, a throttle's timer gone with its process); the
+    keys whose runs have waited longest first, `limit` keys at most. A run that must still wait for a slot or its
+    window is not rung: a ring would only cost a worker a claim. Each run rung is marked rung (`enqueued_at`).
+    Returns how many were rung. Its reads are the same few queries however many keys wait."""
     now = timezone.now()
     rung_before = now - older_than
-    groups = (
+    groups = list(
         FlowRun.objects.unfinished()
         .outside_releases(since=rung_before)
         .filter(run_controlled(), status=FlowRun.Status.QUEUED, flow__paused_at__isnull=True)
         .filter(enqueued_at__lt=rung_before)
         .filter(_startable(now))
-        .values_list("flow_id", "concurrency_key", "throttle_key")
-        .order_by()
-        .distinct()[:limit]
+        .values("flow_id", "concurrency_key", "throttle_key")
+        .annotate(oldest=Min("received_at"))
+        .order_by("oldest", "flow_id", "concurrency_key", "throttle_key")
+        .values_list("flow_id", "concurrency_key", "throttle_key")[:limit]
     )
-    rung = 0
-    for flow_id, concurrency_key, throttle_key in groups:
-        flow = Flow.objects.filter(pk=flow_id).first()
-        if flow is None:
-            continue
-        unfinished = FlowRun.objects.unfinished().filter(flow_id=flow_id, concurrency_key=concurrency_key, throttle_key=throttle_key)
-        free = limit
-        if flow.max_concurrent_runs:  # at most the slots free now (per key, or the flow's without one)
-            counted = FlowRun.objects.unfinished().filter(flow_id=flow_id, status=FlowRun.Status.RUNNING)
-            if concurrency_key is not None:
-                counted = counted.filter(concurrency_key=concurrency_key)
-            free = flow.max_concurrent_runs - counted.count()
-        head = unfinished.filter(status=FlowRun.Status.QUEUED).filter(_startable(now)).order_by("received_at", "id")
-        # What run_control_wait and the ring read of a run: never its body and payload (a key's backlog may be large).
-        head = head.only(*RING_READ)
-        for run in head[: max(free, 0)]:
+    if not groups:
+        return 0
+    flows = Flow.objects.only("max_concurrent_runs", "throttle_limit", "throttle_period").in_bulk({group[0] for group in groups})
+    running = _running_counts(flows.values())
+    heads = _heads(groups, flows, running, now=now, limit=limit)
+    waits = run_control_waits(runs=[run for runs in heads.values() for run in runs], flows=flows, now=now)
+    due = []
+    for group in groups:
+        for run in heads.get(group, ()):
             if run.enqueued_at >= rung_before:
                 continue  # its doorbell may yet come
-            if run_control_wait(run=run, flow=flow, now=now) is not None:
+            if waits.get(run.pk) is not None:
                 break  # the rest of the key come after it
-            if FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.QUEUED, enqueued_at__lt=rung_before).update(enqueued_at=now):
-                rung += queue.flow_run_ring(run.pk, run.flow_id, run.version_id, run.user_id)
+            due.append(run)
+    if not due:
+        return 0
+    # Marked with this sweep's time, then read back: a run another sweep marked meanwhile is its to ring.
+    FlowRun.objects.filter(pk__in=[run.pk for run in due], status=FlowRun.Status.QUEUED, enqueued_at__lt=rung_before).update(
+        enqueued_at=now
+    )
+    marked = set(FlowRun.objects.filter(pk__in=[run.pk for run in due], enqueued_at=now).values_list("pk", flat=True))
+    rung = sum(queue.flow_run_ring(run.pk, run.flow_id, run.version_id, run.user_id) for run in due if run.pk in marked)
     if rung:
         logger.info("Rang for %d runs waiting for a free slot of their key", rung)
     return rung
+
+
+def _running_counts(flows) -> Counter:
+    """The runs running of these flows' concurrency limits: by (flow id, key), and by flow id for the keyless limit."""
+    running: Counter = Counter()
+    limited = [flow.pk for flow in flows if flow.max_concurrent_runs]
+    counted = (
+        FlowRun.objects.unfinished()
+        .filter(flow_id__in=limited, status=FlowRun.Status.RUNNING)
+        .values("flow_id", "concurrency_key")
+        .annotate(n=Count("pk"))
+        .values_list("flow_id", "concurrency_key", "n")
+        .order_by()
+    )
+    for flow_id, key, n in counted:  # no query without a limited flow (an empty `in`)
+        running[flow_id, key] += n
+        running[flow_id] += n
+    return running
+
+
+def _heads(groups, flows, running: Counter, *, now, limit: int) -> dict:
+    """The queued runs of each group (flow, concurrency key, throttle key) that may be rung, oldest first: as many as
+    its concurrency has free slots (`limit` without one), and only the first where its key's runs start in order (a
+    concurrency or throttle by key): the second waits behind the first, rung or not. One query for every group."""
+    caps = {}
+    for group in groups:
+        flow_id, concurrency_key, throttle_key = group
+        flow = flows.get(flow_id)
+        if flow is None:
+            continue
+        free = limit
+        if flow.max_concurrent_runs:  # at most the slots free now (per key, or the flow's without one)
+            free = flow.max_concurrent_runs - running[(flow_id, concurrency_key) if concurrency_key is not None else flow_id]
+        in_order = (flow.max_concurrent_runs and concurrency_key is not None) or (
+            flow.throttle_limit and flow.throttle_period and throttle_key is not None
+        )
+        caps[group] = min(free, 1) if in_order else free
+    caps = {group: cap for group, cap in caps.items() if cap > 0}
+    if not caps:
+        return {}
+    order = Window(RowNumber(), partition_by=[F("flow_id"), F("concurrency_key"), F("throttle_key")], order_by=[F("received_at"), F("id")])
+    queued = (
+        FlowRun.objects.unfinished()
+        .filter(flow_id__in={group[0] for group in caps}, status=FlowRun.Status.QUEUED)
+        .filter(_startable(now))
+        # What run_control_waits and the ring read of a run: never its body and payload (a key's backlog may be large).
+        .only(*RING_READ)
+        .annotate(place=order)
+        .filter(place__lte=max(caps.values()))
+        .order_by("received_at", "id")
+    )
+    heads = defaultdict(list)
+    for run in queued:
+        group = (run.flow_id, run.concurrency_key, run.throttle_key)
+        if run.place <= caps.get(group, 0):
+            heads[group].append(run)
+    return heads
 
 
 def flow_run_waiting_by_key(*, run: FlowRun, flow: Flow) -> Wait | None:

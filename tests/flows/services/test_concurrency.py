@@ -178,6 +178,52 @@ def test_the_sweep_rings_the_keyed_runs_of_a_flow_whose_limit_was_removed(flow, 
     assert sorted(enqueued) == sorted(str(r.id) for r in runs)
 
 
+def _keys_waiting(flow, keys: int) -> list[FlowRun]:
+    """A waiting run for each of `keys` keys, the oldest first, and a second run of each key behind it. Recorded the
+    other way round, newest key first, and their doorbells (lost) too: neither order is the one the sweep keeps."""
+    now = timezone.now()
+    heads = []
+    for i in range(keys):
+        head, behind = _run(flow, f"k{i}"), _run(flow, f"k{i}")
+        rung = now - timedelta(minutes=5 + keys - i)
+        FlowRun.objects.filter(pk=head.pk).update(received_at=now - timedelta(minutes=2 * i + 2), enqueued_at=rung)
+        FlowRun.objects.filter(pk=behind.pk).update(received_at=now - timedelta(minutes=2 * i + 1), enqueued_at=rung)
+        heads.append(head)
+    return heads[::-1]
+
+
+def test_the_sweep_rings_the_keys_whose_runs_waited_longest_first(flow, enqueued):
+    _limit(flow, max_concurrent_runs=1, concurrency_key="payload.customer")
+    heads = _keys_waiting(flow, 8)
+    enqueued.clear()
+    assert run_control_release_keys(older_than=timedelta(seconds=60), limit=3) == 3
+    assert enqueued == [str(run.id) for run in heads[:3]]
+    assert run_control_release_keys(older_than=timedelta(seconds=60)) == 5  # the rest, in their order too
+    assert enqueued[3:] == [str(run.id) for run in heads[3:]]
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_concurrent_runs": 1, "concurrency_key": "payload.customer"},
+        {"throttle_limit": 1, "throttle_period": 60, "throttle_key": "payload.customer"},
+    ],
+)
+def test_the_sweep_reads_its_waiting_keys_in_the_same_queries_whatever_their_number(make_flow, user, enqueued, limits):
+    from django.test.utils import CaptureQueriesContext
+
+    costs = []
+    for keys in (3, 30):
+        FlowRun.objects.all().delete()
+        flow = _limit(make_flow(user, endpoint_name=f"keys-{keys}"), **limits)
+        _keys_waiting(flow, keys)
+        enqueued.clear()
+        with CaptureQueriesContext(connection) as queries:
+            assert run_control_release_keys(older_than=timedelta(seconds=60)) == keys
+        costs.append(len(queries))
+    assert costs[0] == costs[1]
+
+
 # --- Throttle -------------------------------------------------------------------------------------------------
 
 
