@@ -184,3 +184,20 @@ def test_a_schedule_of_a_flow_deleted_since_it_was_read_is_a_404_and_saves_nothi
     with pytest.raises(Http404):
         flow_schedule_create(flow=stale, interval_minutes=5)
     assert not FlowSchedule.objects.exists() and not Schedule.objects.filter(func="flows.tasks.run_schedule").exists()
+
+
+def test_a_schedule_of_a_flow_moved_to_another_owner_since_it_was_read_is_a_404_and_saves_nothing(flow, make_flow, make_user, settings):
+    # Counted in the share of the owner it was read with, it would have taken a place the new owner may not have.
+    from django.http import Http404
+
+    from flows.models import Flow
+    from flows.services.flows import flow_update
+
+    settings.LANGRUN_MAX_SCHEDULES_PER_USER = 1
+    other = make_user("bob")
+    flow_schedule_create(flow=make_flow(other, endpoint_name="theirs"), interval_minutes=5)
+    stale = Flow.objects.get(pk=flow.pk)
+    flow_update(flow=flow, user=other)
+    with pytest.raises(Http404):
+        flow_schedule_create(flow=stale, interval_minutes=5)
+    assert FlowSchedule.objects.filter(flow__user=other).count() == 1
