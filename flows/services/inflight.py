@@ -133,8 +133,11 @@ class RunExecutor:
 
     def room_wait(self, room: int, seconds: float = ROOM_WAIT_SECONDS) -> None:
         """Block until `room` more runs could be admitted, or `room` runs ended (held runs may have taken their slots:
-        the next task's runs get the next slots that come free before them), the executor drains, or `seconds` pass."""
-        room = min(max(room, 1), self.concurrency)
+        the next task's runs get the next slots that come free before them), the executor drains, or `seconds` pass.
+        Never more room than the slots kept beyond one account's share: with an account's share in flight, those are
+        all the other accounts have, and waiting for more would keep their runs in the queue while those slots are
+        free, until the account's runs end."""
+        room = min(max(room, 1), (self.concurrency - self.per_account) or self.concurrency)
         with self.idle:
             ended = self.ended
             self.idle.wait_for(

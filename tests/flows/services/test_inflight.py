@@ -567,3 +567,30 @@ def test_a_slot_that_comes_free_goes_to_the_held_account_with_fewest_runs_in_fli
         assert pool.accounts == {"carol": 2, "alice": 2}
     finally:
         pool.drain()
+
+
+def test_a_worker_with_one_accounts_share_in_flight_takes_further_tasks_while_its_reserve_is_free(monkeypatch):
+    """Alice's runs hang with her share of the worker in flight; its reserved slots are free for the other accounts. A
+    task that passed her next run on must not then wait for room for a batch larger than that reserve (an eighth of
+    the slots, up to a batch, is more than a tenth): the worker would take bob's run one task per ROOM_WAIT_SECONDS."""
+    from django_q.conf import Conf
+
+    from flows import tasks
+    from flows.services import inflight, queue
+
+    pool = GatedExecutor(concurrency=110, per_account=100)  # room for a batch: min(bulk, 110 // 8) = 13; reserve 10
+    monkeypatch.setattr(inflight, "_in_worker", True)
+    monkeypatch.setattr(inflight, "_executor", pool)
+    monkeypatch.setattr(Conf, "BULK", 30)
+    monkeypatch.setattr(queue, "flow_run_enqueue", lambda **options: True)
+    try:
+        for n in range(100):
+            assert pool.admit(f"{n:08x}-0000-4000-8000-000000000000", account="alice", wait=False)
+        wait_until(lambda: len(pool.started) == 100, timeout=2)
+        statuses = []
+        task = threading.Thread(target=lambda: statuses.extend(tasks.execute_runs([("a1" * 16, None, "alice")])))
+        task.start()
+        task.join(2)
+        assert not task.is_alive() and statuses == ["passed on"]
+    finally:
+        pool.drain()
