@@ -192,14 +192,15 @@ def run_control_wait(*, run: FlowRun, flow: Flow, now: datetime | None = None) -
     return _wait(run, flow, running=running, behind=behind, starts=starts)
 
 
-def run_control_waits(*, runs: list[FlowRun], flows: dict, now: datetime | None = None) -> dict:
+def run_control_waits(*, runs: list[FlowRun], flows: dict, now: datetime | None = None, running: Counter | None = None) -> dict:
     """run_control_wait for many queued runs (a page of the runs list), by run id, in three queries whatever their
-    number. `flows`: the runs' flows by id."""
+    number. `flows`: the runs' flows by id; `running`: their _running_counts, when the caller has read them."""
     now = now or timezone.now()
     runs = [run for run in runs if run.flow_id in flows and (flows[run.flow_id].max_concurrent_runs or flows[run.flow_id].throttle_limit)]
     if not runs:
         return {}
-    running = _running_counts({flows[run.flow_id] for run in runs})
+    if running is None:
+        running = _running_counts({flows[run.flow_id] for run in runs})
 
     def older_waiting(key_field: str) -> Exists:
         of_key = FlowRun.objects.unfinished().filter(flow_id=OuterRef("flow_id"), **{key_field: OuterRef(key_field)})
@@ -321,7 +322,7 @@ def run_control_release_keys(*, older_than: timedelta = timedelta(0), limit: int
     flows = Flow.objects.only("max_concurrent_runs", "throttle_limit", "throttle_period").in_bulk({group[0] for group in groups})
     running = _running_counts(flows.values())
     heads = _heads(groups, flows, running, now=now, limit=limit)
-    waits = run_control_waits(runs=[run for runs in heads.values() for run in runs], flows=flows, now=now)
+    waits = run_control_waits(runs=[run for runs in heads.values() for run in runs], flows=flows, now=now, running=running)
     due = []
     for group in groups:
         for run in heads.get(group, ()):

@@ -212,9 +212,9 @@ def flows_kept(*, flow_ids) -> set:
 
 
 def flow_kept(*, flow: Flow) -> None:
-    """flows_kept for one flow: Http404 when it was deleted since it was looked up, as the API's lookup of a flow a
-    request names would answer now."""
-    if not flows_kept(flow_ids=[flow.pk]):
+    """The flow kept from a delete until the caller's transaction ends (as flows_kept does), or Http404 when it was
+    deleted or moved to another owner since it was looked up, as the API's owner-scoped lookup would answer now."""
+    if not Flow.objects.select_for_update(no_key=True).filter(pk=flow.pk, user_id=flow.user_id).exists():
         raise Http404("Flow not found")
 
 

@@ -21,7 +21,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from flows.exceptions import ScheduleInvalid, ScheduleLimitReached
-from flows.models import Flow, FlowRun, FlowSchedule
+from flows.models import FlowRun, FlowSchedule
 from flows.services.flows import flow_kept
 from flows.services.runs import flow_run_create
 
@@ -102,11 +102,9 @@ def flow_schedule_create(*, flow, cron: str = "", interval_minutes: int | None =
     cron = (cron or "").strip()
     flow_schedule_check(cron=cron, interval_minutes=interval_minutes)
     with transaction.atomic():
-        flow_kept(flow=flow)  # the flow first, then its owner: a delete takes them in that order too
-        if not Flow.objects.filter(pk=flow.pk, user_id=flow.user_id).exists():
-            # Moved to another owner since it was read (flow_update holds the same lock): no longer the caller's flow,
-            # and its owner's share is not the one this would count.
-            raise Http404("Flow not found")
+        # The flow first, then its owner: a delete takes them in that order too. A flow moved to another owner since
+        # it was read (flow_update holds the same lock) is no longer the caller's, nor its owner's share this counts.
+        flow_kept(flow=flow)
         flow_schedule_room_check(user_id=flow.user_id, lock=True)
         schedule = FlowSchedule.objects.create(
             flow=flow, name=name, cron=cron, interval_minutes=None if cron else interval_minutes, payload=payload or {}

@@ -21,3 +21,17 @@ def test_changing_a_subscription_deleted_meanwhile_is_not_found_and_writes_nothi
     with pytest.raises(Http404):
         subscription_update(subscription=sub, events=["run.succeeded"])
     assert not Subscription.objects.exists()  # not written again
+
+
+def test_a_subscription_to_a_flow_moved_to_another_owner_since_it_was_read_is_not_found(user, make_user, flow, local_allowed):
+    # The flow is no longer the caller's: the API's owner-scoped lookup would not find it now.
+    from flows.models import Flow
+
+    stale = Flow.objects.get(pk=flow.pk)
+    Flow.objects.filter(pk=flow.pk).update(user=make_user("bob"))
+    with pytest.raises(Http404):
+        subscription_create(user=user, flow=stale, url="http://127.0.0.1:9/hook", events=["run.failed"])
+    sub = subscription_create(user=user, url="http://127.0.0.1:9/hook", events=["run.failed"])
+    with pytest.raises(Http404):
+        subscription_update(subscription=sub, flow=stale)
+    assert Subscription.objects.get(pk=sub.pk).flow_id is None
